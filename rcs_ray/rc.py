@@ -1,0 +1,279 @@
+"""The reward-consistency (RC) core: pure numpy, no Ray, no models.
+
+A pair (x, y_w, y_l) is reward-consistent on a set E of objectives when r_j(x, y_w) > r_j(x, y_l) + margin for
+every j in E (arXiv 2504.11337, Lemma 1: only RC pairs give gradients that do not conflict across objectives).
+RCS picks, among a prompt's candidates, the RC pair with the largest gap on the objective being trained.
+
+Shapes: ``rewards`` is (m, K): m candidates of one prompt, K objectives. The batch form takes G groups of
+possibly different m and returns a (G, 2) array of (winner, loser) indices, -1 where a group has no pair.
+
+Margin: on the enforced objectives other than the target, a pair needs ``diff > margin``; on the target it needs
+``diff > max(margin, 0)``. A negative margin therefore tolerates ties (or small losses) on the earlier objectives,
+which matters for integer-valued rewards; the target always needs a strict win.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "is_consistent",
+    "select_pair",
+    "select_pairs",
+    "rc_mask",
+    "failure_reason",
+    "STRATEGIES",
+    "get_strategy",
+    "ORIGINAL_CHOSEN",
+    "ORIGINAL_REJECTED",
+    "SAMPLED",
+]
+
+ORIGINAL_CHOSEN = "original_chosen"
+ORIGINAL_REJECTED = "original_rejected"
+SAMPLED = "sampled"
+
+Pair = Optional[tuple[int, int]]
+
+# Elements of the (G, M, M, K) difference tensor computed at once by the batch form; larger inputs go in chunks.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _as_rewards(rewards, what: str = "rewards") -> np.ndarray:
+    """Return ``rewards`` as a finite float64 (m, K) array or raise ValueError."""
+    arr = np.asarray(rewards, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{what}: expected a 2-D (candidates, objectives) array, got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{what}: no objectives (shape {arr.shape})")
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"{what}: non-finite reward {arr[tuple(bad)]} at candidate {bad[0]}, objective {bad[1]}")
+    return arr
+
+
+def _check_margin(margin: float) -> float:
+    margin = float(margin)
+    if not np.isfinite(margin):
+        raise ValueError(f"margin must be finite, got {margin}")
+    return margin
+
+
+def _objective_index(index, num_objectives: int, what: str) -> int:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise ValueError(f"{what} must be an integer objective index, got {index!r}")
+    if not 0 <= int(index) < num_objectives:
+        raise ValueError(f"{what} {index} out of range for K={num_objectives} objectives")
+    return int(index)
+
+
+def _enforced(enforce: Optional[Iterable[int]], num_objectives: int) -> list[int]:
+    """Objective indices to enforce: all when ``enforce`` is None; validated and de-duplicated, sorted."""
+    if enforce is None:
+        return list(range(num_objectives))
+    return sorted({_objective_index(j, num_objectives, "enforce index") for j in enforce})
+
+
+def is_consistent(r_chosen: Sequence[float], r_rejected: Sequence[float],
+                  enforce: Optional[Iterable[int]] = None, margin: float = 0.0) -> bool:
+    """True when the chosen response beats the rejected one on every enforced objective.
+
+    Args:
+        r_chosen: (K,) rewards of the chosen response.
+        r_rejected: (K,) rewards of the rejected response.
+        enforce: objective indices that must hold; None means all K.
+        margin: required lead: ``r_chosen[j] > r_rejected[j] + margin`` for each enforced j.
+
+    Raises:
+        ValueError: on NaN/inf, different lengths, or an out-of-range index.
+    """
+    chosen = np.ravel(np.asarray(r_chosen, dtype=np.float64))
+    rejected = np.ravel(np.asarray(r_rejected, dtype=np.float64))
+    if chosen.shape != rejected.shape:
+        raise ValueError(f"r_chosen has {chosen.size} objectives but r_rejected has {rejected.size}")
+    pair = _as_rewards(np.stack([chosen, rejected]), "pair rewards")
+    margin = _check_margin(margin)
+    idx = _enforced(enforce, pair.shape[1])
+    return bool(np.all(pair[0, idx] > pair[1, idx] + margin))
+
+
+def _thresholds(num_objectives: int, target: int, enforce: Optional[Iterable[int]], margin: float):
+    """Objectives to test and the lead each needs: ``margin`` for enforced ones, ``max(margin, 0)`` for target."""
+    idx = sorted(set(_enforced(enforce, num_objectives)) | {target})
+    need = np.array([max(margin, 0.0) if j == target else margin for j in idx])
+    return idx, need
+
+
+def rc_mask(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0) -> np.ndarray:
+    """(m, m) boolean mask: ``mask[w, l]`` is True when (w, l) is an admissible pair.
+
+    Admissible: ``rewards[w, j] - rewards[l, j] > margin`` for every j in ``enforce`` other than ``target``
+    and ``> max(margin, 0)`` on ``target``.
+    """
+    arr = _as_rewards(rewards)
+    target = _objective_index(target, arr.shape[1], "target")
+    idx, need = _thresholds(arr.shape[1], target, enforce, _check_margin(margin))
+    sub = arr[:, idx]
+    diff = sub[:, None, :] - sub[None, :, :]
+    return np.all(diff > need, axis=-1)
+
+
+def select_pair(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0) -> Pair:
+    """The RCS choice for one prompt: the admissible pair with the largest gap on ``target``.
+
+    Args:
+        rewards: (m, K) rewards of m candidates on K objectives.
+        target: the objective being trained (its gap is maximized; it always needs a strict win).
+        enforce: objectives on which the winner must beat the loser; None means all K.
+        margin: see the module docstring.
+
+    Returns:
+        (winner, loser) candidate indices, or None when no admissible pair exists. Ties in the gap go to the
+        lowest (winner, loser) in row-major order.
+
+    Raises:
+        ValueError: on NaN/inf rewards, a wrong shape, or an out-of-range index.
+    """
+    arr = _as_rewards(rewards)
+    mask = rc_mask(arr, target, enforce, margin)
+    if not mask.any():
+        return None
+    gap = arr[:, None, target] - arr[None, :, target]
+    flat = np.where(mask, gap, -np.inf).ravel()
+    w, l = divmod(int(np.argmax(flat)), arr.shape[0])
+    return w, l
+
+
+def select_pairs(groups: Sequence, target: int, enforce: Optional[Iterable[int]] = None,
+                 margin: float = 0.0) -> np.ndarray:
+    """Vectorized :func:`select_pair` over G prompt groups.
+
+    Args:
+        groups: G reward arrays, each (m_i, K); m_i may differ between groups.
+        target, enforce, margin: as in :func:`select_pair`.
+
+    Returns:
+        (G, 2) int64 array of (winner, loser); (-1, -1) where a group has no admissible pair.
+        Identical to calling :func:`select_pair` on each group.
+    """
+    arrays = [_as_rewards(g, f"group {i}") for i, g in enumerate(groups)]
+    out = np.full((len(arrays), 2), -1, dtype=np.int64)
+    if not arrays:
+        return out
+    num_objectives = arrays[0].shape[1]
+    for i, a in enumerate(arrays):
+        if a.shape[1] != num_objectives:
+            raise ValueError(f"group {i} has {a.shape[1]} objectives, group 0 has {num_objectives}")
+    target = _objective_index(target, num_objectives, "target")
+    idx, need = _thresholds(num_objectives, target, enforce, _check_margin(margin))
+    t_pos = idx.index(target)
+    max_m = max(a.shape[0] for a in arrays)
+    per_group = max(1, max_m * max_m * len(idx))
+    step = max(1, _CHUNK_ELEMENTS // per_group)
+    for start in range(0, len(arrays), step):
+        chunk = arrays[start:start + step]
+        padded = np.full((len(chunk), max_m, len(idx)), np.nan)
+        for g, a in enumerate(chunk):
+            padded[g, :a.shape[0]] = a[:, idx]
+        diff = padded[:, :, None, :] - padded[:, None, :, :]        # (g, M, M, |idx|); NaN pads compare False
+        with np.errstate(invalid="ignore"):
+            mask = np.all(diff > need, axis=-1)                      # (g, M, M)
+        gap = np.where(mask, diff[..., t_pos], -np.inf).reshape(len(chunk), -1)
+        best = np.argmax(gap, axis=1)
+        found = mask.reshape(len(chunk), -1).any(axis=1)
+        w, l = np.divmod(best, max_m)
+        out[start:start + len(chunk)] = np.where(found[:, None], np.stack([w, l], axis=1), -1)
+    return out
+
+
+def failure_reason(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0) -> str:
+    """Why a group yields no RCS pair: ``too_few_candidates``, ``tied_on_target`` or ``no_rc_pair``.
+
+    Call it for groups where :func:`select_pair` returned None.
+    """
+    arr = _as_rewards(rewards)
+    if arr.shape[0] < 2:
+        return "too_few_candidates"
+    target = _objective_index(target, arr.shape[1], "target")
+    if select_pair(arr, target, enforce=[target], margin=max(margin, 0.0)) is None:
+        return "tied_on_target"
+    return "no_rc_pair"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Selection strategies: plain functions sharing one keyword signature, in a registry.
+#   fn(rewards (m, K), target, *, enforce, margin, sources, weights, rng) -> (winner, loser) | None
+# ---------------------------------------------------------------------------------------------------------------
+
+def strategy_rcs(rewards, target, *, enforce=None, margin=0.0, **_) -> Pair:
+    """RCS: the admissible (RC) pair with the largest gap on the target."""
+    return select_pair(rewards, target, enforce=enforce, margin=margin)
+
+
+def strategy_rc_random(rewards, target, *, enforce=None, margin=0.0, rng=None, **_) -> Pair:
+    """NRCS: a uniformly random RC pair (RC without the max-gap rule)."""
+    mask = rc_mask(rewards, target, enforce, margin)
+    pairs = np.argwhere(mask)
+    if len(pairs) == 0:
+        return None
+    rng = rng if rng is not None else np.random.default_rng(0)
+    w, l = pairs[int(rng.integers(len(pairs)))]
+    return int(w), int(l)
+
+
+def strategy_target_only(rewards, target, *, margin=0.0, **_) -> Pair:
+    """RSDPO-style: the largest gap on the target, ignoring every other objective."""
+    return select_pair(rewards, target, enforce=[target], margin=max(margin, 0.0))
+
+
+def strategy_weighted(rewards, target, *, weights=None, **_) -> Pair:
+    """The largest gap of the weighted sum of objectives (equal weights when none are given)."""
+    arr = _as_rewards(rewards)
+    w_vec = np.full(arr.shape[1], 1.0 / arr.shape[1]) if weights is None else np.asarray(weights, float)
+    if w_vec.shape != (arr.shape[1],) or not np.all(np.isfinite(w_vec)):
+        raise ValueError(f"weights must be {arr.shape[1]} finite numbers, got {weights!r}")
+    score = arr @ w_vec
+    w, l = int(np.argmax(score)), int(np.argmin(score))
+    return (w, l) if score[w] > score[l] else None
+
+
+def _original_pair(sources) -> Pair:
+    if sources is None:
+        raise ValueError("this strategy needs candidate sources (original_chosen / original_rejected)")
+    sources = list(sources)
+    if ORIGINAL_CHOSEN not in sources or ORIGINAL_REJECTED not in sources:
+        return None
+    return sources.index(ORIGINAL_CHOSEN), sources.index(ORIGINAL_REJECTED)
+
+
+def strategy_original(rewards, target, *, sources=None, **_) -> Pair:
+    """Vanilla: the dataset's own (chosen, rejected) pair, whatever the rewards say."""
+    return _original_pair(sources)
+
+
+def strategy_filter_only(rewards, target, *, enforce=None, margin=0.0, sources=None, **_) -> Pair:
+    """The dataset's own pair, kept only when it is admissible (RC on enforce and won on target)."""
+    pair = _original_pair(sources)
+    if pair is None:
+        return None
+    return pair if rc_mask(rewards, target, enforce, margin)[pair] else None
+
+
+STRATEGIES: dict[str, Callable[..., Pair]] = {
+    "rcs": strategy_rcs,
+    "rc_random": strategy_rc_random,
+    "target_only": strategy_target_only,
+    "weighted": strategy_weighted,
+    "original": strategy_original,
+    "filter_only": strategy_filter_only,
+}
+
+
+def get_strategy(name: str) -> Callable[..., Pair]:
+    """Look up a selection strategy by name; ValueError naming the choices when unknown."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown selection strategy {name!r}; choose one of {sorted(STRATEGIES)}") from None
