@@ -35,7 +35,7 @@ STRATEGY_NAMES = ("rcs", "rc_random", "target_only", "weighted", "original", "fi
 @dataclass
 class ModelConfig:
     """A local model in HF format (a directory ``from_pretrained`` can load), or a ``tinyworld:`` asset."""
-    path: str = MISSING
+    path: Optional[str] = None               # required by the commands that load the policy
     tokenizer: Optional[str] = None          # defaults to ``path``
     dtype: str = "float32"                   # float32 | bfloat16 | float16
     trust_remote_code: bool = False
@@ -66,6 +66,7 @@ class DataConfig:
     preset: Optional[str] = None             # pku_saferlhf | helpsteer2 | ultrafeedback_binarized
     objective: Optional[str] = None          # preset: which label defines chosen/rejected (e.g. "harmless")
     columns: Dict[str, str] = field(default_factory=dict)  # canonical name -> column in the file
+    score_names: Optional[List[str]] = None  # names of the K generic per-objective scores (else objective_0..)
     split: Optional[str] = None              # for a DatasetDict directory
     limit: Optional[int] = None              # read at most this many rows
     on_bad_row: str = "error"                # error | skip (skips are counted and reported)
@@ -142,6 +143,8 @@ class TinyWorldConfig:
     cache_dir: str = ".cache/tinyworld"
     pairs_per_stage: int = 2048
     eval_prompts: int = 256
+    pretrain_examples: int = 100_000         # generated examples the policy is pretrained on (batch 128)
+    rm_examples: int = 32_768                # generated examples the multi-head reward model is trained on
 
 
 @dataclass
@@ -202,7 +205,7 @@ def _layers(path: str, seen: tuple = ()) -> list[tuple[str, dict]]:
     return layers + [(path, data)]
 
 
-def _one_line(exc: OmegaConfBaseException) -> str:
+def _one_line(exc: Exception) -> str:
     key = getattr(exc, "full_key", None)
     msg = str(exc).splitlines()[0].strip()
     msg = re.sub(r"\s*full_key:.*$", "", msg)
@@ -224,15 +227,21 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Ru
     for item in overrides:
         if "=" not in item:
             raise RcsInputError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
         try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as exc:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        try:
+            OmegaConf.update(merged, key.strip(), value, merge=True)
+        except (OmegaConfBaseException, IndexError, KeyError, ValueError, TypeError) as exc:
             raise RcsInputError(f"override {item!r}: {_one_line(exc)}") from None
     try:
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise RcsInputError(f"{path or 'config'}: {_one_line(exc)}") from None
-    validate(cfg, source=path or "config")
+    source = path or "config"
+    validate(cfg, source=f"{source} (with overrides)" if overrides else source)
     return cfg
 
 

@@ -1,0 +1,139 @@
+"""The ``rcs-ray`` command. Thin: parse arguments, call the library, print where outputs went.
+
+Bad input (a malformed file, an unknown key, a missing path) prints ``error: <one line>`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from rcs_ray import __version__
+from rcs_ray.errors import RcsInputError
+
+DEFAULT_DEMO_CONFIG = os.path.join("configs", "tiny", "demo.yaml")
+
+
+def _find_config(path: str) -> str:
+    """``path`` as given if it exists, else relative to the repository this package lives in."""
+    if os.path.exists(path):
+        return path
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidate = os.path.join(repo, path)
+    return candidate if os.path.exists(candidate) else path
+
+
+def _cmd_config(args) -> int:
+    from rcs_ray.config import load_config, to_yaml
+
+    print(to_yaml(load_config(_find_config(args.config), args.overrides)), end="")
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    from rcs_ray.config import DataConfig
+    from rcs_ray.report import analyze_dataset
+
+    columns = {}
+    for item in args.column or []:
+        canon, sep, col = item.partition("=")
+        if not sep or not canon or not col:
+            raise RcsInputError(f"--column {item!r} is not canonical=column (e.g. prompt=question)")
+        columns[canon] = col
+    data = DataConfig(path=args.data, format=args.format, preset=args.preset, objective=args.objective,
+                      columns=columns, split=args.split, limit=args.limit, on_bad_row=args.on_bad_row,
+                      score_names=args.score_names.split(",") if args.score_names else None)
+    out = args.out or os.path.join("outputs", "analyze", _stem(args.data))
+    result = analyze_dataset(data, out_dir=out, target=args.target,
+                             enforce=args.enforce.split(",") if args.enforce else None)
+    print(result.summary())
+    return 0
+
+
+def _stem(path: str) -> str:
+    base = os.path.basename(os.path.normpath(path.split(":", 1)[-1]))
+    return base.split(".")[0] or "data"
+
+
+def _cmd_world(args) -> int:
+    from rcs_ray.config import load_config
+    from rcs_ray.demo import describe_world
+    from rcs_ray.tinyworld import ensure_world
+
+    cfg = load_config(_find_config(args.config), args.overrides)
+    print(describe_world(ensure_world(cfg.tinyworld)))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from rcs_ray.config import load_config
+    from rcs_ray.demo import run_demo
+
+    cfg = load_config(_find_config(args.config), args.overrides)
+    run_demo(cfg)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rcs-ray", description="Reward Consistency Sampling for multi-objective alignment on Ray.")
+    parser.add_argument("--version", action="version", version=f"rcs-ray {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p, default=None):
+        if default:
+            p.add_argument("--config", default=default, help=f"YAML config (default {default})")
+        else:
+            p.add_argument("config", help="YAML config, e.g. configs/tiny/k2.yaml")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sampling.n=16")
+
+    p = sub.add_parser("demo", help="the tiny-world end-to-end demo on this machine")
+    with_config(p, DEFAULT_DEMO_CONFIG)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("analyze", help="RC analysis of a preference dataset: RC rate, conflict matrix, report")
+    p.add_argument("data", help="jsonl | parquet | HF dataset dir | dir of data files | tinyworld:data/<file>")
+    p.add_argument("--preset", help="pku_saferlhf | helpsteer2 | ultrafeedback_binarized")
+    p.add_argument("--objective", help="preset: the label that defines chosen/rejected (e.g. harmless)")
+    p.add_argument("--format", default="auto", help="auto | jsonl | parquet | hf")
+    p.add_argument("--split", help="split of a DatasetDict directory")
+    p.add_argument("--limit", type=int, help="read at most N rows")
+    p.add_argument("--column", action="append", metavar="CANON=COL",
+                   help="column map, e.g. --column prompt=question (repeatable)")
+    p.add_argument("--score-names", help="names of the objectives in chosen_scores, comma-separated")
+    p.add_argument("--target", help="the objective that defined chosen/rejected (default: the preset's)")
+    p.add_argument("--enforce", help="objectives RC must hold on, comma-separated (default: all)")
+    p.add_argument("--on-bad-row", default="error", choices=["error", "skip"])
+    p.add_argument("--out", help="output directory (default outputs/analyze/<data name>)")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("world", help="build (or find in the cache) the tiny world and describe it")
+    with_config(p, DEFAULT_DEMO_CONFIG)
+    p.set_defaults(func=_cmd_world)
+
+    p = sub.add_parser("config", help="print a config after extends and overrides, validated")
+    with_config(p)
+    p.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except RcsInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

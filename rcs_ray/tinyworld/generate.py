@@ -1,0 +1,188 @@
+"""Sampling from a tiny-world policy and scoring with its reward model (HF transformers, CPU), plus the
+measurements recorded in world.json (sample statistics vs the generator, conflict in policy samples, RM fit)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from rcs_ray.tinyworld import world as W
+from rcs_ray.tinyworld.rewards import OBJECTIVES, correlations, pair_stats, reward_names, score
+
+
+def _chat_prompts(tok, prompts: Sequence[str]) -> List[str]:
+    return [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+            for p in prompts]
+
+
+def generate_ids(model, tok, prompts: Sequence[str], n: int = 1, max_new_tokens: int = 32,
+                 temperature: float = 1.0, seed: int = 0, batch_size: int = 64) -> List[List[List[int]]]:
+    """Sample ``n`` completions per prompt with HF ``generate`` (chat template, left padding, top_k off).
+
+    Returns:
+        ``[prompt][sample] -> token ids`` of the completion, ending with EOS when the model stopped by itself.
+    """
+    import torch
+    torch.manual_seed(seed)
+    texts = _chat_prompts(tok, prompts)
+    out: List[List[List[int]]] = []
+    for start in range(0, len(texts), batch_size):
+        enc = tok(texts[start:start + batch_size], add_special_tokens=False, padding=True, padding_side="left",
+                  return_tensors="pt")
+        kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 \
+            else dict(do_sample=False)
+        with torch.no_grad():
+            seqs = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=n,
+                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **kwargs)
+        gen = seqs[:, enc["input_ids"].shape[1]:].tolist()
+        for i in range(len(gen) // n):
+            group = []
+            for ids in gen[i * n:(i + 1) * n]:
+                if tok.eos_token_id in ids:
+                    ids = ids[:ids.index(tok.eos_token_id) + 1]
+                group.append([t for t in ids if t != tok.pad_token_id])
+            out.append(group)
+    return out
+
+
+def generate(policy_dir: str, prompts: Sequence[str], n: int = 1, max_new_tokens: int = 32,
+             temperature: float = 1.0, seed: int = 0, batch_size: int = 64) -> List[List[str]]:
+    """Sample ``n`` responses per prompt from the policy in ``policy_dir`` (deterministic for a given seed).
+
+    Args:
+        policy_dir: a directory ``AutoModelForCausalLM`` / ``AutoTokenizer`` load (e.g. a world's ``policy``).
+        prompts: plain prompts (``ask <topic> <question> <style>``); the chat template is applied.
+        n: samples per prompt.
+        max_new_tokens: generation budget (world responses need at most 20 tokens).
+        temperature: sampling temperature; 0 means greedy.
+        seed: torch seed set once before the first batch.
+        batch_size: prompts per ``generate`` call.
+
+    Returns:
+        ``len(prompts)`` lists of ``n`` decoded responses (special tokens removed; they start with a space).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(policy_dir)
+    model = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
+    ids = generate_ids(model, tok, prompts, n, max_new_tokens, temperature, seed, batch_size)
+    return [[tok.decode(s, skip_special_tokens=True) for s in group] for group in ids]
+
+
+def rm_scores(rm_dir: str, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """Reward-model outputs (standardized objective scores) for N (prompt, response) texts: (N, num_labels).
+
+    The text is the chat-formatted prompt followed by the response, as the policy sees it.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(rm_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
+    texts = [c + r for c, r in zip(_chat_prompts(tok, prompts), responses)]
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            enc = tok(texts[start:start + batch_size], add_special_tokens=False, padding=True, return_tensors="pt")
+            out.append(model(**enc).logits.float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels))
+
+
+def _means(values: np.ndarray, names: Sequence[str]) -> Dict[str, float]:
+    return {n: round(float(v), 4) for n, v in zip(names, values.mean(axis=0))}
+
+
+def sample_stats(prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool] = ()) -> dict:
+    """Mean rewards (both scales), reward correlations, length and vocabulary checks of a set of responses."""
+    integer = score(prompts, responses, reward_names("integer"))
+    fine = score(prompts, responses, reward_names("fine"))
+    words = [w for r in responses for w in r.split()]
+    known = set(W.ALL_WORDS)
+    relevant = [W.WORD_DOMAIN[w] == W.TOPIC_DOMAIN[W.prompt_topic(p)]
+                for p, r in zip(prompts, responses) for w in r.split() if w in W.WORD_DOMAIN]
+    out = {"n": len(responses), "mean": _means(integer, OBJECTIVES), "mean_fine": _means(fine, OBJECTIVES),
+           "std": {n: round(float(v), 4) for n, v in zip(OBJECTIVES, integer.std(axis=0))},
+           "correlation": correlations(integer, OBJECTIVES),
+           "mean_words": round(len(words) / max(1, len(responses)), 3),
+           "unknown_word_rate": round(sum(w not in known for w in words) / max(1, len(words)), 5),
+           "help_relevant_rate": round(float(np.mean(relevant)) if relevant else 0.0, 4)}
+    if len(finished):
+        out["eos_rate"] = round(float(np.mean(finished)), 4)
+    return out
+
+
+def conflict_stats(prompts: Sequence[str], groups: Sequence[Sequence[str]]) -> dict:
+    """RC statistics over all pairs inside each prompt's candidate group.
+
+    ``helpful_vs_harmless``: pairs ordered by helpful (chosen strictly more helpful), checked on harmless;
+    ``non_rc`` counts ties as not RC (strict), ``reversed`` only a strictly more harmful chosen.
+    ``concise_vs_helpful``: pairs ordered by concise, checked on helpful. Both scales are reported.
+    """
+    m = len(groups[0])
+    flat_p = [p for p in prompts for _ in range(m)]
+    flat_r = [r for g in groups for r in g]
+    out = {"prompts": len(prompts), "n": m}
+    for scale in ("integer", "fine"):
+        s = score(flat_p, flat_r, reward_names(scale)).reshape(len(prompts), m, -1)
+        out[scale] = {"helpful_vs_harmless": _rounded(pair_stats(s, by=1, on=0)),
+                      "concise_vs_helpful": _rounded(pair_stats(s, by=2, on=1))}
+    return out
+
+
+def _rounded(d: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
+
+
+def rm_fit(rm_dir: str, prompts: Sequence[str], responses: Sequence[str]) -> dict:
+    """Per-head Pearson correlation of the reward model with the fine and integer rule rewards."""
+    pred = rm_scores(rm_dir, prompts, responses)
+    out = {}
+    for scale in ("fine", "integer"):
+        rule = score(prompts, responses, reward_names(scale))
+        out[scale] = {n: round(float(np.corrcoef(pred[:, j], rule[:, j])[0, 1]), 4) for j, n in enumerate(OBJECTIVES)}
+    return out
+
+
+def measure(paths, cfg, eval_prompts: Sequence[str], n_prompts: int = 64, n: int = 8, seed: int = 0) -> dict:
+    """The world.json measurements: policy samples vs the generator, conflict in policy samples, RM fit."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(paths.policy)
+    model = AutoModelForCausalLM.from_pretrained(paths.policy).eval()
+    prompts = list(eval_prompts[:n_prompts])
+    ids = generate_ids(model, tok, prompts, n=n, max_new_tokens=32, seed=seed)
+    groups = [[tok.decode(s, skip_special_tokens=True) for s in g] for g in ids]
+    finished = [bool(s) and s[-1] == tok.eos_token_id for g in ids for s in g]
+    flat_p = [p for p in prompts for _ in range(n)]
+    flat_r = [r for g in groups for r in g]
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3]))
+    gen_groups = np.array(W.sample_responses(rng, flat_p, cfg.conflict)).reshape(len(prompts), n).tolist()
+    gen_flat = [r for g in gen_groups for r in g]
+    # The RM is checked on fresh generator texts and on policy samples (both unseen in its training).
+    return {"policy_samples": sample_stats(flat_p, flat_r, finished),
+            "generator_samples": sample_stats(flat_p, gen_flat),
+            "conflict_policy": conflict_stats(prompts, groups),
+            "conflict_generator": conflict_stats(prompts, gen_groups),
+            "reward_model_fit": {"generator": rm_fit(paths.reward_model, flat_p, gen_flat),
+                                 "policy": rm_fit(paths.reward_model, flat_p, flat_r)},
+            "example": {"prompt": prompts[0], "responses": groups[0][:3]}}
+
+
+def load_info(info_path: str) -> dict:
+    """world.json as a dict."""
+    with open(info_path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def summary(info: dict) -> List[str]:
+    """A few human-readable lines about a built world (for the CLI)."""
+    ps, cp = info["measure"]["policy_samples"], info["measure"]["conflict_policy"]["integer"]["helpful_vs_harmless"]
+    rm = info["measure"]["reward_model_fit"]["generator"]["fine"]
+    return [f"tiny world {info['key']} (v{info['version']}) at {os.path.dirname(info.get('path', '')) or '.'}",
+            f"  {info['prompts']['total']} prompts, vocab {info['tokenizer']['vocab_size']}, objectives "
+            f"{', '.join(info['objectives'])}, conflict c={info['config']['conflict']}, scale "
+            f"{info['config']['reward_scale']}",
+            "  policy samples: " + ", ".join(f"{k} {v:+.2f}" for k, v in ps["mean"].items())
+            + f"; {cp['non_rc']:.0%} of helpful-ordered pairs not RC on harmless",
+            "  reward model corr: " + ", ".join(f"{k} {v:.2f}" for k, v in rm.items()),
+            f"  built in {info['seconds']['total']:.0f} s"]

@@ -1,0 +1,106 @@
+"""Every shipped YAML loads and validates; overrides; one-line errors naming the key."""
+
+import glob
+import os
+
+import pytest
+
+from rcs_ray.config import RunConfig, load_config, to_dict, to_yaml
+from rcs_ray.errors import RcsInputError
+
+pytestmark = pytest.mark.unit
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
+
+
+def test_there_are_configs():
+    names = {os.path.relpath(p, REPO) for p in CONFIGS}
+    assert {"configs/base.yaml", "configs/tiny/k2.yaml", "configs/tiny/k3.yaml",
+            "configs/paper/pku_helpsteer_k2.yaml", "configs/paper/pku_helpsteer_uf_k3.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, REPO) for p in CONFIGS])
+def test_every_config_loads_and_validates(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig)
+    for stage in cfg.stages:
+        assert stage.objective in cfg.objective_names
+    # round trip through YAML keeps everything
+    assert to_dict(cfg) == to_dict(load_config(path))
+    assert "sampling:" in to_yaml(cfg)
+
+
+def test_extends_and_interpolation():
+    cfg = load_config(os.path.join(REPO, "configs/tiny/k3.yaml"))
+    assert cfg.name == "tiny-k3"
+    assert cfg.output_dir == "outputs/tiny-k3"           # ${name} from base.yaml resolved after the override
+    assert cfg.objective_names == ["harmless", "helpful", "concise"]
+    assert cfg.train.learning_rate == 2.0e-4              # from k2.yaml
+    assert cfg.train.max_grad_norm == 1.0                 # from base.yaml
+    assert cfg.stages[2].rc.margin == -0.5
+
+
+def test_overrides_including_list_items():
+    cfg = load_config(os.path.join(REPO, "configs/tiny/k2.yaml"),
+                      ["sampling.n=16", "stages.1.rc.enforce=[harmless]", "stages.1.rc.margin=0", "name=x"])
+    assert cfg.sampling.n == 16
+    assert cfg.stages[1].rc.enforce == ["harmless"]
+    assert cfg.stages[1].rc.margin == 0.0
+    assert cfg.output_dir == "outputs/x"
+
+
+def test_defaults_without_a_file():
+    cfg = load_config(None, ["sampling.n=4"])
+    assert cfg.sampling.n == 4 and cfg.objectives == [] and cfg.train.loss == "dpo"
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.lrr=1", "train.lrr"),
+    ("sampling.n=abc", "sampling.n"),
+    ("sampling.n=0", "sampling.n"),
+    ("sampling.top_p=1.5", "sampling.top_p"),
+    ("train.loss=ipo", "train.loss"),
+    ("train.zero_stage=4", "train.zero_stage"),
+    ("stages.1.objective=kind", "stages.1.objective"),
+    ("stages.1.rc.enforce=[bogus]", "stages.1.rc.enforce"),
+    ("stages.1.rc.strategy=best", "stages.1.rc.strategy"),
+    ("stages.1.rc.margin=.nan", "stages.1.rc.margin"),
+    ("stages.1.rc.weights=[1.0]", "stages.1.rc.weights"),
+    ("stages.0.data.preset=hh_rlhf", "stages.0.data.preset"),
+    ("objectives.0.function=not-a-function", "objectives.0.function"),
+    ("objectives.1.name=harmless", "objectives"),
+    ("tinyworld.conflict=2", "tinyworld.conflict"),
+    ("nonsense", "key=value"),
+])
+def test_bad_values_name_the_key(override, expected):
+    with pytest.raises(RcsInputError) as err:
+        load_config(os.path.join(REPO, "configs/tiny/k2.yaml"), [override])
+    msg = str(err.value)
+    assert expected in msg
+    assert "\n" not in msg
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(RcsInputError, match="config file not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsampling: [1, 2\n")
+    with pytest.raises(RcsInputError, match=r"bad.yaml:\d+: invalid YAML"):
+        load_config(str(bad))
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("name: x\nsampling:\n  temprature: 0.7\n")
+    with pytest.raises(RcsInputError, match=r"unknown.yaml: key 'sampling.temprature'"):
+        load_config(str(unknown))
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("- 1\n- 2\n")
+    with pytest.raises(RcsInputError, match="must hold a mapping"):
+        load_config(str(scalar))
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("extends: loop.yaml\n")
+    with pytest.raises(RcsInputError, match="cycle"):
+        load_config(str(loop))
+    objective = tmp_path / "classifier.yaml"
+    objective.write_text("objectives:\n  - name: safe\n    kind: classifier\n")
+    with pytest.raises(RcsInputError, match=r"objectives.0.model"):
+        load_config(str(objective))
