@@ -58,6 +58,22 @@ def _stem(path: str) -> str:
     return base.split(".")[0] or "data"
 
 
+def _cmd_sample(args) -> int:
+    from rcs_ray.config import load_config
+    from rcs_ray.sampling import run
+
+    cfg = load_config(_find_config(args.config), args.overrides)
+    result = run(cfg, stage=None if args.stage is None else args.stage - 1, policy=args.policy, out_dir=args.out,
+                 progress=not args.no_progress)
+    s = result.stats
+    print(f"stage {s['stage']}: {s['prompts']} prompts -> {s['pairs']} pairs, {s['failed']} failed "
+          f"({100 * s['failure_rate']:.2f}%), {s['tokens_generated']} tokens in {s['seconds']:.1f}s")
+    if s["failed_by_reason"]:
+        print("  failed by reason: " + ", ".join(f"{k}={v}" for k, v in s["failed_by_reason"].items()))
+    print(f"  pairs:  {result.pairs}\n  failed: {result.failed}\n  stats:  {result.stats_path}")
+    return 0
+
+
 def _cmd_world(args) -> int:
     from rcs_ray.config import load_config
     from rcs_ray.demo import describe_world
@@ -110,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-bad-row", default="error", choices=["error", "skip"])
     p.add_argument("--out", help="output directory (default outputs/analyze/<data name>)")
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("sample", help="sample, score and RC-select one stage's prompts (Ray Data)")
+    with_config(p)
+    p.add_argument("--stage", type=int, help="1-based stage (default: the first stage with sample: true)")
+    p.add_argument("--policy", help="policy to sample from (default: policy.path), e.g. a stage checkpoint")
+    p.add_argument("--out", help="output directory (default <output_dir>/stage<k>/sampling)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("world", help="build (or find in the cache) the tiny world and describe it")
     with_config(p, DEFAULT_DEMO_CONFIG)

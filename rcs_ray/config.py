@@ -39,6 +39,7 @@ class ModelConfig:
     tokenizer: Optional[str] = None          # defaults to ``path``
     dtype: str = "float32"                   # float32 | bfloat16 | float16
     trust_remote_code: bool = False
+    chat_template: bool = True               # format plain prompts with the tokenizer's chat template, if it has one
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ObjectiveConfig:
     batch_size: int = 16
     num_actors: int = 1
     num_gpus: float = 0.0
+    num_cpus: float = 1.0
 
 
 @dataclass
@@ -102,6 +104,8 @@ class SamplingConfig:
     num_actors: int = 1                      # generation actor-pool size
     num_gpus: float = 0.0                    # per generation actor
     tensor_parallel_size: int = 1
+    num_cpus: float = 1.0                    # per generation actor
+    vllm_max_model_len: Optional[int] = None
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
 
@@ -143,8 +147,8 @@ class TinyWorldConfig:
     cache_dir: str = ".cache/tinyworld"
     pairs_per_stage: int = 2048
     eval_prompts: int = 256
-    pretrain_examples: int = 100_000         # generated examples the policy is pretrained on (batch 128)
-    rm_examples: int = 32_768                # generated examples the multi-head reward model is trained on
+    pretrain_examples: int = 100_000         # generated examples the policy is pretrained on (batch 64)
+    rm_examples: int = 16_384                # generated examples the multi-head reward model is trained on
 
 
 @dataclass

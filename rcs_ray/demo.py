@@ -1,7 +1,10 @@
-"""The tiny-world demo job (the README's main command): build the world, analyse its stage datasets.
+"""The tiny-world demo job (the README's main command): build the world, analyse its stage datasets, then run the
+RCS sampling pipeline for stage 2 on local Ray.
 
 Each stage's original data is analysed for reward consistency against the objectives of the earlier stages (the
-paper's §3.1 measurement): how many helpfulness pairs would teach the policy to be more harmful.
+paper's §3.1 measurement): how many helpfulness pairs would teach the policy to be more harmful. The sampling step
+draws n candidates per stage-2 prompt from the policy (Ray Data actor pools), scores them, and keeps for each prompt
+the RC pair with the largest helpfulness gap; its pairs are analysed the same way, side by side.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 from rcs_ray.config import RunConfig
 from rcs_ray.report import AnalyzeResult, analyze_dataset
@@ -23,6 +27,7 @@ class DemoResult:
     output_dir: str
     world_root: str
     analyses: list[AnalyzeResult] = field(default_factory=list)
+    sampling: Optional[object] = None
     seconds: float = 0.0
 
 
@@ -59,6 +64,28 @@ def run_demo(cfg: RunConfig) -> DemoResult:
         print(f"\nstage {k + 1} ({stage.objective}):")
         print(res.summary())
         result.analyses.append(res)
+    stage = next((i for i, s in enumerate(cfg.stages) if s.sample), None)
+    if stage is not None:
+        from rcs_ray.config import DataConfig
+        from rcs_ray.sampling import run as sample
+
+        print(f"\nsampling stage {stage + 1} ({cfg.stages[stage].objective}) on local Ray: "
+              f"n={cfg.sampling.n}, engine={cfg.sampling.engine}, margin={cfg.stages[stage].rc.margin}")
+        result.sampling = sample(cfg, stage=stage)
+        s = result.sampling.stats
+        print(f"  {s['prompts']} prompts -> {s['pairs']} RC pairs, {s['failed']} failed "
+              f"({100 * s['failure_rate']:.1f}%), {s['tokens_generated']} tokens, {s['seconds']:.0f}s")
+        names = cfg.objective_names[: cfg.objective_names.index(cfg.stages[stage].objective) + 1]
+        pairs = DataConfig(path=result.sampling.pairs, columns={"chosen_scores": "chosen_rewards",
+                                                                "rejected_scores": "rejected_rewards"},
+                           score_names=names)
+        res = analyze_dataset(pairs, out_dir=os.path.join(cfg.output_dir, "analysis", f"stage{stage + 1}_rcs_pairs"),
+                              target=cfg.stages[stage].objective,
+                              title=f"Stage {stage + 1} RCS pairs sampled from the policy")
+        print(res.summary())
+        result.analyses.append(res)
+        print(f"  pairs:  {result.sampling.pairs}\n  failed: {result.sampling.failed}\n"
+              f"  stats:  {result.sampling.stats_path}")
     result.seconds = time.time() - start
     print(f"\ndemo finished in {result.seconds:.0f}s; outputs under {os.path.abspath(cfg.output_dir)}")
     return result

@@ -32,3 +32,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
         if "vllm" in item.keywords and not has_vllm:
             item.add_marker(pytest.mark.skip(reason="vLLM is not installed"))
+
+# Ray workers import test helpers (rule functions in tests/) by module path.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
+
+
+@pytest.fixture(scope="session")
+def tiny_world():
+    """The default tiny world, built once into the repo's cache (the demo uses the same one)."""
+    from rcs_ray.config import TinyWorldConfig
+    from rcs_ray.tinyworld import ensure_world
+
+    return ensure_world(TinyWorldConfig(cache_dir=os.path.join(REPO_ROOT, ".cache", "tinyworld")))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (start-up costs seconds)."""
+    import ray
+
+    from rcs_ray.config import RayConfig
+    from rcs_ray.ray_runtime import init_ray
+
+    init_ray(RayConfig(num_cpus=2, object_store_memory_mb=256))
+    yield ray
+    ray.shutdown()

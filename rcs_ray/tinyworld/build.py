@@ -82,18 +82,16 @@ def world_paths(root: str) -> WorldPaths:
 
 
 def _check(cfg: TinyWorldConfig) -> None:
-    if not 0.0 <= cfg.conflict <= 1.0:
-        raise RcsInputError(f"tinyworld.conflict must be in [0, 1], got {cfg.conflict}")
-    if cfg.reward_scale not in ("integer", "fine"):
-        raise RcsInputError(f"tinyworld.reward_scale must be 'integer' or 'fine', got {cfg.reward_scale!r}")
-    if cfg.pairs_per_stage < 1:
-        raise RcsInputError(f"tinyworld.pairs_per_stage must be >= 1, got {cfg.pairs_per_stage}")
-    if not 64 <= cfg.eval_prompts <= len(W.all_prompts()) // 2:
-        raise RcsInputError(f"tinyworld.eval_prompts must be in [64, {len(W.all_prompts()) // 2}], "
-                            f"got {cfg.eval_prompts}")
-    for name in ("pretrain_examples", "rm_examples"):
-        if getattr(cfg, name) < 1024:
-            raise RcsInputError(f"tinyworld.{name} must be >= 1024, got {getattr(cfg, name)}")
+    n_max = len(W.all_prompts()) // 2
+    for ok, msg in [(0.0 <= cfg.conflict <= 1.0, f"conflict must be in [0, 1], got {cfg.conflict}"),
+                    (cfg.reward_scale in ("integer", "fine"),
+                     f"reward_scale must be 'integer' or 'fine', got {cfg.reward_scale!r}"),
+                    (cfg.pairs_per_stage >= 1, f"pairs_per_stage must be >= 1, got {cfg.pairs_per_stage}"),
+                    (64 <= cfg.eval_prompts <= n_max, f"eval_prompts must be in [64, {n_max}], got {cfg.eval_prompts}"),
+                    (cfg.pretrain_examples >= 1024, f"pretrain_examples must be >= 1024, got {cfg.pretrain_examples}"),
+                    (cfg.rm_examples >= 1024, f"rm_examples must be >= 1024, got {cfg.rm_examples}")]:
+        if not ok:
+            raise RcsInputError(f"tinyworld.{msg}")
 
 
 def build_fields(cfg: TinyWorldConfig) -> dict:
@@ -143,17 +141,13 @@ def build_tokenizer():
     return tok
 
 
-def _word_ids(tok) -> dict:
-    """word -> token id of the word with a leading space (the form every word after the first has)."""
-    return {w: tok.convert_tokens_to_ids("\u0120" + w) for w in W.ALL_WORDS}
-
-
 def _encode(tok, rng, prompts: Sequence[str], responses: Sequence[List[str]], eos_prob: float = 1.0):
     """Token ids of ``BOS*b + prompt + response [+ EOS]`` (b drawn from BOS_MIX) and the prompt lengths.
 
     Identical to tokenizing ``prompt + " " + " ".join(words)`` (tested); built from a word table for speed.
     """
-    ids, bare_ask = _word_ids(tok), tok.convert_tokens_to_ids(W.ASK)
+    ids = {w: tok.convert_tokens_to_ids("\u0120" + w) for w in W.ALL_WORDS}   # words after the first: " word"
+    bare_ask = tok.convert_tokens_to_ids(W.ASK)
     n_bos = rng.choice(len(BOS_MIX), size=len(prompts), p=BOS_MIX)
     add_eos = rng.random(len(prompts)) < eos_prob
     seqs, prompt_lens = [], []
@@ -185,10 +179,8 @@ def _train_loop(model, batches: Callable[[int], tuple], steps: int, lr: float, l
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc=f"tinyworld {desc}", file=sys.stderr, mininterval=2.0)
+    from tqdm.auto import tqdm
+    bar = tqdm(total=steps, desc=f"tinyworld {desc}", file=sys.stderr, mininterval=2.0) if progress else None
     losses = []
     model.train()
     for step in range(steps):
@@ -198,7 +190,7 @@ def _train_loop(model, batches: Callable[[int], tuple], steps: int, lr: float, l
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if bar is not None:
             bar.update(1)
             if step % 50 == 0:
@@ -210,7 +202,7 @@ def _train_loop(model, batches: Callable[[int], tuple], steps: int, lr: float, l
 
 
 def pretrain_policy(tok, cfg: TinyWorldConfig, prompts: Sequence[str], out_dir: str, progress: bool,
-                    batch_size: int = 128, lr: float = 3e-3) -> dict:
+                    batch_size: int = 64, lr: float = 2e-3) -> dict:
     """Pretrain the policy on ``cfg.pretrain_examples`` generated prompt+response examples (loss on the response
     and its EOS only) and save it with the tokenizer to ``out_dir``."""
     import torch
@@ -221,9 +213,11 @@ def pretrain_policy(tok, cfg: TinyWorldConfig, prompts: Sequence[str], out_dir: 
     batch = W.sample_words(rng, [W.prompt_topic(p) for p in chosen], cfg.conflict)
     seqs, plen = _encode(tok, rng, chosen, batch.words)
     ids = torch.from_numpy(_padded(seqs, tok.pad_token_id))
-    labels = ids.clone()
-    labels[torch.arange(ids.shape[1])[None, :] < torch.from_numpy(plen)[:, None]] = -100
-    labels[ids == tok.pad_token_id] = -100
+    # target[t] = the token at t + 1 when it is part of the response (or its EOS), else -100
+    target = torch.full_like(ids, -100)
+    target[:, :-1] = ids[:, 1:]
+    target[torch.arange(ids.shape[1])[None, :] < torch.from_numpy(plen - 1)[:, None]] = -100
+    target[target == tok.pad_token_id] = -100
     lengths = torch.tensor([len(s) for s in seqs])
     torch.manual_seed(cfg.seed)
     model = LlamaForCausalLM(_model_config(tok))
@@ -232,10 +226,13 @@ def pretrain_policy(tok, cfg: TinyWorldConfig, prompts: Sequence[str], out_dir: 
     def batches(step):
         sl = slice(step * batch_size, (step + 1) * batch_size)
         width = int(lengths[sl].max())
-        return ids[sl, :width], labels[sl, :width]
+        return ids[sl, :width], target[sl, :width]
 
-    def loss_fn(m, x, y):  # right padding + causal attention: no mask needed, pads are ignored by the labels
-        return m(input_ids=x, labels=y).loss
+    def loss_fn(m, x, y):
+        # Right padding + causal attention: no mask needed. The LM head runs on the scored positions only.
+        hidden = m.model(input_ids=x).last_hidden_state
+        keep = y != -100
+        return torch.nn.functional.cross_entropy(m.lm_head(hidden[keep]), y[keep])
 
     losses = _train_loop(model, batches, steps, lr, loss_fn, "policy", progress)
     model.generation_config = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
@@ -264,8 +261,8 @@ def train_reward_model(tok, cfg: TinyWorldConfig, prompts: Sequence[str], policy
     batch = W.sample_words(rng, [W.prompt_topic(p) for p in chosen], cfg.conflict)
     target = score(chosen, batch.texts(), reward_names("fine"))
     mean, std = target.mean(axis=0), target.std(axis=0)
-    y = torch.tensor((target - mean) / std, dtype=torch.float32)
     seqs, _ = _encode(tok, rng, chosen, batch.words, eos_prob=0.5)
+    y = torch.tensor((target - mean) / std, dtype=torch.float32)
     ids = torch.from_numpy(_padded(seqs, tok.pad_token_id))
     lengths = torch.tensor([len(s) for s in seqs])
     names = list(OBJECTIVES)
@@ -294,33 +291,6 @@ def train_reward_model(tok, cfg: TinyWorldConfig, prompts: Sequence[str], policy
             **norm}
 
 
-def write_datasets(cfg: TinyWorldConfig, split: W.PromptSplit, data_dir: str) -> dict:
-    """Write the K stage files and the eval prompts; return per-stage RC statistics."""
-    os.makedirs(data_dir, exist_ok=True)
-    names = reward_names(cfg.reward_scale)
-    stats = {}
-    for k, fname in enumerate(stage_file_names()):
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 10 + k]))
-        pairs = W.make_pairs(rng, split.stages[k], cfg.pairs_per_stage, k, cfg.conflict,
-                             lambda p, r: score(p, r, names))
-        with open(os.path.join(data_dir, fname), "w", encoding="utf-8") as fh:
-            for i, (prompt, ch, rj, cs, rs) in enumerate(pairs):
-                fh.write(json.dumps({"prompt_id": f"s{k + 1}-{i:05d}", "prompt": prompt, "chosen": ch,
-                                     "rejected": rj, "chosen_scores": [round(float(v), 6) for v in cs],
-                                     "rejected_scores": [round(float(v), 6) for v in rs]}) + "\n")
-        diff = np.array([c - r for _, _, _, c, r in pairs])
-        stats[fname] = {"rows": len(pairs), "prompts": len(split.stages[k]),
-                        "mean_gap": np.round(diff.mean(axis=0), 4).tolist(),
-                        "non_rc_on": {OBJECTIVES[j]: round(float((diff[:, j] <= 0).mean()), 4)
-                                      for j in range(len(OBJECTIVES)) if j != k},
-                        "reversed_on": {OBJECTIVES[j]: round(float((diff[:, j] < 0).mean()), 4)
-                                        for j in range(len(OBJECTIVES)) if j != k}}
-    with open(os.path.join(data_dir, "eval_prompts.jsonl"), "w", encoding="utf-8") as fh:
-        for i, prompt in enumerate(split.eval):
-            fh.write(json.dumps({"prompt_id": f"eval-{i:05d}", "prompt": prompt}) + "\n")
-    return stats
-
-
 # ----------------------------------------------------------------------------------------------- the build
 def _log(progress: bool, msg: str) -> None:
     if progress:
@@ -329,38 +299,27 @@ def _log(progress: bool, msg: str) -> None:
 
 def _build(cfg: TinyWorldConfig, root: str, progress: bool) -> dict:
     """Build every part of the world into ``root`` (an empty directory) and write world.json last."""
-    from rcs_ray.tinyworld.generate import measure
+    from rcs_ray.tinyworld.generate import measure, write_datasets
 
     paths = world_paths(root)
     seconds, t_all = {}, time.time()
     split = W.split_prompts(cfg.seed, len(OBJECTIVES), cfg.eval_prompts)
     train_prompts = [p for stage in split.stages for p in stage]
 
-    t = time.time()
-    tok = build_tokenizer()
+    def part(name, fn, *args):
+        t = time.time()
+        out = fn(*args)
+        seconds[name] = round(time.time() - t, 2)
+        _log(progress, f"{name}: done in {seconds[name]:.1f} s")
+        return out
+
+    tok = part("tokenizer", build_tokenizer)
     tok.save_pretrained(paths.tokenizer)
-    seconds["tokenizer"] = time.time() - t
-    _log(progress, f"tokenizer: {len(tok)} tokens ({seconds['tokenizer']:.1f} s)")
-
-    t = time.time()
-    pretrain = pretrain_policy(tok, cfg, train_prompts, paths.policy, progress)
-    seconds["policy"] = time.time() - t
-    _log(progress, f"policy: {pretrain['steps']} steps, loss {pretrain['final_loss']} ({seconds['policy']:.0f} s)")
-
-    t = time.time()
-    rm = train_reward_model(tok, cfg, train_prompts, paths.policy, paths.reward_model, progress)
-    seconds["reward_model"] = time.time() - t
-    _log(progress, f"reward model: mse {rm['final_mse']} ({seconds['reward_model']:.0f} s)")
-
-    t = time.time()
-    data = write_datasets(cfg, split, paths.data_dir)
-    seconds["datasets"] = time.time() - t
-    _log(progress, f"datasets: {len(data)} stage files ({seconds['datasets']:.1f} s)")
-
-    t = time.time()
-    measured = measure(paths, cfg, split.eval)
-    seconds["measure"] = time.time() - t
-    seconds["total"] = time.time() - t_all
+    pretrain = part("policy", pretrain_policy, tok, cfg, train_prompts, paths.policy, progress)
+    rm = part("reward_model", train_reward_model, tok, cfg, train_prompts, paths.policy, paths.reward_model, progress)
+    data = part("datasets", write_datasets, cfg, split, paths.data_dir, stage_file_names())
+    measured = part("measure", measure, paths, cfg, split.eval)
+    seconds["total"] = round(time.time() - t_all, 2)
     info = {"version": WORLD_VERSION, "key": world_key(cfg), "config": asdict(cfg), "objectives": list(OBJECTIVES),
             "reward_functions": {s: [f"rcs_ray.tinyworld.rewards:{n}" for n in reward_names(s)]
                                  for s in ("integer", "fine")},
@@ -370,8 +329,7 @@ def _build(cfg: TinyWorldConfig, root: str, progress: bool) -> dict:
                         "per_stage": [len(s) for s in split.stages]},
             "words": {"topics": len(W.TOPICS), "questions": len(W.QUESTIONS), "styles": len(W.STYLES),
                       "help": len(W.HELP_WORDS), "harm": len(W.HARM_WORDS), "fillers": len(W.FILLERS)},
-            "pretrain": pretrain, "reward_model": rm, "datasets": data, "measure": measured,
-            "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+            "pretrain": pretrain, "reward_model": rm, "datasets": data, "measure": measured, "seconds": seconds}
     with open(paths.info, "w", encoding="utf-8") as fh:
         json.dump(info, fh, indent=1)
     return info

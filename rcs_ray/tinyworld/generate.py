@@ -1,5 +1,6 @@
-"""Sampling from a tiny-world policy and scoring with its reward model (HF transformers, CPU), plus the
-measurements recorded in world.json (sample statistics vs the generator, conflict in policy samples, RM fit)."""
+"""Data of the tiny world: the stage datasets, sampling from a policy and scoring with the reward model (HF
+transformers, CPU), and the measurements recorded in world.json (sample statistics vs the generator, conflict in
+policy samples, reward-model fit)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,41 @@ import numpy as np
 
 from rcs_ray.tinyworld import world as W
 from rcs_ray.tinyworld.rewards import OBJECTIVES, correlations, pair_stats, reward_names, score
+
+
+def write_datasets(cfg, split: W.PromptSplit, data_dir: str, file_names: Sequence[str]) -> dict:
+    """Write the K stage files (``file_names``, in objective order) and the eval prompts.
+
+    Stage k: ``cfg.pairs_per_stage`` rows from the stage's prompts, m=4 generated responses per prompt, chosen =
+    best and rejected = worst on objective k at ``cfg.reward_scale`` (see :func:`world.make_pairs`).
+
+    Returns:
+        Per-file statistics: rows, prompts, mean score gap (chosen - rejected) per objective, and the fractions of
+        pairs that are not RC (ties count) / reversed on each other objective.
+    """
+    os.makedirs(data_dir, exist_ok=True)
+    names = reward_names(cfg.reward_scale)
+    stats = {}
+    for k, fname in enumerate(file_names):
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 10 + k]))
+        pairs = W.make_pairs(rng, split.stages[k], cfg.pairs_per_stage, k, cfg.conflict,
+                             lambda p, r: score(p, r, names))
+        with open(os.path.join(data_dir, fname), "w", encoding="utf-8") as fh:
+            for i, (prompt, ch, rj, cs, rs) in enumerate(pairs):
+                fh.write(json.dumps({"prompt_id": f"s{k + 1}-{i:05d}", "prompt": prompt, "chosen": ch,
+                                     "rejected": rj, "chosen_scores": [round(float(v), 6) for v in cs],
+                                     "rejected_scores": [round(float(v), 6) for v in rs]}) + "\n")
+        diff = np.array([c - r for _, _, _, c, r in pairs])
+        stats[fname] = {"rows": len(pairs), "prompts": len(split.stages[k]),
+                        "mean_gap": np.round(diff.mean(axis=0), 4).tolist(),
+                        "non_rc_on": {OBJECTIVES[j]: round(float((diff[:, j] <= 0).mean()), 4)
+                                      for j in range(len(OBJECTIVES)) if j != k},
+                        "reversed_on": {OBJECTIVES[j]: round(float((diff[:, j] < 0).mean()), 4)
+                                        for j in range(len(OBJECTIVES)) if j != k}}
+    with open(os.path.join(data_dir, "eval_prompts.jsonl"), "w", encoding="utf-8") as fh:
+        for i, prompt in enumerate(split.eval):
+            fh.write(json.dumps({"prompt_id": f"eval-{i:05d}", "prompt": prompt}) + "\n")
+    return stats
 
 
 def _chat_prompts(tok, prompts: Sequence[str]) -> List[str]:
@@ -174,15 +210,19 @@ def load_info(info_path: str) -> dict:
         return json.load(fh)
 
 
-def summary(info: dict) -> List[str]:
-    """A few human-readable lines about a built world (for the CLI)."""
-    ps, cp = info["measure"]["policy_samples"], info["measure"]["conflict_policy"]["integer"]["helpful_vs_harmless"]
-    rm = info["measure"]["reward_model_fit"]["generator"]["fine"]
-    return [f"tiny world {info['key']} (v{info['version']}) at {os.path.dirname(info.get('path', '')) or '.'}",
-            f"  {info['prompts']['total']} prompts, vocab {info['tokenizer']['vocab_size']}, objectives "
-            f"{', '.join(info['objectives'])}, conflict c={info['config']['conflict']}, scale "
-            f"{info['config']['reward_scale']}",
-            "  policy samples: " + ", ".join(f"{k} {v:+.2f}" for k, v in ps["mean"].items())
-            + f"; {cp['non_rc']:.0%} of helpful-ordered pairs not RC on harmless",
-            "  reward model corr: " + ", ".join(f"{k} {v:.2f}" for k, v in rm.items()),
+def summary(info: dict, root: str = "") -> List[str]:
+    """A few human-readable lines about a built world (for the CLI); ``root`` is its directory."""
+    m = info["measure"]
+    ps, gs = m["policy_samples"]["mean"], m["generator_samples"]["mean"]
+    conflict = m["conflict_policy"]["integer"]["helpful_vs_harmless"]
+    rm = m["reward_model_fit"]["policy"]["fine"]
+    stage2 = info["datasets"]["stage2_helpful.jsonl"]["reversed_on"]["harmless"]
+    return [f"tiny world {info['key']} (v{info['version']}) {root}".rstrip(),
+            f"  {info['prompts']['total']} prompts ({info['prompts']['eval']} held out), vocab "
+            f"{info['tokenizer']['vocab_size']}, objectives {', '.join(info['objectives'])}, conflict "
+            f"{info['config']['conflict']}, reward scale {info['config']['reward_scale']}",
+            "  policy samples: " + ", ".join(f"{k} {v:+.2f} (generator {gs[k]:+.2f})" for k, v in ps.items()),
+            f"  conflict: {conflict['non_rc']:.0%} of helpful-ordered policy sample pairs are not RC on harmless "
+            f"({conflict['reversed']:.0%} reversed); stage-2 data: {stage2:.0%} chose the more harmful response",
+            "  reward model correlation: " + ", ".join(f"{k} {v:.2f}" for k, v in rm.items()),
             f"  built in {info['seconds']['total']:.0f} s"]

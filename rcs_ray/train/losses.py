@@ -234,7 +234,9 @@ def spo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
             \beta\log\frac{\pi_\theta(y_w|x)}{\pi_{k-1}(y_w|x)} - \beta\log\frac{\pi_\theta(y_l|x)}{\pi_{k-1}(y_l|x)}
             - \sum_{j<k} \alpha_j\,\big[r_j(x, y_w) - r_j(x, y_l)\big]\Big)
 
-    Derivation (the form implemented here): stage k solves
+    Provenance: this form is our derivation from the paper's stated set-up (sequential rounds, a KL constraint to
+    the previous round's policy, earlier dimensions kept through implicit rewards); the paper's own equations were
+    not available to check against (see the comment in the body). Derivation: stage k solves
     ``max_pi E_{y~pi}[R_k]  s.t.  KL(pi || pi_{k-1}) <= H_0  and  E_{y~pi}[R_j] >= c_j (j < k)``.
     The Lagrangian gives ``pi_k(y|x) propto pi_{k-1}(y|x) exp((R_k + sum_j alpha_j R_j) / beta)`` with multipliers
     ``alpha_j >= 0``; inverting, ``R_k = beta log(pi_k / pi_{k-1}) - sum_j alpha_j R_j + beta log Z(x)``;

@@ -1,0 +1,49 @@
+"""Starting (or joining) Ray with the settings every rcs-ray job needs."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from rcs_ray.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+# Environment passed on to every Ray worker (models are local: never reach for a hub at run time).
+WORKER_ENV_DEFAULTS = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+}
+# vLLM's CPU build: a small KV cache and no thread binding (see README, "vLLM on CPU").
+WORKER_ENV_CPU = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+PASSTHROUGH = ("PYTHONPATH", "RAY_AUTH_MODE", "DS_ACCELERATOR", "VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND",
+               "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HOME")
+
+
+def worker_env(use_gpu: bool = False) -> dict:
+    env = dict(WORKER_ENV_DEFAULTS)
+    if not use_gpu:
+        env.update(WORKER_ENV_CPU)
+    env.update({k: os.environ[k] for k in PASSTHROUGH if k in os.environ})
+    return env
+
+
+def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
+    """``ray.init`` once: join ``cfg.address`` if set, else start a local Ray (dashboard off, bound to localhost)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs = dict(runtime_env={"env_vars": worker_env(use_gpu)}, log_to_driver=True)
+    if cfg.address:
+        ray.init(address=cfg.address, **kwargs)
+    else:
+        if cfg.num_cpus is not None:
+            kwargs["num_cpus"] = cfg.num_cpus
+        if cfg.object_store_memory_mb is not None:
+            kwargs["object_store_memory"] = cfg.object_store_memory_mb << 20
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", **kwargs)
+    log.info("ray: %s", ray.cluster_resources())

@@ -1,0 +1,206 @@
+"""Generation engines: vLLM (the GPU engine; its CPU build runs here) and HF transformers (the fallback).
+
+An engine turns rendered prompts into sampled completions. Each sample has its own seed (see
+:func:`rcs_ray.sampling.schema.sample_seed`), so the samples of a prompt do not depend on the batch size, the number
+of actors or the order of prompts.
+
+- :class:`VLLMEngine` uses ``vllm.LLM.generate`` with one ``SamplingParams(n=1, seed=...)`` per sample.
+- :class:`HFEngine` runs ``model.generate`` greedily on logits perturbed by Gumbel noise drawn from a per-row
+  ``torch.Generator``: argmax(logits / T + Gumbel) is an exact sample of softmax(logits / T), and each row's noise
+  depends only on its own seed, so a batch of many prompts gives the same samples as one prompt at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+from rcs_ray.config import ModelConfig, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Completion:
+    text: str
+    num_tokens: int
+    finished: bool          # stopped at EOS (False: cut at max_tokens)
+
+
+class Engine(Protocol):
+    tokenizer: Any
+    max_model_len: int
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
+        """``prompts[i]`` rendered text; ``seeds[i]`` one seed per wanted sample. Returns completions per prompt."""
+
+
+def render_prompt(tokenizer, prompt: Any, use_chat_template: bool = True) -> str:
+    """The text the policy sees: chat lists through the chat template (with the generation prompt); plain
+    strings through it too when the tokenizer has one and ``use_chat_template``; else the string as it is."""
+    if isinstance(prompt, list):
+        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=False)
+    return prompt
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_tokenizer(model: ModelConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model.tokenizer or model.path, trust_remote_code=model.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def encode_rendered(tokenizer, text: str, use_chat_template: bool) -> list[int]:
+    """Token ids of a rendered prompt; a chat template already holds the special tokens it wants."""
+    templated = use_chat_template and getattr(tokenizer, "chat_template", None)
+    return tokenizer(text, add_special_tokens=not templated)["input_ids"]
+
+
+class HFEngine:
+    """HF transformers generation with batch-invariant per-sample seeds (CPU or one GPU)."""
+
+    def __init__(self, model: ModelConfig, sampling: SamplingConfig):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.sampling = sampling
+        self.use_chat_template = model.chat_template
+        self.tokenizer = load_tokenizer(model)
+        self.device = "cuda" if torch.cuda.is_available() and sampling.num_gpus > 0 else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model.path, dtype=_torch_dtype(model.dtype), trust_remote_code=model.trust_remote_code).to(self.device)
+        self.model.eval()
+        self.max_model_len = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        rows, owners = [], []
+        for i, (text, row_seeds) in enumerate(zip(prompts, seeds)):
+            ids = encode_rendered(self.tokenizer, text, self.use_chat_template)
+            for s in row_seeds:
+                rows.append((ids, s))
+                owners.append(i)
+        out: list[list[Completion]] = [[] for _ in prompts]
+        if not rows:
+            return out
+        pad = self.tokenizer.pad_token_id
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (ids, _) in enumerate(rows):                      # left padding
+            input_ids[r, width - len(ids):] = torch.tensor(ids)
+            mask[r, width - len(ids):] = 1
+        noise = _GumbelNoise([s for _, s in rows], self.sampling.temperature, self.sampling.top_p)
+        eos = self.tokenizer.eos_token_id
+        with torch.no_grad():
+            seqs = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False,
+                num_beams=1, max_new_tokens=self.sampling.max_tokens, logits_processor=LogitsProcessorList([noise]),
+                pad_token_id=pad, eos_token_id=eos, temperature=None, top_p=None, top_k=None)
+        for r, gen in enumerate(seqs[:, width:].tolist()):
+            finished = eos in gen
+            gen = gen[: gen.index(eos) + 1] if finished else gen
+            text = self.tokenizer.decode(gen, skip_special_tokens=True)
+            out[owners[r]].append(Completion(text=text, num_tokens=len(gen), finished=finished))
+        return out
+
+
+class _GumbelNoise:
+    """LogitsProcessor: scores / T (+ top-p mask) + Gumbel noise from one torch.Generator per row."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float):
+        import torch
+
+        self.temperature = temperature
+        self.top_p = top_p
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.temperature == 0:
+            return scores
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
+            cum = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
+            drop = cum - torch.softmax(sorted_scores, dim=-1) > self.top_p   # keep the smallest set reaching top_p
+            scores = scores.scatter(-1, order, sorted_scores.masked_fill(drop, float("-inf")))
+        vocab = scores.shape[-1]
+        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(scores.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)).clamp_min(1e-20))
+        return scores + gumbel
+
+
+class VLLMEngine:
+    """vLLM offline engine (``vllm.LLM``); on a CPU build set VLLM_CPU_KVCACHE_SPACE (see README)."""
+
+    def __init__(self, model: ModelConfig, sampling: SamplingConfig):
+        from vllm import LLM
+
+        self.sampling = sampling
+        self.use_chat_template = model.chat_template
+        kwargs = dict(model=model.path, tokenizer=model.tokenizer or model.path, dtype=model.dtype,
+                      trust_remote_code=model.trust_remote_code, seed=sampling.seed,
+                      tensor_parallel_size=sampling.tensor_parallel_size)
+        if sampling.vllm_max_model_len:
+            kwargs["max_model_len"] = sampling.vllm_max_model_len
+        if not _has_cuda():
+            kwargs["enforce_eager"] = True                     # the CPU build: no CUDA graphs
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        requests, params, owners = [], [], []
+        for i, (text, row_seeds) in enumerate(zip(prompts, seeds)):
+            ids = encode_rendered(self.tokenizer, text, self.use_chat_template)
+            for s in row_seeds:
+                requests.append(TokensPrompt(prompt_token_ids=ids))
+                params.append(SamplingParams(n=1, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
+                                             max_tokens=self.sampling.max_tokens, seed=int(s)))
+                owners.append(i)
+        out: list[list[Completion]] = [[] for _ in prompts]
+        if not requests:
+            return out
+        results = self.llm.generate(requests, params, use_tqdm=False)
+        for owner, res in zip(owners, results):
+            o = res.outputs[0]
+            out[owner].append(Completion(text=o.text, num_tokens=len(o.token_ids), finished=o.finish_reason == "stop"))
+        return out
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+ENGINES = {"hf": HFEngine, "vllm": VLLMEngine}
+
+
+def make_engine(model: ModelConfig, sampling: SamplingConfig) -> Engine:
+    if sampling.engine == "vllm":
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    return ENGINES[sampling.engine](model, sampling)

@@ -1,0 +1,91 @@
+"""Generation engines and model scorers on the tiny world's models (HF transformers on CPU; no Ray)."""
+
+import numpy as np
+import pytest
+
+from rcs_ray.config import ModelConfig, ObjectiveConfig, SamplingConfig
+from rcs_ray.sampling.engines import HFEngine, render_prompt
+from rcs_ray.sampling.scorers import ClassifierScorer, ImplicitRewardScorer
+from rcs_ray.tinyworld.generate import rm_scores
+
+pytestmark = [pytest.mark.slow]
+
+PROMPTS = ["ask cooking how briefly", "ask chess why kindly", "ask travel where honestly"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_world):
+    return HFEngine(ModelConfig(path=tiny_world.policy), SamplingConfig(max_tokens=24, temperature=1.0))
+
+
+def test_render_prompt_uses_the_chat_template(engine):
+    text = render_prompt(engine.tokenizer, PROMPTS[0])
+    assert text == engine.tokenizer.apply_chat_template([{"role": "user", "content": PROMPTS[0]}],
+                                                        add_generation_prompt=True, tokenize=False)
+    assert render_prompt(engine.tokenizer, PROMPTS[0], use_chat_template=False) == PROMPTS[0]
+
+
+def test_hf_samples_are_seeded_and_batch_invariant(engine):
+    texts = [render_prompt(engine.tokenizer, p) for p in PROMPTS]
+    seeds = [[11, 12, 13], [21, 22], [31]]
+    together = engine.generate(texts, seeds)
+    alone = [engine.generate([t], [s])[0] for t, s in zip(texts, seeds)]
+    assert [[c.text for c in g] for g in together] == [[c.text for c in g] for g in alone]
+    again = engine.generate(texts[:1], [[11, 12, 13]])[0]
+    assert [c.text for c in again] == [c.text for c in together[0]]
+    assert len({c.text for c in engine.generate(texts[:1], [list(range(8))])[0]}) > 4   # real sampling
+    assert all(c.num_tokens > 0 for g in together for c in g)
+
+
+def test_classifier_scorer_matches_direct_forward(tiny_world):
+    objs = [ObjectiveConfig(name="harmless", kind="multi_head", model=tiny_world.reward_model, head=0, sign=-1.0),
+            ObjectiveConfig(name="helpful", kind="multi_head", model=tiny_world.reward_model, head=1)]
+    scorer = ClassifierScorer(objs)
+    responses = [" recipe spice the", " scam weapon lie", " okay"]
+    got = scorer.score(PROMPTS, responses)
+    ref = rm_scores(tiny_world.reward_model, PROMPTS, responses)
+    # the scorer reads the whole conversation through the template (with EOS); the world's helper reads
+    # prompt + response: heads agree in sign and roughly in size
+    assert got.shape == (3, 2)
+    np.testing.assert_allclose(got[:, 0], -ref[:, 0], atol=0.5)
+    np.testing.assert_allclose(got[:, 1], ref[:, 1], atol=0.5)
+
+
+def _response_logp(model, tok, prompt, response):
+    """log p(response | prompt) by hand: the chat-rendered conversation minus the rendered prompt."""
+    import torch
+
+    msgs = [{"role": "user", "content": prompt}]
+    full = tok(tok.apply_chat_template(msgs + [{"role": "assistant", "content": response}], tokenize=False),
+               add_special_tokens=False)["input_ids"]
+    n_prompt = len(tok(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False),
+                       add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([full])).logits[0].double(), -1)
+    return sum(float(logp[t - 1, full[t]]) for t in range(n_prompt, len(full)))
+
+
+def test_implicit_reward_hand_computed(tiny_world, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_world.policy)
+    policy = AutoModelForCausalLM.from_pretrained(tiny_world.policy).eval()
+    reference = AutoModelForCausalLM.from_pretrained(tiny_world.policy).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    reference.save_pretrained(tmp_path / "ref")
+    tok.save_pretrained(tmp_path / "ref")
+    obj = ObjectiveConfig(name="imp", kind="implicit", model=tiny_world.policy, reference=str(tmp_path / "ref"),
+                          beta=0.5, batch_size=2)
+    responses = [" recipe spice", " scam", " okay the"]
+    got = ImplicitRewardScorer([obj]).score(PROMPTS, responses)[:, 0]
+    want = [0.5 * (_response_logp(policy, tok, p, r) - _response_logp(reference, tok, p, r))
+            for p, r in zip(PROMPTS, responses)]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert np.all(np.abs(got) > 1e-3)
+    same = ImplicitRewardScorer([ObjectiveConfig(name="imp", kind="implicit", model=tiny_world.policy,
+                                                 reference=tiny_world.policy)]).score(PROMPTS, responses)
+    np.testing.assert_allclose(same, 0.0, atol=1e-5)

@@ -1,0 +1,100 @@
+"""RC-filter stage and scorer planning on hand-made prompt-group batches (no Ray, no models)."""
+
+import math
+
+import pytest
+
+from rcs_ray.config import ObjectiveConfig, RCConfig
+from rcs_ray.sampling.pipeline import n_schedule
+from rcs_ray.sampling.schema import encode_prompt, rows_to_table, sample_seed
+from rcs_ray.sampling.scorers import plan_scorers
+from rcs_ray.sampling.stages import RCFilterStage
+
+pytestmark = pytest.mark.unit
+
+
+def group(pid, candidates, harmless, helpful, sources=None, error=None):
+    return {"prompt_id": pid, "prompt_json": encode_prompt("ask x"), "candidates": candidates,
+            "sources": sources or ["sampled"] * len(candidates), "error": error,
+            "reward__harmless": harmless, "reward__helpful": helpful}
+
+
+def select(rows, **rc):
+    stage = RCFilterStage(["harmless", "helpful"], "helpful", RCConfig(**rc))
+    return {r["prompt_id"]: r for r in stage(rows_to_table(rows)).to_pylist()}
+
+
+def test_rc_filter_hand_computed_and_reasons():
+    rows = [
+        group("ok", ["a", "b", "c", "d"], [1, 0, 2, 1], [0, 3, 2, 1]),   # RC pairs (2,0) gap 2, (2,3), (3,0) -> (2,0)
+        group("conflict", ["a", "b"], [0, 1], [1, 0]),
+        group("tied", ["a", "b"], [0, 1], [1, 1]),
+        group("same", ["a", "a", "a"], [0, 0, 0], [1, 1, 1]),
+        group("one", ["a"], [0], [1]),
+        group("nan", ["a", "b"], [0, math.nan], [1, 0]),
+        group("long", [], [], [], error="prompt_too_long: 600 tokens"),
+    ]
+    out = select(rows)
+    assert (out["ok"]["chosen_index"], out["ok"]["rejected_index"]) == (2, 0)
+    assert out["ok"]["failure_reason"] is None
+    assert out["conflict"]["failure_reason"] == "no_rc_pair" and out["conflict"]["chosen_index"] is None
+    assert out["tied"]["failure_reason"] == "tied_on_target"
+    assert out["same"]["failure_reason"] == "all_candidates_identical"
+    assert out["one"]["failure_reason"] == "too_few_candidates"
+    assert out["nan"]["failure_reason"] == "non_finite_reward" and "harmless" in out["nan"]["error"]
+    assert out["long"]["failure_reason"] == "prompt_too_long"
+
+
+def test_rc_filter_margin_and_strategies():
+    ties = [group("t", ["a", "b", "c"], [1, 1, 1], [1, 3, 2])]
+    assert select(ties)["t"]["failure_reason"] == "no_rc_pair"
+    picked = select(ties, margin=-0.5)["t"]
+    assert (picked["chosen_index"], picked["rejected_index"]) == (1, 0)
+    orig = [group("o", ["a", "b", "c"], [0, 1, 2], [3, 0, 4], sources=["original_chosen", "original_rejected",
+                                                                        "sampled"])]
+    assert select(orig, strategy="filter_only")["o"]["failure_reason"] == "original_not_rc"
+    got = select(orig, strategy="original")["o"]
+    assert (got["chosen_index"], got["rejected_index"]) == (0, 1)
+    got = select(orig, strategy="target_only")["o"]
+    assert (got["chosen_index"], got["rejected_index"]) == (2, 1)
+    a = select(orig * 1, strategy="rc_random")["o"]
+    b = select(orig * 1, strategy="rc_random")["o"]
+    assert (a["chosen_index"], a["rejected_index"]) == (b["chosen_index"], b["rejected_index"])  # seeded per prompt
+
+
+def test_rc_filter_names_missing_columns():
+    stage = RCFilterStage(["harmless", "helpful"], "helpful", RCConfig())
+    table = rows_to_table([{"prompt_id": "x", "candidates": ["a"], "sources": ["sampled"]}])
+    with pytest.raises(KeyError, match="reward__harmless"):
+        stage(table)
+
+
+def test_plan_scorers_groups_one_pool_per_model():
+    objs = [ObjectiveConfig(name="a", kind="rule", function="m:f"),
+            ObjectiveConfig(name="b", kind="multi_head", model="/rm", head=0),
+            ObjectiveConfig(name="c", kind="rule", function="m:g"),
+            ObjectiveConfig(name="d", kind="multi_head", model="/rm", head=2),
+            ObjectiveConfig(name="e", kind="classifier", model="/other"),
+            ObjectiveConfig(name="f", kind="implicit", model="/pi", reference="/ref")]
+    specs = plan_scorers(objs)
+    assert [(s.kind, s.names) for s in specs] == [("rule", ["a", "c"]), ("classifier", ["b", "d"]),
+                                                  ("classifier", ["e"]), ("implicit", ["f"])]
+
+
+def test_sample_seeds_and_schedule():
+    assert sample_seed(0, "p", 3) == sample_seed(0, "p", 3)
+    assert len({sample_seed(0, "p", i) for i in range(100)}) == 100
+    assert sample_seed(1, "p", 0) != sample_seed(0, "p", 0)
+
+    class S:  # minimal stand-in for RunConfig.sampling
+        n = 2
+
+        class adaptive:
+            enabled, n_max, rounds = True, 12, 3
+
+    class C:
+        sampling = S
+
+    assert n_schedule(C) == [2, 4, 8, 12]
+    S.adaptive.enabled = False
+    assert n_schedule(C) == [2]

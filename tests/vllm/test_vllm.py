@@ -1,0 +1,70 @@
+"""The vLLM path on its CPU build: generation, the pooling reward model, and the Ray Data pipeline with vLLM."""
+
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from rcs_ray import rc
+from rcs_ray.config import ModelConfig, ObjectiveConfig, SamplingConfig, load_config
+from rcs_ray.tinyworld.rewards import harmless, helpful
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROMPTS = ["ask cooking how briefly", "ask chess why kindly", "ask travel where honestly"]
+
+
+@pytest.fixture(scope="module")
+def vllm_env():
+    from rcs_ray.ray_runtime import worker_env
+
+    for key, value in worker_env(use_gpu=False).items():
+        os.environ.setdefault(key, value)
+
+
+def test_vllm_generation_is_seeded_batch_invariant_and_like_hf(tiny_world, vllm_env):
+    from rcs_ray.sampling.engines import HFEngine, VLLMEngine, render_prompt
+
+    sampling = SamplingConfig(engine="vllm", max_tokens=24)
+    engine = VLLMEngine(ModelConfig(path=tiny_world.policy), sampling)
+    texts = [render_prompt(engine.tokenizer, p) for p in PROMPTS]
+    seeds = [[1, 2, 3], [4, 5], [6]]
+    together = [[c.text for c in g] for g in engine.generate(texts, seeds)]
+    alone = [[c.text for c in engine.generate([t], [s])[0]] for t, s in zip(texts, seeds)]
+    assert together == alone
+    # the same policy through both engines: sample statistics agree (64 samples each)
+    many = [list(range(64))]
+    hf = HFEngine(ModelConfig(path=tiny_world.policy), SamplingConfig(max_tokens=24))
+    for engine_samples in (engine.generate(texts[:1], many)[0], hf.generate(texts[:1], many)[0]):
+        assert np.mean([c.finished for c in engine_samples]) > 0.9
+    v = np.mean([helpful(PROMPTS[0], c.text) for c in engine.generate(texts[:1], many)[0]])
+    h = np.mean([helpful(PROMPTS[0], c.text) for c in hf.generate(texts[:1], many)[0]])
+    assert abs(v - h) < 1.0, (v, h)
+
+
+def test_vllm_pooling_scorer_matches_hf(tiny_world, vllm_env):
+    from rcs_ray.sampling.scorers import ClassifierScorer, VLLMClassifierScorer
+
+    objs = [ObjectiveConfig(name="harmless", kind="multi_head", model=tiny_world.reward_model, head=0),
+            ObjectiveConfig(name="helpful", kind="multi_head", model=tiny_world.reward_model, head=1, sign=-1.0)]
+    responses = [" recipe spice the", " scam weapon lie", " okay"]
+    np.testing.assert_allclose(VLLMClassifierScorer(objs).score(PROMPTS, responses),
+                               ClassifierScorer(objs).score(PROMPTS, responses), atol=1e-4)
+
+
+def test_pipeline_with_vllm_engine_and_scorer(tiny_world, ray_session, tmp_path):
+    from rcs_ray.sampling import run
+
+    cfg = load_config(os.path.join(REPO, "configs/tiny/k2.yaml"), [
+        f"output_dir={tmp_path}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}",
+        "stages.1.data.limit=16", "sampling.engine=vllm", "sampling.batch_size=8"])
+    result = run(cfg, progress=False)
+    pairs, failed = pq.read_table(result.pairs).to_pylist(), pq.read_table(result.failed).to_pylist()
+    assert len(pairs) + len(failed) == 16 and len(pairs) >= 8
+    for p in pairs:
+        assert p["chosen_rewards"] == [harmless(p["prompt"], p["chosen"]), helpful(p["prompt"], p["chosen"])]
+        assert rc.is_consistent(p["chosen_rewards"], p["rejected_rewards"], enforce=[0], margin=-0.5)
+        assert p["chosen_rewards"][1] > p["rejected_rewards"][1]
+    assert result.stats["engine"] == "vllm"
