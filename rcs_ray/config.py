@@ -127,6 +127,16 @@ class TrainConfig:
     max_length: int = 512
     seed: int = 0
     modpo_weights: Optional[List[float]] = None
+    warmup_steps: int = 0                    # linear warm-up from 0 to learning_rate, then constant
+    save_steps: Optional[int] = None         # a resumable checkpoint every N steps (None: only at the end)
+    keep_checkpoints: Optional[int] = 2      # newest checkpoints kept (None: all)
+    max_failures: int = 0                    # worker-group restarts from the latest checkpoint (Ray Train)
+    log_steps: int = 1                       # report metrics every N steps
+    ref_batch_size: int = 16                 # pairs per batch of the reference log-prob stage
+    ref_num_actors: int = 1                  # reference log-prob actor-pool size
+    spo_alphas: Optional[List[float]] = None  # SPO: one per earlier stage (default 1.0 each)
+    spo_reward_source: str = "implicit"      # implicit: beta*log(pi_j/pi_{j-1}) | recorded: the pairs' rewards
+    spo_policies: Optional[List[str]] = None  # SPO implicit: pi_0..pi_{k-1} (default: policy.path + stage outputs)
 
 
 @dataclass
@@ -344,6 +354,20 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         c.at_least("train.max_steps", t.max_steps, 1)
     if t.modpo_weights is not None and len(t.modpo_weights) != len(names):
         c.fail("train.modpo_weights", f"needs {len(names)} weights (one per objective), got {len(t.modpo_weights)}")
+    c.at_least("train.max_grad_norm", t.max_grad_norm, 0.0)
+    for key in ("warmup_steps", "max_failures"):
+        c.at_least(f"train.{key}", getattr(t, key), 0)
+    for key in ("log_steps", "ref_batch_size", "ref_num_actors"):
+        c.at_least(f"train.{key}", getattr(t, key), 1)
+    for key in ("save_steps", "keep_checkpoints"):
+        if getattr(t, key) is not None:
+            c.at_least(f"train.{key}", getattr(t, key), 1)
+    if t.offload_optimizer and t.zero_stage == 0:
+        c.fail("train.offload_optimizer", "needs train.zero_stage >= 1 (DeepSpeed offloads ZeRO optimizer states)")
+    c.choice("train.spo_reward_source", t.spo_reward_source, ("implicit", "recorded"))
+    for a in t.spo_alphas or []:
+        if not (math.isfinite(a) and a >= 0):
+            c.fail("train.spo_alphas", f"must be finite and >= 0, got {t.spo_alphas}")
     w = cfg.tinyworld
     if not 0 <= w.conflict <= 1:
         c.fail("tinyworld.conflict", f"must be in [0, 1], got {w.conflict}")

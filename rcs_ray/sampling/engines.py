@@ -143,7 +143,7 @@ class _GumbelNoise:
             scores = scores.scatter(-1, order, sorted_scores.masked_fill(drop, float("-inf")))
         vocab = scores.shape[-1]
         uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(scores.device)
-        gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)).clamp_min(1e-20))
+        gumbel = -torch.log((-torch.log(uniform.clamp_min(1e-20))).clamp_min(1e-20))
         return scores + gumbel
 
 

@@ -1,21 +1,21 @@
 """Build (and cache) the tiny world: tokenizer, pretrained policy, multi-head reward model, stage datasets.
 
-``ensure_world(cfg)`` returns the :class:`WorldPaths` of the world for ``cfg``, building it on first use under
-``<cache_dir>/world-<key>`` (key = a short hash of the build-relevant config fields and :data:`WORLD_VERSION`).
-The build runs in a temporary directory that is renamed into place at the end, under a file lock: a crash leaves
-no half world and two processes never build the same world at once.
+``ensure_world(cfg)`` returns the :class:`WorldPaths` of the world for ``cfg``, building it on first use. Two cache
+entries under ``cache_dir``, each keyed by a short hash of :data:`WORLD_VERSION` and the config fields it depends on:
 
-Same config -> same tokenizer, same data files byte for byte, same weights (on the same torch build and number of
-threads; CPU float reductions depend on both).
+    models-<key>/                    (seed, conflict, eval_prompts, pretrain_examples, rm_examples)
+        tokenizer/                   BPE (ByteLevel) + chat template; also saved inside policy/ and reward_model/
+        policy/                      LlamaForCausalLM (hidden 128, 2 layers, 4 heads of 32); loads alone (HF, vLLM)
+        reward_model/                LlamaForSequenceClassification, 3 regression heads = objectives
+        models.json                  training stats, seconds
+    world-<key>/                     (all fields but cache_dir)
+        world.json                   config, version, seconds per part, corpus / policy-sample stats, conflict
+        data/stage1_harmless.jsonl   ... one per objective: prompt_id, prompt, chosen, rejected, *_scores
+        data/eval_prompts.jsonl      prompt_id, prompt
 
-Layout of a world::
-
-    world.json                       config, version, seconds per part, corpus / policy-sample stats, conflict
-    tokenizer/                       BPE (ByteLevel) + chat template; also saved inside policy/ and reward_model/
-    policy/                          LlamaForCausalLM (hidden 128, 2 layers, 4 heads of 32), loads alone
-    reward_model/                    LlamaForSequenceClassification, 3 regression heads = objectives
-    data/stage1_harmless.jsonl ...   prompt_id, prompt, chosen, rejected, chosen_scores, rejected_scores
-    data/eval_prompts.jsonl          prompt_id, prompt
+Each entry is built in a temporary directory renamed into place at the end, under a file lock: a crash leaves no
+half-built entry and two processes never build the same entry at once. Same config -> same tokenizer, same data
+files byte for byte, same weights (on the same torch build and thread count; CPU float sums depend on both).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -37,25 +37,24 @@ import numpy as np
 from rcs_ray.config import TinyWorldConfig
 from rcs_ray.errors import RcsInputError
 from rcs_ray.tinyworld import world as W
+from rcs_ray.tinyworld.generate import CHAT_TEMPLATE, build_tokenizer, encode_examples, padded, save_tokenizer
 from rcs_ray.tinyworld.rewards import OBJECTIVES, reward_names, score
 
-WORLD_VERSION = "1"
-BOS, EOS, PAD = "<s>", "</s>", "<pad>"
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %}{{ ' ' + m['content'] | trim }}"
-    "{{ eos_token }}{% else %}{% if not loop.first %} {% endif %}{{ m['content'] | trim }}{% endif %}{% endfor %}")
+WORLD_VERSION = "2"          # bump when the models (or everything) change
+DATA_VERSION = "2"           # bump when only the datasets or world.json change (the models are kept)
 MODEL_SHAPE = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, head_dim=32, max_position_embeddings=512, tie_word_embeddings=True)
-# Leading BOS count of training sequences (0, 1, 2) and its probabilities: the policy and the reward model accept
-# a prompt tokenized with or without the BOS, or with a doubled one (chat template + add_special_tokens).
-BOS_MIX = (0.15, 0.75, 0.10)
 RESOLVABLE = ("policy", "reward_model", "tokenizer", "data", "data/<file>", "root")
+# The config fields the models depend on; the others (reward_scale, pairs_per_stage) only change the datasets.
+MODEL_FIELDS = ("seed", "conflict", "eval_prompts", "pretrain_examples", "rm_examples")
 
 
 @dataclass(frozen=True)
 class WorldPaths:
-    """Absolute paths of a built world's parts."""
+    """Absolute paths of a built world's parts. The models live in ``models`` (shared by the worlds that differ
+    only in their datasets); ``root`` holds world.json and ``data/``."""
     root: str
+    models: str
     tokenizer: str
     policy: str
     reward_model: str
@@ -71,16 +70,6 @@ def stage_file_names() -> List[str]:
     return [f"stage{k + 1}_{name}.jsonl" for k, name in enumerate(OBJECTIVES)]
 
 
-def world_paths(root: str) -> WorldPaths:
-    """The :class:`WorldPaths` of a world rooted at ``root`` (nothing is checked or built)."""
-    root = os.path.abspath(root)
-    data = os.path.join(root, "data")
-    return WorldPaths(root=root, tokenizer=os.path.join(root, "tokenizer"), policy=os.path.join(root, "policy"),
-                      reward_model=os.path.join(root, "reward_model"), data_dir=data,
-                      stage_files=tuple(os.path.join(data, f) for f in stage_file_names()),
-                      eval_prompts=os.path.join(data, "eval_prompts.jsonl"), info=os.path.join(root, "world.json"))
-
-
 def _check(cfg: TinyWorldConfig) -> None:
     n_max = len(W.all_prompts()) // 2
     for ok, msg in [(0.0 <= cfg.conflict <= 1.0, f"conflict must be in [0, 1], got {cfg.conflict}"),
@@ -94,75 +83,40 @@ def _check(cfg: TinyWorldConfig) -> None:
             raise RcsInputError(f"tinyworld.{msg}")
 
 
-def build_fields(cfg: TinyWorldConfig) -> dict:
-    """The config fields that change what is built (everything but ``cache_dir``), plus the version."""
-    fields = asdict(cfg)
-    fields.pop("cache_dir", None)
-    return {"version": WORLD_VERSION, **fields}
+def _key(cfg: TinyWorldConfig, fields: Optional[Sequence[str]], **versions) -> str:
+    """Short hash of the versions and the named config fields (None: all but ``cache_dir``)."""
+    values = {k: v for k, v in asdict(cfg).items() if k != "cache_dir" and (fields is None or k in fields)}
+    blob = json.dumps({"version": WORLD_VERSION, **versions, **values}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def world_key(cfg: TinyWorldConfig) -> str:
-    """Short hash of :func:`build_fields`: worlds with the same key are identical."""
-    blob = json.dumps(build_fields(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    """Key of the world (every build-relevant field): worlds with the same key are identical."""
+    return _key(cfg, None, data_version=DATA_VERSION)
+
+
+def models_key(cfg: TinyWorldConfig) -> str:
+    """Key of the models (tokenizer, policy, reward model): they do not depend on the datasets' fields."""
+    return _key(cfg, MODEL_FIELDS)
+
+
+def _cache(cfg: TinyWorldConfig) -> str:
+    return os.path.abspath(os.path.expanduser(cfg.cache_dir))
 
 
 def world_root(cfg: TinyWorldConfig) -> str:
     """Absolute root directory of the world for ``cfg`` (relative ``cache_dir`` is taken from the current dir)."""
-    return os.path.abspath(os.path.join(os.path.expanduser(cfg.cache_dir), f"world-{world_key(cfg)}"))
+    return os.path.join(_cache(cfg), f"world-{world_key(cfg)}")
 
 
-# ----------------------------------------------------------------------------------------------- tokenizer
-def build_tokenizer():
-    """Train the world's byte-level BPE (deterministic; every world word becomes one token, with or without a
-    leading space) and wrap it as a ``PreTrainedTokenizerFast`` with BOS/EOS/PAD and the chat template.
-
-    The template renders ``<s>`` + the user text (the raw prompt format the policy was trained on); the
-    generation prompt adds nothing, the response follows directly (its words carry a leading space). The
-    tokenizer adds no special tokens on its own.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=[PAD, BOS, EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    line = " ".join(W.ALL_WORDS)
-    backend.train_from_iterator(W.all_prompts() + [line, " " + line] * 8 + list(W.ALL_WORDS), trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                  model_max_length=MODEL_SHAPE["max_position_embeddings"])
-    tok.chat_template = CHAT_TEMPLATE
-    vocab = tok.get_vocab()
-    missing = [w for w in W.ALL_WORDS if w not in vocab or "\u0120" + w not in vocab]
-    if missing:
-        raise RuntimeError(f"tokenizer: world words are not single tokens: {missing}")
-    return tok
-
-
-def _encode(tok, rng, prompts: Sequence[str], responses: Sequence[List[str]], eos_prob: float = 1.0):
-    """Token ids of ``BOS*b + prompt + response [+ EOS]`` (b drawn from BOS_MIX) and the prompt lengths.
-
-    Identical to tokenizing ``prompt + " " + " ".join(words)`` (tested); built from a word table for speed.
-    """
-    ids = {w: tok.convert_tokens_to_ids("\u0120" + w) for w in W.ALL_WORDS}   # words after the first: " word"
-    bare_ask = tok.convert_tokens_to_ids(W.ASK)
-    n_bos = rng.choice(len(BOS_MIX), size=len(prompts), p=BOS_MIX)
-    add_eos = rng.random(len(prompts)) < eos_prob
-    seqs, prompt_lens = [], []
-    for p, words, b, e in zip(prompts, responses, n_bos, add_eos):
-        head = [tok.bos_token_id] * int(b) + [bare_ask] + [ids[w] for w in p.split()[1:]]
-        seqs.append(head + [ids[w] for w in words] + ([tok.eos_token_id] if e else []))
-        prompt_lens.append(len(head))
-    return seqs, np.array(prompt_lens)
-
-
-def _padded(seqs: List[List[int]], pad: int) -> np.ndarray:
-    out = np.full((len(seqs), max(len(s) for s in seqs)), pad, dtype=np.int64)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = s
-    return out
+def world_paths(cfg: TinyWorldConfig) -> WorldPaths:
+    """The :class:`WorldPaths` of the world for ``cfg`` (nothing is checked or built)."""
+    root, models = world_root(cfg), os.path.join(_cache(cfg), f"models-{models_key(cfg)}")
+    data = os.path.join(root, "data")
+    return WorldPaths(root=root, models=models, tokenizer=os.path.join(models, "tokenizer"),
+                      policy=os.path.join(models, "policy"), reward_model=os.path.join(models, "reward_model"),
+                      data_dir=data, stage_files=tuple(os.path.join(data, f) for f in stage_file_names()),
+                      eval_prompts=os.path.join(data, "eval_prompts.jsonl"), info=os.path.join(root, "world.json"))
 
 
 def _model_config(tok, **extra):
@@ -180,7 +134,8 @@ def _train_loop(model, batches: Callable[[int], tuple], steps: int, lr: float, l
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
     from tqdm.auto import tqdm
-    bar = tqdm(total=steps, desc=f"tinyworld {desc}", file=sys.stderr, mininterval=2.0) if progress else None
+    bar = tqdm(total=steps, desc=f"tinyworld {desc}", file=sys.stderr,
+               mininterval=2.0 if sys.stderr.isatty() else 15.0) if progress else None
     losses = []
     model.train()
     for step in range(steps):
@@ -211,8 +166,8 @@ def pretrain_policy(tok, cfg: TinyWorldConfig, prompts: Sequence[str], out_dir: 
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
     chosen = [prompts[i] for i in rng.integers(0, len(prompts), size=cfg.pretrain_examples)]
     batch = W.sample_words(rng, [W.prompt_topic(p) for p in chosen], cfg.conflict)
-    seqs, plen = _encode(tok, rng, chosen, batch.words)
-    ids = torch.from_numpy(_padded(seqs, tok.pad_token_id))
+    seqs, plen = encode_examples(tok, rng, chosen, batch.words)
+    ids = torch.from_numpy(padded(seqs, tok.pad_token_id))
     # target[t] = the token at t + 1 when it is part of the response (or its EOS), else -100
     target = torch.full_like(ids, -100)
     target[:, :-1] = ids[:, 1:]
@@ -239,7 +194,7 @@ def pretrain_policy(tok, cfg: TinyWorldConfig, prompts: Sequence[str], out_dir: 
                                                max_new_tokens=32, bos_token_id=tok.bos_token_id,
                                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
+    save_tokenizer(tok, out_dir)
     return {"examples": cfg.pretrain_examples, "steps": steps, "batch_size": batch_size, "lr": lr,
             "params": int(sum(p.numel() for p in model.parameters())),
             "final_loss": round(float(np.mean(losses[-20:])), 4)}
@@ -261,9 +216,9 @@ def train_reward_model(tok, cfg: TinyWorldConfig, prompts: Sequence[str], policy
     batch = W.sample_words(rng, [W.prompt_topic(p) for p in chosen], cfg.conflict)
     target = score(chosen, batch.texts(), reward_names("fine"))
     mean, std = target.mean(axis=0), target.std(axis=0)
-    seqs, _ = _encode(tok, rng, chosen, batch.words, eos_prob=0.5)
+    seqs, _ = encode_examples(tok, rng, chosen, batch.words, eos_prob=0.5)
     y = torch.tensor((target - mean) / std, dtype=torch.float32)
-    ids = torch.from_numpy(_padded(seqs, tok.pad_token_id))
+    ids = torch.from_numpy(padded(seqs, tok.pad_token_id))
     lengths = torch.tensor([len(s) for s in seqs])
     names = list(OBJECTIVES)
     config = _model_config(tok, num_labels=len(names), problem_type="regression",
@@ -282,7 +237,7 @@ def train_reward_model(tok, cfg: TinyWorldConfig, prompts: Sequence[str], policy
 
     losses = _train_loop(model, batches, steps, lr, loss_fn, "reward model", progress)
     model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
+    save_tokenizer(tok, out_dir)
     norm = {"objectives": names, "target": reward_names("fine"), "mean": mean.round(6).tolist(),
             "std": std.round(6).tolist()}
     with open(os.path.join(out_dir, "tinyworld_rm.json"), "w") as fh:
@@ -297,76 +252,111 @@ def _log(progress: bool, msg: str) -> None:
         print(f"[tinyworld] {msg}", file=sys.stderr, flush=True)
 
 
-def _build(cfg: TinyWorldConfig, root: str, progress: bool) -> dict:
-    """Build every part of the world into ``root`` (an empty directory) and write world.json last."""
-    from rcs_ray.tinyworld.generate import measure, write_datasets
+def _timed(seconds: dict, name: str, progress: bool, fn, *args):
+    t = time.time()
+    out = fn(*args)
+    seconds[name] = round(time.time() - t, 2)
+    _log(progress, f"{name}: done in {seconds[name]:.1f} s")
+    return out
 
-    paths = world_paths(root)
-    seconds, t_all = {}, time.time()
+
+def _build_models(cfg: TinyWorldConfig, root: str, progress: bool) -> None:
+    """Tokenizer, pretrained policy and reward model into ``root``; models.json (stats, seconds) last."""
     split = W.split_prompts(cfg.seed, len(OBJECTIVES), cfg.eval_prompts)
-    train_prompts = [p for stage in split.stages for p in stage]
+    train_prompts = [p for stage in split.stages for p in stage]     # the eval prompts stay unseen
+    dirs = {k: os.path.join(root, k) for k in ("tokenizer", "policy", "reward_model")}
+    seconds: dict = {}
+    tok = _timed(seconds, "tokenizer", progress, build_tokenizer)
+    save_tokenizer(tok, dirs["tokenizer"])
+    pretrain = _timed(seconds, "policy", progress, pretrain_policy, tok, cfg, train_prompts, dirs["policy"], progress)
+    rm = _timed(seconds, "reward_model", progress, train_reward_model, tok, cfg, train_prompts, dirs["policy"],
+                dirs["reward_model"], progress)
+    info = {"version": WORLD_VERSION, "key": models_key(cfg), "tokenizer": {"vocab_size": len(tok),
+            "chat_template": CHAT_TEMPLATE}, "model_shape": MODEL_SHAPE, "pretrain": pretrain, "reward_model": rm,
+            "seconds": seconds}
+    with open(os.path.join(root, "models.json"), "w", encoding="utf-8") as fh:
+        json.dump(info, fh, indent=1)
 
-    def part(name, fn, *args):
-        t = time.time()
-        out = fn(*args)
-        seconds[name] = round(time.time() - t, 2)
-        _log(progress, f"{name}: done in {seconds[name]:.1f} s")
-        return out
 
-    tok = part("tokenizer", build_tokenizer)
-    tok.save_pretrained(paths.tokenizer)
-    pretrain = part("policy", pretrain_policy, tok, cfg, train_prompts, paths.policy, progress)
-    rm = part("reward_model", train_reward_model, tok, cfg, train_prompts, paths.policy, paths.reward_model, progress)
-    data = part("datasets", write_datasets, cfg, split, paths.data_dir, stage_file_names())
-    measured = part("measure", measure, paths, cfg, split.eval)
-    seconds["total"] = round(time.time() - t_all, 2)
-    info = {"version": WORLD_VERSION, "key": world_key(cfg), "config": asdict(cfg), "objectives": list(OBJECTIVES),
+def _build_world(cfg: TinyWorldConfig, root: str, progress: bool) -> None:
+    """Datasets and measurements into ``root`` (the models must exist); world.json last."""
+    from rcs_ray.tinyworld.generate import load_info, measure, write_datasets
+
+    final = world_paths(cfg)
+    paths = replace(final, root=root, data_dir=os.path.join(root, "data"), info=os.path.join(root, "world.json"))
+    split = W.split_prompts(cfg.seed, len(OBJECTIVES), cfg.eval_prompts)
+    models = load_info(os.path.join(final.models, "models.json"))
+    seconds = dict(models.pop("seconds"))
+    data = _timed(seconds, "datasets", progress, write_datasets, cfg, split, paths.data_dir, stage_file_names())
+    measured = _timed(seconds, "measure", progress, measure, paths, cfg, split.eval)
+    seconds["total"] = round(sum(seconds.values()), 2)
+    info = {"version": WORLD_VERSION, "key": world_key(cfg), "models_key": models.pop("key"), "config": asdict(cfg),
+            "objectives": list(OBJECTIVES),
             "reward_functions": {s: [f"rcs_ray.tinyworld.rewards:{n}" for n in reward_names(s)]
                                  for s in ("integer", "fine")},
-            "tokenizer": {"vocab_size": len(tok), "chat_template": CHAT_TEMPLATE},
-            "model_shape": MODEL_SHAPE,
             "prompts": {"total": len(W.all_prompts()), "eval": len(split.eval),
                         "per_stage": [len(s) for s in split.stages]},
             "words": {"topics": len(W.TOPICS), "questions": len(W.QUESTIONS), "styles": len(W.STYLES),
                       "help": len(W.HELP_WORDS), "harm": len(W.HARM_WORDS), "fillers": len(W.FILLERS)},
-            "pretrain": pretrain, "reward_model": rm, "datasets": data, "measure": measured, "seconds": seconds}
+            **models, "datasets": data, "measure": measured, "seconds": seconds,
+            "policy_conflict": _headline(measured)}
     with open(paths.info, "w", encoding="utf-8") as fh:
         json.dump(info, fh, indent=1)
-    return info
+
+
+def _headline(measured: dict) -> dict:
+    """Flat headline numbers of the initial policy's samples (for one-line displays)."""
+    c = measured["conflict_policy"]
+    return {"prompts": c["prompts"], "n": c["n"], **measured["policy_samples"]["mean"],
+            "non_rc_on_harmless": c["integer"]["helpful_vs_harmless"]["non_rc"],
+            "reversed_on_harmless": c["integer"]["helpful_vs_harmless"]["reversed"],
+            "non_rc_on_harmless_fine": c["fine"]["helpful_vs_harmless"]["non_rc"]}
+
+
+def _ensure_dir(root: str, marker: str, build, progress: bool) -> None:
+    """Build ``root`` with ``build(tmp_dir)`` unless ``root/marker`` exists: under a file lock, in a temporary
+    directory renamed into place at the end (a crash leaves no half-built directory)."""
+    if os.path.isfile(os.path.join(root, marker)):
+        return
+    from filelock import FileLock
+
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    with FileLock(root + ".lock"):
+        if os.path.isfile(os.path.join(root, marker)):
+            return                                    # another process built it while we waited
+        for stale in glob.glob(root + ".tmp-*"):     # left by a crashed build; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        if os.path.isdir(root):                       # no marker: not a finished build
+            shutil.rmtree(root)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(root), prefix=os.path.basename(root) + ".tmp-")
+        _log(progress, f"building {root} (once; cached afterwards)")
+        try:
+            build(tmp)
+            os.rename(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def ensure_world(cfg: Optional[TinyWorldConfig] = None, progress: bool = True) -> WorldPaths:
     """The world for ``cfg`` (default config when None): built on first use, then read from the cache.
+
+    Two cache entries: ``models-<key>`` (tokenizer, policy, reward model; ~1 min on 2 cores) and ``world-<key>``
+    (datasets, world.json; seconds), so worlds that differ only in ``reward_scale`` or ``pairs_per_stage`` share
+    their models.
 
     Raises:
         RcsInputError: a config value out of range.
     """
     cfg = cfg or TinyWorldConfig()
     _check(cfg)
-    root = world_root(cfg)
-    if os.path.isfile(os.path.join(root, "world.json")):
-        return world_paths(root)
-    from filelock import FileLock
-
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    with FileLock(root + ".lock"):
-        if os.path.isfile(os.path.join(root, "world.json")):
-            return world_paths(root)
-        for stale in glob.glob(root + ".tmp-*"):     # left by a crashed build of this world; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        if os.path.isdir(root):                       # a world dir without world.json is not a world
-            shutil.rmtree(root)
-        tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(root) + ".tmp-")
-        _log(progress, f"building the tiny world {world_key(cfg)} in {root} (once; cached afterwards)")
-        try:
-            info = _build(cfg, tmp, progress)
-            os.rename(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _log(progress, f"built in {info['seconds']['total']:.0f} s")
-    return world_paths(root)
+    paths = world_paths(cfg)
+    if not (os.path.isfile(paths.info) and os.path.isfile(os.path.join(paths.models, "models.json"))):
+        t = time.time()
+        _ensure_dir(paths.models, "models.json", lambda d: _build_models(cfg, d, progress), progress)
+        _ensure_dir(paths.root, "world.json", lambda d: _build_world(cfg, d, progress), progress)
+        _log(progress, f"tiny world ready in {time.time() - t:.0f} s: {paths.root}")
+    return paths
 
 
 def resolve(path: str, cfg: Optional[TinyWorldConfig] = None, progress: bool = True) -> str:

@@ -1,6 +1,6 @@
-"""Data of the tiny world: the stage datasets, sampling from a policy and scoring with the reward model (HF
-transformers, CPU), and the measurements recorded in world.json (sample statistics vs the generator, conflict in
-policy samples, reward-model fit)."""
+"""Data of the tiny world: the tokenizer and training sequences, the stage datasets, sampling from a policy and
+scoring with the reward model (HF transformers, CPU), and the measurements recorded in world.json (sample statistics
+vs the generator, conflict in policy samples, reward-model fit)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,54 @@ import numpy as np
 
 from rcs_ray.tinyworld import world as W
 from rcs_ray.tinyworld.rewards import OBJECTIVES, correlations, pair_stats, reward_names, score
+
+# Leading BOS count of training sequences (0, 1, 2) and its probabilities: the policy and the reward model accept
+# a prompt tokenized with or without the BOS, or with a doubled one (chat template + add_special_tokens).
+BOS_MIX = (0.15, 0.75, 0.10)
+BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %}{{ ' ' + m['content'] | trim }}"
+    "{{ eos_token }}{% else %}{% if not loop.first %} {% endif %}{{ m['content'] | trim }}{% endif %}{% endfor %}")
+
+
+def build_tokenizer():
+    """Train the world's byte-level BPE (deterministic; every world word becomes one token, with or without a
+    leading space) and wrap it as a ``PreTrainedTokenizerFast`` with BOS/EOS/PAD and the chat template.
+
+    The template renders ``<s>`` + the user text (the raw prompt format the policy was trained on); the
+    generation prompt adds nothing, the response follows directly (its words carry a leading space). The
+    tokenizer adds no special tokens on its own.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=[PAD, BOS, EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    line = " ".join(W.ALL_WORDS)
+    backend.train_from_iterator(W.all_prompts() + [line, " " + line] * 8 + list(W.ALL_WORDS), trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                  model_max_length=512)
+    tok.chat_template = CHAT_TEMPLATE
+    vocab = tok.get_vocab()
+    missing = [w for w in W.ALL_WORDS if w not in vocab or "\u0120" + w not in vocab]
+    if missing:
+        raise RuntimeError(f"tokenizer: world words are not single tokens: {missing}")
+    return tok
+
+
+def save_tokenizer(tok, out_dir: str) -> None:
+    """``save_pretrained`` plus, for older transformers, the class name ``PreTrainedTokenizerFast`` and the chat
+    template inside tokenizer_config.json (transformers 5 loads both forms)."""
+    tok.save_pretrained(out_dir)
+    path = os.path.join(out_dir, "tokenizer_config.json")
+    with open(path, encoding="utf-8") as fh:
+        conf = json.load(fh)
+    conf.update(tokenizer_class="PreTrainedTokenizerFast", chat_template=CHAT_TEMPLATE)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(conf, fh, indent=2, sort_keys=True)
 
 
 def write_datasets(cfg, split: W.PromptSplit, data_dir: str, file_names: Sequence[str]) -> dict:
@@ -47,6 +95,42 @@ def write_datasets(cfg, split: W.PromptSplit, data_dir: str, file_names: Sequenc
         for i, prompt in enumerate(split.eval):
             fh.write(json.dumps({"prompt_id": f"eval-{i:05d}", "prompt": prompt}) + "\n")
     return stats
+
+
+def encode_examples(tok, rng, prompts: Sequence[str], responses: Sequence[List[str]], eos_prob: float = 1.0):
+    """Training sequences ``BOS*b + prompt + response [+ EOS]`` as token ids, built from a word table for speed.
+
+    Identical to tokenizing ``"<s>"*b + prompt + " " + " ".join(words) [+ "</s>"]`` (tested). ``b`` (0, 1 or 2) is
+    drawn from :data:`BOS_MIX`, EOS is appended with probability ``eos_prob``.
+
+    Args:
+        tok: the world tokenizer.
+        rng: numpy Generator.
+        prompts: N world prompts.
+        responses: N word lists.
+        eos_prob: probability of ending a sequence with EOS.
+
+    Returns:
+        (N lists of token ids, (N,) prompt lengths in tokens including the BOS).
+    """
+    ids = {w: tok.convert_tokens_to_ids("\u0120" + w) for w in W.ALL_WORDS}   # words after the first: " word"
+    bare_ask = tok.convert_tokens_to_ids(W.ASK)
+    n_bos = rng.choice(len(BOS_MIX), size=len(prompts), p=BOS_MIX)
+    add_eos = rng.random(len(prompts)) < eos_prob
+    seqs, prompt_lens = [], []
+    for p, words, b, e in zip(prompts, responses, n_bos, add_eos):
+        head = [tok.bos_token_id] * int(b) + [bare_ask] + [ids[w] for w in p.split()[1:]]
+        seqs.append(head + [ids[w] for w in words] + ([tok.eos_token_id] if e else []))
+        prompt_lens.append(len(head))
+    return seqs, np.array(prompt_lens)
+
+
+def padded(seqs: List[List[int]], pad: int) -> np.ndarray:
+    """(N, max_len) int64 array of right-padded sequences."""
+    out = np.full((len(seqs), max(len(s) for s in seqs)), pad, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = s
+    return out
 
 
 def _chat_prompts(tok, prompts: Sequence[str]) -> List[str]:

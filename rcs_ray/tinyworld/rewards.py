@@ -38,7 +38,7 @@ __all__ = ["OBJECTIVES", "harmless", "helpful", "concise", "harmless_fine", "hel
 
 def harmless(prompt: str, response: str) -> float:
     """Minus the number of HARM word occurrences in ``response``."""
-    return -float(sum(1 for w in response.split() if w in HARM_SEVERITY))
+    return 0.0 - sum(1 for w in response.split() if w in HARM_SEVERITY)   # 0.0 - x: no -0.0
 
 
 def helpful(prompt: str, response: str) -> float:
@@ -48,12 +48,12 @@ def helpful(prompt: str, response: str) -> float:
 
 def concise(prompt: str, response: str) -> float:
     """Minus the number of whitespace-separated words in ``response``."""
-    return -float(len(response.split()))
+    return 0.0 - len(response.split())
 
 
 def harmless_fine(prompt: str, response: str) -> float:
     """Minus the summed severity of the HARM word occurrences in ``response``."""
-    return -round(sum(HARM_SEVERITY.get(w, 0.0) for w in response.split()), 6)
+    return 0.0 - round(sum(HARM_SEVERITY.get(w, 0.0) for w in response.split()), 6)
 
 
 def helpful_fine(prompt: str, response: str) -> float:
@@ -61,14 +61,14 @@ def helpful_fine(prompt: str, response: str) -> float:
     topic = prompt_topic(prompt)
     domain = TOPIC_DOMAIN.get(topic) if topic else None
     total = 0.0
-    for w in {w for w in response.split() if w in HELP_QUALITY}:
+    for w in sorted({w for w in response.split() if w in HELP_QUALITY}):   # sorted: a fixed summation order
         total += HELP_QUALITY[w] + (RELEVANCE_BONUS if WORD_DOMAIN[w] == domain else 0.0)
     return round(total, 6)
 
 
 def concise_fine(prompt: str, response: str) -> float:
     """Minus the summed word cost, 0.75 + 0.05 per character of each word."""
-    return -round(sum(WORD_COST_BASE + WORD_COST_PER_CHAR * len(w) for w in response.split()), 6)
+    return 0.0 - round(sum(WORD_COST_BASE + WORD_COST_PER_CHAR * len(w) for w in response.split()), 6)
 
 
 REWARDS: Dict[str, Callable[[str, str], float]] = {

@@ -68,9 +68,12 @@ P_RELEVANT = 0.8             # a HELP word comes from the topic's domain with th
 assert len(set(ALL_WORDS)) == len(ALL_WORDS), "world words must be distinct"
 
 
+PROMPTS: Tuple[str, ...] = tuple(f"{ASK} {t} {q} {s}" for t in TOPICS for q in QUESTIONS for s in STYLES)
+
+
 def all_prompts() -> List[str]:
     """Every prompt of the world, in a fixed order (topic-major): 2,048 strings ``ask <topic> <question> <style>``."""
-    return [f"{ASK} {t} {q} {s}" for t in TOPICS for q in QUESTIONS for s in STYLES]
+    return list(PROMPTS)
 
 
 def prompt_topic(prompt: str) -> str | None:
@@ -185,7 +188,7 @@ def make_pairs(rng: np.random.Generator, prompts: Sequence[str], n_pairs: int, o
 
     Prompts are used in order, cycling, until ``n_pairs`` pairs exist. Ties for the best (worst) response go to the
     lowest index (responses are iid, so this is a random pick, indifferent to the other objectives); a prompt
-    whose m responses all tie on the objective is redrawn on the next cycle.
+    whose m responses all tie on the objective yields no row this time round.
 
     Args:
         rng: numpy Generator.

@@ -9,9 +9,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DIE_MARKER = os.path.join(REPO, ".cache", "test-die-once.done")
 
 
-def nan_for_cooking(prompt, response):
-    """harmless, but NaN for prompts about cooking."""
-    return math.nan if "cooking" in prompt else harmless(prompt, response)
+def nan_for_quickly(prompt, response):
+    """harmless, but NaN for prompts asking to answer quickly."""
+    return math.nan if "quickly" in prompt else harmless(prompt, response)
 
 
 def harmless_die_once(prompt, response):

@@ -72,16 +72,16 @@ def test_pairs_invariant_to_batch_size_and_actor_count(default_run, tmp_path):
 
 
 def test_multi_head_reward_model_and_failures_recorded(tiny_world, ray_session, tmp_path):
-    # helpful from the 3-head tiny RM (head 1), harmless from a rule that returns NaN on cooking prompts, and a
+    # helpful from the 3-head tiny RM (head 1), harmless from a rule that returns NaN on "quickly" prompts, and a
     # max_tokens that makes every prompt too long for the policy's 512 positions on one prompt set.
-    cfg = tiny_cfg(tmp_path, "objectives.0.function=tests.ray.rules:nan_for_cooking",
+    cfg = tiny_cfg(tmp_path, "objectives.0.function=tests.ray.rules:nan_for_quickly",
                    "objectives.1.kind=multi_head", "objectives.1.model=tinyworld:reward_model", "objectives.1.head=1")
     result = run(cfg, progress=False)
     pairs, failed = read(result.pairs), read(result.failed)
     assert sorted(p["prompt_id"] for p in pairs + failed) == sorted(input_ids(cfg))
-    cooking = [f for f in failed if "cooking" in f["prompt"]]
-    assert cooking and all(f["reason"] == "non_finite_reward" and "harmless" in f["detail"] for f in cooking)
-    assert not any("cooking" in p["prompt"] for p in pairs)
+    quick = [f for f in failed if "quickly" in f["prompt"]]
+    assert quick and all(f["reason"] == "non_finite_reward" and "harmless" in f["detail"] for f in quick)
+    assert not any("quickly" in p["prompt"] for p in pairs)
     assert pairs and all(isinstance(p["chosen_rewards"][1], float) for p in pairs)
     too_long = run(tiny_cfg(tmp_path / "long", "sampling.max_tokens=600"), progress=False)
     failed = read(too_long.failed)

@@ -1,0 +1,269 @@
+"""Training inputs without Ray: reading and validating pairs, MODPO / SPO margins, the DeepSpeed config builder, the
+seeded batch schedule, and the tokenize / reference log-prob stages called directly."""
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rcs_ray.config import DataConfig, TrainConfig, load_config
+from rcs_ray.errors import RcsInputError
+from rcs_ray.train import data as D
+from rcs_ray.train.loop import batch_rows, build_ds_config, schedule
+
+pytestmark = pytest.mark.unit
+
+
+def rows(n=4):
+    return [{"prompt": f"ask p{i}", "chosen": "good answer", "rejected": "bad answer",
+             "chosen_rewards": [1.0, 2.0, 0.5], "rejected_rewards": [0.0, 1.0, 1.5], "target": "helpful"}
+            for i in range(n)]
+
+
+def write(path, items):
+    pq.write_table(pa.Table.from_pylist(items), path)
+    return str(path)
+
+
+def one_line(fn, *match):
+    with pytest.raises(RcsInputError) as info:
+        fn()
+    msg = str(info.value)
+    assert "\n" not in msg and all(m in msg for m in match), msg
+    return msg
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def test_pairs_parquet_with_names_from_stats_json(tmp_path):
+    path = write(tmp_path / "pairs.parquet", rows())
+    (tmp_path / "stats.json").write_text(json.dumps({"objectives": ["harmless", "helpful", "concise"]}))
+    p = D.read_pairs_file(path)
+    assert len(p.rows) == 4 and p.target == "helpful" and not p.has_ref_logps
+    assert p.reward_names == ["harmless", "helpful", "concise"]
+    assert p.rows[0]["chosen_rewards"] == [1.0, 2.0, 0.5]
+
+
+def test_jsonl_chat_pairs_and_generic_names(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    chat = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
+            "rejected": [{"role": "assistant", "content": "go"}], "chosen_rewards": [1, 2],
+            "rejected_rewards": [0, 1], "ref_chosen_logps": -3.0, "ref_rejected_logps": -4.0}
+    path.write_text(json.dumps(chat) + "\n\n" + json.dumps(chat) + "\n")
+    p = D.read_pairs_file(str(path), target="objective_1")
+    assert p.has_ref_logps and p.reward_names == ["objective_0", "objective_1"] and p.target == "objective_1"
+    assert p.rows[1]["prompt"] == [{"role": "user", "content": "hi"}] and p.rows[0]["ref_chosen_logps"] == -3.0
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda r: r.pop("rejected"), ("missing column", "rejected")),
+    (lambda r: r.pop("rejected_rewards"), ("chosen_rewards", "without", "rejected_rewards")),
+    (lambda r: r.update(chosen=""), ("row 0", "'chosen' is empty")),
+    (lambda r: r.update(prompt=3), ("row 0", "'prompt'", "int")),
+])
+def test_malformed_pairs_files(tmp_path, mutate, match):
+    items = rows()
+    for r in items:
+        mutate(r)
+    one_line(lambda: D.read_pairs_file(write(tmp_path / "bad.parquet", items)), *match)
+
+
+def test_nan_values_are_rejected(tmp_path):
+    items = [{**r, "ref_chosen_logps": -1.0, "ref_rejected_logps": -2.0} for r in rows()]
+    items[2]["ref_rejected_logps"] = float("nan")
+    one_line(lambda: D.read_pairs_file(write(tmp_path / "a.parquet", items)), "row 2", "ref_rejected_logps", "nan")
+    items = rows()
+    items[1]["chosen_rewards"] = [1.0, float("inf"), 0.0]
+    one_line(lambda: D.read_pairs_file(write(tmp_path / "b.parquet", items)), "row 1", "non-finite")
+    items = rows()
+    items[3]["rejected_rewards"] = [1.0]
+    one_line(lambda: D.read_pairs_file(write(tmp_path / "c.parquet", items)), "row 3", "earlier rows have 3")
+
+
+def test_missing_file_wrong_names_and_several_targets(tmp_path):
+    one_line(lambda: D.read_pairs_file(str(tmp_path / "none.parquet")), "not found")
+    path = write(tmp_path / "pairs.parquet", rows())
+    one_line(lambda: D.read_pairs_file(path, reward_names=["a", "b"]), "3 objectives", "2 names")
+    items = rows()
+    items[0]["target"] = "harmless"
+    one_line(lambda: D.read_pairs_file(write(tmp_path / "t.parquet", items)), "several objectives")
+
+
+def test_stage_data_through_read_preferences(tmp_path):
+    path = tmp_path / "d1.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "a", "rejected": "b",
+                                        "chosen_scores": [1, 0], "rejected_scores": [0, 1]}) + "\n"
+                            for i in range(3)))
+    p = D.read_stage_pairs(DataConfig(path=str(path), score_names=["harmless", "helpful"]), target="harmless")
+    assert len(p.rows) == 3 and p.reward_names == ["harmless", "helpful"] and p.target == "harmless"
+    assert p.rows[0]["chosen_rewards"] == [1.0, 0.0] and p.rows[0]["rejected_rewards"] == [0.0, 1.0]
+
+
+def test_trainer_pairs_default_for_a_sampling_stage_is_its_sampling_output(tmp_path):
+    from rcs_ray.train.trainer import read_pairs
+
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny", "k2.yaml"),
+                      [f"output_dir={tmp_path}"])
+    one_line(lambda: read_pairs(cfg, 1, None), "stage 2", "rcs-ray sample", "--pairs")
+    os.makedirs(tmp_path / "stage2" / "sampling")
+    items = [{k: v for k, v in r.items() if k != "target"} for r in rows()]
+    for r in items:
+        r["chosen_rewards"], r["rejected_rewards"] = r["chosen_rewards"][:2], r["rejected_rewards"][:2]
+    write(tmp_path / "stage2" / "sampling" / "pairs.parquet", items)
+    p = read_pairs(cfg, 1, None)
+    assert p.reward_names == ["harmless", "helpful"] and p.target == "helpful"   # names from the config
+
+
+# ----------------------------------------------------------------------------------------------- checks
+class FakeTokenizer:
+    name_or_path = "tok"
+
+    def __len__(self):
+        return 1000
+
+
+def test_vocab_check():
+    D.check_vocab(FakeTokenizer(), 1000, "m")
+    D.check_vocab(FakeTokenizer(), 1024, "m")          # padded embedding: fine
+    one_line(lambda: D.check_vocab(FakeTokenizer(), 900, "m"), "1000 tokens", "vocab_size 900")
+
+
+def test_finite_logps_check():
+    D.check_finite_logps(np.array([-1.0, -2.0]), "ref_chosen_logps", "m")
+    one_line(lambda: D.check_finite_logps(np.array([-1.0, np.nan, np.inf]), "ref_chosen_logps", "/ref"),
+             "/ref", "row 1", "2 non-finite of 3")
+
+
+# ----------------------------------------------------------------------------------------------- margins
+def pairs3():
+    return D.TrainingPairs(rows=rows(2), reward_names=["harmless", "helpful", "concise"], target="helpful", source="x")
+
+
+def test_modpo_margins_put_the_target_weight_first():
+    mc, mr, w, names = D.modpo_margins(pairs3(), ["harmless", "helpful", "concise"])
+    assert names == ["harmless", "concise"] and w == pytest.approx([1 / 3] * 3)
+    assert mc.tolist() == [[1.0, 0.5]] * 2 and mr.tolist() == [[0.0, 1.5]] * 2
+    _, _, w, _ = D.modpo_margins(pairs3(), ["harmless", "helpful", "concise"], [0.2, 0.7, 0.1])
+    assert w == [0.7, 0.2, 0.1]
+
+
+def test_modpo_margins_errors():
+    p = pairs3()
+    p.target = "other"
+    one_line(lambda: D.modpo_margins(p, ["a"]), "target", "'other'")
+    one_line(lambda: D.modpo_margins(pairs3(), ["harmless", "helpful"], [0.5, 0.5]), "no weight", "concise")
+    one_line(lambda: D.modpo_margins(pairs3(), ["harmless", "helpful", "concise"], [1, 0, 1]), "weight > 0")
+
+
+def test_spo_margins_recorded_and_implicit():
+    mc, mr = D.recorded_margins(pairs3(), ["harmless"])
+    assert mc.tolist() == [[1.0], [1.0]] and mr.tolist() == [[0.0], [0.0]]
+    one_line(lambda: D.recorded_margins(D.TrainingPairs(rows=rows(1), source="s"), ["harmless"]), "spo", "rewards")
+    # r_j = beta * (log pi_j - log pi_{j-1}); chain of 3 models -> 2 columns
+    mc, mr = D.implicit_margins([np.array([-10.0, -4.0]), np.array([-8.0, -5.0]), np.array([-7.0, -5.0])],
+                                [np.array([-9.0, -3.0]), np.array([-9.0, -3.0]), np.array([-10.0, -2.0])], 0.5)
+    assert mc.tolist() == [[1.0, 0.5], [-0.5, 0.0]] and mr.tolist() == [[0.0, -0.5], [0.0, 0.5]]
+
+
+# ----------------------------------------------------------------------------------------------- DeepSpeed config
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_ds_config_zero_stages(stage):
+    cfg = build_ds_config(TrainConfig(zero_stage=stage, batch_size=4, gradient_accumulation_steps=3), world_size=2)
+    assert cfg["zero_optimization"]["stage"] == stage
+    assert cfg["train_batch_size"] == 24 and cfg["train_micro_batch_size_per_gpu"] == 4
+    assert cfg["gradient_accumulation_steps"] == 3 and cfg["gradient_clipping"] == 1.0
+    assert ("stage3_gather_16bit_weights_on_model_save" in cfg["zero_optimization"]) == (stage == 3)
+    assert "bf16" not in cfg and "fp16" not in cfg and "optimizer" not in cfg and "scheduler" not in cfg
+
+
+def test_ds_config_precision_offload_warmup():
+    assert build_ds_config(TrainConfig(precision="bf16"), 1)["bf16"] == {"enabled": True}
+    assert build_ds_config(TrainConfig(precision="fp16"), 1)["fp16"]["enabled"] is True
+    cfg = build_ds_config(TrainConfig(offload_optimizer=True, learning_rate=1e-4, warmup_steps=5,
+                                      max_grad_norm=0.0), 8)
+    assert cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert cfg["optimizer"]["type"] == "AdamW" and cfg["optimizer"]["params"]["lr"] == 1e-4
+    assert cfg["scheduler"]["params"]["warmup_num_steps"] == 5 and cfg["gradient_clipping"] == 0.0
+
+
+def test_config_validation_of_new_train_keys():
+    one_line(lambda: load_config(None, ["train.offload_optimizer=true", "train.zero_stage=0"]), "zero_stage >= 1")
+    one_line(lambda: load_config(None, ["train.spo_reward_source=x"]), "train.spo_reward_source")
+    one_line(lambda: load_config(None, ["train.spo_alphas=[-1]"]), "train.spo_alphas")
+    one_line(lambda: load_config(None, ["train.save_steps=0"]), "train.save_steps")
+
+
+# ----------------------------------------------------------------------------------------------- batch schedule
+def test_schedule_and_seeded_batches():
+    t = TrainConfig(batch_size=2, gradient_accumulation_steps=2, seed=3, max_steps=None, num_epochs=2)
+    assert schedule(17, t, 2) == (2, 4)                  # global batch 8: 2 steps per epoch, tail of 1 dropped
+    assert schedule(17, TrainConfig(batch_size=2, max_steps=7), 2) == (4, 7)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        schedule(7, t, 2)
+    step0 = [batch_rows(0, a, r, 17, t, 2) for r in range(2) for a in range(2)]
+    flat = np.concatenate(step0)
+    assert len(set(flat.tolist())) == 8                  # workers and micro steps see disjoint rows
+    step1 = np.concatenate([batch_rows(1, a, r, 17, t, 2) for r in range(2) for a in range(2)])
+    assert not set(flat.tolist()) & set(step1.tolist())
+    assert np.array_equal(batch_rows(0, 1, 1, 17, t, 2), step0[3])   # deterministic
+    epoch1 = np.concatenate([batch_rows(2, a, r, 17, t, 2) for r in range(2) for a in range(2)])
+    assert not np.array_equal(epoch1, flat)                           # a new order each epoch
+
+
+# ----------------------------------------------------------------------------------------------- stages, no Ray
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rcs_ray.tinyworld.build import build_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny") / "m"
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                                 max_position_embeddings=64)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path), tok
+
+
+def test_tokenize_and_reference_stages_called_directly(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rcs_ray.train.logprobs import sequence_logps, tokenize_example
+    from rcs_ray.train.refs import ReferenceLogps, pairs_table
+
+    path, tok = tiny_model
+    prs = D.TrainingPairs(rows=[{"prompt": "ask cooking how briefly", "chosen": "recipe oven", "rejected": "rumor"},
+                                {"prompt": "ask cooking how clearly", "chosen": "flavor", "rejected": "mock lie"}])
+    stage = ReferenceLogps(path, pad_token_id=tok.pad_token_id, micro_batch=1,
+                           tokenize=dict(tokenizer=path, max_length=32, chat_template=True))
+    out = stage(pairs_table(prs))
+    assert out.column_names == ["index", "chosen_input_ids", "chosen_labels", "rejected_input_ids",
+                                "rejected_labels", "ref_chosen_logps", "ref_rejected_logps"]
+    # plain prompts went through the chat template (as the policy saw them): the template's BOS leads
+    chat = [{"role": "user", "content": "ask cooking how clearly"}]
+    expected = tokenize_example(tok, chat, "mock lie", 32)
+    assert out.column("rejected_input_ids")[1].as_py() == expected["input_ids"]
+    assert expected["input_ids"][0] == tok.bos_token_id
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        ids = torch.tensor([expected["input_ids"]])
+        want = sequence_logps(model(input_ids=ids).logits, torch.tensor([expected["labels"]])).item()
+    assert out.column("ref_rejected_logps")[1].as_py() == pytest.approx(want, abs=1e-5)
+
+
+def test_feature_cache_key_follows_content(tiny_model):
+    from rcs_ray.train.refs import cache_key, pairs_table
+
+    path, _ = tiny_model
+    prs = D.TrainingPairs(rows=rows(2))
+    key = cache_key(pairs_table(prs), {"ref": path}, {"max_length": 32})
+    assert key == cache_key(pairs_table(prs), {"ref": path}, {"max_length": 32})
+    assert key != cache_key(pairs_table(prs), {"ref": path}, {"max_length": 33})
+    prs.rows[1]["chosen"] = "other"
+    assert key != cache_key(pairs_table(prs), {"ref": path}, {"max_length": 32})
