@@ -68,7 +68,8 @@ def rc_plot(a: RCAnalysis, path: str, title: str = "RC analysis") -> str:
     ax1.set_yticks(range(k), a.objectives)
     for i in range(k):
         for j in range(k):
-            ax1.text(j, i, f"{mat[i, j]:.0f}%", ha="center", va="center", fontsize=9)
+            ax1.text(j, i, f"{mat[i, j]:.0f}%", ha="center", va="center", fontsize=9,
+                     color="white" if mat[i, j] > 0.6 * im.norm.vmax else "black")
     ax1.set_title("pairs in conflict")
     fig.colorbar(im, ax=ax1, fraction=0.046, pad=0.04)
     x = np.arange(k)
@@ -82,7 +83,7 @@ def rc_plot(a: RCAnalysis, path: str, title: str = "RC analysis") -> str:
     ax2.set_ylim(0, 100)
     ax2.set_ylabel("% of pairs")
     ax2.set_title(f"RC rate {100 * a.rc_rate:.1f}% (ties ok: {100 * a.rc_rate_ties:.1f}%)")
-    ax2.legend(fontsize=7, loc="lower right")
+    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title)
     fig.tight_layout()
     tmp = f"{path}.tmp{os.getpid()}"

@@ -41,7 +41,8 @@ class GenerateStage:
 
     INPUTS = ("prompt_id", "prompt_json")
 
-    def __init__(self, model: ModelConfig, sampling: SamplingConfig, n_target: int, include_original: bool = True):
+    def __init__(self, model: ModelConfig, sampling: SamplingConfig, n_target: int, include_original: bool = True,
+                 engine=None):
         from rcs_ray.sampling.engines import make_engine, render_prompt
 
         self.sampling = sampling
@@ -49,7 +50,7 @@ class GenerateStage:
         self.include_original = include_original
         self.use_chat_template = model.chat_template
         self.render = render_prompt
-        self.engine = make_engine(model, sampling)
+        self.engine = engine if engine is not None else make_engine(model, sampling)
 
     def _prepare(self, row: dict) -> Optional[tuple[str, list[int]]]:
         from rcs_ray.sampling.engines import encode_rendered

@@ -113,3 +113,10 @@ def test_skip_mode_reports_counts(tmp_path):
     proc = rcs("analyze", str(path), "--score-names", "a,b", "--on-bad-row", "skip", "--out", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr
     assert "skipped rows: empty_prompt=1" in proc.stdout and "2 pairs" in proc.stdout
+
+
+def test_sample_with_missing_model_path_exits_2(tmp_path):
+    proc = rcs("sample", "configs/tiny/k2.yaml", f"policy.path={tmp_path / 'no-model'}", f"output_dir={tmp_path}")
+    assert_input_error(proc, "policy.path", "no-model")
+    proc = rcs("sample", "configs/tiny/k2.yaml", "--stage", "7")
+    assert_input_error(proc, "--stage 7")

@@ -120,3 +120,77 @@ def test_gumbel_sampler_matches_softmax_and_top_p():
     a = _GumbelNoise([7, 8], 1.0, 1.0)(None, logits[:2])
     b = _GumbelNoise([7, 8], 1.0, 1.0)(None, logits[:2])
     assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+class _Tok:
+    """A character-level stand-in tokenizer: one id per character, no chat template."""
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+class _FakeEngine:
+    """Echo engine that breaks on prompts containing 'boom' (as a real engine breaks on a bad prompt)."""
+    tokenizer = _Tok()
+    max_model_len = 40
+
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, prompts, seeds):
+        from rcs_ray.sampling.engines import Completion
+
+        self.calls += 1
+        if any("boom" in p for p in prompts):
+            raise RuntimeError("engine exploded")
+        return [[Completion(text=f"{p}#{s}", num_tokens=2, finished=True) for s in row] for p, row in
+                zip(prompts, seeds)]
+
+
+def test_generate_stage_isolates_bad_prompts():
+    from rcs_ray.config import ModelConfig, SamplingConfig
+    from rcs_ray.sampling.stages import GenerateStage
+
+    stage = GenerateStage(ModelConfig(path="x"), SamplingConfig(max_tokens=8), n_target=2, engine=_FakeEngine())
+    rows = [{"prompt_id": pid, "prompt_json": encode_prompt(p), "original_chosen": c, "original_rejected": r}
+            for pid, p, c, r in [("a", "fine", "yes", "no"), ("b", "boom", None, None), ("c", "x" * 40, None, None),
+                                 ("d", "ok", None, None)]]
+    out = {r["prompt_id"]: r for r in stage(rows_to_table(rows)).to_pylist()}
+    assert out["a"]["sources"] == ["original_chosen", "original_rejected", "sampled", "sampled"]
+    assert out["a"]["candidates"][:2] == ["yes", "no"] and out["a"]["generated_tokens"] == 4
+    assert out["b"]["error"].startswith("generation_failed: RuntimeError: engine exploded")
+    assert out["c"]["error"].startswith("prompt_too_long: 40 prompt tokens + max_tokens 8 > max_model_len 40")
+    assert out["d"]["candidates"] == [f"ok#{sample_seed(0, 'd', 0)}", f"ok#{sample_seed(0, 'd', 1)}"]
+    # a second pass with a larger target only adds the missing samples, with the next sample indices
+    stage.n_target = 3
+    again = {r["prompt_id"]: r for r in stage(rows_to_table(list(out.values()))).to_pylist()}
+    assert again["d"]["candidates"][2] == f"ok#{sample_seed(0, 'd', 2)}" and again["d"]["generated_tokens"] == 6
+    assert again["b"]["candidates"] == []
+
+
+def test_writer_commits_atomically_and_aborts_cleanly(tmp_path):
+    import os
+
+    import pyarrow.parquet as pq
+
+    from rcs_ray.sampling.writer import OutputWriter
+
+    row = {"prompt_id": "p", "prompt_json": encode_prompt("ask"), "candidates": ["a", "b"],
+           "sources": ["sampled", "sampled"], "reward__h": [1.0, 0.0], "chosen_index": 0, "rejected_index": 1,
+           "failure_reason": None, "seconds__generate": 0.5}
+    w = OutputWriter(str(tmp_path), ["h"], "h")
+    w.account(row)
+    w.write_pair(row, 0)
+    assert not os.path.exists(tmp_path / "pairs.parquet")            # nothing visible before commit
+    w.abort()
+    assert os.listdir(tmp_path) == []
+    w = OutputWriter(str(tmp_path), ["h"], "h")
+    w.account(row)
+    w.write_pair(row, 0)
+    w.write_failed(dict(row, prompt_id="q", failure_reason="no_rc_pair"), 1)
+    stats = w.commit({"extra": 1})
+    assert pq.read_table(tmp_path / "pairs.parquet").to_pylist()[0]["chosen_rewards"] == [1.0]
+    assert pq.read_table(tmp_path / "failed.parquet").to_pylist()[0]["reason"] == "no_rc_pair"
+    assert stats["failure_rate"] == 0.5 and stats["actor_seconds_by_stage"] == {"generate": 0.5}
+    assert sorted(os.listdir(tmp_path)) == ["failed.parquet", "pairs.parquet", "stats.json"]
