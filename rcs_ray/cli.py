@@ -74,6 +74,21 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from rcs_ray.config import load_config
+    from rcs_ray.train import run
+
+    cfg = load_config(_find_config(args.config), args.overrides)
+    result = run(cfg, stage=None if args.stage is None else args.stage - 1, pairs=args.pairs, policy=args.policy,
+                 reference=args.reference, out_dir=args.out, progress=not args.no_progress)
+    s, last = result.summary, result.summary["last"] or {}
+    print(f"stage {s['stage']}: {s['loss']} on {s['pairs']} pairs, {s['steps']} steps in {s['seconds']:.1f}s; "
+          f"final loss {last.get('loss', float('nan')):.4f}, reward accuracy "
+          f"{last.get('rewards/accuracy', float('nan')):.3f}")
+    print(f"  model:   {result.model_dir}\n  metrics: {result.metrics_path}\n  summary: {result.summary_path}")
+    return 0
+
+
 def _cmd_world(args) -> int:
     from rcs_ray.config import load_config
     from rcs_ray.demo import describe_world
@@ -134,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default <output_dir>/stage<k>/sampling)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("train", help="train one stage with DPO / MODPO / SPO (Ray Train + DeepSpeed)")
+    with_config(p)
+    p.add_argument("--stage", type=int, help="1-based stage (default 1)")
+    p.add_argument("--pairs", help="pairs file (default: the stage's data, or its sampling output)")
+    p.add_argument("--policy", help="policy to start from (default: policy.path)")
+    p.add_argument("--reference", help="frozen reference (default: the policy it starts from)")
+    p.add_argument("--out", help="output directory (default <output_dir>/stage<k>/train)")
+    p.add_argument("--no-progress", action="store_true", help="no per-step log lines")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("world", help="build (or find in the cache) the tiny world and describe it")
     with_config(p, DEFAULT_DEMO_CONFIG)

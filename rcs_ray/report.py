@@ -151,11 +151,10 @@ def analyze_dataset(data_cfg, out_dir: str, target: Optional[str] = None, enforc
     from rcs_ray.data import default_objective, read_preferences
 
     if data_cfg.path and data_cfg.path.startswith("tinyworld:"):
-        from rcs_ray.config import TinyWorldConfig
-        from rcs_ray.tinyworld import resolve
+        from rcs_ray.paths import resolve_data
         from rcs_ray.tinyworld.rewards import OBJECTIVES
 
-        data_cfg = dataclasses.replace(data_cfg, path=resolve(data_cfg.path, tinyworld_cfg or TinyWorldConfig()),
+        data_cfg = dataclasses.replace(resolve_data(data_cfg, tinyworld_cfg),
                                        score_names=data_cfg.score_names or list(OBJECTIVES))
     data = read_preferences(data_cfg)
     if target is None and data_cfg.preset:

@@ -3,8 +3,8 @@ write pairs / failed / stats, with optional adaptive resampling of failed prompt
 
 One row per prompt group from start to end: every stage is a ``map_batches``; there is no groupby and no shuffle.
 Generation and model scorers run in actor pools (``ActorPoolStrategy``) that load their model once per actor; a dead
-actor is restarted and its batch retried (Ray Data's actor-pool default: unlimited restarts and task retries). The RC filter is a cheap
-row-wise task over the vectorized core of :mod:`rcs_ray.rc`.
+actor is restarted and its batch retried (Ray Data's actor-pool default: unlimited restarts and task retries). The RC
+filter is a cheap row-wise stage over the vectorized core of :mod:`rcs_ray.rc`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Optional
 
 from rcs_ray.config import ModelConfig, ObjectiveConfig, RunConfig, StageConfig
 from rcs_ray.errors import RcsInputError
+from rcs_ray.paths import resolve_data, resolve_model_dir
 from rcs_ray.sampling.schema import encode_prompt, response_text, rows_to_table
 
 log = logging.getLogger(__name__)
@@ -56,15 +57,7 @@ def scored_objectives(cfg: RunConfig, stage: StageConfig) -> list[ObjectiveConfi
 
 
 def _resolve(path: Optional[str], key: str, cfg: RunConfig) -> str:
-    if not path:
-        raise RcsInputError(f"{key}: a model path is required")
-    if path.startswith("tinyworld:"):
-        from rcs_ray.tinyworld import resolve
-
-        path = resolve(path, cfg.tinyworld)
-    if not os.path.isdir(path):
-        raise RcsInputError(f"{key}: model directory not found: {path}")
-    return path
+    return resolve_model_dir(path, key, cfg.tinyworld)
 
 
 def resolve_models(cfg: RunConfig, objectives: list[ObjectiveConfig], policy: Optional[str]):
@@ -88,11 +81,7 @@ def read_groups(cfg: RunConfig, stage: StageConfig) -> list[dict]:
     """The stage's prompts as pipeline rows (prompt_id, prompt_json, original_chosen, original_rejected)."""
     from rcs_ray.data import read_prompts
 
-    data = stage.data
-    if data.path and data.path.startswith("tinyworld:"):
-        from rcs_ray.tinyworld import resolve
-
-        data = dataclasses.replace(data, path=resolve(data.path, cfg.tinyworld))
+    data = resolve_data(stage.data, cfg.tinyworld)
     if not data.path:
         raise RcsInputError("stage data.path is required for sampling")
     prompts = read_prompts(data)

@@ -83,7 +83,8 @@ def schedule(num_rows: int, train: TrainConfig, world_size: int) -> Tuple[int, i
     per_epoch = num_rows // global_batch
     if per_epoch == 0:
         raise ValueError(f"{num_rows} pairs are fewer than one global batch of {global_batch} (batch_size "
-                         f"{train.batch_size} x accumulation {train.gradient_accumulation_steps} x {world_size} workers)")
+                         f"{train.batch_size} x accumulation {train.gradient_accumulation_steps} x {world_size} "
+                         f"workers)")
     return per_epoch, (train.max_steps if train.max_steps is not None else train.num_epochs * per_epoch)
 
 
@@ -247,7 +248,6 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
     ``fail_marker_dir`` (a test hook, see :func:`_maybe_fail`).
     """
     import ray.train
-    import torch
 
     train = TrainConfig(**config["train"])
     ctx = ray.train.get_context()

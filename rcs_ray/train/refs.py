@@ -227,7 +227,7 @@ def compute_features(table: pa.Table, models: Dict[str, str], tokenizer: str, ma
     settings = dict(tokenizer=_model_stamp(tokenizer), max_length=max_length, chat_template=chat_template,
                     dtype=dtype)
     key = cache_key(table, models, settings) if cache_dir else None
-    if key and _cached_key(cache_dir) == key:
+    if key and cached_key(cache_dir) == key:
         log.info("reference log-probs: reusing %s", os.path.join(cache_dir, FEATURES_FILE))
         return pq.read_table(os.path.join(cache_dir, FEATURES_FILE))
     out = _run_pipeline(table, models, tokenizer, max_length, chat_template, dtype, batch_size, num_actors, use_gpu,
@@ -246,7 +246,7 @@ def compute_features(table: pa.Table, models: Dict[str, str], tokenizer: str, ma
     return out
 
 
-def _cached_key(cache_dir: str) -> Optional[str]:
+def cached_key(cache_dir: str) -> Optional[str]:
     try:
         with open(os.path.join(cache_dir, FEATURES_KEY), encoding="utf-8") as fh:
             key = json.load(fh)["key"]

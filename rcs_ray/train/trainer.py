@@ -39,6 +39,7 @@ from ray.train import UserCallback
 
 from rcs_ray.config import RunConfig
 from rcs_ray.errors import RcsInputError
+from rcs_ray.paths import resolve_data, resolve_model_dir, resolve_path
 from rcs_ray.train import data as D
 from rcs_ray.train import refs
 
@@ -61,15 +62,7 @@ class TrainResult:
 
 
 def _resolve(path: Optional[str], key: str, cfg: RunConfig) -> str:
-    if not path:
-        raise RcsInputError(f"{key}: a model path is required")
-    if path.startswith("tinyworld:"):
-        from rcs_ray.tinyworld import resolve
-
-        path = resolve(path, cfg.tinyworld)
-    if not os.path.isdir(path):
-        raise RcsInputError(f"{key}: model directory not found: {path}")
-    return os.path.abspath(path)
+    return resolve_model_dir(path, key, cfg.tinyworld)
 
 
 def _stage_index(cfg: RunConfig, stage: Optional[int], pairs: Optional[str]) -> int:
@@ -96,10 +89,7 @@ def read_pairs(cfg: RunConfig, k: int, pairs: Optional[str]) -> D.TrainingPairs:
             raise RcsInputError(f"stage {k + 1} trains on sampled pairs and {pairs} does not exist: run "
                                 f"`rcs-ray sample` for it first, or pass --pairs")
     if pairs is not None:
-        if pairs.startswith("tinyworld:"):
-            from rcs_ray.tinyworld import resolve
-
-            pairs = resolve(pairs, cfg.tinyworld)
+        pairs = resolve_path(pairs, cfg.tinyworld)
         rows = D.read_pairs_file(pairs, target=target)
         if names and rows.reward_names and rows.reward_names[0].startswith("objective_") \
                 and len(names) == len(rows.reward_names):
@@ -107,11 +97,7 @@ def read_pairs(cfg: RunConfig, k: int, pairs: Optional[str]) -> D.TrainingPairs:
         return rows
     if st is None:
         raise RcsInputError("no stages in the config: pass --pairs")
-    data = st.data
-    if data.path and data.path.startswith("tinyworld:"):
-        from rcs_ray.tinyworld import resolve
-
-        data = dataclasses.replace(data, path=resolve(data.path, cfg.tinyworld))
+    data = resolve_data(st.data, cfg.tinyworld)
     if not data.path:
         raise RcsInputError(f"stages.{k}.data.path is required (or pass --pairs)")
     rows = D.read_stage_pairs(data, target=target)
@@ -127,15 +113,26 @@ def _spo_chain(cfg: RunConfig, k: int, policy: str) -> List[str]:
         if len(t.spo_policies) != k + 1:
             raise RcsInputError(f"train.spo_policies: stage {k + 1} needs {k + 1} models (pi_0..pi_{k}), "
                                 f"got {len(t.spo_policies)}")
-        return [_resolve(p, f"train.spo_policies.{j}", cfg) for j, p in enumerate(t.spo_policies)]
-    chain = [_resolve(cfg.policy.path, "policy.path", cfg)]
-    for j in range(1, k):
-        path = os.path.join(cfg.output_dir, f"stage{j}", "train", MODEL_DIR)
-        if not os.path.isdir(path):
-            raise RcsInputError(f"spo: stage {j}'s implicit reward needs its trained policy {path} (missing): "
-                                f"train stage {j} first, set train.spo_policies, or train.spo_reward_source=recorded")
-        chain.append(os.path.abspath(path))
-    return chain + [policy]
+        chain = [_resolve(p, f"train.spo_policies.{j}", cfg) for j, p in enumerate(t.spo_policies)]
+        if chain[-1] != policy:
+            raise RcsInputError(f"train.spo_policies: the last model {chain[-1]} must be the policy stage {k + 1} "
+                                f"starts from ({policy}); pass --policy {chain[-1]}")
+    else:
+        chain = [_resolve(cfg.policy.path, "policy.path", cfg)]
+        for j in range(1, k):
+            path = os.path.join(cfg.output_dir, f"stage{j}", "train", MODEL_DIR)
+            if not os.path.isdir(path):
+                raise RcsInputError(f"spo: stage {j}'s implicit reward needs its trained policy {path} (missing): "
+                                    f"train stage {j} first, set train.spo_policies, or "
+                                    f"train.spo_reward_source=recorded")
+            chain.append(os.path.abspath(path))
+        chain.append(policy)
+    for j in range(1, len(chain)):
+        if chain[j] == chain[j - 1]:
+            raise RcsInputError(f"spo: pi_{j - 1} and pi_{j} are the same model {chain[j]}, so stage {j}'s implicit "
+                                f"reward would be 0: pass --policy (stage {k + 1} starts from stage {k}'s model) or "
+                                f"set train.spo_policies")
+    return chain
 
 
 def _list_column(values: np.ndarray) -> pa.Array:
@@ -195,15 +192,15 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     t = cfg.train
     k = _stage_index(cfg, stage, pairs)
     start = time.time()
-    policy_path = _resolve(policy or cfg.policy.path, "policy.path", cfg)
-    ref_path = _resolve(reference, "reference", cfg) if reference else policy_path
-    tok_path = _resolve(cfg.policy.tokenizer, "policy.tokenizer", cfg) if cfg.policy.tokenizer else policy_path
-    out_dir = os.path.abspath(out_dir or os.path.join(cfg.output_dir, f"stage{k + 1}", "train"))
     prs = read_pairs(cfg, k, pairs)
     try:
         schedule(len(prs.rows), t, t.num_workers)
     except ValueError as exc:
         raise RcsInputError(f"{prs.source}: {exc}") from None
+    policy_path = _resolve(policy or cfg.policy.path, "policy.path", cfg)
+    ref_path = _resolve(reference, "reference", cfg) if reference else policy_path
+    tok_path = _resolve(cfg.policy.tokenizer, "policy.tokenizer", cfg) if cfg.policy.tokenizer else policy_path
+    out_dir = os.path.abspath(out_dir or os.path.join(cfg.output_dir, f"stage{k + 1}", "train"))
 
     extra: Dict[str, pa.Array] = {}
     loss_kwargs: dict = {}
@@ -251,11 +248,12 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     features = features.select(keep)
     seconds["features"] = time.time() - start - sum(seconds.values())
 
+    run_name = f"{cfg.name}-stage{k + 1}"
+    _check_resumable(out_dir, run_name, t, policy_path, loss_kwargs)
     fail_at = os.environ.get(FAIL_ENV, "")
     loop_config = {"train": dataclasses.asdict(t), "policy": policy_path, "pad_token_id": tok.pad_token_id,
                    "loss_kwargs": loss_kwargs, "trust_remote_code": cfg.policy.trust_remote_code,
                    "fail_at_steps": [int(x) for x in fail_at.split(",") if x.strip()], "fail_marker_dir": out_dir}
-    run_name = f"{cfg.name}-stage{k + 1}"
     resources = {"CPU": 1, **({"GPU": 1} if t.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config,
@@ -273,6 +271,32 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     seconds["fit"] = time.time() - start - sum(seconds.values())
     return _finish(cfg, k, out_dir, result, tok, prs, policy_path, ref_path, chain, margin_names, loss_kwargs,
                    run_name, seconds)
+
+
+# Settings that may change between a run and its resumption (they do not change the batches or the weights).
+RESUME_FREE = ("max_steps", "num_epochs", "save_steps", "keep_checkpoints", "max_failures", "log_steps",
+               "ref_batch_size", "ref_num_actors")
+
+
+def _check_resumable(out_dir: str, run_name: str, t, policy: str, loss_kwargs: dict) -> None:
+    """Refuse to resume checkpoints of a run trained on other inputs; record this run's inputs otherwise.
+
+    The fingerprint is the feature cache key (pairs, tokenizer, reference models) plus the training settings that
+    shape the weights. A finished run with the same fingerprint is resumed (and re-exported) as it is.
+    """
+    fingerprint = json.loads(json.dumps({
+        "features": refs.cached_key(out_dir), "policy": policy, "loss_kwargs": loss_kwargs,
+        "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in RESUME_FREE}}))
+    path = os.path.join(out_dir, "run.json")
+    if os.path.isdir(os.path.join(out_dir, "checkpoints", run_name)) and os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            old = json.load(fh)
+        if old != fingerprint:
+            diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            raise RcsInputError(f"{out_dir} holds checkpoints of run {run_name!r} trained with other inputs ({diff} "
+                                f"differ): remove it, pass another --out, or change 'name'")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(fingerprint, fh, indent=1)
 
 
 def _finish(cfg, k, out_dir, result, tok, prs, policy_path, ref_path, chain, margin_names, loss_kwargs, run_name,

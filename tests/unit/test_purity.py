@@ -29,3 +29,9 @@ def test_core_modules_are_pure():
 
 def test_cli_starts_without_heavy_imports():
     assert _imported_after(["rcs_ray.cli", "rcs_ray.report"]) == []
+
+
+def test_losses_and_package_entries_import_no_ray_vllm_deepspeed():
+    mods = ["rcs_ray.train", "rcs_ray.train.losses", "rcs_ray.train.logprobs", "rcs_ray.sampling",
+            "rcs_ray.sampling.schema", "rcs_ray.paths"]
+    assert [m for m in _imported_after(mods) if m != "torch"] == []

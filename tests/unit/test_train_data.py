@@ -267,3 +267,18 @@ def test_feature_cache_key_follows_content(tiny_model):
     assert key != cache_key(pairs_table(prs), {"ref": path}, {"max_length": 33})
     prs.rows[1]["chosen"] = "other"
     assert key != cache_key(pairs_table(prs), {"ref": path}, {"max_length": 32})
+
+
+def test_spo_policy_chain(tmp_path):
+    from rcs_ray.train.trainer import _spo_chain
+
+    a, b = str(tmp_path / "pi0"), str(tmp_path / "pi1")
+    os.makedirs(a), os.makedirs(b)
+    k3 = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny", "k3.yaml")
+    cfg = load_config(k3, [f"output_dir={tmp_path}", f"policy.path={a}"])
+    assert _spo_chain(cfg, 1, b) == [a, b]
+    one_line(lambda: _spo_chain(cfg, 1, a), "pi_0 and pi_1 are the same model")
+    one_line(lambda: _spo_chain(cfg, 2, b), "stage 1's implicit reward needs", "stage1/train/model")
+    cfg = load_config(k3, [f"output_dir={tmp_path}", f"train.spo_policies=[{a},{b}]"])
+    one_line(lambda: _spo_chain(cfg, 1, a), "must be the policy stage 2 starts from")
+    one_line(lambda: _spo_chain(cfg, 2, b), "needs 3 models")

@@ -1,0 +1,240 @@
+"""DPO step time: our step (DeepSpeed engine, the loop's forward / loss) vs a plain single-process PyTorch DPO step.
+
+Same tiny Llama (the tiny world's shape: hidden 128, 2 layers), same tokenized pairs, same batch, same AdamW and
+clipping; reference log-probs precomputed for both (as the trainer does). Variants:
+
+- ``plain``: one process, ``torch.optim.AdamW``, concatenated chosen + rejected forward, hand-written DPO loss;
+- ``ours_zero0`` / ``ours_zero2``: :mod:`rcs_ray.train.loop`'s ``pair_logps`` + ``preference_loss`` under a DeepSpeed
+  engine built by ``build_ds_config`` (world size 1, in this process);
+- ``ray_train_2w`` (``--ray``): the full ``rcs_ray.train.run`` on 2 Ray Train workers; its per-step seconds come from
+  the workers' metrics (global batch = 2 x batch), start-up costs reported apart.
+
+Prints median ms per step, tokens/s, and each variant's step-time ratio to ``plain`` (per pair for Ray Train);
+writes JSON to ``benchmarks/results/dpo_step.json``.
+
+    python benchmarks/dpo_step.py [--pairs 256] [--batch 16] [--steps 20] [--max-length 64] [--ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+BETA, LR = 0.1, 1e-4
+
+
+def build_assets(root: str, n_pairs: int, max_length: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rcs_ray.tinyworld import world as W
+    from rcs_ray.tinyworld.build import MODEL_SHAPE, build_tokenizer
+    from rcs_ray.train.logprobs import build_pair_features
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, **MODEL_SHAPE)
+    policy = os.path.join(root, "policy")
+    LlamaForCausalLM(config).save_pretrained(policy)
+    tok.save_pretrained(policy)
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in W.all_prompts()[:n_pairs]:
+        k = int(rng.integers(4, 12))
+        rows.append({"prompt": p, "chosen": " ".join(rng.choice(W.HELP_WORDS, k)),
+                     "rejected": " ".join(rng.choice(W.HARM_WORDS, k))})
+    feats = [build_pair_features(tok, [{"role": "user", "content": r["prompt"]}], r["chosen"], r["rejected"],
+                                 max_length) for r in rows]
+    return tok, policy, rows, feats
+
+
+def batches(feats, ref, batch: int, steps: int, pad: int):
+    from rcs_ray.train.logprobs import collate_pairs
+
+    out = []
+    for s in range(steps):
+        idx = [(s * batch + i) % len(feats) for i in range(batch)]
+        b = collate_pairs([{**feats[i], "ref_chosen_logps": ref[0][i], "ref_rejected_logps": ref[1][i]}
+                           for i in idx], pad, extra_keys=("ref_chosen_logps", "ref_rejected_logps"))
+        b["tokens"] = int(b["chosen_attention_mask"].sum() + b["rejected_attention_mask"].sum())
+        out.append(b)
+    return out
+
+
+def reference_logps(policy: str, feats, pad: int):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rcs_ray.train.logprobs import collate_pairs
+    from rcs_ray.train.loop import pair_logps
+
+    model = AutoModelForCausalLM.from_pretrained(policy).eval()
+    chosen, rejected = [], []
+    with torch.no_grad():
+        for i in range(0, len(feats), 32):
+            c, r = pair_logps(model, collate_pairs(feats[i:i + 32], pad))
+            chosen += c.tolist()
+            rejected += r.tolist()
+    return chosen, rejected
+
+
+def plain_step_fn(policy: str):
+    """A textbook single-process DPO step (what a hand-rolled script does)."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(policy).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+
+    def logps(logits, labels):
+        labels = labels[:, 1:]
+        mask = labels != -100
+        lp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (lp * mask).sum(-1)
+
+    def step(b):
+        ids = torch.cat([b["chosen_input_ids"], b["rejected_input_ids"]])
+        mask = torch.cat([b["chosen_attention_mask"], b["rejected_attention_mask"]])
+        labels = torch.cat([b["chosen_labels"], b["rejected_labels"]])
+        lp = logps(model(input_ids=ids, attention_mask=mask).logits, labels)
+        n = b["chosen_input_ids"].shape[0]
+        logits = BETA * ((lp[:n] - b["ref_chosen_logps"]) - (lp[n:] - b["ref_rejected_logps"]))
+        loss = -F.logsigmoid(logits).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return float(loss.detach())
+
+    return step
+
+
+def ours_step_fn(policy: str, zero_stage: int, batch: int):
+    import deepspeed
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rcs_ray.config import TrainConfig
+    from rcs_ray.train.loop import build_ds_config, pair_logps, preference_loss
+
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": "29533"}.items():
+        os.environ.setdefault(k, v)
+    if not torch.cuda.is_available():
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    train = TrainConfig(batch_size=batch, zero_stage=zero_stage, learning_rate=LR, beta=BETA)
+    model = AutoModelForCausalLM.from_pretrained(policy)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=build_ds_config(train, 1))
+    engine.train()
+
+    def step(b):
+        b = {k: (v.to(engine.device) if hasattr(v, "to") else v) for k, v in b.items()}
+        chosen, rejected = pair_logps(engine, b)
+        loss, _ = preference_loss("dpo", chosen, rejected, b, BETA)
+        engine.backward(loss)
+        engine.step()
+        return float(loss.detach())
+
+    return step
+
+
+def measure(steps: dict, data, warmup: int = 3) -> dict:
+    """Median step time of each variant; the variants take turns on every batch (rotating order), so load from
+    other processes on a shared machine falls on all of them alike."""
+    names = list(steps)
+    times = {n: [] for n in names}
+    losses = {n: [] for n in names}
+    for i, b in enumerate(data):
+        for n in names[i % len(names):] + names[:i % len(names)]:
+            t0 = time.perf_counter()
+            losses[n].append(steps[n](b))
+            if i >= warmup:
+                times[n].append(time.perf_counter() - t0)
+    tokens = statistics.mean(b["tokens"] for b in data)
+    out = {}
+    for n in names:
+        med = statistics.median(times[n])
+        out[n] = {"ms_per_step": round(1000 * med, 3), "tokens_per_second": round(tokens / med, 1),
+                  "first_loss": round(losses[n][0], 5), "last_loss": round(losses[n][-1], 5),
+                  "steps_timed": len(times[n])}
+    return out
+
+
+def ray_train(root: str, policy: str, rows, batch: int, steps: int, max_length: int) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rcs_ray.config import load_config
+    from rcs_ray.train import run
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    pairs = os.path.join(root, "pairs.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), pairs)
+    cfg = load_config(None, [f"output_dir={root}/out", f"policy.path={policy}", f"train.batch_size={batch}",
+                             f"train.max_steps={steps}", f"train.learning_rate={LR}", f"train.beta={BETA}",
+                             f"train.max_length={max_length}", "train.zero_stage=2", "train.num_workers=2",
+                             "ray.num_cpus=2", "ray.object_store_memory_mb=256"])
+    t0 = time.time()
+    result = run(cfg, pairs=pairs, progress=False)
+    wall = time.time() - t0
+    import ray
+
+    ray.shutdown()
+    timed = [m for m in result.history[3:]]
+    med = statistics.median(m["seconds"] for m in timed)
+    return {"ms_per_step": round(1000 * med, 3), "global_batch": 2 * batch,
+            "tokens_per_second": round(statistics.median(m["tokens_per_second"] for m in timed), 1),
+            "first_loss": round(result.history[0]["loss"], 5), "last_loss": round(result.history[-1]["loss"], 5),
+            "wall_seconds": round(wall, 1), "seconds_by_part": result.summary["seconds_by_part"]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--ray", action="store_true", help="also time the full Ray Train run on 2 workers")
+    ap.add_argument("--out", default=os.path.join("benchmarks", "results", "dpo_step.json"))
+    args = ap.parse_args(argv)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="dpo-bench-") as root:
+        tok, policy, rows, feats = build_assets(root, args.pairs, args.max_length)
+        ref = reference_logps(policy, feats, tok.pad_token_id)
+        data = batches(feats, ref, args.batch, args.steps, tok.pad_token_id)
+        steps = {"plain": plain_step_fn(policy)}
+        for stage in (0, 2):
+            steps[f"ours_zero{stage}"] = ours_step_fn(policy, stage, args.batch)
+        results = measure(steps, data)
+        if args.ray:
+            results["ray_train_2w"] = ray_train(root, policy, rows, args.batch, args.steps, args.max_length)
+    base = results["plain"]["ms_per_step"]
+    for name, r in results.items():
+        per_pair = r["ms_per_step"] / r.get("global_batch", args.batch)
+        r["ratio_to_plain"] = round(per_pair / (base / args.batch), 3)
+    report = {"benchmark": "dpo_step", "pairs": args.pairs, "batch": args.batch, "steps": args.steps,
+              "max_length": args.max_length, "torch_threads": torch.get_num_threads(),
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "results": results}
+    print(f"{'variant':<14}{'ms/step':>10}{'tokens/s':>12}{'ratio':>8}  (ratio: step time per pair vs plain)")
+    for name, r in results.items():
+        print(f"{name:<14}{r['ms_per_step']:>10.1f}{r['tokens_per_second']:>12.0f}{r['ratio_to_plain']:>8.2f}")
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
