@@ -1,18 +1,25 @@
-"""DPO step time: our step (DeepSpeed engine, the loop's forward / loss) vs a plain single-process PyTorch DPO step.
+"""DPO step time: our step (DeepSpeed engine, the loop's forward / loss) vs TRL's ``DPOTrainer`` and a plain PyTorch step.
 
-Same tiny Llama (the tiny world's shape: hidden 128, 2 layers), same tokenized pairs, same batch, same AdamW and
-clipping; reference log-probs precomputed for both (as the trainer does). Variants:
+Same tiny Llama (the tiny world's shape: hidden 128, 2 layers), same tokenized pairs, same batches, same AdamW
+(no weight decay, constant LR) and clipping at 1.0, fp32 on the CPU. Variants:
 
 - ``plain``: one process, ``torch.optim.AdamW``, concatenated chosen + rejected forward, hand-written DPO loss;
 - ``ours_zero0`` / ``ours_zero2``: :mod:`rcs_ray.train.loop`'s ``pair_logps`` + ``preference_loss`` under a DeepSpeed
   engine built by ``build_ds_config`` (world size 1, in this process);
+- ``trl``: ``trl.DPOTrainer.train()`` on the same model / pairs / batches, reference log-probs precomputed by TRL
+  (``precompute_ref_log_probs=True``) -- like for like; ``trl_ref_in_step``: TRL's default, a reference-model forward
+  in every step. Step time from a ``TrainerCallback`` (``on_step_begin`` -> ``on_step_end``), see ``dpo_step_trl.py``.
+  Needs the benchmark-only extra ``pip install '.[bench]'``; without TRL these rows are left out, with a note;
 - ``ray_train_2w`` (``--ray``): the full ``rcs_ray.train.run`` on 2 Ray Train workers; its per-step seconds come from
   the workers' metrics (global batch = 2 x batch), start-up costs reported apart.
 
-Prints median ms per step, tokens/s, and each variant's step-time ratio to ``plain`` (per pair for Ray Train);
+plain / ours / trl use precomputed reference log-probs (computed before timing, as the trainer's reference stage
+does). The in-process variants take turns on every batch (TRL's ``train()`` runs in a thread held in lock-step), and
+the first 3 steps of each are not timed. Prints median ms per step, tokens/s (non-padding tokens of chosen + rejected
+per second), and each variant's step time per pair divided by ``plain``'s and by ``trl``'s (``ours / TRL``);
 writes JSON to ``benchmarks/results/dpo_step.json``.
 
-    python benchmarks/dpo_step.py [--pairs 256] [--batch 16] [--steps 20] [--max-length 64] [--ray]
+    python benchmarks/dpo_step.py [--pairs 256] [--batch 16] [--steps 40] [--max-length 64] [--ray] [--no-trl]
 """
 
 from __future__ import annotations
@@ -22,12 +29,23 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 
 import numpy as np
 
 BETA, LR = 0.1, 1e-4
+NOTES = {
+    "plain": "one process: policy forward of chosen+rejected concatenated, log-softmax gather, DPO loss, backward, "
+             "clip, torch AdamW; precomputed reference log-probs; batch already collated.",
+    "ours_zero0": "rcs_ray.train.loop pair_logps + preference_loss('dpo') under a DeepSpeed engine (ZeRO-0, world 1): "
+                  "engine.backward + engine.step (clip, torch AdamW); precomputed reference log-probs; batch already "
+                  "collated.",
+    "ours_zero2": "the same under ZeRO-2.",
+    "ray_train_2w": "rcs_ray.train.run on 2 Ray Train workers (ZeRO-2), per-step seconds from the workers' metrics; "
+                    "includes the gradient all-reduce and the loop's own collation; start-up in seconds_by_part.",
+}
 
 
 def build_assets(root: str, n_pairs: int, max_length: int):
@@ -160,13 +178,18 @@ def measure(steps: dict, data, warmup: int = 3) -> dict:
             losses[n].append(steps[n](b))
             if i >= warmup:
                 times[n].append(time.perf_counter() - t0)
-    tokens = statistics.mean(b["tokens"] for b in data)
     out = {}
     for n in names:
-        med = statistics.median(times[n])
+        # A variant that times its own step (TRL: callback) and counts its own tokens is reported from those; the
+        # benchmark's timing of its whole turn is kept as ms_per_call.
+        own = getattr(steps[n], "step_seconds", None)
+        med = statistics.median(own[warmup:] if own else times[n])
+        tokens = statistics.mean(getattr(steps[n], "tokens", None) or [b["tokens"] for b in data])
         out[n] = {"ms_per_step": round(1000 * med, 3), "tokens_per_second": round(tokens / med, 1),
                   "first_loss": round(losses[n][0], 5), "last_loss": round(losses[n][-1], 5),
                   "steps_timed": len(times[n])}
+        if own:
+            out[n]["ms_per_call"] = round(1000 * statistics.median(times[n]), 3)
     return out
 
 
@@ -198,6 +221,26 @@ def ray_train(root: str, policy: str, rows, batch: int, steps: int, max_length: 
             "wall_seconds": round(wall, 1), "seconds_by_part": result.summary["seconds_by_part"]}
 
 
+def trl_variants(root, policy, tok, rows, feats, ref, args):
+    """``(steps, info)``: the TRL step functions (started, parked before their first step) and what to report about
+    them; no steps and a note when TRL is not importable (or ``--no-trl``)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import dpo_step_trl as T
+
+    version = T.trl_version()
+    if args.no_trl or version is None:
+        return {}, {"available": False, "note": "skipped (--no-trl)" if args.no_trl else T.TRL_MISSING}
+    steps, info = {}, {"available": True, "version": version, "notes": T.NOTES, "setup_seconds": {}, "checks": {}}
+    for name, precompute in (("trl", True), ("trl_ref_in_step", False)):
+        fn = T.LockstepTRL(root, name, policy, tok, rows, args.batch, args.steps, args.max_length, LR, BETA,
+                           precompute)
+        info["setup_seconds"][name] = round(fn.setup_seconds, 2)
+        info["checks"][name] = fn.check(feats, ref if precompute else None)
+        fn.start()
+        steps[name] = fn
+    return steps, info
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=256)
@@ -205,31 +248,55 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--ray", action="store_true", help="also time the full Ray Train run on 2 workers")
+    ap.add_argument("--no-trl", action="store_true", help="leave out the TRL DPOTrainer variants")
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "dpo_step.json"))
     args = ap.parse_args(argv)
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
 
     with tempfile.TemporaryDirectory(prefix="dpo-bench-") as root:
         tok, policy, rows, feats = build_assets(root, args.pairs, args.max_length)
         ref = reference_logps(policy, feats, tok.pad_token_id)
         data = batches(feats, ref, args.batch, args.steps, tok.pad_token_id)
+        # TRL first: its Accelerator is set up before the DeepSpeed variants export RANK / WORLD_SIZE.
+        trl_steps, trl = trl_variants(root, policy, tok, rows, feats, ref, args)
         steps = {"plain": plain_step_fn(policy)}
         for stage in (0, 2):
             steps[f"ours_zero{stage}"] = ours_step_fn(policy, stage, args.batch)
-        results = measure(steps, data)
+        try:
+            results = measure({**steps, **trl_steps}, data)
+        finally:
+            for fn in trl_steps.values():
+                fn.close()
         if args.ray:
             results["ray_train_2w"] = ray_train(root, policy, rows, args.batch, args.steps, args.max_length)
-    base = results["plain"]["ms_per_step"]
+    per_pair = {n: r["ms_per_step"] / r.get("global_batch", args.batch) for n, r in results.items()}
     for name, r in results.items():
-        per_pair = r["ms_per_step"] / r.get("global_batch", args.batch)
-        r["ratio_to_plain"] = round(per_pair / (base / args.batch), 3)
+        r["ratio_to_plain"] = round(per_pair[name] / per_pair["plain"], 3)
+        if "trl" in results:
+            r["ratio_to_trl"] = round(per_pair[name] / per_pair["trl"], 3)
+    if "trl" in results:   # the issue's number: our step time / TRL's, per pair
+        trl["ours_div_trl"] = {f"{o} / {t}": round(per_pair[o] / per_pair[t], 3)
+                               for o in ("ours_zero0", "ours_zero2", "ray_train_2w") if o in results
+                               for t in ("trl", "trl_ref_in_step")}
+    notes = {**NOTES, **trl.get("notes", {})}
     report = {"benchmark": "dpo_step", "pairs": args.pairs, "batch": args.batch, "steps": args.steps,
               "max_length": args.max_length, "torch_threads": torch.get_num_threads(),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "results": results}
-    print(f"{'variant':<14}{'ms/step':>10}{'tokens/s':>12}{'ratio':>8}  (ratio: step time per pair vs plain)")
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "results": results, "trl": trl,
+              "notes": {n: notes[n] for n in results}}
+    print(f"{'variant':<17}{'ms/step':>9}{'tokens/s':>10}{'/plain':>8}{'/trl':>8}{'last loss':>11}"
+          "  (ratios: step time per pair)")
     for name, r in results.items():
-        print(f"{name:<14}{r['ms_per_step']:>10.1f}{r['tokens_per_second']:>12.0f}{r['ratio_to_plain']:>8.2f}")
+        print(f"{name:<17}{r['ms_per_step']:>9.1f}{r['tokens_per_second']:>10.0f}{r['ratio_to_plain']:>8.2f}"
+              + (f"{r['ratio_to_trl']:>8.2f}" if "ratio_to_trl" in r else f"{'-':>8}") + f"{r['last_loss']:>11.5f}")
+    if trl["available"]:
+        print("ours / TRL DPOTrainer: " + ", ".join(f"{k} = {v:.2f}" for k, v in trl["ours_div_trl"].items()))
+        print(f"TRL {trl['version']}: checks {trl['checks']}, set-up seconds {trl['setup_seconds']}")
+    else:
+        print(trl["note"])
+    for name in results:
+        print(f"- {name}: {notes[name]}")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=1)

@@ -6,6 +6,7 @@ Bad input (a malformed file, an unknown key, a missing path) prints ``error: <on
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -89,6 +90,37 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from rcs_ray.config import load_config
+    from rcs_ray.workflow import run_workflow
+
+    cfg = load_config(_find_config(args.config), args.overrides)
+    result = run_workflow(cfg, progress=not args.no_progress)
+    for st in result.stages:
+        skipped = f" (unchanged, skipped: {', '.join(st.skipped)})" if st.skipped else ""
+        print(f"stage {st.stage} ({st.objective}){skipped}: {json.dumps(st.stats)}")
+        print(f"  policy:   {st.policy}\n  manifest: {st.manifest}")
+    print(f"workflow finished in {result.seconds:.0f}s; outputs under {os.path.abspath(result.output_dir)}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from rcs_ray.config import load_config
+    from rcs_ray.evaluate import evaluate
+
+    cfg = load_config(_find_config(args.config), args.overrides)
+    policies = {}
+    for item in args.policy or []:
+        name, sep, path = item.partition("=")
+        policies[name if sep else os.path.basename(os.path.normpath(item))] = path if sep else item
+    reference = args.reference or cfg.policy.path
+    policies = {"reference": reference, **policies}
+    result = evaluate(cfg, policies, reference="reference", out_dir=args.out, progress=not args.no_progress)
+    print(open(result.markdown, encoding="utf-8").read())
+    print(f"  report: {result.markdown}\n  plot:   {result.plot}\n  json:   {result.json}")
+    return 0
+
+
 def _cmd_world(args) -> int:
     from rcs_ray.config import load_config
     from rcs_ray.demo import describe_world
@@ -159,6 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default <output_dir>/stage<k>/train)")
     p.add_argument("--no-progress", action="store_true", help="no per-step log lines")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("run", help="the sequential RCS workflow over the K stages (resumable)")
+    with_config(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("eval", help="mean reward, win rate vs a reference and threshold rates on held-out prompts")
+    with_config(p)
+    p.add_argument("--policy", action="append", metavar="[NAME=]DIR", help="a policy to evaluate (repeatable)")
+    p.add_argument("--reference", help="the reference policy (default: policy.path)")
+    p.add_argument("--out", help="output directory (default <output_dir>/eval)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("world", help="build (or find in the cache) the tiny world and describe it")
     with_config(p, DEFAULT_DEMO_CONFIG)

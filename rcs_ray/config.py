@@ -11,6 +11,7 @@ tiny world, which are built (and cached) on first use; see :mod:`rcs_ray.tinywor
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -146,6 +147,7 @@ class StageConfig:
     data: DataConfig = field(default_factory=DataConfig)
     sample: bool = True
     rc: RCConfig = field(default_factory=RCConfig)
+    train: Dict[str, Any] = field(default_factory=dict)   # this stage's overrides of the top-level ``train``
 
 
 @dataclass
@@ -159,6 +161,14 @@ class TinyWorldConfig:
     eval_prompts: int = 256
     pretrain_examples: int = 100_000         # generated examples the policy is pretrained on (batch 64)
     rm_examples: int = 16_384                # generated examples the multi-head reward model is trained on
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation: n samples per prompt from each policy, scored on every objective."""
+    prompts: DataConfig = field(default_factory=DataConfig)
+    n: int = 4
+    thresholds: Dict[str, float] = field(default_factory=dict)   # objective -> threshold of a "rate" (harmless: 0)
 
 
 @dataclass
@@ -178,6 +188,7 @@ class RunConfig:
     stages: List[StageConfig] = field(default_factory=list)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     tinyworld: TinyWorldConfig = field(default_factory=TinyWorldConfig)
 
@@ -340,39 +351,73 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     if s.adaptive.enabled:
         c.at_least("sampling.adaptive.n_max", s.adaptive.n_max, s.n)
         c.at_least("sampling.adaptive.rounds", s.adaptive.rounds, 1)
-    t = cfg.train
-    c.choice("train.loss", t.loss, LOSS_NAMES)
-    c.choice("train.precision", t.precision, PRECISIONS)
-    c.choice("train.zero_stage", t.zero_stage, (0, 1, 2, 3))
-    if not t.beta > 0:
-        c.fail("train.beta", f"must be > 0, got {t.beta}")
-    if not t.learning_rate > 0:
-        c.fail("train.learning_rate", f"must be > 0, got {t.learning_rate}")
-    for key in ("num_epochs", "batch_size", "gradient_accumulation_steps", "num_workers", "max_length"):
-        c.at_least(f"train.{key}", getattr(t, key), 1)
-    if t.max_steps is not None:
-        c.at_least("train.max_steps", t.max_steps, 1)
-    if t.modpo_weights is not None and len(t.modpo_weights) != len(names):
-        c.fail("train.modpo_weights", f"needs {len(names)} weights (one per objective), got {len(t.modpo_weights)}")
-    c.at_least("train.max_grad_norm", t.max_grad_norm, 0.0)
-    for key in ("warmup_steps", "max_failures"):
-        c.at_least(f"train.{key}", getattr(t, key), 0)
-    for key in ("log_steps", "ref_batch_size", "ref_num_actors"):
-        c.at_least(f"train.{key}", getattr(t, key), 1)
-    for key in ("save_steps", "keep_checkpoints"):
-        if getattr(t, key) is not None:
-            c.at_least(f"train.{key}", getattr(t, key), 1)
-    if t.offload_optimizer and t.zero_stage == 0:
-        c.fail("train.offload_optimizer", "needs train.zero_stage >= 1 (DeepSpeed offloads ZeRO optimizer states)")
-    c.choice("train.spo_reward_source", t.spo_reward_source, ("implicit", "recorded"))
-    for a in t.spo_alphas or []:
-        if not (math.isfinite(a) and a >= 0):
-            c.fail("train.spo_alphas", f"must be finite and >= 0, got {t.spo_alphas}")
+    _validate_train(c, "train", cfg.train, names)
+    for i, stage in enumerate(cfg.stages):
+        if stage.train:
+            try:
+                merged = stage_train(cfg, i)
+            except RcsInputError as exc:
+                raise RcsInputError(f"{source}: {exc}") from None
+            _validate_train(c, f"stages.{i}.train", merged, names)
+    _validate_data(c, "eval.prompts", cfg.eval.prompts)
+    c.at_least("eval.n", cfg.eval.n, 1)
+    for name, value in cfg.eval.thresholds.items():
+        if name not in names:
+            c.fail(f"eval.thresholds.{name}", f"not an objective; objectives are {names}")
+        c.finite(f"eval.thresholds.{name}", value)
     w = cfg.tinyworld
     if not 0 <= w.conflict <= 1:
         c.fail("tinyworld.conflict", f"must be in [0, 1], got {w.conflict}")
     c.choice("tinyworld.reward_scale", w.reward_scale, ("integer", "fine"))
     c.at_least("tinyworld.pairs_per_stage", w.pairs_per_stage, 1)
+
+
+def _validate_train(c: _Checker, key_prefix: str, t: TrainConfig, names: List[str]) -> None:
+    c.choice(f"{key_prefix}.loss", t.loss, LOSS_NAMES)
+    c.choice(f"{key_prefix}.precision", t.precision, PRECISIONS)
+    c.choice(f"{key_prefix}.zero_stage", t.zero_stage, (0, 1, 2, 3))
+    if not t.beta > 0:
+        c.fail(f"{key_prefix}.beta", f"must be > 0, got {t.beta}")
+    if not t.learning_rate > 0:
+        c.fail(f"{key_prefix}.learning_rate", f"must be > 0, got {t.learning_rate}")
+    for key in ("num_epochs", "batch_size", "gradient_accumulation_steps", "num_workers", "max_length"):
+        c.at_least(f"{key_prefix}.{key}", getattr(t, key), 1)
+    if t.max_steps is not None:
+        c.at_least(f"{key_prefix}.max_steps", t.max_steps, 1)
+    if t.modpo_weights is not None and len(t.modpo_weights) != len(names):
+        c.fail(f"{key_prefix}.modpo_weights",
+               f"needs {len(names)} weights (one per objective), got {len(t.modpo_weights)}")
+    c.at_least(f"{key_prefix}.max_grad_norm", t.max_grad_norm, 0.0)
+    for key in ("warmup_steps", "max_failures"):
+        c.at_least(f"{key_prefix}.{key}", getattr(t, key), 0)
+    for key in ("log_steps", "ref_batch_size", "ref_num_actors"):
+        c.at_least(f"{key_prefix}.{key}", getattr(t, key), 1)
+    for key in ("save_steps", "keep_checkpoints"):
+        if getattr(t, key) is not None:
+            c.at_least(f"{key_prefix}.{key}", getattr(t, key), 1)
+    if t.offload_optimizer and t.zero_stage == 0:
+        c.fail(f"{key_prefix}.offload_optimizer",
+               "needs train.zero_stage >= 1 (DeepSpeed offloads ZeRO optimizer states)")
+    c.choice(f"{key_prefix}.spo_reward_source", t.spo_reward_source, ("implicit", "recorded"))
+    for a in t.spo_alphas or []:
+        if not (math.isfinite(a) and a >= 0):
+            c.fail(f"{key_prefix}.spo_alphas", f"must be finite and >= 0, got {t.spo_alphas}")
+
+
+def stage_train(cfg: RunConfig, stage: int) -> TrainConfig:
+    """The train config of stage ``stage`` (0-based): the top-level ``train`` with the stage's overrides."""
+    overrides = cfg.stages[stage].train
+    if not overrides:
+        return cfg.train
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cfg.train), overrides))
+    except OmegaConfBaseException as exc:
+        raise RcsInputError(f"stages.{stage}.train: {_one_line(exc)}") from None
+
+
+def with_stage_train(cfg: RunConfig, stage: int) -> RunConfig:
+    """``cfg`` whose ``train`` is stage ``stage``'s (what the trainer of that stage reads)."""
+    return dataclasses.replace(cfg, train=stage_train(cfg, stage))
 
 
 def _validate_data(c: _Checker, key: str, data: DataConfig) -> None:

@@ -1,10 +1,11 @@
-"""The tiny-world demo job (the README's main command): build the world, analyse its stage datasets, then run the
-RCS sampling pipeline for stage 2 on local Ray.
+"""The tiny-world demo job (the README's main command), end to end on local Ray:
 
-Each stage's original data is analysed for reward consistency against the objectives of the earlier stages (the
-paper's §3.1 measurement): how many helpfulness pairs would teach the policy to be more harmful. The sampling step
-draws n candidates per stage-2 prompt from the policy (Ray Data actor pools), scores them, and keeps for each prompt
-the RC pair with the largest helpfulness gap; its pairs are analysed the same way, side by side.
+1. build (or reuse) the tiny world; analyse each stage's dataset for reward consistency (the paper's §3.1
+   measurement: how many helpfulness pairs would teach the policy to be more harmful);
+2. run the RCS workflow: stage 1 trains harmlessness on its data as it is; stage 2 samples n candidates per prompt
+   from the stage-1 policy (Ray Data actor pools), scores them, keeps each prompt's RC pair with the largest
+   helpfulness gap, and trains on those pairs (Ray Train + DeepSpeed);
+3. evaluate the base, stage-1 and stage-2 policies on held-out prompts (mean rewards, harmless rate, win rates).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class DemoResult:
     output_dir: str
     world_root: str
     analyses: list[AnalyzeResult] = field(default_factory=list)
-    sampling: Optional[object] = None
+    workflow: Optional[object] = None
+    evaluation: Optional[object] = None
     seconds: float = 0.0
 
 
@@ -64,28 +66,31 @@ def run_demo(cfg: RunConfig) -> DemoResult:
         print(f"\nstage {k + 1} ({stage.objective}):")
         print(res.summary())
         result.analyses.append(res)
-    stage = next((i for i, s in enumerate(cfg.stages) if s.sample), None)
-    if stage is not None:
-        from rcs_ray.config import DataConfig
-        from rcs_ray.sampling import run as sample
+    from rcs_ray.evaluate import evaluate
+    from rcs_ray.workflow import run_workflow
 
-        print(f"\nsampling stage {stage + 1} ({cfg.stages[stage].objective}) on local Ray: "
-              f"n={cfg.sampling.n}, engine={cfg.sampling.engine}, margin={cfg.stages[stage].rc.margin}")
-        result.sampling = sample(cfg, stage=stage)
-        s = result.sampling.stats
-        print(f"  {s['prompts']} prompts -> {s['pairs']} RC pairs, {s['failed']} failed "
-              f"({100 * s['failure_rate']:.1f}%), {s['tokens_generated']} tokens, {s['seconds']:.0f}s")
-        names = cfg.objective_names[: cfg.objective_names.index(cfg.stages[stage].objective) + 1]
-        pairs = DataConfig(path=result.sampling.pairs, columns={"chosen_scores": "chosen_rewards",
-                                                                "rejected_scores": "rejected_rewards"},
-                           score_names=names)
-        res = analyze_dataset(pairs, out_dir=os.path.join(cfg.output_dir, "analysis", f"stage{stage + 1}_rcs_pairs"),
-                              target=cfg.stages[stage].objective,
-                              title=f"Stage {stage + 1} RCS pairs sampled from the policy")
-        print(res.summary())
-        result.analyses.append(res)
-        print(f"  pairs:  {result.sampling.pairs}\n  failed: {result.sampling.failed}\n"
-              f"  stats:  {result.sampling.stats_path}")
+    print(f"\nRCS workflow on local Ray: {len(cfg.stages)} stages "
+          f"({', '.join(st.objective for st in cfg.stages)}), n={cfg.sampling.n}, engine={cfg.sampling.engine}, "
+          f"loss={cfg.train.loss}")
+    result.workflow = run_workflow(cfg)
+    for st in result.workflow.stages:
+        sampled = st.stats.get("sample")
+        line = f"  stage {st.stage} ({st.objective}): "
+        if sampled:
+            line += (f"{sampled['prompts']} prompts -> {sampled['pairs']} RC pairs, {sampled['failed']} failed "
+                     f"({100 * sampled['failure_rate']:.1f}%); ")
+        tr = st.stats["train"]
+        line += f"{tr['loss']} {tr['steps']} steps, final loss {tr['final_loss']:.3f}"
+        print(line + ("  [unchanged: reused]" if st.skipped else ""))
+    policies = {"base": world.policy, **{f"stage{st.stage}": st.policy for st in result.workflow.stages}}
+    result.evaluation = evaluate(cfg, policies, reference="base")
+    print("\n" + open(result.evaluation.markdown, encoding="utf-8").read())
+    stage_dirs = [os.path.join(cfg.output_dir, f"stage{st.stage}") for st in result.workflow.stages]
+    print("outputs:")
+    for st, d in zip(result.workflow.stages, stage_dirs):
+        pairs = os.path.join(d, "sampling", "pairs.parquet")
+        print(f"  stage {st.stage}: policy {st.policy}" + (f"\n           pairs  {pairs}" if os.path.exists(pairs) else ""))
+    print(f"  eval report: {result.evaluation.markdown}\n  eval plot:   {result.evaluation.plot}")
     result.seconds = time.time() - start
     print(f"\ndemo finished in {result.seconds:.0f}s; outputs under {os.path.abspath(cfg.output_dir)}")
     return result

@@ -100,13 +100,14 @@ def write_rc_report(a: RCAnalysis, out_dir: str, title: str = "RC analysis",
     paths = ReportPaths(json=os.path.join(out_dir, "rc_analysis.json"),
                         markdown=os.path.join(out_dir, "rc_report.md"),
                         plot=os.path.join(out_dir, "rc_analysis.png"))
-    _atomic_write(paths.json, json.dumps({"source": source, **a.to_dict()}, indent=2) + "\n")
-    _atomic_write(paths.markdown, rc_markdown(a, title, source))
+    atomic_write(paths.json, json.dumps({"source": source, **a.to_dict()}, indent=2) + "\n")
+    atomic_write(paths.markdown, rc_markdown(a, title, source))
     rc_plot(a, paths.plot, title)
     return paths
 
 
-def _atomic_write(path: str, text: str) -> None:
+def atomic_write(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` under a temporary name, then rename it into place."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)

@@ -94,19 +94,19 @@ def _blocks(table, rows_per_block: int) -> list:
     return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
 
 
-def build_dataset(table, cfg: RunConfig, model: ModelConfig, objectives: list[ObjectiveConfig], stage: StageConfig,
-                  n_target: int):
-    """The lazy Ray Dataset of one round: generate -> score (one pool per scorer) -> RC filter."""
+def generate_and_score(table, cfg: RunConfig, model: ModelConfig, objectives: list[ObjectiveConfig], n_target: int,
+                       include_original: bool = True):
+    """The lazy Ray Dataset that generates up to ``n_target`` samples per group and scores every candidate."""
     import ray
 
     from rcs_ray.sampling.scorers import plan_scorers
-    from rcs_ray.sampling.stages import GenerateStage, RCFilterStage, ScoreStage
+    from rcs_ray.sampling.stages import GenerateStage, ScoreStage
 
     s = cfg.sampling
     ds = ray.data.from_arrow(_blocks(table, s.batch_size))
     gen_gpus = s.num_gpus if s.tensor_parallel_size == 1 else 0   # TP > 1: vLLM places its own workers
     ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(model=model, sampling=s, n_target=n_target,
-                                                                  include_original=stage.rc.include_original),
+                                                                  include_original=include_original),
                         batch_size=s.batch_size, batch_format="pyarrow", zero_copy_batch=True,
                         compute=ray.data.ActorPoolStrategy(size=s.num_actors), num_cpus=s.num_cpus,
                         num_gpus=gen_gpus)
@@ -118,10 +118,21 @@ def build_dataset(table, cfg: RunConfig, model: ModelConfig, objectives: list[Ob
                             batch_size=s.batch_size, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=first.num_actors),
                             num_cpus=0.25 if spec.kind == "rule" else first.num_cpus, num_gpus=first.num_gpus)
-    ds = ds.map_batches(RCFilterStage, fn_constructor_kwargs=dict(
-        objectives=[o.name for o in objectives], target=stage.objective, rc_cfg=stage.rc, seed=s.seed),
-        batch_size=s.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
     return ds
+
+
+def build_dataset(table, cfg: RunConfig, model: ModelConfig, objectives: list[ObjectiveConfig], stage: StageConfig,
+                  n_target: int):
+    """The lazy Ray Dataset of one round: generate -> score (one pool per scorer) -> RC filter."""
+    import ray
+
+    from rcs_ray.sampling.stages import RCFilterStage
+
+    ds = generate_and_score(table, cfg, model, objectives, n_target, include_original=stage.rc.include_original)
+    return ds.map_batches(RCFilterStage, fn_constructor_kwargs=dict(
+        objectives=[o.name for o in objectives], target=stage.objective, rc_cfg=stage.rc, seed=cfg.sampling.seed),
+        batch_size=cfg.sampling.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0.25)
 
 
 def n_schedule(cfg: RunConfig) -> list[int]:

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 from ray.train import UserCallback
 
-from rcs_ray.config import RunConfig
+from rcs_ray.config import RunConfig, with_stage_train
 from rcs_ray.errors import RcsInputError
 from rcs_ray.paths import resolve_data, resolve_model_dir, resolve_path
 from rcs_ray.train import data as D
@@ -189,8 +189,10 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     from rcs_ray.ray_runtime import init_ray
     from rcs_ray.train.loop import schedule, train_loop_per_worker
 
-    t = cfg.train
     k = _stage_index(cfg, stage, pairs)
+    if cfg.stages:
+        cfg = with_stage_train(cfg, k)                    # the stage's own train overrides
+    t = cfg.train
     start = time.time()
     prs = read_pairs(cfg, k, pairs)
     try:

@@ -36,7 +36,7 @@ def test_extends_and_interpolation():
     assert cfg.name == "tiny-k3"
     assert cfg.output_dir == "outputs/tiny-k3"           # ${name} from base.yaml resolved after the override
     assert cfg.objective_names == ["harmless", "helpful", "concise"]
-    assert cfg.train.learning_rate == 2.0e-4              # from k2.yaml
+    assert cfg.train.learning_rate == 5.0e-5              # from k2.yaml
     assert cfg.train.max_grad_norm == 1.0                 # from base.yaml
     assert cfg.stages[2].rc.margin == -0.5
 
@@ -104,3 +104,17 @@ def test_bad_files(tmp_path):
     objective.write_text("objectives:\n  - name: safe\n    kind: classifier\n")
     with pytest.raises(RcsInputError, match=r"objectives.0.model"):
         load_config(str(objective))
+
+
+def test_stage_train_overrides():
+    from rcs_ray.config import stage_train, with_stage_train
+
+    path = os.path.join(REPO, "configs/tiny/k2.yaml")
+    cfg = load_config(path, ["stages.0.train={learning_rate: '6e-5', max_steps: 32}"])
+    assert stage_train(cfg, 0).learning_rate == 6e-5 and stage_train(cfg, 0).max_steps == 32
+    assert stage_train(cfg, 1) == cfg.train
+    assert with_stage_train(cfg, 0).train.max_steps == 32 and cfg.train.max_steps == 64
+    with pytest.raises(RcsInputError, match=r"stages.0.train.*lrr"):
+        load_config(path, ["stages.0.train={lrr: 1}"])
+    with pytest.raises(RcsInputError, match=r"stages.0.train.beta"):
+        load_config(path, ["stages.0.train={beta: -1}"])

@@ -1,0 +1,138 @@
+"""Evaluation: sample held-out prompts from several policies, score every response on the K objectives, report.
+
+Per policy and objective: mean reward, the win rate against a reference policy (all sample pairs of a prompt; a tie
+counts one half), and threshold rates (e.g. the paper's harmless rate: the share of responses with
+``harmless >= 0``). Generation and scoring run on the same Ray Data stages as sampling. Writes ``eval.json``,
+``eval.md`` and ``eval.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from rcs_ray.config import RunConfig
+from rcs_ray.errors import RcsInputError
+
+
+@dataclass
+class EvalResult:
+    out_dir: str
+    json: str
+    markdown: str
+    plot: str
+    metrics: dict
+
+
+def policy_rewards(cfg: RunConfig, policy: str, rows: list[dict], n: int, progress: bool = False) -> np.ndarray:
+    """(P, n, K) rewards of n samples per prompt from ``policy`` on every objective of ``cfg``."""
+    from rcs_ray.paths import resolve_model_dir
+    from rcs_ray.sampling.pipeline import generate_and_score, resolve_models
+    from rcs_ray.sampling.schema import reward_column, rows_to_table
+
+    model, objectives = resolve_models(cfg, list(cfg.objectives), resolve_model_dir(policy, "policy", cfg.tinyworld))
+    ds = generate_and_score(rows_to_table(rows), cfg, model, objectives, n, include_original=False)
+    by_id = {}
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            if row.get("error"):
+                raise RcsInputError(f"eval: prompt {row['prompt_id']}: {row['error']}")
+            by_id[row["prompt_id"]] = [row[reward_column(o.name)] for o in objectives]
+    return np.array([np.array(by_id[r["prompt_id"]]).T for r in rows])       # (P, n, K)
+
+
+def win_rate(a: np.ndarray, b: np.ndarray) -> float:
+    """P(a > b) + 0.5 P(a = b) over all sample pairs of each prompt. a, b: (P, n) rewards of one objective."""
+    diff = a[:, :, None] - b[:, None, :]
+    return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+
+
+def summarize(rewards: dict[str, np.ndarray], names: list[str], reference: Optional[str],
+              thresholds: dict[str, float]) -> dict:
+    """Per policy: mean reward, win rate vs the reference and threshold rates, per objective."""
+    out = {}
+    for policy, r in rewards.items():
+        entry = {"mean": {n: float(r[:, :, j].mean()) for j, n in enumerate(names)}}
+        if reference is not None and policy != reference:
+            entry["win_rate_vs_" + reference] = {n: win_rate(r[:, :, j], rewards[reference][:, :, j])
+                                                 for j, n in enumerate(names)}
+        entry["rate"] = {f"{n}>={t:g}": float(np.mean(r[:, :, names.index(n)] >= t)) for n, t in thresholds.items()}
+        out[policy] = entry
+    return out
+
+
+def _markdown(metrics: dict, names: list[str], reference: Optional[str], meta: dict) -> str:
+    lines = [f"# Evaluation on {meta['prompts']} held-out prompts x {meta['n']} samples", ""]
+    head = "| policy | " + " | ".join(f"mean {n}" for n in names)
+    rates = sorted({k for m in metrics.values() for k in m["rate"]})
+    head += "".join(f" | {r} rate" for r in rates)
+    if reference:
+        head += "".join(f" | win vs {reference} ({n})" for n in names)
+    lines += [head + " |", "|---" * head.count("|") + "|"]
+    for policy, m in metrics.items():
+        cells = [f"{m['mean'][n]:.3f}" for n in names] + [f"{100 * m['rate'][r]:.1f}%" for r in rates]
+        if reference:
+            wins = m.get("win_rate_vs_" + reference)
+            cells += [f"{100 * wins[n]:.1f}%" if wins else "—" for n in names]
+        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(metrics: dict, names: list[str], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+    policies = list(metrics)
+    for ax, n in zip(axes[0], names):
+        ax.bar(range(len(policies)), [metrics[p]["mean"][n] for p in policies], color="#4c72b0")
+        ax.set_xticks(range(len(policies)), policies, rotation=30, ha="right")
+        ax.set_title(f"mean {n}")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] = None,
+             out_dir: Optional[str] = None, progress: bool = False) -> EvalResult:
+    """Evaluate ``policies`` (name -> model dir) on ``cfg.eval.prompts``; ``reference`` names one of them."""
+    from rcs_ray.data import read_prompts
+    from rcs_ray.paths import resolve_data
+    from rcs_ray.ray_runtime import init_ray
+    from rcs_ray.report import atomic_write
+    from rcs_ray.sampling.schema import encode_prompt
+
+    e = cfg.eval
+    if not e.prompts.path:
+        raise RcsInputError("eval.prompts.path is required (held-out prompts)")
+    if reference is not None and reference not in policies:
+        raise RcsInputError(f"reference {reference!r} is not one of the evaluated policies {list(policies)}")
+    for name in e.thresholds:
+        if name not in cfg.objective_names:
+            raise RcsInputError(f"eval.thresholds: {name!r} is not an objective; objectives are {cfg.objective_names}")
+    prompts = read_prompts(resolve_data(e.prompts, cfg.tinyworld))
+    rows = [{"prompt_id": r["prompt_id"], "prompt_json": encode_prompt(r["prompt"])} for r in prompts.rows]
+    init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)
+    start = time.time()
+    rewards = {name: policy_rewards(cfg, path, rows, e.n, progress) for name, path in policies.items()}
+    names = cfg.objective_names
+    metrics = summarize(rewards, names, reference, dict(e.thresholds))
+    out_dir = out_dir or os.path.join(cfg.output_dir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    meta = {"prompts": len(rows), "n": e.n, "reference": reference, "policies": policies,
+            "objectives": names, "seconds": round(time.time() - start, 2)}
+    result = EvalResult(out_dir=out_dir, json=os.path.join(out_dir, "eval.json"),
+                        markdown=os.path.join(out_dir, "eval.md"), plot=os.path.join(out_dir, "eval.png"),
+                        metrics=metrics)
+    atomic_write(result.json, json.dumps({**meta, "metrics": metrics}, indent=2) + "\n")
+    atomic_write(result.markdown, _markdown(metrics, names, reference, meta))
+    _plot(metrics, names, result.plot)
+    return result

@@ -1,0 +1,187 @@
+"""The sequential RCS workflow over K objectives, resumable.
+
+Stage 1 trains objective 1 on D1 as it is (``sample: false``). Each later stage k samples from the stage k−1 policy on
+D_k's prompts, scores objectives 1..k, RC-selects with target k, and trains with the stage k−1 policy as the
+reference. Each stage writes ``<output_dir>/stage<k>/manifest.json``: its inputs with fingerprints, its stage-level
+config, its outputs, stats and timings, step by step. A rerun skips every step whose manifest entry is done and whose
+inputs are unchanged; an interrupted training step resumes from its latest checkpoint (the trainer's own resume).
+
+Baselines are configs, not code: vanilla = every stage ``sample: false`` (the original pairs); RSDPO-style =
+``rc.strategy: target_only``; NRCS = ``rc_random``; RCS = ``rcs``; ``filter_only`` keeps only the RC original pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from rcs_ray.config import RunConfig, stage_train, to_dict
+from rcs_ray.errors import RcsInputError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_SMALL = 64 << 20     # files up to this size are fingerprinted by content, larger ones by size and mtime
+
+
+def fingerprint(path: str) -> str:
+    """A short fingerprint of a file or directory (content hash for small files; size + mtime for large ones)."""
+    h = hashlib.sha256()
+    if not os.path.exists(path):
+        raise RcsInputError(f"input not found: {path}")
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if not f.startswith("."))
+    for f in files:
+        st = os.stat(f)
+        h.update(os.path.relpath(f, path).encode() + b"\0" + str(st.st_size).encode())
+        if st.st_size <= _SMALL:
+            with open(f, "rb") as fh:
+                h.update(hashlib.sha256(fh.read()).digest())
+        else:
+            h.update(str(st.st_mtime_ns).encode())
+    return h.hexdigest()[:16]
+
+
+def _config_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class StageOutcome:
+    stage: int
+    objective: str
+    policy: str                                   # the trained policy (HF dir)
+    manifest: str
+    skipped: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class WorkflowResult:
+    output_dir: str
+    stages: list[StageOutcome]
+    seconds: float
+
+
+class _Manifest:
+    """A stage's manifest.json, rewritten atomically after every step."""
+
+    def __init__(self, path: str, stage: int, objective: str):
+        self.path = path
+        self.data = {"stage": stage, "objective": objective, "steps": {}}
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                self.data = json.load(fh)
+
+    def done(self, step: str, inputs: dict) -> Optional[dict]:
+        entry = self.data["steps"].get(step)
+        if entry and entry.get("status") == "done" and entry.get("inputs") == inputs:
+            missing = [p for p in entry["outputs"].values() if isinstance(p, str) and not os.path.exists(p)]
+            return None if missing else entry
+        return None
+
+    def changed(self, step: str, inputs: dict) -> bool:
+        """True when an earlier attempt of ``step`` (finished or not) had other inputs."""
+        entry = self.data["steps"].get(step)
+        return entry is not None and entry.get("inputs") != inputs
+
+    def start(self, step: str, inputs: dict) -> None:
+        self.data["steps"][step] = {"status": "running", "inputs": inputs,
+                                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._write()
+
+    def record(self, step: str, inputs: dict, outputs: dict, stats: dict, seconds: float) -> dict:
+        entry = {"status": "done", "inputs": inputs, "outputs": outputs, "stats": stats, "seconds": round(seconds, 2),
+                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.data["steps"][step] = entry
+        self._write()
+        return entry
+
+    def _write(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = f"{self.path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.data, fh, indent=1)
+        os.replace(tmp, self.path)
+
+
+def _stage_config(cfg: RunConfig, k: int) -> dict:
+    """What a stage's results depend on besides its input files."""
+    d = to_dict(cfg)
+    return {"stage": d["stages"][k], "objectives": d["objectives"], "sampling": d["sampling"],
+            "train": to_dict(stage_train(cfg, k)), "tinyworld": d["tinyworld"], "policy": d["policy"]}
+
+
+def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
+    """Run (or resume) the K-stage RCS workflow of ``cfg``; see the module docstring.
+
+    Args:
+        cfg: the run config; ``cfg.policy.path`` is the starting policy.
+        progress: progress bars and per-step log lines.
+    """
+    from rcs_ray.paths import resolve_model_dir, resolve_path
+    from rcs_ray.sampling import run as sample
+    from rcs_ray.train import run as train
+
+    if not cfg.stages:
+        raise RcsInputError("the config has no stages")
+    start = time.time()
+    policy = resolve_model_dir(cfg.policy.path, "policy.path", cfg.tinyworld)
+    outcomes: list[StageOutcome] = []
+    for k, st in enumerate(cfg.stages):
+        stage_dir = os.path.join(cfg.output_dir, f"stage{k + 1}")
+        manifest = _Manifest(os.path.join(stage_dir, MANIFEST), k + 1, st.objective)
+        data = resolve_path(st.data.path, cfg.tinyworld) if st.data.path else None
+        base = {"config": _config_hash(_stage_config(cfg, k)), "policy": policy, "policy_fp": fingerprint(policy),
+                "data": data, "data_fp": fingerprint(data) if data else None}
+        outcome = StageOutcome(stage=k + 1, objective=st.objective, policy="", manifest=manifest.path)
+        pairs = None
+        if st.sample:
+            inputs = dict(base)
+            entry = manifest.done("sample", inputs)
+            if entry is None:
+                t0 = time.time()
+                res = sample(cfg, stage=k, policy=policy, progress=progress)
+                entry = manifest.record("sample", inputs, {"pairs": res.pairs, "failed": res.failed,
+                                                           "stats": res.stats_path}, _sample_stats(res.stats),
+                                        time.time() - t0)
+            else:
+                outcome.skipped.append("sample")
+            pairs = entry["outputs"]["pairs"]
+            outcome.stats["sample"] = entry["stats"]
+        inputs = dict(base, pairs=pairs, pairs_fp=fingerprint(pairs) if pairs else None)
+        entry = manifest.done("train", inputs)
+        if entry is None:
+            train_dir = os.path.join(stage_dir, "train")
+            if manifest.changed("train", inputs):      # other inputs than the last attempt: start afresh
+                shutil.rmtree(train_dir, ignore_errors=True)
+            manifest.start("train", inputs)               # same inputs after a crash: the trainer resumes
+            t0 = time.time()
+            res = train(cfg, stage=k, pairs=pairs, policy=policy, reference=policy, out_dir=train_dir,
+                        progress=progress)
+            last = res.summary.get("last") or {}
+            entry = manifest.record("train", inputs, {"model": res.model_dir, "metrics": res.metrics_path,
+                                                      "summary": res.summary_path},
+                                    {"loss": res.summary["loss"], "pairs": res.summary["pairs"],
+                                     "steps": res.summary["steps"], "final_loss": last.get("loss"),
+                                     "final_reward_accuracy": last.get("rewards/accuracy")}, time.time() - t0)
+        else:
+            outcome.skipped.append("train")
+        outcome.stats["train"] = entry["stats"]
+        policy = outcome.policy = entry["outputs"]["model"]
+        outcomes.append(outcome)
+        log.info("stage %d (%s) done%s: policy %s", k + 1, st.objective,
+                 f" (skipped {', '.join(outcome.skipped)}: unchanged)" if outcome.skipped else "", policy)
+    return WorkflowResult(output_dir=cfg.output_dir, stages=outcomes, seconds=time.time() - start)
+
+
+def _sample_stats(stats: dict) -> dict:
+    keys = ("prompts", "pairs", "failed", "failure_rate", "failed_by_reason", "tokens_generated", "seconds",
+            "mean_target_gap")
+    return {k: stats.get(k) for k in keys}
