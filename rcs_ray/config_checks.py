@@ -1,0 +1,148 @@
+"""Checks of a loaded config that its types cannot express: choices, ranges, cross-references.
+
+Every failure is an :class:`~rcs_ray.errors.RcsInputError` with one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import List
+
+from rcs_ray.config import (DATA_FORMATS, ENGINES, LOSS_NAMES, OBJECTIVE_KINDS, PRECISIONS, PRESETS, STRATEGY_NAMES,
+                            DataConfig, RunConfig, TrainConfig, stage_train)
+from rcs_ray.errors import RcsInputError
+
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, msg: str):
+        raise RcsInputError(f"{self.source}: key '{key}': {msg}")
+
+    def choice(self, key: str, value, choices):
+        if value not in choices:
+            self.fail(key, f"{value!r} is not one of {list(choices)}")
+
+    def at_least(self, key: str, value, low):
+        if value is None or value < low:
+            self.fail(key, f"must be >= {low}, got {value}")
+
+    def finite(self, key: str, value):
+        if value is None or not math.isfinite(value):
+            self.fail(key, f"must be a finite number, got {value}")
+
+
+def validate(cfg: RunConfig, source: str = "config") -> None:
+    """Check values the schema's types cannot: choices, ranges, cross-references. Raises RcsInputError."""
+    c = _Checker(source)
+    names = cfg.objective_names
+    if len(set(names)) != len(names):
+        c.fail("objectives", f"objective names must be unique, got {names}")
+    for i, obj in enumerate(cfg.objectives):
+        key = f"objectives.{i}"
+        c.choice(f"{key}.kind", obj.kind, OBJECTIVE_KINDS)
+        c.choice(f"{key}.engine", obj.engine, ENGINES)
+        c.finite(f"{key}.sign", obj.sign)
+        if obj.sign == 0:
+            c.fail(f"{key}.sign", "must be non-zero")
+        c.at_least(f"{key}.head", obj.head, 0)
+        c.at_least(f"{key}.batch_size", obj.batch_size, 1)
+        c.at_least(f"{key}.num_actors", obj.num_actors, 1)
+        if obj.kind == "rule" and not (obj.function and re.fullmatch(r"[\w.]+:\w+", obj.function)):
+            c.fail(f"{key}.function", f"a rule objective needs 'package.module:function', got {obj.function!r}")
+        if obj.kind in ("classifier", "multi_head", "implicit") and not obj.model:
+            c.fail(f"{key}.model", f"a {obj.kind} objective needs a model path")
+        if obj.kind == "implicit":
+            if not obj.reference:
+                c.fail(f"{key}.reference", "an implicit objective needs a reference model path")
+            if not obj.beta > 0:
+                c.fail(f"{key}.beta", f"must be > 0, got {obj.beta}")
+    for i, stage in enumerate(cfg.stages):
+        key = f"stages.{i}"
+        if stage.objective not in names:
+            c.fail(f"{key}.objective", f"{stage.objective!r} is not an objective; objectives are {names}")
+        _validate_data(c, f"{key}.data", stage.data)
+        rc = stage.rc
+        c.choice(f"{key}.rc.strategy", rc.strategy, STRATEGY_NAMES)
+        c.finite(f"{key}.rc.margin", rc.margin)
+        for name in rc.enforce or []:
+            if name not in names:
+                c.fail(f"{key}.rc.enforce", f"{name!r} is not an objective; objectives are {names}")
+        if rc.weights is not None and len(rc.weights) != len(names):
+            c.fail(f"{key}.rc.weights", f"needs {len(names)} weights (one per objective), got {len(rc.weights)}")
+    s = cfg.sampling
+    c.choice("sampling.engine", s.engine, ENGINES)
+    c.at_least("sampling.n", s.n, 1)
+    c.at_least("sampling.temperature", s.temperature, 0.0)
+    if not 0 < s.top_p <= 1:
+        c.fail("sampling.top_p", f"must be in (0, 1], got {s.top_p}")
+    c.at_least("sampling.max_tokens", s.max_tokens, 1)
+    c.at_least("sampling.batch_size", s.batch_size, 1)
+    c.at_least("sampling.num_actors", s.num_actors, 1)
+    c.at_least("sampling.num_gpus", s.num_gpus, 0)
+    c.at_least("sampling.tensor_parallel_size", s.tensor_parallel_size, 1)
+    if s.adaptive.enabled:
+        c.at_least("sampling.adaptive.n_max", s.adaptive.n_max, s.n)
+        c.at_least("sampling.adaptive.rounds", s.adaptive.rounds, 1)
+    _validate_train(c, "train", cfg.train, names)
+    for i, stage in enumerate(cfg.stages):
+        if stage.train:
+            try:
+                merged = stage_train(cfg, i)
+            except RcsInputError as exc:
+                raise RcsInputError(f"{source}: {exc}") from None
+            _validate_train(c, f"stages.{i}.train", merged, names)
+    _validate_data(c, "eval.prompts", cfg.eval.prompts)
+    c.at_least("eval.n", cfg.eval.n, 1)
+    for name, value in cfg.eval.thresholds.items():
+        if name not in names:
+            c.fail(f"eval.thresholds.{name}", f"not an objective; objectives are {names}")
+        c.finite(f"eval.thresholds.{name}", value)
+    w = cfg.tinyworld
+    if not 0 <= w.conflict <= 1:
+        c.fail("tinyworld.conflict", f"must be in [0, 1], got {w.conflict}")
+    c.choice("tinyworld.reward_scale", w.reward_scale, ("integer", "fine"))
+    c.at_least("tinyworld.pairs_per_stage", w.pairs_per_stage, 1)
+
+
+def _validate_train(c: _Checker, key_prefix: str, t: TrainConfig, names: List[str]) -> None:
+    c.choice(f"{key_prefix}.loss", t.loss, LOSS_NAMES)
+    c.choice(f"{key_prefix}.precision", t.precision, PRECISIONS)
+    c.choice(f"{key_prefix}.zero_stage", t.zero_stage, (0, 1, 2, 3))
+    if not t.beta > 0:
+        c.fail(f"{key_prefix}.beta", f"must be > 0, got {t.beta}")
+    if not t.learning_rate > 0:
+        c.fail(f"{key_prefix}.learning_rate", f"must be > 0, got {t.learning_rate}")
+    for key in ("num_epochs", "batch_size", "gradient_accumulation_steps", "num_workers", "max_length"):
+        c.at_least(f"{key_prefix}.{key}", getattr(t, key), 1)
+    if t.max_steps is not None:
+        c.at_least(f"{key_prefix}.max_steps", t.max_steps, 1)
+    if t.modpo_weights is not None and len(t.modpo_weights) != len(names):
+        c.fail(f"{key_prefix}.modpo_weights",
+               f"needs {len(names)} weights (one per objective), got {len(t.modpo_weights)}")
+    c.at_least(f"{key_prefix}.max_grad_norm", t.max_grad_norm, 0.0)
+    for key in ("warmup_steps", "max_failures"):
+        c.at_least(f"{key_prefix}.{key}", getattr(t, key), 0)
+    for key in ("log_steps", "ref_batch_size", "ref_num_actors"):
+        c.at_least(f"{key_prefix}.{key}", getattr(t, key), 1)
+    for key in ("save_steps", "keep_checkpoints"):
+        if getattr(t, key) is not None:
+            c.at_least(f"{key_prefix}.{key}", getattr(t, key), 1)
+    if t.offload_optimizer and t.zero_stage == 0:
+        c.fail(f"{key_prefix}.offload_optimizer",
+               "needs train.zero_stage >= 1 (DeepSpeed offloads ZeRO optimizer states)")
+    c.choice(f"{key_prefix}.spo_reward_source", t.spo_reward_source, ("implicit", "recorded"))
+    for a in t.spo_alphas or []:
+        if not (math.isfinite(a) and a >= 0):
+            c.fail(f"{key_prefix}.spo_alphas", f"must be finite and >= 0, got {t.spo_alphas}")
+
+
+def _validate_data(c: _Checker, key: str, data: DataConfig) -> None:
+    c.choice(f"{key}.format", data.format, DATA_FORMATS)
+    if data.preset is not None:
+        c.choice(f"{key}.preset", data.preset, PRESETS)
+    c.choice(f"{key}.on_bad_row", data.on_bad_row, ("error", "skip"))
+    if data.limit is not None:
+        c.at_least(f"{key}.limit", data.limit, 1)
