@@ -90,7 +90,7 @@ def main(argv=None):
 
     from rcs_ray.ray_runtime import init_ray
 
-    init_ray(load_config(args.config or K_CONFIGS[ks[0]]).ray)
+    init_ray(load_config(args.config or K_CONFIGS[ks[0]], args.overrides).ray)
     rows = []
     for k in ks:
         config = args.config or K_CONFIGS[k]
