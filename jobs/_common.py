@@ -38,16 +38,9 @@ def _value_options(command: str) -> set:
     return {s for a in sub._actions for s in a.option_strings if a.nargs != 0}
 
 
-def cli_argv(command: str, argv: Sequence[str]) -> List[str]:
-    """``rcs-ray`` argv for ``command``: ``[-v] command CONFIG overrides... ray.address=auto options...``.
-
-    Positionals (CONFIG, key=value) go first and options after, so overrides and options may be mixed in any order.
-    ``-h``/``--help`` passes through unchanged.
-    """
-    argv = list(argv)
-    if any(t in ("-h", "--help") for t in argv):
-        return [command, *argv]
-    takes_value = _value_options(command)
+def split_argv(argv: Sequence[str], takes_value: set) -> tuple[list, list, list]:
+    """``argv`` as (verbose flags, positionals, options with their values); ``takes_value`` names the options
+    followed by a value (``--stage 2``)."""
     front, positionals, options = [], [], []
     i = 0
     while i < len(argv):
@@ -62,6 +55,19 @@ def cli_argv(command: str, argv: Sequence[str]) -> List[str]:
         else:
             positionals.append(tok)
         i += 1
+    return front, positionals, options
+
+
+def cli_argv(command: str, argv: Sequence[str]) -> List[str]:
+    """``rcs-ray`` argv for ``command``: ``[-v] command CONFIG overrides... ray.address=auto options...``.
+
+    Positionals (CONFIG, key=value) go first and options after, so overrides and options may be mixed in any order.
+    ``-h``/``--help`` passes through unchanged.
+    """
+    argv = list(argv)
+    if any(t in ("-h", "--help") for t in argv):
+        return [command, *argv]
+    front, positionals, options = split_argv(argv, _value_options(command))
     if positionals:  # no CONFIG: leave it to the CLI to say so
         positionals = [positionals[0], *with_cluster_address(positionals[1:])]
     return [*front, command, *positionals, *options]

@@ -30,18 +30,8 @@ def sweep_argv(argv):
     if any(t in ("-h", "--help") for t in argv):
         return argv
     takes_value = {"--ns", "--ks", "--prompts", "--adaptive-start", "--config", "--out"}
-    options, overrides, i = [], [], 0
-    while i < len(argv):
-        tok = argv[i]
-        if tok.startswith("-"):
-            options.append(tok)
-            if tok in takes_value and i + 1 < len(argv):
-                options.append(argv[i + 1])
-                i += 1
-        else:
-            overrides.append(tok)
-        i += 1
-    return [*options, *_common.with_cluster_address(overrides)]
+    front, overrides, options = _common.split_argv(argv, takes_value)
+    return [*front, *options, *_common.with_cluster_address(overrides)]
 
 
 def main(argv=None):

@@ -89,6 +89,14 @@ def _columns(name: str, t, batch: int) -> torch.Tensor:
     return _as_float(t)
 
 
+def _paired_columns(chosen_name: str, chosen, rejected_name: str, rejected, batch: int):
+    """Validated (B, J) chosen / rejected column tensors of the same shape."""
+    c, r = _columns(chosen_name, chosen, batch), _columns(rejected_name, rejected, batch)
+    if c.shape != r.shape:
+        raise ValueError(f"{rejected_name}: shape {tuple(r.shape)} differs from {chosen_name} {tuple(c.shape)}")
+    return c, r
+
+
 def _coefficients(name: str, values: Coefficients, size: int, like: torch.Tensor, what: str,
                   broadcast: bool = False) -> torch.Tensor:
     """A finite 1-D float tensor of ``size`` entries on ``like``'s device (``what`` explains ``size``).
@@ -205,11 +213,8 @@ def modpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.T
     beta = _check_beta(beta)
     pc, pr, rc, rr = _pair_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     batch = pc.shape[0]
-    mc = _columns("chosen_margin_rewards", chosen_margin_rewards, batch)
-    mr = _columns("rejected_margin_rewards", rejected_margin_rewards, batch)
-    if mc.shape != mr.shape:
-        raise ValueError(f"rejected_margin_rewards: shape {tuple(mr.shape)} differs from chosen_margin_rewards "
-                         f"{tuple(mc.shape)}")
+    mc, mr = _paired_columns("chosen_margin_rewards", chosen_margin_rewards, "rejected_margin_rewards",
+                             rejected_margin_rewards, batch)
     n_margin = mc.shape[1]
     w = _coefficients("weights", weights, n_margin + 1, pc, f"K = 1 + {n_margin} margin columns")
     if not float(w[0]) > 0:
@@ -284,11 +289,8 @@ def spo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     if prev_chosen_implicit is None:
         zeros = torch.zeros_like(pc)
         return _offset_pair_loss(pc, pr, rc, rr, zeros, zeros, 1.0, beta)
-    ic = _columns("prev_chosen_implicit", prev_chosen_implicit, batch)
-    ir = _columns("prev_rejected_implicit", prev_rejected_implicit, batch)
-    if ic.shape != ir.shape:
-        raise ValueError(f"prev_rejected_implicit: shape {tuple(ir.shape)} differs from prev_chosen_implicit "
-                         f"{tuple(ic.shape)}")
+    ic, ir = _paired_columns("prev_chosen_implicit", prev_chosen_implicit, "prev_rejected_implicit",
+                             prev_rejected_implicit, batch)
     n_prev = ic.shape[1]
     if alphas is None:
         if n_prev:
