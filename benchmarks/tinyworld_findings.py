@@ -5,7 +5,8 @@ every one with the stage-1 policy as start and reference, and all are evaluated 
 
 - (a) Table-1-style: the RC part vs the non-RC part of the stage-2 dataset D2 (original pairs; RC w.r.t. harmless:
   ``chosen harmless >= rejected harmless``, ties allowed, vs the chosen response strictly more harmful);
-- (b) Table-2-style: vanilla (D2 original pairs), RSDPO-style (sampling, ``rc.strategy=target_only``), NRCS
+- (b) Table-2-style: vanilla (D2 original pairs), mixed (one DPO stage from the base policy over D1 and D2 at once,
+  ``configs/tiny/mixed.yaml``; DPO only), RSDPO-style (sampling, ``rc.strategy=target_only``), NRCS
   (``rc_random``), RCS (``rcs``), each with the losses in ``--losses`` (dpo; modpo / spo optional);
 - (c) the c = 0 no-conflict control (``tinyworld.conflict=0``; its own pretrained policy and stage 1): vanilla vs RCS
   (and non-RC) by default.
@@ -31,10 +32,12 @@ import time
 import numpy as np
 
 CONFIG = "configs/tiny/k2.yaml"
-MAIN_METHODS = ("rc", "nonrc", "vanilla", "rsdpo", "nrcs", "rcs")
+MAIN_METHODS = ("rc", "nonrc", "vanilla", "mixed", "rsdpo", "nrcs", "rcs")
+MIXED_CONFIG = "configs/tiny/mixed.yaml"
 SAMPLED = {"rsdpo": "target_only", "nrcs": "rc_random", "rcs": "rcs"}        # method -> stages.1.rc.strategy
 DATASET = ("rc", "nonrc", "vanilla")                                        # pairs taken from D2 as it is
 LABELS = {"rc": "D2 RC part (Table 1)", "nonrc": "D2 non-RC part (Table 1)", "vanilla": "vanilla (D2 pairs)",
+          "mixed": "mixed (D1 + D2 at once, from base)",
           "rsdpo": "RSDPO-style (target_only)", "nrcs": "NRCS (rc_random)", "rcs": "RCS"}
 # Measured by the plain-PyTorch probe (shared/notes/tinyworld-probe.md; 3 seeds, 2,048 pairs, lr 2e-4, c = 0.9).
 PROBE = {"stage1": (-0.41, 1.72), "vanilla": (-1.14, 4.44), "nonrc": (-1.45, 4.70), "rcs": (-0.55, 4.06)}
@@ -105,7 +108,16 @@ def world(tag: str, overrides: list, methods: list, losses: list, limit: int, wo
 
     files = d2_subsets(cfg, limit, os.path.join(root, "d2"))
     pairs, info = {}, {}
+    if "mixed" in methods:
+        mcfg = load_config(MIXED_CONFIG, [f"output_dir={root}/mixed", f"stages.0.data.limit={limit}", *overrides])
+        t0 = time.time()
+        res = train.run(mcfg, stage=0, progress=False)               # from the base policy, as stage 1 starts
+        timings[f"{tag}/train_mixed_dpo"] = round(time.time() - t0, 1)
+        pairs_mixed, mixed_model = res.summary["pairs"], res.model_dir
+        log(f"{tag}: trained mixed/dpo on {pairs_mixed} pairs (D1 + D2) in {timings[f'{tag}/train_mixed_dpo']} s")
     for m in methods:
+        if m == "mixed":
+            continue
         if m in DATASET:
             pairs[m] = files[m]
             continue
@@ -118,10 +130,16 @@ def world(tag: str, overrides: list, methods: list, losses: list, limit: int, wo
         log(f"{tag}: sampled {m} ({SAMPLED[m]}) in {timings[f'{tag}/sample_{m}']} s: {res.stats['pairs']} pairs, "
             f"{res.stats['failed']} failed prompts")
     for m in methods:
-        info.setdefault(m, {}).update(pair_stats(pairs[m], names))
+        if m != "mixed":
+            info.setdefault(m, {}).update(pair_stats(pairs[m], names))
 
     policies = {"base": "tinyworld:policy", "stage1": s1}
+    if "mixed" in methods:
+        policies["mixed/dpo"] = mixed_model
+        info["mixed"] = {"pairs": pairs_mixed}
     for m in methods:
+        if m == "mixed":
+            continue
         for loss in losses:
             name = f"{m}/{loss}"
             out = os.path.join(root, "train", f"{m}-{loss}")

@@ -147,6 +147,9 @@ class StageConfig:
     sample: bool = True
     rc: RCConfig = field(default_factory=RCConfig)
     train: Dict[str, Any] = field(default_factory=dict)   # this stage's overrides of the top-level ``train``
+    # More datasets trained together with ``data`` in this stage, as they are (``sample: false``, DPO): the
+    # "mixed" baseline is one stage over every objective's data.
+    mix: List[DataConfig] = field(default_factory=list)
 
 
 @dataclass

@@ -64,6 +64,17 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         if stage.objective not in names:
             c.fail(f"{key}.objective", f"{stage.objective!r} is not an objective; objectives are {names}")
         _validate_data(c, f"{key}.data", stage.data)
+        for j, extra in enumerate(stage.mix):
+            _validate_data(c, f"{key}.mix.{j}", extra)
+            if not extra.path:
+                c.fail(f"{key}.mix.{j}.path", "a mixed-in dataset needs a path")
+        if stage.mix:
+            if stage.sample:
+                c.fail(f"{key}.mix", "mixing datasets trains on them as they are: set sample: false for this stage")
+            loss = (stage.train or {}).get("loss", cfg.train.loss)
+            if loss != "dpo":
+                c.fail(f"{key}.mix", f"a mixed stage trains with loss dpo (its pairs have different targets), "
+                                     f"got {loss!r}")
         rc = stage.rc
         c.choice(f"{key}.rc.strategy", rc.strategy, STRATEGY_NAMES)
         c.finite(f"{key}.rc.margin", rc.margin)

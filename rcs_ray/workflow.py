@@ -6,7 +6,8 @@ reference. Each stage writes ``<output_dir>/stage<k>/manifest.json``: its inputs
 config, its outputs, stats and timings, step by step. A rerun skips every step whose manifest entry is done and whose
 inputs are unchanged; an interrupted training step resumes from its latest checkpoint (the trainer's own resume).
 
-Baselines are configs, not code: vanilla = every stage ``sample: false`` (the original pairs); RSDPO-style =
+Baselines are configs, not code: vanilla = every stage ``sample: false`` (the original pairs); mixed = one stage with
+``sample: false`` and every other objective's dataset under ``mix:``; RSDPO-style =
 ``rc.strategy: target_only``; NRCS = ``rc_random``; RCS = ``rcs``; ``filter_only`` keeps only the RC original pairs.
 """
 
@@ -140,6 +141,9 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
         data = resolve_path(st.data.path, cfg.tinyworld) if st.data.path else None
         base = {"config": _config_hash(_stage_config(cfg, k)), "policy": policy, "policy_fp": fingerprint(policy),
                 "data": data, "data_fp": fingerprint(data) if data else None}
+        if st.mix:
+            mixed = [resolve_path(m.path, cfg.tinyworld) for m in st.mix if m.path]
+            base["mix"] = [{"data": m, "data_fp": fingerprint(m)} for m in mixed]
         outcome = StageOutcome(stage=k + 1, objective=st.objective, policy="", manifest=manifest.path)
         pairs = None
         if st.sample:

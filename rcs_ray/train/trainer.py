@@ -100,10 +100,35 @@ def read_pairs(cfg: RunConfig, k: int, pairs: Optional[str]) -> D.TrainingPairs:
     data = resolve_data(st.data, cfg.tinyworld)
     if not data.path:
         raise RcsInputError(f"stages.{k}.data.path is required (or pass --pairs)")
+    rows = _stage_dataset(cfg, data, target)
+    if st.mix:
+        rows = _mixed(cfg, k, rows)
+    return rows
+
+
+def _stage_dataset(cfg: RunConfig, data, target: Optional[str]) -> D.TrainingPairs:
     rows = D.read_stage_pairs(data, target=target)
     if rows.reward_names and target not in rows.reward_names and len(rows.reward_names) == len(cfg.objectives):
         rows.reward_names = cfg.objective_names     # generic objective_0.. names, in config order
     return rows
+
+
+def _mixed(cfg: RunConfig, k: int, rows: D.TrainingPairs) -> D.TrainingPairs:
+    """Stage ``k``'s dataset followed by its ``mix`` datasets (the "mixed" baseline). Reward columns are kept only when
+    every part carries the same objectives (DPO does not use them)."""
+    parts = [rows]
+    for j, extra in enumerate(cfg.stages[k].mix):
+        data = resolve_data(extra, cfg.tinyworld)
+        if not data.path:
+            raise RcsInputError(f"stages.{k}.mix.{j}.path is required")
+        parts.append(_stage_dataset(cfg, data, rows.target))
+    same = all(p.reward_names == rows.reward_names for p in parts)
+    out = []
+    for p in parts:
+        for r in p.rows:
+            out.append(r if same else {c: r[c] for c in D.TEXT_COLUMNS})
+    return D.TrainingPairs(rows=out, reward_names=rows.reward_names if same else [], target=rows.target,
+                           source=" + ".join(p.source for p in parts))
 
 
 def _spo_chain(cfg: RunConfig, k: int, policy: str) -> List[str]:

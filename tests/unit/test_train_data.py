@@ -282,3 +282,39 @@ def test_spo_policy_chain(tmp_path):
     cfg = load_config(k3, [f"output_dir={tmp_path}", f"train.spo_policies=[{a},{b}]"])
     one_line(lambda: _spo_chain(cfg, 1, a), "must be the policy stage 2 starts from")
     one_line(lambda: _spo_chain(cfg, 2, b), "needs 3 models")
+
+
+def _pref_file(path, rows, scores):
+    with open(path, "w") as fh:
+        for (p, c, r), (cs, rs) in zip(rows, scores):
+            fh.write(json.dumps({"prompt": p, "chosen": c, "rejected": r, "chosen_scores": cs,
+                                 "rejected_scores": rs}) + "\n")
+    return str(path)
+
+
+def _mixed_config(tmp_path, loss="dpo", sample=False):
+    d2 = _pref_file(tmp_path / "d2.jsonl", [("p1", "a", "b"), ("p2", "c", "d")], [([0, 2], [0, 1])] * 2)
+    d1 = _pref_file(tmp_path / "d1.jsonl", [("p3", "e", "f")], [([1, 0], [0, 0])])
+    cfg = {"objectives": [{"name": "harmless", "kind": "rule", "function": "m:f"},
+                          {"name": "helpful", "kind": "rule", "function": "m:g"}],
+           "stages": [{"objective": "helpful", "sample": sample, "data": {"path": d2}, "mix": [{"path": d1}]}],
+           "train": {"loss": loss}}
+    (tmp_path / "mixed.yaml").write_text(json.dumps(cfg))
+    return load_config(str(tmp_path / "mixed.yaml"))
+
+
+def test_mixed_stage_trains_on_every_dataset_in_order(tmp_path):
+    from rcs_ray.train.trainer import read_pairs
+
+    pairs = read_pairs(_mixed_config(tmp_path), 0, None)
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in pairs.rows] == [
+        ("p1", "a", "b"), ("p2", "c", "d"), ("p3", "e", "f")]
+    assert pairs.reward_names == ["harmless", "helpful"]
+    assert pairs.rows[2]["chosen_rewards"] == [1.0, 0.0]
+    assert "d1.jsonl" in pairs.source and "d2.jsonl" in pairs.source
+
+
+@pytest.mark.parametrize("loss,sample,match", [("modpo", False, "loss dpo"), ("dpo", True, "sample: false")])
+def test_mixed_stage_needs_dpo_and_no_sampling(tmp_path, loss, sample, match):
+    with pytest.raises(RcsInputError, match=match):
+        _mixed_config(tmp_path, loss=loss, sample=sample)
