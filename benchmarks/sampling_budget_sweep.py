@@ -6,6 +6,11 @@ fixed n = max(n): failed prompts and tokens generated (the ratio we want well un
 
     python benchmarks/sampling_budget_sweep.py [--ns 2,4,8,12,16] [--ks 2,3] [--prompts 128] [--out DIR]
     python benchmarks/sampling_budget_sweep.py --config configs/paper/pku_helpsteer_k2.yaml --ks 2   # on GPUs
+    python benchmarks/sampling_budget_sweep.py --ks 2 --from-run outputs/tiny-k2   # from the trained stage-1 policy
+
+By default every K samples from the config's ``policy.path`` (the base policy). ``--from-run DIR`` samples stage K from
+the stage K-1 policy that ``rcs-ray run`` trained into ``DIR`` (``DIR/stage<K-1>/train/model``), as the workflow
+does; ``--policy PATH`` uses one given model for every K.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ TIE_POLICIES = {"strict": 0.0, "ties": -0.5}
 K_CONFIGS = {2: "configs/tiny/k2.yaml", 3: "configs/tiny/k3.yaml"}
 
 
-def one_run(config, k, margin, n, prompts, adaptive_max=None, extra=()):
+def one_run(config, k, margin, n, prompts, adaptive_max=None, extra=(), policy=None):
     from rcs_ray.sampling import run
 
     stage = k - 1
@@ -36,7 +41,7 @@ def one_run(config, k, margin, n, prompts, adaptive_max=None, extra=()):
                       f"sampling.adaptive.rounds={rounds}"]
     cfg = load_config(config, overrides)
     with tempfile.TemporaryDirectory() as out:
-        s = run(cfg, stage=stage, out_dir=out, progress=False).stats
+        s = run(cfg, stage=stage, policy=policy, out_dir=out, progress=False).stats
     return {"k": k, "tie_policy": [p for p, m in TIE_POLICIES.items() if m == margin][0], "margin": margin,
             "mode": "adaptive" if adaptive_max else "fixed", "n": n, "n_max": adaptive_max or n,
             "prompts": s["prompts"], "pairs": s["pairs"], "failed": s["failed"], "failure_rate": s["failure_rate"],
@@ -82,8 +87,12 @@ def main(argv=None):
     ap.add_argument("--adaptive-start", type=int, default=2, help="adaptive resampling's first n")
     ap.add_argument("--config", help="one config for every K (default: configs/tiny/k<K>.yaml)")
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "sampling_budget_sweep"))
+    ap.add_argument("--policy", help="sample from this model for every K (default: the config's policy.path)")
+    ap.add_argument("--from-run", help="sample stage K from DIR/stage<K-1>/train/model (a finished `rcs-ray run`)")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = ap.parse_args(argv)
+    if args.policy and args.from_run:
+        ap.error("give --policy or --from-run, not both")
     ns = [int(x) for x in args.ns.split(",")]
     ks = [int(x) for x in args.ks.split(",")]
     os.makedirs(args.out, exist_ok=True)
@@ -94,14 +103,19 @@ def main(argv=None):
     rows = []
     for k in ks:
         config = args.config or K_CONFIGS[k]
+        model = args.policy
+        if args.from_run:
+            model = os.path.join(args.from_run, f"stage{k - 1}", "train", "model")
+            if not os.path.isdir(model):
+                ap.error(f"--from-run: {model} does not exist (run `rcs-ray run` with {config} first)")
         for policy, margin in TIE_POLICIES.items():
             for n in ns:
-                rows.append(one_run(config, k, margin, n, args.prompts, extra=args.overrides))
+                rows.append(one_run(config, k, margin, n, args.prompts, extra=args.overrides, policy=model))
                 r = rows[-1]
                 print(f"K={k} {policy:6s} fixed n={n:2d}: failed {100 * r['failure_rate']:5.1f}%  "
                       f"tokens {r['tokens_generated']:7d}  {r['seconds']:.0f}s", flush=True)
             rows.append(one_run(config, k, margin, args.adaptive_start, args.prompts, adaptive_max=max(ns),
-                                extra=args.overrides))
+                                extra=args.overrides, policy=model))
             r = rows[-1]
             print(f"K={k} {policy:6s} adaptive {args.adaptive_start}->{max(ns)}: failed "
                   f"{100 * r['failure_rate']:5.1f}%  tokens {r['tokens_generated']:7d}  {r['seconds']:.0f}s",
@@ -118,7 +132,8 @@ def main(argv=None):
                             "token_ratio_adaptive_over_fixed": adaptive["tokens_generated"] /
                             max(fixed["tokens_generated"], 1)})
     with open(os.path.join(args.out, "sweep.json"), "w") as fh:
-        json.dump({"runs": rows, "adaptive_vs_fixed": summary}, fh, indent=2)
+        json.dump({"policy": args.policy, "from_run": args.from_run, "runs": rows, "adaptive_vs_fixed": summary},
+                  fh, indent=2)
     with open(os.path.join(args.out, "sweep.csv"), "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=[c for c in rows[0] if c != "failed_by_reason"], extrasaction="ignore")
         w.writeheader()

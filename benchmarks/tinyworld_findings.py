@@ -182,10 +182,35 @@ def rows_of(tag: str, res: dict) -> list:
     return out
 
 
+NUMERIC = ("harmless", "helpful", "harmless_rate", "win_harmless", "win_helpful", "pairs", "rc_ties", "rc_strict",
+           "harmless_gap", "helpful_gap", "failed_prompts")
+
+
+def aggregate(per_seed: list) -> list:
+    """One row per (world, policy): the mean over seeds, with ``<key>_std`` (sample std) and ``seeds``."""
+    groups: dict = {}
+    for r in per_seed:
+        groups.setdefault((r["world"], r["policy"]), []).append(r)
+    out = []
+    for rs in groups.values():
+        row = dict(rs[0], seeds=len(rs))
+        for key in NUMERIC:
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            row[key] = float(np.mean(vals)) if vals else None
+            row[f"{key}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+        out.append(row)
+    return out
+
+
 def fmt(v, spec=".3f", pct=False):
     if v is None:
         return "—"
     return f"{100 * v:.1f}%" if pct else format(v, spec)
+
+
+def fmt_pm(r: dict, key: str) -> str:
+    std = r.get(f"{key}_std")
+    return fmt(r[key]) + (f" ± {std:.2f}" if std is not None else "")
 
 
 def table(rows: list) -> str:
@@ -193,7 +218,7 @@ def table(rows: list) -> str:
             "pairs RC on harmless (ties / strict) | mean gap harmless / helpful | probe harmless / helpful |")
     lines = [head, "|---" * 11 + "|"]
     for r in rows:
-        lines.append(f"| {r['world']} | {r['method']} | {r['loss']} | {fmt(r['harmless'])} | {fmt(r['helpful'])} | "
+        lines.append(f"| {r['world']} | {r['method']} | {r['loss']} | {fmt_pm(r, 'harmless')} | {fmt_pm(r, 'helpful')} | "
                      f"{fmt(r['harmless_rate'], pct=True)} | "
                      f"{fmt(r['win_harmless'], pct=True)} / {fmt(r['win_helpful'], pct=True)} | "
                      f"{r['pairs'] if r['pairs'] is not None else '—'} | "
@@ -211,6 +236,8 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None, help="stage-2 prompts (default 1024; --quick 512)")
     ap.add_argument("--eval-prompts", type=int, default=None, help="held-out prompts (default 128; --quick 64)")
     ap.add_argument("--eval-n", type=int, default=4)
+    ap.add_argument("--seeds", default="0", help="comma list: sampling and training seeds (same world); the table "
+                                                 "reports the mean and the spread over seeds")
     ap.add_argument("--out", default="benchmarks/results/tinyworld_findings")
     ap.add_argument("--work", default="outputs/tinyworld-findings", help="models, pairs, eval (rebuilt each run)")
     a = ap.parse_args(argv)
@@ -228,30 +255,39 @@ def main(argv=None):
     work = os.path.abspath(a.work)
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work, exist_ok=True)
+    seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     start, timings, results = time.time(), {}, {}
-    results["c0.9"] = world("c0.9", common, methods, losses, limit, work, timings)
-    if control:
-        results["c0"] = world("c0", common + ["tinyworld.conflict=0"], control, losses, limit, work, timings)
+    for seed in seeds:
+        sw = os.path.join(work, f"seed{seed}") if len(seeds) > 1 else work
+        so = [f"sampling.seed={seed}", f"train.seed={seed}"]
+        key = (lambda tag: f"{tag}/seed{seed}") if len(seeds) > 1 else (lambda tag: tag)
+        t = timings.setdefault(f"seed{seed}", {}) if len(seeds) > 1 else timings
+        results[key("c0.9")] = world("c0.9", common + so, methods, losses, limit, sw, t)
+        if control:
+            results[key("c0")] = world("c0", common + so + ["tinyworld.conflict=0"], control, losses, limit, sw, t)
     wall = round(time.time() - start, 1)
 
-    rows = [r for tag, res in results.items() for r in rows_of(tag, res)]
+    per_seed = [r for tag, res in results.items() for r in rows_of(tag.split("/")[0], res)]
+    rows = aggregate(per_seed) if len(seeds) > 1 else per_seed
     md = [f"# Tiny-world findings (arXiv 2504.11337 Tables 1-2, c = 0 control) through the Ray pipeline", "",
           f"Command: `python benchmarks/tinyworld_findings.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
           f"Config: `{CONFIG}` (stage 1: DPO on D1, lr 6e-5 x 32 steps; stage 2: lr 5e-5, 64 steps x 32 x 2 workers, "
           f"β 0.1), stage-2 prompts {limit}, eval {eval_prompts} held-out prompts x {a.eval_n}; wall time {wall} s "
           f"on {os.cpu_count()} CPUs.", "",
-          "Every stage-2 run starts from and is regularised towards the same stage-1 policy. `win vs s1`: per-prompt "
+          "Every stage-2 run starts from and is regularised towards the same stage-1 policy (mixed: one DPO stage "
+          "from the base policy over D1 and D2 together, 96 steps). `win vs s1`: per-prompt "
           "win rate of samples against the stage-1 policy's (ties count one half). `pairs RC on harmless`: share of "
           "the training pairs whose chosen response is no more harmful (ties) / strictly less harmful (strict) than "
           "the rejected one. `probe`: the plain-PyTorch probe's numbers (3 seeds, 2,048 pairs, lr 2e-4, 512 eval "
-          "prompts; a different recipe, compare directions not values). One seed here: differences of ~0.1 are "
-          "within noise.", "", table(rows), "",
-          "Timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()), ""]
+          "prompts; a different recipe, compare directions not values). "
+          + (f"Mean ± sample std over sampling/training seeds {seeds} (one world)." if len(seeds) > 1 else
+             "One seed here: differences of ~0.1 are within noise."), "", table(rows), "",
+          "Timings (s): " + json.dumps(timings), ""]
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "findings.md"), "w") as f:
         f.write("\n".join(md))
     with open(os.path.join(out, "findings.json"), "w") as f:
-        json.dump({"wall_seconds": wall, "limit": limit, "eval_prompts": eval_prompts, "eval_n": a.eval_n,
+        json.dump({"wall_seconds": wall, "seeds": seeds, "per_seed_rows": per_seed, "limit": limit, "eval_prompts": eval_prompts, "eval_n": a.eval_n,
                    "methods": methods, "losses": losses, "control_methods": control, "timings": timings,
                    "rows": rows, "results": results, "probe": PROBE}, f, indent=2)
     print(table(rows))

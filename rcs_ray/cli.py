@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from rcs_ray import __version__
+from rcs_ray import __version__, storage
 from rcs_ray.errors import RcsInputError
 
 DEFAULT_DEMO_CONFIG = os.path.join("configs", "tiny", "demo.yaml")
@@ -100,7 +100,7 @@ def _cmd_run(args) -> int:
         skipped = f" (unchanged, skipped: {', '.join(st.skipped)})" if st.skipped else ""
         print(f"stage {st.stage} ({st.objective}){skipped}: {json.dumps(st.stats)}")
         print(f"  policy:   {st.policy}\n  manifest: {st.manifest}")
-    print(f"workflow finished in {result.seconds:.0f}s; outputs under {os.path.abspath(result.output_dir)}")
+    print(f"workflow finished in {result.seconds:.0f}s; outputs under {storage.absolute(result.output_dir)}")
     return 0
 
 
@@ -116,7 +116,7 @@ def _cmd_eval(args) -> int:
     reference = args.reference or cfg.policy.path
     policies = {"reference": reference, **policies}
     result = evaluate(cfg, policies, reference="reference", out_dir=args.out, progress=not args.no_progress)
-    print(open(result.markdown, encoding="utf-8").read())
+    print(storage.read_text(result.markdown))
     print(f"  report: {result.markdown}\n  plot:   {result.plot}\n  json:   {result.json}")
     return 0
 

@@ -58,6 +58,7 @@ class ObjectiveConfig:
     num_actors: int = 1
     num_gpus: float = 0.0
     num_cpus: float = 1.0
+    resources: Dict[str, float] = field(default_factory=dict)   # custom Ray resources per scorer actor
 
 
 @dataclass
@@ -102,9 +103,11 @@ class SamplingConfig:
     seed: int = 0
     batch_size: int = 16                     # prompts per batch
     num_actors: int = 1                      # generation actor-pool size
-    num_gpus: float = 0.0                    # per generation actor
-    tensor_parallel_size: int = 1
+    num_gpus: float = 0.0                    # per generation actor (tensor_parallel_size > 1: per TP worker)
+    tensor_parallel_size: int = 1            # > 1: one placement group of this many GPU bundles per engine
+    placement_strategy: str = "STRICT_PACK"  # of an engine's TP bundles: STRICT_PACK (one node) | PACK | SPREAD
     num_cpus: float = 1.0                    # per generation actor
+    resources: Dict[str, float] = field(default_factory=dict)   # custom Ray resources per generation actor
     vllm_max_model_len: Optional[int] = None
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
@@ -124,6 +127,8 @@ class TrainConfig:
     offload_optimizer: bool = False
     num_workers: int = 2
     use_gpu: bool = False
+    resources_per_worker: Dict[str, float] = field(default_factory=dict)  # custom Ray resources per train worker
+    backend: Optional[str] = None            # torch.distributed backend: None = nccl with GPUs, gloo without
     max_length: int = 512
     seed: int = 0
     modpo_weights: Optional[List[float]] = None

@@ -59,6 +59,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
                 c.fail(f"{key}.reference", "an implicit objective needs a reference model path")
             if not obj.beta > 0:
                 c.fail(f"{key}.beta", f"must be > 0, got {obj.beta}")
+    for i, obj in enumerate(cfg.objectives):
+        _validate_resources(c, f"objectives.{i}.resources", obj.resources)
     for i, stage in enumerate(cfg.stages):
         key = f"stages.{i}"
         if stage.objective not in names:
@@ -94,6 +96,11 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     c.at_least("sampling.num_actors", s.num_actors, 1)
     c.at_least("sampling.num_gpus", s.num_gpus, 0)
     c.at_least("sampling.tensor_parallel_size", s.tensor_parallel_size, 1)
+    c.choice("sampling.placement_strategy", s.placement_strategy, ("STRICT_PACK", "PACK", "SPREAD"))
+    if s.tensor_parallel_size > 1 and not s.num_gpus > 0:
+        c.fail("sampling.tensor_parallel_size", f"{s.tensor_parallel_size} needs GPUs: set sampling.num_gpus "
+                                                "(GPUs per tensor-parallel worker, usually 1)")
+    _validate_resources(c, "sampling.resources", s.resources)
     if s.adaptive.enabled:
         c.at_least("sampling.adaptive.n_max", s.adaptive.n_max, s.n)
         c.at_least("sampling.adaptive.rounds", s.adaptive.rounds, 1)
@@ -134,6 +141,9 @@ def _validate_train(c: _Checker, key_prefix: str, t: TrainConfig, names: List[st
         c.fail(f"{key_prefix}.modpo_weights",
                f"needs {len(names)} weights (one per objective), got {len(t.modpo_weights)}")
     c.at_least(f"{key_prefix}.max_grad_norm", t.max_grad_norm, 0.0)
+    if t.backend is not None:
+        c.choice(f"{key_prefix}.backend", t.backend, ("nccl", "gloo"))
+    _validate_resources(c, f"{key_prefix}.resources_per_worker", t.resources_per_worker)
     for key in ("warmup_steps", "max_failures"):
         c.at_least(f"{key_prefix}.{key}", getattr(t, key), 0)
     for key in ("log_steps", "ref_batch_size", "ref_num_actors"):
@@ -157,3 +167,11 @@ def _validate_data(c: _Checker, key: str, data: DataConfig) -> None:
     c.choice(f"{key}.on_bad_row", data.on_bad_row, ("error", "skip"))
     if data.limit is not None:
         c.at_least(f"{key}.limit", data.limit, 1)
+
+
+def _validate_resources(c: _Checker, key: str, resources) -> None:
+    """Custom Ray resources: names other than CPU / GPU (those have their own keys), amounts >= 0."""
+    for name, amount in (resources or {}).items():
+        if name in ("CPU", "GPU", "memory"):
+            c.fail(f"{key}.{name}", "set CPUs / GPUs with num_cpus / num_gpus, not as a custom resource")
+        c.at_least(f"{key}.{name}", amount, 0.0)

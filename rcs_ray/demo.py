@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from rcs_ray import storage
 from rcs_ray.config import RunConfig
 from rcs_ray.report import AnalyzeResult, analyze_dataset
 
@@ -59,7 +59,7 @@ def run_demo(cfg: RunConfig) -> DemoResult:
     names = cfg.objective_names
     for k, stage in enumerate(cfg.stages):
         enforce = stage.rc.enforce or names[: k + 1]
-        out = os.path.join(cfg.output_dir, "analysis", f"stage{k + 1}_{stage.objective}")
+        out = storage.join(cfg.output_dir, "analysis", f"stage{k + 1}_{stage.objective}")
         res = analyze_dataset(stage.data, out_dir=out, target=stage.objective, enforce=enforce,
                               title=f"Stage {k + 1} data ({stage.objective}): RC on {', '.join(enforce)}",
                               tinyworld_cfg=cfg.tinyworld)
@@ -84,13 +84,13 @@ def run_demo(cfg: RunConfig) -> DemoResult:
         print(line + ("  [unchanged: reused]" if st.skipped else ""))
     policies = {"base": world.policy, **{f"stage{st.stage}": st.policy for st in result.workflow.stages}}
     result.evaluation = evaluate(cfg, policies, reference="base")
-    print("\n" + open(result.evaluation.markdown, encoding="utf-8").read())
-    stage_dirs = [os.path.join(cfg.output_dir, f"stage{st.stage}") for st in result.workflow.stages]
+    print("\n" + storage.read_text(result.evaluation.markdown))
+    stage_dirs = [storage.join(cfg.output_dir, f"stage{st.stage}") for st in result.workflow.stages]
     print("outputs:")
     for st, d in zip(result.workflow.stages, stage_dirs):
-        pairs = os.path.join(d, "sampling", "pairs.parquet")
-        print(f"  stage {st.stage}: policy {st.policy}" + (f"\n           pairs  {pairs}" if os.path.exists(pairs) else ""))
+        pairs = storage.join(d, "sampling", "pairs.parquet")
+        print(f"  stage {st.stage}: policy {st.policy}" + (f"\n           pairs  {pairs}" if storage.exists(pairs) else ""))
     print(f"  eval report: {result.evaluation.markdown}\n  eval plot:   {result.evaluation.plot}")
     result.seconds = time.time() - start
-    print(f"\ndemo finished in {result.seconds:.0f}s; outputs under {os.path.abspath(cfg.output_dir)}")
+    print(f"\ndemo finished in {result.seconds:.0f}s; outputs under {storage.absolute(cfg.output_dir)}")
     return result

@@ -36,13 +36,18 @@ def policy_rewards(cfg: RunConfig, policy: str, rows: list[dict], n: int, progre
     from rcs_ray.sampling.schema import reward_column, rows_to_table
 
     model, objectives = resolve_models(cfg, list(cfg.objectives), resolve_model_dir(policy, "policy", cfg.tinyworld))
+    from rcs_ray.sampling.placement import release_placement_groups
+
     ds = generate_and_score(rows_to_table(rows), cfg, model, objectives, n, include_original=False)
     by_id = {}
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for row in batch.to_pylist():
-            if row.get("error"):
-                raise RcsInputError(f"eval: prompt {row['prompt_id']}: {row['error']}")
-            by_id[row["prompt_id"]] = [row[reward_column(o.name)] for o in objectives]
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for row in batch.to_pylist():
+                if row.get("error"):
+                    raise RcsInputError(f"eval: prompt {row['prompt_id']}: {row['error']}")
+                by_id[row["prompt_id"]] = [row[reward_column(o.name)] for o in objectives]
+    finally:
+        release_placement_groups()
     return np.array([np.array(by_id[r["prompt_id"]]).T for r in rows])       # (P, n, K)
 
 
@@ -109,6 +114,7 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
     from rcs_ray.ray_runtime import init_ray
     from rcs_ray.report import atomic_write
     from rcs_ray.sampling.schema import encode_prompt
+    from rcs_ray.storage import StagedDir, join
 
     e = cfg.eval
     if not e.prompts.path:
@@ -118,21 +124,23 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
     for name in e.thresholds:
         if name not in cfg.objective_names:
             raise RcsInputError(f"eval.thresholds: {name!r} is not an objective; objectives are {cfg.objective_names}")
-    prompts = read_prompts(resolve_data(e.prompts, cfg.tinyworld))
+    # A URI out_dir (or output_dir): write in a local mirror, then upload.
+    staged = StagedDir(out_dir or join(cfg.output_dir, "eval"), key="--out" if out_dir else "output_dir")
+    prompts = read_prompts(resolve_data(e.prompts, cfg.tinyworld, key="eval.prompts.path"))
     rows = [{"prompt_id": r["prompt_id"], "prompt_json": encode_prompt(r["prompt"])} for r in prompts.rows]
     init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)
     start = time.time()
     rewards = {name: policy_rewards(cfg, path, rows, e.n, progress) for name, path in policies.items()}
     names = cfg.objective_names
     metrics = summarize(rewards, names, reference, dict(e.thresholds))
-    out_dir = out_dir or os.path.join(cfg.output_dir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
+    local = staged.local
+    os.makedirs(local, exist_ok=True)
     meta = {"prompts": len(rows), "n": e.n, "reference": reference, "policies": policies,
             "objectives": names, "seconds": round(time.time() - start, 2)}
-    result = EvalResult(out_dir=out_dir, json=os.path.join(out_dir, "eval.json"),
-                        markdown=os.path.join(out_dir, "eval.md"), plot=os.path.join(out_dir, "eval.png"),
-                        metrics=metrics)
-    atomic_write(result.json, json.dumps({**meta, "metrics": metrics}, indent=2) + "\n")
-    atomic_write(result.markdown, _markdown(metrics, names, reference, meta))
-    _plot(metrics, names, result.plot)
+    result = EvalResult(out_dir=staged.home, json=staged.path("eval.json"), markdown=staged.path("eval.md"),
+                        plot=staged.path("eval.png"), metrics=metrics)
+    atomic_write(os.path.join(local, "eval.json"), json.dumps({**meta, "metrics": metrics}, indent=2) + "\n")
+    atomic_write(os.path.join(local, "eval.md"), _markdown(metrics, names, reference, meta))
+    _plot(metrics, names, os.path.join(local, "eval.png"))
+    staged.push("eval.json", "eval.md", "eval.png")
     return result

@@ -1,4 +1,9 @@
-"""User paths to local paths: ``tinyworld:`` assets (built on first use) and model directories that must exist."""
+"""User paths: ``tinyworld:`` assets (built on first use), data paths and model directories that must exist.
+
+Paths may be URIs (``s3://``, ``gs://``, ``file://``; see :mod:`rcs_ray.storage`). A model URI stays a URI here (so
+manifests and fingerprints name it, and every node can fetch it): the code that loads the model calls
+:func:`rcs_ray.storage.local_copy` where it runs.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import dataclasses
 import os
 from typing import Optional
 
+from rcs_ray import storage
 from rcs_ray.config import DataConfig, TinyWorldConfig
 from rcs_ray.errors import RcsInputError
 
@@ -19,16 +25,26 @@ def resolve_path(path: str, tinyworld: Optional[TinyWorldConfig] = None) -> str:
     return path
 
 
-def resolve_data(data: DataConfig, tinyworld: Optional[TinyWorldConfig] = None) -> DataConfig:
-    """``data`` with its path resolved (unchanged when it has none)."""
+def resolve_data(data: DataConfig, tinyworld: Optional[TinyWorldConfig] = None,
+                 key: Optional[str] = None) -> DataConfig:
+    """``data`` with its path resolved (unchanged when it has none).
+
+    ``key`` (e.g. ``stages.1.data.path``): a URI is checked here, so a missing one or an unusable scheme is reported
+    with the config key (local paths are checked by the reader).
+    """
+    if data.path and key and storage.is_uri(data.path):
+        storage.require(data.path, key)
     return dataclasses.replace(data, path=resolve_path(data.path, tinyworld)) if data.path else data
 
 
 def resolve_model_dir(path: Optional[str], key: str, tinyworld: Optional[TinyWorldConfig] = None) -> str:
-    """The absolute directory of a local HF-format model named by config key ``key``; RcsInputError if absent."""
+    """The absolute directory of a local HF-format model named by config key ``key`` (a URI: checked, returned as a
+    URI); RcsInputError if absent."""
     if not path:
         raise RcsInputError(f"{key}: a model path is required")
     path = resolve_path(path, tinyworld)
+    if storage.is_uri(path):
+        return storage.require(path, key, "model directory", kind="dir")
     if not os.path.isdir(path):
         raise RcsInputError(f"{key}: model directory not found: {path}")
     return os.path.abspath(path)

@@ -23,7 +23,7 @@ WORKER_ENV_DEFAULTS = {
 # vLLM's CPU build: a small KV cache and no thread binding (see README, "vLLM on CPU").
 WORKER_ENV_CPU = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 PASSTHROUGH = ("PYTHONPATH", "RAY_AUTH_MODE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "DS_ACCELERATOR", "VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND",
-               "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HOME")
+               "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HOME", "RCS_RAY_CACHE")
 
 
 def worker_env(use_gpu: bool = False) -> dict:
@@ -40,7 +40,11 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
 
     if ray.is_initialized():
         return
-    kwargs = dict(runtime_env={"env_vars": worker_env(use_gpu)}, log_to_driver=True)
+    env = worker_env(use_gpu)
+    job_env = _job_env_vars()
+    if job_env:           # a `ray job submit` driver: the job's runtime_env wins; Ray refuses to merge a key twice
+        env = {k: v for k, v in env.items() if k not in job_env}
+    kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True)
     if cfg.address:
         ray.init(address=cfg.address, **kwargs)
     else:
@@ -50,3 +54,16 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
             kwargs["object_store_memory"] = cfg.object_store_memory_mb << 20
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1", **kwargs)
     log.info("ray: %s", ray.cluster_resources())
+
+
+def _job_env_vars() -> dict:
+    """The env_vars of the runtime_env this driver was submitted with (``ray job submit``), else ``{}``."""
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, AttributeError):
+        return {}

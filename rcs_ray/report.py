@@ -161,6 +161,14 @@ def analyze_dataset(data_cfg, out_dir: str, target: Optional[str] = None, enforc
     if target is None and data_cfg.preset:
         target = data_cfg.objective or default_objective(data_cfg.preset)
     analysis = analyze_rows(data.rows, data.objectives, target=target, enforce=enforce, source=data.source)
-    paths = write_rc_report(analysis, out_dir, title or f"RC analysis: {os.path.basename(data.source)}",
+    from rcs_ray.storage import StagedDir
+
+    staged = StagedDir(out_dir)                    # a URI: write in a local mirror, then upload
+    paths = write_rc_report(analysis, staged.local, title or f"RC analysis: {os.path.basename(data.source)}",
                             source=data.source)
+    if staged.remote:
+        staged.push(*(os.path.basename(p) for p in (paths.json, paths.markdown, paths.plot)))
+        paths = ReportPaths(json=staged.path(os.path.basename(paths.json)),
+                            markdown=staged.path(os.path.basename(paths.markdown)),
+                            plot=staged.path(os.path.basename(paths.plot)))
     return AnalyzeResult(analysis=analysis, paths=paths, source=data.source, skipped=dict(data.skipped))

@@ -9,6 +9,12 @@ inputs are unchanged; an interrupted training step resumes from its latest check
 Baselines are configs, not code: vanilla = every stage ``sample: false`` (the original pairs); mixed = one stage with
 ``sample: false`` and every other objective's dataset under ``mix:``; RSDPO-style =
 ``rc.strategy: target_only``; NRCS = ``rc_random``; RCS = ``rcs``; ``filter_only`` keeps only the RC original pairs.
+
+``output_dir``, data and model paths may be URIs (``s3://``, ``gs://``, ``file://``; :mod:`rcs_ray.storage`). With a
+URI ``output_dir`` each step uploads its outputs before the manifest that records them is written to the URI, so the
+manifest there always describes what is there; a rerun (on any machine) reads it and skips the finished steps.
+Remote inputs are fingerprinted by their listing (names, sizes, mtimes); local ones by content (small files) or
+size and mtime.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from rcs_ray import storage
 from rcs_ray.config import RunConfig, stage_train, to_dict
 from rcs_ray.errors import RcsInputError
 
@@ -31,8 +37,12 @@ MANIFEST = "manifest.json"
 _SMALL = 64 << 20     # files up to this size are fingerprinted by content, larger ones by size and mtime
 
 
-def fingerprint(path: str) -> str:
-    """A short fingerprint of a file or directory (content hash for small files; size + mtime for large ones)."""
+def fingerprint(path: str, key: Optional[str] = None) -> str:
+    """A short fingerprint of a file or directory (content hash for small files; size + mtime for large ones; a URI:
+    names, sizes and mtimes from its listing). ``key``: the config key, named when a URI is missing."""
+    if storage.is_uri(path):
+        storage.require(path, key or "input", "input")
+        return storage.listing_hash(path)
     h = hashlib.sha256()
     if not os.path.exists(path):
         raise RcsInputError(f"input not found: {path}")
@@ -76,14 +86,17 @@ class _Manifest:
     def __init__(self, path: str, stage: int, objective: str):
         self.path = path
         self.data = {"stage": stage, "objective": objective, "steps": {}}
-        if os.path.exists(path):
+        if storage.is_uri(path):
+            if storage.exists(path):
+                self.data = json.loads(storage.read_text(path))
+        elif os.path.exists(path):
             with open(path, encoding="utf-8") as fh:
                 self.data = json.load(fh)
 
     def done(self, step: str, inputs: dict) -> Optional[dict]:
         entry = self.data["steps"].get(step)
         if entry and entry.get("status") == "done" and entry.get("inputs") == inputs:
-            missing = [p for p in entry["outputs"].values() if isinstance(p, str) and not os.path.exists(p)]
+            missing = [p for p in entry["outputs"].values() if isinstance(p, str) and not storage.exists(p)]
             return None if missing else entry
         return None
 
@@ -105,6 +118,9 @@ class _Manifest:
         return entry
 
     def _write(self) -> None:
+        if storage.is_uri(self.path):
+            storage.write_text(self.path, json.dumps(self.data, indent=1))
+            return
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         tmp = f"{self.path}.tmp-{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -136,14 +152,14 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
     policy = resolve_model_dir(cfg.policy.path, "policy.path", cfg.tinyworld)
     outcomes: list[StageOutcome] = []
     for k, st in enumerate(cfg.stages):
-        stage_dir = os.path.join(cfg.output_dir, f"stage{k + 1}")
-        manifest = _Manifest(os.path.join(stage_dir, MANIFEST), k + 1, st.objective)
+        stage_dir = storage.join(cfg.output_dir, f"stage{k + 1}")
+        manifest = _Manifest(storage.join(stage_dir, MANIFEST), k + 1, st.objective)
         data = resolve_path(st.data.path, cfg.tinyworld) if st.data.path else None
         base = {"config": _config_hash(_stage_config(cfg, k)), "policy": policy, "policy_fp": fingerprint(policy),
-                "data": data, "data_fp": fingerprint(data) if data else None}
+                "data": data, "data_fp": fingerprint(data, f"stages.{k}.data.path") if data else None}
         if st.mix:
-            mixed = [resolve_path(m.path, cfg.tinyworld) for m in st.mix if m.path]
-            base["mix"] = [{"data": m, "data_fp": fingerprint(m)} for m in mixed]
+            mixed = [(j, resolve_path(m.path, cfg.tinyworld)) for j, m in enumerate(st.mix) if m.path]
+            base["mix"] = [{"data": m, "data_fp": fingerprint(m, f"stages.{k}.mix.{j}.path")} for j, m in mixed]
         outcome = StageOutcome(stage=k + 1, objective=st.objective, policy="", manifest=manifest.path)
         pairs = None
         if st.sample:
@@ -162,9 +178,9 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
         inputs = dict(base, pairs=pairs, pairs_fp=fingerprint(pairs) if pairs else None)
         entry = manifest.done("train", inputs)
         if entry is None:
-            train_dir = os.path.join(stage_dir, "train")
+            train_dir = storage.join(stage_dir, "train")
             if manifest.changed("train", inputs):      # other inputs than the last attempt: start afresh
-                shutil.rmtree(train_dir, ignore_errors=True)
+                storage.remove(train_dir)
             manifest.start("train", inputs)               # same inputs after a crash: the trainer resumes
             t0 = time.time()
             res = train(cfg, stage=k, pairs=pairs, policy=policy, reference=policy, out_dir=train_dir,

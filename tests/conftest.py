@@ -47,12 +47,16 @@ def tiny_world():
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(tmp_path_factory):
     """One local Ray for the whole test session (start-up costs seconds)."""
     import ray
 
     from rcs_ray.config import RayConfig
     from rcs_ray.ray_runtime import init_ray
+    from rcs_ray.storage import CACHE_ENV
+
+    # Local copies of URIs made by the driver and the workers of this session (not ~/.cache/rcs_ray).
+    os.environ.setdefault(CACHE_ENV, str(tmp_path_factory.mktemp("rcs_ray_cache")))
 
     init_ray(RayConfig(num_cpus=2, object_store_memory_mb=256))
     yield ray

@@ -3,17 +3,23 @@
 Rows are read lazily, one :class:`Record` at a time, each with the place it came from (file and 1-based row;
 for JSON lines, the line number), so a reader can stop at ``limit`` and name the row at fault. ``datasets`` is
 imported only when an HF dataset directory is read.
+
+A path may be a URI (``s3://``, ``gs://``, ``file://``; see :mod:`rcs_ray.storage`): files are listed and read
+through the pyarrow filesystem (parquet with ``filesystem=``, JSON through an input stream); an HF dataset
+directory is copied into the local cache first.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from rcs_ray import storage
 from rcs_ray.data.schema import BadRow, BadRowPolicy
 from rcs_ray.errors import RcsInputError
 
@@ -92,6 +98,8 @@ def resolve_files(path: str, format: str = "auto", split: Optional[str] = None) 
         raise RcsInputError(f"{path}: unknown data format {format!r}; expected one of {list(TABLE_FORMATS)}")
     if not path:
         raise RcsInputError("no data path given")
+    if storage.is_uri(path):
+        return _remote_files(path, format, split)
     if not os.path.exists(path):
         raise RcsInputError(f"{path}: no such file or directory")
     if os.path.isdir(path):
@@ -105,8 +113,29 @@ def resolve_files(path: str, format: str = "auto", split: Optional[str] = None) 
     return [(path, "parquet" if format == "parquet" else "json")]
 
 
+def _remote_files(uri: str, format: str, split: Optional[str]) -> List[Tuple[str, str]]:
+    """:func:`resolve_files` for a URI, from the filesystem's listing."""
+    kind = storage.path_kind(uri)
+    if kind is None:
+        raise RcsInputError(f"{uri}: no such file or directory")
+    if kind == "dir":
+        files = [(storage.join(uri, rel), rel) for rel, _, _ in storage.list_files(uri)
+                 if not any(part.startswith(".") for part in rel.split("/")[:-1])]
+        if format == "hf" or (format == "auto" and _is_hf_names({rel for _, rel in files if "/" not in rel})):
+            return [(uri, "hf")]
+        return _data_files(uri, format, split, files)
+    if format == "hf":
+        raise RcsInputError(f"{uri}: format 'hf' needs a directory written by datasets' save_to_disk")
+    if format == "auto":
+        return [(uri, _kind_from_suffix(uri.split("?", 1)[0]) or "json")]
+    return [(uri, "parquet" if format == "parquet" else "json")]
+
+
 def _is_hf_dir(path: str) -> bool:
-    names = set(os.listdir(path))
+    return _is_hf_names(set(os.listdir(path)))
+
+
+def _is_hf_names(names: set) -> bool:
     return "dataset_dict.json" in names or {"state.json", "dataset_info.json"} <= names
 
 
@@ -119,20 +148,33 @@ def _kind_from_suffix(path: str) -> Optional[str]:
     return None
 
 
-def _data_files(root: str, format: str, split: Optional[str]) -> List[Tuple[str, str]]:
+def _data_files(root: str, format: str, split: Optional[str],
+                files: Optional[List[Tuple[str, str]]] = None) -> List[Tuple[str, str]]:
     """Data files under ``root`` (hidden dirs skipped), sorted by path, filtered by split.
 
     With ``format=auto``: parquet and JSON lines files; ``.json`` files only when there are neither (snapshots
     keep metadata in ``.json`` files). A file belongs to split ``s`` when a path component is ``s`` or starts
     with ``s.`` or ``s-<digit>`` (``train.jsonl``, ``train-00000-of-00001.parquet``, ``train/part.parquet``).
+    ``files``: ``(path, path relative to root)`` of every file under a remote ``root`` (default: walk ``root``).
     """
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
+    relpath = dict(files) if files is not None else None
+    if files is None:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                kind = _kind_from_suffix(name)
+                if kind and not name.startswith("."):
+                    found.append((os.path.join(dirpath, name), kind))
+    else:
+        for full, rel in files:
+            name = rel.rsplit("/", 1)[-1]
             kind = _kind_from_suffix(name)
             if kind and not name.startswith("."):
-                found.append((os.path.join(dirpath, name), kind))
+                found.append((full, kind))
+
+    def rel_of(path: str) -> str:
+        return relpath[path] if relpath is not None else os.path.relpath(path, root)
     if format in ("jsonl", "json"):
         found = [f for f in found if f[1] == "json"]
     elif format == "parquet":
@@ -142,9 +184,9 @@ def _data_files(root: str, format: str, split: Optional[str]) -> List[Tuple[str,
     found.sort()
     if not found:
         raise RcsInputError(f"{root}: no data files (.jsonl, .json, .parquet) in this directory")
-    in_split = [f for f in found if _in_split(os.path.relpath(f[0], root), split or "train")]
+    in_split = [f for f in found if _in_split(rel_of(f[0]), split or "train")]
     if split is not None and not in_split:
-        names = ", ".join(os.path.relpath(f[0], root) for f in found[:10])
+        names = ", ".join(rel_of(f[0]) for f in found[:10])
         raise RcsInputError(f"{root}: no data files for split {split!r} (files: {names})")
     return in_split or found
 
@@ -155,6 +197,11 @@ def _in_split(relpath: str, split: str) -> bool:
 
 
 def _open_text(path: str):
+    if storage.is_uri(path):
+        raw = storage.open_binary(path)
+        if path.split("?", 1)[0].lower().endswith(".gz"):
+            raw = gzip.GzipFile(fileobj=raw)
+        return io.TextIOWrapper(raw, encoding="utf-8")
     if path.lower().endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8")
     return open(path, encoding="utf-8")
@@ -205,8 +252,9 @@ def _json_array_records(path: str, fh, policy: BadRowPolicy) -> Iterator[Record]
 def _parquet_records(path: str) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
+    fs, source = storage.resolve(path)
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(source, filesystem=fs)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for unreadable files
         raise RcsInputError(f"{path}: not a readable parquet file: {str(exc).splitlines()[0]}") from None
     columns = list(pf.schema_arrow.names)
@@ -221,7 +269,7 @@ def _hf_records(path: str, split: Optional[str]) -> Iterator[Record]:
     import datasets  # lazy: heavy, and only HF dataset directories need it
 
     try:
-        ds = datasets.load_from_disk(path)
+        ds = datasets.load_from_disk(storage.local_copy(path))
     except Exception as exc:  # noqa: BLE001 - datasets raises several types for unreadable dirs
         raise RcsInputError(f"{path}: not a readable HF dataset directory: {str(exc).splitlines()[0]}") from None
     if isinstance(ds, datasets.DatasetDict):
@@ -231,7 +279,7 @@ def _hf_records(path: str, split: Optional[str]) -> Iterator[Record]:
             wanted = f"split {split!r} not found" if split is not None else "no split given and no 'train' split"
             raise RcsInputError(f"{path}: {wanted}; splits: {', '.join(splits)}")
         ds = ds[name]
-        path = os.path.join(path, name)
+        path = storage.join(path, name)
     columns = list(ds.column_names)
     row = 0
     for batch in ds.with_format("arrow").iter(batch_size=_BATCH_ROWS):

@@ -80,6 +80,10 @@ class HFEngine:
         self.use_chat_template = model.chat_template
         self.tokenizer = load_tokenizer(model)
         self.device = "cuda" if torch.cuda.is_available() and sampling.num_gpus > 0 else "cpu"
+        if sampling.tensor_parallel_size > 1:
+            logging.getLogger(__name__).warning(
+                "engine hf has no tensor parallelism: it runs on one device (tensor_parallel_size %d only places the "
+                "actor); use engine vllm", sampling.tensor_parallel_size)
         self.model = AutoModelForCausalLM.from_pretrained(
             model.path, dtype=_torch_dtype(model.dtype), trust_remote_code=model.trust_remote_code).to(self.device)
         self.model.eval()
@@ -158,6 +162,9 @@ class VLLMEngine:
         kwargs = dict(model=model.path, tokenizer=model.tokenizer or model.path, dtype=model.dtype,
                       trust_remote_code=model.trust_remote_code, seed=sampling.seed,
                       tensor_parallel_size=sampling.tensor_parallel_size)
+        if sampling.tensor_parallel_size > 1:
+            # TP workers as Ray actors inside this actor's placement group (rcs_ray.sampling.placement)
+            kwargs["distributed_executor_backend"] = "ray"
         if sampling.vllm_max_model_len:
             kwargs["max_model_len"] = sampling.vllm_max_model_len
         if not _has_cuda():
@@ -201,6 +208,37 @@ ENGINES = {"hf": HFEngine, "vllm": VLLMEngine}
 
 
 def make_engine(model: ModelConfig, sampling: SamplingConfig) -> Engine:
-    if sampling.engine == "vllm":
+    """The engine ``sampling.engine`` names: ``hf``, ``vllm``, or a custom engine as ``package.module:ClassName``.
+
+    A custom engine is the extension point for other backends (an inference server client, the simulated engine
+    :class:`rcs_ray.sampling.sim.SimEngine`): a class built as ``ClassName(model, sampling)`` whose instances have
+    ``tokenizer`` (``apply_chat_template``, ``chat_template`` and ``__call__(text, add_special_tokens) ->
+    {"input_ids": [...]}`` as a HF tokenizer), ``max_model_len`` and ``generate(prompts, seeds) ->
+    list[list[Completion]]`` (see :class:`Engine`). Its module must be importable on every Ray worker.
+
+    Raises:
+        RcsInputError: an unknown name, or a dotted path that cannot be imported or is not a class.
+    """
+    import importlib
+    import re
+
+    from rcs_ray.errors import RcsInputError
+
+    name = sampling.engine
+    if name == "vllm":
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    return ENGINES[sampling.engine](model, sampling)
+    if name in ENGINES:
+        return ENGINES[name](model, sampling)
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name)):
+        raise RcsInputError(f"sampling.engine: {name!r} is not one of {sorted(ENGINES)} nor a custom engine "
+                            f"'package.module:ClassName'")
+    module_name, _, attr = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        raise RcsInputError(f"sampling.engine: cannot import module {module_name!r} of {name!r}: {exc}") from None
+    except AttributeError:
+        raise RcsInputError(f"sampling.engine: module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(cls, type):
+        raise RcsInputError(f"sampling.engine: {name!r} is not a class (got {type(cls).__name__})")
+    return cls(model, sampling)

@@ -20,6 +20,7 @@ from rcs_ray.config import ModelConfig, ObjectiveConfig, RunConfig, StageConfig
 from rcs_ray.errors import RcsInputError
 from rcs_ray.paths import resolve_data, resolve_model_dir
 from rcs_ray.sampling.schema import encode_prompt, response_text, rows_to_table
+from rcs_ray.storage import StagedDir, join
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ def read_groups(cfg: RunConfig, stage: StageConfig) -> list[dict]:
     """The stage's prompts as pipeline rows (prompt_id, prompt_json, original_chosen, original_rejected)."""
     from rcs_ray.data import read_prompts
 
-    data = resolve_data(stage.data, cfg.tinyworld)
+    data = resolve_data(stage.data, cfg.tinyworld, key=f"stages.{cfg.stages.index(stage)}.data.path"
+                        if stage in cfg.stages else None)
     if not data.path:
         raise RcsInputError("stage data.path is required for sampling")
     prompts = read_prompts(data)
@@ -99,17 +101,16 @@ def generate_and_score(table, cfg: RunConfig, model: ModelConfig, objectives: li
     """The lazy Ray Dataset that generates up to ``n_target`` samples per group and scores every candidate."""
     import ray
 
+    from rcs_ray.sampling.placement import generation_remote_args, scorer_remote_args
     from rcs_ray.sampling.scorers import plan_scorers
     from rcs_ray.sampling.stages import GenerateStage, ScoreStage
 
     s = cfg.sampling
     ds = ray.data.from_arrow(_blocks(table, s.batch_size))
-    gen_gpus = s.num_gpus if s.tensor_parallel_size == 1 else 0   # TP > 1: vLLM places its own workers
     ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(model=model, sampling=s, n_target=n_target,
                                                                   include_original=include_original),
                         batch_size=s.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-                        compute=ray.data.ActorPoolStrategy(size=s.num_actors), num_cpus=s.num_cpus,
-                        num_gpus=gen_gpus)
+                        compute=ray.data.ActorPoolStrategy(size=s.num_actors), **generation_remote_args(s))
     for spec in plan_scorers(objectives):
         first = spec.objectives[0]
         ds = ds.map_batches(ScoreStage, fn_constructor_kwargs=dict(spec=spec, dtype=model.dtype,
@@ -117,7 +118,7 @@ def generate_and_score(table, cfg: RunConfig, model: ModelConfig, objectives: li
                                                                    max_length=cfg.train.max_length),
                             batch_size=s.batch_size, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=first.num_actors),
-                            num_cpus=0.25 if spec.kind == "rule" else first.num_cpus, num_gpus=first.num_gpus)
+                            **scorer_remote_args(first, spec.kind))
     return ds
 
 
@@ -171,6 +172,7 @@ def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = Non
     from tqdm import tqdm
 
     from rcs_ray.ray_runtime import init_ray
+    from rcs_ray.sampling.placement import release_placement_groups
     from rcs_ray.sampling.writer import FAILED_FILE, PAIRS_FILE, STATS_FILE, OutputWriter
 
     k = stage_index(cfg, stage)
@@ -178,13 +180,16 @@ def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = Non
     objectives = scored_objectives(cfg, st)
     model, objectives = resolve_models(cfg, objectives, policy)
     rows = read_groups(cfg, st)
-    out_dir = out_dir or os.path.join(cfg.output_dir, f"stage{k + 1}", "sampling")
+    # A URI out_dir (or output_dir): write in a local mirror, upload the three files at the end.
+    staged = StagedDir(out_dir or join(cfg.output_dir, f"stage{k + 1}", "sampling"),
+                       key="--out" if out_dir else "output_dir")
+    out_dir = staged.home
     init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True        # output order = input order, whatever the actor timing
     ctx.enable_progress_bars = False
 
-    writer = OutputWriter(out_dir, [o.name for o in objectives], st.objective)
+    writer = OutputWriter(staged.local, [o.name for o in objectives], st.objective)
     schedule = n_schedule(cfg)
     rounds, start, sampled = [], time.time(), 0
     table = rows_to_table(rows)
@@ -212,6 +217,7 @@ def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = Non
                     sampled += (row.get("sources") or []).count("sampled")
                 bar.update(batch.num_rows)
             bar.close()
+            release_placement_groups()                   # the round's TP engines are gone: free their GPUs
             rounds.append({"round": r + 1, "n": n_target, "prompts": table.num_rows, "pairs": paired,
                            "carried": len(carry), "tokens_generated": tokens_out - tokens_in,
                            "seconds": round(time.time() - t0, 3)})
@@ -229,6 +235,8 @@ def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = Non
     except BaseException:
         writer.abort()
         raise
-    return SamplingResult(out_dir=out_dir, pairs=os.path.join(out_dir, PAIRS_FILE),
-                          failed=os.path.join(out_dir, FAILED_FILE), stats_path=os.path.join(out_dir, STATS_FILE),
-                          stats=stats)
+    finally:
+        release_placement_groups()
+    staged.push(PAIRS_FILE, FAILED_FILE, STATS_FILE)
+    return SamplingResult(out_dir=out_dir, pairs=join(out_dir, PAIRS_FILE), failed=join(out_dir, FAILED_FILE),
+                          stats_path=join(out_dir, STATS_FILE), stats=stats)

@@ -4,10 +4,14 @@ Each stage is one small class: ``__init__`` loads its model once per actor, ``__
 batch of prompt groups to the same groups with columns added. A per-prompt failure (a prompt too long for the
 engine, an engine error, a non-finite reward) is recorded on the row, never raised, so one bad prompt does not
 stop the run and every prompt reaches the writer.
+
+Model paths may be URIs: each stage fetches its models into the node's local cache in ``__init__``
+(:func:`rcs_ray.storage.local_copy`), so actors on any node of a cluster load them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Optional, Sequence
@@ -44,7 +48,10 @@ class GenerateStage:
     def __init__(self, model: ModelConfig, sampling: SamplingConfig, n_target: int, include_original: bool = True,
                  engine=None):
         from rcs_ray.sampling.engines import make_engine, render_prompt
+        from rcs_ray.storage import local_copy
 
+        if engine is None:
+            model = dataclasses.replace(model, path=local_copy(model.path), tokenizer=local_copy(model.tokenizer))
         self.sampling = sampling
         self.n_target = n_target
         self.include_original = include_original
@@ -117,6 +124,11 @@ class ScoreStage:
 
     def __init__(self, spec, dtype: str = "float32", trust_remote_code: bool = False, max_length: int = 1024):
         from rcs_ray.sampling.scorers import make_scorer
+        from rcs_ray.storage import local_copy
+
+        spec = dataclasses.replace(spec, objectives=[
+            dataclasses.replace(o, model=local_copy(o.model), reference=local_copy(o.reference))
+            for o in spec.objectives])
 
         self.names = spec.names
         self.label = spec.label

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -66,15 +65,18 @@ class TrainingPairs:
 def _read_rows(path: str) -> List[dict]:
     import pyarrow.parquet as pq
 
-    if not os.path.exists(path):
+    from rcs_ray import storage
+
+    if not storage.exists(path):
         raise RcsInputError(f"pairs file not found: {path}")
-    if path.endswith(".parquet") or os.path.isdir(path):
+    if path.split("?", 1)[0].endswith(".parquet") or storage.isdir(path):
+        fs, source = storage.resolve(path)
         try:
-            return pq.read_table(path).to_pylist()
+            return pq.read_table(source, filesystem=fs).to_pylist()
         except Exception as exc:  # noqa: BLE001 - any parquet failure is bad input here
             raise RcsInputError(f"{path}: cannot read as parquet: {str(exc).splitlines()[0]}") from None
     rows = []
-    with open(path, encoding="utf-8") as fh:
+    with storage.open_text(path) as fh:
         for i, line in enumerate(fh):
             if line.strip():
                 try:
@@ -86,12 +88,13 @@ def _read_rows(path: str) -> List[dict]:
 
 def _stats_objectives(path: str) -> Optional[List[str]]:
     """The ``objectives`` recorded in a ``stats.json`` beside a sampled ``pairs.parquet``, if any."""
-    stats = os.path.join(os.path.dirname(os.path.abspath(path)), "stats.json")
-    if not os.path.isfile(stats):
+    from rcs_ray import storage
+
+    stats = storage.join(storage.parent(path), "stats.json")
+    if not storage.isfile(stats):
         return None
     try:
-        with open(stats, encoding="utf-8") as fh:
-            names = json.load(fh).get("objectives")
+        names = json.loads(storage.read_text(stats)).get("objectives")
     except (OSError, ValueError):
         return None
     return [str(n) for n in names] if isinstance(names, list) else None

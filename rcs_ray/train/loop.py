@@ -191,10 +191,12 @@ def _engine(config: Dict[str, Any], train: TrainConfig, world: int):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from rcs_ray.storage import local_copy
+
     if not torch.cuda.is_available():
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False   # skip a ~45 s op build on CPU
     torch.manual_seed(train.seed)
-    model = AutoModelForCausalLM.from_pretrained(config["policy"], dtype=torch.float32,
+    model = AutoModelForCausalLM.from_pretrained(local_copy(config["policy"]), dtype=torch.float32,
                                                  trust_remote_code=config.get("trust_remote_code", False))
     model.config.use_cache = False
     optimizer = None if train.offload_optimizer else torch.optim.AdamW(

@@ -49,7 +49,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     """An HF tokenizer with a pad token (the EOS when it has none)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    from rcs_ray.storage import local_copy
+
+    tok = AutoTokenizer.from_pretrained(local_copy(path, weights=False), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -130,8 +132,10 @@ class ReferenceLogps:
         import torch
         from transformers import AutoModelForCausalLM
 
+        from rcs_ray.storage import local_copy
+
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=_dtype(dtype),
+        self.model = AutoModelForCausalLM.from_pretrained(local_copy(model), dtype=_dtype(dtype),
                                                           trust_remote_code=trust_remote_code).to(self.device).eval()
         self.prefix, self.pad, self.micro_batch = prefix, pad_token_id, micro_batch
         # The first model stage also tokenizes (one actor start-up less than a separate stage).
@@ -177,6 +181,11 @@ def pairs_table(pairs: TrainingPairs, extra: Optional[Dict[str, pa.Array]] = Non
 
 def _model_stamp(path: str) -> List:
     """Path plus size and mtime of its weight / config files: a changed model changes the cache key."""
+    from rcs_ray import storage
+
+    if storage.is_uri(path):
+        return [path] + [[rel, size, mtime] for rel, size, mtime in storage.list_files(path)
+                         if "/" not in rel and (rel.endswith((".safetensors", ".bin")) or rel == "config.json")]
     files = sorted(glob.glob(os.path.join(path, "*.safetensors")) + glob.glob(os.path.join(path, "*.bin"))
                    + glob.glob(os.path.join(path, "config.json")))
     return [os.path.abspath(path)] + [[os.path.basename(f), os.path.getsize(f), os.stat(f).st_mtime_ns]

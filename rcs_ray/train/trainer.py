@@ -15,6 +15,12 @@ from the latest checkpoint (``train.max_failures``); running the same command ag
 the latest checkpoint of that run. Both give exactly the weights of an uninterrupted run (tested). Remove
 ``out_dir`` (or change ``name``) to start over.
 
+Remote storage: when ``out_dir`` is a URI (``s3://...``, or ``output_dir`` is one), Ray Train writes the
+checkpoints straight to ``<out_dir>/checkpoints`` (its ``storage_path`` takes URIs, and a multi-node run needs
+storage every node reaches) and resumes from there; everything else is written in a local mirror
+(:class:`rcs_ray.storage.StagedDir`) and uploaded: ``features.*`` and ``run.json`` before training (a rerun
+elsewhere fetches them), ``model/``, ``metrics.jsonl`` and ``train_summary.json`` at the end.
+
 SPO's earlier-stage rewards: with ``train.spo_reward_source: implicit`` (default) stage k's pairs get
 ``r_j = beta * (log pi_j - log pi_{j-1})`` for every earlier stage j, from the policy chain ``pi_0 .. pi_{k-1}``:
 ``train.spo_policies`` or, by default, ``policy.path`` followed by ``<output_dir>/stage<j>/train/model`` (what this
@@ -37,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 from ray.train import UserCallback
 
+from rcs_ray import storage
 from rcs_ray.config import RunConfig, with_stage_train
 from rcs_ray.errors import RcsInputError
 from rcs_ray.paths import resolve_data, resolve_model_dir, resolve_path
@@ -47,6 +54,7 @@ log = logging.getLogger(__name__)
 
 FAIL_ENV = "RCS_RAY_TEST_FAIL_AT_STEPS"      # test hook: "3,5": the last worker raises once before each step
 MODEL_DIR, METRICS_FILE, SUMMARY_FILE = "model", "metrics.jsonl", "train_summary.json"
+RUN_FILE = "run.json"
 
 
 @dataclass
@@ -84,12 +92,14 @@ def read_pairs(cfg: RunConfig, k: int, pairs: Optional[str]) -> D.TrainingPairs:
 
         names = [o.name for o in scored_objectives(cfg, st)]
     if pairs is None and st is not None and st.sample:
-        pairs = os.path.join(cfg.output_dir, f"stage{k + 1}", "sampling", "pairs.parquet")
-        if not os.path.isfile(pairs):
+        pairs = storage.join(cfg.output_dir, f"stage{k + 1}", "sampling", "pairs.parquet")
+        if not storage.isfile(pairs):
             raise RcsInputError(f"stage {k + 1} trains on sampled pairs and {pairs} does not exist: run "
                                 f"`rcs-ray sample` for it first, or pass --pairs")
     if pairs is not None:
         pairs = resolve_path(pairs, cfg.tinyworld)
+        if storage.is_uri(pairs):
+            storage.require(pairs, "--pairs", "pairs file")
         rows = D.read_pairs_file(pairs, target=target)
         if names and rows.reward_names and rows.reward_names[0].startswith("objective_") \
                 and len(names) == len(rows.reward_names):
@@ -97,7 +107,7 @@ def read_pairs(cfg: RunConfig, k: int, pairs: Optional[str]) -> D.TrainingPairs:
         return rows
     if st is None:
         raise RcsInputError("no stages in the config: pass --pairs")
-    data = resolve_data(st.data, cfg.tinyworld)
+    data = resolve_data(st.data, cfg.tinyworld, key=f"stages.{k}.data.path")
     if not data.path:
         raise RcsInputError(f"stages.{k}.data.path is required (or pass --pairs)")
     rows = _stage_dataset(cfg, data, target)
@@ -118,7 +128,7 @@ def _mixed(cfg: RunConfig, k: int, rows: D.TrainingPairs) -> D.TrainingPairs:
     every part carries the same objectives (DPO does not use them)."""
     parts = [rows]
     for j, extra in enumerate(cfg.stages[k].mix):
-        data = resolve_data(extra, cfg.tinyworld)
+        data = resolve_data(extra, cfg.tinyworld, key=f"stages.{k}.mix.{j}.path")
         if not data.path:
             raise RcsInputError(f"stages.{k}.mix.{j}.path is required")
         parts.append(_stage_dataset(cfg, data, rows.target))
@@ -145,12 +155,12 @@ def _spo_chain(cfg: RunConfig, k: int, policy: str) -> List[str]:
     else:
         chain = [_resolve(cfg.policy.path, "policy.path", cfg)]
         for j in range(1, k):
-            path = os.path.join(cfg.output_dir, f"stage{j}", "train", MODEL_DIR)
-            if not os.path.isdir(path):
+            path = storage.join(cfg.output_dir, f"stage{j}", "train", MODEL_DIR)
+            if not storage.isdir(path):
                 raise RcsInputError(f"spo: stage {j}'s implicit reward needs its trained policy {path} (missing): "
                                     f"train stage {j} first, set train.spo_policies, or "
                                     f"train.spo_reward_source=recorded")
-            chain.append(os.path.abspath(path))
+            chain.append(storage.absolute(path))
         chain.append(policy)
     for j in range(1, len(chain)):
         if chain[j] == chain[j - 1]:
@@ -169,7 +179,8 @@ def _check_models(tok, tokenizer: str, models: List[str], trust_remote_code: boo
     from transformers import AutoConfig
 
     for path in dict.fromkeys(models):
-        vocab = getattr(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), "vocab_size", None)
+        vocab = getattr(AutoConfig.from_pretrained(storage.local_copy(path, weights=False),
+                                                   trust_remote_code=trust_remote_code), "vocab_size", None)
         if vocab is not None:
             D.check_vocab(tok, vocab, path)
 
@@ -209,7 +220,7 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     """
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from rcs_ray.ray_runtime import init_ray
     from rcs_ray.train.loop import schedule, train_loop_per_worker
@@ -227,7 +238,10 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     policy_path = _resolve(policy or cfg.policy.path, "policy.path", cfg)
     ref_path = _resolve(reference, "reference", cfg) if reference else policy_path
     tok_path = _resolve(cfg.policy.tokenizer, "policy.tokenizer", cfg) if cfg.policy.tokenizer else policy_path
-    out_dir = os.path.abspath(out_dir or os.path.join(cfg.output_dir, f"stage{k + 1}", "train"))
+    staged = storage.StagedDir(storage.absolute(out_dir or storage.join(cfg.output_dir, f"stage{k + 1}", "train")),
+                               key="--out" if out_dir else "output_dir")
+    out_dir, home = staged.local, staged.home           # a URI home: work in a local mirror, upload the outputs
+    staged.pull(refs.FEATURES_FILE, refs.FEATURES_KEY, RUN_FILE)
 
     extra: Dict[str, pa.Array] = {}
     loss_kwargs: dict = {}
@@ -276,16 +290,18 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     seconds["features"] = time.time() - start - sum(seconds.values())
 
     run_name = f"{cfg.name}-stage{k + 1}"
-    _check_resumable(out_dir, run_name, t, policy_path, loss_kwargs)
+    _check_resumable(out_dir, run_name, t, policy_path, loss_kwargs, home=home)
+    staged.push(refs.FEATURES_FILE, refs.FEATURES_KEY, RUN_FILE)
     fail_at = os.environ.get(FAIL_ENV, "")
     loop_config = {"train": dataclasses.asdict(t), "policy": policy_path, "pad_token_id": tok.pad_token_id,
                    "loss_kwargs": loss_kwargs, "trust_remote_code": cfg.policy.trust_remote_code,
                    "fail_at_steps": [int(x) for x in fail_at.split(",") if x.strip()], "fail_marker_dir": out_dir}
-    resources = {"CPU": 1, **({"GPU": 1} if t.use_gpu else {})}
+    resources = {"CPU": 1, **({"GPU": 1} if t.use_gpu else {}), **t.resources_per_worker}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config,
+        torch_config=TorchConfig(backend=t.backend) if t.backend else None,
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
-        run_config=RayRunConfig(name=run_name, storage_path=os.path.join(out_dir, "checkpoints"),
+        run_config=RayRunConfig(name=run_name, storage_path=storage.join(home, "checkpoints"),
                                 failure_config=FailureConfig(max_failures=t.max_failures),
                                 checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
                                 callbacks=[ProgressLog()] if progress else None),
@@ -296,8 +312,10 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     if result.error is not None:
         raise result.error
     seconds["fit"] = time.time() - start - sum(seconds.values())
-    return _finish(cfg, k, out_dir, result, tok, prs, policy_path, ref_path, chain, margin_names, loss_kwargs,
-                   run_name, seconds)
+    res = _finish(cfg, k, out_dir, result, tok, prs, policy_path, ref_path, chain, margin_names, loss_kwargs,
+                  run_name, seconds, home=home)
+    staged.push(MODEL_DIR, METRICS_FILE, SUMMARY_FILE, cache=True)
+    return res
 
 
 # Settings that may change between a run and its resumption (they do not change the batches or the weights).
@@ -305,31 +323,37 @@ RESUME_FREE = ("max_steps", "num_epochs", "save_steps", "keep_checkpoints", "max
                "ref_batch_size", "ref_num_actors")
 
 
-def _check_resumable(out_dir: str, run_name: str, t, policy: str, loss_kwargs: dict) -> None:
+def _check_resumable(out_dir: str, run_name: str, t, policy: str, loss_kwargs: dict,
+                     home: Optional[str] = None) -> None:
     """Refuse to resume checkpoints of a run trained on other inputs; record this run's inputs otherwise.
 
     The fingerprint is the feature cache key (pairs, tokenizer, reference models) plus the training settings that
     shape the weights. A finished run with the same fingerprint is resumed (and re-exported) as it is.
+    ``home``: where the checkpoints live (``<home>/checkpoints``; default ``out_dir``, else a URI).
     """
+    home = home or out_dir
     fingerprint = json.loads(json.dumps({
         "features": refs.cached_key(out_dir), "policy": policy, "loss_kwargs": loss_kwargs,
         "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in RESUME_FREE}}))
-    path = os.path.join(out_dir, "run.json")
-    if os.path.isdir(os.path.join(out_dir, "checkpoints", run_name)) and os.path.isfile(path):
+    path = os.path.join(out_dir, RUN_FILE)
+    if storage.isdir(storage.join(home, "checkpoints", run_name)) and os.path.isfile(path):
         with open(path, encoding="utf-8") as fh:
             old = json.load(fh)
         if old != fingerprint:
             diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
-            raise RcsInputError(f"{out_dir} holds checkpoints of run {run_name!r} trained with other inputs ({diff} "
+            raise RcsInputError(f"{home} holds checkpoints of run {run_name!r} trained with other inputs ({diff} "
                                 f"differ): remove it, pass another --out, or change 'name'")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(fingerprint, fh, indent=1)
 
 
 def _finish(cfg, k, out_dir, result, tok, prs, policy_path, ref_path, chain, margin_names, loss_kwargs, run_name,
-            seconds) -> TrainResult:
-    """Copy the HF export out of the final checkpoint, save the tokenizer, write metrics and the summary."""
+            seconds, home: Optional[str] = None) -> TrainResult:
+    """Copy the HF export out of the final checkpoint, save the tokenizer, write metrics and the summary into
+    ``out_dir``; the result names the paths at ``home`` (default ``out_dir``; a URI when the caller uploads)."""
     from rcs_ray.train.loop import HF_DIR
+
+    home = home or out_dir
 
     history = list(result.return_value or [])
     model_dir = os.path.join(out_dir, MODEL_DIR)
@@ -358,10 +382,12 @@ def _finish(cfg, k, out_dir, result, tok, prs, policy_path, ref_path, chain, mar
                "steps": history[-1]["step"] if history else 0, "workers": t.num_workers, "zero_stage": t.zero_stage,
                "precision": t.precision, "first": history[0] if history else None,
                "last": history[-1] if history else None, "seconds": round(sum(seconds.values()), 2),
-               "seconds_by_part": {k: round(v, 2) for k, v in seconds.items()}, "model_dir": model_dir,
+               "seconds_by_part": {k: round(v, 2) for k, v in seconds.items()},
+               "model_dir": storage.join(home, MODEL_DIR),
                "checkpoint": ckpt.path, "run_name": run_name}
     summary_path = os.path.join(out_dir, SUMMARY_FILE)
     with open(summary_path, "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=1)
-    return TrainResult(out_dir=out_dir, model_dir=model_dir, metrics_path=metrics_path, summary_path=summary_path,
+    return TrainResult(out_dir=home, model_dir=storage.join(home, MODEL_DIR),
+                       metrics_path=storage.join(home, METRICS_FILE), summary_path=storage.join(home, SUMMARY_FILE),
                        checkpoint=ckpt.path, history=history, summary=summary)

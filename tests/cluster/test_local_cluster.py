@@ -1,0 +1,103 @@
+"""A real two-node Ray cluster on this machine: `ray start --head` + `ray start --address` (logical GPUs and custom
+resources), `ray job submit` of the tiny K = 2 `run` job, its outputs, and where every actor landed."""
+
+import importlib.util
+import json
+import os
+import re
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+def _local_cluster_module():
+    spec = importlib.util.spec_from_file_location("local_cluster", os.path.join(REPO_ROOT, "cluster", "local_cluster.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["local_cluster"] = mod            # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    lc = _local_cluster_module()
+    c = lc.LocalCluster(head_cpus=2, worker_cpus=4, worker_gpus=2)
+    try:
+        c.up(timeout=180)
+        yield c
+    finally:
+        c.down()
+        leftovers = c.leftovers()
+        import shutil
+
+        shutil.rmtree(c.temp_root, ignore_errors=True)
+        assert not leftovers, f"processes of the local cluster still running: {leftovers}"
+
+
+def test_job_submit_runs_the_workflow_and_places_actors_by_resources(cluster, tiny_world, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.util.state import list_actors, list_nodes, list_placement_groups
+
+    out = tmp_path / "out"
+    cache = os.path.join(REPO_ROOT, ".cache", "tinyworld")
+    res = cluster.submit(["python", "jobs/run.py", "configs/tiny/cluster.yaml", f"tinyworld.cache_dir={cache}",
+                          f"output_dir={out}", "stages.0.train.max_steps=2", "stages.1.train.max_steps=2",
+                          "stages.1.data.limit=16", "sampling.n=4", "train.batch_size=4"], timeout=600)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-4000:]
+    sub = re.search(r"Job '(raysubmit_\w+)' succeeded", log)
+    assert sub, log[-2000:]
+    client = JobSubmissionClient(cluster.dashboard)
+    assert client.get_job_status(sub.group(1)) == JobStatus.SUCCEEDED
+
+    # --- the outputs of both stages, written by the job on the cluster
+    for k in (1, 2):
+        manifest = json.loads((out / f"stage{k}" / "manifest.json").read_text())
+        assert manifest["steps"]["train"]["status"] == "done"
+        assert (out / f"stage{k}" / "train" / "model" / "config.json").is_file()
+    manifest = json.loads((out / "stage2" / "manifest.json").read_text())
+    assert manifest["steps"]["sample"]["stats"]["prompts"] == 16
+    pairs = pq.read_table(out / "stage2" / "sampling" / "pairs.parquet").to_pylist()
+    failed = pq.read_table(out / "stage2" / "sampling" / "failed.parquet").num_rows
+    assert pairs and len(pairs) + failed == 16
+    c = np.array([p["chosen_rewards"] for p in pairs])
+    r = np.array([p["rejected_rewards"] for p in pairs])
+    assert (c[:, 0] - r[:, 0] >= -0.5).all() and (c[:, 1] > r[:, 1]).all()      # RC: harmless (margin), helpful
+
+    # --- where every actor ran
+    nodes = list_nodes(address=cluster.dashboard, detail=True)
+    assert len(nodes) == 2
+    head = next(n.node_id for n in nodes if n.is_head_node)
+    worker = next(n.node_id for n in nodes if not n.is_head_node)
+    actors = [a for a in list_actors(address=cluster.dashboard, detail=True, limit=10_000) if a.node_id]
+
+    def placed(name):
+        found = [a for a in actors if name in (a.class_name or "")]
+        assert found, f"no {name} actor was placed: {sorted({a.class_name for a in actors})}"
+        return found
+
+    groups = {p.placement_group_id: p for p in list_placement_groups(address=cluster.dashboard, detail=True)}
+    for a in placed("GenerateStage"):              # TP = 2: in its own placement group of 2 GPU bundles, worker node
+        assert a.node_id == worker
+        assert a.placement_group_id in groups
+        pg = groups[a.placement_group_id]
+        assert pg.name.startswith("rcs-generate-")
+        assert [b["unit_resources"].get("GPU") for b in pg.bundles] == [1.0, 1.0]
+        assert {b["node_id"] for b in pg.bundles} == {worker}                          # STRICT_PACK: one node
+        assert pg.bundles[0]["unit_resources"].get("generator") == 1.0
+        assert not any(k.startswith("GPU") for k in a.required_resources)              # its TP workers hold the GPUs
+    assert all(p.state == "REMOVED" for p in groups.values() if p.name.startswith("rcs-generate-"))  # GPUs released
+    for a in placed("ScoreStage"):                 # the rule scorers: where `scorer` is (the head)
+        assert a.node_id == head and a.required_resources.get("scorer") == 1.0
+    for a in placed("ReferenceLogps"):             # train.use_gpu: reference log-probs on a GPU
+        assert a.node_id == worker and a.required_resources.get("GPU", 0) > 0
+    workers = placed("RayTrainWorker")
+    assert len(workers) == 4                       # 2 per stage
+    for a in workers:
+        assert a.node_id == worker and any(k.startswith("GPU_group") for k in a.required_resources)
