@@ -86,7 +86,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         if rc.weights is not None and len(rc.weights) != len(names):
             c.fail(f"{key}.rc.weights", f"needs {len(names)} weights (one per objective), got {len(rc.weights)}")
     s = cfg.sampling
-    c.choice("sampling.engine", s.engine, ENGINES)
+    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", str(s.engine)):     # else a custom engine class
+        c.choice("sampling.engine", s.engine, ENGINES)
     c.at_least("sampling.n", s.n, 1)
     c.at_least("sampling.temperature", s.temperature, 0.0)
     if not 0 < s.top_p <= 1:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -132,7 +131,10 @@ def build_dataset(table, cfg: RunConfig, model: ModelConfig, objectives: list[Ob
     ds = generate_and_score(table, cfg, model, objectives, n_target, include_original=stage.rc.include_original)
     return ds.map_batches(RCFilterStage, fn_constructor_kwargs=dict(
         objectives=[o.name for o in objectives], target=stage.objective, rc_cfg=stage.rc, seed=cfg.sampling.seed),
-        batch_size=cfg.sampling.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=1),
+        batch_size=cfg.sampling.batch_size, batch_format="pyarrow",
+        # RC selection is per row (its RNG is seeded by prompt id), so the pool may grow with the engines: one RC
+        # actor falls behind ~32 engines (benchmarks/scale_sim.py)
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, -(-cfg.sampling.num_actors // 8))),
         num_cpus=0.25)
 
 

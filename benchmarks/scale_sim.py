@@ -1,0 +1,488 @@
+"""Scale by simulation: the real sampling pipeline with 1..64 simulated generation engines on logical GPUs.
+
+Every point is a real run of ``rcs_ray.sampling.pipeline.run`` (the code path of ``rcs-ray sample``: generate ->
+score -> RC filter -> driver-side writer) with ``sampling.engine=rcs_ray.sampling.sim:SimEngine`` (sleeps generated
+tokens / engine tokens/s; one engine per actor, each asking ``num_gpus=1`` of a Ray started with as many logical
+GPUs) and the simulated rule rewards of ``rcs_ray.sampling.sim`` (sleep (prompt + response tokens) / scorer
+tokens/s). Prompts scale with the actors (``--batches-per-actor`` batches each). Per point it reports
+
+- efficiency = achieved / ideal candidates/s, ideal = actors x engine tokens/s / mean tokens per candidate, from the
+  first generate call to the last row written (``e2e``: over the whole run, actor start-up in);
+- where the time went: the generation phase and the drain after it, split by stage (how long the scorer pool, the RC
+  actor and the driver ran on after the stage before them finished, from Ray Data's per-operator stats); the
+  prompts/s each later stage delivered while active vs the prompts/s the ideal rate needs; the engines' own call
+  logs (busy / start ramp / gaps between calls / tail); Ray Data back-pressure and spilling; the driver loop's and
+  the writer's time; the host's CPU use (this host runs every actor).
+
+Writes ``scale_sim.json``, ``scale_sim.csv`` and ``scale_sim.png`` under ``--out``.
+
+    python benchmarks/scale_sim.py [--actors 1,2,4,8,16,32,64] [--batches-per-actor 3] [--tokens-per-s 2000]
+    python benchmarks/scale_sim.py --actors 16 --gen-per-scorer 16        # an undersized scorer pool: it stalls
+    python benchmarks/scale_sim.py --from-json benchmarks/results/scale_sim/scale_sim.json   # re-render only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+
+SIM_ENGINE = "rcs_ray.sampling.sim:SimEngine"
+
+
+def write_inputs(work: str, prompts: int, prompt_tokens: int) -> str:
+    """A jsonl of ``prompts`` synthetic prompts of ``prompt_tokens`` words, each with an original pair."""
+    path = os.path.join(work, "prompts.jsonl")
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(prompts):
+            words = " ".join(f"w{(i * 7 + j) % 997}" for j in range(prompt_tokens - 1))
+            fh.write(json.dumps({"prompt": f"q{i} {words}", "chosen": f"chosen answer {i}",
+                                 "rejected": f"rejected answer {i}"}) + "\n")
+    return path
+
+
+def make_config(work: str, data: str, args, actors: int, scorers: int, overrides=()):
+    """The run config: two conflicting simulated rule objectives, stage 2 samples and RC-selects on them."""
+    from rcs_ray.config import load_config
+    from rcs_ray.errors import RcsInputError
+
+    os.makedirs(os.path.join(work, "policy"), exist_ok=True)          # the sim engine loads nothing from it
+    path = os.path.join(work, "config.yaml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(f"""name: scale-sim
+output_dir: {work}/out
+policy: {{path: {work}/policy}}
+objectives:
+  - {{name: a, kind: rule, function: "rcs_ray.sampling.sim:reward_a", num_actors: {scorers}}}
+  - {{name: b, kind: rule, function: "rcs_ray.sampling.sim:reward_b"}}
+stages:
+  - {{objective: a, sample: false, data: {{path: {data}}}}}
+  - {{objective: b, data: {{path: {data}}}, rc: {{strategy: rcs, margin: 0.0}}}}
+sampling: {{n: {args.n}, max_tokens: {args.max_tokens}, batch_size: {args.batch_size}, num_actors: {actors},
+           num_gpus: 1, num_cpus: 1}}
+""")
+    try:      # the dotted-path engine through the config, where its validation accepts one
+        return load_config(path, [f"sampling.engine={SIM_ENGINE}", *overrides])
+    except RcsInputError as exc:
+        if "sampling.engine" not in str(exc):
+            raise
+    cfg = load_config(path, list(overrides))
+    cfg.sampling.engine = SIM_ENGINE   # make_engine resolves it; only the config check predates dotted paths
+    return cfg
+
+
+class Probe:
+    """Instruments one pipeline run without changing it: the datasets it builds (for Ray Data's stats), the time
+    the driver spends blocked in ``iter_batches`` vs in its own loop, and the writer's own time."""
+
+    def __init__(self):
+        import rcs_ray.sampling.pipeline as pipeline
+        import rcs_ray.sampling.writer as writer
+
+        self.pipeline, self.writer = pipeline, writer
+        self.datasets, self.blocked, self.driver, self.writer_s, self.t_end = [], 0.0, 0.0, 0.0, None
+
+    def __enter__(self):
+        probe = self
+        self.orig_build, self.orig_writer = self.pipeline.build_dataset, self.writer.OutputWriter
+
+        def build_dataset(*a, **k):
+            ds = probe.orig_build(*a, **k)
+            probe.datasets.append(ds)
+            inner = ds.iter_batches
+
+            def iter_batches(*ia, **ik):
+                it = iter(inner(*ia, **ik))
+                while True:
+                    t0 = time.perf_counter()
+                    try:
+                        batch = next(it)
+                    except StopIteration:
+                        probe.blocked += time.perf_counter() - t0
+                        probe.t_end = time.perf_counter()
+                        return
+                    t1 = time.perf_counter()
+                    probe.blocked += t1 - t0
+                    yield batch
+                    probe.driver += time.perf_counter() - t1
+
+            ds.iter_batches = iter_batches
+            return ds
+
+        def timed(method):
+            def wrapper(*a):
+                t0 = time.perf_counter()
+                try:
+                    return method(*a)
+                finally:
+                    probe.writer_s += time.perf_counter() - t0
+            return wrapper
+
+        TimedWriter = type("TimedWriter", (self.orig_writer,), {
+            name: timed(getattr(self.orig_writer, name)) for name in ("account", "write_pair", "write_failed")})
+        self.pipeline.build_dataset, self.writer.OutputWriter = build_dataset, TimedWriter
+        return self
+
+    def __exit__(self, *exc):
+        self.pipeline.build_dataset, self.writer.OutputWriter = self.orig_build, self.orig_writer
+
+    def operators(self) -> dict:
+        """Ray Data's per-operator stats, summed over the run's datasets (rounds); times on ``perf_counter``."""
+        ops: dict = {}
+
+        def walk(summary):
+            for parent in summary.parents:
+                walk(parent)
+            m = summary.extra_metrics or {}
+            for op in summary.operators_stats:
+                name = op.operator_name.replace("MapBatches(", "").rstrip(")")
+                d = ops.setdefault(name, {"wall_s": 0.0, "task_wall_s": 0.0, "task_cpu_s": 0.0, "rows": 0,
+                                          "submission_backpressure_s": 0.0, "task_scheduling_s": 0.0,
+                                          "start": math.inf, "end": -math.inf})
+                d["wall_s"] += op.time_total_s or 0.0
+                d["task_wall_s"] += op.wall_time.sum if op.wall_time else 0.0
+                d["task_cpu_s"] += op.cpu_time.sum if op.cpu_time else 0.0
+                d["rows"] += op.output_num_rows.sum if op.output_num_rows else 0
+                d["start"] = min(d["start"], op.earliest_start_time or math.inf)
+                d["end"] = max(d["end"], op.latest_end_time or -math.inf)
+                if len(summary.operators_stats) == 1:
+                    d["submission_backpressure_s"] += m.get("task_submission_backpressure_time", 0.0) or 0.0
+                    d["task_scheduling_s"] += m.get("task_scheduling_time_s", 0.0) or 0.0
+
+        spilled = 0
+        for ds in self.datasets:
+            summary = ds.get_stats_summary()
+            walk(summary)
+            spilled = max(spilled, summary.global_bytes_spilled or 0)
+        return {"operators": ops, "bytes_spilled": spilled}
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of the host from /proc/stat (zeros where it does not exist)."""
+    try:
+        with open("/proc/stat") as fh:
+            vals = [float(x) for x in fh.readline().split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
+    return sum(vals) - idle, sum(vals)
+
+
+def engine_timeline(log_dir: str, t_end: float, offset: float) -> dict:
+    """Generation actors' time from the engines' call logs (``time.time() - offset`` puts them on the driver's
+    ``perf_counter``), in the window [first generate call, t_end]."""
+    calls: dict = {}
+    ready = []
+    for name in os.listdir(log_dir):
+        if not name.endswith(".jsonl"):
+            continue
+        with open(os.path.join(log_dir, name)) as fh:
+            for line in fh:
+                rec = json.loads(line)
+                rec["t0"], rec["t1"] = rec["t0"] - offset, rec["t1"] - offset
+                if rec["event"] == "ready":
+                    ready.append(rec)
+                else:
+                    calls.setdefault(rec["pid"], []).append(rec)
+    if not calls:
+        return {}
+    t0 = min(c["t0"] for cs in calls.values() for c in cs)
+    last = max(c["t1"] for cs in calls.values() for c in cs)
+    out = {"t_first_call": t0, "t_last_call": last, "busy_s": 0.0, "ramp_s": 0.0, "gaps_s": 0.0, "tail_s": 0.0,
+           "calls": 0, "engines_used": len(calls),
+           "engine_start_spread_s": (max(r["t1"] for r in ready) - min(r["t1"] for r in ready)) if ready else 0.0}
+    for cs in calls.values():
+        cs.sort(key=lambda c: c["t0"])
+        busy = sum(c["busy"] for c in cs)
+        out["busy_s"] += busy
+        out["ramp_s"] += cs[0]["t0"] - t0
+        out["gaps_s"] += (cs[-1]["t1"] - cs[0]["t0"]) - busy
+        out["tail_s"] += t_end - cs[-1]["t1"]
+        out["calls"] += len(cs)
+    return out
+
+
+def start_ray(args, actors: int, scorers: int, env: dict) -> None:
+    """A fresh local Ray per point: logical resources as on a cluster (a GPU and a CPU per engine; rule scorers ask
+    a quarter CPU) and the simulation's knobs in every worker's environment."""
+    import ray
+
+    from rcs_ray.ray_runtime import worker_env
+
+    ray.shutdown()
+    ray.init(address="local", num_cpus=actors + scorers + 2, num_gpus=actors, include_dashboard=False,
+             log_to_driver=False, logging_level="WARNING", object_store_memory=args.object_store_mb << 20,
+             runtime_env={"env_vars": {**worker_env(True), **env}})
+
+
+STAGES = (("score", "ScoreStage"), ("rc", "RCFilterStage"))
+
+
+def one_run(args, actors: int, overrides=()) -> dict:
+    import ray
+
+    from rcs_ray.sampling.pipeline import run
+
+    scorers = max(1, math.ceil(actors / args.gen_per_scorer))
+    prompts = actors * args.batches_per_actor * args.batch_size
+    work = tempfile.mkdtemp(prefix=f"scale_sim_{actors}_")
+    try:
+        log_dir = os.path.join(work, "engine_logs")
+        os.makedirs(log_dir)
+        env = {"RCS_SIM_TOKENS_PER_S": str(args.tokens_per_s), "RCS_SIM_LOAD_S": str(args.load_s),
+               "RCS_SIM_SCORE_TOKENS_PER_S": str(args.score_speedup * args.tokens_per_s),
+               "RCS_SIM_LOG_DIR": log_dir, "RCS_SIM_START_BARRIER": str(0 if args.no_barrier else actors)}
+        start_ray(args, actors, scorers, env)
+        cfg = make_config(work, write_inputs(work, prompts, args.prompt_tokens), args, actors, scorers, overrides)
+        cpu0, ru0, t0 = cpu_times(), resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        with Probe() as probe:
+            stats = run(cfg, stage=1, out_dir=os.path.join(work, "out"), progress=False).stats
+        t1, cpu1, ru1 = time.perf_counter(), cpu_times(), resource.getrusage(resource.RUSAGE_SELF)
+        offset = time.time() - time.perf_counter()
+        ops = probe.operators()
+        t_end = probe.t_end or t1
+        tl = engine_timeline(log_dir, t_end, offset)
+        ray.shutdown()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    cands, tokens = stats["candidates_sampled"], stats["tokens_generated"]
+    mean_tokens = tokens / max(cands, 1)
+    ideal = actors * args.tokens_per_s / mean_tokens
+    ideal_rows = ideal / max(cands / prompts, 1e-9)                  # prompts/s the later stages must take
+    t_first = tl.get("t_first_call", t0)
+    window = t_end - t_first
+    cap = actors * window
+    o = ops["operators"]
+    ends = {"generate": tl.get("t_last_call", t_first), **{k: o.get(name, {}).get("end", t_first)
+                                                          for k, name in STAGES}, "driver": t_end}
+    chain = ["generate", "score", "rc", "driver"]
+    row = {
+        "actors": actors, "scorer_actors": scorers, "prompts": prompts, "candidates": cands,
+        "mean_tokens_per_candidate": round(mean_tokens, 1), "pairs": stats["pairs"], "failed": stats["failed"],
+        "wall_s": stats["seconds"], "startup_s": round(t_first - t0, 2), "window_s": round(window, 2),
+        "generation_s": round(ends["generate"] - t_first, 2), "drain_s": round(t_end - ends["generate"], 2),
+        "ideal_cands_per_s": round(ideal, 1), "achieved_cands_per_s": round(cands / window, 1),
+        "efficiency": round(cands / window / ideal, 3),                 # first generate call -> last row written
+        "efficiency_e2e": round(cands / stats["seconds"] / ideal, 3),   # the whole run, actor start-up in
+        # generation actor-seconds in the window, as fractions of actors x window (they sum to 1)
+        "gen_busy": round(tl.get("busy_s", 0.0) / cap, 3), "gen_ramp": round(tl.get("ramp_s", 0.0) / cap, 3),
+        "gen_gaps": round(tl.get("gaps_s", 0.0) / cap, 3), "gen_tail": round(tl.get("tail_s", 0.0) / cap, 3),
+        "engine_start_spread_s": round(tl.get("engine_start_spread_s", 0.0), 2),
+        "driver_cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 2),
+        "writer_s": round(probe.writer_s, 3), "driver_loop_s": round(probe.driver, 3),
+        "host_cpu_util": round((cpu1[0] - cpu0[0]) / max(cpu1[1] - cpu0[1], 1e-9), 3),
+        "host_load_1min": round(os.getloadavg()[0], 1),
+        "gen_submission_backpressure_s": round(o.get("GenerateStage", {}).get("submission_backpressure_s", 0.0), 2),
+        "bytes_spilled": ops["bytes_spilled"],
+    }
+    # how long each stage kept going after the one before it finished (the drain, stage by stage)
+    for i, stage in enumerate(chain[1:], 1):
+        row[f"lag_{stage}_s"] = round(max(0.0, ends[stage] - max(ends[p] for p in chain[:i])), 2)
+    # per-row cost of each later stage (Ray Data task wall time; the driver's own loop) and its load at the ideal
+    # rate: > 1 means it cannot keep up with the engines however long the run
+    pools = {"score": scorers, "rc": 1, "driver": 1}
+    costs = {k: o.get(name, {}).get("task_wall_s", 0.0) / max(prompts, 1) for k, name in STAGES}
+    costs["driver"] = probe.driver / max(prompts, 1)
+    row["ideal_prompts_per_s"] = round(ideal_rows, 1)
+    for k, c in costs.items():
+        row[f"{k}_ms_per_prompt"] = round(1000 * c, 3)
+        row[f"{k}_capacity_prompts_per_s"] = round(pools[k] / c, 1) if c else None
+        row[f"{k}_load"] = round(ideal_rows * c / pools[k], 3)
+    for k, name in STAGES:       # what the stage delivered while it was active (its capacity, when backlogged)
+        wall = o.get(name, {}).get("wall_s", 0.0)
+        row[f"{k}_observed_prompts_per_s"] = round(o.get(name, {}).get("rows", 0) / wall, 1) if wall else None
+    row["stalls_at"] = verdict(row)
+    row["operators"] = {k: {kk: (round(vv - t_first, 3) if kk in ("start", "end") else round(vv, 3))
+                            for kk, vv in v.items()} for k, v in o.items()}
+    row["actor_seconds_by_stage"] = stats["actor_seconds_by_stage"]
+    return row
+
+
+LABELS = {"score": "scorer pool", "rc": "RC stage (1 actor)", "driver": "driver/writer"}
+
+
+def bottlenecks(r: dict) -> dict:
+    """Later stages that could not keep up: delivered (while active) under 90% of the ideal rate's prompts/s."""
+    need = r["ideal_prompts_per_s"]
+    out = {k: r[f"{k}_observed_prompts_per_s"] for k, _ in STAGES
+           if r.get(f"{k}_observed_prompts_per_s") and r[f"{k}_observed_prompts_per_s"] < 0.9 * need}
+    if r["driver_load"] > 0.9:
+        out["driver"] = r["driver_capacity_prompts_per_s"]
+    return out
+
+
+def verdict(r: dict) -> str:
+    """Where the lost time went, in a few words."""
+    slow = bottlenecks(r)
+    if slow:
+        k = min(slow, key=slow.get)
+        return (f"{LABELS[k]}: {slow[k]:.0f} prompts/s < {r['ideal_prompts_per_s']:.0f} needed; its backlog ran "
+                f"{r[f'lag_{k}_s']:.0f}s past generation")
+    if r["efficiency"] >= 0.9:
+        return "none"
+    drain = r["drain_s"] / r["window_s"]
+    losses = {"ramp": r["gen_ramp"], "gaps": r["gen_gaps"], "drain": drain, "uneven": r["gen_tail"] - drain}
+    worst = max(losses, key=losses.get)
+    if worst == "drain":
+        lags = {k: r[f"lag_{k}_s"] for k in LABELS}
+        k = max(lags, key=lags.get)
+        rate = r.get(f"{k}_observed_prompts_per_s")
+        if rate and rate < 1.05 * r["ideal_prompts_per_s"]:
+            return (f"{LABELS[k]} at its limit ({rate:.0f} of {r['ideal_prompts_per_s']:.0f} prompts/s needed): "
+                    f"{lags[k]:.0f}s of the {r['drain_s']:.0f}s drain")
+        return f"drain: the last batches through the {LABELS[k]} ({r['drain_s']:.0f}s; fixed, amortized in long runs)"
+    if worst == "gaps":
+        if r["bytes_spilled"]:
+            return "object store (spilling) -> back-pressure"
+        return "gaps between generate calls (back-pressure or per-batch overhead)"
+    if worst == "ramp":
+        return f"start ramp (engines ready over {r['engine_start_spread_s']:.1f}s)"
+    return "uneven last batches"
+
+
+COLUMNS = [("actors", "A", "{}"), ("scorer_actors", "S", "{}"), ("prompts", "prompts", "{}"),
+           ("ideal_cands_per_s", "ideal c/s", "{:.0f}"), ("achieved_cands_per_s", "got c/s", "{:.0f}"),
+           ("efficiency", "eff", "{:.2f}"), ("efficiency_e2e", "eff e2e", "{:.2f}"),
+           ("generation_s", "gen s", "{:.1f}"), ("drain", "drain s (score/rc/driver)", "{}"),
+           ("startup_s", "start-up s", "{:.0f}"), ("rates", "score / RC prompts/s (need)", "{}"),
+           ("host_cpu_util", "host cpu", "{:.2f}"), ("stalls_at", "stalls at", "{}")]
+
+
+def _cells(r: dict) -> dict:
+    return {**r, "drain": f"{r['drain_s']:.1f} ({r['lag_score_s']:.1f}/{r['lag_rc_s']:.1f}/{r['lag_driver_s']:.1f})",
+            "rates": f"{r['score_observed_prompts_per_s'] or 0:.0f} / {r['rc_observed_prompts_per_s'] or 0:.0f} "
+                     f"({r['ideal_prompts_per_s']:.0f})"}
+
+
+def table(rows) -> str:
+    head = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        cells = _cells(r)
+        lines.append("| " + " | ".join(f.format(cells[k]) for k, _, f in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r["actors"] for r in rows]
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(15, 3.9))
+    ax.plot(xs, [r["efficiency"] for r in rows], "-o", label="first generate call -> last row")
+    ax.plot(xs, [r["efficiency_e2e"] for r in rows], "--s", label="whole run (actor start-up in)")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("achieved / ideal candidates/s")
+    ax.set_title("pipeline efficiency")
+    bottom = [0.0] * len(rows)
+    drain = [r["drain_s"] / r["window_s"] for r in rows]
+    parts = (("generating", [r["gen_busy"] for r in rows]), ("start ramp", [r["gen_ramp"] for r in rows]),
+             ("gaps between calls", [r["gen_gaps"] for r in rows]),
+             ("uneven last batches", [max(0.0, r["gen_tail"] - d) for r, d in zip(rows, drain)]),
+             ("drain after generation", drain))
+    for label, vals in parts:
+        bx.bar([str(x) for x in xs], vals, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    bx.set_ylabel("share of generation actor-seconds")
+    bx.set_title("where generation time goes")
+    bx.legend(fontsize=7)
+    for key, name in STAGES:
+        cx.plot(xs, [(r[f"{key}_observed_prompts_per_s"] or 0) / r["ideal_prompts_per_s"] for r in rows], "-o",
+                label=LABELS[key])
+    cx.axhline(1.0, color="grey", lw=0.8, ls=":")
+    cx.set_ylim(0, 3)
+    cx.set_ylabel("prompts/s delivered / needed (< 1: stalls)")
+    cx.set_title("later stages vs the engines")
+    cx.legend(fontsize=7)
+    for axis in (ax, cx):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(xs, [str(x) for x in xs])
+        axis.grid(alpha=0.3)
+    for axis in (ax, bx, cx):
+        axis.set_xlabel("generation actors (logical GPUs)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--actors", default="1,2,4,8,16,32,64", help="generation actor counts (one logical GPU each)")
+    ap.add_argument("--batches-per-actor", type=int, default=3, help="prompts = actors x this x --batch-size")
+    ap.add_argument("--batch-size", type=int, default=16, help="prompts per batch (sampling.batch_size)")
+    ap.add_argument("--n", type=int, default=8, help="samples per prompt (sampling.n)")
+    ap.add_argument("--max-tokens", type=int, default=128,
+                    help="sampling.max_tokens; simulated candidates are 3/8 to 1 of it long")
+    ap.add_argument("--prompt-tokens", type=int, default=64)
+    ap.add_argument("--tokens-per-s", type=float, default=2000.0, help="generated tokens/s of one engine")
+    ap.add_argument("--score-speedup", type=float, default=20.0,
+                    help="scorer tokens/s per objective = this x --tokens-per-s (a forward pass vs decoding)")
+    ap.add_argument("--gen-per-scorer", type=float, default=3.0, help="scorer actors = ceil(actors / this)")
+    ap.add_argument("--load-s", type=float, default=0.0, help="simulated model-load seconds per engine")
+    ap.add_argument("--no-barrier", action="store_true",
+                    help="engines start when their actor does (on this host: one after another) instead of together")
+    ap.add_argument("--object-store-mb", type=int, default=2048)
+    ap.add_argument("--out", default=os.path.join("benchmarks", "results", "scale_sim"))
+    ap.add_argument("--from-json", help="re-render the table, CSV and plot of an earlier scale_sim.json (no runs)")
+    ap.add_argument("overrides", nargs="*", help="extra config overrides for every run")
+    args = ap.parse_args(argv)
+    counts = [int(x) for x in args.actors.split(",")]
+    os.makedirs(args.out, exist_ok=True)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    if args.from_json:
+        with open(args.from_json) as fh:
+            saved = json.load(fh)
+        for r in saved["runs"]:
+            r["stalls_at"] = verdict(r)
+        return report(saved["settings"], saved["runs"], saved.get("seconds"), args.out)
+    rows = []
+    print(f"engine {args.tokens_per_s:.0f} tok/s, n={args.n}, max_tokens {args.max_tokens}, batch {args.batch_size} "
+          f"prompts, {args.batches_per_actor} batches/actor, scorer {args.score_speedup:g}x the engine's tokens/s per "
+          f"objective (2 objectives), 1 scorer actor per {args.gen_per_scorer:g} engines", flush=True)
+    started = time.time()
+    for a in counts:
+        rows.append(one_run(args, a, args.overrides))
+        r = rows[-1]
+        print(f"A={a:3d}: eff {r['efficiency']:.2f} (e2e {r['efficiency_e2e']:.2f}), {r['achieved_cands_per_s']:.0f}/"
+              f"{r['ideal_cands_per_s']:.0f} candidates/s, generation {r['generation_s']:.0f}s + drain "
+              f"{r['drain_s']:.0f}s, start-up {r['startup_s']:.0f}s; stalls at: {r['stalls_at']}", flush=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "from_json")}
+    return report(settings, rows, round(time.time() - started, 1), args.out)
+
+
+def report(settings: dict, rows: list, seconds, out: str) -> list:
+    """Write scale_sim.json / .csv / .png under ``out`` and print the table."""
+    with open(os.path.join(out, "scale_sim.json"), "w") as fh:
+        json.dump({"settings": settings, "seconds": seconds, "runs": rows}, fh, indent=2)
+    flat = [c for c in rows[0] if not isinstance(rows[0][c], dict)]
+    with open(os.path.join(out, "scale_sim.csv"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=flat, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    plot(rows, os.path.join(out, "scale_sim.png"))
+    print()
+    print(table(rows))
+    print("\neff: achieved / ideal candidates/s from the first generate call to the last row written (e2e: over "
+          "the whole run, actor start-up in); ideal = actors x engine tokens/s / mean tokens per candidate. drain: "
+          "from the last generate call to the last row, and how long each later stage ran on after the one before. "
+          "score / RC prompts/s: what the scorer pool and the RC actor delivered while active (first task start "
+          "to last task end); the ideal rate needs the number in brackets. host cpu: this host's CPU use (every "
+          "actor runs on it).")
+    if seconds is not None:
+        print(f"{len(rows)} runs in {seconds:.0f}s")
+    print(f"-> {out}/scale_sim.json, scale_sim.csv, scale_sim.png")
+    return rows
+
+if __name__ == "__main__":
+    main()
