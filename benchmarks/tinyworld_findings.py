@@ -221,7 +221,7 @@ def table(rows: list) -> str:
         lines.append(f"| {r['world']} | {r['method']} | {r['loss']} | {fmt_pm(r, 'harmless')} | {fmt_pm(r, 'helpful')} | "
                      f"{fmt(r['harmless_rate'], pct=True)} | "
                      f"{fmt(r['win_harmless'], pct=True)} / {fmt(r['win_helpful'], pct=True)} | "
-                     f"{r['pairs'] if r['pairs'] is not None else '—'} | "
+                     f"{fmt(r['pairs'], '.0f')} | "
                      f"{fmt(r['rc_ties'], pct=True)} / {fmt(r['rc_strict'], pct=True)} | "
                      f"{fmt(r['harmless_gap'], '.2f')} / {fmt(r['helpful_gap'], '.2f')} | {r['probe'] or '—'} |")
     return "\n".join(lines)
