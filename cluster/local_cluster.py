@@ -85,9 +85,8 @@ class LocalCluster:
         return env
 
     def _start(self, name: str, args: List[str]) -> None:
-        ray = os.path.join(os.path.dirname(sys.executable), "ray")
         log = open(os.path.join(self.log_dir, f"{name}.log"), "w")
-        proc = subprocess.Popen([ray if os.path.exists(ray) else "ray", "start", "--block", *args],
+        proc = subprocess.Popen([_ray_cli(), "start", "--block", *args],
                                 stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
         self.pids[name] = proc.pid
 
@@ -154,9 +153,8 @@ class LocalCluster:
 
         Returns the finished ``ray job submit`` process (its stdout holds the job's log; returncode 0 = SUCCEEDED).
         """
-        ray = os.path.join(os.path.dirname(sys.executable), "ray")
         runtime_env = {"env_vars": dict(env_vars or {})}
-        cmd = [ray if os.path.exists(ray) else "ray", "job", "submit", "--address", self.dashboard,
+        cmd = [_ray_cli(), "job", "submit", "--address", self.dashboard,
                "--working-dir", working_dir, "--runtime-env-json", json.dumps(runtime_env), "--", *entrypoint]
         return subprocess.run(cmd, env=self.env(), capture_output=capture, text=True, timeout=timeout)
 
@@ -219,6 +217,12 @@ class LocalCluster:
     def __exit__(self, *exc) -> None:
         self.down()
         shutil.rmtree(self.temp_root, ignore_errors=True)
+
+
+def _ray_cli() -> str:
+    """The ``ray`` command of this interpreter's environment (else the one on PATH)."""
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    return ray if os.path.exists(ray) else "ray"
 
 
 def _alive(pid: int) -> bool:

@@ -25,6 +25,7 @@ from rcs_ray.errors import RcsInputError
 
 OBJECTIVE_KINDS = ("rule", "classifier", "multi_head", "implicit")
 ENGINES = ("hf", "vllm")
+CUSTOM_ENGINE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")   # sampling.engine: "package.module:ClassName"
 DATA_FORMATS = ("auto", "jsonl", "parquet", "hf")
 PRESETS = ("pku_saferlhf", "helpsteer2", "ultrafeedback_binarized")
 LOSS_NAMES = ("dpo", "modpo", "spo")

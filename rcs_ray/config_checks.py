@@ -9,8 +9,8 @@ import math
 import re
 from typing import List
 
-from rcs_ray.config import (DATA_FORMATS, ENGINES, LOSS_NAMES, OBJECTIVE_KINDS, PRECISIONS, PRESETS, STRATEGY_NAMES,
-                            DataConfig, RunConfig, TrainConfig, stage_train)
+from rcs_ray.config import (CUSTOM_ENGINE, DATA_FORMATS, ENGINES, LOSS_NAMES, OBJECTIVE_KINDS, PRECISIONS, PRESETS,
+                            STRATEGY_NAMES, DataConfig, RunConfig, TrainConfig, stage_train)
 from rcs_ray.errors import RcsInputError
 
 
@@ -86,7 +86,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         if rc.weights is not None and len(rc.weights) != len(names):
             c.fail(f"{key}.rc.weights", f"needs {len(names)} weights (one per objective), got {len(rc.weights)}")
     s = cfg.sampling
-    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", str(s.engine)):     # else a custom engine class
+    if not CUSTOM_ENGINE.fullmatch(str(s.engine)):     # else a custom engine class
         c.choice("sampling.engine", s.engine, ENGINES)
     c.at_least("sampling.n", s.n, 1)
     c.at_least("sampling.temperature", s.temperature, 0.0)

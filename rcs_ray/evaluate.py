@@ -112,7 +112,7 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
     from rcs_ray.data import read_prompts
     from rcs_ray.paths import resolve_data
     from rcs_ray.ray_runtime import init_ray
-    from rcs_ray.report import atomic_write
+    from rcs_ray.storage import write_text
     from rcs_ray.sampling.schema import encode_prompt
     from rcs_ray.storage import StagedDir, join
 
@@ -139,8 +139,8 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
             "objectives": names, "seconds": round(time.time() - start, 2)}
     result = EvalResult(out_dir=staged.home, json=staged.path("eval.json"), markdown=staged.path("eval.md"),
                         plot=staged.path("eval.png"), metrics=metrics)
-    atomic_write(os.path.join(local, "eval.json"), json.dumps({**meta, "metrics": metrics}, indent=2) + "\n")
-    atomic_write(os.path.join(local, "eval.md"), _markdown(metrics, names, reference, meta))
+    write_text(os.path.join(local, "eval.json"), json.dumps({**meta, "metrics": metrics}, indent=2) + "\n")
+    write_text(os.path.join(local, "eval.md"), _markdown(metrics, names, reference, meta))
     _plot(metrics, names, os.path.join(local, "eval.png"))
     staged.push("eval.json", "eval.md", "eval.png")
     return result

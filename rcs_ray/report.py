@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from rcs_ray.analysis import RCAnalysis
+from rcs_ray.storage import write_text
 
 
 @dataclass
@@ -100,18 +101,10 @@ def write_rc_report(a: RCAnalysis, out_dir: str, title: str = "RC analysis",
     paths = ReportPaths(json=os.path.join(out_dir, "rc_analysis.json"),
                         markdown=os.path.join(out_dir, "rc_report.md"),
                         plot=os.path.join(out_dir, "rc_analysis.png"))
-    atomic_write(paths.json, json.dumps({"source": source, **a.to_dict()}, indent=2) + "\n")
-    atomic_write(paths.markdown, rc_markdown(a, title, source))
+    write_text(paths.json, json.dumps({"source": source, **a.to_dict()}, indent=2) + "\n")
+    write_text(paths.markdown, rc_markdown(a, title, source))
     rc_plot(a, paths.plot, title)
     return paths
-
-
-def atomic_write(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` under a temporary name, then rename it into place."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 @dataclass

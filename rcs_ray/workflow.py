@@ -86,12 +86,8 @@ class _Manifest:
     def __init__(self, path: str, stage: int, objective: str):
         self.path = path
         self.data = {"stage": stage, "objective": objective, "steps": {}}
-        if storage.is_uri(path):
-            if storage.exists(path):
-                self.data = json.loads(storage.read_text(path))
-        elif os.path.exists(path):
-            with open(path, encoding="utf-8") as fh:
-                self.data = json.load(fh)
+        if storage.exists(path):
+            self.data = json.loads(storage.read_text(path))
 
     def done(self, step: str, inputs: dict) -> Optional[dict]:
         entry = self.data["steps"].get(step)
@@ -118,14 +114,7 @@ class _Manifest:
         return entry
 
     def _write(self) -> None:
-        if storage.is_uri(self.path):
-            storage.write_text(self.path, json.dumps(self.data, indent=1))
-            return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = f"{self.path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.data, fh, indent=1)
-        os.replace(tmp, self.path)
+        storage.write_text(self.path, json.dumps(self.data, indent=1))
 
 
 def _stage_config(cfg: RunConfig, k: int) -> dict:

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
-from rcs_ray.config import ModelConfig, SamplingConfig
+from rcs_ray.config import CUSTOM_ENGINE, ModelConfig, SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,6 @@ def make_engine(model: ModelConfig, sampling: SamplingConfig) -> Engine:
         RcsInputError: an unknown name, or a dotted path that cannot be imported or is not a class.
     """
     import importlib
-    import re
 
     from rcs_ray.errors import RcsInputError
 
@@ -229,7 +228,7 @@ def make_engine(model: ModelConfig, sampling: SamplingConfig) -> Engine:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if name in ENGINES:
         return ENGINES[name](model, sampling)
-    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name)):
+    if not (isinstance(name, str) and CUSTOM_ENGINE.fullmatch(name)):
         raise RcsInputError(f"sampling.engine: {name!r} is not one of {sorted(ENGINES)} nor a custom engine "
                             f"'package.module:ClassName'")
     module_name, _, attr = name.partition(":")

@@ -18,6 +18,7 @@ the actors exactly as on a GPU cluster (the engines fall back to CPU), which is 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from typing import Dict, List
@@ -25,7 +26,8 @@ from typing import Dict, List
 from rcs_ray.config import ObjectiveConfig, SamplingConfig
 
 _LOCK = threading.Lock()
-_GROUPS: Dict[str, list] = {}          # placement key -> placement groups created in this (driver) process
+_GROUPS: list = []                     # placement groups created in this (driver) process, not yet removed
+_SERIAL = itertools.count()            # placement-group names must be unique
 
 
 def _ray_resources(num_cpus: float, num_gpus: float, resources: Dict[str, float]) -> dict:
@@ -50,9 +52,8 @@ class _TensorParallelGroup:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         with _LOCK:
-            index = len(_GROUPS.setdefault(self.key, []))
-            pg = placement_group(self.bundles, strategy=self.strategy, name=f"rcs-generate-{self.key}-{index}")
-            _GROUPS[self.key].append(pg)
+            pg = placement_group(self.bundles, strategy=self.strategy, name=f"rcs-generate-{self.key}-{next(_SERIAL)}")
+            _GROUPS.append(pg)
         return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
             pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True)}
 
@@ -79,7 +80,7 @@ def release_placement_groups() -> List[str]:
     from ray.util import remove_placement_group
 
     with _LOCK:
-        groups = [pg for pgs in _GROUPS.values() for pg in pgs]
+        groups = list(_GROUPS)
         _GROUPS.clear()
     if groups and ray.is_initialized():
         for pg in groups:

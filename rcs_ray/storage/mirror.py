@@ -12,7 +12,8 @@ import shutil
 from typing import List, Optional
 
 from rcs_ray.storage.files import (Listing, _delete, _norm, _remove_local, _split_query, _swap_into_place,
-                                   download, exists, is_uri, join, list_files, path_kind, resolve, upload)
+                                   download, exists, is_uri, join, list_files, path_kind, resolve, upload,
+                                   write_text)
 
 CACHE_ENV = "RCS_RAY_CACHE"
 DEFAULT_CACHE = os.path.join("~", ".cache", "rcs_ray")
@@ -32,10 +33,7 @@ def _slug(uri: str) -> str:
 def remove(path: str) -> None:
     """Delete a file or directory (missing: nothing to do); for a URI, its local staging mirror too."""
     if not is_uri(path):
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.exists(path):
-            os.remove(path)
+        _remove_local(path)
         return
     fs, p = resolve(path)
     _delete(fs, p)
@@ -134,10 +132,7 @@ def _read_json(path: str):
 
 
 def _write_json(path: str, data) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data))
 
 
 # ----------------------------------------------------------------------------------------------- staged outputs
