@@ -54,7 +54,7 @@ def build_assets(root: str, n_pairs: int, max_length: int):
 
     from rcs_ray.tinyworld import world as W
     from rcs_ray.tinyworld.build import MODEL_SHAPE, build_tokenizer
-    from rcs_ray.train.logprobs import build_pair_features
+    from rcs_ray.modeling.logprobs import build_pair_features
 
     tok = build_tokenizer()
     torch.manual_seed(0)
@@ -75,7 +75,7 @@ def build_assets(root: str, n_pairs: int, max_length: int):
 
 
 def batches(feats, ref, batch: int, steps: int, pad: int):
-    from rcs_ray.train.logprobs import collate_pairs
+    from rcs_ray.modeling.logprobs import collate_pairs
 
     out = []
     for s in range(steps):
@@ -91,7 +91,7 @@ def reference_logps(policy: str, feats, pad: int):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rcs_ray.train.logprobs import collate_pairs
+    from rcs_ray.modeling.logprobs import collate_pairs
     from rcs_ray.train.loop import pair_logps
 
     model = AutoModelForCausalLM.from_pretrained(policy).eval()

@@ -20,11 +20,12 @@ from rcs_ray.config import load_config
 
 def raw_engine(cfg, model, rows):
     """Generated tokens and seconds for the engine alone (model loading excluded)."""
-    from rcs_ray.sampling.engines import make_engine, render_prompt
-    from rcs_ray.sampling.schema import decode_prompt, sample_seed
+    from rcs_ray.prompting import prompt_ids
+    from rcs_ray.sampling.engines import make_engine
+    from rcs_ray.sampling.stages import sample_seed
 
     engine = make_engine(model, cfg.sampling)
-    texts = [render_prompt(engine.tokenizer, decode_prompt(r["prompt_json"]), model.chat_template) for r in rows]
+    texts = [prompt_ids(engine.tokenizer, r["prompt"], model.chat_template) for r in rows]
     seeds = [[sample_seed(cfg.sampling.seed, r["prompt_id"], i) for i in range(cfg.sampling.n)] for r in rows]
     bs = cfg.sampling.batch_size
     engine.generate(texts[:1], [seeds[0][:1]])                      # warm-up
@@ -42,21 +43,24 @@ def main(argv=None):
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--stage", type=int, default=2, help="1-based stage whose prompts are sampled")
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "pipeline_throughput.json"))
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args(argv)
+    ap.epilog = "key=value config overrides go anywhere on the line"
+    from rcs_ray.cli import parse_with_overrides
+
+    args = parse_with_overrides(ap, argv)
     overrides = [f"stages.{args.stage - 1}.data.limit={args.prompts}", *args.overrides]
     if args.engine:
         overrides.append(f"sampling.engine={args.engine}")
     cfg = load_config(args.config, overrides)
 
     from rcs_ray.ray_runtime import init_ray, worker_env
-    from rcs_ray.sampling.pipeline import read_groups, resolve_models, run, scored_objectives
+    from rcs_ray.sampling.job import stage_job
+    from rcs_ray.sampling.pipeline import read_groups, run
 
     for key, value in worker_env(cfg.sampling.num_gpus > 0).items():
         os.environ.setdefault(key, value)
-    stage = cfg.stages[args.stage - 1]
-    model, _ = resolve_models(cfg, scored_objectives(cfg, stage), None)
-    rows = read_groups(cfg, stage)
+    k = args.stage - 1
+    model = stage_job(cfg, k).policy
+    rows, _ = read_groups(cfg.stages[k].data, cfg.tinyworld)
     raw_tokens, raw_s = raw_engine(cfg, model, rows)
     init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)       # Ray start-up is not counted against the pipeline
     with tempfile.TemporaryDirectory() as out:

@@ -89,14 +89,17 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "sampling_budget_sweep"))
     ap.add_argument("--policy", help="sample from this model for every K (default: the config's policy.path)")
     ap.add_argument("--from-run", help="sample stage K from DIR/stage<K-1>/train/model (a finished `rcs-ray run`)")
-    ap.add_argument("overrides", nargs="*", help="extra config overrides for every run")
-    args = ap.parse_args(argv)
+    ap.epilog = "key=value config overrides (for every run) go anywhere on the line"
+    from rcs_ray.cli import parse_with_overrides
+
+    args = parse_with_overrides(ap, argv)
     if args.policy and args.from_run:
         ap.error("give --policy or --from-run, not both")
     ns = [int(x) for x in args.ns.split(",")]
     ks = [int(x) for x in args.ks.split(",")]
     os.makedirs(args.out, exist_ok=True)
 
+    from rcs_ray.layout import RunLayout
     from rcs_ray.ray_runtime import init_ray
 
     init_ray(load_config(args.config or K_CONFIGS[ks[0]], args.overrides).ray)
@@ -105,7 +108,7 @@ def main(argv=None):
         config = args.config or K_CONFIGS[k]
         model = args.policy
         if args.from_run:
-            model = os.path.join(args.from_run, f"stage{k - 1}", "train", "model")
+            model = RunLayout(args.from_run).stage(k - 2).train.model     # the policy before stage k
             if not os.path.isdir(model):
                 ap.error(f"--from-run: {model} does not exist (run `rcs-ray run` with {config} first)")
         for policy, margin in TIE_POLICIES.items():

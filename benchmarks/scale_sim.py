@@ -1,9 +1,9 @@
 """Scale by simulation: the real sampling pipeline with 1..64 simulated generation engines on logical GPUs.
 
 Every point is a real run of ``rcs_ray.sampling.pipeline.run`` (the code path of ``rcs-ray sample``: generate ->
-score -> RC filter -> driver-side writer) with ``sampling.engine=rcs_ray.sampling.sim:SimEngine`` (sleeps generated
+score -> RC filter -> driver-side writer) with ``sampling.engine=benchmarks.sim:SimEngine`` (sleeps generated
 tokens / engine tokens/s; one engine per actor, each asking ``num_gpus=1`` of a Ray started with as many logical
-GPUs) and the simulated rule rewards of ``rcs_ray.sampling.sim`` (sleep (prompt + response tokens) / scorer
+GPUs) and the simulated rule rewards of ``benchmarks/sim.py`` (sleep (prompt + response tokens) / scorer
 tokens/s). Prompts scale with the actors (``--batches-per-actor`` batches each). Per point it reports
 
 - efficiency = achieved / ideal candidates/s, ideal = actors x engine tokens/s / mean tokens per candidate, from the
@@ -35,7 +35,8 @@ import time
 
 from scale_sim_report import STAGES, report, verdict   # benchmarks/ is on sys.path when run as a script
 
-SIM_ENGINE = "rcs_ray.sampling.sim:SimEngine"
+SIM_ENGINE = "benchmarks.sim:SimEngine"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_inputs(work: str, prompts: int, prompt_tokens: int) -> str:
@@ -52,7 +53,6 @@ def write_inputs(work: str, prompts: int, prompt_tokens: int) -> str:
 def make_config(work: str, data: str, args, actors: int, scorers: int, overrides=()):
     """The run config: two conflicting simulated rule objectives, stage 2 samples and RC-selects on them."""
     from rcs_ray.config import load_config
-    from rcs_ray.errors import RcsInputError
 
     os.makedirs(os.path.join(work, "policy"), exist_ok=True)          # the sim engine loads nothing from it
     path = os.path.join(work, "config.yaml")
@@ -61,22 +61,15 @@ def make_config(work: str, data: str, args, actors: int, scorers: int, overrides
 output_dir: {work}/out
 policy: {{path: {work}/policy}}
 objectives:
-  - {{name: a, kind: rule, function: "rcs_ray.sampling.sim:reward_a", num_actors: {scorers}}}
-  - {{name: b, kind: rule, function: "rcs_ray.sampling.sim:reward_b"}}
+  - {{name: a, kind: rule, function: "benchmarks.sim:reward_a", num_actors: {scorers}}}
+  - {{name: b, kind: rule, function: "benchmarks.sim:reward_b"}}
 stages:
   - {{objective: a, sample: false, data: {{path: {data}}}}}
   - {{objective: b, data: {{path: {data}}}, rc: {{strategy: rcs, margin: 0.0}}}}
 sampling: {{n: {args.n}, max_tokens: {args.max_tokens}, batch_size: {args.batch_size}, num_actors: {actors},
            num_gpus: 1, num_cpus: 1}}
 """)
-    try:      # the dotted-path engine through the config, where its validation accepts one
-        return load_config(path, [f"sampling.engine={SIM_ENGINE}", *overrides])
-    except RcsInputError as exc:
-        if "sampling.engine" not in str(exc):
-            raise
-    cfg = load_config(path, list(overrides))
-    cfg.sampling.engine = SIM_ENGINE   # make_engine resolves it; only the config check predates dotted paths
-    return cfg
+    return load_config(path, [f"sampling.engine={SIM_ENGINE}", *overrides])
 
 
 class Probe:
@@ -220,7 +213,9 @@ def start_ray(args, actors: int, scorers: int, env: dict) -> None:
     ray.shutdown()
     ray.init(address="local", num_cpus=actors + scorers + 2, num_gpus=actors, include_dashboard=False,
              log_to_driver=False, logging_level="WARNING", object_store_memory=args.object_store_mb << 20,
-             runtime_env={"env_vars": {**worker_env(True), **env}})
+             runtime_env={"env_vars": {**worker_env(True), **env,      # workers import benchmarks.sim
+                                       "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH"))
+                                                                     if p)}})
 
 
 
@@ -324,8 +319,10 @@ def main(argv=None):
     ap.add_argument("--object-store-mb", type=int, default=2048)
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "scale_sim"))
     ap.add_argument("--from-json", help="re-render the table, CSV and plot of an earlier scale_sim.json (no runs)")
-    ap.add_argument("overrides", nargs="*", help="extra config overrides for every run")
-    args = ap.parse_args(argv)
+    ap.epilog = "key=value config overrides (for every run) go anywhere on the line"
+    from rcs_ray.cli import parse_with_overrides
+
+    args = parse_with_overrides(ap, argv)
     counts = [int(x) for x in args.actors.split(",")]
     os.makedirs(args.out, exist_ok=True)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -25,13 +25,12 @@ def load_sweep():
 
 
 def sweep_argv(argv):
-    """The benchmark's argv with ``ray.address=auto`` among its overrides unless one sets ``ray.address``."""
+    """The benchmark's argv with ``ray.address=auto`` among its overrides unless one sets ``ray.address`` (the
+    benchmark takes ``key=value`` overrides anywhere on the line)."""
     argv = list(argv)
     if any(t in ("-h", "--help") for t in argv):
         return argv
-    takes_value = {"--ns", "--ks", "--prompts", "--adaptive-start", "--config", "--out"}
-    front, overrides, options = _common.split_argv(argv, takes_value)
-    return [*front, *options, *_common.with_cluster_address(overrides)]
+    return _common.with_cluster_address(argv)
 
 
 def main(argv=None):

@@ -140,25 +140,62 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+OVERRIDES_HELP = "key=value config overrides (e.g. sampling.n=16) go anywhere on the line"
+
+
+def is_override(token: str) -> bool:
+    """A ``key=value`` config override (not an option, not an option's ``--opt=value``)."""
+    key, sep, _ = token.partition("=")
+    return bool(sep) and not token.startswith("-") and bool(key.strip())
+
+
+def parse_with_overrides(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None):
+    """``parser.parse_known_args`` with every ``key=value`` left over collected into ``args.overrides`` (in order),
+    so overrides may stand before, between or after the options; anything else left over is a usage error (exit 2).
+
+    A parser whose command takes no overrides (``accepts_overrides`` false) refuses them the same way.
+    """
+    args, rest = parser.parse_known_args(argv)
+    overrides = [t for t in rest if is_override(t)]
+    stray = [t for t in rest if not is_override(t)]
+    target = getattr(args, "parser", None) or parser
+    if is_override(getattr(args, "config", None) or ""):
+        target.error(f"the config file comes first, then key=value overrides (got {args.config!r} as the config)")
+    if stray or (overrides and not getattr(args, "accepts_overrides", True)):
+        target.error(f"unrecognized arguments: {' '.join(stray or overrides)}")
+    args.overrides = list(getattr(args, "overrides", None) or []) + overrides
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rcs-ray", description="Reward Consistency Sampling for multi-objective alignment on Ray.")
+        prog="rcs-ray", description="Reward Consistency Sampling for multi-objective alignment on Ray.",
+        epilog=OVERRIDES_HELP)
     parser.add_argument("--version", action="version", version=f"rcs-ray {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
+    def command(name: str, help: str, overrides: bool = True, **kwargs):
+        p = sub.add_parser(name, help=help, parents=[verbose], epilog=OVERRIDES_HELP if overrides else None,
+                           **kwargs)
+        p.set_defaults(parser=p, accepts_overrides=overrides)
+        return p
 
     def with_config(p, default=None):
         if default:
             p.add_argument("--config", default=default, help=f"YAML config (default {default})")
         else:
             p.add_argument("config", help="YAML config, e.g. configs/tiny/k2.yaml")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sampling.n=16")
+        p.usage = f"rcs-ray {p.prog.split()[-1]} {'[--config CONFIG]' if default else 'CONFIG'} [key=value ...] " \
+                  f"[options]"
 
-    p = sub.add_parser("demo", help="the tiny-world end-to-end demo on this machine")
+    p = command("demo", "the tiny-world end-to-end demo on this machine")
     with_config(p, DEFAULT_DEMO_CONFIG)
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("analyze", help="RC analysis of a preference dataset: RC rate, conflict matrix, report")
+    p = command("analyze", "RC analysis of a preference dataset: RC rate, conflict matrix, report", overrides=False)
     p.add_argument("data", help="jsonl | parquet | HF dataset dir | dir of data files | tinyworld:data/<file>")
     p.add_argument("--preset", help="pku_saferlhf | helpsteer2 | ultrafeedback_binarized")
     p.add_argument("--objective", help="preset: the label that defines chosen/rejected (e.g. harmless)")
@@ -174,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default outputs/analyze/<data name>)")
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("sample", help="sample, score and RC-select one stage's prompts (Ray Data)")
+    p = command("sample", "sample, score and RC-select one stage's prompts (Ray Data)")
     with_config(p)
     p.add_argument("--stage", type=int, help="1-based stage (default: the first stage with sample: true)")
     p.add_argument("--policy", help="policy to sample from (default: policy.path), e.g. a stage checkpoint")
@@ -182,41 +219,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("train", help="train one stage with DPO / MODPO / SPO (Ray Train + DeepSpeed)")
+    p = command("train", "train one stage with DPO / MODPO / SPO (Ray Train + DeepSpeed)")
     with_config(p)
     p.add_argument("--stage", type=int, help="1-based stage (default 1)")
     p.add_argument("--pairs", help="pairs file (default: the stage's data, or its sampling output)")
     p.add_argument("--policy", help="policy to start from (default: policy.path)")
     p.add_argument("--reference", help="frozen reference (default: the policy it starts from)")
     p.add_argument("--out", help="output directory (default <output_dir>/stage<k>/train)")
-    p.add_argument("--no-progress", action="store_true", help="no per-step log lines")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or per-step log lines")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("run", help="the sequential RCS workflow over the K stages (resumable)")
+    p = command("run", "the sequential RCS workflow over the K stages (resumable)")
     with_config(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("eval", help="mean reward, win rate vs a reference and threshold rates on held-out prompts")
+    p = command("eval", "mean reward, win rate vs a reference and threshold rates on held-out prompts")
     with_config(p)
     p.add_argument("--policy", action="append", metavar="[NAME=]DIR", help="a policy to evaluate (repeatable)")
     p.add_argument("--reference", help="the reference policy (default: policy.path)")
     p.add_argument("--out", help="output directory (default <output_dir>/eval)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("world", help="build (or find in the cache) the tiny world and describe it")
+    p = command("world", "build (or find in the cache) the tiny world and describe it")
     with_config(p, DEFAULT_DEMO_CONFIG)
     p.set_defaults(func=_cmd_world)
 
-    p = sub.add_parser("config", help="print a config after extends and overrides, validated")
+    p = command("config", "print a config after extends and overrides, validated")
     with_config(p)
     p.set_defaults(func=_cmd_config)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_with_overrides(build_parser(), argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

@@ -18,6 +18,7 @@ from typing import Optional
 
 from rcs_ray import storage
 from rcs_ray.config import RunConfig
+from rcs_ray.layout import RunLayout
 from rcs_ray.report import AnalyzeResult, analyze_dataset
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,10 @@ def run_demo(cfg: RunConfig) -> DemoResult:
     print(describe_world(world))
     result = DemoResult(output_dir=cfg.output_dir, world_root=world.root)
     names = cfg.objective_names
+    layout = RunLayout(cfg.output_dir)
     for k, stage in enumerate(cfg.stages):
         enforce = stage.rc.enforce or names[: k + 1]
-        out = storage.join(cfg.output_dir, "analysis", f"stage{k + 1}_{stage.objective}")
+        out = layout.analysis_dir(k, stage.objective)
         res = analyze_dataset(stage.data, out_dir=out, target=stage.objective, enforce=enforce,
                               title=f"Stage {k + 1} data ({stage.objective}): RC on {', '.join(enforce)}",
                               tinyworld_cfg=cfg.tinyworld)
@@ -85,10 +87,9 @@ def run_demo(cfg: RunConfig) -> DemoResult:
     policies = {"base": world.policy, **{f"stage{st.stage}": st.policy for st in result.workflow.stages}}
     result.evaluation = evaluate(cfg, policies, reference="base")
     print("\n" + storage.read_text(result.evaluation.markdown))
-    stage_dirs = [storage.join(cfg.output_dir, f"stage{st.stage}") for st in result.workflow.stages]
     print("outputs:")
-    for st, d in zip(result.workflow.stages, stage_dirs):
-        pairs = storage.join(d, "sampling", "pairs.parquet")
+    for st in result.workflow.stages:
+        pairs = layout.stage(st.stage - 1).sampling.pairs
         print(f"  stage {st.stage}: policy {st.policy}" + (f"\n           pairs  {pairs}" if storage.exists(pairs) else ""))
     print(f"  eval report: {result.evaluation.markdown}\n  eval plot:   {result.evaluation.plot}")
     result.seconds = time.time() - start

@@ -29,24 +29,34 @@ class EvalResult:
     metrics: dict
 
 
-def policy_rewards(cfg: RunConfig, policy: str, rows: list[dict], n: int, progress: bool = False) -> np.ndarray:
-    """(P, n, K) rewards of n samples per prompt from ``policy`` on every objective of ``cfg``."""
-    from rcs_ray.paths import resolve_model_dir
-    from rcs_ray.sampling.pipeline import generate_and_score, resolve_models
-    from rcs_ray.sampling.schema import reward_column, rows_to_table
+def policy_rewards(job, rows: list[dict], chat: bool, n: int, progress: bool = False, desc: str = "eval") -> np.ndarray:
+    """(P, n, K) rewards of n samples per prompt from the job's policy on each of its K objectives.
 
-    model, objectives = resolve_models(cfg, list(cfg.objectives), resolve_model_dir(policy, "policy", cfg.tinyworld))
+    Args:
+        job: an evaluation :class:`~rcs_ray.sampling.job.SamplingJob` (:func:`rcs_ray.sampling.job.eval_job`).
+        rows: the prompt-group rows (``prompt_id``, ``prompt``) of the P held-out prompts.
+        chat: the prompts are chat messages.
+        n: samples per prompt.
+        progress: a progress bar over the prompts.
+    """
+    from tqdm import tqdm
+
+    from rcs_ray.data.pairs import group_table, reward_column
+    from rcs_ray.sampling.pipeline import score_samples
     from rcs_ray.sampling.placement import release_placement_groups
 
-    ds = generate_and_score(rows_to_table(rows), cfg, model, objectives, n, include_original=False)
+    ds = score_samples(job, group_table(rows, chat), n, include_original=False)
     by_id = {}
+    bar = tqdm(total=len(rows), desc=desc, unit="prompt", disable=not progress)
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in batch.to_pylist():
                 if row.get("error"):
                     raise RcsInputError(f"eval: prompt {row['prompt_id']}: {row['error']}")
-                by_id[row["prompt_id"]] = [row[reward_column(o.name)] for o in objectives]
+                by_id[row["prompt_id"]] = [row[reward_column(name)] for name in job.objective_names]
+            bar.update(batch.num_rows)
     finally:
+        bar.close()
         release_placement_groups()
     return np.array([np.array(by_id[r["prompt_id"]]).T for r in rows])       # (P, n, K)
 
@@ -91,6 +101,8 @@ def _markdown(metrics: dict, names: list[str], reference: Optional[str], meta: d
 def _plot(metrics: dict, names: list[str], path: str) -> None:
     import matplotlib
 
+    from rcs_ray.storage import atomic_path
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -102,19 +114,19 @@ def _plot(metrics: dict, names: list[str], path: str) -> None:
         ax.set_title(f"mean {n}")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
 def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] = None,
              out_dir: Optional[str] = None, progress: bool = False) -> EvalResult:
     """Evaluate ``policies`` (name -> model dir) on ``cfg.eval.prompts``; ``reference`` names one of them."""
-    from rcs_ray.data import read_prompts
-    from rcs_ray.paths import resolve_data
-    from rcs_ray.ray_runtime import init_ray
-    from rcs_ray.storage import write_text
-    from rcs_ray.sampling.schema import encode_prompt
-    from rcs_ray.storage import StagedDir, join
+    from rcs_ray.layout import RunLayout
+    from rcs_ray.ray_runtime import data_context, init_ray
+    from rcs_ray.sampling.job import eval_job
+    from rcs_ray.sampling.pipeline import read_groups
+    from rcs_ray.storage import StagedDir, write_text
 
     e = cfg.eval
     if not e.prompts.path:
@@ -124,13 +136,15 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
     for name in e.thresholds:
         if name not in cfg.objective_names:
             raise RcsInputError(f"eval.thresholds: {name!r} is not an objective; objectives are {cfg.objective_names}")
+    jobs = {name: eval_job(cfg, path) for name, path in policies.items()}     # every model path checked up front
     # A URI out_dir (or output_dir): write in a local mirror, then upload.
-    staged = StagedDir(out_dir or join(cfg.output_dir, "eval"), key="--out" if out_dir else "output_dir")
-    prompts = read_prompts(resolve_data(e.prompts, cfg.tinyworld, key="eval.prompts.path"))
-    rows = [{"prompt_id": r["prompt_id"], "prompt_json": encode_prompt(r["prompt"])} for r in prompts.rows]
+    staged = StagedDir(out_dir or RunLayout(cfg.output_dir).eval_dir, key="--out" if out_dir else "output_dir")
+    rows, chat = read_groups(e.prompts, cfg.tinyworld, key="eval.prompts", pairs=False)
     init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)
+    data_context()
     start = time.time()
-    rewards = {name: policy_rewards(cfg, path, rows, e.n, progress) for name, path in policies.items()}
+    rewards = {name: policy_rewards(job, rows, chat, e.n, progress, desc=f"eval {name}")
+               for name, job in jobs.items()}
     names = cfg.objective_names
     metrics = summarize(rewards, names, reference, dict(e.thresholds))
     local = staged.local

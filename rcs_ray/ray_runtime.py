@@ -56,6 +56,17 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
     log.info("ray: %s", ray.cluster_resources())
 
 
+def data_context():
+    """The Ray Data context every rcs-ray dataset runs under: output in input order whatever the actor timing (the
+    writer and the feature cache rely on it), and Ray Data's own progress bars off (rcs-ray shows its own)."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    return ctx
+
+
 def _job_env_vars() -> dict:
     """The env_vars of the runtime_env this driver was submitted with (``ray job submit``), else ``{}``."""
     import json

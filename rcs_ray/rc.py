@@ -26,6 +26,7 @@ __all__ = [
     "failure_reason",
     "STRATEGIES",
     "get_strategy",
+    "select_batch",
     "ORIGINAL_CHOSEN",
     "ORIGINAL_REJECTED",
     "SAMPLED",
@@ -207,9 +208,19 @@ def failure_reason(rewards, target: int, enforce: Optional[Iterable[int]] = None
 #   fn(rewards (m, K), target, *, enforce, margin, sources, weights, rng) -> (winner, loser) | None
 # ---------------------------------------------------------------------------------------------------------------
 
+def _rcs_rule(target, enforce, margin):
+    """RCS admits pairs RC on ``enforce`` (with ``margin``) and won on the target."""
+    return enforce, margin
+
+
+def _target_only_rule(target, enforce, margin):
+    """RSDPO-style admits every pair won on the target (strictly), whatever the other objectives say."""
+    return [target], max(margin, 0.0)
+
+
 def strategy_rcs(rewards, target, *, enforce=None, margin=0.0, **_) -> Pair:
     """RCS: the admissible (RC) pair with the largest gap on the target."""
-    return select_pair(rewards, target, enforce=enforce, margin=margin)
+    return select_pair(rewards, target, *_rcs_rule(target, enforce, margin))
 
 
 def strategy_rc_random(rewards, target, *, enforce=None, margin=0.0, rng=None, **_) -> Pair:
@@ -225,7 +236,7 @@ def strategy_rc_random(rewards, target, *, enforce=None, margin=0.0, rng=None, *
 
 def strategy_target_only(rewards, target, *, margin=0.0, **_) -> Pair:
     """RSDPO-style: the largest gap on the target, ignoring every other objective."""
-    return select_pair(rewards, target, enforce=[target], margin=max(margin, 0.0))
+    return select_pair(rewards, target, *_target_only_rule(target, None, margin))
 
 
 def strategy_weighted(rewards, target, *, weights=None, **_) -> Pair:
@@ -277,3 +288,33 @@ def get_strategy(name: str) -> Callable[..., Pair]:
         return STRATEGIES[name]
     except KeyError:
         raise ValueError(f"unknown selection strategy {name!r}; choose one of {sorted(STRATEGIES)}") from None
+
+
+# Strategies that are "the max-gap admissible pair" under a rule: vectorized over a batch by select_pairs.
+_MAX_GAP_RULES = {"rcs": _rcs_rule, "target_only": _target_only_rule}
+
+
+def select_batch(strategy: str, groups: Sequence, target: int, *, enforce: Optional[Iterable[int]] = None,
+                 margin: float = 0.0, sources: Optional[Sequence] = None, weights=None,
+                 seeds: Optional[Callable[[int], int]] = None) -> list:
+    """Apply ``strategy`` to G groups: the same pairs as calling it on each group, vectorized where it can be.
+
+    Args:
+        strategy: a key of :data:`STRATEGIES`.
+        groups: G (m_i, K) reward arrays.
+        target, enforce, margin, weights: as for the strategy functions.
+        sources: G candidate-source lists (for ``original`` / ``filter_only``).
+        seeds: ``seeds(i)`` -> the seed of group i's random generator (for ``rc_random``; called only by strategies
+            that draw, so a per-group seed costs nothing otherwise).
+
+    Returns:
+        G entries, each ``(winner, loser)`` or ``None``.
+    """
+    if strategy in _MAX_GAP_RULES:
+        picked = select_pairs(groups, target, *_MAX_GAP_RULES[strategy](target, enforce, margin))
+        return [None if w < 0 else (int(w), int(l)) for w, l in picked.tolist()]
+    fn = get_strategy(strategy)
+    sources = sources if sources is not None else [None] * len(groups)
+    return [fn(g, target, enforce=enforce, margin=margin, sources=s, weights=weights,
+               rng=np.random.default_rng(seeds(i)) if seeds is not None else None)
+            for i, (g, s) in enumerate(zip(groups, sources))]

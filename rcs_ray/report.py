@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from rcs_ray.analysis import RCAnalysis
-from rcs_ray.storage import write_text
+from rcs_ray.storage import atomic_path, write_text
 
 
 @dataclass
@@ -87,10 +87,9 @@ def rc_plot(a: RCAnalysis, path: str, title: str = "RC analysis") -> str:
     ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = f"{path}.tmp{os.getpid()}"
-    fig.savefig(tmp, dpi=110, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -30,10 +30,10 @@ from typing import Optional
 from rcs_ray import storage
 from rcs_ray.config import RunConfig, stage_train, to_dict
 from rcs_ray.errors import RcsInputError
+from rcs_ray.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 _SMALL = 64 << 20     # files up to this size are fingerprinted by content, larger ones by size and mtime
 
 
@@ -138,11 +138,13 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
     if not cfg.stages:
         raise RcsInputError("the config has no stages")
     start = time.time()
+    layout = RunLayout(cfg.output_dir)
     policy = resolve_model_dir(cfg.policy.path, "policy.path", cfg.tinyworld)
+    chain = [policy]                               # pi_0 .. pi_k: the policy each stage starts from, then its result
     outcomes: list[StageOutcome] = []
     for k, st in enumerate(cfg.stages):
-        stage_dir = storage.join(cfg.output_dir, f"stage{k + 1}")
-        manifest = _Manifest(storage.join(stage_dir, MANIFEST), k + 1, st.objective)
+        stage = layout.stage(k)
+        manifest = _Manifest(stage.manifest, k + 1, st.objective)
         data = resolve_path(st.data.path, cfg.tinyworld) if st.data.path else None
         base = {"config": _config_hash(_stage_config(cfg, k)), "policy": policy, "policy_fp": fingerprint(policy),
                 "data": data, "data_fp": fingerprint(data, f"stages.{k}.data.path") if data else None}
@@ -167,13 +169,12 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
         inputs = dict(base, pairs=pairs, pairs_fp=fingerprint(pairs) if pairs else None)
         entry = manifest.done("train", inputs)
         if entry is None:
-            train_dir = storage.join(stage_dir, "train")
             if manifest.changed("train", inputs):      # other inputs than the last attempt: start afresh
-                storage.remove(train_dir)
+                storage.remove(stage.train.dir)
             manifest.start("train", inputs)               # same inputs after a crash: the trainer resumes
             t0 = time.time()
-            res = train(cfg, stage=k, pairs=pairs, policy=policy, reference=policy, out_dir=train_dir,
-                        progress=progress)
+            res = train(cfg, stage=k, pairs=pairs, policy=policy, reference=policy, out_dir=stage.train.dir,
+                        progress=progress, chain=list(chain))
             last = res.summary.get("last") or {}
             entry = manifest.record("train", inputs, {"model": res.model_dir, "metrics": res.metrics_path,
                                                       "summary": res.summary_path},
@@ -184,6 +185,7 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
             outcome.skipped.append("train")
         outcome.stats["train"] = entry["stats"]
         policy = outcome.policy = entry["outputs"]["model"]
+        chain.append(policy)
         outcomes.append(outcome)
         log.info("stage %d (%s) done%s: policy %s", k + 1, st.objective,
                  f" (skipped {', '.join(outcome.skipped)}: unchanged)" if outcome.skipped else "", policy)

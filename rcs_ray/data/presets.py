@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import json
-from typing import Dict, Iterable, Iterator, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Tuple
 
 from rcs_ray.config import DataConfig
 from rcs_ray.data.schema import (BadRow, BadRowPolicy, ColumnMap, Text, check_pair, check_score, check_text)
@@ -33,6 +33,16 @@ class RowConverter(Protocol):
     def convert(self, records: Iterable[Record], policy: BadRowPolicy, pairs: bool) -> Iterator[dict]:
         """Yield canonical rows; ``pairs=False`` (a prompt list) may leave out chosen/rejected."""
         ...
+
+
+def one_row_each(records: Iterable[Record], policy: BadRowPolicy, check: Callable[[Record], None],
+                 make_row: Callable[[dict], dict]) -> Iterator[dict]:
+    """``make_row(record.data)`` for each record (a :class:`BadRow` goes to ``policy``), ``check`` run on the first
+    record of each file (its columns)."""
+    for rec in check_each_file(records, check):
+        row = policy.attempt(rec.where, make_row, rec.data)
+        if row is not None:
+            yield row
 
 
 def _choice(preset: str, value: Optional[str], choices: Tuple[str, ...]) -> str:
@@ -59,11 +69,7 @@ class PkuSaferRLHF:
 
     def convert(self, records: Iterable[Record], policy: BadRowPolicy, pairs: bool) -> Iterator[dict]:
         """Yield one pair per row (prompt lists keep the pair too)."""
-        check = self.cols.checker(self.COLUMNS)
-        for rec in check_each_file(records, check):
-            row = policy.attempt(rec.where, self._row, rec.data)
-            if row is not None:
-                yield row
+        return one_row_each(records, policy, self.cols.checker(self.COLUMNS), self._row)
 
     def _label(self, data: dict, name: str) -> int:
         col = self.cols[name]
@@ -168,11 +174,7 @@ class UltraFeedbackBinarized:
 
     def convert(self, records: Iterable[Record], policy: BadRowPolicy, pairs: bool) -> Iterator[dict]:
         """Yield one pair per row (prompt lists keep the pair too); ``prompt_id`` kept when the file has it."""
-        check = self.cols.checker(self.REQUIRED)
-        for rec in check_each_file(records, check):
-            row = policy.attempt(rec.where, self._row, rec.data)
-            if row is not None:
-                yield row
+        return one_row_each(records, policy, self.cols.checker(self.REQUIRED), self._row)
 
     def _split(self, data: dict, name: str) -> Tuple[list, list]:
         """(messages before the final assistant message, [final assistant message]) of a conversation."""

@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Iterable, Iterator, List, Optional, Sequence
 
 from rcs_ray.config import DataConfig
-from rcs_ray.data.presets import RowConverter, make_preset
+from rcs_ray.data.presets import RowConverter, make_preset, one_row_each
 from rcs_ray.data.schema import (CANONICAL_COLUMNS, BadRowPolicy, ColumnMap, PreferenceData,
                                  assign_prompt_ids, check_pair, check_scores, check_text)
-from rcs_ray.data.tables import Record, check_each_file, iter_records
+from rcs_ray.data.tables import Record, iter_records
 from rcs_ray.errors import RcsInputError
 
 _PAIR = ("chosen", "rejected")
@@ -121,10 +121,7 @@ class GenericRows:
                 self.used = self._columns(rec.columns, pairs)
             self.cols.require(rec.file, rec.columns, self.used)
 
-        for rec in check_each_file(records, check):
-            row = policy.attempt(rec.where, self._row, rec.data, pairs)
-            if row is not None:
-                yield row
+        return one_row_each(records, policy, check, lambda data: self._row(data, pairs))
 
     def _columns(self, columns: Sequence[str], pairs: bool) -> List[str]:
         """The canonical columns to read, given the first file's columns."""

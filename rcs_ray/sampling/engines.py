@@ -1,7 +1,9 @@
 """Generation engines: vLLM (the GPU engine; its CPU build runs here) and HF transformers (the fallback).
 
-An engine turns rendered prompts into sampled completions. Each sample has its own seed (see
-:func:`rcs_ray.sampling.schema.sample_seed`), so the samples of a prompt do not depend on the batch size, the number
+An engine turns prompt token ids into sampled completions: the generation stage renders and tokenizes each prompt once
+(:func:`rcs_ray.prompting.prompt_ids`, with the engine's tokenizer), checks its length and hands the ids over. Each
+sample has its own seed (see
+:func:`rcs_ray.sampling.stages.sample_seed`), so the samples of a prompt do not depend on the batch size, the number
 of actors or the order of prompts.
 
 - :class:`VLLMEngine` uses ``vllm.LLM.generate`` with one ``SamplingParams(n=1, seed=...)`` per sample.
@@ -17,7 +19,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
-from rcs_ray.config import CUSTOM_ENGINE, ModelConfig, SamplingConfig
+from rcs_ray import registry
+from rcs_ray.config import ModelConfig, SamplingConfig
+from rcs_ray.modeling.loading import load_tokenizer, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -33,40 +37,9 @@ class Engine(Protocol):
     tokenizer: Any
     max_model_len: int
 
-    def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
-        """``prompts[i]`` rendered text; ``seeds[i]`` one seed per wanted sample. Returns completions per prompt."""
-
-
-def render_prompt(tokenizer, prompt: Any, use_chat_template: bool = True) -> str:
-    """The text the policy sees: chat lists through the chat template (with the generation prompt); plain
-    strings through it too when the tokenizer has one and ``use_chat_template``; else the string as it is."""
-    if isinstance(prompt, list):
-        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=False)
-    return prompt
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def load_tokenizer(model: ModelConfig):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model.tokenizer or model.path, trust_remote_code=model.trust_remote_code)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def encode_rendered(tokenizer, text: str, use_chat_template: bool) -> list[int]:
-    """Token ids of a rendered prompt; a chat template already holds the special tokens it wants."""
-    templated = use_chat_template and getattr(tokenizer, "chat_template", None)
-    return tokenizer(text, add_special_tokens=not templated)["input_ids"]
+    def generate(self, prompts: Sequence[Sequence[int]], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
+        """``prompts[i]`` the prompt's token ids; ``seeds[i]`` one seed per wanted sample. Returns completions per
+        prompt."""
 
 
 class HFEngine:
@@ -77,25 +50,24 @@ class HFEngine:
         from transformers import AutoModelForCausalLM
 
         self.sampling = sampling
-        self.use_chat_template = model.chat_template
-        self.tokenizer = load_tokenizer(model)
+        self.tokenizer = load_tokenizer(model.tokenizer or model.path, model.trust_remote_code)
         self.device = "cuda" if torch.cuda.is_available() and sampling.num_gpus > 0 else "cpu"
         if sampling.tensor_parallel_size > 1:
             logging.getLogger(__name__).warning(
                 "engine hf has no tensor parallelism: it runs on one device (tensor_parallel_size %d only places the "
                 "actor); use engine vllm", sampling.tensor_parallel_size)
         self.model = AutoModelForCausalLM.from_pretrained(
-            model.path, dtype=_torch_dtype(model.dtype), trust_remote_code=model.trust_remote_code).to(self.device)
+            model.path, dtype=torch_dtype(model.dtype), trust_remote_code=model.trust_remote_code).to(self.device)
         self.model.eval()
         self.max_model_len = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
 
-    def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Sequence[int]], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
         import torch
         from transformers import LogitsProcessorList
 
         rows, owners = [], []
-        for i, (text, row_seeds) in enumerate(zip(prompts, seeds)):
-            ids = encode_rendered(self.tokenizer, text, self.use_chat_template)
+        for i, (ids, row_seeds) in enumerate(zip(prompts, seeds)):
+            ids = list(ids)
             for s in row_seeds:
                 rows.append((ids, s))
                 owners.append(i)
@@ -158,7 +130,6 @@ class VLLMEngine:
         from vllm import LLM
 
         self.sampling = sampling
-        self.use_chat_template = model.chat_template
         kwargs = dict(model=model.path, tokenizer=model.tokenizer or model.path, dtype=model.dtype,
                       trust_remote_code=model.trust_remote_code, seed=sampling.seed,
                       tensor_parallel_size=sampling.tensor_parallel_size)
@@ -173,15 +144,14 @@ class VLLMEngine:
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
 
-    def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Sequence[int]], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         requests, params, owners = [], [], []
-        for i, (text, row_seeds) in enumerate(zip(prompts, seeds)):
-            ids = encode_rendered(self.tokenizer, text, self.use_chat_template)
+        for i, (ids, row_seeds) in enumerate(zip(prompts, seeds)):
             for s in row_seeds:
-                requests.append(TokensPrompt(prompt_token_ids=ids))
+                requests.append(TokensPrompt(prompt_token_ids=list(ids)))
                 params.append(SamplingParams(n=1, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
                                              max_tokens=self.sampling.max_tokens, seed=int(s)))
                 owners.append(i)
@@ -204,40 +174,32 @@ def _has_cuda() -> bool:
         return False
 
 
-ENGINES = {"hf": HFEngine, "vllm": VLLMEngine}
-
-
 def make_engine(model: ModelConfig, sampling: SamplingConfig) -> Engine:
-    """The engine ``sampling.engine`` names: ``hf``, ``vllm``, or a custom engine as ``package.module:ClassName``.
+    """The engine ``sampling.engine`` names: one of :data:`rcs_ray.registry.ENGINES` (``hf``, ``vllm``), or a custom
+    engine as ``package.module:ClassName``.
 
-    A custom engine is the extension point for other backends (an inference server client, the simulated engine
-    :class:`rcs_ray.sampling.sim.SimEngine`): a class built as ``ClassName(model, sampling)`` whose instances have
-    ``tokenizer`` (``apply_chat_template``, ``chat_template`` and ``__call__(text, add_special_tokens) ->
-    {"input_ids": [...]}`` as a HF tokenizer), ``max_model_len`` and ``generate(prompts, seeds) ->
-    list[list[Completion]]`` (see :class:`Engine`). Its module must be importable on every Ray worker.
+    A custom engine is the extension point for other backends (an inference server client, the simulated engine of
+    ``benchmarks/sim.py``): a class built as ``ClassName(model, sampling)`` whose instances have ``tokenizer`` (an HF
+    tokenizer, or anything :mod:`rcs_ray.prompting` can use: ``apply_chat_template``, ``chat_template`` and
+    ``__call__(text, add_special_tokens) -> {"input_ids": [...]}``), ``max_model_len`` and
+    ``generate(prompt_ids, seeds) -> list[list[Completion]]`` (see :class:`Engine`). Its module must be importable
+    on every Ray worker.
 
     Raises:
         RcsInputError: an unknown name, or a dotted path that cannot be imported or is not a class.
     """
-    import importlib
-
     from rcs_ray.errors import RcsInputError
 
     name = sampling.engine
     if name == "vllm":
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    if name in ENGINES:
-        return ENGINES[name](model, sampling)
-    if not (isinstance(name, str) and CUSTOM_ENGINE.fullmatch(name)):
-        raise RcsInputError(f"sampling.engine: {name!r} is not one of {sorted(ENGINES)} nor a custom engine "
+    if not registry.is_engine_name(name):
+        raise RcsInputError(f"sampling.engine: {name!r} is not one of {sorted(registry.ENGINES)} nor a custom engine "
                             f"'package.module:ClassName'")
-    module_name, _, attr = name.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        cls = registry.resolve(registry.ENGINES.get(name, name), "sampling.engine")
     except ImportError as exc:
-        raise RcsInputError(f"sampling.engine: cannot import module {module_name!r} of {name!r}: {exc}") from None
-    except AttributeError:
-        raise RcsInputError(f"sampling.engine: module {module_name!r} has no attribute {attr!r}") from None
+        raise RcsInputError(str(exc)) from None
     if not isinstance(cls, type):
         raise RcsInputError(f"sampling.engine: {name!r} is not a class (got {type(cls).__name__})")
     return cls(model, sampling)

@@ -5,21 +5,25 @@ One row per prompt group from start to end: every stage is a ``map_batches``; th
 Generation and model scorers run in actor pools (``ActorPoolStrategy``) that load their model once per actor; a dead
 actor is restarted and its batch retried (Ray Data's actor-pool default: unlimited restarts and task retries). The RC
 filter is a cheap row-wise stage over the vectorized core of :mod:`rcs_ray.rc`.
+
+Everything a pass needs comes from one :class:`~rcs_ray.sampling.job.SamplingJob`; :func:`score_samples` is the
+generate -> score part alone (what the evaluation runs).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Tuple
 
-from rcs_ray.config import ModelConfig, ObjectiveConfig, RunConfig, StageConfig
+from rcs_ray.config import DataConfig, RunConfig, SamplingConfig, TinyWorldConfig, stage_index
+from rcs_ray.data.pairs import dataset_is_chat, group_table, response_text
 from rcs_ray.errors import RcsInputError
-from rcs_ray.paths import resolve_data, resolve_model_dir
-from rcs_ray.sampling.schema import encode_prompt, response_text, rows_to_table
-from rcs_ray.storage import StagedDir, join
+from rcs_ray.layout import RunLayout, SamplingFiles
+from rcs_ray.paths import resolve_data
+from rcs_ray.sampling.job import SamplingJob, stage_job
+from rcs_ray.storage import StagedDir
 
 log = logging.getLogger(__name__)
 
@@ -36,67 +40,34 @@ class SamplingResult:
     stats: dict
 
 
-def stage_index(cfg: RunConfig, stage: Optional[int]) -> int:
-    """The stage to sample for: ``stage`` (0-based) or the first stage with ``sample: true``."""
-    if stage is None:
-        for i, s in enumerate(cfg.stages):
-            if s.sample:
-                return i
-        raise RcsInputError("no stage with 'sample: true' in the config; pass --stage")
-    if not 0 <= stage < len(cfg.stages):
-        raise RcsInputError(f"--stage {stage + 1} out of range: the config has {len(cfg.stages)} stage(s)")
-    return stage
+def read_groups(data: DataConfig, tinyworld: TinyWorldConfig, key: Optional[str] = None,
+                pairs: bool = True) -> Tuple[List[dict], bool]:
+    """The prompts of ``data`` as prompt-group rows (``prompt_id, prompt`` and, with ``pairs``, the dataset's
+    ``original_chosen, original_rejected`` texts), and whether the prompts are chat.
 
-
-def scored_objectives(cfg: RunConfig, stage: StageConfig) -> list[ObjectiveConfig]:
-    """Objectives 1..k for a stage whose objective is k-th, plus any enforced objective named beyond it."""
-    names = cfg.objective_names
-    upto = names[: names.index(stage.objective) + 1]
-    extra = [n for n in (stage.rc.enforce or []) if n not in upto]
-    return [cfg.objectives[names.index(n)] for n in upto + extra]
-
-
-def _resolve(path: Optional[str], key: str, cfg: RunConfig) -> str:
-    return resolve_model_dir(path, key, cfg.tinyworld)
-
-
-def resolve_models(cfg: RunConfig, objectives: list[ObjectiveConfig], policy: Optional[str]):
-    """The policy and objective configs with local, existing paths (``tinyworld:`` assets built on demand)."""
-    model = dataclasses.replace(cfg.policy, path=_resolve(policy or cfg.policy.path, "policy.path", cfg))
-    if model.tokenizer:
-        model = dataclasses.replace(model, tokenizer=_resolve(model.tokenizer, "policy.tokenizer", cfg))
-    resolved = []
-    names = cfg.objective_names
-    for obj in objectives:
-        key = f"objectives.{names.index(obj.name)}"
-        if obj.kind != "rule":
-            obj = dataclasses.replace(obj, model=_resolve(obj.model, f"{key}.model", cfg))
-        if obj.kind == "implicit":
-            obj = dataclasses.replace(obj, reference=_resolve(obj.reference, f"{key}.reference", cfg))
-        resolved.append(obj)
-    return model, resolved
-
-
-def read_groups(cfg: RunConfig, stage: StageConfig) -> list[dict]:
-    """The stage's prompts as pipeline rows (prompt_id, prompt_json, original_chosen, original_rejected)."""
+    Raises:
+        RcsInputError: no path, or the readers' errors (one line naming file, row and field).
+    """
     from rcs_ray.data import read_prompts
 
-    data = resolve_data(stage.data, cfg.tinyworld, key=f"stages.{cfg.stages.index(stage)}.data.path"
-                        if stage in cfg.stages else None)
+    data = resolve_data(data, tinyworld, key=f"{key}.path" if key else None)
     if not data.path:
-        raise RcsInputError("stage data.path is required for sampling")
+        raise RcsInputError(f"{key or 'data'}.path is required for sampling")
     prompts = read_prompts(data)
-    return [{"prompt_id": r["prompt_id"], "prompt_json": encode_prompt(r["prompt"]),
-             "original_chosen": response_text(r.get("chosen")), "original_rejected": response_text(r.get("rejected"))}
-            for r in prompts.rows]
+    chat = dataset_is_chat([r["prompt"] for r in prompts.rows], prompts.source)
+    rows = [{"prompt_id": r["prompt_id"], "prompt": r["prompt"]} for r in prompts.rows]
+    if pairs:
+        for row, r in zip(rows, prompts.rows):
+            row["original_chosen"] = response_text(r.get("chosen"))
+            row["original_rejected"] = response_text(r.get("rejected"))
+    return rows, chat
 
 
 def _blocks(table, rows_per_block: int) -> list:
     return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
 
 
-def generate_and_score(table, cfg: RunConfig, model: ModelConfig, objectives: list[ObjectiveConfig], n_target: int,
-                       include_original: bool = True):
+def score_samples(job: SamplingJob, table, n_target: int, include_original: bool = True):
     """The lazy Ray Dataset that generates up to ``n_target`` samples per group and scores every candidate."""
     import ray
 
@@ -104,43 +75,39 @@ def generate_and_score(table, cfg: RunConfig, model: ModelConfig, objectives: li
     from rcs_ray.sampling.scorers import plan_scorers
     from rcs_ray.sampling.stages import GenerateStage, ScoreStage
 
-    s = cfg.sampling
+    s = job.sampling
     ds = ray.data.from_arrow(_blocks(table, s.batch_size))
-    ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(model=model, sampling=s, n_target=n_target,
+    ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(model=job.policy, sampling=s, n_target=n_target,
                                                                   include_original=include_original),
                         batch_size=s.batch_size, batch_format="pyarrow", zero_copy_batch=True,
                         compute=ray.data.ActorPoolStrategy(size=s.num_actors), **generation_remote_args(s))
-    for spec in plan_scorers(objectives):
+    for spec in plan_scorers(job.objectives):
         first = spec.objectives[0]
-        ds = ds.map_batches(ScoreStage, fn_constructor_kwargs=dict(spec=spec, dtype=model.dtype,
-                                                                   trust_remote_code=model.trust_remote_code,
-                                                                   max_length=cfg.train.max_length),
+        ds = ds.map_batches(ScoreStage, fn_constructor_kwargs=dict(spec=spec, settings=job.scorers),
                             batch_size=s.batch_size, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=first.num_actors),
                             **scorer_remote_args(first, spec.kind))
     return ds
 
 
-def build_dataset(table, cfg: RunConfig, model: ModelConfig, objectives: list[ObjectiveConfig], stage: StageConfig,
-                  n_target: int):
+def build_dataset(job: SamplingJob, table, n_target: int):
     """The lazy Ray Dataset of one round: generate -> score (one pool per scorer) -> RC filter."""
     import ray
 
     from rcs_ray.sampling.stages import RCFilterStage
 
-    ds = generate_and_score(table, cfg, model, objectives, n_target, include_original=stage.rc.include_original)
+    ds = score_samples(job, table, n_target, include_original=job.rc.include_original)
     return ds.map_batches(RCFilterStage, fn_constructor_kwargs=dict(
-        objectives=[o.name for o in objectives], target=stage.objective, rc_cfg=stage.rc, seed=cfg.sampling.seed),
-        batch_size=cfg.sampling.batch_size, batch_format="pyarrow",
+        objectives=job.objective_names, target=job.target, rc_cfg=job.rc, seed=job.sampling.seed),
+        batch_size=job.sampling.batch_size, batch_format="pyarrow",
         # RC selection is per row (its RNG is seeded by prompt id), so the pool may grow with the engines: one RC
         # actor falls behind ~32 engines (benchmarks/scale_sim.py)
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, -(-cfg.sampling.num_actors // 8))),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, -(-job.sampling.num_actors // 8))),
         num_cpus=0.25)
 
 
-def n_schedule(cfg: RunConfig) -> list[int]:
+def n_schedule(s: SamplingConfig) -> list[int]:
     """Samples per prompt by round: ``[n]``, or with adaptive resampling ``n, 2n, 4n, ...`` capped at ``n_max``."""
-    s = cfg.sampling
     if not s.adaptive.enabled:
         return [s.n]
     out = [s.n]
@@ -159,52 +126,29 @@ def _carry(row: dict) -> dict:
     return row
 
 
-def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = None, out_dir: Optional[str] = None,
-        progress: bool = True) -> SamplingResult:
-    """Sample, score and RC-select one stage's prompts; write pairs / failed / stats into ``out_dir``.
-
-    Args:
-        cfg: the run config (its ``sampling``, ``objectives``, ``stages``, ``ray`` sections are used).
-        stage: 0-based stage index (default: the first stage with ``sample: true``).
-        policy: the policy to sample from (default ``cfg.policy.path``), e.g. the previous stage's checkpoint.
-        out_dir: default ``<output_dir>/stage<k>/sampling``.
-        progress: a progress bar per round.
-    """
-    import ray
+def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: int, progress: bool = True) -> dict:
+    """Run ``job`` over prompt-group ``rows`` (every round), writing pairs / failed / stats into the local
+    ``out_dir``; returns the stats. Ray must be running."""
     from tqdm import tqdm
 
-    from rcs_ray.ray_runtime import init_ray
+    from rcs_ray.ray_runtime import data_context
     from rcs_ray.sampling.placement import release_placement_groups
-    from rcs_ray.sampling.writer import FAILED_FILE, PAIRS_FILE, STATS_FILE, OutputWriter
+    from rcs_ray.sampling.writer import OutputWriter
 
-    k = stage_index(cfg, stage)
-    st = cfg.stages[k]
-    objectives = scored_objectives(cfg, st)
-    model, objectives = resolve_models(cfg, objectives, policy)
-    rows = read_groups(cfg, st)
-    # A URI out_dir (or output_dir): write in a local mirror, upload the three files at the end.
-    staged = StagedDir(out_dir or join(cfg.output_dir, f"stage{k + 1}", "sampling"),
-                       key="--out" if out_dir else "output_dir")
-    out_dir = staged.home
-    init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True        # output order = input order, whatever the actor timing
-    ctx.enable_progress_bars = False
-
-    writer = OutputWriter(staged.local, [o.name for o in objectives], st.objective)
-    schedule = n_schedule(cfg)
+    data_context()
+    writer = OutputWriter(out_dir, job.objective_names, job.target, chat=chat)
+    schedule = n_schedule(job.sampling)
     rounds, start, sampled = [], time.time(), 0
-    table = rows_to_table(rows)
+    table = group_table(rows, chat)
     try:
         for r, n_target in enumerate(schedule):
             final = r == len(schedule) - 1
             t0, tokens_in = time.time(), sum(table.column("generated_tokens").to_pylist()) \
                 if "generated_tokens" in table.column_names else 0
-            ds = build_dataset(table, cfg, model, objectives, st, n_target)
             carry, tokens_out, paired = [], 0, 0
-            bar = tqdm(total=table.num_rows, desc=f"stage {k + 1} round {r + 1} (n={n_target})", unit="prompt",
+            bar = tqdm(total=table.num_rows, desc=f"stage {stage + 1} round {r + 1} (n={n_target})", unit="prompt",
                        disable=not progress)
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for batch in build_dataset(job, table, n_target).iter_batches(batch_size=None, batch_format="pyarrow"):
                 for row in batch.to_pylist():
                     writer.account(row)
                     tokens_out += row.get("generated_tokens") or 0
@@ -225,20 +169,44 @@ def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = Non
                            "seconds": round(time.time() - t0, 3)})
             if not carry:
                 break
-            table = rows_to_table(carry)
+            table = group_table(carry, chat)
         wall = time.time() - start
         tokens = sum(x["tokens_generated"] for x in rounds)
-        stats = writer.commit({"stage": k + 1, "engine": cfg.sampling.engine, "n": cfg.sampling.n,
-                               "margin": st.rc.margin, "strategy": st.rc.strategy, "rounds": rounds,
-                               "tokens_generated": tokens, "seconds": round(wall, 3),
-                               "candidates_sampled": sampled,
-                               "candidates_per_second": round(sampled / wall, 2) if wall else None,
-                               "tokens_per_second": round(tokens / wall, 2) if wall else None})
+        s = job.sampling
+        return writer.commit({"stage": stage + 1, "engine": s.engine, "n": s.n, "margin": job.rc.margin,
+                              "strategy": job.rc.strategy, "rounds": rounds, "tokens_generated": tokens,
+                              "seconds": round(wall, 3), "candidates_sampled": sampled,
+                              "candidates_per_second": round(sampled / wall, 2) if wall else None,
+                              "tokens_per_second": round(tokens / wall, 2) if wall else None})
     except BaseException:
         writer.abort()
         raise
     finally:
         release_placement_groups()
-    staged.push(PAIRS_FILE, FAILED_FILE, STATS_FILE)
-    return SamplingResult(out_dir=out_dir, pairs=join(out_dir, PAIRS_FILE), failed=join(out_dir, FAILED_FILE),
-                          stats_path=join(out_dir, STATS_FILE), stats=stats)
+
+
+def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = None, out_dir: Optional[str] = None,
+        progress: bool = True) -> SamplingResult:
+    """Sample, score and RC-select one stage's prompts; write pairs / failed / stats into ``out_dir``.
+
+    Args:
+        cfg: the run config; the stage's :class:`~rcs_ray.sampling.job.SamplingJob` is built from it once.
+        stage: 0-based stage index (default: the first stage with ``sample: true``).
+        policy: the policy to sample from (default ``cfg.policy.path``), e.g. the previous stage's checkpoint.
+        out_dir: default ``<output_dir>/stage<k>/sampling``.
+        progress: a progress bar per round.
+    """
+    from rcs_ray.ray_runtime import init_ray
+
+    k = stage_index(cfg, stage, default="first_sampled")
+    job = stage_job(cfg, k, policy)
+    rows, chat = read_groups(cfg.stages[k].data, cfg.tinyworld, key=f"stages.{k}.data")
+    # A URI out_dir (or output_dir): write in a local mirror, upload the three files at the end.
+    staged = StagedDir(out_dir or RunLayout(cfg.output_dir).stage(k).sampling.dir,
+                       key="--out" if out_dir else "output_dir")
+    init_ray(cfg.ray, use_gpu=job.sampling.num_gpus > 0)
+    stats = sample(job, rows, chat, staged.local, k, progress)
+    staged.push(*SamplingFiles.NAMES)
+    files = SamplingFiles(staged.home)
+    return SamplingResult(out_dir=staged.home, pairs=files.pairs, failed=files.failed, stats_path=files.stats,
+                          stats=stats)

@@ -12,6 +12,7 @@ Model paths may be URIs: each stage fetches its models into the node's local cac
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from typing import Optional, Sequence
@@ -20,17 +21,23 @@ import numpy as np
 import pyarrow as pa
 
 from rcs_ray import rc
-from rcs_ray.config import ModelConfig, ObjectiveConfig, RCConfig, SamplingConfig
-from rcs_ray.sampling.schema import (ORIGINAL_CHOSEN, ORIGINAL_REJECTED, SAMPLED, decode_prompt, response_text,
-                                     reward_column, rows_to_table, sample_seed, seconds_column)
+from rcs_ray.config import ModelConfig, RCConfig, SamplingConfig
+from rcs_ray.data.pairs import group_table, is_chat, require_columns, reward_column, seconds_column
+from rcs_ray.rc import ORIGINAL_CHOSEN, ORIGINAL_REJECTED, SAMPLED
 
 log = logging.getLogger(__name__)
 
 
-def require_columns(batch: pa.Table, columns: Sequence[str], stage: str) -> None:
-    missing = [c for c in columns if c not in batch.column_names]
-    if missing:
-        raise KeyError(f"stage {stage}: input batch lacks column(s) {missing}; has {batch.column_names}")
+def sample_seed(seed: int, prompt_id: str, sample_index: int) -> int:
+    """A 31-bit seed for sample ``sample_index`` of a prompt: independent of batch size, actor count, prompt order
+    and resampling round (adaptive resampling's first m samples are those of a fixed run with n = m)."""
+    digest = hashlib.sha256(f"{seed}\x1f{prompt_id}\x1f{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def rc_seed(seed: int, prompt_id: str) -> int:
+    """Seed of the random choice of the ``rc_random`` strategy for one prompt (independent of batching)."""
+    return sample_seed(seed, prompt_id, -1)
 
 
 def _timed(rows: list[dict], stage: str, start: float) -> None:
@@ -41,13 +48,17 @@ def _timed(rows: list[dict], stage: str, start: float) -> None:
 
 
 class GenerateStage:
-    """Adds sampled candidates until each group holds ``n_target`` samples (plus the dataset's originals)."""
+    """Adds sampled candidates until each group holds ``n_target`` samples (plus the dataset's originals).
 
-    INPUTS = ("prompt_id", "prompt_json")
+    Each prompt is rendered and tokenized once (:func:`rcs_ray.prompting.prompt_ids`, the policy's rule), its length
+    checked against the engine's context, and its token ids handed to the engine.
+    """
+
+    INPUTS = ("prompt_id", "prompt")
 
     def __init__(self, model: ModelConfig, sampling: SamplingConfig, n_target: int, include_original: bool = True,
                  engine=None):
-        from rcs_ray.sampling.engines import make_engine, render_prompt
+        from rcs_ray.sampling.engines import make_engine
         from rcs_ray.storage import local_copy
 
         if engine is None:
@@ -56,11 +67,10 @@ class GenerateStage:
         self.n_target = n_target
         self.include_original = include_original
         self.use_chat_template = model.chat_template
-        self.render = render_prompt
         self.engine = engine if engine is not None else make_engine(model, sampling)
 
-    def _prepare(self, row: dict) -> Optional[tuple[str, list[int]]]:
-        from rcs_ray.sampling.engines import encode_rendered
+    def _prepare(self, row: dict) -> Optional[tuple[list[int], list[int]]]:
+        from rcs_ray.prompting import prompt_ids
 
         if row.get("candidates") is None:
             row["candidates"], row["sources"] = [], []
@@ -72,17 +82,16 @@ class GenerateStage:
         if row.get("error") or have >= self.n_target:
             return None
         try:
-            text = self.render(self.engine.tokenizer, decode_prompt(row["prompt_json"]), self.use_chat_template)
-            length = len(encode_rendered(self.engine.tokenizer, text, self.use_chat_template))
+            ids = prompt_ids(self.engine.tokenizer, row["prompt"], self.use_chat_template)
         except Exception as exc:  # noqa: BLE001 - a template or tokenizer failure fails this prompt only
             row["error"] = f"prompt_render_failed: {type(exc).__name__}: {exc}"
             return None
-        if length + self.sampling.max_tokens > self.engine.max_model_len:
-            row["error"] = (f"prompt_too_long: {length} prompt tokens + max_tokens {self.sampling.max_tokens} > "
+        if len(ids) + self.sampling.max_tokens > self.engine.max_model_len:
+            row["error"] = (f"prompt_too_long: {len(ids)} prompt tokens + max_tokens {self.sampling.max_tokens} > "
                             f"max_model_len {self.engine.max_model_len}")
             return None
         seeds = [sample_seed(self.sampling.seed, row["prompt_id"], i) for i in range(have, self.n_target)]
-        return text, seeds
+        return ids, seeds
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, self.INPUTS, "generate")
@@ -99,9 +108,9 @@ class GenerateStage:
             row["sources"] = row["sources"] + [SAMPLED] * len(result)
             row["generated_tokens"] += sum(c.num_tokens for c in result)
         _timed(rows, "generate", start)
-        return rows_to_table(rows)
+        return group_table(rows, is_chat(batch.schema))
 
-    def _generate(self, jobs: list[tuple[str, list[int]]]) -> list:
+    def _generate(self, jobs: list[tuple[list[int], list[int]]]) -> list:
         if not jobs:
             return []
         try:
@@ -109,30 +118,34 @@ class GenerateStage:
         except Exception as exc:  # noqa: BLE001 - isolate the prompt that breaks the engine
             log.warning("generation of a batch failed (%s); retrying its %d prompts one by one", exc, len(jobs))
         out = []
-        for text, seeds in jobs:
+        for ids, seeds in jobs:
             try:
-                out.append(self.engine.generate([text], [seeds])[0])
+                out.append(self.engine.generate([ids], [seeds])[0])
             except Exception as exc:  # noqa: BLE001
                 out.append(exc)
         return out
 
 
 class ScoreStage:
-    """Scores every candidate not yet scored on the objectives of one scorer (one model, one forward pass)."""
+    """Scores every candidate not yet scored on the objectives of one scorer (one model, one forward pass).
 
-    INPUTS = ("prompt_json", "candidates")
+    Args:
+        spec: the scorer: its reward source and the objectives it serves (:func:`rcs_ray.sampling.scorers.plan_scorers`).
+        settings: how the scorer loads and tokenizes (:class:`rcs_ray.sampling.job.ScorerSettings`).
+    """
 
-    def __init__(self, spec, dtype: str = "float32", trust_remote_code: bool = False, max_length: int = 1024):
+    INPUTS = ("prompt", "candidates")
+
+    def __init__(self, spec, settings):
         from rcs_ray.sampling.scorers import make_scorer
         from rcs_ray.storage import local_copy
 
         spec = dataclasses.replace(spec, objectives=[
             dataclasses.replace(o, model=local_copy(o.model), reference=local_copy(o.reference))
             for o in spec.objectives])
-
         self.names = spec.names
         self.label = spec.label
-        self.scorer = make_scorer(spec, dtype=dtype, trust_remote_code=trust_remote_code, max_length=max_length)
+        self.scorer = make_scorer(spec, settings)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, self.INPUTS, f"score {self.label}")
@@ -144,9 +157,8 @@ class ScoreStage:
             done = len(row.get(cols[0]) or [])
             if row.get("error"):
                 continue
-            prompt = decode_prompt(row["prompt_json"])
             for cand in row["candidates"][done:]:
-                prompts.append(prompt)
+                prompts.append(row["prompt"])
                 responses.append(cand)
                 owners.append(i)
         scores = self.scorer.score(prompts, responses) if responses else np.zeros((0, len(cols)))
@@ -157,7 +169,7 @@ class ScoreStage:
             for j, col in enumerate(cols):
                 row[col] = (row.get(col) or []) + [v[j] for v in new.get(i, [])]
         _timed(rows, "score", start)
-        return rows_to_table(rows)
+        return group_table(rows, is_chat(batch.schema))
 
 
 class RCFilterStage:
@@ -177,7 +189,7 @@ class RCFilterStage:
         self.enforce = [self.objectives.index(n) for n in enforce]
         self.margin = rc_cfg.margin
         self.strategy_name = rc_cfg.strategy
-        self.strategy = rc.get_strategy(rc_cfg.strategy)
+        rc.get_strategy(rc_cfg.strategy)              # an unknown name fails here, not per batch
         self.weights = rc_cfg.weights
         self.seed = seed
 
@@ -210,15 +222,10 @@ class RCFilterStage:
         return rewards
 
     def _pairs(self, rows: list[dict], groups: list[np.ndarray]) -> list:
-        """Selected (winner, loser) or None per group: vectorized over the batch for rcs and target_only."""
-        if self.strategy_name in ("rcs", "target_only"):
-            enforce = self.enforce if self.strategy_name == "rcs" else [self.target]
-            margin = self.margin if self.strategy_name == "rcs" else max(self.margin, 0.0)
-            picked = rc.select_pairs(groups, self.target, enforce, margin)
-            return [None if w < 0 else (int(w), int(l)) for w, l in picked.tolist()]
-        return [self.strategy(g, self.target, enforce=self.enforce, margin=self.margin, sources=row["sources"],
-                              weights=self.weights, rng=np.random.default_rng(rc_seed(self.seed, row["prompt_id"])))
-                for row, g in zip(rows, groups)]
+        """Selected (winner, loser) or None per group (vectorized over the batch where the strategy allows)."""
+        return rc.select_batch(self.strategy_name, groups, self.target, enforce=self.enforce, margin=self.margin,
+                               sources=[row["sources"] for row in rows], weights=self.weights,
+                               seeds=lambda i: rc_seed(self.seed, rows[i]["prompt_id"]))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, ["prompt_id", "candidates", "sources", *self.columns], "rc_filter")
@@ -232,9 +239,4 @@ class RCFilterStage:
             else:
                 row["chosen_index"], row["rejected_index"] = pair
         _timed(rows, "rc_filter", start)
-        return rows_to_table(rows)
-
-
-def rc_seed(seed: int, prompt_id: str) -> int:
-    """Seed of the random choice of the ``rc_random`` strategy for one prompt (independent of batching)."""
-    return sample_seed(seed, prompt_id, -1)
+        return group_table(rows, is_chat(batch.schema))

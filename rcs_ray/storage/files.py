@@ -204,14 +204,49 @@ def read_text(path: str) -> str:
         return fh.read()
 
 
-def write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` under a temporary name, then move it into place (object stores: one PUT)."""
-    if not is_uri(path):
+class AtomicPath:
+    """The one way a local file or directory is written: under a temporary name beside ``path``, moved into place
+    only when complete, so a reader never sees half of it and an interrupted write leaves what was there before.
+
+    As a context manager it yields the temporary path and moves it into place when the block ends without an
+    exception (removes it otherwise); a writer that streams across calls uses :meth:`commit` / :meth:`abort`::
+
+        with atomic_path("out/stats.json") as tmp:
+            write(tmp)
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.tmp = f"{path.rstrip(os.sep)}.tmp-{os.getpid()}"
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
+        _remove_local(self.tmp)
+
+    def commit(self) -> None:
+        _swap_into_place(self.tmp, self.path)
+
+    def abort(self) -> None:
+        _remove_local(self.tmp)
+
+    def __enter__(self) -> str:
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def atomic_path(path: str) -> AtomicPath:
+    """See :class:`AtomicPath` (local paths; a URI output is written in a staged local mirror, then uploaded)."""
+    return AtomicPath(path)
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a local path through :class:`AtomicPath`; object stores: one PUT)."""
+    if not is_uri(path):
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, path)
         return
     fs, p = resolve(path)
     data = text.encode("utf-8")
@@ -286,14 +321,11 @@ def download(uri: str, local: str) -> None:
     kind = path_kind(uri)
     if kind is None:
         raise RcsInputError(f"not found: {uri}")
-    tmp = f"{local.rstrip(os.sep)}.tmp-{os.getpid()}"
-    _remove_local(tmp)
-    os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
-    if kind == "dir":
-        _copy_dir(p, fs, tmp, pafs.LocalFileSystem())
-    else:
-        pafs.copy_files(p, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    _swap_into_place(tmp, local)
+    with atomic_path(local) as tmp:
+        if kind == "dir":
+            _copy_dir(p, fs, tmp, pafs.LocalFileSystem())
+        else:
+            pafs.copy_files(p, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
 
 
 def _remove_local(path: str) -> None:

@@ -11,9 +11,8 @@ import re
 import shutil
 from typing import List, Optional
 
-from rcs_ray.storage.files import (Listing, _delete, _norm, _remove_local, _split_query, _swap_into_place,
-                                   download, exists, is_uri, join, list_files, path_kind, resolve, upload,
-                                   write_text)
+from rcs_ray.storage.files import (Listing, _delete, _norm, _remove_local, _split_query, atomic_path, download,
+                                   exists, is_uri, join, list_files, path_kind, resolve, upload, write_text)
 
 CACHE_ENV = "RCS_RAY_CACHE"
 DEFAULT_CACHE = os.path.join("~", ".cache", "rcs_ray")
@@ -93,14 +92,12 @@ def _download_some(uri: str, entry: str, names: List[str]) -> None:
     import pyarrow.fs as pafs
 
     fs, p = resolve(uri)
-    tmp = f"{entry}.tmp-{os.getpid()}"
-    _remove_local(tmp)
-    for rel in names:
-        os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
-        pafs.copy_files(f"{p.rstrip('/')}/{rel}", os.path.join(tmp, rel), source_filesystem=fs,
-                        destination_filesystem=pafs.LocalFileSystem())
-    os.makedirs(tmp, exist_ok=True)
-    _swap_into_place(tmp, entry)
+    with atomic_path(entry) as tmp:
+        os.makedirs(tmp, exist_ok=True)
+        for rel in names:
+            os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+            pafs.copy_files(f"{p.rstrip('/')}/{rel}", os.path.join(tmp, rel), source_filesystem=fs,
+                            destination_filesystem=pafs.LocalFileSystem())
 
 
 def seed_cache(local_dir: str, uri: str) -> None:
@@ -108,11 +105,9 @@ def seed_cache(local_dir: str, uri: str) -> None:
     listing = list_files(uri)
     entry = os.path.join(cache_root(), "remote", _slug(uri))
     with _locked(entry + ".lock"):
-        tmp = f"{entry}.tmp-{os.getpid()}"
-        _remove_local(tmp)
-        shutil.copytree(local_dir, tmp, copy_function=_link_or_copy)
         _remove_local(entry + ".json")
-        _swap_into_place(tmp, entry)
+        with atomic_path(entry) as tmp:
+            shutil.copytree(local_dir, tmp, copy_function=_link_or_copy)
         _write_json(entry + ".json", {"uri": _norm(uri), "kind": "dir", "files": [list(f) for f in listing]})
 
 

@@ -134,8 +134,9 @@ def padded(seqs: List[List[int]], pad: int) -> np.ndarray:
 
 
 def _chat_prompts(tok, prompts: Sequence[str]) -> List[str]:
-    return [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-            for p in prompts]
+    from rcs_ray.prompting import prompt_text
+
+    return [prompt_text(tok, p, use_chat_template=True) for p in prompts]
 
 
 def generate_ids(model, tok, prompts: Sequence[str], n: int = 1, max_new_tokens: int = 32,

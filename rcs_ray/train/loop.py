@@ -29,12 +29,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from rcs_ray.config import TrainConfig
+from rcs_ray.registry import LOSSES
 
 DS_TAG = "deepspeed"
 HF_DIR = "hf_model"
-# Loss argument names of the per-pair margin columns (None: the loss takes none).
-MARGIN_ARGS = {"dpo": None, "modpo": ("chosen_margin_rewards", "rejected_margin_rewards"),
-               "spo": ("prev_chosen_implicit", "prev_rejected_implicit")}
 
 
 def build_ds_config(train: TrainConfig, world_size: int) -> Dict[str, Any]:
@@ -112,7 +110,7 @@ def pair_logps(model, batch: Dict[str, Any]):
 
     Args:
         model: a causal LM (or a DeepSpeed engine wrapping one).
-        batch: from :func:`rcs_ray.train.logprobs.collate_pairs`: ``{side}_input_ids``, ``{side}_attention_mask``,
+        batch: from :func:`rcs_ray.modeling.logprobs.collate_pairs`: ``{side}_input_ids``, ``{side}_attention_mask``,
             ``{side}_labels`` (B, T) on the model's device.
 
     Returns:
@@ -120,7 +118,7 @@ def pair_logps(model, batch: Dict[str, Any]):
     """
     import torch
 
-    from rcs_ray.train.logprobs import sequence_logps
+    from rcs_ray.modeling.logprobs import sequence_logps
 
     ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])          # (2B, T)
     mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
@@ -133,20 +131,19 @@ def pair_logps(model, batch: Dict[str, Any]):
 
 def preference_loss(loss_name: str, chosen, rejected, batch: Dict[str, Any], beta: float,
                     loss_kwargs: Optional[Dict[str, Any]] = None):
-    """The registered loss on one batch: reference log-probs (B,) and margin columns (B, M) from ``batch``."""
-    from rcs_ray.train.losses import get_loss
-
+    """The registered loss on one batch, called the same way for every loss: policy log-probs, the reference
+    log-probs (B,) from ``batch``, ``beta``, the loss's hyperparameters ``loss_kwargs``, and its per-pair margin
+    columns (B, M) from ``batch`` under the argument names its registry entry declares."""
+    spec = LOSSES[loss_name]
     kwargs = dict(loss_kwargs or {})
-    margin = MARGIN_ARGS[loss_name]
-    if margin is not None and "chosen_margin" in batch:
-        kwargs[margin[0]], kwargs[margin[1]] = batch["chosen_margin"], batch["rejected_margin"]
-    return get_loss(loss_name)(chosen, rejected, batch["ref_chosen_logps"], batch["ref_rejected_logps"],
-                               beta=beta, **kwargs)
+    if spec.inputs is not None and "chosen_margin" in batch:
+        kwargs[spec.inputs[0]], kwargs[spec.inputs[1]] = batch["chosen_margin"], batch["rejected_margin"]
+    return spec.load()(chosen, rejected, batch["ref_chosen_logps"], batch["ref_rejected_logps"], beta=beta, **kwargs)
 
 
 def collate_rows(table: Dict[str, list], rows: np.ndarray, pad_token_id: int, device) -> Dict[str, Any]:
     """Collate the given rows of a column dict (see :func:`load_features`) onto ``device``."""
-    from rcs_ray.train.logprobs import collate_pairs
+    from rcs_ray.modeling.logprobs import collate_pairs
 
     extra = [k for k in ("ref_chosen_logps", "ref_rejected_logps", "chosen_margin", "rejected_margin") if k in table]
     feats = []

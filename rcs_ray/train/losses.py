@@ -3,7 +3,7 @@
 Every loss is a pure function ``(policy_*_logps, ref_*_logps, ..., beta) -> (loss, metrics)``:
 
 - inputs are summed (or averaged) response log-probs of shape ``(B,)``, one entry per preference pair, computed by
-  :func:`rcs_ray.train.logprobs.sequence_logps`; the reference ones (and any margin / earlier-stage reward) come
+  :func:`rcs_ray.modeling.logprobs.sequence_logps`; the reference ones (and any margin / earlier-stage reward) come
   from frozen models, computed under ``torch.no_grad`` or ahead of time;
 - ``loss`` is a scalar tensor, the batch mean; ``metrics`` is a dict of python floats (detached, one device sync):
   ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracy``, ``logps/chosen``,
@@ -22,6 +22,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+
+from rcs_ray import registry as _registry
 
 __all__ = ["dpo_loss", "modpo_loss", "spo_loss", "LOSSES", "get_loss"]
 
@@ -303,7 +305,9 @@ def spo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
 
 
 # ----------------------------------------------------------------------------------------------- registry
-LOSSES: Dict[str, Callable[..., LossOutput]] = {"dpo": dpo_loss, "modpo": modpo_loss, "spo": spo_loss}
+# Each loss's registry entry (its function, hyperparameters and per-pair inputs) is in rcs_ray.registry, where the
+# config checks read the names without importing torch.
+LOSSES = _registry.LOSSES
 
 
 def get_loss(name: str) -> Callable[..., LossOutput]:
@@ -313,6 +317,6 @@ def get_loss(name: str) -> Callable[..., LossOutput]:
         ValueError: an unknown name; the message lists the known ones.
     """
     try:
-        return LOSSES[name]
+        return LOSSES[name].load()
     except (KeyError, TypeError):
         raise ValueError(f"unknown loss {name!r}; expected one of {sorted(LOSSES)}") from None

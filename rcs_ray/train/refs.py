@@ -1,6 +1,6 @@
 """Reference log-probs as a Ray Data batch stage, so the trainer never holds a reference model.
 
-The driver turns :class:`~rcs_ray.train.data.TrainingPairs` into a feature table in one Ray Data pass::
+The driver turns a :class:`~rcs_ray.data.pairs.PairSet` into a feature table in one Ray Data pass::
 
     pairs rows -> ReferenceLogps("ref", tokenizes first) [-> ReferenceLogps("spo0") ...]
     pairs rows -> TokenizePairs                          (reference log-probs given in the pairs file)
@@ -24,97 +24,78 @@ import hashlib
 import json
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 import numpy as np
 import pyarrow as pa
 
-from rcs_ray.train.data import TrainingPairs, check_finite_logps
+from rcs_ray.data.pairs import TEXT_COLUMNS, require_columns
+from rcs_ray.errors import RcsInputError
+from rcs_ray.layout import FEATURES_FILE, FEATURES_KEY
 
 log = logging.getLogger(__name__)
 
 TOKEN_COLUMNS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")
-FEATURES_FILE = "features.parquet"
-FEATURES_KEY = "features.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
-def _dtype(name: str):
-    import torch
+def check_finite_logps(values: np.ndarray, column: str, what: str) -> None:
+    """Raise one line naming the first row whose log-prob is NaN / inf.
 
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def load_tokenizer(path: str, trust_remote_code: bool = False):
-    """An HF tokenizer with a pad token (the EOS when it has none)."""
-    from transformers import AutoTokenizer
-
-    from rcs_ray.storage import local_copy
-
-    tok = AutoTokenizer.from_pretrained(local_copy(path, weights=False), trust_remote_code=trust_remote_code)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def as_chat(prompt, tokenizer, chat_template: bool):
-    """A plain prompt as one user message when the tokenizer has a chat template and ``chat_template`` is on (how
-    the policy saw it when sampling); chat prompts and everything else unchanged."""
-    if isinstance(prompt, str) and chat_template and getattr(tokenizer, "chat_template", None):
-        return [{"role": "user", "content": prompt}]
-    return prompt
+    Args:
+        values: (N,) log-probs.
+        column: the column name for the message.
+        what: where they came from (a model path) for the message.
+    """
+    bad = ~np.isfinite(np.asarray(values, dtype=np.float64))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise RcsInputError(f"{what}: row {i}: {column} is {values[i]} ({int(bad.sum())} non-finite of "
+                            f"{len(values)}); the reference model's weights or inputs are broken")
 
 
 class TokenizePairs:
-    """Ray Data stage: ``prompt_json, chosen_json, rejected_json`` -> token ids and labels of both sides.
+    """Ray Data stage: ``prompt, chosen, rejected`` -> token ids and labels of both sides.
 
     Args:
         tokenizer: tokenizer directory.
-        max_length: most tokens of prompt + response (see :func:`rcs_ray.train.logprobs.tokenize_example`).
-        chat_template: format plain prompts with the tokenizer's chat template.
+        max_length: most tokens of prompt + response (see :func:`rcs_ray.modeling.logprobs.tokenize_example`).
+        chat_template: the policy's prompt rule (:func:`rcs_ray.prompting.as_chat`).
         trust_remote_code: passed to ``from_pretrained``.
     """
 
+    INPUTS = TEXT_COLUMNS
+
     def __init__(self, tokenizer: str, max_length: int, chat_template: bool = True, trust_remote_code: bool = False):
+        from rcs_ray.modeling.loading import load_tokenizer
+
         self.tokenizer = load_tokenizer(tokenizer, trust_remote_code)
         self.max_length = max_length
         self.chat_template = chat_template
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from rcs_ray.train.logprobs import build_pair_features
+        from rcs_ray.modeling.logprobs import build_pair_features
 
+        require_columns(batch, self.INPUTS, "tokenize")
         cols: Dict[str, list] = {c: [] for c in TOKEN_COLUMNS}
-        for p, c, r in zip(*(batch.column(f"{k}_json").to_pylist() for k in ("prompt", "chosen", "rejected"))):
-            prompt = as_chat(json.loads(p), self.tokenizer, self.chat_template)
-            feats = build_pair_features(self.tokenizer, prompt, json.loads(c), json.loads(r), self.max_length)
+        for p, c, r in zip(*(batch.column(k).to_pylist() for k in TEXT_COLUMNS)):
+            feats = build_pair_features(self.tokenizer, p, c, r, self.max_length,
+                                        use_chat_template=self.chat_template)
             for key in TOKEN_COLUMNS:
                 cols[key].append(feats[key])
-        batch = batch.drop_columns(["prompt_json", "chosen_json", "rejected_json"])
+        batch = batch.drop_columns(list(TEXT_COLUMNS))
         for key in TOKEN_COLUMNS:
             batch = batch.append_column(key, pa.array(cols[key], type=pa.list_(pa.int32())))
         return batch
-
-
-def pad_side(batch: pa.Table, side: str, pad_token_id: int):
-    """Right-padded ``(B, T)`` long tensors ``input_ids``, ``attention_mask``, ``labels`` of one side."""
-    import torch
-
-    ids = batch.column(f"{side}_input_ids").to_pylist()
-    labels = batch.column(f"{side}_labels").to_pylist()
-    width = max(len(x) for x in ids)
-    out_ids = torch.full((len(ids), width), pad_token_id, dtype=torch.long)
-    out_mask = torch.zeros((len(ids), width), dtype=torch.long)
-    out_labels = torch.full((len(ids), width), -100, dtype=torch.long)
-    for b, (x, y) in enumerate(zip(ids, labels)):
-        out_ids[b, :len(x)], out_mask[b, :len(x)], out_labels[b, :len(y)] = torch.tensor(x), 1, torch.tensor(y)
-    return out_ids, out_mask, out_labels
 
 
 class ReferenceLogps:
     """Ray Data stage: a frozen causal LM's summed response log-probs of both sides of each pair.
 
     ``__init__`` loads the model once per actor; ``__call__`` adds ``<prefix>_chosen_logps`` and
-    ``<prefix>_rejected_logps`` (float64, one per pair): ``sum_t log pi(y_t | x, y_<t)`` over the labelled tokens.
+    ``<prefix>_rejected_logps`` (float64, one per pair): ``sum_t log pi(y_t | x, y_<t)`` over the labelled tokens,
+    both sides of ``micro_batch`` pairs in one forward pass.
 
     Args:
         model: model directory (``AutoModelForCausalLM``).
@@ -124,61 +105,42 @@ class ReferenceLogps:
         micro_batch: pairs per forward pass ((2 * micro_batch, T) tokens).
         use_gpu: run on ``cuda`` when available.
         trust_remote_code: passed to ``from_pretrained``.
+        tokenize: :class:`TokenizePairs` arguments when this stage also tokenizes (the first model stage does: one
+            actor start-up less than a separate stage).
     """
+
+    INPUTS = TOKEN_COLUMNS
 
     def __init__(self, model: str, prefix: str = "ref", pad_token_id: int = 0, dtype: str = "float32",
                  micro_batch: int = 16, use_gpu: bool = False, trust_remote_code: bool = False,
                  tokenize: Optional[dict] = None):
-        import torch
-        from transformers import AutoModelForCausalLM
+        from rcs_ray.modeling.loading import device_for, load_causal_lm
+        from rcs_ray.modeling.logprobs import ResponseLogps
 
-        from rcs_ray.storage import local_copy
-
-        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(local_copy(model), dtype=_dtype(dtype),
-                                                          trust_remote_code=trust_remote_code).to(self.device).eval()
-        self.prefix, self.pad, self.micro_batch = prefix, pad_token_id, micro_batch
-        # The first model stage also tokenizes (one actor start-up less than a separate stage).
+        device = device_for(use_gpu)
+        self.logps = ResponseLogps(load_causal_lm(model, dtype, trust_remote_code, device), pad_token_id,
+                                   2 * micro_batch, device)
+        self.prefix, self.micro_batch = prefix, micro_batch
         self.tokenize = TokenizePairs(**tokenize) if tokenize else None
-
-    def _logps(self, batch: pa.Table) -> np.ndarray:
-        """(2B,) log-probs: the B chosen then the B rejected responses of ``batch``."""
-        import torch
-
-        from rcs_ray.train.logprobs import sequence_logps
-
-        chosen, rejected = pad_side(batch, "chosen", self.pad), pad_side(batch, "rejected", self.pad)
-        width = max(chosen[0].shape[1], rejected[0].shape[1])
-        ids, mask, labels = (torch.cat([torch.nn.functional.pad(a, (0, width - a.shape[1]), value=v),
-                                        torch.nn.functional.pad(b, (0, width - b.shape[1]), value=v)])
-                             for a, b, v in zip(chosen, rejected, (self.pad, 0, -100)))
-        with torch.no_grad():
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            return sequence_logps(logits, labels.to(self.device)).double().cpu().numpy()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.tokenize is not None:
             batch = self.tokenize(batch)
+        require_columns(batch, self.INPUTS, f"reference log-probs {self.prefix}")
+        sides = {side: [{"input_ids": i, "labels": y} for i, y in zip(batch.column(f"{side}_input_ids").to_pylist(),
+                                                                          batch.column(f"{side}_labels").to_pylist())]
+                 for side in ("chosen", "rejected")}
         out = []
         for start in range(0, batch.num_rows, self.micro_batch):
-            part = batch.slice(start, self.micro_batch)
-            lp = self._logps(part)
-            out.append(lp.reshape(2, part.num_rows))
+            chosen = sides["chosen"][start:start + self.micro_batch]
+            lp = self.logps(chosen + sides["rejected"][start:start + self.micro_batch])
+            out.append(lp.reshape(2, len(chosen)))
         both = np.concatenate(out, axis=1) if out else np.zeros((2, 0))
         batch = batch.append_column(f"{self.prefix}_chosen_logps", pa.array(both[0], type=pa.float64()))
         return batch.append_column(f"{self.prefix}_rejected_logps", pa.array(both[1], type=pa.float64()))
 
 
 # ----------------------------------------------------------------------------------------------- driver side
-def pairs_table(pairs: TrainingPairs, extra: Optional[Dict[str, pa.Array]] = None) -> pa.Table:
-    """The rows as an Arrow table: ``index``, ``prompt_json``, ``chosen_json``, ``rejected_json`` (+ ``extra``)."""
-    cols = {"index": pa.array(np.arange(len(pairs.rows), dtype=np.int64))}
-    for key in ("prompt", "chosen", "rejected"):
-        cols[f"{key}_json"] = pa.array([json.dumps(r[key], ensure_ascii=False) for r in pairs.rows], pa.string())
-    cols.update(extra or {})
-    return pa.table(cols)
-
-
 def _model_stamp(path: str) -> List:
     """Path plus size and mtime of its weight / config files: a changed model changes the cache key."""
     from rcs_ray import storage
@@ -205,25 +167,49 @@ def cache_key(table: pa.Table, models: Dict[str, str], settings: dict) -> str:
     return h.hexdigest()
 
 
-def compute_features(table: pa.Table, models: Dict[str, str], tokenizer: str, max_length: int,
-                     chat_template: bool = True, dtype: str = "float32", batch_size: int = 16, num_actors: int = 1,
-                     use_gpu: bool = False, trust_remote_code: bool = False, cache_dir: Optional[str] = None,
-                     pad_token_id: int = 0) -> pa.Table:
+@dataclass(frozen=True)
+class FeatureSettings:
+    """How the pairs are tokenized and the reference models run (from ``policy`` and the stage's ``train``).
+
+    Attributes:
+        tokenizer: tokenizer directory.
+        pad_token_id: the tokenizer's pad id.
+        max_length: most tokens of prompt + response (``train.max_length``).
+        chat_template: the policy's prompt rule (``policy.chat_template``).
+        dtype: the models' dtype (``policy.dtype``).
+        trust_remote_code: passed to ``from_pretrained`` (``policy.trust_remote_code``).
+        batch_size: pairs per Ray Data batch and per forward pass (``train.ref_batch_size``).
+        num_actors: actor-pool size of each model stage (``train.ref_num_actors``).
+        use_gpu: one GPU shared by the model stages (``train.use_gpu``).
+    """
+    tokenizer: str
+    pad_token_id: int
+    max_length: int = 512
+    chat_template: bool = True
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    batch_size: int = 16
+    num_actors: int = 1
+    use_gpu: bool = False
+
+    @classmethod
+    def of(cls, train, policy, tokenizer: str, pad_token_id: int) -> "FeatureSettings":
+        """From a :class:`~rcs_ray.config.TrainConfig` and the policy's :class:`~rcs_ray.config.ModelConfig`."""
+        return cls(tokenizer=tokenizer, pad_token_id=pad_token_id, max_length=train.max_length,
+                   chat_template=policy.chat_template, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code,
+                   batch_size=train.ref_batch_size, num_actors=train.ref_num_actors, use_gpu=train.use_gpu)
+
+
+def compute_features(table: pa.Table, models: Dict[str, str], settings: FeatureSettings,
+                     cache_dir: Optional[str] = None, progress: bool = False) -> pa.Table:
     """Tokenize the pairs and add each model's log-prob columns, in one Ray Data pass (cached in ``cache_dir``).
 
     Args:
-        table: from :func:`pairs_table`.
+        table: :meth:`rcs_ray.data.pairs.PairSet.table` (``index, prompt, chosen, rejected`` + per-pair columns).
         models: column prefix -> model directory, e.g. ``{"ref": reference}`` (empty: tokenize only).
-        tokenizer: tokenizer directory.
-        max_length: most tokens of prompt + response.
-        chat_template: format plain prompts with the tokenizer's chat template.
-        dtype: the models' dtype.
-        batch_size: pairs per Ray Data batch.
-        num_actors: actor-pool size of each model stage.
-        use_gpu: one GPU shared by the model stages.
-        trust_remote_code: passed to ``from_pretrained``.
-        cache_dir: read / write ``features.parquet`` here when the key matches.
-        pad_token_id: the tokenizer's pad id.
+        settings: tokenization and model settings.
+        cache_dir: read / write ``features.parquet`` here (a local directory) when the key matches.
+        progress: a progress bar over the pairs.
 
     Returns:
         The feature table (see the module docstring), in ``index`` order.
@@ -233,25 +219,24 @@ def compute_features(table: pa.Table, models: Dict[str, str], tokenizer: str, ma
     """
     import pyarrow.parquet as pq
 
-    settings = dict(tokenizer=_model_stamp(tokenizer), max_length=max_length, chat_template=chat_template,
-                    dtype=dtype)
-    key = cache_key(table, models, settings) if cache_dir else None
+    from rcs_ray.storage import atomic_path, write_text
+
+    stamp = dict(tokenizer=_model_stamp(settings.tokenizer), max_length=settings.max_length,
+                 chat_template=settings.chat_template, dtype=settings.dtype)
+    key = cache_key(table, models, stamp) if cache_dir else None
     if key and cached_key(cache_dir) == key:
         log.info("reference log-probs: reusing %s", os.path.join(cache_dir, FEATURES_FILE))
         return pq.read_table(os.path.join(cache_dir, FEATURES_FILE))
-    out = _run_pipeline(table, models, tokenizer, max_length, chat_template, dtype, batch_size, num_actors, use_gpu,
-                        trust_remote_code, pad_token_id)
+    out = _run_pipeline(table, models, settings, progress)
     for prefix, path in models.items():
         for side in ("chosen", "rejected"):
             column = f"{prefix}_{side}_logps"
             check_finite_logps(out.column(column).to_numpy(), column, path)
     if key:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = os.path.join(cache_dir, FEATURES_FILE + ".tmp")
-        pq.write_table(out, tmp)
-        os.replace(tmp, os.path.join(cache_dir, FEATURES_FILE))
-        with open(os.path.join(cache_dir, FEATURES_KEY), "w", encoding="utf-8") as fh:
-            json.dump({"key": key, "models": models, "rows": out.num_rows}, fh, indent=1)
+        with atomic_path(os.path.join(cache_dir, FEATURES_FILE)) as tmp:
+            pq.write_table(out, tmp)
+        write_text(os.path.join(cache_dir, FEATURES_KEY),
+                   json.dumps({"key": key, "models": models, "rows": out.num_rows}, indent=1))
     return out
 
 
@@ -264,33 +249,37 @@ def cached_key(cache_dir: str) -> Optional[str]:
     return key if os.path.isfile(os.path.join(cache_dir, FEATURES_FILE)) else None
 
 
-def _run_pipeline(table: pa.Table, models: Dict[str, str], tokenizer: str, max_length: int, chat_template: bool,
-                  dtype: str, batch_size: int, num_actors: int, use_gpu: bool, trust_remote_code: bool,
-                  pad_token_id: int) -> pa.Table:
+def _run_pipeline(table: pa.Table, models: Dict[str, str], s: FeatureSettings, progress: bool) -> pa.Table:
     import ray
+    from tqdm import tqdm
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    ctx.enable_progress_bars = False
-    blocks = [table.slice(i, batch_size) for i in range(0, table.num_rows, batch_size)] or [table]
+    from rcs_ray.ray_runtime import data_context
+
+    data_context()
+    blocks = [table.slice(i, s.batch_size) for i in range(0, table.num_rows, s.batch_size)] or [table]
     ds = ray.data.from_arrow(blocks)
-    tokenize = dict(tokenizer=tokenizer, max_length=max_length, chat_template=chat_template,
-                    trust_remote_code=trust_remote_code)
+    tokenize = dict(tokenizer=s.tokenizer, max_length=s.max_length, chat_template=s.chat_template,
+                    trust_remote_code=s.trust_remote_code)
     if not models:
-        ds = ds.map_batches(TokenizePairs, fn_constructor_kwargs=tokenize, batch_size=batch_size,
+        ds = ds.map_batches(TokenizePairs, fn_constructor_kwargs=tokenize, batch_size=s.batch_size,
                             batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
     share = 1.0 / max(1, len(models))          # the model stages stream side by side: share one CPU / GPU
     for i, (prefix, path) in enumerate(models.items()):
         ds = ds.map_batches(ReferenceLogps, fn_constructor_kwargs=dict(
-            model=path, prefix=prefix, pad_token_id=pad_token_id, dtype=dtype, micro_batch=batch_size,
-            use_gpu=use_gpu, trust_remote_code=trust_remote_code, tokenize=tokenize if i == 0 else None),
-            batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=num_actors),
-            num_cpus=0 if use_gpu else share, num_gpus=share if use_gpu else 0)
-    parts = [b for b in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
+            model=path, prefix=prefix, pad_token_id=s.pad_token_id, dtype=s.dtype, micro_batch=s.batch_size,
+            use_gpu=s.use_gpu, trust_remote_code=s.trust_remote_code, tokenize=tokenize if i == 0 else None),
+            batch_size=s.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=s.num_actors),
+            num_cpus=0 if s.use_gpu else share, num_gpus=share if s.use_gpu else 0)
+    parts = []
+    what = "reference log-probs" if models else "tokenize"
+    with tqdm(total=table.num_rows, desc=what, unit="pair", disable=not progress) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            parts.append(batch)
+            bar.update(batch.num_rows)
     out = pa.concat_tables(parts) if parts else table
     return out.sort_by("index")
 
 
-def logps_columns(features: pa.Table, prefixes: Sequence[str], side: str) -> List[np.ndarray]:
-    """``[<prefix>_<side>_logps for prefix in prefixes]`` as (N,) float64 arrays."""
-    return [features.column(f"{p}_{side}_logps").to_numpy() for p in prefixes]
+def logps_columns(features: pa.Table, prefix: str) -> tuple:
+    """``(<prefix>_chosen_logps, <prefix>_rejected_logps)`` as (N,) float64 arrays."""
+    return tuple(features.column(f"{prefix}_{side}_logps").to_numpy() for side in ("chosen", "rejected"))

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from rcs_ray.config import ModelConfig, ObjectiveConfig, SamplingConfig
-from rcs_ray.sampling.engines import HFEngine, render_prompt
+from rcs_ray.prompting import prompt_ids, prompt_text
+from rcs_ray.sampling.engines import HFEngine
+from rcs_ray.sampling.job import ScorerSettings
 from rcs_ray.sampling.scorers import ClassifierScorer, ImplicitRewardScorer
 from rcs_ray.tinyworld.generate import rm_scores
 
@@ -18,15 +20,15 @@ def engine(tiny_world):
     return HFEngine(ModelConfig(path=tiny_world.policy), SamplingConfig(max_tokens=24, temperature=1.0))
 
 
-def test_render_prompt_uses_the_chat_template(engine):
-    text = render_prompt(engine.tokenizer, PROMPTS[0])
+def test_prompt_text_uses_the_chat_template(engine):
+    text = prompt_text(engine.tokenizer, PROMPTS[0], True)
     assert text == engine.tokenizer.apply_chat_template([{"role": "user", "content": PROMPTS[0]}],
                                                         add_generation_prompt=True, tokenize=False)
-    assert render_prompt(engine.tokenizer, PROMPTS[0], use_chat_template=False) == PROMPTS[0]
+    assert prompt_text(engine.tokenizer, PROMPTS[0], use_chat_template=False) == PROMPTS[0]
 
 
 def test_hf_samples_are_seeded_and_batch_invariant(engine):
-    texts = [render_prompt(engine.tokenizer, p) for p in PROMPTS]
+    texts = [prompt_ids(engine.tokenizer, p, True) for p in PROMPTS]
     seeds = [[11, 12, 13], [21, 22], [31]]
     together = engine.generate(texts, seeds)
     alone = [engine.generate([t], [s])[0] for t, s in zip(texts, seeds)]
@@ -40,7 +42,7 @@ def test_hf_samples_are_seeded_and_batch_invariant(engine):
 def test_classifier_scorer_matches_direct_forward(tiny_world):
     objs = [ObjectiveConfig(name="harmless", kind="multi_head", model=tiny_world.reward_model, head=0, sign=-1.0),
             ObjectiveConfig(name="helpful", kind="multi_head", model=tiny_world.reward_model, head=1)]
-    scorer = ClassifierScorer(objs)
+    scorer = ClassifierScorer(objs, ScorerSettings())
     responses = [" recipe spice the", " scam weapon lie", " okay"]
     got = scorer.score(PROMPTS, responses)
     ref = rm_scores(tiny_world.reward_model, PROMPTS, responses)
@@ -49,6 +51,23 @@ def test_classifier_scorer_matches_direct_forward(tiny_world):
     assert got.shape == (3, 2)
     np.testing.assert_allclose(got[:, 0], -ref[:, 0], atol=0.5)
     np.testing.assert_allclose(got[:, 1], ref[:, 1], atol=0.5)
+
+
+def perturbed_reference(tiny_world, path, seed):
+    """(tokenizer, the world's policy, a reference: the policy with noise on every weight, saved to ``path``)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_world.policy)
+    policy = AutoModelForCausalLM.from_pretrained(tiny_world.policy).eval()
+    reference = AutoModelForCausalLM.from_pretrained(tiny_world.policy).eval()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    reference.save_pretrained(path)
+    tok.save_pretrained(path)
+    return tok, policy, reference
 
 
 def _response_logp(model, tok, prompt, response):
@@ -66,26 +85,51 @@ def _response_logp(model, tok, prompt, response):
 
 
 def test_implicit_reward_hand_computed(tiny_world, tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_world.policy)
-    policy = AutoModelForCausalLM.from_pretrained(tiny_world.policy).eval()
-    reference = AutoModelForCausalLM.from_pretrained(tiny_world.policy).eval()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    reference.save_pretrained(tmp_path / "ref")
-    tok.save_pretrained(tmp_path / "ref")
+    tok, policy, reference = perturbed_reference(tiny_world, tmp_path / "ref", seed=0)
     obj = ObjectiveConfig(name="imp", kind="implicit", model=tiny_world.policy, reference=str(tmp_path / "ref"),
                           beta=0.5, batch_size=2)
     responses = [" recipe spice", " scam", " okay the"]
-    got = ImplicitRewardScorer([obj]).score(PROMPTS, responses)[:, 0]
+    got = ImplicitRewardScorer([obj], ScorerSettings()).score(PROMPTS, responses)[:, 0]
     want = [0.5 * (_response_logp(policy, tok, p, r) - _response_logp(reference, tok, p, r))
             for p, r in zip(PROMPTS, responses)]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     assert np.all(np.abs(got) > 1e-3)
     same = ImplicitRewardScorer([ObjectiveConfig(name="imp", kind="implicit", model=tiny_world.policy,
-                                                 reference=tiny_world.policy)]).score(PROMPTS, responses)
+                                                 reference=tiny_world.policy)], ScorerSettings()).score(PROMPTS,
+                                                                                                        responses)
     np.testing.assert_allclose(same, 0.0, atol=1e-5)
+
+
+def test_implicit_reward_follows_the_policys_prompt_rule(tiny_world, tmp_path):
+    """With ``policy.chat_template: false`` the policy samples and trains on the plain prompt (no template, so no
+    template BOS here): the implicit reward must score that same text, not the templated one."""
+    import torch
+
+    from rcs_ray.modeling.logprobs import sequence_logps, tokenize_example
+
+    tok, policy, reference = perturbed_reference(tiny_world, tmp_path / "ref", seed=1)
+    obj = ObjectiveConfig(name="imp", kind="implicit", model=tiny_world.policy, reference=str(tmp_path / "ref"),
+                          beta=1.0, batch_size=4)
+    responses = [" recipe spice", " scam", " okay the"]
+
+    def delta(use_chat_template):
+        """beta * (log pi - log pi_ref) on the tokens training reads under this prompt rule."""
+        out = []
+        for p, r in zip(PROMPTS, responses):
+            ex = tokenize_example(tok, p, r, 64, use_chat_template=use_chat_template)
+            ids, labels = torch.tensor([ex["input_ids"]]), torch.tensor([ex["labels"]])
+            with torch.no_grad():
+                out.append(float(sequence_logps(policy(input_ids=ids).logits, labels)
+                                 - sequence_logps(reference(input_ids=ids).logits, labels)))
+        return np.array(out)
+
+    plain, templated = delta(False), delta(True)
+    assert np.abs(plain - templated).max() > 1e-3               # the two prompt texts really score differently
+    # generation's prompt ids under each rule are the prompt part of training's ids
+    for flag in (False, True):
+        ex = tokenize_example(tok, PROMPTS[0], responses[0], 64, use_chat_template=flag)
+        ids = prompt_ids(tok, PROMPTS[0], flag)
+        assert ex["input_ids"][:len(ids)] == ids and ex["labels"][len(ids) - 1] == -100
+    for flag, want in ((False, plain), (True, templated)):
+        got = ImplicitRewardScorer([obj], ScorerSettings(use_chat_template=flag)).score(PROMPTS, responses)[:, 0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

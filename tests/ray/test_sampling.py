@@ -31,7 +31,7 @@ def read(path):
 def input_ids(cfg):
     from rcs_ray.sampling.pipeline import read_groups
 
-    return [r["prompt_id"] for r in read_groups(cfg, cfg.stages[1])]
+    return [r["prompt_id"] for r in read_groups(cfg.stages[1].data, cfg.tinyworld)[0]]
 
 
 @pytest.fixture(scope="module")

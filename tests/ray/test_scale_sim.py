@@ -8,7 +8,8 @@ import pytest
 
 from rcs_ray import rc
 from rcs_ray.config import load_config
-from rcs_ray.sampling import run, sim
+from benchmarks import sim
+from rcs_ray.sampling import run
 
 pytestmark = pytest.mark.ray
 
@@ -27,16 +28,14 @@ def sim_config(tmp_path):
 output_dir: {tmp_path}/out
 policy: {{path: {tmp_path}/policy}}
 objectives:
-  - {{name: a, kind: rule, function: "rcs_ray.sampling.sim:reward_a"}}
-  - {{name: b, kind: rule, function: "rcs_ray.sampling.sim:reward_b"}}
+  - {{name: a, kind: rule, function: "benchmarks.sim:reward_a"}}
+  - {{name: b, kind: rule, function: "benchmarks.sim:reward_b"}}
 stages:
   - {{objective: a, sample: false, data: {{path: {data}}}}}
   - {{objective: b, data: {{path: {data}}}, rc: {{strategy: rcs, margin: 0.0}}}}
 sampling: {{n: 4, max_tokens: 32, batch_size: 4, num_actors: 2}}
 """)
-    cfg = load_config(str(config))
-    cfg.sampling.engine = "rcs_ray.sampling.sim:SimEngine"    # the extension point, whatever the config check says
-    return cfg
+    return load_config(str(config), ["sampling.engine=benchmarks.sim:SimEngine"])   # the extension point
 
 
 def test_sim_engine_through_the_pipeline_gives_rc_pairs(ray_session, tmp_path):
@@ -52,5 +51,5 @@ def test_sim_engine_through_the_pipeline_gives_rc_pairs(ray_session, tmp_path):
         assert chosen == pytest.approx(p["chosen_rewards"]) and rejected == pytest.approx(p["rejected_rewards"])
         assert rc.is_consistent(chosen, rejected)
     stats = result.stats
-    assert stats["engine"] == "rcs_ray.sampling.sim:SimEngine"
+    assert stats["engine"] == "benchmarks.sim:SimEngine"
     assert stats["candidates_sampled"] == PROMPTS * 4 and stats["tokens_generated"] > 0

@@ -120,3 +120,19 @@ def test_sample_with_missing_model_path_exits_2(tmp_path):
     assert_input_error(proc, "policy.path", "no-model")
     proc = rcs("sample", "configs/tiny/k2.yaml", "--stage", "7")
     assert_input_error(proc, "--stage 7")
+
+
+def test_overrides_go_anywhere_on_the_line():
+    # an override after an option: parsed (the stage is then out of range, a one-line input error, not argparse's)
+    proc = rcs("train", "configs/tiny/k2.yaml", "--stage", "9", "train.loss=modpo")
+    assert_input_error(proc, "--stage 9 out of range")
+    assert "unrecognized arguments" not in proc.stderr
+    for argv in (["configs/tiny/k2.yaml", "-v", "sampling.n=12", "train.loss=spo"],
+                 ["configs/tiny/k2.yaml", "sampling.n=12", "-v", "train.loss=spo"]):
+        proc = rcs("config", *argv)
+        assert proc.returncode == 0, proc.stderr
+        assert "'n': 12" in proc.stdout and "loss: spo" in proc.stdout
+    proc = rcs("train", "configs/tiny/k2.yaml", "--bogus")
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
+    proc = rcs("analyze", "x.jsonl", "a=b")                  # a command without a config takes no overrides
+    assert proc.returncode == 2 and "unrecognized arguments: a=b" in proc.stderr

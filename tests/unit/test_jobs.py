@@ -48,12 +48,12 @@ def test_with_cluster_address():
     assert _common.with_cluster_address(["ray.num_cpus=4"]) == ["ray.num_cpus=4", "ray.address=auto"]
 
 
-def test_cli_argv_adds_auto_and_keeps_options():
+def test_cli_argv_adds_auto_and_keeps_the_users_order():
     assert _common.cli_argv("run", ["configs/tiny/k2.yaml", "sampling.n=4", "--no-progress"]) == \
-        ["run", "configs/tiny/k2.yaml", "sampling.n=4", "ray.address=auto", "--no-progress"]
+        ["run", "configs/tiny/k2.yaml", "sampling.n=4", "--no-progress", "ray.address=auto"]
     # options before / between overrides, values of value-taking options stay with them
     assert _common.cli_argv("train", ["-v", "c.yaml", "--stage", "2", "a=1", "--out=o", "--policy", "p=q"]) == \
-        ["-v", "train", "c.yaml", "a=1", "ray.address=auto", "--stage", "2", "--out=o", "--policy", "p=q"]
+        ["train", "-v", "c.yaml", "--stage", "2", "a=1", "--out=o", "--policy", "p=q", "ray.address=auto"]
     # the user's ray.address wins
     assert _common.cli_argv("sample", ["c.yaml", "ray.address=null"]) == ["sample", "c.yaml", "ray.address=null"]
     # no config: nothing added, the CLI reports the usage error
@@ -61,10 +61,15 @@ def test_cli_argv_adds_auto_and_keeps_options():
     assert _common.cli_argv("run", ["--help"]) == ["run", "--help"]
 
 
-def test_cli_argv_parses_with_the_real_cli_parser():
-    from rcs_ray.cli import build_parser
+@pytest.mark.parametrize("argv", [
+    ["--stage", "2", "configs/tiny/k2.yaml", "x=1"],
+    ["configs/tiny/k2.yaml", "x=1", "--stage", "2"],
+    ["configs/tiny/k2.yaml", "--stage", "2", "x=1"],
+])
+def test_cli_argv_parses_with_the_real_cli_parser(argv):
+    from rcs_ray.cli import build_parser, parse_with_overrides
 
-    args = build_parser().parse_args(_common.cli_argv("sample", ["--stage", "2", "configs/tiny/k2.yaml", "x=1"]))
+    args = parse_with_overrides(build_parser(), _common.cli_argv("sample", argv))
     assert (args.command, args.config, args.stage) == ("sample", "configs/tiny/k2.yaml", 2)
     assert args.overrides == ["x=1", "ray.address=auto"]
 
@@ -78,7 +83,7 @@ def test_the_override_loads_into_the_config():
 
 def test_sweep_argv():
     assert sweep.sweep_argv(["--ks", "2", "a=b", "--config", "c.yaml"]) == \
-        ["--ks", "2", "--config", "c.yaml", "a=b", "ray.address=auto"]
+        ["--ks", "2", "a=b", "--config", "c.yaml", "ray.address=auto"]
     assert sweep.sweep_argv(["ray.address=null"]) == ["ray.address=null"]
     assert sweep.sweep_argv(["-h"]) == ["-h"]
 

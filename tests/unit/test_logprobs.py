@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rcs_ray.train.logprobs import (IGNORE_INDEX, build_pair_features, collate_pairs, sequence_logps,
+from rcs_ray.modeling.logprobs import (IGNORE_INDEX, build_pair_features, collate_pairs, sequence_logps,
                                     tokenize_example)
 
 pytestmark = pytest.mark.unit

@@ -6,22 +6,22 @@ import pytest
 
 from rcs_ray.config import ObjectiveConfig, RCConfig
 from rcs_ray.sampling.pipeline import n_schedule
-from rcs_ray.sampling.schema import encode_prompt, rows_to_table, sample_seed
+from rcs_ray.data.pairs import MESSAGES, group_table
 from rcs_ray.sampling.scorers import plan_scorers
-from rcs_ray.sampling.stages import RCFilterStage
+from rcs_ray.sampling.stages import RCFilterStage, sample_seed
 
 pytestmark = pytest.mark.unit
 
 
 def group(pid, candidates, harmless, helpful, sources=None, error=None):
-    return {"prompt_id": pid, "prompt_json": encode_prompt("ask x"), "candidates": candidates,
+    return {"prompt_id": pid, "prompt": "ask x", "candidates": candidates,
             "sources": sources or ["sampled"] * len(candidates), "error": error,
             "reward__harmless": harmless, "reward__helpful": helpful}
 
 
 def select(rows, **rc):
     stage = RCFilterStage(["harmless", "helpful"], "helpful", RCConfig(**rc))
-    return {r["prompt_id"]: r for r in stage(rows_to_table(rows)).to_pylist()}
+    return {r["prompt_id"]: r for r in stage(group_table(rows, False)).to_pylist()}
 
 
 def test_rc_filter_hand_computed_and_reasons():
@@ -64,7 +64,7 @@ def test_rc_filter_margin_and_strategies():
 
 def test_rc_filter_names_missing_columns():
     stage = RCFilterStage(["harmless", "helpful"], "helpful", RCConfig())
-    table = rows_to_table([{"prompt_id": "x", "candidates": ["a"], "sources": ["sampled"]}])
+    table = group_table([{"prompt_id": "x", "candidates": ["a"], "sources": ["sampled"]}], False)
     with pytest.raises(KeyError, match="reward__harmless"):
         stage(table)
 
@@ -86,18 +86,12 @@ def test_sample_seeds_and_schedule():
     assert len({sample_seed(0, "p", i) for i in range(100)}) == 100
     assert sample_seed(1, "p", 0) != sample_seed(0, "p", 0)
 
-    class S:  # minimal stand-in for RunConfig.sampling
-        n = 2
+    from rcs_ray.config import AdaptiveConfig, SamplingConfig
 
-        class adaptive:
-            enabled, n_max, rounds = True, 12, 3
-
-    class C:
-        sampling = S
-
-    assert n_schedule(C) == [2, 4, 8, 12]
-    S.adaptive.enabled = False
-    assert n_schedule(C) == [2]
+    s = SamplingConfig(n=2, adaptive=AdaptiveConfig(enabled=True, n_max=12, rounds=3))
+    assert n_schedule(s) == [2, 4, 8, 12]
+    s.adaptive.enabled = False
+    assert n_schedule(s) == [2]
 
 
 def test_gumbel_sampler_matches_softmax_and_top_p():
@@ -142,6 +136,7 @@ class _FakeEngine:
         from rcs_ray.sampling.engines import Completion
 
         self.calls += 1
+        prompts = ["".join(map(chr, ids)) for ids in prompts]          # the engine is given token ids
         if any("boom" in p for p in prompts):
             raise RuntimeError("engine exploded")
         return [[Completion(text=f"{p}#{s}", num_tokens=2, finished=True) for s in row] for p, row in
@@ -153,10 +148,10 @@ def test_generate_stage_isolates_bad_prompts():
     from rcs_ray.sampling.stages import GenerateStage
 
     stage = GenerateStage(ModelConfig(path="x"), SamplingConfig(max_tokens=8), n_target=2, engine=_FakeEngine())
-    rows = [{"prompt_id": pid, "prompt_json": encode_prompt(p), "original_chosen": c, "original_rejected": r}
+    rows = [{"prompt_id": pid, "prompt": p, "original_chosen": c, "original_rejected": r}
             for pid, p, c, r in [("a", "fine", "yes", "no"), ("b", "boom", None, None), ("c", "x" * 40, None, None),
                                  ("d", "ok", None, None)]]
-    out = {r["prompt_id"]: r for r in stage(rows_to_table(rows)).to_pylist()}
+    out = {r["prompt_id"]: r for r in stage(group_table(rows, False)).to_pylist()}
     assert out["a"]["sources"] == ["original_chosen", "original_rejected", "sampled", "sampled"]
     assert out["a"]["candidates"][:2] == ["yes", "no"] and out["a"]["generated_tokens"] == 4
     assert out["b"]["error"].startswith("generation_failed: RuntimeError: engine exploded")
@@ -164,7 +159,7 @@ def test_generate_stage_isolates_bad_prompts():
     assert out["d"]["candidates"] == [f"ok#{sample_seed(0, 'd', 0)}", f"ok#{sample_seed(0, 'd', 1)}"]
     # a second pass with a larger target only adds the missing samples, with the next sample indices
     stage.n_target = 3
-    again = {r["prompt_id"]: r for r in stage(rows_to_table(list(out.values()))).to_pylist()}
+    again = {r["prompt_id"]: r for r in stage(group_table(list(out.values()), False)).to_pylist()}
     assert again["d"]["candidates"][2] == f"ok#{sample_seed(0, 'd', 2)}" and again["d"]["generated_tokens"] == 6
     assert again["b"]["candidates"] == []
 
@@ -176,7 +171,7 @@ def test_writer_commits_atomically_and_aborts_cleanly(tmp_path):
 
     from rcs_ray.sampling.writer import OutputWriter
 
-    row = {"prompt_id": "p", "prompt_json": encode_prompt("ask"), "candidates": ["a", "b"],
+    row = {"prompt_id": "p", "prompt": "ask", "candidates": ["a", "b"],
            "sources": ["sampled", "sampled"], "reward__h": [1.0, 0.0], "chosen_index": 0, "rejected_index": 1,
            "failure_reason": None, "seconds__generate": 0.5}
     w = OutputWriter(str(tmp_path), ["h"], "h")
@@ -194,3 +189,33 @@ def test_writer_commits_atomically_and_aborts_cleanly(tmp_path):
     assert pq.read_table(tmp_path / "failed.parquet").to_pylist()[0]["reason"] == "no_rc_pair"
     assert stats["failure_rate"] == 0.5 and stats["actor_seconds_by_stage"] == {"generate": 0.5}
     assert sorted(os.listdir(tmp_path)) == ["failed.parquet", "pairs.parquet", "stats.json"]
+
+
+def test_chat_prompts_stay_arrow_messages_through_the_stages(tmp_path):
+    import pyarrow.parquet as pq
+
+    from rcs_ray.config import ModelConfig, SamplingConfig
+    from rcs_ray.sampling.stages import GenerateStage
+    from rcs_ray.sampling.writer import OutputWriter
+
+    class ChatTok(_Tok):
+        chat_template = "x"
+
+        def apply_chat_template(self, messages, add_generation_prompt=False, tokenize=False):
+            return "|".join(m["content"] for m in messages) + (">" if add_generation_prompt else "")
+
+    engine = _FakeEngine()
+    engine.tokenizer = ChatTok()
+    chat = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}]
+    table = group_table([{"prompt_id": "c", "prompt": chat}], True)
+    assert table.schema.field("prompt").type == MESSAGES
+    out = GenerateStage(ModelConfig(path="x"), SamplingConfig(max_tokens=8), n_target=2, engine=engine)(table)
+    assert out.schema.field("prompt").type == MESSAGES
+    row = out.to_pylist()[0]
+    assert row["prompt"] == chat and row["candidates"][0].startswith("be kind|hi>#")   # the template, tokenized once
+    w = OutputWriter(str(tmp_path), ["h"], "h", chat=True)
+    w.write_pair(dict(row, **{"reward__h": [1.0, 0.0], "chosen_index": 0, "rejected_index": 1}), 0)
+    w.commit({})
+    pair = pq.read_table(tmp_path / "pairs.parquet")
+    assert pair.schema.field("prompt").type == MESSAGES and pair.schema.field("chosen").type == MESSAGES
+    assert pair.to_pylist()[0]["chosen"] == [{"role": "assistant", "content": row["candidates"][0]}]

@@ -1,21 +1,22 @@
 """The custom-engine extension point (``sampling.engine: package.module:ClassName``) and the simulated engine and
-rewards of the scale simulation (rcs_ray.sampling.sim), without Ray."""
+rewards of the scale simulation (benchmarks/sim.py), without Ray."""
 
 import time
 
-import pyarrow as pa
 import pytest
 
 from rcs_ray import rc
 from rcs_ray.config import ModelConfig, SamplingConfig
 from rcs_ray.errors import RcsInputError
-from rcs_ray.sampling import sim
+from benchmarks import sim
+from rcs_ray.data.pairs import group_table
+from rcs_ray.rc import SAMPLED
 from rcs_ray.sampling.engines import make_engine
-from rcs_ray.sampling.schema import SAMPLED, encode_prompt, sample_seed
+from rcs_ray.sampling.stages import sample_seed
 
 pytestmark = pytest.mark.unit
 
-SIM = "rcs_ray.sampling.sim:SimEngine"
+SIM = "benchmarks.sim:SimEngine"
 
 
 def sim_engine(monkeypatch, max_tokens=32, tokens_per_s=1e6):
@@ -31,11 +32,11 @@ def test_dotted_path_loads_a_custom_engine(monkeypatch):
 
 @pytest.mark.parametrize("name, fragment", [
     ("sglang", "not one of"),                                   # not a built-in, not a dotted path
-    ("rcs_ray.sampling.sim", "not one of"),                     # no ':ClassName'
-    ("rcs_ray.sampling.sim:Sim Engine", "not one of"),
+    ("benchmarks.sim", "not one of"),                           # no ':ClassName'
+    ("benchmarks.sim:Sim Engine", "not one of"),
     ("rcs_ray.no_such_module:Engine", "cannot import module"),
-    ("rcs_ray.sampling.sim:NoSuchEngine", "has no attribute"),
-    ("rcs_ray.sampling.sim:reward_a", "is not a class"),
+    ("benchmarks.sim:NoSuchEngine", "has no attribute"),
+    ("benchmarks.sim:reward_a", "is not a class"),
 ])
 def test_bad_engine_path_is_an_input_error(name, fragment):
     with pytest.raises(RcsInputError, match=fragment) as err:
@@ -46,7 +47,7 @@ def test_bad_engine_path_is_an_input_error(name, fragment):
 def test_sim_engine_is_deterministic_by_seed_and_costs_tokens_over_rate(monkeypatch):
     engine = sim_engine(monkeypatch, max_tokens=40, tokens_per_s=20000)
     start = time.perf_counter()
-    out = engine.generate(["p one", "p two"], [[1, 2, 3], [4]])
+    out = engine.generate([[1, 2], [3, 4]], [[1, 2, 3], [4]])
     elapsed = time.perf_counter() - start
     assert [len(g) for g in out] == [3, 1]
     tokens = sum(c.num_tokens for g in out for c in g)
@@ -54,7 +55,7 @@ def test_sim_engine_is_deterministic_by_seed_and_costs_tokens_over_rate(monkeypa
     for c in (c for g in out for c in g):
         assert 15 <= c.num_tokens <= 40 and sim.num_tokens(c.text) == c.num_tokens
         assert c.finished == (c.num_tokens < 40)
-    again = engine.generate(["other prompt"], [[2]])[0][0]     # the same seed, another batch: the same sample
+    again = engine.generate([[5, 6]], [[2]])[0][0]             # the same seed, another batch: the same sample
     assert again == out[0][1]
     assert len({c.text for g in out for c in g}) == 4
 
@@ -75,10 +76,10 @@ def test_generate_stage_runs_the_sim_engine(monkeypatch):
     monkeypatch.setenv("RCS_SIM_TOKENS_PER_S", "1e6")
     sampling = SamplingConfig(engine=SIM, n=4, max_tokens=16)
     stage = GenerateStage(ModelConfig(path="unused"), sampling, n_target=4)
-    prompts = ["hello there", [{"role": "user", "content": "a chat prompt"}]]
-    batch = pa.table({"prompt_id": ["p0", "p1"], "prompt_json": [encode_prompt(p) for p in prompts],
-                      "original_chosen": ["good", None], "original_rejected": ["bad", None]})
-    rows = stage(batch).to_pylist()
+    plain = group_table([{"prompt_id": "p0", "prompt": "hello there", "original_chosen": "good",
+                          "original_rejected": "bad"}], chat=False)
+    chat = group_table([{"prompt_id": "p1", "prompt": [{"role": "user", "content": "a chat prompt"}]}], chat=True)
+    rows = stage(plain).to_pylist() + stage(chat).to_pylist()
     assert [r["sources"].count(SAMPLED) for r in rows] == [4, 4]
     assert len(rows[0]["candidates"]) == 6 and rows[0]["candidates"][:2] == ["good", "bad"]
     seeds = [sample_seed(0, "p1", i) for i in range(4)]

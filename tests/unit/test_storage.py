@@ -70,13 +70,18 @@ def test_bad_rows_and_missing_paths_are_named_by_uri(tmp_path):
         read_table(uri(tmp_path / "nope.jsonl"))
 
 
-def test_pairs_file_and_its_stats_from_a_uri(tmp_path):
-    from rcs_ray.train.data import read_pairs_file
+def test_pairs_file_and_its_objective_names_from_a_uri(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rcs_ray.data.pairs import pairs_schema, read_pairs as read_pairs_file
 
     rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "chosen_rewards": [1.0, 2.0],
              "rejected_rewards": [0.0, 1.0], "target": "helpful"}]
-    path = fx.write_parquet(tmp_path / "s" / "pairs.parquet", rows)
-    (tmp_path / "s" / "stats.json").write_text(json.dumps({"objectives": ["harmless", "helpful"]}))
+    os.makedirs(tmp_path / "s")
+    path = tmp_path / "s" / "pairs.parquet"
+    meta = pairs_schema(False, ["harmless", "helpful"], "helpful").metadata
+    pq.write_table(pa.Table.from_pylist(rows).replace_schema_metadata(meta), path)
     pairs = read_pairs_file(uri(path))
     assert pairs.reward_names == ["harmless", "helpful"] and pairs.rows[0]["chosen"] == "a"
     jl = fx.write_jsonl(tmp_path / "p.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
@@ -248,7 +253,10 @@ def test_reports_and_eval_outputs_land_at_a_uri(tmp_path, monkeypatch):
     cfg = load_config(os.path.join(repo, "configs/tiny/k2.yaml"), [
         f"output_dir={uri(tmp_path / 'bucket' / 'run')}", f"eval.prompts.path={uri(data)}", "eval.n=2"])
     monkeypatch.setattr(rcs_ray.ray_runtime, "init_ray", lambda *a, **k: None)
-    monkeypatch.setattr(ev, "policy_rewards", lambda cfg, path, rows, n, progress: np.zeros((len(rows), n, 2)))
+    import rcs_ray.sampling.job
+
+    monkeypatch.setattr(rcs_ray.sampling.job, "eval_job", lambda cfg, path: path)     # no models: fake policies
+    monkeypatch.setattr(ev, "policy_rewards", lambda job, rows, chat, n, progress, desc: np.zeros((len(rows), n, 2)))
     result = ev.evaluate(cfg, {"base": "b", "tuned": "t"}, reference="base")
     assert result.markdown == uri(tmp_path / "bucket" / "run") + "/eval/eval.md"
     assert "| tuned |" in storage.read_text(result.markdown)

@@ -1,5 +1,5 @@
-"""Training inputs without Ray: reading and validating pairs, MODPO / SPO margins, the DeepSpeed config builder, the
-seeded batch schedule, and the tokenize / reference log-prob stages called directly."""
+"""Training inputs without Ray: reading and validating pairs, MODPO / SPO loss inputs, the DeepSpeed config builder,
+the seeded batch schedule, and the tokenize / reference log-prob stages called directly."""
 
 import json
 import os
@@ -10,9 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from rcs_ray.config import DataConfig, TrainConfig, load_config
+from rcs_ray.data.pairs import PairSet, pairs_schema, read_pairs
 from rcs_ray.errors import RcsInputError
-from rcs_ray.train import data as D
+from rcs_ray.modeling.loading import check_vocab
 from rcs_ray.train.loop import batch_rows, build_ds_config, schedule
+from rcs_ray.train.margins import LossContext, implicit_margins, modpo_inputs, spo_inputs
+from rcs_ray.train.refs import check_finite_logps
 
 pytestmark = pytest.mark.unit
 
@@ -37,13 +40,21 @@ def one_line(fn, *match):
 
 
 # ----------------------------------------------------------------------------------------------- reading
-def test_pairs_parquet_with_names_from_stats_json(tmp_path):
-    path = write(tmp_path / "pairs.parquet", rows())
-    (tmp_path / "stats.json").write_text(json.dumps({"objectives": ["harmless", "helpful", "concise"]}))
-    p = D.read_pairs_file(path)
+def test_pairs_parquet_names_its_objectives_in_its_metadata(tmp_path):
+    items = rows()
+    schema = pairs_schema(False, ["harmless", "helpful", "concise"], "helpful")
+    table = pa.Table.from_pylist(items, schema=pa.schema([schema.field(c) for c in items[0]],
+                                                         metadata=schema.metadata))
+    pq.write_table(table, tmp_path / "pairs.parquet")
+    # a neighbouring stats.json is not where the names come from
+    (tmp_path / "stats.json").write_text(json.dumps({"objectives": ["x", "y", "z"]}))
+    p = read_pairs(str(tmp_path / "pairs.parquet"))
     assert len(p.rows) == 4 and p.target == "helpful" and not p.has_ref_logps
     assert p.reward_names == ["harmless", "helpful", "concise"]
     assert p.rows[0]["chosen_rewards"] == [1.0, 2.0, 0.5]
+    # without metadata: generic names
+    assert read_pairs(write(tmp_path / "plain.parquet", items)).reward_names == ["objective_0", "objective_1",
+                                                                                  "objective_2"]
 
 
 def test_jsonl_chat_pairs_and_generic_names(tmp_path):
@@ -52,7 +63,7 @@ def test_jsonl_chat_pairs_and_generic_names(tmp_path):
             "rejected": [{"role": "assistant", "content": "go"}], "chosen_rewards": [1, 2],
             "rejected_rewards": [0, 1], "ref_chosen_logps": -3.0, "ref_rejected_logps": -4.0}
     path.write_text(json.dumps(chat) + "\n\n" + json.dumps(chat) + "\n")
-    p = D.read_pairs_file(str(path), target="objective_1")
+    p = read_pairs(str(path), target="objective_1")
     assert p.has_ref_logps and p.reward_names == ["objective_0", "objective_1"] and p.target == "objective_1"
     assert p.rows[1]["prompt"] == [{"role": "user", "content": "hi"}] and p.rows[0]["ref_chosen_logps"] == -3.0
 
@@ -60,35 +71,35 @@ def test_jsonl_chat_pairs_and_generic_names(tmp_path):
 @pytest.mark.parametrize("mutate, match", [
     (lambda r: r.pop("rejected"), ("missing column", "rejected")),
     (lambda r: r.pop("rejected_rewards"), ("chosen_rewards", "without", "rejected_rewards")),
-    (lambda r: r.update(chosen=""), ("row 0", "'chosen' is empty")),
-    (lambda r: r.update(prompt=3), ("row 0", "'prompt'", "int")),
+    (lambda r: r.update(chosen=""), ("row 1", "field 'chosen'", "empty")),
+    (lambda r: r.update(prompt=3), ("row 1", "field 'prompt'", "int")),
 ])
 def test_malformed_pairs_files(tmp_path, mutate, match):
     items = rows()
     for r in items:
         mutate(r)
-    one_line(lambda: D.read_pairs_file(write(tmp_path / "bad.parquet", items)), *match)
+    one_line(lambda: read_pairs(write(tmp_path / "bad.parquet", items)), *match)
 
 
 def test_nan_values_are_rejected(tmp_path):
     items = [{**r, "ref_chosen_logps": -1.0, "ref_rejected_logps": -2.0} for r in rows()]
     items[2]["ref_rejected_logps"] = float("nan")
-    one_line(lambda: D.read_pairs_file(write(tmp_path / "a.parquet", items)), "row 2", "ref_rejected_logps", "nan")
+    one_line(lambda: read_pairs(write(tmp_path / "a.parquet", items)), "row 3", "ref_rejected_logps", "nan")
     items = rows()
     items[1]["chosen_rewards"] = [1.0, float("inf"), 0.0]
-    one_line(lambda: D.read_pairs_file(write(tmp_path / "b.parquet", items)), "row 1", "non-finite")
+    one_line(lambda: read_pairs(write(tmp_path / "b.parquet", items)), "row 2", "chosen_rewards", "must be finite")
     items = rows()
     items[3]["rejected_rewards"] = [1.0]
-    one_line(lambda: D.read_pairs_file(write(tmp_path / "c.parquet", items)), "row 3", "earlier rows have 3")
+    one_line(lambda: read_pairs(write(tmp_path / "c.parquet", items)), "row 4", "expected 3 scores, got 1")
 
 
 def test_missing_file_wrong_names_and_several_targets(tmp_path):
-    one_line(lambda: D.read_pairs_file(str(tmp_path / "none.parquet")), "not found")
+    one_line(lambda: read_pairs(str(tmp_path / "none.parquet")), "not found")
     path = write(tmp_path / "pairs.parquet", rows())
-    one_line(lambda: D.read_pairs_file(path, reward_names=["a", "b"]), "3 objectives", "2 names")
+    one_line(lambda: read_pairs(path, reward_names=["a", "b"]), "3 objectives", "2 names")
     items = rows()
     items[0]["target"] = "harmless"
-    one_line(lambda: D.read_pairs_file(write(tmp_path / "t.parquet", items)), "several objectives")
+    one_line(lambda: read_pairs(write(tmp_path / "t.parquet", items)), "several objectives")
 
 
 def test_stage_data_through_read_preferences(tmp_path):
@@ -96,23 +107,27 @@ def test_stage_data_through_read_preferences(tmp_path):
     path.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "a", "rejected": "b",
                                         "chosen_scores": [1, 0], "rejected_scores": [0, 1]}) + "\n"
                             for i in range(3)))
-    p = D.read_stage_pairs(DataConfig(path=str(path), score_names=["harmless", "helpful"]), target="harmless")
+    from rcs_ray.data import read_preferences
+    from rcs_ray.data.pairs import pairs_from_preferences
+
+    pref = read_preferences(DataConfig(path=str(path), score_names=["harmless", "helpful"]))
+    p = pairs_from_preferences(pref.rows, pref.objectives, pref.source, target="harmless")
     assert len(p.rows) == 3 and p.reward_names == ["harmless", "helpful"] and p.target == "harmless"
     assert p.rows[0]["chosen_rewards"] == [1.0, 0.0] and p.rows[0]["rejected_rewards"] == [0.0, 1.0]
 
 
 def test_trainer_pairs_default_for_a_sampling_stage_is_its_sampling_output(tmp_path):
-    from rcs_ray.train.trainer import read_pairs
+    from rcs_ray.train.sources import stage_pairs
 
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny", "k2.yaml"),
                       [f"output_dir={tmp_path}"])
-    one_line(lambda: read_pairs(cfg, 1, None), "stage 2", "rcs-ray sample", "--pairs")
+    one_line(lambda: stage_pairs(cfg, 1, None), "stage 2", "rcs-ray sample", "--pairs")
     os.makedirs(tmp_path / "stage2" / "sampling")
     items = [{k: v for k, v in r.items() if k != "target"} for r in rows()]
     for r in items:
         r["chosen_rewards"], r["rejected_rewards"] = r["chosen_rewards"][:2], r["rejected_rewards"][:2]
     write(tmp_path / "stage2" / "sampling" / "pairs.parquet", items)
-    p = read_pairs(cfg, 1, None)
+    p = stage_pairs(cfg, 1, None)
     assert p.reward_names == ["harmless", "helpful"] and p.target == "helpful"   # names from the config
 
 
@@ -125,46 +140,66 @@ class FakeTokenizer:
 
 
 def test_vocab_check():
-    D.check_vocab(FakeTokenizer(), 1000, "m")
-    D.check_vocab(FakeTokenizer(), 1024, "m")          # padded embedding: fine
-    one_line(lambda: D.check_vocab(FakeTokenizer(), 900, "m"), "1000 tokens", "vocab_size 900")
+    check_vocab(FakeTokenizer(), 1000, "m")
+    check_vocab(FakeTokenizer(), 1024, "m")          # padded embedding: fine
+    one_line(lambda: check_vocab(FakeTokenizer(), 900, "m"), "1000 tokens", "vocab_size 900")
 
 
 def test_finite_logps_check():
-    D.check_finite_logps(np.array([-1.0, -2.0]), "ref_chosen_logps", "m")
-    one_line(lambda: D.check_finite_logps(np.array([-1.0, np.nan, np.inf]), "ref_chosen_logps", "/ref"),
+    check_finite_logps(np.array([-1.0, -2.0]), "ref_chosen_logps", "m")
+    one_line(lambda: check_finite_logps(np.array([-1.0, np.nan, np.inf]), "ref_chosen_logps", "/ref"),
              "/ref", "row 1", "2 non-finite of 3")
 
 
 # ----------------------------------------------------------------------------------------------- margins
 def pairs3():
-    return D.TrainingPairs(rows=rows(2), reward_names=["harmless", "helpful", "concise"], target="helpful", source="x")
+    return PairSet(rows=rows(2), reward_names=["harmless", "helpful", "concise"], target="helpful", source="x")
 
 
-def test_modpo_margins_put_the_target_weight_first():
-    mc, mr, w, names = D.modpo_margins(pairs3(), ["harmless", "helpful", "concise"])
-    assert names == ["harmless", "concise"] and w == pytest.approx([1 / 3] * 3)
+def ctx(pairs, stage=1, earlier=("harmless",), **train):
+    return LossContext(pairs=pairs, train=TrainConfig(**train), stage=stage,
+                       objective_names=["harmless", "helpful", "concise"], earlier_objectives=list(earlier))
+
+
+def test_modpo_inputs_put_the_target_weight_first():
+    inputs = modpo_inputs(ctx(pairs3()))
+    mc, mr = inputs.margins
+    assert inputs.margin_names == ["harmless", "concise"] and inputs.params["weights"] == pytest.approx([1 / 3] * 3)
     assert mc.tolist() == [[1.0, 0.5]] * 2 and mr.tolist() == [[0.0, 1.5]] * 2
-    _, _, w, _ = D.modpo_margins(pairs3(), ["harmless", "helpful", "concise"], [0.2, 0.7, 0.1])
-    assert w == [0.7, 0.2, 0.1]
+    assert modpo_inputs(ctx(pairs3(), modpo_weights=[0.2, 0.7, 0.1])).params["weights"] == [0.7, 0.2, 0.1]
 
 
-def test_modpo_margins_errors():
+def test_modpo_inputs_errors():
     p = pairs3()
     p.target = "other"
-    one_line(lambda: D.modpo_margins(p, ["a"]), "target", "'other'")
-    one_line(lambda: D.modpo_margins(pairs3(), ["harmless", "helpful"], [0.5, 0.5]), "no weight", "concise")
-    one_line(lambda: D.modpo_margins(pairs3(), ["harmless", "helpful", "concise"], [1, 0, 1]), "weight > 0")
+    one_line(lambda: modpo_inputs(ctx(p)), "target", "'other'")
+    c = ctx(pairs3(), modpo_weights=[0.5, 0.5])
+    c.objective_names = ["harmless", "helpful"]
+    one_line(lambda: modpo_inputs(c), "no weight", "concise")
+    one_line(lambda: modpo_inputs(ctx(pairs3(), modpo_weights=[1, 0, 1])), "weight > 0")
 
 
-def test_spo_margins_recorded_and_implicit():
-    mc, mr = D.recorded_margins(pairs3(), ["harmless"])
-    assert mc.tolist() == [[1.0], [1.0]] and mr.tolist() == [[0.0], [0.0]]
-    one_line(lambda: D.recorded_margins(D.TrainingPairs(rows=rows(1), source="s"), ["harmless"]), "spo", "rewards")
+def test_spo_inputs_recorded_and_implicit():
+    inputs = spo_inputs(ctx(pairs3(), spo_reward_source="recorded"))
+    mc, mr = inputs.margins
+    assert mc.tolist() == [[1.0], [1.0]] and mr.tolist() == [[0.0], [0.0]] and inputs.params == {"alphas": [1.0]}
+    one_line(lambda: spo_inputs(ctx(PairSet(rows=rows(1), source="s"), spo_reward_source="recorded")), "spo",
+             "rewards")
+    one_line(lambda: spo_inputs(ctx(pairs3(), spo_alphas=[1.0, 2.0])), "spo_alphas", "1 earlier stage")
+    assert spo_inputs(ctx(pairs3(), stage=0)).params == {}          # stage 1: SPO is DPO
     # r_j = beta * (log pi_j - log pi_{j-1}); chain of 3 models -> 2 columns
-    mc, mr = D.implicit_margins([np.array([-10.0, -4.0]), np.array([-8.0, -5.0]), np.array([-7.0, -5.0])],
-                                [np.array([-9.0, -3.0]), np.array([-9.0, -3.0]), np.array([-10.0, -2.0])], 0.5)
+    mc, mr = implicit_margins([np.array([-10.0, -4.0]), np.array([-8.0, -5.0]), np.array([-7.0, -5.0])],
+                              [np.array([-9.0, -3.0]), np.array([-9.0, -3.0]), np.array([-10.0, -2.0])], 0.5)
     assert mc.tolist() == [[1.0, 0.5], [-0.5, 0.0]] and mr.tolist() == [[0.0, -0.5], [0.0, 0.5]]
+    # implicit: the loss asks the reference pass for the chain's log-probs, then turns them into margins
+    c = ctx(pairs3(), stage=2, earlier=("harmless", "helpful"), beta=0.5)
+    c.policy_chain = lambda: ["pi0", "pi1", "pi2"]
+    inputs = spo_inputs(c)
+    assert inputs.models == {"spo0": "pi0", "spo1": "pi1", "spo2": "pi2"} and inputs.margins is None
+    lp = {"spo0": (np.array([-10.0]), np.array([-9.0])), "spo1": (np.array([-8.0]), np.array([-9.0])),
+          "spo2": (np.array([-7.0]), np.array([-10.0]))}
+    mc, mr = inputs.from_logps(lp)
+    assert mc.tolist() == [[1.0, 0.5]] and mr.tolist() == [[0.0, -0.5]]
 
 
 # ----------------------------------------------------------------------------------------------- DeepSpeed config
@@ -234,15 +269,15 @@ def test_tokenize_and_reference_stages_called_directly(tiny_model):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rcs_ray.train.logprobs import sequence_logps, tokenize_example
-    from rcs_ray.train.refs import ReferenceLogps, pairs_table
+    from rcs_ray.modeling.logprobs import sequence_logps, tokenize_example
+    from rcs_ray.train.refs import ReferenceLogps
 
     path, tok = tiny_model
-    prs = D.TrainingPairs(rows=[{"prompt": "ask cooking how briefly", "chosen": "recipe oven", "rejected": "rumor"},
+    prs = PairSet(rows=[{"prompt": "ask cooking how briefly", "chosen": "recipe oven", "rejected": "rumor"},
                                 {"prompt": "ask cooking how clearly", "chosen": "flavor", "rejected": "mock lie"}])
     stage = ReferenceLogps(path, pad_token_id=tok.pad_token_id, micro_batch=1,
                            tokenize=dict(tokenizer=path, max_length=32, chat_template=True))
-    out = stage(pairs_table(prs))
+    out = stage(prs.table())
     assert out.column_names == ["index", "chosen_input_ids", "chosen_labels", "rejected_input_ids",
                                 "rejected_labels", "ref_chosen_logps", "ref_rejected_logps"]
     # plain prompts went through the chat template (as the policy saw them): the template's BOS leads
@@ -258,30 +293,30 @@ def test_tokenize_and_reference_stages_called_directly(tiny_model):
 
 
 def test_feature_cache_key_follows_content(tiny_model):
-    from rcs_ray.train.refs import cache_key, pairs_table
+    from rcs_ray.train.refs import cache_key
 
     path, _ = tiny_model
-    prs = D.TrainingPairs(rows=rows(2))
-    key = cache_key(pairs_table(prs), {"ref": path}, {"max_length": 32})
-    assert key == cache_key(pairs_table(prs), {"ref": path}, {"max_length": 32})
-    assert key != cache_key(pairs_table(prs), {"ref": path}, {"max_length": 33})
+    prs = PairSet(rows=rows(2))
+    key = cache_key(prs.table(), {"ref": path}, {"max_length": 32})
+    assert key == cache_key(prs.table(), {"ref": path}, {"max_length": 32})
+    assert key != cache_key(prs.table(), {"ref": path}, {"max_length": 33})
     prs.rows[1]["chosen"] = "other"
-    assert key != cache_key(pairs_table(prs), {"ref": path}, {"max_length": 32})
+    assert key != cache_key(prs.table(), {"ref": path}, {"max_length": 32})
 
 
 def test_spo_policy_chain(tmp_path):
-    from rcs_ray.train.trainer import _spo_chain
+    from rcs_ray.train.trainer import policy_chain
 
     a, b = str(tmp_path / "pi0"), str(tmp_path / "pi1")
     os.makedirs(a), os.makedirs(b)
     k3 = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny", "k3.yaml")
     cfg = load_config(k3, [f"output_dir={tmp_path}", f"policy.path={a}"])
-    assert _spo_chain(cfg, 1, b) == [a, b]
-    one_line(lambda: _spo_chain(cfg, 1, a), "pi_0 and pi_1 are the same model")
-    one_line(lambda: _spo_chain(cfg, 2, b), "stage 1's implicit reward needs", "stage1/train/model")
+    assert policy_chain(cfg, 1, b) == [a, b]
+    one_line(lambda: policy_chain(cfg, 1, a), "pi_0 and pi_1 are the same model")
+    one_line(lambda: policy_chain(cfg, 2, b), "stage 1's implicit reward needs", "stage1/train/model")
     cfg = load_config(k3, [f"output_dir={tmp_path}", f"train.spo_policies=[{a},{b}]"])
-    one_line(lambda: _spo_chain(cfg, 1, a), "must be the policy stage 2 starts from")
-    one_line(lambda: _spo_chain(cfg, 2, b), "needs 3 models")
+    one_line(lambda: policy_chain(cfg, 1, a), "must be the policy stage 2 starts from")
+    one_line(lambda: policy_chain(cfg, 2, b), "needs 3 models")
 
 
 def _pref_file(path, rows, scores):
@@ -304,9 +339,9 @@ def _mixed_config(tmp_path, loss="dpo", sample=False):
 
 
 def test_mixed_stage_trains_on_every_dataset_in_order(tmp_path):
-    from rcs_ray.train.trainer import read_pairs
+    from rcs_ray.train.sources import stage_pairs
 
-    pairs = read_pairs(_mixed_config(tmp_path), 0, None)
+    pairs = stage_pairs(_mixed_config(tmp_path), 0, None)
     assert [(r["prompt"], r["chosen"], r["rejected"]) for r in pairs.rows] == [
         ("p1", "a", "b"), ("p2", "c", "d"), ("p3", "e", "f")]
     assert pairs.reward_names == ["harmless", "helpful"]

@@ -25,11 +25,12 @@ def vllm_env():
 
 
 def test_vllm_generation_is_seeded_batch_invariant_and_like_hf(tiny_world, vllm_env):
-    from rcs_ray.sampling.engines import HFEngine, VLLMEngine, render_prompt
+    from rcs_ray.prompting import prompt_ids
+    from rcs_ray.sampling.engines import HFEngine, VLLMEngine
 
     sampling = SamplingConfig(engine="vllm", max_tokens=24)
     engine = VLLMEngine(ModelConfig(path=tiny_world.policy), sampling)
-    texts = [render_prompt(engine.tokenizer, p) for p in PROMPTS]
+    texts = [prompt_ids(engine.tokenizer, p, True) for p in PROMPTS]
     seeds = [[1, 2, 3], [4, 5], [6]]
     together = [[c.text for c in g] for g in engine.generate(texts, seeds)]
     alone = [[c.text for c in engine.generate([t], [s])[0]] for t, s in zip(texts, seeds)]
@@ -45,13 +46,14 @@ def test_vllm_generation_is_seeded_batch_invariant_and_like_hf(tiny_world, vllm_
 
 
 def test_vllm_pooling_scorer_matches_hf(tiny_world, vllm_env):
+    from rcs_ray.sampling.job import ScorerSettings
     from rcs_ray.sampling.scorers import ClassifierScorer, VLLMClassifierScorer
 
     objs = [ObjectiveConfig(name="harmless", kind="multi_head", model=tiny_world.reward_model, head=0),
             ObjectiveConfig(name="helpful", kind="multi_head", model=tiny_world.reward_model, head=1, sign=-1.0)]
     responses = [" recipe spice the", " scam weapon lie", " okay"]
-    np.testing.assert_allclose(VLLMClassifierScorer(objs).score(PROMPTS, responses),
-                               ClassifierScorer(objs).score(PROMPTS, responses), atol=1e-4)
+    np.testing.assert_allclose(VLLMClassifierScorer(objs, ScorerSettings()).score(PROMPTS, responses),
+                               ClassifierScorer(objs, ScorerSettings()).score(PROMPTS, responses), atol=1e-4)
 
 
 def test_pipeline_with_vllm_engine_and_scorer(tiny_world, ray_session, tmp_path):

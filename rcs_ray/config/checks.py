@@ -6,11 +6,11 @@ Every failure is an :class:`~rcs_ray.errors.RcsInputError` with one line naming 
 from __future__ import annotations
 
 import math
-import re
 from typing import List
 
-from rcs_ray.config import (CUSTOM_ENGINE, DATA_FORMATS, ENGINES, LOSS_NAMES, OBJECTIVE_KINDS, PRECISIONS, PRESETS,
-                            STRATEGY_NAMES, DataConfig, RunConfig, TrainConfig, stage_train)
+from rcs_ray import rc, registry
+from rcs_ray.config.schema import DATA_FORMATS, PRECISIONS, PRESETS, DataConfig, ObjectiveConfig, RunConfig, TrainConfig
+from rcs_ray.config.stages import stage_train
 from rcs_ray.errors import RcsInputError
 
 
@@ -41,24 +41,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     if len(set(names)) != len(names):
         c.fail("objectives", f"objective names must be unique, got {names}")
     for i, obj in enumerate(cfg.objectives):
-        key = f"objectives.{i}"
-        c.choice(f"{key}.kind", obj.kind, OBJECTIVE_KINDS)
-        c.choice(f"{key}.engine", obj.engine, ENGINES)
-        c.finite(f"{key}.sign", obj.sign)
-        if obj.sign == 0:
-            c.fail(f"{key}.sign", "must be non-zero")
-        c.at_least(f"{key}.head", obj.head, 0)
-        c.at_least(f"{key}.batch_size", obj.batch_size, 1)
-        c.at_least(f"{key}.num_actors", obj.num_actors, 1)
-        if obj.kind == "rule" and not (obj.function and re.fullmatch(r"[\w.]+:\w+", obj.function)):
-            c.fail(f"{key}.function", f"a rule objective needs 'package.module:function', got {obj.function!r}")
-        if obj.kind in ("classifier", "multi_head", "implicit") and not obj.model:
-            c.fail(f"{key}.model", f"a {obj.kind} objective needs a model path")
-        if obj.kind == "implicit":
-            if not obj.reference:
-                c.fail(f"{key}.reference", "an implicit objective needs a reference model path")
-            if not obj.beta > 0:
-                c.fail(f"{key}.beta", f"must be > 0, got {obj.beta}")
+        _validate_objective(c, f"objectives.{i}", obj)
     for i, obj in enumerate(cfg.objectives):
         _validate_resources(c, f"objectives.{i}.resources", obj.resources)
     for i, stage in enumerate(cfg.stages):
@@ -77,17 +60,18 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
             if loss != "dpo":
                 c.fail(f"{key}.mix", f"a mixed stage trains with loss dpo (its pairs have different targets), "
                                      f"got {loss!r}")
-        rc = stage.rc
-        c.choice(f"{key}.rc.strategy", rc.strategy, STRATEGY_NAMES)
-        c.finite(f"{key}.rc.margin", rc.margin)
-        for name in rc.enforce or []:
+        sel = stage.rc
+        c.choice(f"{key}.rc.strategy", stage.rc.strategy, list(rc.STRATEGIES))
+        c.finite(f"{key}.rc.margin", sel.margin)
+        for name in sel.enforce or []:
             if name not in names:
                 c.fail(f"{key}.rc.enforce", f"{name!r} is not an objective; objectives are {names}")
-        if rc.weights is not None and len(rc.weights) != len(names):
-            c.fail(f"{key}.rc.weights", f"needs {len(names)} weights (one per objective), got {len(rc.weights)}")
+        if sel.weights is not None and len(sel.weights) != len(names):
+            c.fail(f"{key}.rc.weights", f"needs {len(names)} weights (one per objective), got {len(sel.weights)}")
     s = cfg.sampling
-    if not CUSTOM_ENGINE.fullmatch(str(s.engine)):     # else a custom engine class
-        c.choice("sampling.engine", s.engine, ENGINES)
+    if not registry.is_engine_name(s.engine):
+        c.fail("sampling.engine", f"{s.engine!r} is not one of {list(registry.ENGINES)} nor a custom engine "
+                                  f"'package.module:ClassName'")
     c.at_least("sampling.n", s.n, 1)
     c.at_least("sampling.temperature", s.temperature, 0.0)
     if not 0 < s.top_p <= 1:
@@ -126,8 +110,33 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     c.at_least("tinyworld.pairs_per_stage", w.pairs_per_stage, 1)
 
 
+def _validate_objective(c: _Checker, key: str, obj: ObjectiveConfig) -> None:
+    """An objective against its reward source's registry entry: the fields it requires, the engines it runs on."""
+    c.choice(f"{key}.kind", obj.kind, list(registry.REWARD_SOURCES))
+    c.choice(f"{key}.engine", obj.engine, list(registry.ENGINES))
+    source = registry.REWARD_SOURCES[obj.kind]
+    if source.loads_model and obj.engine not in source.scorers:
+        c.fail(f"{key}.engine", f"{obj.engine!r}: a {obj.kind} objective runs on {sorted(source.scorers)}")
+    c.finite(f"{key}.sign", obj.sign)
+    if obj.sign == 0:
+        c.fail(f"{key}.sign", "must be non-zero")
+    c.at_least(f"{key}.head", obj.head, 0)
+    c.at_least(f"{key}.batch_size", obj.batch_size, 1)
+    c.at_least(f"{key}.num_actors", obj.num_actors, 1)
+    for name in source.requires:
+        if not getattr(obj, name):
+            c.fail(f"{key}.{name}", f"a {obj.kind} objective needs {_WHAT[name]}")
+    if obj.kind == "rule" and not registry.DOTTED.fullmatch(obj.function):
+        c.fail(f"{key}.function", f"a rule objective needs 'package.module:function', got {obj.function!r}")
+    if obj.kind == "implicit" and not obj.beta > 0:
+        c.fail(f"{key}.beta", f"must be > 0, got {obj.beta}")
+
+
+_WHAT = {"function": "'package.module:function'", "model": "a model path", "reference": "a reference model path"}
+
+
 def _validate_train(c: _Checker, key_prefix: str, t: TrainConfig, names: List[str]) -> None:
-    c.choice(f"{key_prefix}.loss", t.loss, LOSS_NAMES)
+    c.choice(f"{key_prefix}.loss", t.loss, list(registry.LOSSES))
     c.choice(f"{key_prefix}.precision", t.precision, PRECISIONS)
     c.choice(f"{key_prefix}.zero_stage", t.zero_stage, (0, 1, 2, 3))
     if not t.beta > 0:

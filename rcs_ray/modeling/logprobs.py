@@ -6,20 +6,26 @@
 - :func:`build_pair_features` -- the same for a (prompt, chosen, rejected) pair, keys prefixed ``chosen_`` /
   ``rejected_``.
 - :func:`collate_pairs` -- a list of pair features -> right-padded (B, T) long tensors.
+- :class:`ResponseLogps` -- a frozen causal LM's summed response log-probs of tokenized examples (no grad).
 
-Prompts are plain strings or chat-message lists (``[{"role": ..., "content": ...}, ...]``); the prompt and the
-response are tokenized separately and their ids concatenated, so the prompt/response boundary is exact.
+Prompts are plain strings or chat-message lists (``[{"role": ..., "content": ...}, ...]``); how a prompt becomes
+tokens is :mod:`rcs_ray.prompting`'s rule (``use_chat_template``), and the prompt and the response are tokenized
+separately and their ids concatenated, so the prompt/response boundary is exact.
 Imports torch only; the tokenizer (a ``transformers`` tokenizer or anything with the same calls) is passed in.
 """
 
 from __future__ import annotations
 
-from itertools import takewhile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
-__all__ = ["IGNORE_INDEX", "sequence_logps", "tokenize_example", "build_pair_features", "collate_pairs"]
+from rcs_ray.prompting import split_ids
+
+__all__ = ["IGNORE_INDEX", "ResponseLogps", "sequence_logps", "tokenize_example", "build_pair_features",
+           "collate_pairs", "pad_examples"]
+
 
 IGNORE_INDEX = -100
 SIDES = ("chosen", "rejected")
@@ -96,60 +102,6 @@ def _describe(x: Any) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- tokenization
-def _encode(tokenizer, text: str, add_special_tokens: bool) -> List[int]:
-    return [int(i) for i in tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]]
-
-
-def _messages(name: str, value) -> List[Dict[str, Any]]:
-    """A chat-message list as plain dicts (parquet / Arrow may hand over numpy arrays of dicts)."""
-    if isinstance(value, Mapping):
-        value = [value]
-    try:
-        items = list(value)
-    except TypeError:
-        raise ValueError(f"{name}: expected a string or a list of chat messages, got {type(value).__name__}") from None
-    if not items:
-        raise ValueError(f"{name}: empty chat-message list")
-    out = []
-    for i, m in enumerate(items):
-        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
-            raise ValueError(f"{name}: message {i} is not a mapping with 'role' and 'content': {m!r}")
-        out.append(dict(m))
-    return out
-
-
-def _split_ids(tokenizer, prompt, response) -> Tuple[List[int], List[int]]:
-    """Token ids of the prompt and of the response, tokenized separately (before truncation)."""
-    if isinstance(prompt, str):
-        if not isinstance(response, str):
-            raise ValueError(f"response: expected a string for a plain-string prompt, got {type(response).__name__}")
-        eos = getattr(tokenizer, "eos_token_id", None)
-        if eos is None:
-            raise ValueError("tokenizer: has no eos_token_id, needed to end a plain-text response")
-        prompt_ids = _encode(tokenizer, prompt, add_special_tokens=True)
-        response_ids = _encode(tokenizer, response, add_special_tokens=False)
-        if not response_ids or response_ids[-1] != eos:
-            response_ids.append(int(eos))
-        return prompt_ids, response_ids
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("tokenizer: has no chat_template, needed for a chat-message prompt")
-    messages = _messages("prompt", prompt)
-    if isinstance(response, str):
-        reply = [{"role": "assistant", "content": response}]
-    else:
-        reply = _messages("response", response)
-    prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    full_text = tokenizer.apply_chat_template(messages + reply, tokenize=False)
-    # The response is the template's rendering of the assistant turn (its leading spaces, end-of-turn and EOS
-    # tokens included): the part of the full conversation after the prompt. A template whose generation prompt
-    # differs from how it renders the same turn inside a conversation (e.g. one that adds a think tag) is handled
-    # as TRL does: the prompt becomes the common prefix of the two renderings.
-    prefix = "".join(a for a, _ in takewhile(lambda ab: ab[0] == ab[1], zip(prompt_text, full_text)))
-    response_text = full_text[len(prefix):]
-    # Chat templates write their own BOS / special tokens into the text: no tokenizer-added ones here.
-    return _encode(tokenizer, prefix, add_special_tokens=False), _encode(tokenizer, response_text, False)
-
-
 def _truncate(prompt_ids: List[int], response_ids: List[int], max_length: int,
               min_response_tokens: Optional[int]) -> Tuple[List[int], List[int]]:
     """Apply the truncation rule of :func:`tokenize_example`."""
@@ -163,13 +115,14 @@ def _truncate(prompt_ids: List[int], response_ids: List[int], max_length: int,
     return prompt_ids[len(prompt_ids) - keep_prompt:], response_ids
 
 
-def tokenize_example(tokenizer, prompt, response, max_length: int,
-                     min_response_tokens: Optional[int] = None) -> Dict[str, List[int]]:
+def tokenize_example(tokenizer, prompt, response, max_length: int, min_response_tokens: Optional[int] = None,
+                     use_chat_template: bool = False) -> Dict[str, List[int]]:
     """Tokenize one prompt + response for a causal LM, labelling only the response tokens.
 
-    Plain prompt (a string): ``prompt`` is tokenized with the tokenizer's special tokens (e.g. its BOS), the
-    ``response`` string without them, and the EOS id is appended to the response unless it already ends with it.
-    Chat prompt (a list of ``{"role", "content"}`` messages): the prompt is
+    A plain prompt becomes a chat as :func:`rcs_ray.prompting.as_chat` says (``use_chat_template`` and a tokenizer
+    with a template); see :func:`rcs_ray.prompting.split_ids`. Plain prompt (a string): ``prompt`` is tokenized with
+    the tokenizer's special tokens (e.g. its BOS), the ``response`` string without them, and the EOS id is appended
+    to the response unless it already ends with it. Chat prompt (a list of ``{"role", "content"}`` messages): the prompt is
     ``apply_chat_template(messages, add_generation_prompt=True)``; the response (the assistant message content as
     a string, or a list of messages) is the template's rendering of that turn, end-of-turn tokens included.
     Either way the two parts are tokenized separately and concatenated, so ``labels`` are ``IGNORE_INDEX`` on
@@ -188,6 +141,7 @@ def tokenize_example(tokenizer, prompt, response, max_length: int,
         response: a string (for chat, the assistant message content), or for chat a list of messages.
         max_length: most tokens of prompt + response (>= 2).
         min_response_tokens: response tokens kept before the prompt is cut; default ``max_length // 2``.
+        use_chat_template: a plain prompt goes through the chat template (``policy.chat_template``).
 
     Returns:
         ``{"input_ids", "attention_mask", "labels"}``: python lists of the same length (<= ``max_length``).
@@ -198,7 +152,7 @@ def tokenize_example(tokenizer, prompt, response, max_length: int,
     """
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise ValueError(f"max_length: expected an integer >= 2, got {max_length!r}")
-    prompt_ids, response_ids = _split_ids(tokenizer, prompt, response)
+    prompt_ids, response_ids = split_ids(tokenizer, prompt, response, use_chat_template)
     if not prompt_ids:
         raise ValueError("prompt: tokenizes to no tokens; the first response token needs a context to be scored")
     if not response_ids:
@@ -210,7 +164,8 @@ def tokenize_example(tokenizer, prompt, response, max_length: int,
 
 
 def build_pair_features(tokenizer, prompt, chosen, rejected, max_length: int,
-                        min_response_tokens: Optional[int] = None) -> Dict[str, List[int]]:
+                        min_response_tokens: Optional[int] = None,
+                        use_chat_template: bool = False) -> Dict[str, List[int]]:
     """Tokenize a preference pair: :func:`tokenize_example` on (prompt, chosen) and on (prompt, rejected).
 
     Returns:
@@ -220,11 +175,13 @@ def build_pair_features(tokenizer, prompt, chosen, rejected, max_length: int,
     """
     out: Dict[str, List[int]] = {}
     for side, response in zip(SIDES, (chosen, rejected)):
-        for key, value in tokenize_example(tokenizer, prompt, response, max_length, min_response_tokens).items():
+        for key, value in tokenize_example(tokenizer, prompt, response, max_length, min_response_tokens,
+                                          use_chat_template).items():
             out[f"{side}_{key}"] = value
     return out
 
 
+# ----------------------------------------------------------------------------------------------- collation
 # ----------------------------------------------------------------------------------------------- collation
 def collate_pairs(features: Sequence[Mapping[str, Any]], pad_token_id: int,
                   extra_keys: Sequence[str] = ()) -> Dict[str, torch.Tensor]:
@@ -284,3 +241,41 @@ def collate_pairs(features: Sequence[Mapping[str, Any]], pad_token_id: int,
         except (TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{key}: cannot stack as float32 rows ({exc})".splitlines()[0]) from None
     return out
+
+
+# ----------------------------------------------------------------------------------------------- frozen models
+def pad_examples(examples: Sequence[Mapping[str, Sequence[int]]], pad_token_id: int) -> Dict[str, torch.Tensor]:
+    """Right-pad N examples (``input_ids``, ``labels``; the mask is 1 on every token) to (N, T) long tensors."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), int(pad_token_id), dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for b, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[b, :n], mask[b, :n], labels[b, :n] = torch.as_tensor(e["input_ids"]), 1, torch.as_tensor(e["labels"])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class ResponseLogps:
+    """Summed response log-probs of a frozen causal LM: ``sum_t log pi(y_t | x, y_<t)`` over the labelled tokens.
+
+    Args:
+        model: a causal LM in eval mode (e.g. :func:`rcs_ray.modeling.loading.load_causal_lm`).
+        pad_token_id: id written at padded positions (masked out).
+        micro_batch: sequences per forward pass, each pass padded to its longest sequence.
+        device: where the model is.
+    """
+
+    def __init__(self, model, pad_token_id: int, micro_batch: int, device: str = "cpu"):
+        self.model, self.pad, self.micro_batch, self.device = model, int(pad_token_id), int(micro_batch), device
+
+    def __call__(self, examples: Sequence[Mapping[str, Sequence[int]]]) -> np.ndarray:
+        """(N,) float64 log-probs of N examples (``input_ids``, ``labels`` from :func:`tokenize_example`)."""
+        out = []
+        for start in range(0, len(examples), self.micro_batch):
+            batch = {k: v.to(self.device) for k, v in
+                     pad_examples(examples[start:start + self.micro_batch], self.pad).items()}
+            with torch.no_grad():
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                out.append(sequence_logps(logits, batch["labels"]).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)

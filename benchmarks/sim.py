@@ -1,14 +1,14 @@
 """A simulated engine and simulated reward functions: the real pipeline at cluster scale on a laptop.
 
 :class:`SimEngine` has the interface of :class:`~rcs_ray.sampling.engines.HFEngine` (``tokenizer``,
-``max_model_len``, ``generate(prompts, seeds) -> list[list[Completion]]``) but loads no model: each call sleeps
+``max_model_len``, ``generate(prompt_ids, seeds) -> list[list[Completion]]``) but loads no model: each call sleeps
 ``generated tokens / tokens_per_s`` and returns synthetic texts. Select it with the dotted-path extension point of
 ``sampling.engine``::
 
-    sampling.engine=rcs_ray.sampling.sim:SimEngine
+    sampling.engine=benchmarks.sim:SimEngine
 
 (``policy.path`` must still name an existing directory; any will do). :func:`reward_a` and :func:`reward_b` are rule
-rewards (``kind: rule``, ``function: rcs_ray.sampling.sim:reward_a``) that sleep ``(prompt + response tokens) /
+rewards (``kind: rule``, ``function: benchmarks.sim:reward_a``) that sleep ``(prompt + response tokens) /
 score_tokens_per_s`` and return deterministic, conflicting rewards (r_a ~ z + noise, r_b ~ -z + noise for a latent z
 hashed from the response), so RC selection is meaningful and a few prompts fail.
 
@@ -149,7 +149,7 @@ class SimEngine:
         text = f"sim-{int(seed):010d} " + " ".join([WORD] * (length - 1)) if length > 1 else f"sim-{int(seed):010d}"
         return Completion(text=text, num_tokens=length, finished=length < self.sampling.max_tokens)
 
-    def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Sequence[int]], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
         t0 = time.time()
         out = [[self.sample(s) for s in row_seeds] for row_seeds in seeds]
         tokens = sum(c.num_tokens for group in out for c in group)

@@ -1,36 +1,26 @@
-"""Typed configuration: dataclasses behind OmegaConf structured configs, YAML files, ``key=value`` overrides.
+"""The config schema: one dataclass per section, merged and validated by :mod:`rcs_ray.config.loader`.
 
-``load_config(path, overrides)`` merges, in order: the schema defaults, the YAML files named by ``extends:``
-(relative to the file that names them), the file itself, then the overrides; it returns a validated
-:class:`RunConfig` dataclass. Every problem is raised as :class:`~rcs_ray.errors.RcsInputError` with one line that
-names the file and the key. Pass each piece of the system only its own sub-config.
-
-Model and data paths may start with ``tinyworld:`` (e.g. ``tinyworld:policy``): they name assets of the embedded
-tiny world, which are built (and cached) on first use; see :mod:`rcs_ray.tinyworld`.
+The names a choice may take come from the registries they name (:mod:`rcs_ray.registry` for losses, engines and
+reward sources, :data:`rcs_ray.rc.STRATEGIES` for selection strategies), so a new part is accepted where it is
+registered.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
-import yaml
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 
-from rcs_ray.errors import RcsInputError
+from rcs_ray import rc, registry
 
-OBJECTIVE_KINDS = ("rule", "classifier", "multi_head", "implicit")
-ENGINES = ("hf", "vllm")
-CUSTOM_ENGINE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")   # sampling.engine: "package.module:ClassName"
+OBJECTIVE_KINDS = tuple(registry.REWARD_SOURCES)
+ENGINES = tuple(registry.ENGINES)
+LOSS_NAMES = tuple(registry.LOSSES)
+STRATEGY_NAMES = tuple(rc.STRATEGIES)
 DATA_FORMATS = ("auto", "jsonl", "parquet", "hf")
-PRESETS = ("pku_saferlhf", "helpsteer2", "ultrafeedback_binarized")
-LOSS_NAMES = ("dpo", "modpo", "spo")
+PRESETS = ("pku_saferlhf", "helpsteer2", "ultrafeedback_binarized")   # rcs_ray.data.presets (tied by a test)
 PRECISIONS = ("fp32", "bf16", "fp16")
-STRATEGY_NAMES = ("rcs", "rc_random", "target_only", "weighted", "original", "filter_only")
 
 
 @dataclass
@@ -203,105 +193,3 @@ class RunConfig:
     @property
     def objective_names(self) -> List[str]:
         return [o.name for o in self.objectives]
-
-
-def _read_yaml(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise RcsInputError(f"config file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RcsInputError(f"{path}{where}: invalid YAML: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise RcsInputError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
-    return data
-
-
-def _layers(path: str, seen: tuple = ()) -> list[tuple[str, dict]]:
-    """The YAML layers of ``path``, parents (``extends:``) first."""
-    real = os.path.realpath(path)
-    if real in seen:
-        raise RcsInputError(f"{path}: 'extends' forms a cycle")
-    data = _read_yaml(path)
-    parents = data.pop("extends", None) or []
-    if isinstance(parents, str):
-        parents = [parents]
-    layers = []
-    for parent in parents:
-        layers += _layers(os.path.join(os.path.dirname(path), parent), seen + (real,))
-    return layers + [(path, data)]
-
-
-def _one_line(exc: Exception) -> str:
-    key = getattr(exc, "full_key", None)
-    msg = str(exc).splitlines()[0].strip()
-    msg = re.sub(r"\s*full_key:.*$", "", msg)
-    return f"key '{key}': {msg}" if key else msg
-
-
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Load, merge, override and validate a config; see the module docstring.
-
-    Raises:
-        RcsInputError: one line naming the file and key at fault.
-    """
-    merged = OmegaConf.structured(RunConfig)
-    for source, data in (_layers(path) if path else []):
-        try:
-            merged = OmegaConf.merge(merged, OmegaConf.create(data))
-        except OmegaConfBaseException as exc:
-            raise RcsInputError(f"{source}: {_one_line(exc)}") from None
-    for item in overrides:
-        if "=" not in item:
-            raise RcsInputError(f"override {item!r} is not key=value")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        try:
-            OmegaConf.update(merged, key.strip(), value, merge=True)
-        except (OmegaConfBaseException, IndexError, KeyError, ValueError, TypeError) as exc:
-            raise RcsInputError(f"override {item!r}: {_one_line(exc)}") from None
-    try:
-        cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        raise RcsInputError(f"{path or 'config'}: {_one_line(exc)}") from None
-    source = path or "config"
-    validate(cfg, source=f"{source} (with overrides)" if overrides else source)
-    return cfg
-
-
-def to_yaml(cfg: Any) -> str:
-    """The config as YAML (for manifests and logs)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def to_dict(cfg: Any) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-
-
-def stage_train(cfg: RunConfig, stage: int) -> TrainConfig:
-    """The train config of stage ``stage`` (0-based): the top-level ``train`` with the stage's overrides."""
-    overrides = cfg.stages[stage].train
-    if not overrides:
-        return cfg.train
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cfg.train), overrides))
-    except OmegaConfBaseException as exc:
-        raise RcsInputError(f"stages.{stage}.train: {_one_line(exc)}") from None
-
-
-def with_stage_train(cfg: RunConfig, stage: int) -> RunConfig:
-    """``cfg`` whose ``train`` is stage ``stage``'s (what the trainer of that stage reads)."""
-    return dataclasses.replace(cfg, train=stage_train(cfg, stage))
-
-
-# Validation lives in rcs_ray.config_checks (imported here so rcs_ray.config.validate stays the public name).
-from rcs_ray.config_checks import validate  # noqa: E402

@@ -1,0 +1,70 @@
+"""Per-stage views of a run config: which stage a command means, the objectives a stage scores, its train settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import List, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rcs_ray.config.schema import ObjectiveConfig, RunConfig, TrainConfig
+from rcs_ray.errors import RcsInputError
+
+
+def one_line(exc: Exception) -> str:
+    """An OmegaConf error as one line naming its key."""
+    key = getattr(exc, "full_key", None)
+    msg = str(exc).splitlines()[0].strip()
+    msg = re.sub(r"\s*full_key:.*$", "", msg)
+    return f"key '{key}': {msg}" if key else msg
+
+
+def stage_index(cfg: RunConfig, stage: Optional[int], default: str = "first") -> int:
+    """The 0-based stage a command works on.
+
+    Args:
+        cfg: the run config.
+        stage: the stage asked for (0-based; ``--stage`` minus one), or ``None``.
+        default: with ``stage=None``: ``"first"`` (stage 0) or ``"first_sampled"`` (the first ``sample: true``).
+
+    Raises:
+        RcsInputError: ``stage`` out of range, or no sampled stage for ``"first_sampled"``.
+    """
+    if stage is None:
+        if default == "first":
+            return 0
+        for i, s in enumerate(cfg.stages):
+            if s.sample:
+                return i
+        raise RcsInputError("no stage with 'sample: true' in the config; pass --stage")
+    if not 0 <= stage < len(cfg.stages):
+        raise RcsInputError(f"--stage {stage + 1} out of range: the config has {len(cfg.stages)} stage(s)")
+    return stage
+
+
+def stage_objectives(cfg: RunConfig, stage: int) -> List[ObjectiveConfig]:
+    """The objectives stage ``stage`` scores: objectives 1..k for a stage whose objective is the k-th, plus any
+    enforced objective named beyond it."""
+    names = cfg.objective_names
+    st = cfg.stages[stage]
+    upto = names[: names.index(st.objective) + 1]
+    extra = [n for n in (st.rc.enforce or []) if n not in upto]
+    return [cfg.objectives[names.index(n)] for n in upto + extra]
+
+
+def stage_train(cfg: RunConfig, stage: int) -> TrainConfig:
+    """The train config of stage ``stage`` (0-based): the top-level ``train`` with the stage's overrides."""
+    overrides = cfg.stages[stage].train
+    if not overrides:
+        return cfg.train
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cfg.train), overrides))
+    except OmegaConfBaseException as exc:
+        raise RcsInputError(f"stages.{stage}.train: {one_line(exc)}") from None
+
+
+def with_stage_train(cfg: RunConfig, stage: int) -> RunConfig:
+    """``cfg`` whose ``train`` is stage ``stage``'s (what the trainer of that stage reads)."""
+    return dataclasses.replace(cfg, train=stage_train(cfg, stage))

@@ -1,0 +1,311 @@
+"""Preference pairs and prompt groups as Arrow tables: the one home of their types, their files and their checks.
+
+A dataset is plain or chat throughout. Plain: prompt, chosen and rejected are strings. Chat: each is
+:data:`MESSAGES`, ``list<struct<role: string, content: string>>`` -- the prompt's messages, and each response as
+TRL's conversational ``[{"role": "assistant", "content": ...}]``. Prompts stay Arrow values from the reader to the
+trainer (no JSON round trips).
+
+**Prompt group** (one row per prompt through the sampling pipeline; :func:`group_table`):
+
+==========================  =====================  ==========================================================
+column                      type                   meaning
+==========================  =====================  ==========================================================
+``prompt_id``               string                 unique id from the reader
+``prompt``                  string | MESSAGES      the prompt
+``original_chosen``         string | null          the dataset's chosen response text, if any
+``original_rejected``       string | null          the dataset's rejected response text, if any
+``candidates``              list<string>           candidate responses (originals first, then samples)
+``sources``                 list<string>           ``original_chosen`` | ``original_rejected`` | ``sampled``
+``generated_tokens``        int64                  tokens generated for this group (all rounds)
+``error``                   string | null          a per-prompt failure (prompt too long, engine error)
+``chosen_index`` ...        int64                  the selected pair (RC filter); ``failure_reason`` otherwise
+``reward__<objective>``     list<double>           one score per candidate, per objective (scorer stages)
+``seconds__<stage>``        double                 actor-seconds spent on this row by a stage (for stats)
+==========================  =====================  ==========================================================
+
+**pairs.parquet** (:func:`pairs_schema`): TRL's ``prompt, chosen, rejected`` plus ``prompt_id``, ``chosen_rewards``
+and ``rejected_rewards`` (K floats each), ``target``, ``chosen_source``, ``rejected_source``, ``num_candidates``,
+``round``. The objective names of the K rewards and the target are in the schema metadata (key ``rcs_ray``), so the
+file describes itself. **failed.parquet** (:func:`failed_schema`): every prompt that gave no pair, with its reason.
+
+**Training pairs** (:class:`PairSet`): from a pairs file (:func:`read_pairs`, parquet or JSON lines, validated with
+the readers' checks of :mod:`rcs_ray.data.schema`) or a stage's dataset (:func:`pairs_from_preferences`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import pyarrow as pa
+
+from rcs_ray.data.schema import BadRow, Text, check_score, check_scores, check_text
+from rcs_ray.errors import RcsInputError
+
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+TEXT_COLUMNS = ("prompt", "chosen", "rejected")
+REWARD_COLUMNS = ("chosen_rewards", "rejected_rewards")
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+METADATA_KEY = b"rcs_ray"
+_FLOATS = pa.list_(pa.float64())
+
+
+def text_type(chat: bool) -> pa.DataType:
+    """The Arrow type of a prompt or response: :data:`MESSAGES` for chat, ``string`` for plain."""
+    return MESSAGES if chat else pa.string()
+
+
+def is_chat(schema: pa.Schema, column: str = "prompt") -> bool:
+    return schema.field(column).type == MESSAGES
+
+
+def as_response(text: str, chat: bool) -> Text:
+    """A response for a pairs file: the string, or TRL's ``[{"role": "assistant", "content": text}]``."""
+    return [{"role": "assistant", "content": text}] if chat else text
+
+
+def response_text(response: Any) -> Optional[str]:
+    """A response as text: strings as they are, chat lists as their (last) assistant message's content."""
+    if response is None or isinstance(response, str):
+        return response
+    if isinstance(response, dict):
+        return response.get("content")
+    if isinstance(response, (list, tuple)) and response:
+        return response[-1].get("content") if isinstance(response[-1], dict) else None
+    return None
+
+
+def dataset_is_chat(prompts: Sequence[Text], source: str) -> bool:
+    """Whether the prompts are chat; they must all be of one kind.
+
+    Raises:
+        RcsInputError: plain strings mixed with chat messages (naming the first row, 1-based, of the other kind).
+    """
+    chat = not isinstance(prompts[0], str) if prompts else False
+    for i, p in enumerate(prompts, start=1):
+        if (not isinstance(p, str)) != chat:
+            kinds = ("chat messages", "a plain string") if chat else ("plain strings", "chat messages")
+            raise RcsInputError(f"{source}: row {i}: the prompt is {kinds[1]} but the rows before it have "
+                                f"{kinds[0]}; a dataset is plain or chat throughout")
+    return chat
+
+
+def require_columns(batch: pa.Table, columns: Sequence[str], stage: str) -> None:
+    """A Ray Data stage's check of its input batch: every column it needs is there (else KeyError naming them)."""
+    missing = [c for c in columns if c not in batch.column_names]
+    if missing:
+        raise KeyError(f"stage {stage}: input batch lacks column(s) {missing}; has {batch.column_names}")
+
+
+# ----------------------------------------------------------------------------------------------- prompt groups
+_GROUP_TYPES = {
+    "prompt_id": pa.string(), "original_chosen": pa.string(), "original_rejected": pa.string(),
+    "candidates": pa.list_(pa.string()), "sources": pa.list_(pa.string()), "generated_tokens": pa.int64(),
+    "error": pa.string(), "chosen_index": pa.int64(), "rejected_index": pa.int64(), "failure_reason": pa.string(),
+    "rounds": pa.int64(),
+}
+
+
+def reward_column(objective: str) -> str:
+    return f"reward__{objective}"
+
+
+def seconds_column(stage: str) -> str:
+    return f"seconds__{stage}"
+
+
+def group_type(column: str, chat: bool) -> pa.DataType:
+    if column == "prompt":
+        return text_type(chat)
+    if column.startswith("reward__"):
+        return _FLOATS
+    if column.startswith("seconds__"):
+        return pa.float64()
+    try:
+        return _GROUP_TYPES[column]
+    except KeyError:
+        raise KeyError(f"unknown prompt-group column {column!r}") from None
+
+
+def group_table(rows: List[dict], chat: bool, columns: Optional[Sequence[str]] = None) -> pa.Table:
+    """Prompt-group rows as a table with the schema's types (so all-null batches keep their type)."""
+    names = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+    return pa.table({c: pa.array([r.get(c) for r in rows], type=group_type(c, chat)) for c in names})
+
+
+# ----------------------------------------------------------------------------------------------- output files
+def _metadata(objectives: Sequence[str], target: Optional[str]) -> Dict[bytes, bytes]:
+    return {METADATA_KEY: json.dumps({"objectives": list(objectives), "target": target}).encode()}
+
+
+def pairs_schema(chat: bool, objectives: Sequence[str], target: Optional[str]) -> pa.Schema:
+    """The schema of ``pairs.parquet``, with the objective names and the target in its metadata."""
+    text = text_type(chat)
+    return pa.schema([("prompt", text), ("chosen", text), ("rejected", text), ("prompt_id", pa.string()),
+                      ("chosen_rewards", _FLOATS), ("rejected_rewards", _FLOATS), ("target", pa.string()),
+                      ("chosen_source", pa.string()), ("rejected_source", pa.string()),
+                      ("num_candidates", pa.int64()), ("round", pa.int64())],
+                     metadata=_metadata(objectives, target))
+
+
+def failed_schema(chat: bool, objectives: Sequence[str], target: Optional[str]) -> pa.Schema:
+    """The schema of ``failed.parquet``: ``prompt_id, prompt, reason, detail, num_candidates, num_distinct,
+    rounds``."""
+    return pa.schema([("prompt_id", pa.string()), ("prompt", text_type(chat)), ("reason", pa.string()),
+                      ("detail", pa.string()), ("num_candidates", pa.int64()), ("num_distinct", pa.int64()),
+                      ("rounds", pa.int64())], metadata=_metadata(objectives, target))
+
+
+def file_metadata(schema: pa.Schema) -> dict:
+    """``{"objectives": [...], "target": ...}`` recorded in a pairs file's schema (``{}`` for other files)."""
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    try:
+        meta = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+# ----------------------------------------------------------------------------------------------- training pairs
+@dataclass
+class PairSet:
+    """Validated preference pairs for training.
+
+    Attributes:
+        rows: one dict per pair: ``prompt``, ``chosen``, ``rejected`` (strings, or message lists for a chat
+            dataset), plus ``chosen_rewards`` / ``rejected_rewards`` (K floats) when ``reward_names``, plus
+            ``ref_chosen_logps`` / ``ref_rejected_logps`` (floats) when ``has_ref_logps``.
+        reward_names: objective names of the K reward columns, ``[]`` when the pairs carry no rewards.
+        target: the objective the pairs were selected for (their ``target`` column or the stage's objective).
+        source: the path read (for messages).
+        has_ref_logps: the pairs carry precomputed reference log-probs.
+    """
+    rows: List[dict]
+    reward_names: List[str] = field(default_factory=list)
+    target: Optional[str] = None
+    source: str = ""
+    has_ref_logps: bool = False
+
+    @property
+    def chat(self) -> bool:
+        return bool(self.rows) and not isinstance(self.rows[0]["prompt"], str)
+
+    def table(self, extra: Optional[Dict[str, pa.Array]] = None) -> pa.Table:
+        """``index`` (int64), ``prompt``, ``chosen``, ``rejected`` with their Arrow types, plus ``extra`` columns."""
+        text = text_type(self.chat)
+        cols = {"index": pa.array(range(len(self.rows)), type=pa.int64())}
+        for key in TEXT_COLUMNS:
+            cols[key] = pa.array([r[key] for r in self.rows], type=text)
+        cols.update(extra or {})
+        return pa.table(cols)
+
+
+def _fail(path: str, row: int, problem: BadRow) -> RcsInputError:
+    return RcsInputError(f"{path}: row {row}: {problem.describe()}")
+
+
+def _read_rows(path: str) -> tuple:
+    """(rows, schema metadata) of a parquet file / directory or a JSON lines file."""
+    import pyarrow.parquet as pq
+
+    from rcs_ray import storage
+
+    if not storage.exists(path):
+        raise RcsInputError(f"pairs file not found: {path}")
+    if path.split("?", 1)[0].endswith(".parquet") or storage.isdir(path):
+        fs, source = storage.resolve(path)
+        try:
+            table = pq.read_table(source, filesystem=fs)
+        except Exception as exc:  # noqa: BLE001 - any parquet failure is bad input here
+            raise RcsInputError(f"{path}: cannot read as parquet: {str(exc).splitlines()[0]}") from None
+        return table.to_pylist(), file_metadata(table.schema)
+    rows = []
+    with storage.open_text(path) as fh:
+        for i, line in enumerate(fh, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise RcsInputError(f"{path}:{i}: invalid JSON: {exc.msg}") from None
+    return rows, {}
+
+
+def _check_rows(path: str, rows: List[dict], has_ref: bool, has_rewards: bool) -> List[dict]:
+    out, k = [], None
+    for i, r in enumerate(rows, start=1):
+        try:
+            row = {c: check_text(r.get(c), c, c) for c in TEXT_COLUMNS}
+            if has_ref:
+                for c in REF_COLUMNS:
+                    row[c] = check_score(r.get(c), c)
+            if has_rewards:
+                for c in REWARD_COLUMNS:
+                    row[c] = check_scores(r.get(c), c, k)
+                    k = len(row[c])
+        except BadRow as problem:
+            raise _fail(path, i, problem) from None
+        out.append(row)
+    return out
+
+
+def read_pairs(path: str, reward_names: Optional[Sequence[str]] = None, target: Optional[str] = None) -> PairSet:
+    """Read and validate a pairs file (parquet, or JSON lines).
+
+    Args:
+        path: the file (the sampling pipeline's ``pairs.parquet`` or any file with the columns below).
+        reward_names: names of the K reward columns; default: the file's metadata, else ``objective_0..K-1``.
+        target: the trained objective when the file names none (no ``target`` column or metadata).
+
+    Returns:
+        :class:`PairSet` in file order: ``prompt, chosen, rejected`` are required; ``chosen_rewards,
+        rejected_rewards``, ``target`` and the precomputed reference log-probs ``ref_chosen_logps,
+        ref_rejected_logps`` are optional (with the reference columns present the reference model never runs).
+
+    Raises:
+        RcsInputError: a missing file or column, an empty file, a text that is not a string or message list, reward
+            lists of a wrong length or with NaN / inf, a NaN / inf reference log-prob, more than one target, plain
+            and chat rows mixed.
+    """
+    rows, meta = _read_rows(path)
+    if not rows:
+        raise RcsInputError(f"{path}: no pairs")
+    columns = set(rows[0])
+    missing = [c for c in TEXT_COLUMNS if c not in columns]
+    if missing:
+        raise RcsInputError(f"{path}: missing column(s) {missing}; a pairs file needs {list(TEXT_COLUMNS)} "
+                            f"(has {sorted(columns)})")
+    for group in (REF_COLUMNS, REWARD_COLUMNS):
+        present = [c for c in group if c in columns]
+        if len(present) == 1:
+            other = group[1 - group.index(present[0])]
+            raise RcsInputError(f"{path}: column {present[0]!r} without {other!r}")
+    targets = {r.get("target") for r in rows} - {None}
+    if len(targets) > 1:
+        raise RcsInputError(f"{path}: column 'target' holds several objectives {sorted(targets)}; train one at a time")
+    has_ref, has_rewards = REF_COLUMNS[0] in columns, REWARD_COLUMNS[0] in columns
+    out = _check_rows(path, rows, has_ref, has_rewards)
+    dataset_is_chat([r["prompt"] for r in out], path)
+    names: List[str] = []
+    if has_rewards:
+        k = len(out[0]["chosen_rewards"])
+        names = list(reward_names or meta.get("objectives") or [f"objective_{j}" for j in range(k)])
+        if len(names) != k:
+            raise RcsInputError(f"{path}: reward lists hold {k} objectives but {len(names)} names are known {names}")
+    return PairSet(rows=out, reward_names=names, target=next(iter(targets), None) or meta.get("target") or target,
+                   source=path, has_ref_logps=has_ref)
+
+
+def pairs_from_preferences(rows: Iterable[dict], objectives: Sequence[str], source: str,
+                           target: Optional[str] = None) -> PairSet:
+    """Canonical preference rows (:func:`rcs_ray.data.read_preferences`) as training pairs; their per-objective
+    scores become the reward columns."""
+    out = []
+    for r in rows:
+        row = {c: r[c] for c in TEXT_COLUMNS}
+        if objectives:
+            row["chosen_rewards"] = [float(x) for x in r["chosen_scores"]]
+            row["rejected_rewards"] = [float(x) for x in r["rejected_scores"]]
+        out.append(row)
+    dataset_is_chat([r["prompt"] for r in out], source)
+    return PairSet(rows=out, reward_names=list(objectives), target=target, source=source)

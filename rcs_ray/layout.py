@@ -1,0 +1,119 @@
+"""Where a run's files live: one object answers for every path of ``output_dir``, so no caller builds one by hand.
+
+::
+
+    <output_dir>/
+        analysis/stage<k>_<objective>/    RC report of the stage's dataset (the demo)
+        eval/                             eval.json, eval.md, eval.png
+        stage<k>/
+            manifest.json                 the workflow's record of the stage's steps
+            sampling/                     pairs.parquet, failed.parquet, stats.json
+            train/                        model/, metrics.jsonl, train_summary.json, features.parquet,
+                                          features.json, run.json, checkpoints/<run>/
+
+Every directory may be a URI (``s3://...``); paths are joined with :func:`rcs_ray.storage.join`. Stages are
+0-based in code and named 1-based on disk (``stage1`` is stage 0). A step given its own ``--out`` directory uses
+:class:`SamplingFiles` / :class:`TrainFiles` of that directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rcs_ray.storage import join
+
+PAIRS_FILE = "pairs.parquet"
+FAILED_FILE = "failed.parquet"
+STATS_FILE = "stats.json"
+MANIFEST_FILE = "manifest.json"
+MODEL_DIR = "model"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "train_summary.json"
+FEATURES_FILE = "features.parquet"
+FEATURES_KEY = "features.json"
+RUN_FILE = "run.json"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class SamplingFiles:
+    """The outputs of one sampling step in ``dir``."""
+    dir: str
+
+    @property
+    def pairs(self) -> str:
+        return join(self.dir, PAIRS_FILE)
+
+    @property
+    def failed(self) -> str:
+        return join(self.dir, FAILED_FILE)
+
+    @property
+    def stats(self) -> str:
+        return join(self.dir, STATS_FILE)
+
+    NAMES = (PAIRS_FILE, FAILED_FILE, STATS_FILE)
+
+
+@dataclass(frozen=True)
+class TrainFiles:
+    """The outputs of one training step in ``dir``."""
+    dir: str
+
+    @property
+    def model(self) -> str:
+        return join(self.dir, MODEL_DIR)
+
+    @property
+    def metrics(self) -> str:
+        return join(self.dir, METRICS_FILE)
+
+    @property
+    def summary(self) -> str:
+        return join(self.dir, SUMMARY_FILE)
+
+    @property
+    def checkpoints(self) -> str:
+        return join(self.dir, CHECKPOINTS_DIR)
+
+    OUTPUTS = (MODEL_DIR, METRICS_FILE, SUMMARY_FILE)        # published when training ends
+    INPUTS = (FEATURES_FILE, FEATURES_KEY, RUN_FILE)        # published before training (a rerun elsewhere reuses them)
+
+
+@dataclass(frozen=True)
+class StageDir:
+    """Stage ``index`` (0-based) of a run."""
+    dir: str
+    index: int
+
+    @property
+    def number(self) -> int:
+        return self.index + 1
+
+    @property
+    def manifest(self) -> str:
+        return join(self.dir, MANIFEST_FILE)
+
+    @property
+    def sampling(self) -> SamplingFiles:
+        return SamplingFiles(join(self.dir, "sampling"))
+
+    @property
+    def train(self) -> TrainFiles:
+        return TrainFiles(join(self.dir, "train"))
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every path under a run's ``output_dir``."""
+    output_dir: str
+
+    def stage(self, index: int) -> StageDir:
+        return StageDir(join(self.output_dir, f"stage{index + 1}"), index)
+
+    @property
+    def eval_dir(self) -> str:
+        return join(self.output_dir, "eval")
+
+    def analysis_dir(self, index: int, objective: str) -> str:
+        return join(self.output_dir, "analysis", f"stage{index + 1}_{objective}")

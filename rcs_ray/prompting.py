@@ -1,0 +1,136 @@
+"""How a prompt becomes what a model reads: one rule for generation, every scorer, the reference log-prob stage and
+training tokenization, so a response is sampled, scored and trained on after the same text.
+
+The rule (:func:`as_chat`): a chat prompt (a list of ``{"role", "content"}`` messages) goes through the tokenizer's
+chat template. A plain string goes through it as one user message when ``use_chat_template`` is on and the tokenizer
+has a template; otherwise it is the text as it is, and the tokenizer adds its own special tokens (e.g. a BOS).
+``use_chat_template`` is ``policy.chat_template`` for the policy and everything that scores the policy's own
+likelihood (implicit rewards, reference log-probs, training); a reward model reads the conversation through its own
+template when it has one.
+
+- :func:`prompt_ids` -- token ids of the prompt with the generation prompt: what an engine is given (tokenized once).
+- :func:`split_ids` -- prompt and response ids, tokenized separately so the boundary is exact (training, log-probs).
+- :func:`conversation_ids` -- the whole prompt + response as one sequence (reward models).
+
+Functions take any ``transformers`` tokenizer (or an object with ``__call__``, ``apply_chat_template``,
+``chat_template``, ``eos_token_id``); nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from itertools import takewhile
+from typing import Any, Dict, List, Mapping, Tuple, Union
+
+Message = Dict[str, str]
+Prompt = Union[str, List[Message]]
+
+__all__ = ["as_chat", "conversation_ids", "has_template", "messages", "prompt_ids", "prompt_text", "split_ids"]
+
+
+def has_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def messages(name: str, value) -> List[Message]:
+    """A chat-message list as plain dicts (Arrow / parquet may hand over numpy arrays or tuples of mappings).
+
+    Raises:
+        ValueError: not a non-empty sequence of mappings with ``role`` and ``content``.
+    """
+    if isinstance(value, Mapping):
+        value = [value]
+    try:
+        items = list(value)
+    except TypeError:
+        raise ValueError(f"{name}: expected a string or a list of chat messages, got {type(value).__name__}") from None
+    if not items:
+        raise ValueError(f"{name}: empty chat-message list")
+    out = []
+    for i, m in enumerate(items):
+        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+            raise ValueError(f"{name}: message {i} is not a mapping with 'role' and 'content': {m!r}")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def as_chat(prompt: Any, tokenizer, use_chat_template: bool) -> Prompt:
+    """The rule: a plain prompt as one user message when ``use_chat_template`` and the tokenizer has a template; a
+    chat prompt as its messages; else the string unchanged."""
+    if isinstance(prompt, str):
+        if use_chat_template and has_template(tokenizer):
+            return [{"role": "user", "content": prompt}]
+        return prompt
+    return messages("prompt", prompt)
+
+
+def _encode(tokenizer, text: str, add_special_tokens: bool) -> List[int]:
+    return [int(i) for i in tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]]
+
+
+def prompt_text(tokenizer, prompt: Any, use_chat_template: bool) -> str:
+    """The text the policy continues: the chat template with its generation prompt, or the plain string."""
+    chat = as_chat(prompt, tokenizer, use_chat_template)
+    if isinstance(chat, str):
+        return chat
+    return tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+
+
+def prompt_ids(tokenizer, prompt: Any, use_chat_template: bool) -> List[int]:
+    """Token ids of :func:`prompt_text`: a template writes its own special tokens, a plain string gets the
+    tokenizer's."""
+    chat = as_chat(prompt, tokenizer, use_chat_template)
+    if isinstance(chat, str):
+        return _encode(tokenizer, chat, add_special_tokens=True)
+    return _encode(tokenizer, prompt_text(tokenizer, chat, True), add_special_tokens=False)
+
+
+def split_ids(tokenizer, prompt: Any, response: Any, use_chat_template: bool) -> Tuple[List[int], List[int]]:
+    """Token ids of the prompt and of the response, tokenized separately (before any truncation).
+
+    Plain prompt: the prompt with the tokenizer's special tokens, the response string without them, ending with EOS
+    (appended unless it is there). Chat prompt: the prompt is the template with its generation prompt; the response
+    (the assistant message content, or a list of messages) is the template's rendering of that turn, end-of-turn
+    tokens included: the part of the whole conversation after the prompt. A template whose generation prompt differs
+    from how it renders the same turn inside a conversation (e.g. one that adds a think tag) is handled as TRL does:
+    the prompt becomes the common prefix of the two renderings.
+
+    Raises:
+        ValueError: a plain prompt with a non-string response, no EOS (plain) or no chat template (chat), malformed
+            messages.
+    """
+    chat = as_chat(prompt, tokenizer, use_chat_template)
+    if isinstance(chat, str):
+        if not isinstance(response, str):
+            raise ValueError(f"response: expected a string for a plain-string prompt, got {type(response).__name__}")
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if eos is None:
+            raise ValueError("tokenizer: has no eos_token_id, needed to end a plain-text response")
+        response_ids = _encode(tokenizer, response, add_special_tokens=False)
+        if not response_ids or response_ids[-1] != eos:
+            response_ids.append(int(eos))
+        return _encode(tokenizer, chat, add_special_tokens=True), response_ids
+    if not has_template(tokenizer):
+        raise ValueError("tokenizer: has no chat_template, needed for a chat-message prompt")
+    reply = [{"role": "assistant", "content": response}] if isinstance(response, str) else messages("response",
+                                                                                                      response)
+    first = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(chat + reply, tokenize=False)
+    prefix = "".join(a for a, _ in takewhile(lambda ab: ab[0] == ab[1], zip(first, full)))
+    # Chat templates write their own BOS / special tokens into the text: no tokenizer-added ones here.
+    return _encode(tokenizer, prefix, False), _encode(tokenizer, full[len(prefix):], False)
+
+
+def conversation_ids(tokenizer, prompt: Any, response: str, use_chat_template: bool = True) -> List[int]:
+    """Token ids of prompt + response as one sequence, as a reward model reads it.
+
+    Through the chat template (the prompt's messages, then the response as the assistant's turn) when the rule gives
+    a chat and the tokenizer has a template; else the prompt's text (a chat's message contents joined by newlines)
+    followed directly by the response, with the tokenizer's special tokens.
+    """
+    chat = as_chat(prompt, tokenizer, use_chat_template)
+    if isinstance(chat, list) and has_template(tokenizer):
+        text = tokenizer.apply_chat_template(chat + [{"role": "assistant", "content": response}], tokenize=False)
+        return _encode(tokenizer, text, add_special_tokens=False)
+    head = chat if isinstance(chat, str) else "\n".join(m["content"] for m in chat)
+    return _encode(tokenizer, head + response, add_special_tokens=True)
+

@@ -1,0 +1,134 @@
+"""Launching a training stage on Ray Train, refusing to resume other inputs' checkpoints, and exporting the result.
+
+- :func:`check_resumable` -- the run's fingerprint (``run.json``) against the one its checkpoints were trained with;
+- :func:`launch` -- ``TorchTrainer`` over :func:`rcs_ray.train.loop.train_loop_per_worker` on the features;
+- :func:`export` -- the HF model out of the final checkpoint (plus the tokenizer) and ``metrics.jsonl``.
+
+Resume: the Ray Train run is named ``<name>-stage<k>`` under ``<out_dir>/checkpoints``. A failed worker group restarts
+from the latest checkpoint (``train.max_failures``); running the same command again after a crash continues from
+the latest checkpoint of that run. Both give exactly the weights of an uninterrupted run (tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from typing import List, Optional
+
+from ray.train import UserCallback
+
+from rcs_ray import storage
+from rcs_ray.config import TrainConfig
+from rcs_ray.errors import RcsInputError
+from rcs_ray.layout import RUN_FILE, TrainFiles
+
+log = logging.getLogger(__name__)
+
+FAIL_ENV = "RCS_RAY_TEST_FAIL_AT_STEPS"      # test hook: "3,5": the last worker raises once before each step
+# Settings that may change between a run and its resumption (they do not change the batches or the weights).
+RESUME_FREE = ("max_steps", "num_epochs", "save_steps", "keep_checkpoints", "max_failures", "log_steps",
+               "ref_batch_size", "ref_num_actors")
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What the workers train: the policy to start from, its tokenizer's pad id, the loss's hyperparameters."""
+    policy: str
+    pad_token_id: int
+    loss_params: dict
+    trust_remote_code: bool = False
+
+
+class ProgressLog(UserCallback):
+    """Ray Train callback (runs in the controller): one log line per reported step."""
+
+    def after_report(self, run_context, metrics, checkpoint):
+        m = metrics[0] if metrics else {}
+        if "loss" in m:
+            print(f"[train] step {m['step']}/{m['total_steps']} loss {m['loss']:.4f} "
+                  f"acc {m['rewards/accuracy']:.3f} margin {m['rewards/margins']:+.4f} lr {m['lr']:.2e} "
+                  f"{m['tokens_per_second']:.0f} tok/s" + ("  [checkpoint]" if checkpoint else ""), flush=True)
+
+    def after_exception(self, run_context, worker_exceptions):
+        pass
+
+
+def check_resumable(local: str, home: str, run_name: str, t: TrainConfig, spec: LaunchSpec,
+                    features_key: Optional[str]) -> None:
+    """Refuse to resume checkpoints of a run trained on other inputs; record this run's inputs otherwise.
+
+    The fingerprint is the feature cache key (pairs, tokenizer, reference models) plus the policy, the loss's
+    hyperparameters and the training settings that shape the weights. A finished run with the same fingerprint is
+    resumed (and re-exported) as it is. ``local``: where ``run.json`` is; ``home``: where the checkpoints live (a
+    URI or ``local``).
+    """
+    fingerprint = json.loads(json.dumps({
+        "features": features_key, "policy": spec.policy, "loss_kwargs": spec.loss_params,
+        "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in RESUME_FREE}}))
+    path = os.path.join(local, RUN_FILE)
+    if storage.isdir(storage.join(TrainFiles(home).checkpoints, run_name)) and os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            old = json.load(fh)
+        if old != fingerprint:
+            diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            raise RcsInputError(f"{home} holds checkpoints of run {run_name!r} trained with other inputs ({diff} "
+                                f"differ): remove it, pass another --out, or change 'name'")
+    storage.write_text(path, json.dumps(fingerprint, indent=1))
+
+
+def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str, marker_dir: str,
+           progress: bool = True):
+    """Train on ``features`` with ``TorchTrainer`` (``t.num_workers`` workers, DeepSpeed inside); returns Ray Train's
+    ``Result``. Checkpoints go to ``<home>/checkpoints/<run_name>`` (``home`` may be a URI).
+
+    Raises:
+        The workers' error, when training fails.
+    """
+    import ray
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from rcs_ray.train.loop import train_loop_per_worker
+
+    fail_at = os.environ.get(FAIL_ENV, "")
+    loop_config = {"train": dataclasses.asdict(t), "policy": spec.policy, "pad_token_id": spec.pad_token_id,
+                   "loss_kwargs": spec.loss_params, "trust_remote_code": spec.trust_remote_code,
+                   "fail_at_steps": [int(x) for x in fail_at.split(",") if x.strip()], "fail_marker_dir": marker_dir}
+    resources = {"CPU": 1, **({"GPU": 1} if t.use_gpu else {}), **t.resources_per_worker}
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=loop_config,
+        torch_config=TorchConfig(backend=t.backend) if t.backend else None,
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
+        run_config=RayRunConfig(name=run_name, storage_path=TrainFiles(home).checkpoints,
+                                failure_config=FailureConfig(max_failures=t.max_failures),
+                                checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+                                callbacks=[ProgressLog()] if progress else None),
+        datasets={"train": ray.data.from_arrow(features)}, dataset_config=DataConfig(datasets_to_split=[]))
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {run_name} produced no checkpoint")
+    return result
+
+
+def export(result, local: str, tokenizer) -> List[dict]:
+    """Copy the HF export out of the final checkpoint into ``<local>/model`` (with the tokenizer) and write
+    ``metrics.jsonl``; returns the metric history."""
+    from rcs_ray.train.loop import HF_DIR
+
+    files = TrainFiles(local)
+    history = list(result.return_value or [])
+    with result.checkpoint.as_directory() as d:
+        src = os.path.join(d, HF_DIR)
+        if not os.path.isdir(src):
+            raise RuntimeError(f"the final checkpoint {result.checkpoint.path} has no {HF_DIR}/ export")
+        with storage.atomic_path(files.model) as tmp:
+            shutil.copytree(src, tmp)
+            tokenizer.save_pretrained(tmp)
+    storage.write_text(files.metrics, "".join(json.dumps(m) + "\n" for m in history))
+    return history

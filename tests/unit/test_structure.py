@@ -1,0 +1,157 @@
+"""The package's shape: no import cycle between its parts (module-level and lazy imports alike), no module over 350
+lines, and the config's name lists taken from the registries they name."""
+
+import ast
+import os
+from collections import defaultdict
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "rcs_ray")
+
+
+def _modules():
+    for root, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                rel = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3].replace(os.sep, ".")
+                yield (rel[: -len(".__init__")] if rel.endswith(".__init__") else rel), path
+
+
+def _type_checking_lines(tree) -> set:
+    """Line numbers inside ``if TYPE_CHECKING:`` blocks (annotations only: no runtime dependency)."""
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            for child in node.body:
+                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
+    return lines
+
+
+def imports(module: str, path: str) -> set:
+    """Every ``rcs_ray`` module that ``module`` imports, at module level or inside functions."""
+    with open(path, encoding="utf-8") as fh:
+        tree = ast.parse(fh.read())
+    skip = _type_checking_lines(tree)
+    package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
+    known = {m for m, _ in _modules()}
+    found = set()
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", None) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("rcs_ray"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            if name.startswith("rcs_ray"):
+                # `from pkg import sub` imports the submodule sub; `from mod import attr` imports mod
+                subs = {f"{name}.{a.name}" for a in node.names} & known
+                found |= subs if len(subs) == len(node.names) else subs | {name}
+    return {m for m in found if m in known}
+
+
+def unit(module: str) -> str:
+    """The part a module belongs to: ``rcs_ray.sampling.stages`` -> ``sampling``; ``rcs_ray.rc`` -> ``rc``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "rcs_ray"
+
+
+def _cycle(graph: dict):
+    """One cycle of ``graph`` as a list of nodes, or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def _graph(key) -> dict:
+    graph = defaultdict(set)
+    for module, path in _modules():
+        for dep in imports(module, path):
+            a, b = key(module), key(dep)
+            if a is not None and b is not None and a != b:
+                graph[a].add(b)
+    return graph
+
+
+def test_no_import_cycle_between_the_parts_of_the_package():
+    graph = _graph(lambda m: None if m == "rcs_ray" else unit(m))
+    assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
+
+
+def test_no_import_cycle_between_modules():
+    graph = _graph(lambda m: m)
+    assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_core_does_not_depend_on_the_shell():
+    graph = _graph(lambda m: None if m == "rcs_ray" else unit(m))
+    for core in ("rc", "registry", "errors", "prompting", "config"):
+        assert not graph.get(core, set()) & {"sampling", "train", "workflow", "evaluate", "cli", "data"}, \
+            (core, graph.get(core))
+
+
+def test_no_module_over_350_lines():
+    long = {}
+    for module, path in _modules():
+        with open(path, encoding="utf-8") as fh:
+            n = sum(1 for _ in fh)
+        if n > 350:
+            long[module] = n
+    assert not long, f"modules over 350 lines: {long}"
+
+
+def test_config_choices_come_from_the_registries():
+    from rcs_ray import config, rc, registry
+    from rcs_ray.data import presets
+
+    assert set(config.LOSS_NAMES) == set(registry.LOSSES)
+    assert set(config.STRATEGY_NAMES) == set(rc.STRATEGIES)
+    assert set(config.OBJECTIVE_KINDS) == set(registry.REWARD_SOURCES)
+    assert set(config.ENGINES) == set(registry.ENGINES)
+    assert set(config.PRESETS) == set(presets.PRESETS)
+
+
+def test_every_registered_implementation_imports():
+    from rcs_ray import registry
+
+    for name, spec in registry.LOSSES.items():
+        assert callable(spec.load()), name
+        if spec.prepare:
+            assert callable(registry.resolve(spec.prepare, name))
+    for name, path in registry.ENGINES.items():
+        assert isinstance(registry.resolve(path, name), type)
+    for name, spec in registry.REWARD_SOURCES.items():
+        for path in spec.scorers.values():
+            assert isinstance(registry.resolve(path, name), type)
