@@ -2,8 +2,9 @@
 
 Per policy and objective: mean reward, the win rate against a reference policy (all sample pairs of a prompt; a tie
 counts one half), and threshold rates (e.g. the paper's harmless rate: the share of responses with
-``harmless >= 0``). Generation and scoring run on the same Ray Data stages as sampling. Writes ``eval.json``,
-``eval.md`` and ``eval.png``.
+``harmless >= 0``). ``eval.judge`` adds an independent reward (e.g. an LLM judge that did no selection, as the
+paper evaluates) beside the objectives, with its own column; responses it could not score are counted, not averaged.
+Generation and scoring run on the same Ray Data stages as sampling. Writes ``eval.json``, ``eval.md``, ``eval.png``.
 """
 
 from __future__ import annotations
@@ -62,17 +63,30 @@ def policy_rewards(job, rows: list[dict], chat: bool, n: int, progress: bool = F
 
 
 def win_rate(a: np.ndarray, b: np.ndarray) -> float:
-    """P(a > b) + 0.5 P(a = b) over all sample pairs of each prompt. a, b: (P, n) rewards of one objective."""
+    """P(a > b) + 0.5 P(a = b) over all sample pairs of each prompt. a, b: (P, n) rewards of one objective; pairs
+    with a NaN (a judge answer without a score) are left out (NaN when none is left)."""
     diff = a[:, :, None] - b[:, None, :]
-    return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+    ok = np.isfinite(diff)
+    if not ok.any():
+        return float("nan")
+    return float(np.mean(((diff > 0) + 0.5 * (diff == 0))[ok]))
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 def summarize(rewards: dict[str, np.ndarray], names: list[str], reference: Optional[str],
               thresholds: dict[str, float]) -> dict:
-    """Per policy: mean reward, win rate vs the reference and threshold rates, per objective."""
+    """Per policy: mean reward, win rate vs the reference and threshold rates, per objective (and the judge);
+    ``unscored``: responses without a finite score (a judge answer it could not parse), per objective that has any."""
     out = {}
     for policy, r in rewards.items():
-        entry = {"mean": {n: float(r[:, :, j].mean()) for j, n in enumerate(names)}}
+        entry = {"mean": {n: _mean(r[:, :, j]) for j, n in enumerate(names)}}
+        unscored = {n: int((~np.isfinite(r[:, :, j])).sum()) for j, n in enumerate(names)}
+        if any(unscored.values()):
+            entry["unscored"] = {n: v for n, v in unscored.items() if v}
         if reference is not None and policy != reference:
             entry["win_rate_vs_" + reference] = {n: win_rate(r[:, :, j], rewards[reference][:, :, j])
                                                  for j, n in enumerate(names)}
@@ -145,7 +159,7 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
     start = time.time()
     rewards = {name: policy_rewards(job, rows, chat, e.n, progress, desc=f"eval {name}")
                for name, job in jobs.items()}
-    names = cfg.objective_names
+    names = cfg.objective_names + ([e.judge.name] if e.judge is not None else [])
     metrics = summarize(rewards, names, reference, dict(e.thresholds))
     local = staged.local
     os.makedirs(local, exist_ok=True)

@@ -9,11 +9,9 @@ from rcs_ray.config import RayConfig
 
 log = logging.getLogger(__name__)
 
-# Environment passed on to every Ray worker (models are local: never reach for a hub at run time).
+# Environment passed on to every Ray worker. Hub access follows the driver's environment (HF_HUB_OFFLINE and the
+# cache location pass through): the driver resolves Hub IDs before any worker starts, so workers read the cache.
 WORKER_ENV_DEFAULTS = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     # Ray Train's controller polls workers every 2 s by default and each report waits for a poll: with a report
@@ -22,8 +20,10 @@ WORKER_ENV_DEFAULTS = {
 }
 # vLLM's CPU build: a small KV cache and no thread binding (see README, "vLLM on CPU").
 WORKER_ENV_CPU = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
-PASSTHROUGH = ("PYTHONPATH", "RAY_AUTH_MODE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "DS_ACCELERATOR", "VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND",
-               "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HOME", "RCS_RAY_CACHE")
+PASSTHROUGH = ("PYTHONPATH", "RAY_AUTH_MODE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "DS_ACCELERATOR",
+               "VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HOME",
+               "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN",
+               "RCS_RAY_CACHE")
 
 
 def worker_env(use_gpu: bool = False) -> dict:

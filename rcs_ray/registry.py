@@ -125,6 +125,9 @@ REWARD_SOURCES: Dict[str, RewardSourceSpec] = {
     "multi_head": _CLASSIFIER,
     "implicit": RewardSourceSpec(scorers={"hf": "rcs_ray.sampling.scorers:ImplicitRewardScorer"},
                                  requires=("model", "reference"), family="implicit", shared_by=("model", "reference")),
+    "judge": RewardSourceSpec(scorers={"hf": "rcs_ray.sampling.judges:JudgeScorer",
+                                       "vllm": "rcs_ray.sampling.judges:VLLMJudgeScorer"},
+                              requires=("model",), family="judge", shared_by=("model", "engine")),
 }
 
 __all__ = ["DOTTED", "ENGINES", "LOSSES", "LossSpec", "REWARD_SOURCES", "RewardSourceSpec", "is_engine_name", "resolve"]

@@ -131,7 +131,7 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
         cfg: the run config; ``cfg.policy.path`` is the starting policy.
         progress: progress bars and per-step log lines.
     """
-    from rcs_ray.paths import resolve_model_dir, resolve_path
+    from rcs_ray.paths import resolve_data, resolve_model_dir
     from rcs_ray.sampling import run as sample
     from rcs_ray.train import run as train
 
@@ -145,11 +145,12 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
     for k, st in enumerate(cfg.stages):
         stage = layout.stage(k)
         manifest = _Manifest(stage.manifest, k + 1, st.objective)
-        data = resolve_path(st.data.path, cfg.tinyworld) if st.data.path else None
+        data = resolve_data(st.data, cfg.tinyworld, key=f"stages.{k}.data.path").path if st.data.path else None
         base = {"config": _config_hash(_stage_config(cfg, k)), "policy": policy, "policy_fp": fingerprint(policy),
                 "data": data, "data_fp": fingerprint(data, f"stages.{k}.data.path") if data else None}
         if st.mix:
-            mixed = [(j, resolve_path(m.path, cfg.tinyworld)) for j, m in enumerate(st.mix) if m.path]
+            mixed = [(j, resolve_data(m, cfg.tinyworld, key=f"stages.{k}.mix.{j}.path").path)
+                     for j, m in enumerate(st.mix) if m.path]
             base["mix"] = [{"data": m, "data_fp": fingerprint(m, f"stages.{k}.mix.{j}.path")} for j, m in mixed]
         outcome = StageOutcome(stage=k + 1, objective=st.objective, policy="", manifest=manifest.path)
         pairs = None

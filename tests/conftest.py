@@ -61,3 +61,11 @@ def ray_session(tmp_path_factory):
     init_ray(RayConfig(num_cpus=2, object_store_memory_mb=256))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def replicas(tmp_path_factory):
+    """Tiny random-weight replicas of real model families and public datasets (tests/replicas), built once."""
+    from tests.replicas import build_all
+
+    return build_all(str(tmp_path_factory.mktemp("replicas")))

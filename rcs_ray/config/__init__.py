@@ -16,13 +16,13 @@ tiny world, which are built (and cached) on first use; see :mod:`rcs_ray.tinywor
 
 from rcs_ray.config.checks import validate
 from rcs_ray.config.loader import load_config, to_dict, to_yaml
-from rcs_ray.config.schema import (DATA_FORMATS, ENGINES, LOSS_NAMES, OBJECTIVE_KINDS, PRECISIONS, PRESETS,
-                                   STRATEGY_NAMES, AdaptiveConfig, DataConfig, EvalConfig, ModelConfig,
-                                   ObjectiveConfig, RayConfig, RCConfig, RunConfig, SamplingConfig, StageConfig,
-                                   TinyWorldConfig, TrainConfig)
+from rcs_ray.config.schema import (CHAT_TEMPLATES, DATA_FORMATS, ENGINES, LOSS_NAMES, OBJECTIVE_KINDS, OUTPUTS,
+                                   PRECISIONS, PRESETS, STRATEGY_NAMES, AdaptiveConfig, DataConfig, EvalConfig,
+                                   JudgeConfig, ModelConfig, ObjectiveConfig, RayConfig, RCConfig, RunConfig,
+                                   SamplingConfig, StageConfig, TinyWorldConfig, TrainConfig)
 from rcs_ray.config.stages import stage_index, stage_objectives, stage_train, with_stage_train
 
-__all__ = ["DATA_FORMATS", "ENGINES", "LOSS_NAMES", "OBJECTIVE_KINDS", "PRECISIONS", "PRESETS", "STRATEGY_NAMES",
-           "AdaptiveConfig", "DataConfig", "EvalConfig", "ModelConfig", "ObjectiveConfig", "RayConfig", "RCConfig",
+__all__ = ["CHAT_TEMPLATES", "DATA_FORMATS", "ENGINES", "LOSS_NAMES", "OBJECTIVE_KINDS", "OUTPUTS", "PRECISIONS",
+           "PRESETS", "STRATEGY_NAMES", "AdaptiveConfig", "DataConfig", "EvalConfig", "JudgeConfig", "ModelConfig", "ObjectiveConfig", "RayConfig", "RCConfig",
            "RunConfig", "SamplingConfig", "StageConfig", "TinyWorldConfig", "TrainConfig", "load_config",
            "stage_index", "stage_objectives", "stage_train", "to_dict", "to_yaml", "validate", "with_stage_train"]

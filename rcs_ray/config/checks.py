@@ -6,10 +6,12 @@ Every failure is an :class:`~rcs_ray.errors.RcsInputError` with one line naming 
 from __future__ import annotations
 
 import math
+import re
 from typing import List
 
 from rcs_ray import rc, registry
-from rcs_ray.config.schema import DATA_FORMATS, PRECISIONS, PRESETS, DataConfig, ObjectiveConfig, RunConfig, TrainConfig
+from rcs_ray.config.schema import (CHAT_TEMPLATES, DATA_FORMATS, OUTPUTS, PRECISIONS, PRESETS, DataConfig,
+                                   ObjectiveConfig, RunConfig, TrainConfig)
 from rcs_ray.config.stages import stage_train
 from rcs_ray.errors import RcsInputError
 
@@ -42,6 +44,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         c.fail("objectives", f"objective names must be unique, got {names}")
     for i, obj in enumerate(cfg.objectives):
         _validate_objective(c, f"objectives.{i}", obj)
+    _validate_shared_models(c, cfg.objectives)
     for i, obj in enumerate(cfg.objectives):
         _validate_resources(c, f"objectives.{i}.resources", obj.resources)
     for i, stage in enumerate(cfg.stages):
@@ -98,6 +101,10 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
                 raise RcsInputError(f"{source}: {exc}") from None
             _validate_train(c, f"stages.{i}.train", merged, names)
     _validate_data(c, "eval.prompts", cfg.eval.prompts)
+    if cfg.eval.judge is not None:
+        _validate_objective(c, "eval.judge", cfg.eval.judge)
+        if cfg.eval.judge.name in names:
+            c.fail("eval.judge.name", f"{cfg.eval.judge.name!r} is an objective's name; the judge needs its own")
     c.at_least("eval.n", cfg.eval.n, 1)
     for name, value in cfg.eval.thresholds.items():
         if name not in names:
@@ -130,6 +137,64 @@ def _validate_objective(c: _Checker, key: str, obj: ObjectiveConfig) -> None:
         c.fail(f"{key}.function", f"a rule objective needs 'package.module:function', got {obj.function!r}")
     if obj.kind == "implicit" and not obj.beta > 0:
         c.fail(f"{key}.beta", f"must be > 0, got {obj.beta}")
+    c.choice(f"{key}.output", obj.output, OUTPUTS)
+    if not source.loads_model:
+        return
+    if obj.engine == "vllm" and obj.kind in ("classifier", "multi_head") and obj.output not in ("auto", "logits"):
+        c.fail(f"{key}.output", f"{obj.output!r}: vLLM's pooling runner reads classifier logits only; use engine hf")
+    c.choice(f"{key}.dtype", obj.dtype, DTYPES)
+    if obj.chat_template not in CHAT_TEMPLATES and not ("{{" in obj.chat_template or "{%" in obj.chat_template):
+        c.fail(f"{key}.chat_template", f"{obj.chat_template!r} is not one of {list(CHAT_TEMPLATES)} nor a Jinja "
+                                       f"template")
+    if obj.max_length is not None:
+        c.at_least(f"{key}.max_length", obj.max_length, 2)
+    if obj.kind == "judge":
+        _validate_judge(c, f"{key}.judge", obj)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+_LOADING = ("dtype", "trust_remote_code", "tokenizer", "chat_template", "max_length", "model_kwargs", "engine_kwargs")
+
+
+def _validate_judge(c: _Checker, key: str, obj: ObjectiveConfig) -> None:
+    j = obj.judge
+    c.choice(f"{key}.mode", j.mode, ("expected", "parse"))
+    for field in ("{response}",):
+        if field not in j.template:
+            c.fail(f"{key}.template", f"needs a {field} placeholder (and usually {{prompt}})")
+    try:
+        j.template.format(prompt="", response="")
+    except (KeyError, IndexError, ValueError) as exc:
+        c.fail(f"{key}.template", f"only {{prompt}} and {{response}} may be placeholders ({exc}); write other braces "
+                                  f"as {{{{ }}}}")
+    if j.mode == "expected" and not j.scores:
+        c.fail(f"{key}.scores", "needs at least one score label")
+    for v in j.scores:
+        c.finite(f"{key}.scores", v)
+    if j.mode == "parse":
+        c.at_least(f"{key}.max_tokens", j.max_tokens, 1)
+        try:
+            re.compile(j.pattern)
+        except re.error as exc:
+            c.fail(f"{key}.pattern", f"not a regular expression: {exc}")
+
+
+def _validate_shared_models(c: _Checker, objectives) -> None:
+    """Objectives that share a model are served by one forward pass: they load it the same way."""
+    first: dict = {}
+    for i, obj in enumerate(objectives):
+        source = registry.REWARD_SOURCES.get(obj.kind)
+        if source is None or not source.loads_model:
+            continue
+        group = (source.family, *(getattr(obj, f) for f in source.shared_by))
+        if group not in first:
+            first[group] = (i, obj)
+            continue
+        j, other = first[group]
+        for name in _LOADING:
+            if getattr(obj, name) != getattr(other, name):
+                c.fail(f"objectives.{i}.{name}", f"objectives {j} and {i} share {obj.model} (one forward pass serves "
+                                                 f"both) but differ in {name}: set the same")
 
 
 _WHAT = {"function": "'package.module:function'", "model": "a model path", "reference": "a reference model path"}

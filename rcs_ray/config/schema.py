@@ -15,6 +15,8 @@ from omegaconf import MISSING
 from rcs_ray import rc, registry
 
 OBJECTIVE_KINDS = tuple(registry.REWARD_SOURCES)
+OUTPUTS = ("auto", "logits", "rewards", "score", "end_scores")
+CHAT_TEMPLATES = ("auto", "own", "policy", "none")         # or a Jinja template
 ENGINES = tuple(registry.ENGINES)
 LOSS_NAMES = tuple(registry.LOSSES)
 STRATEGY_NAMES = tuple(rc.STRATEGIES)
@@ -34,17 +36,44 @@ class ModelConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """An LLM-as-judge reward (``kind: judge``): the judge reads ``template`` and answers with a score."""
+    template: str = ("Rate how well the response answers the request, from 1 (worst) to 10 (best).\n\n"
+                     "Request: {prompt}\n\nResponse: {response}\n\nAnswer with the number only. Score:")
+    mode: str = "expected"                   # expected: sum_s s * P(s) over the score tokens | parse: from the text
+    scores: List[float] = field(default_factory=lambda: [float(i) for i in range(1, 11)])
+    pattern: str = r"(-?\d+(?:\.\d+)?)"        # parse: the first match's group 1 is the score
+    max_tokens: int = 16                     # parse: tokens the judge may write
+
+
+@dataclass
 class ObjectiveConfig:
-    """One objective k and the source of its reward r_k(x, y)."""
+    """One objective k and the source of its reward r_k(x, y).
+
+    A model-based source (``classifier``, ``multi_head``, ``implicit``, ``judge``) loads with its own settings, not
+    the policy's: ``trust_remote_code``, ``dtype``, ``max_length``, ``chat_template``, ``model_kwargs`` (extra
+    ``from_pretrained`` arguments), ``engine_kwargs`` (extra ``vllm.LLM`` arguments). ``output`` says what the
+    reward model's forward pass is read from (see :mod:`rcs_ray.modeling.reward_models`).
+    """
     name: str = MISSING
-    kind: str = "rule"                       # rule | classifier | multi_head | implicit
+    kind: str = "rule"                       # rule | classifier | multi_head | implicit | judge
     function: Optional[str] = None           # rule: "package.module:function"(prompt, response) -> float
-    model: Optional[str] = None              # classifier / multi_head: RM dir; implicit: the aligned policy
-    reference: Optional[str] = None          # implicit: the reference policy dir
-    head: int = 0                            # output index of the RM head for this objective
+    model: Optional[str] = None              # a reward model, the aligned policy (implicit) or the judge; dir or Hub ID
+    reference: Optional[str] = None          # implicit: the reference policy
+    tokenizer: Optional[str] = None          # default: the model's
+    output: str = "auto"                     # auto | logits | rewards | score | end_scores
+    head: int = 0                            # index into the output (a label, an objective of a multi-objective RM)
     sign: float = 1.0                        # reward = sign * output (e.g. -1 for a "cost" model)
     beta: float = 0.1                        # implicit reward: beta * (log pi - log pi_ref)
-    engine: str = "hf"                       # hf | vllm (vLLM pooling runner)
+    engine: str = "hf"                       # hf | vllm (vLLM pooling runner; judge: generation)
+    dtype: str = "float32"                   # float32 | bfloat16 | float16
+    trust_remote_code: bool = False          # load custom model code shipped with the model (e.g. ArmoRM)
+    max_length: Optional[int] = None         # tokens of prompt + response read (longer: cut from the left); None: the
+    #                                          model's limit
+    chat_template: str = "auto"              # auto | own | policy | none | a Jinja template
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)    # extra from_pretrained keyword arguments
+    engine_kwargs: Dict[str, Any] = field(default_factory=dict)   # extra vllm.LLM keyword arguments
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     batch_size: int = 16
     num_actors: int = 1
     num_gpus: float = 0.0
@@ -100,6 +129,8 @@ class SamplingConfig:
     num_cpus: float = 1.0                    # per generation actor
     resources: Dict[str, float] = field(default_factory=dict)   # custom Ray resources per generation actor
     vllm_max_model_len: Optional[int] = None
+    engine_kwargs: Dict[str, Any] = field(default_factory=dict)   # extra vllm.LLM keyword arguments
+    #                                        (gpu_memory_utilization, enable_prefix_caching, max_num_seqs, ...)
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
 
@@ -167,6 +198,7 @@ class EvalConfig:
     prompts: DataConfig = field(default_factory=DataConfig)
     n: int = 4
     thresholds: Dict[str, float] = field(default_factory=dict)   # objective -> threshold of a "rate" (harmless: 0)
+    judge: Optional[ObjectiveConfig] = None  # an independent reward (e.g. kind: judge) reported beside the objectives
 
 
 @dataclass

@@ -44,14 +44,25 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 
 def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = False,
-                   device: Optional[str] = None):
-    """A causal LM in eval mode on ``device`` (default CPU)."""
+                   device: Optional[str] = None, **kwargs):
+    """A causal LM in eval mode on ``device`` (default CPU); ``kwargs`` go to ``from_pretrained``.
+
+    Raises:
+        RcsInputError: the checkpoint left weights random (missing or mismatched keys).
+    """
     from transformers import AutoModelForCausalLM
 
+    from rcs_ray.errors import RcsInputError
+    from rcs_ray.modeling.checkpoints import loading_problem, summarize
     from rcs_ray.storage import local_copy
 
-    model = AutoModelForCausalLM.from_pretrained(local_copy(path), dtype=torch_dtype(dtype),
-                                                 trust_remote_code=trust_remote_code)
+    model, info = AutoModelForCausalLM.from_pretrained(local_copy(path), dtype=torch_dtype(dtype),
+                                                       trust_remote_code=trust_remote_code,
+                                                       output_loading_info=True, **kwargs)
+    missing = loading_problem(info)
+    if missing:
+        raise RcsInputError(f"{path}: loaded with random weights for {summarize(missing)}: not a causal LM "
+                            f"checkpoint")
     return model.to(device or "cpu").eval()
 
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol, Sequence
 
 from rcs_ray import registry
 from rcs_ray.config import ModelConfig, SamplingConfig
-from rcs_ray.modeling.loading import load_tokenizer, torch_dtype
+from rcs_ray.modeling.loading import load_causal_lm, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ class HFEngine:
 
     def __init__(self, model: ModelConfig, sampling: SamplingConfig):
         import torch
-        from transformers import AutoModelForCausalLM
 
         self.sampling = sampling
         self.tokenizer = load_tokenizer(model.tokenizer or model.path, model.trust_remote_code)
@@ -56,10 +55,9 @@ class HFEngine:
             logging.getLogger(__name__).warning(
                 "engine hf has no tensor parallelism: it runs on one device (tensor_parallel_size %d only places the "
                 "actor); use engine vllm", sampling.tensor_parallel_size)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model.path, dtype=torch_dtype(model.dtype), trust_remote_code=model.trust_remote_code).to(self.device)
-        self.model.eval()
+        self.model = load_causal_lm(model.path, model.dtype, model.trust_remote_code, self.device)
         self.max_model_len = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+        self.eos = stop_ids(self.tokenizer, self.model.generation_config)
 
     def generate(self, prompts: Sequence[Sequence[int]], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
         import torch
@@ -82,18 +80,27 @@ class HFEngine:
             input_ids[r, width - len(ids):] = torch.tensor(ids)
             mask[r, width - len(ids):] = 1
         noise = _GumbelNoise([s for _, s in rows], self.sampling.temperature, self.sampling.top_p)
-        eos = self.tokenizer.eos_token_id
         with torch.no_grad():
             seqs = self.model.generate(
                 input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False,
                 num_beams=1, max_new_tokens=self.sampling.max_tokens, logits_processor=LogitsProcessorList([noise]),
-                pad_token_id=pad, eos_token_id=eos, temperature=None, top_p=None, top_k=None)
+                pad_token_id=pad, eos_token_id=list(self.eos), temperature=None, top_p=None, top_k=None)
         for r, gen in enumerate(seqs[:, width:].tolist()):
-            finished = eos in gen
-            gen = gen[: gen.index(eos) + 1] if finished else gen
+            end = next((i for i, t in enumerate(gen) if t in self.eos), None)
+            finished = end is not None
+            gen = gen[: end + 1] if finished else gen
             text = self.tokenizer.decode(gen, skip_special_tokens=True)
             out[owners[r]].append(Completion(text=text, num_tokens=len(gen), finished=finished))
         return out
+
+
+def stop_ids(tokenizer, generation_config=None) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and each ``eos_token_id`` of the model's generation config
+    (Llama-3 Instruct ends a turn with ``<|eot_id|>``, Qwen2 with ``<|im_end|>``: generation must stop there)."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    extra = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
+    ids += extra if isinstance(extra, (list, tuple)) else ([extra] if extra is not None else [])
+    return list(dict.fromkeys(int(i) for i in ids))
 
 
 class _GumbelNoise:
@@ -140,9 +147,10 @@ class VLLMEngine:
             kwargs["max_model_len"] = sampling.vllm_max_model_len
         if not _has_cuda():
             kwargs["enforce_eager"] = True                     # the CPU build: no CUDA graphs
-        self.llm = LLM(**kwargs)
+        self.llm = LLM(**{**kwargs, **sampling.engine_kwargs})      # sampling.engine_kwargs win
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self.stop = stop_ids(self.tokenizer, _generation_config(model.path))
 
     def generate(self, prompts: Sequence[Sequence[int]], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
         from vllm import SamplingParams
@@ -153,7 +161,8 @@ class VLLMEngine:
             for s in row_seeds:
                 requests.append(TokensPrompt(prompt_token_ids=list(ids)))
                 params.append(SamplingParams(n=1, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
-                                             max_tokens=self.sampling.max_tokens, seed=int(s)))
+                                             max_tokens=self.sampling.max_tokens, seed=int(s),
+                                             stop_token_ids=self.stop))
                 owners.append(i)
         out: list[list[Completion]] = [[] for _ in prompts]
         if not requests:
@@ -163,6 +172,16 @@ class VLLMEngine:
             o = res.outputs[0]
             out[owner].append(Completion(text=o.text, num_tokens=len(o.token_ids), finished=o.finish_reason == "stop"))
         return out
+
+
+def _generation_config(path: str):
+    """The model directory's ``generation_config.json`` (``None`` without one)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return None
 
 
 def _has_cuda() -> bool:

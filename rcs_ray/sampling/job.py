@@ -2,15 +2,17 @@
 
 The sampling pipeline and the evaluation consume the same :class:`SamplingJob`; neither reads the rest of the
 :class:`~rcs_ray.config.RunConfig`. :func:`stage_job` builds the job of a sampled stage (the objectives scored at
-stage k, its RC settings and target), :func:`eval_job` the job of a held-out evaluation (every objective, no
-selection).
+stage k, its RC settings and target), :func:`eval_job` the job of a held-out evaluation (every objective and the
+judge, no selection). Building a job resolves every model path (local, URI or Hub ID) and checks every model
+before anything loads it (:func:`preflight`): a checkpoint that lacks weights, an output or head a reward model does
+not have, or a causal LM given as a reward model stops here with one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
 
 from rcs_ray.config import (ModelConfig, ObjectiveConfig, RCConfig, RunConfig, SamplingConfig, TinyWorldConfig,
                             stage_objectives)
@@ -19,11 +21,27 @@ from rcs_ray.paths import resolve_model_dir
 
 @dataclass(frozen=True)
 class ScorerSettings:
-    """How the scorers load and read: the policy's dtype, remote-code setting and prompt rule, and a token limit."""
+    """How one scorer loads its model and reads the text: the objective's own settings, not the policy's.
+
+    Attributes:
+        dtype, trust_remote_code, tokenizer, model_kwargs, engine_kwargs: the objective's loading settings.
+        max_length: tokens of prompt + response the model reads (longer: the start of the prompt is cut); ``None``:
+            the model's limit.
+        chat_template: ``auto`` | ``own`` | ``policy`` | ``none`` | a Jinja template (see
+            :func:`rcs_ray.sampling.scorers.chat_rule`).
+        policy_chat_template: the policy's rule (``policy.chat_template``): what ``policy`` / ``auto`` mean for an
+            implicit reward, which scores the policy's own text.
+        policy_tokenizer: where the policy's template lives (``chat_template: policy`` for a reward model).
+    """
     dtype: str = "float32"
     trust_remote_code: bool = False
-    max_length: int = 1024                 # tokens of prompt + response an implicit-reward scorer reads
-    use_chat_template: bool = True         # the policy's prompt rule (implicit rewards score the policy's text)
+    tokenizer: Optional[str] = None
+    max_length: Optional[int] = 1024
+    chat_template: str = "auto"
+    policy_chat_template: bool = True
+    policy_tokenizer: Optional[str] = None
+    model_kwargs: Dict = field(default_factory=dict)
+    engine_kwargs: Dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -33,15 +51,15 @@ class SamplingJob:
     Attributes:
         policy: the policy to sample from, paths resolved (local directories or URIs).
         objectives: the objectives to score, in order, model paths resolved.
-        sampling: engine, n, temperature, batch sizes, actor pools.
-        scorers: how the scorers load and tokenize.
+        sampling: engine, n, temperature, batch sizes, actor pools, engine kwargs.
+        scorers: objective name -> how its scorer loads and reads.
         target: the objective pairs are selected for; ``None``: no selection (evaluation).
         rc: the selection settings (with ``target``).
     """
     policy: ModelConfig
     objectives: Tuple[ObjectiveConfig, ...]
     sampling: SamplingConfig
-    scorers: ScorerSettings = ScorerSettings()
+    scorers: Dict[str, ScorerSettings] = field(default_factory=dict)
     target: Optional[str] = None
     rc: Optional[RCConfig] = None
 
@@ -49,25 +67,45 @@ class SamplingJob:
     def objective_names(self) -> list:
         return [o.name for o in self.objectives]
 
+    def settings(self, objective: ObjectiveConfig) -> ScorerSettings:
+        return self.scorers.get(objective.name, ScorerSettings())
+
 
 def _resolve_objective(obj: ObjectiveConfig, key: str, tinyworld: TinyWorldConfig) -> ObjectiveConfig:
     if obj.kind != "rule":
         obj = dataclasses.replace(obj, model=resolve_model_dir(obj.model, f"{key}.model", tinyworld))
     if obj.kind == "implicit":
         obj = dataclasses.replace(obj, reference=resolve_model_dir(obj.reference, f"{key}.reference", tinyworld))
+    if obj.tokenizer:
+        obj = dataclasses.replace(obj, tokenizer=resolve_model_dir(obj.tokenizer, f"{key}.tokenizer", tinyworld))
     return obj
 
 
-def _job(cfg: RunConfig, objectives, policy: Optional[str], **selection) -> SamplingJob:
+def scorer_settings(obj: ObjectiveConfig, policy: ModelConfig, train_max_length: int) -> ScorerSettings:
+    """The settings of ``obj``'s scorer; an implicit reward reads up to ``train_max_length`` tokens by default, as
+    training does."""
+    max_length = obj.max_length if obj.max_length is not None else (train_max_length if obj.kind == "implicit"
+                                                                    else None)
+    return ScorerSettings(dtype=obj.dtype, trust_remote_code=obj.trust_remote_code, tokenizer=obj.tokenizer,
+                          max_length=max_length, chat_template=obj.chat_template,
+                          policy_chat_template=policy.chat_template, policy_tokenizer=policy.tokenizer or policy.path,
+                          model_kwargs=dict(obj.model_kwargs), engine_kwargs=dict(obj.engine_kwargs))
+
+
+def _job(cfg: RunConfig, objectives, policy: Optional[str], keys: Dict[str, str], **selection) -> SamplingJob:
     tw = cfg.tinyworld
     model = dataclasses.replace(cfg.policy, path=resolve_model_dir(policy or cfg.policy.path, "policy.path", tw))
     if model.tokenizer:
         model = dataclasses.replace(model, tokenizer=resolve_model_dir(model.tokenizer, "policy.tokenizer", tw))
-    names = cfg.objective_names
-    resolved = tuple(_resolve_objective(o, f"objectives.{names.index(o.name)}", tw) for o in objectives)
-    scorers = ScorerSettings(dtype=cfg.policy.dtype, trust_remote_code=cfg.policy.trust_remote_code,
-                             max_length=cfg.train.max_length, use_chat_template=cfg.policy.chat_template)
-    return SamplingJob(policy=model, objectives=resolved, sampling=cfg.sampling, scorers=scorers, **selection)
+    resolved = tuple(_resolve_objective(o, keys[o.name], tw) for o in objectives)
+    scorers = {o.name: scorer_settings(o, model, cfg.train.max_length) for o in resolved}
+    job = SamplingJob(policy=model, objectives=resolved, sampling=cfg.sampling, scorers=scorers, **selection)
+    preflight(job, keys)
+    return job
+
+
+def _keys(cfg: RunConfig) -> Dict[str, str]:
+    return {o.name: f"objectives.{i}" for i, o in enumerate(cfg.objectives)}
 
 
 def stage_job(cfg: RunConfig, stage: int, policy: Optional[str] = None) -> SamplingJob:
@@ -79,12 +117,46 @@ def stage_job(cfg: RunConfig, stage: int, policy: Optional[str] = None) -> Sampl
         policy: the policy to sample from (default ``policy.path``), e.g. the previous stage's model.
 
     Raises:
-        RcsInputError: a model path that does not exist.
+        RcsInputError: a model path that does not exist, a model that fails :func:`preflight`.
     """
     st = cfg.stages[stage]
-    return _job(cfg, stage_objectives(cfg, stage), policy, target=st.objective, rc=st.rc)
+    return _job(cfg, stage_objectives(cfg, stage), policy, _keys(cfg), target=st.objective, rc=st.rc)
 
 
 def eval_job(cfg: RunConfig, policy: str) -> SamplingJob:
-    """The job of a held-out evaluation of ``policy``: every objective, no selection."""
-    return _job(cfg, list(cfg.objectives), policy)
+    """The job of a held-out evaluation of ``policy``: every objective and ``eval.judge``, no selection."""
+    objectives, keys = list(cfg.objectives), _keys(cfg)
+    if cfg.eval.judge is not None:
+        objectives.append(cfg.eval.judge)
+        keys[cfg.eval.judge.name] = "eval.judge"
+    return _job(cfg, objectives, policy, keys)
+
+
+def preflight(job: SamplingJob, keys: Dict[str, str]) -> None:
+    """Check every model of ``job`` without loading weights (local directories; a URI is checked by the actor that
+    fetches it): the policy and causal-LM scorers hold every weight, each reward model has the output and heads its
+    objectives read (:func:`rcs_ray.modeling.reward_models.check_reward_model`).
+
+    Raises:
+        RcsInputError: one line naming the config key and what to set.
+    """
+    from rcs_ray import storage
+    from rcs_ray.modeling.checkpoints import check_causal_lm
+    from rcs_ray.modeling.reward_models import check_reward_model
+
+    def local(path):
+        return path and not storage.is_uri(path)
+
+    if local(job.policy.path) and job.sampling.engine in ("hf", "vllm"):
+        check_causal_lm(job.policy.path, "policy.path", job.policy.trust_remote_code)
+    groups: Dict[str, list] = {}
+    for obj in job.objectives:
+        if obj.kind in ("classifier", "multi_head") and local(obj.model):
+            groups.setdefault(obj.model, []).append(obj)
+        elif obj.kind in ("implicit", "judge"):
+            for path, what in ((obj.model, "model"), (obj.reference, "reference")):
+                if local(path):
+                    check_causal_lm(path, f"{keys[obj.name]}.{what}", obj.trust_remote_code)
+    for path, objs in groups.items():
+        for o in objs:
+            check_reward_model(path, o.output, [o.head], o.kind, o.trust_remote_code, f"{keys[o.name]}.model")

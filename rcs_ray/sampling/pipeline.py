@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from rcs_ray import registry
 from rcs_ray.config import DataConfig, RunConfig, SamplingConfig, TinyWorldConfig, stage_index
 from rcs_ray.data.pairs import dataset_is_chat, group_table, response_text
 from rcs_ray.errors import RcsInputError
@@ -63,6 +64,16 @@ def read_groups(data: DataConfig, tinyworld: TinyWorldConfig, key: Optional[str]
     return rows, chat
 
 
+def templated(policy) -> bool:
+    """Whether the policy reads plain prompts through its chat template (then the pairs are written in TRL's
+    conversational form, so any trainer tokenizes them as the policy read them)."""
+    from rcs_ray.modeling.loading import load_tokenizer
+    from rcs_ray.prompting import has_template
+
+    return bool(policy.chat_template) and has_template(load_tokenizer(policy.tokenizer or policy.path,
+                                                                      policy.trust_remote_code))
+
+
 def _blocks(table, rows_per_block: int) -> list:
     return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
 
@@ -83,7 +94,7 @@ def score_samples(job: SamplingJob, table, n_target: int, include_original: bool
                         compute=ray.data.ActorPoolStrategy(size=s.num_actors), **generation_remote_args(s))
     for spec in plan_scorers(job.objectives):
         first = spec.objectives[0]
-        ds = ds.map_batches(ScoreStage, fn_constructor_kwargs=dict(spec=spec, settings=job.scorers),
+        ds = ds.map_batches(ScoreStage, fn_constructor_kwargs=dict(spec=spec, settings=job.settings(first)),
                             batch_size=s.batch_size, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=first.num_actors),
                             **scorer_remote_args(first, spec.kind))
@@ -136,7 +147,8 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
     from rcs_ray.sampling.writer import OutputWriter
 
     data_context()
-    writer = OutputWriter(out_dir, job.objective_names, job.target, chat=chat)
+    builtin = job.sampling.engine in registry.ENGINES            # a custom engine brings its own tokenizer
+    writer = OutputWriter(out_dir, job.objective_names, job.target, chat=chat or (builtin and templated(job.policy)))
     schedule = n_schedule(job.sampling)
     rounds, start, sampled = [], time.time(), 0
     table = group_table(rows, chat)

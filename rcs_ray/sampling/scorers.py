@@ -1,17 +1,18 @@
 """Reward sources: each scorer maps N (prompt, response) pairs to an (N, J) array for the J objectives it serves.
 
 - :class:`RuleScorer`: ``package.module:function(prompt, response) -> float`` per objective.
-- :class:`ClassifierScorer`: an ``AutoModelForSequenceClassification`` reward model; one forward pass gives every
-  head it serves (a multi-head RM such as ArmoRM scores several objectives at once), each ``sign * logits[:, head]``.
-- :class:`VLLMClassifierScorer`: the same through vLLM's pooling runner (``LLM.classify``, raw logits).
-- :class:`ImplicitRewardScorer`: ``beta * (log pi(y|x) - log pi_ref(y|x))`` from two local causal LMs.
+- :class:`ClassifierScorer`: a reward model (a sequence classifier, a multi-objective RM such as ArmoRM, a safe-rlhf
+  score model); one forward pass gives every objective it serves, each ``sign * <output>[:, head]``
+  (:mod:`rcs_ray.modeling.reward_models`).
+- :class:`VLLMClassifierScorer`: a sequence classifier through vLLM's pooling runner (``LLM.classify``, raw logits).
+- :class:`ImplicitRewardScorer`: ``beta * (log pi(y|x) - log pi_ref(y|x))`` from two causal LMs.
+- judges (``kind: judge``): :mod:`rcs_ray.sampling.judges`.
 
 Which scorer serves a kind of objective, what it requires and which objectives share one scorer is declared by the
 kind's entry in :data:`rcs_ray.registry.REWARD_SOURCES`; :func:`plan_scorers` groups the objectives by those
 entries (one actor pool per scorer, each model loaded once) and :func:`make_scorer` builds one. Every scorer is
-built as ``Scorer(objectives, settings)`` (:class:`rcs_ray.sampling.job.ScorerSettings`). What a model reads is
-:mod:`rcs_ray.prompting`'s rule: a reward model the conversation through its own template, the implicit reward the
-policy's own prompt text.
+built as ``Scorer(objectives, settings)`` with the objectives' own settings (:class:`rcs_ray.sampling.job.ScorerSettings`).
+What a model reads is :mod:`rcs_ray.prompting`'s rule under the objective's ``chat_template`` (:func:`chat_rule`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from rcs_ray.prompting import conversation_ids
 @dataclass
 class ScorerSpec:
     """One scorer (one actor pool): its kind, the objectives it serves, and the engine it runs on."""
-    kind: str                                      # the reward-source family: rule | classifier | implicit
+    kind: str                                      # the reward-source family: rule | classifier | implicit | judge
     objectives: list[ObjectiveConfig] = field(default_factory=list)
     engine: str = "hf"
 
@@ -47,7 +48,7 @@ class ScorerSpec:
 def plan_scorers(objectives: Sequence[ObjectiveConfig]) -> list[ScorerSpec]:
     """Group objectives into scorers: objectives of one reward-source family whose ``shared_by`` fields agree share
     one (all rules one scorer; classifier / multi-head objectives one per (model, engine); implicit rewards one per
-    (policy, reference))."""
+    (policy, reference); judges one per (model, engine))."""
     specs: dict[tuple, ScorerSpec] = {}
     for obj in objectives:
         source = registry.REWARD_SOURCES[obj.kind]
@@ -75,6 +76,39 @@ def load_function(path: str, what: str) -> Callable:
     return fn
 
 
+def chat_rule(tokenizer, settings, kind: str) -> bool:
+    """Apply an objective's ``chat_template`` setting to its tokenizer; returns the prompt rule's
+    ``use_chat_template`` (:func:`rcs_ray.prompting.as_chat`).
+
+    ``auto``: a reward model or judge reads through its own template when it has one; an implicit reward follows
+    the policy's rule (it scores the policy's own text). ``own``: its own template. ``policy``: the policy's rule
+    (implicit) or the policy tokenizer's template. ``none``: plain text. Anything else: a Jinja template to use.
+    """
+    rule = settings.chat_template
+    if rule == "none":
+        return False
+    if rule in ("auto", "policy") and kind == "implicit":
+        return bool(settings.policy_chat_template)
+    if rule == "policy":
+        tokenizer.chat_template = getattr(load_tokenizer(settings.policy_tokenizer), "chat_template", None)
+    elif rule not in ("auto", "own"):
+        tokenizer.chat_template = rule
+    return True
+
+
+def model_limit(tokenizer, config) -> int:
+    """The tokens a model reads at most: its tokenizer's ``model_max_length``, else ``max_position_embeddings``."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit and limit < 1 << 30:
+        return int(limit)
+    return int(getattr(config, "max_position_embeddings", 1 << 30))
+
+
+def keep_end(ids: list[int], max_length: int) -> list[int]:
+    """At most ``max_length`` ids, cut from the start: the response (where a reward is read) is kept."""
+    return ids[-max_length:] if len(ids) > max_length else ids
+
+
 class RuleScorer:
     def __init__(self, objectives: Sequence[ObjectiveConfig], settings=None):
         self.functions = [load_function(o.function, f"objective {o.name!r}") for o in objectives]
@@ -87,80 +121,113 @@ class RuleScorer:
         return out
 
 
-def _heads(objectives: Sequence[ObjectiveConfig], num_labels: int, path: str) -> tuple[list[int], np.ndarray]:
-    heads = [o.head for o in objectives]
-    for o in objectives:
-        if o.head >= num_labels:
-            raise RcsInputError(f"objective {o.name!r}: head {o.head} out of range; {path} has {num_labels} outputs")
-    return heads, np.array([o.sign for o in objectives])
-
-
-def _truncated(tokenizer, ids: list[int]) -> list[int]:
-    """``ids`` cut to the tokenizer's ``model_max_length`` on its truncation side (as ``truncation=True`` does)."""
-    limit = getattr(tokenizer, "model_max_length", None)
-    if not limit or limit >= 1 << 30 or len(ids) <= limit:
-        return ids
-    return ids[-limit:] if getattr(tokenizer, "truncation_side", "right") == "left" else ids[:limit]
-
-
-def _padded(ids: list[list[int]], tokenizer) -> dict:
-    """``input_ids`` / ``attention_mask`` (B, T) tensors padded on the tokenizer's padding side."""
+def right_padded(ids: list[list[int]], pad_token_id: int) -> dict:
+    """``input_ids`` / ``attention_mask`` (B, T) tensors, right-padded (what classifiers that find the sequence end
+    by the first pad token, as ArmoRM's code does, need)."""
     import torch
 
     width = max(len(x) for x in ids)
-    left = getattr(tokenizer, "padding_side", "right") == "left"
-    out_ids = torch.full((len(ids), width), int(tokenizer.pad_token_id), dtype=torch.long)
+    out_ids = torch.full((len(ids), width), int(pad_token_id), dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for b, x in enumerate(ids):
-        cols = slice(width - len(x), width) if left else slice(0, len(x))
-        out_ids[b, cols], mask[b, cols] = torch.as_tensor(x, dtype=torch.long), 1
+        out_ids[b, :len(x)], mask[b, :len(x)] = torch.as_tensor(x, dtype=torch.long), 1
     return {"input_ids": out_ids, "attention_mask": mask}
 
 
+def load_classifier(path: str, settings, objective: str):
+    """``AutoModelForSequenceClassification`` from ``path`` with the objective's settings; refuses a load that left
+    weights random (``output_loading_info``)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rcs_ray.modeling.checkpoints import loading_problem, summarize
+
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        path, dtype=torch_dtype(settings.dtype), trust_remote_code=settings.trust_remote_code,
+        output_loading_info=True, **settings.model_kwargs)
+    missing = loading_problem(info)
+    if missing:
+        raise RcsInputError(f"{objective}.model: {path} loaded with random weights for {summarize(missing)}: "
+                            f"check {objective}.output")
+    return model
+
+
 class ClassifierScorer:
+    """A reward model read at each objective's ``output`` and ``head``: one forward pass for all of them."""
+
     def __init__(self, objectives: Sequence[ObjectiveConfig], settings):
-        from transformers import AutoModelForSequenceClassification
+        from rcs_ray.modeling.checkpoints import read_config
+        from rcs_ray.modeling.reward_models import load_score_model, resolve_output
 
         first = objectives[0]
         self.batch_size = first.batch_size
-        self.tokenizer = load_tokenizer(first.model, settings.trust_remote_code)
+        self.tokenizer = load_tokenizer(settings.tokenizer or first.model, settings.trust_remote_code)
+        self.use_chat_template = chat_rule(self.tokenizer, settings, first.kind)
+        config = read_config(first.model, f"objective {first.name!r}", settings.trust_remote_code)
+        self.reads = [(resolve_output(config, o.output, o.kind)[0], o.head, o.sign) for o in objectives]
+        self.outputs = sorted({r[0] for r in self.reads})
+        if "end_scores" in self.outputs and len(self.outputs) > 1:
+            raise RcsInputError(f"objectives {[o.name for o in objectives]} share {first.model} but read "
+                                f"{self.outputs}: end_scores (a safe-rlhf model) cannot be read with other outputs")
         self.device = device_for(first.num_gpus > 0)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            first.model, dtype=torch_dtype(settings.dtype),
-            trust_remote_code=settings.trust_remote_code).to(self.device).eval()
-        if self.model.config.pad_token_id is None:
+        if self.outputs == ["end_scores"]:
+            model = load_score_model(first.model, torch_dtype(settings.dtype), settings.trust_remote_code,
+                                     **settings.model_kwargs)
+        else:
+            model = load_classifier(first.model, settings, f"objective {first.name!r}")
+        self.model = model.to(self.device).eval()
+        if getattr(self.model.config, "pad_token_id", None) is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.heads, self.signs = _heads(objectives, self.model.config.num_labels, first.model)
+        self.pad = self.model.config.pad_token_id
+        self.max_length = settings.max_length or model_limit(self.tokenizer, config)
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
         import torch
 
-        ids = [_truncated(self.tokenizer, conversation_ids(self.tokenizer, p, r)) for p, r in zip(prompts, responses)]
+        from rcs_ray.modeling.reward_models import read_outputs
+
+        ids = [keep_end(conversation_ids(self.tokenizer, p, r, self.use_chat_template), self.max_length)
+               for p, r in zip(prompts, responses)]
         out = []
         with torch.no_grad():
             for start in range(0, len(ids), self.batch_size):
-                enc = _padded(ids[start:start + self.batch_size], self.tokenizer)
-                logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits.float().cpu().numpy()
-                out.append(logits[:, self.heads] * self.signs)
-        return np.concatenate(out) if out else np.zeros((0, len(self.heads)))
+                enc = {k: v.to(self.device) for k, v in right_padded(ids[start:start + self.batch_size],
+                                                                     self.pad).items()}
+                values = read_outputs(self.model(**enc), self.outputs)
+                out.append(np.stack([sign * values[o][:, head].float().cpu().numpy() for o, head, sign in self.reads],
+                                    axis=1))
+        return np.concatenate(out) if out else np.zeros((0, len(self.reads)))
 
 
 class VLLMClassifierScorer:
+    """A sequence classifier through vLLM's pooling runner (``output: logits`` only; raw logits)."""
+
     def __init__(self, objectives: Sequence[ObjectiveConfig], settings):
         from vllm import LLM
 
         first = objectives[0]
-        self.llm = LLM(model=first.model, runner="pooling", dtype=settings.dtype,
-                       trust_remote_code=settings.trust_remote_code, enforce_eager=True)
+        kwargs = dict(model=first.model, runner="pooling", dtype=settings.dtype,
+                      trust_remote_code=settings.trust_remote_code, enforce_eager=True)
+        if settings.tokenizer:
+            kwargs["tokenizer"] = settings.tokenizer
+        if settings.max_length:
+            kwargs["max_model_len"] = settings.max_length
+        self.llm = LLM(**{**kwargs, **settings.engine_kwargs})
         self.tokenizer = self.llm.get_tokenizer()
+        self.use_chat_template = chat_rule(self.tokenizer, settings, first.kind)
+        self.max_length = int(self.llm.llm_engine.model_config.max_model_len)
         num_labels = int(getattr(self.llm.llm_engine.model_config.hf_config, "num_labels", 1))
-        self.heads, self.signs = _heads(objectives, num_labels, first.model)
+        for o in objectives:
+            if o.head >= num_labels:
+                raise RcsInputError(f"objective {o.name!r}: head {o.head} out of range; {first.model} has "
+                                    f"{num_labels} outputs")
+        self.heads, self.signs = [o.head for o in objectives], np.array([o.sign for o in objectives])
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
         from vllm import PoolingParams
         from vllm.inputs import TokensPrompt
 
-        requests = [TokensPrompt(prompt_token_ids=conversation_ids(self.tokenizer, p, r))
+        requests = [TokensPrompt(prompt_token_ids=keep_end(conversation_ids(self.tokenizer, p, r,
+                                                                            self.use_chat_template), self.max_length))
                     for p, r in zip(prompts, responses)]
         outputs = self.llm.classify(requests, pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
         logits = np.array([o.outputs.probs for o in outputs], dtype=np.float64).reshape(len(requests), -1)
@@ -171,7 +238,8 @@ class ImplicitRewardScorer:
     """beta * (log pi(y|x) - log pi_ref(y|x)) summed over the response tokens (prompt and padding masked).
 
     The (prompt, response) pairs are tokenized as the policy read them when sampling and as training reads them
-    (:func:`rcs_ray.modeling.logprobs.tokenize_example` with the policy's ``chat_template`` setting).
+    (:func:`rcs_ray.modeling.logprobs.tokenize_example` with the policy's ``chat_template`` setting, unless the
+    objective's ``chat_template`` says otherwise).
     """
 
     def __init__(self, objectives: Sequence[ObjectiveConfig], settings):
@@ -179,9 +247,9 @@ class ImplicitRewardScorer:
 
         first = objectives[0]
         self.objectives = objectives
-        self.max_length = settings.max_length
-        self.use_chat_template = settings.use_chat_template
-        self.tokenizer = load_tokenizer(first.model, settings.trust_remote_code)
+        self.max_length = settings.max_length or 1024
+        self.tokenizer = load_tokenizer(settings.tokenizer or first.model, settings.trust_remote_code)
+        self.use_chat_template = chat_rule(self.tokenizer, settings, "implicit")
         device = device_for(first.num_gpus > 0)
         models = [load_causal_lm(path, settings.dtype, settings.trust_remote_code, device)
                   for path in (first.model, first.reference)]

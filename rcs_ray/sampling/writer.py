@@ -63,7 +63,8 @@ class OutputWriter:
         out_dir: a local directory.
         objectives: the scored objectives, in order (the K rewards of each pair).
         target: the objective the pairs are selected for.
-        chat: the prompts are chat messages (the files then store TRL's conversational form).
+        chat: write TRL's conversational form: the prompts are chat messages, or plain prompts that the policy read
+            through its chat template (stored as one user message, so TRL tokenizes them as the policy saw them).
     """
 
     def __init__(self, out_dir: str, objectives: Sequence[str], target: str, chat: bool = False):
@@ -82,6 +83,9 @@ class OutputWriter:
         self.seconds: Counter = Counter()
         self.gaps: list[float] = []
 
+    def _prompt(self, prompt):
+        return [{"role": "user", "content": prompt}] if self.chat and isinstance(prompt, str) else prompt
+
     def account(self, row: dict) -> None:
         for key, value in row.items():
             if key.startswith("seconds__") and value:
@@ -94,7 +98,7 @@ class OutputWriter:
         self.gaps.append(rewards[0][t] - rewards[1][t])
         self.pair_sources[f"{row['sources'][w]}>{row['sources'][l]}"] += 1
         self.pairs.write({
-            "prompt": row["prompt"], "chosen": as_response(row["candidates"][w], self.chat),
+            "prompt": self._prompt(row["prompt"]), "chosen": as_response(row["candidates"][w], self.chat),
             "rejected": as_response(row["candidates"][l], self.chat), "prompt_id": row["prompt_id"],
             "chosen_rewards": rewards[0], "rejected_rewards": rewards[1], "target": self.target,
             "chosen_source": row["sources"][w], "rejected_source": row["sources"][l],
@@ -105,7 +109,7 @@ class OutputWriter:
         self.reasons[reason] += 1
         candidates = row.get("candidates") or []
         self.failed.write({
-            "prompt_id": row["prompt_id"], "prompt": row["prompt"], "reason": reason, "detail": row.get("error"),
+            "prompt_id": row["prompt_id"], "prompt": self._prompt(row["prompt"]), "reason": reason, "detail": row.get("error"),
             "num_candidates": len(candidates), "num_distinct": len(set(candidates)), "rounds": rounds})
 
     def commit(self, stats: dict) -> dict:

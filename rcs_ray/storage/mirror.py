@@ -60,7 +60,8 @@ def _wanted(rel: str, weights: bool) -> bool:
 
 def local_copy(path: Optional[str], key: Optional[str] = None, weights: bool = True) -> Optional[str]:
     """A local path for ``path``: itself when local; for a URI its copy in the cache, downloaded if the remote listing
-    (names, sizes, mtimes) differs from the copy's.
+    (names, sizes, mtimes) differs from the copy's; for an HF cache snapshot another node resolved, the same commit
+    from this node's HF cache (:func:`rcs_ray.storage.hub.ensure_local`).
 
     Args:
         path: a local path or a URI of a file or directory (None passes through).
@@ -69,7 +70,11 @@ def local_copy(path: Optional[str], key: Optional[str] = None, weights: bool = T
             a tokenizer or a config, in a cache entry of its own.
     """
     if not is_uri(path):
-        return path
+        if path is None or os.path.exists(path):
+            return path
+        from rcs_ray.storage.hub import ensure_local
+
+        return ensure_local(path)
     listing = list_files(path, key)
     kind = path_kind(path, key)
     entry = os.path.join(cache_root(), "remote", _slug(path) + ("" if weights else "-meta"))

@@ -188,13 +188,17 @@ def _engine(config: Dict[str, Any], train: TrainConfig, world: int):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from rcs_ray.modeling.checkpoints import loading_problem
     from rcs_ray.storage import local_copy
 
     if not torch.cuda.is_available():
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False   # skip a ~45 s op build on CPU
     torch.manual_seed(train.seed)
-    model = AutoModelForCausalLM.from_pretrained(local_copy(config["policy"]), dtype=torch.float32,
-                                                 trust_remote_code=config.get("trust_remote_code", False))
+    model, info = AutoModelForCausalLM.from_pretrained(local_copy(config["policy"]), dtype=torch.float32,
+                                                       trust_remote_code=config.get("trust_remote_code", False),
+                                                       output_loading_info=True)
+    if loading_problem(info):
+        raise RuntimeError(f"{config['policy']}: loaded with random weights for {loading_problem(info)}")
     model.config.use_cache = False
     optimizer = None if train.offload_optimizer else torch.optim.AdamW(
         model.parameters(), lr=train.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)

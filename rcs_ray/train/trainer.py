@@ -181,6 +181,7 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     Raises:
         RcsInputError: bad pairs, models or config values (one line); nothing has been trained then.
     """
+    from rcs_ray.modeling.checkpoints import check_causal_lm
     from rcs_ray.modeling.loading import check_models_fit, load_tokenizer
     from rcs_ray.ray_runtime import init_ray
     from rcs_ray.train.loop import schedule
@@ -208,8 +209,12 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
 
     inputs = loss_inputs(cfg, t, k, prs, get_chain)                    # 2. loss inputs
     tok = load_tokenizer(tok_path, cfg.policy.trust_remote_code)
-    check_models_fit(tok, [policy_path, *([] if prs.has_ref_logps else [ref_path]), *inputs.models.values()],
-                     cfg.policy.trust_remote_code)
+    models = {"policy.path": policy_path, **({} if prs.has_ref_logps else {"reference": ref_path}),
+              **{f"policy chain ({p})": m for p, m in inputs.models.items()}}
+    for key, path in models.items():                                  # never train or score with random weights
+        if not storage.is_uri(path):
+            check_causal_lm(path, key, cfg.policy.trust_remote_code)
+    check_models_fit(tok, list(models.values()), cfg.policy.trust_remote_code)
     init_ray(cfg.ray, use_gpu=t.use_gpu)
     seconds["read"] = time.time() - start
     settings = refs.FeatureSettings.of(t, cfg.policy, tok_path, tok.pad_token_id)
