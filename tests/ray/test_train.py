@@ -195,7 +195,7 @@ def test_bad_input_stops_with_one_line(assets, ray_session, tmp_path):
     nan = tmp_path / "nan.parquet"
     pq.write_table(pa.Table.from_pylist([{**r, "ref_chosen_logps": float("nan") if i == 3 else -1.0,
                                           "ref_rejected_logps": -2.0} for i, r in enumerate(pair_rows())]), nan)
-    _one_line_error(lambda: run(cfg, pairs=str(nan), progress=False), "row 3", "ref_chosen_logps")
+    _one_line_error(lambda: run(cfg, pairs=str(nan), progress=False), "row 4", "ref_chosen_logps")
 
     small = save_model(assets["tok"], tmp_path / "small_vocab", vocab_size=len(assets["tok"]) - 100)
     _one_line_error(lambda: run(cfg, pairs=assets["pairs"], policy=small, progress=False), "vocab_size", "tokens")
