@@ -118,3 +118,38 @@ def test_stage_train_overrides():
         load_config(path, ["stages.0.train={lrr: 1}"])
     with pytest.raises(RcsInputError, match=r"stages.0.train.beta"):
         load_config(path, ["stages.0.train={beta: -1}"])
+
+
+RM = ["objectives.1.kind=multi_head", "objectives.1.model=/rm", "objectives.1.function=null"]
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["objectives.1.output=logitz"], "objectives.1.output"),
+    (RM + ["objectives.1.engine=vllm", "objectives.1.output=rewards"], "vLLM's pooling runner reads classifier logits"),
+    (RM + ["objectives.1.dtype=float8"], "objectives.1.dtype"),
+    (RM + ["objectives.1.chat_template=mine"], "objectives.1.chat_template"),
+    (RM + ["objectives.1.max_length=1"], "objectives.1.max_length"),
+    (RM + ["objectives.0.kind=multi_head", "objectives.0.model=/rm", "objectives.0.function=null",
+           "objectives.0.trust_remote_code=true"], "share /rm (one forward pass serves both) but differ in "
+                                                   "trust_remote_code"),
+    (["objectives.1.kind=judge", "objectives.1.model=/j", "objectives.1.judge.template=no placeholders"],
+     "needs a {response} placeholder"),
+    (["objectives.1.kind=judge", "objectives.1.model=/j", "objectives.1.judge.template='{response} {x}'"],
+     "only {prompt} and {response}"),
+    (["objectives.1.kind=judge", "objectives.1.model=/j", "objectives.1.judge.mode=vote"], "objectives.1.judge.mode"),
+    (["objectives.1.kind=implicit", "objectives.1.model=/p", "objectives.1.reference=/r",
+      "objectives.1.engine=vllm"], "a implicit objective runs on ['hf']"),
+    (["eval.judge={name: helpful, kind: judge, model: /j}"], "the judge needs its own"),
+    (["eval.judge={name: j, kind: judge}"], "eval.judge.model"),
+])
+def test_reward_source_settings_are_checked(overrides, expected):
+    with pytest.raises(RcsInputError) as err:
+        load_config(os.path.join(REPO, "configs/tiny/k2.yaml"), overrides)
+    assert expected in str(err.value), str(err.value)
+
+
+def test_objectives_sharing_a_model_may_read_different_outputs():
+    cfg = load_config(os.path.join(REPO, "configs/paper/pku_helpsteer_uf_k3.yaml"),
+                      ["objectives.2.output=score", "eval.judge={name: quality, kind: judge, model: /j}"])
+    assert [o.output for o in cfg.objectives] == ["end_scores", "rewards", "score"]
+    assert cfg.eval.judge.judge.mode == "expected" and cfg.eval.judge.judge.scores[-1] == 10.0
