@@ -27,6 +27,17 @@ def _find_config(path: str) -> str:
     return candidate if os.path.exists(candidate) else path
 
 
+def _locked(cfg, out: Optional[str], args):
+    """The lock on the directory a command writes into (``--out``, else ``output_dir``): one run per directory."""
+    from rcs_ray.storage.lock import RunLock
+
+    WHERE["command"] = f"rcs-ray {args.command}"
+    return RunLock(out or cfg.output_dir, " ".join(["rcs-ray", args.command, getattr(args, "config", "") or ""]))
+
+
+WHERE = {"command": None}
+
+
 def _cmd_config(args) -> int:
     from rcs_ray.config import load_config, to_yaml
 
@@ -64,8 +75,9 @@ def _cmd_sample(args) -> int:
     from rcs_ray.sampling import run
 
     cfg = load_config(_find_config(args.config), args.overrides)
-    result = run(cfg, stage=None if args.stage is None else args.stage - 1, policy=args.policy, out_dir=args.out,
-                 progress=not args.no_progress)
+    with _locked(cfg, args.out, args):
+        result = run(cfg, stage=None if args.stage is None else args.stage - 1, policy=args.policy, out_dir=args.out,
+                     progress=not args.no_progress)
     s = result.stats
     print(f"stage {s['stage']}: {s['prompts']} prompts -> {s['pairs']} pairs, {s['failed']} failed "
           f"({100 * s['failure_rate']:.2f}%), {s['tokens_generated']} tokens in {s['seconds']:.1f}s")
@@ -80,8 +92,9 @@ def _cmd_train(args) -> int:
     from rcs_ray.train import run
 
     cfg = load_config(_find_config(args.config), args.overrides)
-    result = run(cfg, stage=None if args.stage is None else args.stage - 1, pairs=args.pairs, policy=args.policy,
-                 reference=args.reference, out_dir=args.out, progress=not args.no_progress)
+    with _locked(cfg, args.out, args):
+        result = run(cfg, stage=None if args.stage is None else args.stage - 1, pairs=args.pairs, policy=args.policy,
+                     reference=args.reference, out_dir=args.out, progress=not args.no_progress)
     s, last = result.summary, result.summary["last"] or {}
     print(f"stage {s['stage']}: {s['loss']} on {s['pairs']} pairs, {s['steps']} steps in {s['seconds']:.1f}s; "
           f"final loss {last.get('loss', float('nan')):.4f}, reward accuracy "
@@ -95,7 +108,8 @@ def _cmd_run(args) -> int:
     from rcs_ray.workflow import run_workflow
 
     cfg = load_config(_find_config(args.config), args.overrides)
-    result = run_workflow(cfg, progress=not args.no_progress)
+    with _locked(cfg, None, args):
+        result = run_workflow(cfg, progress=not args.no_progress)
     for st in result.stages:
         skipped = f" (unchanged, skipped: {', '.join(st.skipped)})" if st.skipped else ""
         print(f"stage {st.stage} ({st.objective}){skipped}: {json.dumps(st.stats)}")
@@ -115,7 +129,8 @@ def _cmd_eval(args) -> int:
         policies[name if sep else os.path.basename(os.path.normpath(item))] = path if sep else item
     reference = args.reference or cfg.policy.path
     policies = {"reference": reference, **policies}
-    result = evaluate(cfg, policies, reference="reference", out_dir=args.out, progress=not args.no_progress)
+    with _locked(cfg, args.out, args):
+        result = evaluate(cfg, policies, reference="reference", out_dir=args.out, progress=not args.no_progress)
     print(storage.read_text(result.markdown))
     print(f"  report: {result.markdown}\n  plot:   {result.plot}\n  json:   {result.json}")
     return 0
@@ -136,7 +151,8 @@ def _cmd_demo(args) -> int:
     from rcs_ray.demo import run_demo
 
     cfg = load_config(_find_config(args.config), args.overrides)
-    run_demo(cfg)
+    with _locked(cfg, None, args):
+        run_demo(cfg)
     return 0
 
 
@@ -256,14 +272,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_with_overrides(build_parser(), argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from rcs_ray import ray_runtime
+
+    ray_before = ray_runtime.started_ray()
     try:
         return args.func(args)
     except RcsInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"interrupted{_where()}: finished steps are kept; run the same command again to resume",
+              file=sys.stderr)
         return 130
+    finally:
+        if not ray_before:
+            ray_runtime.shutdown_started_ray()              # leave no Ray process this command started
+
+
+def _where() -> str:
+    from rcs_ray.workflow import WHERE as STEP
+
+    step = STEP.get("step") or WHERE.get("command")
+    return f" during {step}" if step else ""
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ WORKER_ENV_DEFAULTS = {
     # per step that dominates small steps.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
 }
+_STARTED = False          # this process started a local Ray (not joined a cluster): it shuts it down when it ends
 # vLLM's CPU build: a small KV cache and no thread binding (see README, "vLLM on CPU").
 WORKER_ENV_CPU = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 PASSTHROUGH = ("PYTHONPATH", "RAY_AUTH_MODE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "DS_ACCELERATOR",
@@ -45,15 +46,36 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
     if job_env:           # a `ray job submit` driver: the job's runtime_env wins; Ray refuses to merge a key twice
         env = {k: v for k, v in env.items() if k not in job_env}
     kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True)
+    global _STARTED
     if cfg.address:
         ray.init(address=cfg.address, **kwargs)
     else:
+        _STARTED = True
         if cfg.num_cpus is not None:
             kwargs["num_cpus"] = cfg.num_cpus
         if cfg.object_store_memory_mb is not None:
             kwargs["object_store_memory"] = cfg.object_store_memory_mb << 20
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1", **kwargs)
     log.info("ray: %s", ray.cluster_resources())
+
+
+def started_ray() -> bool:
+    """Whether this process started the local Ray it uses."""
+    return _STARTED
+
+
+def shutdown_started_ray() -> bool:
+    """Shut down the local Ray this process started (its raylet, GCS, dashboard and worker processes); a joined
+    cluster is left alone. Returns whether there was one."""
+    global _STARTED
+    if not _STARTED:
+        return False
+    import ray
+
+    _STARTED = False
+    if ray.is_initialized():
+        ray.shutdown()
+    return True
 
 
 def data_context():

@@ -2,9 +2,10 @@
 
 Stage 1 trains objective 1 on D1 as it is (``sample: false``). Each later stage k samples from the stage k−1 policy on
 D_k's prompts, scores objectives 1..k, RC-selects with target k, and trains with the stage k−1 policy as the
-reference. Each stage writes ``<output_dir>/stage<k>/manifest.json``: its inputs with fingerprints, its stage-level
-config, its outputs, stats and timings, step by step. A rerun skips every step whose manifest entry is done and whose
-inputs are unchanged; an interrupted training step resumes from its latest checkpoint (the trainer's own resume).
+reference. Each stage writes ``<output_dir>/stage<k>/manifest.json``: each step's inputs (paths, content fingerprints
+and a digest of exactly the settings that change its result, :mod:`rcs_ray.fingerprints`), outputs, stats and timings.
+A rerun skips every step whose manifest entry is done and whose inputs are unchanged; an interrupted training step
+resumes from its latest checkpoint (the trainer's own resume), and a longer training schedule extends it.
 
 Baselines are configs, not code: vanilla = every stage ``sample: false`` (the original pairs); mixed = one stage with
 ``sample: false`` and every other objective's dataset under ``mix:``; RSDPO-style =
@@ -28,11 +29,14 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rcs_ray import storage
-from rcs_ray.config import RunConfig, stage_train, to_dict
+from rcs_ray.config import RunConfig
 from rcs_ray.errors import RcsInputError
+from rcs_ray.fingerprints import sample_inputs, schedule_shrank, train_inputs
 from rcs_ray.layout import RunLayout
 
 log = logging.getLogger(__name__)
+
+WHERE = {"step": None}        # the step running now, for the message of an interrupted run
 
 _SMALL = 64 << 20     # files up to this size are fingerprinted by content, larger ones by size and mtime
 
@@ -57,10 +61,6 @@ def fingerprint(path: str, key: Optional[str] = None) -> str:
         else:
             h.update(str(st.st_mtime_ns).encode())
     return h.hexdigest()[:16]
-
-
-def _config_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -96,11 +96,6 @@ class _Manifest:
             return None if missing else entry
         return None
 
-    def changed(self, step: str, inputs: dict) -> bool:
-        """True when an earlier attempt of ``step`` (finished or not) had other inputs."""
-        entry = self.data["steps"].get(step)
-        return entry is not None and entry.get("inputs") != inputs
-
     def start(self, step: str, inputs: dict) -> None:
         self.data["steps"][step] = {"status": "running", "inputs": inputs,
                                     "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -115,13 +110,6 @@ class _Manifest:
 
     def _write(self) -> None:
         storage.write_text(self.path, json.dumps(self.data, indent=1))
-
-
-def _stage_config(cfg: RunConfig, k: int) -> dict:
-    """What a stage's results depend on besides its input files."""
-    d = to_dict(cfg)
-    return {"stage": d["stages"][k], "objectives": d["objectives"], "sampling": d["sampling"],
-            "train": to_dict(stage_train(cfg, k)), "tinyworld": d["tinyworld"], "policy": d["policy"]}
 
 
 def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
@@ -146,7 +134,7 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
         stage = layout.stage(k)
         manifest = _Manifest(stage.manifest, k + 1, st.objective)
         data = resolve_data(st.data, cfg.tinyworld, key=f"stages.{k}.data.path").path if st.data.path else None
-        base = {"config": _config_hash(_stage_config(cfg, k)), "policy": policy, "policy_fp": fingerprint(policy),
+        base = {"policy": policy, "policy_fp": fingerprint(policy),
                 "data": data, "data_fp": fingerprint(data, f"stages.{k}.data.path") if data else None}
         if st.mix:
             mixed = [(j, resolve_data(m, cfg.tinyworld, key=f"stages.{k}.mix.{j}.path").path)
@@ -155,9 +143,10 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
         outcome = StageOutcome(stage=k + 1, objective=st.objective, policy="", manifest=manifest.path)
         pairs = None
         if st.sample:
-            inputs = dict(base)
+            inputs = sample_inputs(cfg, k, base)
             entry = manifest.done("sample", inputs)
             if entry is None:
+                WHERE["step"] = f"stage {k + 1} (sampling)"
                 t0 = time.time()
                 res = sample(cfg, stage=k, policy=policy, progress=progress)
                 entry = manifest.record("sample", inputs, {"pairs": res.pairs, "failed": res.failed,
@@ -167,12 +156,17 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
                 outcome.skipped.append("sample")
             pairs = entry["outputs"]["pairs"]
             outcome.stats["sample"] = entry["stats"]
-        inputs = dict(base, pairs=pairs, pairs_fp=fingerprint(pairs) if pairs else None)
+        identity, schedule = train_inputs(cfg, k, dict(base, pairs=pairs, reference=policy,
+                                                       pairs_fp=fingerprint(pairs) if pairs else None))
+        inputs = {"identity": identity, "schedule": schedule}
         entry = manifest.done("train", inputs)
         if entry is None:
-            if manifest.changed("train", inputs):      # other inputs than the last attempt: start afresh
-                storage.remove(stage.train.dir)
-            manifest.start("train", inputs)               # same inputs after a crash: the trainer resumes
+            previous = manifest.data["steps"].get("train") or {}
+            before = previous.get("inputs") or {}
+            if before and (before.get("identity") != identity or schedule_shrank(before.get("schedule"), schedule)):
+                storage.remove(stage.train.dir)           # other inputs (or less training): start afresh
+            manifest.start("train", inputs)               # same inputs after a crash, or a longer schedule: resume
+            WHERE["step"] = f"stage {k + 1} (training)"
             t0 = time.time()
             res = train(cfg, stage=k, pairs=pairs, policy=policy, reference=policy, out_dir=stage.train.dir,
                         progress=progress, chain=list(chain))

@@ -230,6 +230,7 @@ def _validate_train(c: _Checker, key_prefix: str, t: TrainConfig, names: List[st
         c.fail(f"{key_prefix}.offload_optimizer",
                "needs train.zero_stage >= 1 (DeepSpeed offloads ZeRO optimizer states)")
     c.choice(f"{key_prefix}.spo_reward_source", t.spo_reward_source, ("implicit", "recorded"))
+    c.choice(f"{key_prefix}.on_suspicious_data", t.on_suspicious_data, ("warn", "error"))
     for a in t.spo_alphas or []:
         if not (math.isfinite(a) and a >= 0):
             c.fail(f"{key_prefix}.spo_alphas", f"must be finite and >= 0, got {t.spo_alphas}")

@@ -164,6 +164,7 @@ class TrainConfig:
     spo_alphas: Optional[List[float]] = None  # SPO: one per earlier stage (default 1.0 each)
     spo_reward_source: str = "implicit"      # implicit: beta*log(pi_j/pi_{j-1}) | recorded: the pairs' rewards
     spo_policies: Optional[List[str]] = None  # SPO implicit, stage k: pi_0..pi_{k-1} (default: from output_dir)
+    on_suspicious_data: str = "warn"         # warn | error: duplicate prompt ids, chosen == rejected, most pairs cut
 
 
 @dataclass

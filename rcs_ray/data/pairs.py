@@ -174,7 +174,7 @@ class PairSet:
 
     Attributes:
         rows: one dict per pair: ``prompt``, ``chosen``, ``rejected`` (strings, or message lists for a chat
-            dataset), plus ``chosen_rewards`` / ``rejected_rewards`` (K floats) when ``reward_names``, plus
+            dataset), ``prompt_id`` when the file has one, plus ``chosen_rewards`` / ``rejected_rewards`` (K floats) when ``reward_names``, plus
             ``ref_chosen_logps`` / ``ref_rejected_logps`` (floats) when ``has_ref_logps``.
         reward_names: objective names of the K reward columns, ``[]`` when the pairs carry no rewards.
         target: the objective the pairs were selected for (their ``target`` column or the stage's objective).
@@ -245,6 +245,8 @@ def _check_rows(path: str, rows: List[dict], has_ref: bool, has_rewards: bool) -
                     k = len(row[c])
         except BadRow as problem:
             raise _fail(path, i, problem) from None
+        if r.get("prompt_id") not in (None, ""):
+            row["prompt_id"] = str(r["prompt_id"])
         out.append(row)
     return out
 
@@ -309,3 +311,16 @@ def pairs_from_preferences(rows: Iterable[dict], objectives: Sequence[str], sour
         out.append(row)
     dataset_is_chat([r["prompt"] for r in out], source)
     return PairSet(rows=out, reward_names=list(objectives), target=target, source=source)
+
+
+def suspicious(pairs: PairSet) -> dict:
+    """Counts of rows that usually mean broken data: ``duplicate_prompt_ids`` (a prompt id seen before) and
+    ``identical_pairs`` (chosen equal to rejected: the loss cannot move from ln 2)."""
+    seen, dups, same = set(), 0, 0
+    for r in pairs.rows:
+        pid = r.get("prompt_id")
+        if pid is not None:
+            dups += pid in seen
+            seen.add(pid)
+        same += r["chosen"] == r["rejected"]
+    return {"duplicate_prompt_ids": dups, "identical_pairs": same}

@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -24,14 +26,14 @@ from ray.train import UserCallback
 from rcs_ray import storage
 from rcs_ray.config import TrainConfig
 from rcs_ray.errors import RcsInputError
+from rcs_ray.fingerprints import SCHEDULE, TRAIN_RUN_ONLY
 from rcs_ray.layout import RUN_FILE, TrainFiles
 
 log = logging.getLogger(__name__)
 
 FAIL_ENV = "RCS_RAY_TEST_FAIL_AT_STEPS"      # test hook: "3,5": the last worker raises once before each step
 # Settings that may change between a run and its resumption (they do not change the batches or the weights).
-RESUME_FREE = ("max_steps", "num_epochs", "save_steps", "keep_checkpoints", "max_failures", "log_steps",
-               "ref_batch_size", "ref_num_actors")
+RESUME_FREE = TRAIN_RUN_ONLY + SCHEDULE
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,52 @@ def check_resumable(local: str, home: str, run_name: str, t: TrainConfig, spec: 
     storage.write_text(path, json.dumps(fingerprint, indent=1))
 
 
+def _interruptible(base):
+    """``base`` (Ray Train's TorchTrainer) whose Ctrl-C handler aborts the run and remembers it, so ``launch`` raises
+    ``KeyboardInterrupt`` (Ray Train's own handler aborts too, but the driver cannot tell an abort from a failure)."""
+
+    class Trainer(base):
+        interrupted = False
+
+        def _register_sigint_handler(self, controller):   # Ray Train 2.60's hook, called inside fit()
+            import ray
+
+            def on_sigint(signum, frame):
+                if self.interrupted:                       # a second Ctrl-C: stop waiting
+                    raise KeyboardInterrupt("training interrupted twice")
+                self.interrupted = True
+                print("\ninterrupted: stopping the training run (Ctrl-C again to stop at once)", flush=True)
+                try:
+                    ray.get(controller.abort.remote(), timeout=30)
+                except Exception:  # noqa: BLE001 - the controller may already be gone
+                    pass
+
+            signal.signal(signal.SIGINT, on_sigint)
+
+    return Trainer
+
+
+SNAPSHOT = "checkpoint_manager_snapshot.json"          # Ray Train 2.60's record of the checkpoints it reported
+
+
+def remove_orphan_checkpoints(home: str, run_name: str) -> List[str]:
+    """Delete checkpoint directories of run ``run_name`` that Ray Train's snapshot does not list (a driver killed
+    while its workers were saving leaves one behind: it would never be resumed from or cleaned); returns their names.
+    """
+    run_dir = storage.join(TrainFiles(home).checkpoints, run_name)
+    if not storage.isdir(run_dir):
+        return []
+    names = sorted({rel.split("/", 1)[0] for rel, _, _ in storage.list_files(run_dir)
+                    if rel.startswith("checkpoint_") and "/" in rel})
+    snapshot = storage.join(run_dir, SNAPSHOT)
+    known = storage.read_text(snapshot) if storage.isfile(snapshot) else ""
+    orphans = [n for n in names if n not in known]
+    for name in orphans:
+        log.warning("removing checkpoint %s of %s: no record of it (left by an interrupted run)", name, run_name)
+        storage.remove(storage.join(run_dir, name))
+    return orphans
+
+
 def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str, marker_dir: str,
            progress: bool = True):
     """Train on ``features`` with ``TorchTrainer`` (``t.num_workers`` workers, DeepSpeed inside); returns Ray Train's
@@ -94,12 +142,14 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
 
     from rcs_ray.train.loop import train_loop_per_worker
 
+    remove_orphan_checkpoints(home, run_name)
+
     fail_at = os.environ.get(FAIL_ENV, "")
     loop_config = {"train": dataclasses.asdict(t), "policy": spec.policy, "pad_token_id": spec.pad_token_id,
                    "loss_kwargs": spec.loss_params, "trust_remote_code": spec.trust_remote_code,
                    "fail_at_steps": [int(x) for x in fail_at.split(",") if x.strip()], "fail_marker_dir": marker_dir}
     resources = {"CPU": 1, **({"GPU": 1} if t.use_gpu else {}), **t.resources_per_worker}
-    trainer = TorchTrainer(
+    trainer = _interruptible(TorchTrainer)(
         train_loop_per_worker, train_loop_config=loop_config,
         torch_config=TorchConfig(backend=t.backend) if t.backend else None,
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
@@ -108,7 +158,18 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
                                 checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
                                 callbacks=[ProgressLog()] if progress else None),
         datasets={"train": ray.data.from_arrow(features)}, dataset_config=DataConfig(datasets_to_split=[]))
-    result = trainer.fit()
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        result = trainer.fit()
+    except Exception:
+        if trainer.interrupted:                          # the aborted controller dies: that is the interrupt
+            raise KeyboardInterrupt(f"training of {run_name} interrupted") from None
+        raise
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)      # Ray Train leaves its own handler installed after fit
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"training of {run_name} interrupted")
     if result.error is not None:
         raise result.error
     if result.checkpoint is None:

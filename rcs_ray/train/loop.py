@@ -265,6 +265,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
         with checkpoint.as_directory() as d:
             _, client = engine.load_checkpoint(d, tag=DS_TAG)
         step, history = int(client["step"]), list(client["history"])
+    resumed_from = step                      # 0: a fresh run; else the checkpoint's step this run continued from
     engine.train()
     loss_name, beta = train.loss, train.beta
     metrics: Dict[str, float] = {}
@@ -285,7 +286,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
         means = _reduce(list(sums / train.gradient_accumulation_steps) + [tokens], engine.device, world)
         seconds = time.perf_counter() - t0
         metrics = dict(zip(METRIC_KEYS, means[:-1]))
-        metrics.update(step=step, total_steps=total, epoch=step / per_epoch,
+        metrics.update(step=step, total_steps=total, epoch=step / per_epoch, resumed_from=resumed_from,
                        lr=float(engine.get_lr()[0]), seconds=seconds, tokens_per_second=means[-1] * world / seconds)
         if not math.isfinite(metrics["loss"]):
             raise FloatingPointError(f"non-finite loss {metrics['loss']} at step {step}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -40,7 +41,7 @@ import pyarrow as pa
 
 from rcs_ray import registry, storage
 from rcs_ray.config import RunConfig, TrainConfig, stage_index, stage_train
-from rcs_ray.data.pairs import REF_COLUMNS, PairSet
+from rcs_ray.data.pairs import REF_COLUMNS, PairSet, suspicious
 from rcs_ray.errors import RcsInputError
 from rcs_ray.layout import RunLayout, TrainFiles
 from rcs_ray.paths import resolve_model_dir
@@ -155,6 +156,33 @@ def reference_features(prs: PairSet, inputs: LossInputs, reference: str, setting
     return features.select(keep)
 
 
+def data_checks(prs: PairSet, features: pa.Table, t: TrainConfig) -> dict:
+    """Counts of suspicious training data, warned about (or refused, ``train.on_suspicious_data: error``):
+    duplicate prompt ids, chosen == rejected, pairs whose tokens reach ``train.max_length`` (cut, or just fitting).
+
+    Raises:
+        RcsInputError: with ``error``, when any of them is found (more than half the pairs, for the length).
+    """
+    import pyarrow.compute as pc
+
+    checks = suspicious(prs)
+    longest = pc.max_element_wise(pc.list_value_length(features.column("chosen_input_ids")),
+                                  pc.list_value_length(features.column("rejected_input_ids")))
+    checks["at_max_length"] = int(pc.sum(pc.greater_equal(longest, t.max_length)).as_py() or 0)
+    checks["at_max_length_share"] = round(checks["at_max_length"] / max(1, features.num_rows), 4)
+    problems = [f"{checks['duplicate_prompt_ids']} duplicate prompt ids"] if checks["duplicate_prompt_ids"] else []
+    if checks["identical_pairs"]:
+        problems.append(f"{checks['identical_pairs']} pairs with chosen == rejected (no learning signal)")
+    if checks["at_max_length_share"] > 0.5:
+        problems.append(f"{100 * checks['at_max_length_share']:.0f}% of the pairs reach train.max_length="
+                        f"{t.max_length} (cut): raise it")
+    if problems and t.on_suspicious_data == "error":
+        raise RcsInputError(f"{prs.source}: {'; '.join(problems)} (train.on_suspicious_data=error)")
+    for problem in problems:
+        print(f"warning: {prs.source}: {problem}", file=sys.stderr)
+    return checks
+
+
 def _stage(cfg: RunConfig, stage: Optional[int], pairs: Optional[str]) -> int:
     if not cfg.stages and pairs is not None and stage in (None, 0):
         return 0                                        # a config without stages trains the pairs it is given
@@ -220,6 +248,7 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     settings = refs.FeatureSettings.of(t, cfg.policy, tok_path, tok.pad_token_id)
     features = reference_features(prs, inputs, ref_path, settings, staged.local, progress)   # 3. features
     seconds["features"] = time.time() - start - sum(seconds.values())
+    checks = data_checks(prs, features, t)
 
     run_name = f"{cfg.name}-stage{k + 1}"
     spec = LaunchSpec(policy=policy_path, pad_token_id=tok.pad_token_id, loss_params=inputs.params,
@@ -240,7 +269,8 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
                "zero_stage": t.zero_stage, "precision": t.precision, "first": history[0] if history else None,
                "last": history[-1] if history else None, "seconds": round(sum(seconds.values()), 2),
                "seconds_by_part": {part: round(v, 2) for part, v in seconds.items()}, "model_dir": home.model,
-               "checkpoint": result.checkpoint.path, "run_name": run_name}
+               "checkpoint": result.checkpoint.path, "run_name": run_name, "data_checks": checks,
+               "resumed_from_step": (history[-1].get("resumed_from", 0) if history else 0)}
     storage.write_text(TrainFiles(staged.local).summary, json.dumps(summary, indent=1))
     staged.push(*TrainFiles.OUTPUTS, cache=True)
     return TrainResult(out_dir=staged.home, model_dir=home.model, metrics_path=home.metrics,

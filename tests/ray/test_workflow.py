@@ -1,5 +1,6 @@
-"""The sequential workflow on the tiny world: both stages end to end, manifests, skipping, re-running a changed stage,
-and the evaluation of the resulting policies."""
+"""The sequential workflow on the tiny world: both stages end to end, manifests, resuming a crashed stage with a longer
+schedule, skipping what did not change (logging, placement and eval settings change nothing), re-running a changed
+stage, and the evaluation of the resulting policies."""
 
 import json
 import os
@@ -12,7 +13,8 @@ from rcs_ray.workflow import run_workflow
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SMALL = ["stages.0.data.limit=64", "stages.0.train={max_steps: 2}", "stages.1.data.limit=16",
+SMALL = ["stages.0.data.limit=64", "stages.0.train={max_steps: 3, save_steps: 1, max_failures: 0}",
+         "stages.1.data.limit=16",
          "train.max_steps=2", "train.batch_size=4", "sampling.n=4", "eval.prompts.limit=8", "eval.n=2"]
 
 
@@ -21,10 +23,18 @@ def cfg_for(tmp_path, *extra):
         f"output_dir={tmp_path}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}", *SMALL, *extra])
 
 
-def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tmp_path):
-    cfg = cfg_for(tmp_path)
+def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tmp_path, monkeypatch):
+    from rcs_ray.train.launch import FAIL_ENV
+
+    monkeypatch.setenv(FAIL_ENV, "2")                     # stage 1 crashes before its step 2 (after the step-1 save)
+    with pytest.raises(Exception):
+        run_workflow(cfg_for(tmp_path, "stages.0.train.max_steps=2"), progress=False)
+    monkeypatch.delenv(FAIL_ENV)
+    cfg = cfg_for(tmp_path)                                # and the rerun asks for one step more: it continues
     first = run_workflow(cfg, progress=False)
     assert [s.skipped for s in first.stages] == [[], []]
+    stage1 = json.loads(open(os.path.join(tmp_path, "stage1", "train", "train_summary.json")).read())
+    assert stage1["steps"] == 3 and stage1["resumed_from_step"] == 1
     m1 = json.loads(open(first.stages[0].manifest).read())
     m2 = json.loads(open(first.stages[1].manifest).read())
     assert set(m1["steps"]) == {"train"} and set(m2["steps"]) == {"sample", "train"}
@@ -34,7 +44,9 @@ def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tm
     assert summary["reference"] in (first.stages[0].policy, "precomputed") and summary["pairs"] > 0
     assert os.path.isfile(os.path.join(first.stages[1].policy, "config.json"))
 
-    again = run_workflow(cfg, progress=False)                       # nothing changed: everything reused
+    # only logging, placement, pool sizes and eval settings changed: everything reused
+    again = run_workflow(cfg_for(tmp_path, "train.log_steps=5", "sampling.batch_size=8", "sampling.num_actors=1",
+                                 "train.ref_batch_size=8", "objectives.0.num_cpus=0.5", "eval.n=3"), progress=False)
     assert [s.skipped for s in again.stages] == [["train"], ["sample", "train"]]
     assert [s.policy for s in again.stages] == [s.policy for s in first.stages]
 

@@ -1,0 +1,81 @@
+"""What each workflow step's result depends on: a rerun redoes a step when, and only when, one of these changed.
+
+**sample** (stage k): the policy it samples from (path + content fingerprint), the stage's data (file fingerprint +
+its data config), the stage's objective and ``rc`` settings, the configs of the objectives it scores, the policy's
+own settings, the sampling settings that change the samples (n, temperature, top_p, max_tokens, seed, engine,
+adaptive, ...), ``train.max_length`` (what an implicit reward reads) and the tiny world.
+
+**train** (stage k): the policy it starts from and the reference, its pairs (file fingerprint) or its data, the
+stage's objective, data config and ``mix``, the objectives and the earlier stages' objectives (margins), the policy's
+settings, the tiny world, and the stage's ``train`` settings except the ones below. The training *schedule*
+(``train.max_steps``, ``train.num_epochs``) is kept apart: raising it extends a finished or interrupted training step
+from its last checkpoint; lowering it trains again from the start.
+
+**Never** in a fingerprint (changing them reruns nothing): how a run runs, not what it computes --
+:data:`SAMPLING_RUN_ONLY` (the results are independent of batching and pool sizes: every sample has its own seed),
+:data:`OBJECTIVE_RUN_ONLY`, :data:`TRAIN_RUN_ONLY`, and everything under ``eval``, ``ray``, ``output_dir``, ``name``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Optional, Tuple
+
+from rcs_ray.config import RunConfig, stage_objectives, stage_train, to_dict
+
+SAMPLING_RUN_ONLY = ("batch_size", "num_actors", "num_gpus", "num_cpus", "resources", "placement_strategy")
+OBJECTIVE_RUN_ONLY = ("batch_size", "num_actors", "num_gpus", "num_cpus", "resources")
+TRAIN_RUN_ONLY = ("log_steps", "save_steps", "keep_checkpoints", "max_failures", "ref_batch_size", "ref_num_actors",
+                  "resources_per_worker", "on_suspicious_data")
+SCHEDULE = ("max_steps", "num_epochs")
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without(d: dict, keys) -> dict:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def _objective(o) -> dict:
+    return _without(to_dict(o), OBJECTIVE_RUN_ONLY)
+
+
+def sample_inputs(cfg: RunConfig, k: int, models: dict) -> dict:
+    """The sample step's inputs: ``models`` (policy / data paths and their fingerprints) plus a digest of every
+    setting that changes the samples, their rewards or the selection."""
+    d = to_dict(cfg)
+    st = d["stages"][k]
+    settings = {"stage": {key: st[key] for key in ("objective", "data", "rc")},
+                "objectives": [_objective(o) for o in stage_objectives(cfg, k)],
+                "sampling": _without(d["sampling"], SAMPLING_RUN_ONLY), "policy": _without(d["policy"], ("path",)),
+                "max_length": cfg.train.max_length, "tinyworld": d["tinyworld"]}
+    return {"settings": digest(settings), **models}
+
+
+def train_inputs(cfg: RunConfig, k: int, models: dict) -> Tuple[dict, dict]:
+    """``(identity, schedule)`` of the train step: what a checkpoint of it is only valid for, and how long it runs."""
+    d = to_dict(cfg)
+    st = d["stages"][k]
+    train = to_dict(stage_train(cfg, k))
+    settings = {"stage": {key: st[key] for key in ("objective", "data", "mix", "sample")},
+                "objectives": [_objective(o) for o in cfg.objectives],
+                "earlier": [s["objective"] for s in d["stages"][:k]],
+                "train": _without(train, TRAIN_RUN_ONLY + SCHEDULE), "policy": _without(d["policy"], ("path",)),
+                "tinyworld": d["tinyworld"]}
+    return {"settings": digest(settings), **models}, {key: train[key] for key in SCHEDULE}
+
+
+def schedule_shrank(old: Optional[dict], new: dict) -> bool:
+    """Whether ``new`` asks for less training than ``old`` did (then a run cannot be extended: it starts over)."""
+    if not old:
+        return False
+    for key in SCHEDULE:
+        a, b = old.get(key), new.get(key)
+        if a is not None and b is not None and b < a:
+            return True
+        if key == "max_steps" and a is None and b is not None:       # epochs-based -> a step cap: may be shorter
+            return True
+    return False
