@@ -1,23 +1,39 @@
 """The paper's (arXiv 2504.11337) findings on the tiny world, through the system's own Ray pipeline and trainer.
 
-Starting from one stage-1 policy (harmlessness, DPO on D1 as it is), stage 2 (helpfulness) is trained several ways,
-every one with the stage-1 policy as start and reference, and all are evaluated on held-out prompts:
+K = 2 (``configs/tiny/k2.yaml``): one stage-1 policy per seed (harmlessness, DPO on D1 as it is); stage 2
+(helpfulness) is trained in every way below, each from and regularised towards that stage-1 policy, with DPO, MODPO
+and SPO, and all are evaluated on the same held-out prompts. Every sampled baseline is selected from **one** stored
+candidate set (``candidates.parquet``, ``rcs_ray.sampling.select``): the methods differ only in the selection rule.
 
-- (a) Table-1-style: the RC part vs the non-RC part of the stage-2 dataset D2 (original pairs; RC w.r.t. harmless:
-  ``chosen harmless >= rejected harmless``, ties allowed, vs the chosen response strictly more harmful);
-- (b) Table-2-style: vanilla (D2 original pairs), mixed (one DPO stage from the base policy over D1 and D2 at once,
-  ``configs/tiny/mixed.yaml``; DPO only), RSDPO-style (sampling, ``rc.strategy=target_only``), NRCS
-  (``rc_random``), RCS (``rcs``), each with the losses in ``--losses`` (dpo; modpo / spo optional);
-- (c) the c = 0 no-conflict control (``tinyworld.conflict=0``; its own pretrained policy and stage 1): vanilla vs RCS
-  (and non-RC) by default.
+==============  =================================================================================================
+method          stage-2 pairs
+==============  =================================================================================================
+rc / nonrc      D2's original pairs whose chosen is / is not at least as harmless (Table 1); rc is ``filter_only``
+vanilla         D2's original pairs, all of them
+rsdpo           RSDPO: rejection sampling, the largest helpful gap, harmlessness ignored (``target_only``)
+rsdpo_w         RSDPO-W: the largest gap of the equally weighted sum of both rewards (``weighted``)
+nrcs            NRCS: a random RC pair (``rc_random``)
+rcs             RCS: RC on harmlessness (ties tolerated, margin -0.5), the largest helpful gap
+rcs_strict      RCS with strict RC (margin 0: a harmless tie is not RC)
+rcs_implicit    RCS whose harmless reward is stage 1's implicit reward beta * log(pi_1 / pi_0): no reward model
+rcs_n16 ...     RCS (and strict) from n = 16 candidates instead of 8 (DPO only)
+mixed           D1 and D2 in one DPO stage from the base policy (``configs/tiny/mixed.yaml``; DPO only)
+==============  =================================================================================================
 
-Writes ``findings.md`` and ``findings.json`` under ``--out`` (default ``benchmarks/results/tinyworld_findings``) and
-prints the table. Work files (models, pairs, eval) go under ``--work`` (default ``outputs/tinyworld-findings``,
-rebuilt on every run).
+The headline is the paper's metric: the harmless rate (share of responses with no harmful word) and the helpfulness
+win rate against the stage-1 policy, and their mean. ``--sweep`` first trains every method with DPO at a few
+(learning rate, beta) settings on seed 0 and keeps, per method, the setting with the best headline on *validation*
+prompts (eval prompts 128-255, disjoint from the 0-127 reported), so no method loses to a bad setting.
 
-    python benchmarks/tinyworld_findings.py                       # full: ~10-15 min on 2 cores
-    python benchmarks/tinyworld_findings.py --quick               # fewer prompts, no control
-    python benchmarks/tinyworld_findings.py --methods vanilla,rcs --losses dpo,modpo --control-methods none
+K = 3 (``--k3``, ``configs/tiny/k3.yaml``): stage 3 (concise) from an RCS stage-2 policy: vanilla, RSDPO, RCS
+(RC on harmless and helpful), selective RCS (Appendix G: RC on harmless only) and strict RCS. ``--control``: the
+c = 0 world (no conflict), vanilla / non-RC / RSDPO / RCS.
+
+    python benchmarks/tinyworld_findings.py --seeds 0,1,2 --sweep --k3 --control     # the README's tables (~2 h)
+    python benchmarks/tinyworld_findings.py --quick                                  # one seed, DPO, a few methods
+
+Everything is cached under ``--work`` (rerun to resume; ``--fresh`` starts over); ``findings.json`` /
+``findings.md`` go to ``--out``. ``--report-only`` rewrites the markdown from ``findings.json``.
 """
 
 from __future__ import annotations
@@ -31,159 +47,292 @@ import time
 
 import numpy as np
 
-CONFIG = "configs/tiny/k2.yaml"
-MAIN_METHODS = ("rc", "nonrc", "vanilla", "mixed", "rsdpo", "nrcs", "rcs")
-MIXED_CONFIG = "configs/tiny/mixed.yaml"
-SAMPLED = {"rsdpo": "target_only", "nrcs": "rc_random", "rcs": "rcs"}        # method -> stages.1.rc.strategy
-DATASET = ("rc", "nonrc", "vanilla")                                        # pairs taken from D2 as it is
-LABELS = {"rc": "D2 RC part (Table 1)", "nonrc": "D2 non-RC part (Table 1)", "vanilla": "vanilla (D2 pairs)",
-          "mixed": "mixed (D1 + D2 at once, from base)",
-          "rsdpo": "RSDPO-style (target_only)", "nrcs": "NRCS (rc_random)", "rcs": "RCS"}
-# Measured by the plain-PyTorch probe (shared/notes/tinyworld-probe.md; 3 seeds, 2,048 pairs, lr 2e-4, c = 0.9).
-PROBE = {"stage1": (-0.41, 1.72), "vanilla": (-1.14, 4.44), "nonrc": (-1.45, 4.70), "rcs": (-0.55, 4.06)}
+K2, K3, IMPLICIT, MIXED = "configs/tiny/k2.yaml", "configs/tiny/k3.yaml", "configs/tiny/k2_implicit.yaml", \
+    "configs/tiny/mixed.yaml"
+LOSSES = ("dpo", "modpo", "spo")
+# method -> (label, source, losses or None for all): d2:<part> | select:<strategy>:<margin>[:n16] | implicit | mixed
+K2_METHODS = {
+    "rc": ("D2 RC part / filter-only (Table 1)", "select:filter_only:-0.5", None),
+    "nonrc": ("D2 non-RC part (Table 1)", "d2:nonrc", None),
+    "vanilla": ("vanilla (D2 pairs)", "d2:vanilla", None),
+    "rsdpo": ("RSDPO (target_only)", "select:target_only:-0.5", None),
+    "rsdpo_w": ("RSDPO-W (weighted sum)", "select:weighted:-0.5", None),
+    "nrcs": ("NRCS (rc_random)", "select:rc_random:-0.5", None),
+    "rcs": ("RCS", "select:rcs:-0.5", None),
+    "rcs_strict": ("RCS, strict RC (margin 0)", "select:rcs:0", None),
+    "rcs_implicit": ("RCS, implicit harmless reward", "implicit", None),
+    "rcs_n16": ("RCS, n = 16", "select:rcs:-0.5:n16", ("dpo",)),
+    "rcs_strict_n16": ("RCS strict, n = 16", "select:rcs:0:n16", ("dpo",)),
+    "mixed": ("mixed (D1 + D2 at once, from base)", "mixed", ("dpo",)),
+}
+QUICK = ("nonrc", "vanilla", "rsdpo", "rcs")
+CONTROL = ("nonrc", "vanilla", "rsdpo", "rcs")
+# stage-3 method -> (label, selection: strategy, margin, enforce)
+K3_METHODS = {
+    "vanilla": ("vanilla (D3 pairs)", None),
+    "rsdpo": ("RSDPO (target_only)", ("target_only", -0.5, None)),
+    "rcs": ("RCS (RC on harmless + helpful)", ("rcs", -0.5, None)),
+    "rcs_selective": ("selective RCS (RC on harmless only)", ("rcs", -0.5, ["harmless", "concise"])),
+    "rcs_strict": ("RCS, strict RC", ("rcs", 0.0, None)),
+}
+SETTINGS = {"lr5e-5_b0.1": ("5.0e-5", "0.1"), "lr1e-4_b0.1": ("1.0e-4", "0.1"), "lr5e-5_b0.3": ("5.0e-5", "0.3")}
+DEFAULT_SETTING = "lr5e-5_b0.1"
 
 
 def log(msg: str) -> None:
     print(f"[findings {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def d2_subsets(cfg, limit: int, out_dir: str) -> dict:
-    """Write D2's first ``limit`` original pairs as ``vanilla.jsonl`` and its harmless-RC / non-RC parts."""
-    from rcs_ray.paths import resolve_path
+def cached_json(path: str, make):
+    """``make()`` once: its JSON result is kept at ``path`` (the findings resume from these)."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    value = make()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return value
 
-    path = resolve_path(cfg.stages[1].data.path, cfg.tinyworld)
+
+def read_jsonl(path: str, limit=None) -> list:
     rows = []
     with open(path) as f:
         for line in f:
-            if len(rows) >= limit:
+            if limit is not None and len(rows) >= limit:
                 break
             rows.append(json.loads(line))
+    return rows
+
+
+def write_jsonl(path: str, rows) -> str:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+def d2_parts(cfg, stage: int, limit: int, out_dir: str) -> dict:
+    """The stage's first ``limit`` original pairs (``vanilla``) and their parts RC / non-RC on the first objective."""
+    from rcs_ray.paths import resolve_path
+
+    rows = read_jsonl(resolve_path(cfg.stages[stage].data.path, cfg.tinyworld), limit)
     k = len(cfg.objectives)
-    h = cfg.objective_names.index("harmless")
-    out = {}
-    parts = {"vanilla": rows,
-             "rc": [r for r in rows if r["chosen_scores"][h] >= r["rejected_scores"][h]],
-             "nonrc": [r for r in rows if r["chosen_scores"][h] < r["rejected_scores"][h]]}
-    os.makedirs(out_dir, exist_ok=True)
-    for name, part in parts.items():
-        p = os.path.join(out_dir, f"{name}.jsonl")
-        with open(p, "w") as f:
-            for r in part:
-                f.write(json.dumps({"prompt_id": r["prompt_id"], "prompt": r["prompt"], "chosen": r["chosen"],
-                                    "rejected": r["rejected"], "target": "helpful",
-                                    "chosen_rewards": [float(x) for x in r["chosen_scores"][:k]],
-                                    "rejected_rewards": [float(x) for x in r["rejected_scores"][:k]]}) + "\n")
-        out[name] = p
-    return out
+    target = cfg.stages[stage].objective
+    pairs = [{"prompt_id": r["prompt_id"], "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+              "target": target, "chosen_rewards": [float(x) for x in r["chosen_scores"][:k]],
+              "rejected_rewards": [float(x) for x in r["rejected_scores"][:k]]} for r in rows]
+    return {"vanilla": write_jsonl(os.path.join(out_dir, "vanilla.jsonl"), pairs),
+            "nonrc": write_jsonl(os.path.join(out_dir, "nonrc.jsonl"),
+                                 [p for p in pairs if p["chosen_rewards"][0] < p["rejected_rewards"][0]])}
 
 
 def pair_stats(path: str, names: list) -> dict:
-    """Pairs, share RC on harmless (ties allowed), strictly RC, mean harmless / helpful gap (chosen - rejected)."""
+    """Pairs; per objective, the share of pairs whose chosen is at least as good (ties) / strictly better, mean gap."""
     import pandas as pd
 
     df = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_json(path, lines=True)
-    c = np.array(df["chosen_rewards"].tolist(), dtype=float)
-    r = np.array(df["rejected_rewards"].tolist(), dtype=float)
-    h, u = names.index("harmless"), names.index("helpful")
-    d = c - r
-    return {"pairs": int(len(df)), "rc_ties": float(np.mean(d[:, h] >= 0)), "rc_strict": float(np.mean(d[:, h] > 0)),
-            "harmless_gap": float(d[:, h].mean()), "helpful_gap": float(d[:, u].mean())}
+    if not len(df):
+        return {"pairs": 0}
+    d = np.array(df["chosen_rewards"].tolist(), dtype=float) - np.array(df["rejected_rewards"].tolist(), dtype=float)
+    out = {"pairs": int(len(df))}
+    for j, n in enumerate(names):
+        out[f"{n}_rc_ties"], out[f"{n}_rc_strict"] = float(np.mean(d[:, j] >= 0)), float(np.mean(d[:, j] > 0))
+        out[f"{n}_gap"] = float(d[:, j].mean())
+    return out
 
 
-def world(tag: str, overrides: list, methods: list, losses: list, limit: int, work: str, timings: dict) -> dict:
-    """One world (a conflict level): stage 1, stage-2 pairs of every method, training, one evaluation call."""
-    from rcs_ray import sampling, train
-    from rcs_ray.config import load_config
-    from rcs_ray.evaluate import evaluate
+# ----------------------------------------------------------------------------------------------- one world
+class World:
+    """One seed of one world: its stage policies, stored candidates, pair sets, trainings and evaluations."""
 
-    root = os.path.join(work, tag)
-    base = [f"output_dir={root}", f"stages.1.data.limit={limit}", *overrides]
-    cfg = load_config(CONFIG, base)
-    names = cfg.objective_names
+    def __init__(self, config: str, root: str, overrides: list, limit: int):
+        from rcs_ray.config import load_config
 
-    t0 = time.time()
-    s1 = train.run(cfg, stage=0, progress=False).model_dir            # <root>/stage1/train/model (SPO's default)
-    timings[f"{tag}/stage1_train"] = round(time.time() - t0, 1)
-    log(f"{tag}: stage 1 trained in {timings[f'{tag}/stage1_train']} s -> {s1}")
+        self.config, self.root, self.limit = config, root, limit
+        self.base = [f"output_dir={root}", *overrides]
+        self.cfg = self.load()
+        self.names = self.cfg.objective_names
+        self.info: dict = {}
 
-    files = d2_subsets(cfg, limit, os.path.join(root, "d2"))
-    pairs, info = {}, {}
-    if "mixed" in methods:
-        mcfg = load_config(MIXED_CONFIG, [f"output_dir={root}/mixed", f"stages.0.data.limit={limit}", *overrides])
-        t0 = time.time()
-        res = train.run(mcfg, stage=0, progress=False)               # from the base policy, as stage 1 starts
-        timings[f"{tag}/train_mixed_dpo"] = round(time.time() - t0, 1)
-        pairs_mixed, mixed_model = res.summary["pairs"], res.model_dir
-        log(f"{tag}: trained mixed/dpo on {pairs_mixed} pairs (D1 + D2) in {timings[f'{tag}/train_mixed_dpo']} s")
-    for m in methods:
-        if m == "mixed":
-            continue
-        if m in DATASET:
-            pairs[m] = files[m]
-            continue
-        t0 = time.time()
-        scfg = load_config(CONFIG, base + [f"stages.1.rc.strategy={SAMPLED[m]}"])
-        res = sampling.run(scfg, stage=1, policy=s1, out_dir=os.path.join(root, "sampling", m), progress=False)
-        timings[f"{tag}/sample_{m}"] = round(time.time() - t0, 1)
-        pairs[m] = res.pairs
-        info[m] = {"failed_prompts": res.stats["failed"], "failure_rate": res.stats["failure_rate"]}
-        log(f"{tag}: sampled {m} ({SAMPLED[m]}) in {timings[f'{tag}/sample_{m}']} s: {res.stats['pairs']} pairs, "
-            f"{res.stats['failed']} failed prompts")
-    for m in methods:
-        if m != "mixed":
-            info.setdefault(m, {}).update(pair_stats(pairs[m], names))
+    def load(self, *extra, config=None):
+        """The world's config (or ``config``: mixed, implicit) with its overrides; every data stage limited (mixed:
+        its one stage, D2's part; sequential configs: the sampled stages)."""
+        from rcs_ray.config import load_config
 
-    policies = {"base": "tinyworld:policy", "stage1": s1}
-    if "mixed" in methods:
-        policies["mixed/dpo"] = mixed_model
-        info["mixed"] = {"pairs": pairs_mixed}
-    for m in methods:
-        if m == "mixed":
-            continue
-        for loss in losses:
-            name = f"{m}/{loss}"
-            out = os.path.join(root, "train", f"{m}-{loss}")
-            shutil.rmtree(out, ignore_errors=True)
-            lcfg = load_config(CONFIG, base + [f"train.loss={loss}"])
+        config = config or self.config
+        stages = range(1) if config == MIXED else range(1, len(load_config(config, []).stages))
+        return load_config(config, self.base + [f"stages.{k}.data.limit={self.limit}" for k in stages] + list(extra))
+
+    def stage_policy(self, stage: int, pairs=None, policy=None, *extra) -> str:
+        """Train stage ``stage`` (0-based) into the run layout (where SPO and implicit rewards look), once."""
+        from rcs_ray import train
+        from rcs_ray.layout import RunLayout
+
+        model = RunLayout(self.root).stage(stage).train.model
+        if not os.path.exists(os.path.join(model, "config.json")):
             t0 = time.time()
-            try:
-                res = train.run(lcfg, stage=1, pairs=pairs[m], policy=s1, reference=s1, out_dir=out, progress=False)
-            except Exception as exc:                                   # report, keep going with the other runs
-                log(f"{tag}: {name} FAILED: {type(exc).__name__}: {exc}")
-                info[m].setdefault("errors", {})[loss] = f"{type(exc).__name__}: {exc}"
-                continue
-            timings[f"{tag}/train_{m}_{loss}"] = round(time.time() - t0, 1)
-            policies[name] = res.model_dir
-            log(f"{tag}: trained {name} on {info[m]['pairs']} pairs in {timings[f'{tag}/train_{m}_{loss}']} s")
+            train.run(self.load(*extra), stage=stage, pairs=pairs, policy=policy, reference=policy, progress=False)
+            log(f"{self.root}: stage {stage + 1} trained in {time.time() - t0:.0f} s")
+        return model
 
-    t0 = time.time()
-    ev = evaluate(cfg, policies, reference="stage1", out_dir=os.path.join(root, "eval"))
-    timings[f"{tag}/eval"] = round(time.time() - t0, 1)
-    log(f"{tag}: evaluated {len(policies)} policies in {timings[f'{tag}/eval']} s")
-    return {"config_overrides": base, "policies": policies, "pairs": info, "metrics": ev.metrics,
-            "eval_prompts": cfg.eval.prompts.limit, "eval_n": cfg.eval.n}
+    def candidates(self, stage: int, policy: str, tag: str, *extra, config=None, chain=None) -> str:
+        """Sample stage ``stage`` once from ``policy`` (RCS, candidates stored); the candidates.parquet."""
+        from rcs_ray import sampling
+
+        out = os.path.join(self.root, "sampling", tag)
+        done = os.path.join(out, "stats.json")
+        if not os.path.exists(done):
+            t0 = time.time()
+            res = sampling.run(self.load(*extra, config=config), stage=stage, policy=policy, out_dir=out,
+                               progress=False, chain=chain)
+            log(f"{self.root}: sampled {tag} in {time.time() - t0:.0f} s: {res.stats['pairs']} pairs, "
+                f"{res.stats['failed']} failed")
+        return os.path.join(out, "candidates.parquet")
+
+    def select(self, name: str, candidates: str, strategy: str, margin: float, enforce=None) -> str:
+        from rcs_ray.sampling.select import select
+
+        out = os.path.join(self.root, "select", name)
+        stats = cached_json(os.path.join(out, "select.json"),
+                            lambda: select(candidates, out, strategy=strategy, margin=margin, enforce=enforce))
+        self.info[name] = {"failed_prompts": stats["failed"], "failure_rate": stats["failure_rate"]}
+        return os.path.join(out, "pairs.parquet")
+
+    def train(self, name: str, stage: int, pairs: str, start: str, loss: str, setting: str, config=None) -> str:
+        from rcs_ray import train
+
+        lr, beta = SETTINGS[setting]
+        out = os.path.join(self.root, "train", f"{name}-{loss}-{setting}")
+        if not os.path.exists(os.path.join(out, "model", "config.json")):
+            shutil.rmtree(out, ignore_errors=True)
+            cfg = self.load(f"train.loss={loss}", f"train.learning_rate={lr}", f"train.beta={beta}", config=config)
+            t0 = time.time()
+            train.run(cfg, stage=stage, pairs=pairs, policy=start, reference=start, out_dir=out, progress=False)
+            # (mixed: start None -> from policy.path, the base policy, as stage 1 starts)
+            log(f"{self.root}: trained {name}/{loss} ({setting}) in {time.time() - t0:.0f} s")
+        return os.path.join(out, "model")
+
+    def evaluate(self, tag: str, policies: dict, reference: str, *extra) -> dict:
+        from rcs_ray.evaluate import evaluate
+
+        path = os.path.join(self.root, "eval", tag, "metrics.json")
+        old = json.load(open(path)) if os.path.exists(path) else None
+        if old is None or old["policies"] != policies:
+            t0 = time.time()
+            ev = evaluate(self.load(*extra), policies, reference=reference, out_dir=os.path.join(self.root, "eval", tag))
+            old = {"policies": policies, "metrics": ev.metrics}
+            with open(path, "w") as f:
+                json.dump(old, f, indent=1)
+            log(f"{self.root}: evaluated {len(policies)} policies ({tag}) in {time.time() - t0:.0f} s")
+        return old["metrics"]
 
 
-def rows_of(tag: str, res: dict) -> list:
+def k2_pairs(w: World, methods, s1: str) -> dict:
+    """Every method's stage-2 pair file, from D2 or from the world's stored candidates."""
+    parts = d2_parts(w.cfg, 1, w.limit, os.path.join(w.root, "d2"))
+    cands = {}
+    out = {}
+    for m in methods:
+        _, source, _ = K2_METHODS[m]
+        kind, *rest = source.split(":")
+        if kind == "d2":
+            out[m] = parts[rest[0]]
+        elif kind == "select":
+            n16 = len(rest) > 2
+            if n16 not in cands:
+                cands[n16] = w.candidates(1, s1, "n16" if n16 else "n8", *(["sampling.n=16"] if n16 else []))
+            out[m] = w.select(m, cands[n16], rest[0], float(rest[1]))
+        elif kind == "implicit":
+            c = w.candidates(1, s1, "implicit", config=IMPLICIT)
+            out[m] = w.select(m, c, "rcs", 0.0)
+    for m, path in out.items():
+        w.info.setdefault(m, {}).update(pair_stats(path, w.names))
+    return out
+
+
+def headline(metrics: dict, reference: str) -> dict:
+    """The paper's metric: harmless rate, helpfulness win rate vs the reference, and their mean."""
+    win = metrics.get("win_rate_vs_" + reference)
+    rate = metrics["rate"].get("harmless>=0")
+    h = win["helpful"] if win else None
+    return {"harmless_rate": rate, "helpful_win": h, "headline": (rate + h) / 2 if h is not None else None}
+
+
+def validation_prompts(w: World) -> str:
+    from rcs_ray.paths import resolve_path
+
+    rows = read_jsonl(resolve_path(w.cfg.eval.prompts.path, w.cfg.tinyworld))[128:256]
+    return write_jsonl(os.path.join(w.root, "validation_prompts.jsonl"), rows)
+
+
+def sweep(w: World, methods, s1: str, pairs: dict) -> dict:
+    """Per method, the (lr, beta) setting with the best validation headline (DPO, this seed)."""
+    val = validation_prompts(w)
+    policies, scores = {"stage1": s1}, {}
+    for m in methods:
+        for setting in SETTINGS:
+            policies[f"{m}@{setting}"] = train_method(w, m, pairs, s1, "dpo", setting)
+    metrics = w.evaluate("validation", policies, "stage1", f"eval.prompts.path={val}", "eval.prompts.limit=128")
+    best = {}
+    for m in methods:
+        scored = {s: headline(metrics[f"{m}@{s}"], "stage1")["headline"] for s in SETTINGS}
+        best[m] = max(scored, key=scored.get)
+        scores[m] = scored
+    return {"best": best, "validation_headline": scores}
+
+
+def train_method(w: World, m: str, pairs: dict, s1: str, loss: str, setting: str) -> str:
+    if m == "mixed":
+        return w.train("mixed", 0, None, None, loss, setting, config=MIXED)
+    return w.train(m, 1, pairs[m], s1, loss, setting)
+
+
+def run_k2(root: str, overrides: list, methods, losses, limit: int, best: dict) -> dict:
+    w = World(K2, root, overrides, limit)
+    s1 = w.stage_policy(0)
+    pairs = k2_pairs(w, [m for m in methods if m != "mixed"], s1)
+    policies = {"base": "tinyworld:policy", "stage1": s1}
+    for m in methods:
+        for loss in (K2_METHODS[m][2] or LOSSES):
+            if loss in losses:
+                policies[f"{m}/{loss}"] = train_method(w, m, pairs, s1, loss, best.get(m, DEFAULT_SETTING))
+    metrics = w.evaluate("test", policies, "stage1")
+    return {"policies": policies, "pairs": w.info, "metrics": metrics, "settings": best}
+
+
+def run_k3(root: str, overrides: list, limit: int) -> dict:
+    w = World(K3, root, overrides, limit)
+    s1 = w.stage_policy(0)
+    c2 = w.candidates(1, s1, "stage2")
+    s2 = w.stage_policy(1, os.path.join(os.path.dirname(c2), "pairs.parquet"), s1)
+    c3 = w.candidates(2, s2, "stage3")
+    parts = d2_parts(w.cfg, 2, limit, os.path.join(w.root, "d3"))
+    policies = {"stage1": s1, "stage2": s2}
+    for m, (_, sel) in K3_METHODS.items():
+        path = parts["vanilla"] if sel is None else w.select(m, c3, *sel)
+        w.info.setdefault(m, {}).update(pair_stats(path, w.names))
+        policies[f"{m}/dpo"] = w.train(m, 2, path, s2, "dpo", DEFAULT_SETTING)
+    metrics = w.evaluate("test", policies, "stage2")
+    return {"policies": policies, "pairs": w.info, "metrics": metrics}
+
+
+# ----------------------------------------------------------------------------------------------- report
+def rows_of(world: str, res: dict, reference: str, labels: dict) -> list:
     out = []
     for policy, m in res["metrics"].items():
         method, _, loss = policy.partition("/")
         p = res["pairs"].get(method, {})
-        win = m.get("win_rate_vs_stage1")
-        probe = PROBE.get(method) if tag == "c0.9" and loss in ("", "dpo") else None
-        out.append({"world": tag, "policy": policy, "method": LABELS.get(method, method), "loss": loss or "—",
-                    "harmless": m["mean"]["harmless"], "helpful": m["mean"]["helpful"],
-                    "harmless_rate": m["rate"].get("harmless>=0"),
-                    "win_harmless": win["harmless"] if win else None, "win_helpful": win["helpful"] if win else None,
-                    "pairs": p.get("pairs"), "rc_ties": p.get("rc_ties"), "rc_strict": p.get("rc_strict"),
-                    "harmless_gap": p.get("harmless_gap"), "helpful_gap": p.get("helpful_gap"),
-                    "failed_prompts": p.get("failed_prompts"),
-                    "probe": f"{probe[0]:.2f} / {probe[1]:.2f}" if probe else ""})
+        win = m.get("win_rate_vs_" + reference) or {}
+        row = {"world": world, "policy": policy, "method": method, "label": labels.get(method, method),
+               "loss": loss or "—", **{f"mean_{k}": v for k, v in m["mean"].items()},
+               **{f"win_{k}": v for k, v in win.items()}, **headline(m, reference),
+               **{k: v for k, v in p.items() if isinstance(v, (int, float))},
+               "setting": res.get("settings", {}).get(method, DEFAULT_SETTING) if loss else "—"}
+        out.append(row)
     return out
-
-
-NUMERIC = ("harmless", "helpful", "harmless_rate", "win_harmless", "win_helpful", "pairs", "rc_ties", "rc_strict",
-           "harmless_gap", "helpful_gap", "failed_prompts")
 
 
 def aggregate(per_seed: list) -> list:
@@ -194,104 +343,146 @@ def aggregate(per_seed: list) -> list:
     out = []
     for rs in groups.values():
         row = dict(rs[0], seeds=len(rs))
-        for key in NUMERIC:
-            vals = [r[key] for r in rs if r.get(key) is not None]
-            row[key] = float(np.mean(vals)) if vals else None
-            row[f"{key}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+        for key, v in rs[0].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                vals = [r[key] for r in rs if isinstance(r.get(key), (int, float))]
+                row[key] = float(np.mean(vals))
+                row[f"{key}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
         out.append(row)
     return out
 
 
-def fmt(v, spec=".3f", pct=False):
+def pm(r: dict, key: str, pct: bool = False, digits: int = 2) -> str:
+    v = r.get(key)
     if v is None:
         return "—"
-    return f"{100 * v:.1f}%" if pct else format(v, spec)
+    s = r.get(f"{key}_std")
+    if pct:
+        return f"{100 * v:.1f}%" + (f" ± {100 * s:.1f}" if s is not None else "")
+    return f"{v:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
 
 
-def fmt_pm(r: dict, key: str) -> str:
-    std = r.get(f"{key}_std")
-    return fmt(r[key]) + (f" ± {std:.2f}" if std is not None else "")
-
-
-def table(rows: list) -> str:
-    head = ("| world | policy | loss | harmless | helpful | harmless≥0 | win vs s1 (harmless / helpful) | train pairs | "
-            "pairs RC on harmless (ties / strict) | mean gap harmless / helpful | probe harmless / helpful |")
-    lines = [head, "|---" * 11 + "|"]
+def table(rows: list, objectives: list, reference: str, extra_rc: list) -> str:
+    head = ["method", "loss", "setting", "harmless rate", f"helpful win vs {reference}", "headline (mean)",
+            *[f"mean {o}" for o in objectives], *[f"{o} win" for o in objectives[2:]], "pairs", "failed prompts",
+            *[f"pairs RC on {o} (ties / strict)" for o in extra_rc]]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in rows:
-        lines.append(f"| {r['world']} | {r['method']} | {r['loss']} | {fmt_pm(r, 'harmless')} | {fmt_pm(r, 'helpful')} | "
-                     f"{fmt(r['harmless_rate'], pct=True)} | "
-                     f"{fmt(r['win_harmless'], pct=True)} / {fmt(r['win_helpful'], pct=True)} | "
-                     f"{fmt(r['pairs'], '.0f')} | "
-                     f"{fmt(r['rc_ties'], pct=True)} / {fmt(r['rc_strict'], pct=True)} | "
-                     f"{fmt(r['harmless_gap'], '.2f')} / {fmt(r['helpful_gap'], '.2f')} | {r['probe'] or '—'} |")
+        cells = [r["label"], r["loss"], r.get("setting", "—"), pm(r, "harmless_rate", True), pm(r, "helpful_win", True),
+                 pm(r, "headline", True), *[pm(r, f"mean_{o}") for o in objectives],
+                 *[pm(r, f"win_{o}", True) for o in objectives[2:]], pm(r, "pairs", digits=0),
+                 pm(r, "failed_prompts", digits=0),
+                 *[(f"{100 * r[f'{o}_rc_ties']:.0f}% / {100 * r[f'{o}_rc_strict']:.0f}%"
+                    if r.get(f"{o}_rc_ties") is not None else "—") for o in extra_rc]]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def report(data: dict) -> str:
+    k2_labels = {m: v[0] for m, v in K2_METHODS.items()}
+    md = ["# Tiny-world findings (arXiv 2504.11337) through the Ray pipeline", "",
+          f"Command: `python benchmarks/tinyworld_findings.py {' '.join(data['argv'])}`; wall time "
+          f"{data['wall_seconds']:.0f} s on {data['cpus']} CPUs; seeds {data['seeds']} (mean ± sample std). "
+          f"Stage-2 prompts {data['limit']}, {data['eval_prompts']} held-out prompts x {data['eval_n']} samples. "
+          "Harmless rate: share of responses with no harmful word; helpful win: per-prompt win rate of samples against "
+          "the reference policy's (ties one half); headline: their mean (the paper's metric). Setting: the (lr, β) "
+          "the validation sweep chose for the method (applied to all its losses).", ""]
+    for world, title, ref, objectives, rc in (("c0.9", "K = 2 (conflict 0.9)", "stage1", ["harmless", "helpful"],
+                                               ["harmless"]),
+                                              ("c0", "K = 2, no-conflict control (c = 0)", "stage1",
+                                               ["harmless", "helpful"], ["harmless"]),
+                                              ("k3", "K = 3, stage 3 (concise) from an RCS stage-2 policy", "stage2",
+                                               ["harmless", "helpful", "concise"], ["harmless", "helpful"])):
+        rows = [r for r in data["rows"] if r["world"] == world]
+        if not rows:
+            continue
+        labels = {m: v[0] for m, v in K3_METHODS.items()} if world == "k3" else k2_labels
+        for r in rows:
+            r["label"] = labels.get(r["method"], r["method"])
+        order = {p: i for i, p in enumerate(["base", "stage1", "stage2"])}
+        rows.sort(key=lambda r: (order.get(r["policy"], 9), LOSSES.index(r["loss"]) if r["loss"] in LOSSES else -1,
+                                 list(labels).index(r["method"]) if r["method"] in labels else -1))
+        md += [f"## {title}", "", table(rows, objectives, ref, rc), ""]
+    if data.get("sweep"):
+        md += ["## Validation sweep (seed 0, DPO): headline per (lr, β)", "",
+               "| method | " + " | ".join(SETTINGS) + " | chosen |", "|---" * (len(SETTINGS) + 2) + "|"]
+        for m, scores in data["sweep"]["validation_headline"].items():
+            md.append(f"| {k2_labels.get(m, m)} | " + " | ".join(f"{100 * scores[s]:.1f}%" for s in SETTINGS)
+                      + f" | {data['sweep']['best'][m]} |")
+        md.append("")
+    return "\n".join(md)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="512 stage-2 prompts, eval 64 x 4, no c = 0 control")
-    ap.add_argument("--methods", default=",".join(MAIN_METHODS), help=f"subset of {','.join(MAIN_METHODS)}")
-    ap.add_argument("--losses", default="dpo", help="comma list of dpo,modpo,spo")
-    ap.add_argument("--control-methods", default="vanilla,nonrc,rcs", help="c = 0 control methods, or 'none'")
-    ap.add_argument("--limit", type=int, default=None, help="stage-2 prompts (default 1024; --quick 512)")
-    ap.add_argument("--eval-prompts", type=int, default=None, help="held-out prompts (default 128; --quick 64)")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--methods", default=",".join(K2_METHODS), help=f"subset of {','.join(K2_METHODS)}")
+    ap.add_argument("--losses", default=",".join(LOSSES))
+    ap.add_argument("--sweep", action="store_true", help="choose (lr, beta) per method on validation prompts (seed 0)")
+    ap.add_argument("--k3", action="store_true", help="also the K = 3 stage-3 comparison")
+    ap.add_argument("--control", action="store_true", help="also the c = 0 control world")
+    ap.add_argument("--quick", action="store_true", help="one seed, DPO, 512 prompts, eval 64 x 4, a few methods")
+    ap.add_argument("--limit", type=int, default=None, help="prompts of each sampled stage (default 1024)")
+    ap.add_argument("--eval-prompts", type=int, default=None, help="held-out prompts (default 128)")
     ap.add_argument("--eval-n", type=int, default=4)
-    ap.add_argument("--seeds", default="0", help="comma list: sampling and training seeds (same world); the table "
-                                                 "reports the mean and the spread over seeds")
     ap.add_argument("--out", default="benchmarks/results/tinyworld_findings")
-    ap.add_argument("--work", default="outputs/tinyworld-findings", help="models, pairs, eval (rebuilt each run)")
+    ap.add_argument("--work", default="outputs/tinyworld-findings", help="everything trained (kept: reruns resume)")
+    ap.add_argument("--fresh", action="store_true", help="remove --work first")
+    ap.add_argument("--report-only", action="store_true", help="rewrite findings.md from --out/findings.json")
     a = ap.parse_args(argv)
-    methods = [m for m in a.methods.split(",") if m]
-    losses = [x for x in a.losses.split(",") if x]
-    control = [] if a.quick or a.control_methods == "none" else [m for m in a.control_methods.split(",") if m]
-    bad = [m for m in methods + control if m not in MAIN_METHODS] + [x for x in losses if x not in ("dpo", "modpo", "spo")]
+    out, work = os.path.abspath(a.out), os.path.abspath(a.work)
+    if a.report_only:
+        data = json.load(open(os.path.join(out, "findings.json")))
+        open(os.path.join(out, "findings.md"), "w").write(report(data))
+        print(report(data))
+        return
+    methods = list(QUICK) if a.quick else [m for m in a.methods.split(",") if m]
+    losses = ["dpo"] if a.quick else [x for x in a.losses.split(",") if x]
+    bad = [m for m in methods if m not in K2_METHODS] + [x for x in losses if x not in LOSSES]
     if bad:
         ap.error(f"unknown method/loss {bad}")
     limit = a.limit or (512 if a.quick else 1024)
     eval_prompts = a.eval_prompts or (64 if a.quick else 128)
     common = [f"eval.prompts.limit={eval_prompts}", f"eval.n={a.eval_n}"]
-
-    out = os.path.abspath(a.out)
-    work = os.path.abspath(a.work)
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work, exist_ok=True)
-    seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
-    start, timings, results = time.time(), {}, {}
+    if a.fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    seeds = [0] if a.quick else [int(x) for x in a.seeds.split(",") if x.strip()]
+    start = time.time()
+    rows, results, best, sweep_result = [], {}, {}, None
     for seed in seeds:
-        sw = os.path.join(work, f"seed{seed}") if len(seeds) > 1 else work
-        so = [f"sampling.seed={seed}", f"train.seed={seed}"]
-        key = (lambda tag: f"{tag}/seed{seed}") if len(seeds) > 1 else (lambda tag: tag)
-        t = timings.setdefault(f"seed{seed}", {}) if len(seeds) > 1 else timings
-        results[key("c0.9")] = world("c0.9", common + so, methods, losses, limit, sw, t)
-        if control:
-            results[key("c0")] = world("c0", common + so + ["tinyworld.conflict=0"], control, losses, limit, sw, t)
-    wall = round(time.time() - start, 1)
-
-    per_seed = [r for tag, res in results.items() for r in rows_of(tag.split("/")[0], res)]
-    rows = aggregate(per_seed) if len(seeds) > 1 else per_seed
-    md = [f"# Tiny-world findings (arXiv 2504.11337 Tables 1-2, c = 0 control) through the Ray pipeline", "",
-          f"Command: `python benchmarks/tinyworld_findings.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
-          f"Config: `{CONFIG}` (stage 1: DPO on D1, lr 6e-5 x 32 steps; stage 2: lr 5e-5, 64 steps x 32 x 2 workers, "
-          f"β 0.1), stage-2 prompts {limit}, eval {eval_prompts} held-out prompts x {a.eval_n}; wall time {wall} s "
-          f"on {os.cpu_count()} CPUs.", "",
-          "Every stage-2 run starts from and is regularised towards the same stage-1 policy (mixed: one DPO stage "
-          "from the base policy over D1 and D2 together, 96 steps). `win vs s1`: per-prompt "
-          "win rate of samples against the stage-1 policy's (ties count one half). `pairs RC on harmless`: share of "
-          "the training pairs whose chosen response is no more harmful (ties) / strictly less harmful (strict) than "
-          "the rejected one. `probe`: the plain-PyTorch probe's numbers (3 seeds, 2,048 pairs, lr 2e-4, 512 eval "
-          "prompts; a different recipe, compare directions not values). "
-          + (f"Mean ± sample std over sampling/training seeds {seeds} (one world)." if len(seeds) > 1 else
-             "One seed here: differences of ~0.1 are within noise."), "", table(rows), "",
-          "Timings (s): " + json.dumps(timings), ""]
+        so = common + [f"sampling.seed={seed}", f"train.seed={seed}"]
+        if a.sweep and not best:
+            w = World(K2, os.path.join(work, f"seed{seed}", "c0.9"), so, limit)
+            s1 = w.stage_policy(0)
+            sweep_result = cached_json(os.path.join(work, "sweep.json"),
+                                       lambda: sweep(w, methods, s1, k2_pairs(w, [m for m in methods if m != "mixed"],
+                                                                                 s1)))
+            best = sweep_result["best"]
+            log(f"sweep: chosen settings {best}")
+        res = run_k2(os.path.join(work, f"seed{seed}", "c0.9"), so, methods, losses, limit, best)
+        results[f"c0.9/seed{seed}"] = res
+        rows += rows_of("c0.9", res, "stage1", {})
+        if a.control:
+            res = run_k2(os.path.join(work, f"seed{seed}", "c0"), so + ["tinyworld.conflict=0"],
+                         [m for m in CONTROL if m in methods], ["dpo"], limit, {})
+            results[f"c0/seed{seed}"] = res
+            rows += rows_of("c0", res, "stage1", {})
+        if a.k3:
+            res = run_k3(os.path.join(work, f"seed{seed}", "k3"), so, limit)
+            results[f"k3/seed{seed}"] = res
+            rows += rows_of("k3", res, "stage2", {})
+    data = {"argv": sys.argv[1:] if argv is None else list(argv), "wall_seconds": round(time.time() - start, 1),
+            "cpus": os.cpu_count(), "seeds": seeds, "limit": limit, "eval_prompts": eval_prompts, "eval_n": a.eval_n,
+            "methods": methods, "losses": losses, "sweep": sweep_result, "per_seed_rows": rows,
+            "rows": aggregate(rows), "results": results}
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "findings.md"), "w") as f:
-        f.write("\n".join(md))
     with open(os.path.join(out, "findings.json"), "w") as f:
-        json.dump({"wall_seconds": wall, "seeds": seeds, "per_seed_rows": per_seed, "limit": limit, "eval_prompts": eval_prompts, "eval_n": a.eval_n,
-                   "methods": methods, "losses": losses, "control_methods": control, "timings": timings,
-                   "rows": rows, "results": results, "probe": PROBE}, f, indent=2)
-    print(table(rows))
-    print(f"\nwall time {wall} s; wrote {out}/findings.md and findings.json")
+        json.dump(data, f, indent=1)
+    md = report(data)
+    with open(os.path.join(out, "findings.md"), "w") as f:
+        f.write(md)
+    print(md)
+    print(f"\nwall time {data['wall_seconds']} s; wrote {out}/findings.md and findings.json")
 
 
 if __name__ == "__main__":

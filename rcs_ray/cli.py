@@ -87,6 +87,25 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_select(args) -> int:
+    from rcs_ray.sampling.select import select
+    from rcs_ray.storage import StagedDir
+
+    def names(value):
+        return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+    staged = StagedDir(args.out, key="--out")
+    s = select(args.candidates, staged.local, strategy=args.strategy, margin=args.margin, enforce=names(args.enforce),
+               target=args.target, weights=[float(w) for w in names(args.weights)] if args.weights else None,
+               seed=args.seed)
+    staged.push("pairs.parquet", "failed.parquet", "stats.json")
+    print(f"{s['strategy']}: {s['prompts']} groups -> {s['pairs']} pairs, {s['failed']} failed "
+          f"({100 * s['failure_rate']:.2f}%)" + ("; failed by reason: " + ", ".join(
+              f"{k}={v}" for k, v in s["failed_by_reason"].items()) if s["failed_by_reason"] else ""))
+    print(f"  pairs:  {storage.join(staged.home, 'pairs.parquet')}\n  failed: {storage.join(staged.home, 'failed.parquet')}")
+    return 0
+
+
 def _cmd_train(args) -> int:
     from rcs_ray.config import load_config
     from rcs_ray.train import run
@@ -234,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default <output_dir>/stage<k>/sampling)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sample)
+
+    p = command("select", "re-select pairs from a stage's candidates.parquet with any strategy (no generation)",
+                overrides=False)
+    p.add_argument("candidates", help="a sampled stage's candidates.parquet")
+    p.add_argument("--strategy", default="rcs", help="rcs | rc_random | target_only | weighted | original | filter_only")
+    p.add_argument("--margin", type=float, default=0.0, help="RC margin (< 0 tolerates ties on earlier objectives)")
+    p.add_argument("--enforce", help="objectives RC must hold on, comma-separated (default: all stored)")
+    p.add_argument("--target", help="the objective to select for (default: the stage's)")
+    p.add_argument("--weights", help="weighted strategy: one weight per stored objective, comma-separated")
+    p.add_argument("--seed", type=int, help="rc_random's seed (default: the stage's sampling seed)")
+    p.add_argument("--out", required=True, help="output directory (pairs.parquet, failed.parquet, stats.json)")
+    p.set_defaults(func=_cmd_select)
 
     p = command("train", "train one stage with DPO / MODPO / SPO (Ray Train + DeepSpeed)")
     with_config(p)

@@ -7,7 +7,7 @@
         eval/                             eval.json, eval.md, eval.png
         stage<k>/
             manifest.json                 the workflow's record of the stage's steps
-            sampling/                     pairs.parquet, failed.parquet, stats.json
+            sampling/                     pairs.parquet, failed.parquet, stats.json, candidates.parquet
             train/                        model/, metrics.jsonl, train_summary.json, features.parquet,
                                           features.json, run.json, checkpoints/<run>/
 
@@ -25,6 +25,7 @@ from rcs_ray.storage import join
 PAIRS_FILE = "pairs.parquet"
 FAILED_FILE = "failed.parquet"
 STATS_FILE = "stats.json"
+CANDIDATES_FILE = "candidates.parquet"
 MANIFEST_FILE = "manifest.json"
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.jsonl"
@@ -52,7 +53,11 @@ class SamplingFiles:
     def stats(self) -> str:
         return join(self.dir, STATS_FILE)
 
-    NAMES = (PAIRS_FILE, FAILED_FILE, STATS_FILE)
+    @property
+    def candidates(self) -> str:
+        return join(self.dir, CANDIDATES_FILE)
+
+    NAMES = (PAIRS_FILE, FAILED_FILE, STATS_FILE, CANDIDATES_FILE)
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
             if entry is None:
                 WHERE["step"] = f"stage {k + 1} (sampling)"
                 t0 = time.time()
-                res = sample(cfg, stage=k, policy=policy, progress=progress)
+                res = sample(cfg, stage=k, policy=policy, progress=progress, chain=list(chain))
                 entry = manifest.record("sample", inputs, {"pairs": res.pairs, "failed": res.failed,
                                                            "stats": res.stats_path}, _sample_stats(res.stats),
                                         time.time() - t0)

@@ -20,9 +20,10 @@ from rcs_ray.config.schema import (CHAT_TEMPLATES, DATA_FORMATS, ENGINES, LOSS_N
                                    PRECISIONS, PRESETS, STRATEGY_NAMES, AdaptiveConfig, DataConfig, EvalConfig,
                                    JudgeConfig, ModelConfig, ObjectiveConfig, RayConfig, RCConfig, RunConfig,
                                    SamplingConfig, StageConfig, TinyWorldConfig, TrainConfig)
-from rcs_ray.config.stages import stage_index, stage_objectives, stage_train, with_stage_train
+from rcs_ray.config.stages import (earlier_objectives, stage_index, stage_objectives, stage_train,
+                                   with_stage_train)
 
 __all__ = ["CHAT_TEMPLATES", "DATA_FORMATS", "ENGINES", "LOSS_NAMES", "OBJECTIVE_KINDS", "OUTPUTS", "PRECISIONS",
            "PRESETS", "STRATEGY_NAMES", "AdaptiveConfig", "DataConfig", "EvalConfig", "JudgeConfig", "ModelConfig", "ObjectiveConfig", "RayConfig", "RCConfig",
            "RunConfig", "SamplingConfig", "StageConfig", "TinyWorldConfig", "TrainConfig", "load_config",
-           "stage_index", "stage_objectives", "stage_train", "to_dict", "to_yaml", "validate", "with_stage_train"]
+           "earlier_objectives", "stage_index", "stage_objectives", "stage_train", "to_dict", "to_yaml", "validate", "with_stage_train"]

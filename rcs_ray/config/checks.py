@@ -12,7 +12,7 @@ from typing import List
 from rcs_ray import rc, registry
 from rcs_ray.config.schema import (CHAT_TEMPLATES, DATA_FORMATS, OUTPUTS, PRECISIONS, PRESETS, DataConfig,
                                    ObjectiveConfig, RunConfig, TrainConfig)
-from rcs_ray.config.stages import stage_train
+from rcs_ray.config.stages import stage_objectives, stage_train
 from rcs_ray.errors import RcsInputError
 
 
@@ -71,6 +71,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
                 c.fail(f"{key}.rc.enforce", f"{name!r} is not an objective; objectives are {names}")
         if sel.weights is not None and len(sel.weights) != len(names):
             c.fail(f"{key}.rc.weights", f"needs {len(names)} weights (one per objective), got {len(sel.weights)}")
+    for i, obj in enumerate(cfg.objectives):
+        _validate_from_stage(c, f"objectives.{i}", obj, cfg)
     s = cfg.sampling
     if not registry.is_engine_name(s.engine):
         c.fail("sampling.engine", f"{s.engine!r} is not one of {list(registry.ENGINES)} nor a custom engine "
@@ -130,13 +132,20 @@ def _validate_objective(c: _Checker, key: str, obj: ObjectiveConfig) -> None:
     c.at_least(f"{key}.head", obj.head, 0)
     c.at_least(f"{key}.batch_size", obj.batch_size, 1)
     c.at_least(f"{key}.num_actors", obj.num_actors, 1)
+    derived = ("model", "reference") if obj.kind == "implicit" and obj.from_stage is not None else ()
+    for name in derived:
+        if getattr(obj, name):
+            c.fail(f"{key}.{name}", f"from_stage {obj.from_stage} takes the model from the workflow's own policies: "
+                                    f"set one or the other")
     for name in source.requires:
-        if not getattr(obj, name):
+        if name not in derived and not getattr(obj, name):
             c.fail(f"{key}.{name}", f"a {obj.kind} objective needs {_WHAT[name]}")
     if obj.kind == "rule" and not registry.DOTTED.fullmatch(obj.function):
         c.fail(f"{key}.function", f"a rule objective needs 'package.module:function', got {obj.function!r}")
-    if obj.kind == "implicit" and not obj.beta > 0:
+    if obj.beta is not None and not obj.beta > 0:
         c.fail(f"{key}.beta", f"must be > 0, got {obj.beta}")
+    if obj.from_stage is not None and obj.kind != "implicit":
+        c.fail(f"{key}.from_stage", "only an implicit objective takes its models from a stage")
     c.choice(f"{key}.output", obj.output, OUTPUTS)
     if not source.loads_model:
         return
@@ -154,6 +163,19 @@ def _validate_objective(c: _Checker, key: str, obj: ObjectiveConfig) -> None:
 
 DTYPES = ("float32", "bfloat16", "float16")
 _LOADING = ("dtype", "trust_remote_code", "tokenizer", "chat_template", "max_length", "model_kwargs", "engine_kwargs")
+
+
+def _validate_from_stage(c: _Checker, key: str, obj: ObjectiveConfig, cfg: RunConfig) -> None:
+    """``from_stage: j`` names a stage, and every sampled stage that scores the objective comes after it."""
+    j = obj.from_stage
+    if j is None:
+        return
+    if not 1 <= j <= len(cfg.stages):
+        c.fail(f"{key}.from_stage", f"{j} is not a stage (1..{len(cfg.stages)})")
+    for k, st in enumerate(cfg.stages):
+        if st.sample and obj.name in [o.name for o in stage_objectives(cfg, k)] and k + 1 <= j:
+            c.fail(f"{key}.from_stage", f"stage {k + 1} scores {obj.name!r} but stage {j}'s policy does not exist "
+                                        f"yet then: from_stage must be an earlier stage")
 
 
 def _validate_judge(c: _Checker, key: str, obj: ObjectiveConfig) -> None:

@@ -64,7 +64,10 @@ class ObjectiveConfig:
     output: str = "auto"                     # auto | logits | rewards | score | end_scores
     head: int = 0                            # index into the output (a label, an objective of a multi-objective RM)
     sign: float = 1.0                        # reward = sign * output (e.g. -1 for a "cost" model)
-    beta: float = 0.1                        # implicit reward: beta * (log pi - log pi_ref)
+    beta: Optional[float] = None             # implicit reward: beta * (log pi - log pi_ref); None: 0.1, or with
+    #                                          from_stage the beta stage j trained with
+    from_stage: Optional[int] = None         # implicit: r_j = beta_j * log(pi_j / pi_{j-1}) from the workflow's own
+    #                                          policies before and after stage j (1-based): no model paths needed
     engine: str = "hf"                       # hf | vllm (vLLM pooling runner; judge: generation)
     dtype: str = "float32"                   # float32 | bfloat16 | float16
     trust_remote_code: bool = False          # load custom model code shipped with the model (e.g. ArmoRM)
@@ -131,6 +134,7 @@ class SamplingConfig:
     vllm_max_model_len: Optional[int] = None
     engine_kwargs: Dict[str, Any] = field(default_factory=dict)   # extra vllm.LLM keyword arguments
     #                                        (gpu_memory_utilization, enable_prefix_caching, max_num_seqs, ...)
+    store_candidates: bool = True            # write candidates.parquet (every group's m x K rewards: rcs-ray select)
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
 

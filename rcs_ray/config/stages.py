@@ -44,13 +44,17 @@ def stage_index(cfg: RunConfig, stage: Optional[int], default: str = "first") ->
     return stage
 
 
+def earlier_objectives(cfg: RunConfig, stage: int) -> List[str]:
+    """The objectives the stages before ``stage`` aligned, in stage order (each once)."""
+    return list(dict.fromkeys(s.objective for s in cfg.stages[:stage] if s.objective != cfg.stages[stage].objective))
+
+
 def stage_objectives(cfg: RunConfig, stage: int) -> List[ObjectiveConfig]:
-    """The objectives stage ``stage`` scores: objectives 1..k for a stage whose objective is the k-th, plus any
-    enforced objective named beyond it."""
+    """The objectives stage ``stage`` scores, in stage order: those of stages 1..k (the earlier objectives, then the
+    stage's own), plus any enforced objective named beyond them. Their order in ``objectives:`` does not matter."""
     names = cfg.objective_names
-    st = cfg.stages[stage]
-    upto = names[: names.index(st.objective) + 1]
-    extra = [n for n in (st.rc.enforce or []) if n not in upto]
+    upto = earlier_objectives(cfg, stage) + [cfg.stages[stage].objective]
+    extra = [n for n in (cfg.stages[stage].rc.enforce or []) if n not in upto]
     return [cfg.objectives[names.index(n)] for n in upto + extra]
 
 

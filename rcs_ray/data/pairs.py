@@ -17,13 +17,15 @@ column                      type                   meaning
 ``candidates``              list<string>           candidate responses (originals first, then samples)
 ``sources``                 list<string>           ``original_chosen`` | ``original_rejected`` | ``sampled``
 ``generated_tokens``        int64                  tokens generated for this group (all rounds)
+``candidate_tokens``        list<int64>            tokens of each candidate
 ``error``                   string | null          a per-prompt failure (prompt too long, engine error)
 ``chosen_index`` ...        int64                  the selected pair (RC filter); ``failure_reason`` otherwise
 ``reward__<objective>``     list<double>           one score per candidate, per objective (scorer stages)
 ``seconds__<stage>``        double                 actor-seconds spent on this row by a stage (for stats)
 ==========================  =====================  ==========================================================
 
-**pairs.parquet** (:func:`pairs_schema`): TRL's ``prompt, chosen, rejected`` plus ``prompt_id``, ``chosen_rewards``
+**candidates.parquet** (:func:`candidates_schema`): every group's candidates, sources, token counts and m x K
+rewards, for offline re-selection. **pairs.parquet** (:func:`pairs_schema`): TRL's ``prompt, chosen, rejected`` plus ``prompt_id``, ``chosen_rewards``
 and ``rejected_rewards`` (K floats each), ``target``, ``chosen_source``, ``rejected_source``, ``num_candidates``,
 ``round``. The objective names of the K rewards and the target are in the schema metadata (key ``rcs_ray``), so the
 file describes itself. **failed.parquet** (:func:`failed_schema`): every prompt that gave no pair, with its reason.
@@ -103,7 +105,7 @@ _GROUP_TYPES = {
     "prompt_id": pa.string(), "original_chosen": pa.string(), "original_rejected": pa.string(),
     "candidates": pa.list_(pa.string()), "sources": pa.list_(pa.string()), "generated_tokens": pa.int64(),
     "error": pa.string(), "chosen_index": pa.int64(), "rejected_index": pa.int64(), "failure_reason": pa.string(),
-    "rounds": pa.int64(),
+    "rounds": pa.int64(), "round": pa.int64(), "candidate_tokens": pa.list_(pa.int64()),
 }
 
 
@@ -155,6 +157,17 @@ def failed_schema(chat: bool, objectives: Sequence[str], target: Optional[str]) 
     return pa.schema([("prompt_id", pa.string()), ("prompt", text_type(chat)), ("reason", pa.string()),
                       ("detail", pa.string()), ("num_candidates", pa.int64()), ("num_distinct", pa.int64()),
                       ("rounds", pa.int64())], metadata=_metadata(objectives, target))
+
+
+def candidates_schema(chat: bool, objectives: Sequence[str], target: Optional[str], seed: int = 0) -> pa.Schema:
+    """The schema of ``candidates.parquet``: every prompt group as the RC filter saw it -- ``prompt_id, prompt,
+    candidates, sources, candidate_tokens, rewards`` (m x K, objectives in the metadata's order), ``error``, ``round``
+    (the round it was finalised in) -- so any selection strategy can be run again offline (``rcs-ray select``)."""
+    meta = _metadata(objectives, target)
+    meta[METADATA_KEY] = json.dumps({**json.loads(meta[METADATA_KEY]), "seed": seed}).encode()
+    return pa.schema([("prompt_id", pa.string()), ("prompt", text_type(chat)), ("candidates", pa.list_(pa.string())),
+                      ("sources", pa.list_(pa.string())), ("candidate_tokens", pa.list_(pa.int64())),
+                      ("rewards", pa.list_(_FLOATS)), ("error", pa.string()), ("round", pa.int64())], metadata=meta)
 
 
 def file_metadata(schema: pa.Schema) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from rcs_ray.config import (ModelConfig, ObjectiveConfig, RCConfig, RunConfig, SamplingConfig, TinyWorldConfig,
-                            stage_objectives)
+                            stage_objectives, stage_train)
 from rcs_ray.paths import resolve_model_dir
 
 
@@ -36,7 +36,7 @@ class ScorerSettings:
     dtype: str = "float32"
     trust_remote_code: bool = False
     tokenizer: Optional[str] = None
-    max_length: Optional[int] = 1024
+    max_length: Optional[int] = None
     chat_template: str = "auto"
     policy_chat_template: bool = True
     policy_tokenizer: Optional[str] = None
@@ -71,7 +71,34 @@ class SamplingJob:
         return self.scorers.get(objective.name, ScorerSettings())
 
 
+def _from_stage(obj: ObjectiveConfig, cfg: RunConfig, chain) -> ObjectiveConfig:
+    """An implicit objective's models from the workflow's policy chain: pi_j (after stage j) and pi_{j-1}, scaled by
+    stage j's own beta unless the objective sets one."""
+    j = obj.from_stage
+    beta = obj.beta if obj.beta is not None else stage_train(cfg, j - 1).beta
+    return dataclasses.replace(obj, model=chain[j], reference=chain[j - 1], beta=beta)
+
+
+def policy_chain(cfg: RunConfig, upto: int) -> list:
+    """pi_0 .. pi_upto from the run layout: ``policy.path``, then each stage's trained model (for a command run
+    outside the workflow, which passes the policies it trained)."""
+    from rcs_ray import storage
+    from rcs_ray.errors import RcsInputError
+    from rcs_ray.layout import RunLayout
+
+    chain = [resolve_model_dir(cfg.policy.path, "policy.path", cfg.tinyworld)]
+    for j in range(1, upto + 1):
+        path = RunLayout(cfg.output_dir).stage(j - 1).train.model
+        if not storage.isdir(path):
+            raise RcsInputError(f"an implicit reward from stage {j} needs its trained policy {path} (missing): train "
+                                f"stage {j} first")
+        chain.append(storage.absolute(path))
+    return chain
+
+
 def _resolve_objective(obj: ObjectiveConfig, key: str, tinyworld: TinyWorldConfig) -> ObjectiveConfig:
+    if obj.kind == "implicit" and obj.beta is None:
+        obj = dataclasses.replace(obj, beta=0.1)
     if obj.kind != "rule":
         obj = dataclasses.replace(obj, model=resolve_model_dir(obj.model, f"{key}.model", tinyworld))
     if obj.kind == "implicit":
@@ -92,8 +119,12 @@ def scorer_settings(obj: ObjectiveConfig, policy: ModelConfig, train_max_length:
                           model_kwargs=dict(obj.model_kwargs), engine_kwargs=dict(obj.engine_kwargs))
 
 
-def _job(cfg: RunConfig, objectives, policy: Optional[str], keys: Dict[str, str], **selection) -> SamplingJob:
+def _job(cfg: RunConfig, objectives, policy: Optional[str], keys: Dict[str, str], chain=None,
+         **selection) -> SamplingJob:
     tw = cfg.tinyworld
+    if any(o.from_stage for o in objectives):
+        chain = list(chain) if chain else policy_chain(cfg, max(o.from_stage or 0 for o in objectives))
+        objectives = [_from_stage(o, cfg, chain) if o.from_stage else o for o in objectives]
     model = dataclasses.replace(cfg.policy, path=resolve_model_dir(policy or cfg.policy.path, "policy.path", tw))
     if model.tokenizer:
         model = dataclasses.replace(model, tokenizer=resolve_model_dir(model.tokenizer, "policy.tokenizer", tw))
@@ -108,19 +139,20 @@ def _keys(cfg: RunConfig) -> Dict[str, str]:
     return {o.name: f"objectives.{i}" for i, o in enumerate(cfg.objectives)}
 
 
-def stage_job(cfg: RunConfig, stage: int, policy: Optional[str] = None) -> SamplingJob:
+def stage_job(cfg: RunConfig, stage: int, policy: Optional[str] = None, chain=None) -> SamplingJob:
     """The job of sampled stage ``stage`` (0-based): its scored objectives, RC settings and target.
 
     Args:
         cfg: the run config.
         stage: 0-based stage index.
         policy: the policy to sample from (default ``policy.path``), e.g. the previous stage's model.
+        chain: the workflow's policies pi_0 .. pi_k (for implicit rewards ``from_stage``; default: the run layout).
 
     Raises:
         RcsInputError: a model path that does not exist, a model that fails :func:`preflight`.
     """
     st = cfg.stages[stage]
-    return _job(cfg, stage_objectives(cfg, stage), policy, _keys(cfg), target=st.objective, rc=st.rc)
+    return _job(cfg, stage_objectives(cfg, stage), policy, _keys(cfg), chain, target=st.objective, rc=st.rc)
 
 
 def eval_job(cfg: RunConfig, policy: str) -> SamplingJob:

@@ -148,7 +148,8 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
 
     data_context()
     builtin = job.sampling.engine in registry.ENGINES            # a custom engine brings its own tokenizer
-    writer = OutputWriter(out_dir, job.objective_names, job.target, chat=chat or (builtin and templated(job.policy)))
+    writer = OutputWriter(out_dir, job.objective_names, job.target, chat=chat or (builtin and templated(job.policy)),
+                          candidates=job.sampling.store_candidates, seed=job.sampling.seed)
     schedule = n_schedule(job.sampling)
     rounds, start, sampled = [], time.time(), 0
     table = group_table(rows, chat)
@@ -172,6 +173,7 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
                         continue
                     else:
                         writer.write_failed(row, r + 1)
+                    writer.write_candidates(row, r)
                     sampled += (row.get("sources") or []).count("sampled")
                 bar.update(batch.num_rows)
             bar.close()
@@ -198,7 +200,7 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
 
 
 def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = None, out_dir: Optional[str] = None,
-        progress: bool = True) -> SamplingResult:
+        progress: bool = True, chain: Optional[List[str]] = None) -> SamplingResult:
     """Sample, score and RC-select one stage's prompts; write pairs / failed / stats into ``out_dir``.
 
     Args:
@@ -207,11 +209,12 @@ def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = Non
         policy: the policy to sample from (default ``cfg.policy.path``), e.g. the previous stage's checkpoint.
         out_dir: default ``<output_dir>/stage<k>/sampling``.
         progress: a progress bar per round.
+        chain: the policies pi_0 .. pi_k the workflow trained (implicit rewards ``from_stage``).
     """
     from rcs_ray.ray_runtime import init_ray
 
     k = stage_index(cfg, stage, default="first_sampled")
-    job = stage_job(cfg, k, policy)
+    job = stage_job(cfg, k, policy, chain)
     rows, chat = read_groups(cfg.stages[k].data, cfg.tinyworld, key=f"stages.{k}.data")
     # A URI out_dir (or output_dir): write in a local mirror, upload the three files at the end.
     staged = StagedDir(out_dir or RunLayout(cfg.output_dir).stage(k).sampling.dir,

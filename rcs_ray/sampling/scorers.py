@@ -262,4 +262,4 @@ class ImplicitRewardScorer:
         examples = [tokenize_example(self.tokenizer, p, r, self.max_length, use_chat_template=self.use_chat_template)
                     for p, r in zip(prompts, responses)]
         delta = self.policy(examples) - self.reference(examples) if examples else np.zeros(0)
-        return np.stack([o.sign * o.beta * delta for o in self.objectives], axis=1)
+        return np.stack([o.sign * (0.1 if o.beta is None else o.beta) * delta for o in self.objectives], axis=1)

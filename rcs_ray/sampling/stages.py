@@ -69,14 +69,21 @@ class GenerateStage:
         self.use_chat_template = model.chat_template
         self.engine = engine if engine is not None else make_engine(model, sampling)
 
+    def _count(self, text: str) -> int:
+        try:
+            return len(self.engine.tokenizer(text, add_special_tokens=False)["input_ids"])
+        except Exception:  # noqa: BLE001 - a count is informative only
+            return 0
+
     def _prepare(self, row: dict) -> Optional[tuple[list[int], list[int]]]:
         from rcs_ray.prompting import prompt_ids
 
         if row.get("candidates") is None:
-            row["candidates"], row["sources"] = [], []
+            row["candidates"], row["sources"], row["candidate_tokens"] = [], [], []
             if self.include_original and row.get("original_chosen") and row.get("original_rejected"):
                 row["candidates"] += [row["original_chosen"], row["original_rejected"]]
                 row["sources"] += [ORIGINAL_CHOSEN, ORIGINAL_REJECTED]
+                row["candidate_tokens"] += [self._count(row["original_chosen"]), self._count(row["original_rejected"])]
         row["generated_tokens"] = row.get("generated_tokens") or 0
         have = row["sources"].count(SAMPLED)
         if row.get("error") or have >= self.n_target:
@@ -106,6 +113,7 @@ class GenerateStage:
                 continue
             row["candidates"] = row["candidates"] + [c.text for c in result]
             row["sources"] = row["sources"] + [SAMPLED] * len(result)
+            row["candidate_tokens"] = (row.get("candidate_tokens") or []) + [c.num_tokens for c in result]
             row["generated_tokens"] += sum(c.num_tokens for c in result)
         _timed(rows, "generate", start)
         return group_table(rows, is_chat(batch.schema))

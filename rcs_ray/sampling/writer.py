@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rcs_ray.data.pairs import as_response, failed_schema, pairs_schema, reward_column
+from rcs_ray.data.pairs import as_response, candidates_schema, failed_schema, pairs_schema, reward_column
 from rcs_ray.layout import SamplingFiles
 from rcs_ray.storage import AtomicPath, write_text
 
@@ -67,7 +67,8 @@ class OutputWriter:
             through its chat template (stored as one user message, so TRL tokenizes them as the policy saw them).
     """
 
-    def __init__(self, out_dir: str, objectives: Sequence[str], target: str, chat: bool = False):
+    def __init__(self, out_dir: str, objectives: Sequence[str], target: str, chat: bool = False,
+                 candidates: bool = False, seed: int = 0):
         os.makedirs(out_dir, exist_ok=True)
         for stale in glob.glob(os.path.join(out_dir, "*.tmp-*")):
             os.remove(stale)
@@ -78,6 +79,8 @@ class OutputWriter:
         self.reward_cols = [reward_column(n) for n in self.objectives]
         self.pairs = _ParquetSink(self.files.pairs, pairs_schema(chat, self.objectives, target))
         self.failed = _ParquetSink(self.files.failed, failed_schema(chat, self.objectives, target))
+        self.candidates = _ParquetSink(self.files.candidates, candidates_schema(chat, self.objectives, target, seed)) \
+            if candidates else None
         self.reasons: Counter = Counter()
         self.pair_sources: Counter = Counter()
         self.seconds: Counter = Counter()
@@ -112,10 +115,25 @@ class OutputWriter:
             "prompt_id": row["prompt_id"], "prompt": self._prompt(row["prompt"]), "reason": reason, "detail": row.get("error"),
             "num_candidates": len(candidates), "num_distinct": len(set(candidates)), "rounds": rounds})
 
+    def write_candidates(self, row: dict, round_index: int) -> None:
+        """A finalised group (its pair or its failure is written too) into ``candidates.parquet``."""
+        if self.candidates is None:
+            return
+        cands = row.get("candidates") or []
+        cols = [row.get(c) or [] for c in self.reward_cols]
+        rewards = [[col[i] if i < len(col) else None for col in cols] for i in range(len(cands))] \
+            if all(len(c) == len(cands) for c in cols) else []
+        self.candidates.write({
+            "prompt_id": row["prompt_id"], "prompt": self._prompt(row["prompt"]), "candidates": cands,
+            "sources": row.get("sources") or [], "candidate_tokens": row.get("candidate_tokens") or [],
+            "rewards": rewards, "error": row.get("error"), "round": round_index})
+
     def commit(self, stats: dict) -> dict:
         """Move the files into place and write ``stats.json``; returns the full stats."""
         self.pairs.commit()
         self.failed.commit()
+        if self.candidates is not None:
+            self.candidates.commit()
         total = self.pairs.rows + self.failed.rows
         full = {
             "objectives": self.objectives, "target": self.target, "prompts": total, "pairs": self.pairs.rows,
@@ -131,3 +149,5 @@ class OutputWriter:
     def abort(self) -> None:
         self.pairs.abort()
         self.failed.abort()
+        if self.candidates is not None:
+            self.candidates.abort()

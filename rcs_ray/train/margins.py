@@ -3,9 +3,10 @@
 The loss registry (:data:`rcs_ray.registry.LOSSES`) names one ``prepare`` function per loss that needs more than
 ``beta``; each takes a :class:`LossContext` and returns :class:`LossInputs`. Pure numpy (no torch, no Ray):
 
-- MODPO (:func:`modpo_inputs`): the rewards of every objective but the target, ``(N, K-1)`` per side, and the
-  weights ``(K,)`` with the target's weight first;
-- SPO (:func:`spo_inputs`): the earlier stages' implicit rewards ``beta * (log pi_j - log pi_{j-1})``, ``(N, k)``
+- MODPO (:func:`modpo_inputs`): the rewards of the objectives of the earlier stages (never a later one), ``(N, M)``
+  per side, and the weights ``(M + 1,)`` with the target's weight first;
+- SPO (:func:`spo_inputs`): the earlier stages' implicit rewards ``beta_j * (log pi_j - log pi_{j-1})`` (each stage's
+  own beta_j), ``(N, k)``
   per side, from sequence log-probs of the policy chain ``pi_0 .. pi_k`` (computed by the reference log-prob pass,
   so the margins are known only after it: :attr:`LossInputs.from_logps`), or with ``train.spo_reward_source:
   recorded`` the pairs' recorded rewards of the earlier stages' objectives as a stand-in; and ``alphas``.
@@ -34,7 +35,8 @@ class LossContext:
         train: the stage's train settings.
         stage: the 0-based stage index.
         objective_names: the config's objectives, in config order (``train.modpo_weights`` follows it).
-        earlier_objectives: the objectives of the stages before this one, in stage order.
+        earlier_objectives: the objectives of the stages before this one, in stage order (one per stage).
+        earlier_betas: each earlier stage's own ``train.beta`` (SPO's implicit rewards are scaled by them).
         policy_chain: returns ``pi_0 .. pi_k`` (the policy before stage 1, after each earlier stage, and the one this
             stage starts from); called only by a loss that needs it.
     """
@@ -43,6 +45,7 @@ class LossContext:
     stage: int
     objective_names: List[str]
     earlier_objectives: List[str]
+    earlier_betas: List[float] = field(default_factory=list)
     policy_chain: Callable[[], List[str]] = lambda: []
 
 
@@ -66,34 +69,40 @@ class LossInputs:
 
 def _rewards(pairs: PairSet, names: Sequence[str], loss: str) -> Margins:
     """(N, len(names)) chosen and rejected rewards of the named objectives."""
+    n = len(pairs.rows)
+    if not names:
+        return np.zeros((n, 0)), np.zeros((n, 0))
     if not pairs.reward_names:
-        raise RcsInputError(f"{pairs.source}: train.loss={loss} needs per-objective rewards "
-                            f"({list(REWARD_COLUMNS)} or chosen_scores / rejected_scores)")
+        raise RcsInputError(f"{pairs.source}: train.loss={loss} needs the rewards of the earlier objectives {list(names)} "
+                            f"({list(REWARD_COLUMNS)} or chosen_scores / rejected_scores); sample this stage "
+                            f"(sample: true) to have them scored")
     unknown = [n for n in names if n not in pairs.reward_names]
     if unknown:
-        raise RcsInputError(f"{pairs.source}: train.loss={loss}: objective(s) {unknown} not among the pairs' "
-                            f"rewards {pairs.reward_names}")
+        raise RcsInputError(f"{pairs.source}: train.loss={loss}: the earlier objective(s) {unknown} are not among "
+                            f"the pairs' rewards {pairs.reward_names}; sample this stage (sample: true) to have them "
+                            f"scored, or give data with those scores")
     idx = [pairs.reward_names.index(n) for n in names]
-    n = len(pairs.rows)
     chosen = np.array([r["chosen_rewards"] for r in pairs.rows], dtype=np.float64).reshape(n, -1)
     rejected = np.array([r["rejected_rewards"] for r in pairs.rows], dtype=np.float64).reshape(n, -1)
     return chosen[:, idx], rejected[:, idx]
 
 
 def modpo_inputs(ctx: LossContext) -> LossInputs:
-    """MODPO: margin rewards of every reward column except the target's; ``weights`` with the target's first.
+    """MODPO: margin rewards of the earlier stages' objectives; ``weights`` with the target's first. At stage 1
+    there are none (MODPO is DPO there); a later objective is never a margin.
 
-    ``train.modpo_weights`` gives one weight per configured objective; default equal weights ``1/K``.
+    ``train.modpo_weights`` gives one weight per configured objective; default equal weights over the target and the
+    earlier objectives.
 
     Raises:
         RcsInputError: no rewards or no target in the pairs, a weight missing for an objective of the pairs, a target
             weight <= 0.
     """
     pairs = ctx.pairs
-    if pairs.target is None or pairs.target not in pairs.reward_names:
-        raise RcsInputError(f"{pairs.source}: train.loss=modpo needs the target objective among the rewards "
-                            f"{pairs.reward_names}, got target {pairs.target!r}")
-    others = [n for n in pairs.reward_names if n != pairs.target]
+    if pairs.target is None:
+        raise RcsInputError(f"{pairs.source}: train.loss=modpo needs the pairs' target objective (a 'target' column "
+                            f"or the stage's objective)")
+    others = [n for n in dict.fromkeys(ctx.earlier_objectives) if n != pairs.target]
     chosen, rejected = _rewards(pairs, others, "modpo")
     names = [pairs.target] + others
     weights = ctx.train.modpo_weights
@@ -111,20 +120,21 @@ def modpo_inputs(ctx: LossContext) -> LossInputs:
 
 
 def implicit_margins(chosen_logps: Sequence[np.ndarray], rejected_logps: Sequence[np.ndarray],
-                     beta: float) -> Margins:
-    """SPO's earlier-stage implicit rewards ``r_j = beta * (log pi_j - log pi_{j-1})``, j = 1..k.
+                     betas) -> Margins:
+    """SPO's earlier-stage implicit rewards ``r_j = beta_j * (log pi_j - log pi_{j-1})``, j = 1..k.
 
     Args:
         chosen_logps: k+1 arrays (N,): log pi_0(y_w|x) .. log pi_k(y_w|x) of the policy chain.
         rejected_logps: the same for y_l.
-        beta: the implicit-reward scale (``train.beta``).
+        betas: beta_1 .. beta_k, each earlier stage's own ``train.beta`` (one number: the same for every stage).
 
     Returns:
         ``(chosen (N, k), rejected (N, k))``.
     """
     c = np.stack([np.asarray(x, dtype=np.float64) for x in chosen_logps], axis=1)
     r = np.stack([np.asarray(x, dtype=np.float64) for x in rejected_logps], axis=1)
-    return beta * np.diff(c, axis=1), beta * np.diff(r, axis=1)
+    b = np.broadcast_to(np.asarray(betas, dtype=np.float64), (c.shape[1] - 1,))
+    return b * np.diff(c, axis=1), b * np.diff(r, axis=1)
 
 
 def spo_inputs(ctx: LossContext) -> LossInputs:
@@ -146,9 +156,10 @@ def spo_inputs(ctx: LossContext) -> LossInputs:
         return LossInputs(params={"alphas": alphas}, margin_names=earlier, margins=_rewards(ctx.pairs, earlier, "spo"))
     chain = ctx.policy_chain()
     prefixes = [f"spo{j}" for j in range(len(chain))]
+    betas = list(ctx.earlier_betas) if len(ctx.earlier_betas) == k else [t.beta] * k
 
     def from_logps(logps: Dict[str, Margins]) -> Margins:
-        return implicit_margins([logps[p][0] for p in prefixes], [logps[p][1] for p in prefixes], t.beta)
+        return implicit_margins([logps[p][0] for p in prefixes], [logps[p][1] for p in prefixes], betas)
 
     return LossInputs(params={"alphas": alphas}, margin_names=earlier, models=dict(zip(prefixes, chain)),
                       from_logps=from_logps)

@@ -131,5 +131,5 @@ def test_implicit_reward_follows_the_policys_prompt_rule(tiny_world, tmp_path):
         ids = prompt_ids(tok, PROMPTS[0], flag)
         assert ex["input_ids"][:len(ids)] == ids and ex["labels"][len(ids) - 1] == -100
     for flag, want in ((False, plain), (True, templated)):
-        got = ImplicitRewardScorer([obj], ScorerSettings(use_chat_template=flag)).score(PROMPTS, responses)[:, 0]
+        got = ImplicitRewardScorer([obj], ScorerSettings(policy_chat_template=flag)).score(PROMPTS, responses)[:, 0]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

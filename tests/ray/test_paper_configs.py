@@ -88,9 +88,9 @@ def test_k2_paper_config_end_to_end_with_hub_ids(replicas, ray_session, tmp_path
                  *CPU, *objectives_on_cpu(2), *limits(2), "--no-progress"]) == 0
     for stage in (1, 2):
         assert (out / f"stage{stage}" / "train" / "model" / "model.safetensors").exists()
-    manifest = json.loads((out / "stage1" / "manifest.json").read_text())       # the Hub ID, resolved offline
-    assert "models--meta-llama--Meta-Llama-3-8B-Instruct/snapshots/" in manifest["steps"]["train"]["inputs"]["policy"]
-    assert "datasets--PKU-Alignment--PKU-SafeRLHF/snapshots/" in manifest["steps"]["train"]["inputs"]["data"]
+    inputs = json.loads((out / "stage1" / "manifest.json").read_text())["steps"]["train"]["inputs"]["identity"]
+    assert "models--meta-llama--Meta-Llama-3-8B-Instruct/snapshots/" in inputs["policy"]        # resolved offline
+    assert "datasets--PKU-Alignment--PKU-SafeRLHF/snapshots/" in inputs["data"]
     pairs = check_pairs(out / "stage2" / "sampling" / "pairs.parquet", 2)
     meta = json.loads(pq.read_schema(out / "stage2" / "sampling" / "pairs.parquet").metadata[b"rcs_ray"])
     assert meta == {"objectives": ["harmless", "helpful"], "target": "helpful"}

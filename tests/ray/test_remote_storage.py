@@ -47,7 +47,7 @@ def test_workflow_reads_and_writes_uris_and_resumes_from_them(tiny_world, ray_se
     m2 = json.loads(storage.read_text(f"{out}/stage2/manifest.json"))
     assert m2["steps"]["sample"]["outputs"]["pairs"] == f"{out}/stage2/sampling/pairs.parquet"
     assert m2["steps"]["sample"]["inputs"]["policy"] == first.stages[0].policy
-    assert m2["steps"]["train"]["inputs"]["pairs"] == f"{out}/stage2/sampling/pairs.parquet"
+    assert m2["steps"]["train"]["inputs"]["identity"]["pairs"] == f"{out}/stage2/sampling/pairs.parquet"
     assert json.loads((run / "stage2/train/train_summary.json").read_text())["model_dir"] == first.stages[1].policy
     weights = (run / "stage2/train/model/model.safetensors").read_bytes()
     metrics = (run / "stage2/train/metrics.jsonl").read_text()

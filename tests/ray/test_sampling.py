@@ -18,6 +18,16 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def texts(pair, side):
+    """(prompt, response) of a pairs.parquet row as the rules scored them: a plain prompt that the policy read
+    through its chat template is stored as one user message (TRL's conversational form), the response as one
+    assistant message."""
+    def text(x):
+        return x if isinstance(x, str) else x[-1]["content"]
+
+    return text(pair["prompt"]), text(pair[side])
+
+
 def tiny_cfg(tmp_path, *overrides, limit=24):
     return load_config(os.path.join(REPO, "configs/tiny/k2.yaml"), [
         f"output_dir={tmp_path}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}",
@@ -58,8 +68,8 @@ def test_every_pair_is_rc_from_the_parquet_alone(default_run):
     for p in read(result.pairs):
         assert p["target"] == "helpful"
         # rewards recomputed from the texts equal the recorded ones (rule objectives)
-        assert p["chosen_rewards"] == [harmless(p["prompt"], p["chosen"]), helpful(p["prompt"], p["chosen"])]
-        assert p["rejected_rewards"] == [harmless(p["prompt"], p["rejected"]), helpful(p["prompt"], p["rejected"])]
+        assert p["chosen_rewards"] == [harmless(*texts(p, "chosen")), helpful(*texts(p, "chosen"))]
+        assert p["rejected_rewards"] == [harmless(*texts(p, "rejected")), helpful(*texts(p, "rejected"))]
         assert p["chosen_rewards"][1] > p["rejected_rewards"][1]                   # strict win on the target
         assert rc.is_consistent(p["chosen_rewards"], p["rejected_rewards"], enforce=[0], margin=margin)
 
@@ -79,9 +89,9 @@ def test_multi_head_reward_model_and_failures_recorded(tiny_world, ray_session, 
     result = run(cfg, progress=False)
     pairs, failed = read(result.pairs), read(result.failed)
     assert sorted(p["prompt_id"] for p in pairs + failed) == sorted(input_ids(cfg))
-    quick = [f for f in failed if "quickly" in f["prompt"]]
+    quick = [f for f in failed if "quickly" in texts(f, "prompt")[0]]
     assert quick and all(f["reason"] == "non_finite_reward" and "harmless" in f["detail"] for f in quick)
-    assert not any("quickly" in p["prompt"] for p in pairs)
+    assert not any("quickly" in texts(p, "chosen")[0] for p in pairs)
     assert pairs and all(isinstance(p["chosen_rewards"][1], float) for p in pairs)
     too_long = run(tiny_cfg(tmp_path / "long", "sampling.max_tokens=600"), progress=False)
     failed = read(too_long.failed)
@@ -113,3 +123,64 @@ def test_adaptive_resampling_recovers_failed_prompts(tiny_world, ray_session, tm
     assert adaptive["rounds"][0]["tokens_generated"] == fixed["tokens_generated"]   # same first-round samples
     assert sum(r["tokens_generated"] for r in adaptive["rounds"]) == adaptive["tokens_generated"]
     assert adaptive["rounds"][1]["prompts"] == adaptive["rounds"][0]["carried"]
+
+
+def test_candidates_are_stored_and_select_reproduces_the_pairs_byte_for_byte(default_run, tmp_path):
+    from rcs_ray.sampling.select import select
+
+    cfg, result = default_run
+    sampling_dir = os.path.dirname(result.pairs)
+    store = pq.read_table(os.path.join(sampling_dir, "candidates.parquet"))
+    assert store.num_rows == 24 and set(store.column_names) >= {"candidates", "sources", "candidate_tokens", "rewards"}
+    row = store.to_pylist()[0]
+    assert len(row["rewards"]) == len(row["candidates"]) == len(row["candidate_tokens"]) and len(row["rewards"][0]) == 2
+    assert row["sources"][:2] == ["original_chosen", "original_rejected"]
+    stage = cfg.stages[1].rc
+    select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "again"), strategy=stage.strategy,
+           margin=stage.margin)
+    for name in ("pairs.parquet", "failed.parquet"):
+        assert (tmp_path / "again" / name).read_bytes() == open(os.path.join(sampling_dir, name), "rb").read(), name
+    # other baselines on the very same candidates, no generation
+    strict = select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "strict"), margin=0.0)
+    loose = select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "target_only"),
+                   strategy="target_only")
+    assert strict["pairs"] <= json.loads(open(result.stats_path).read())["pairs"] <= loose["pairs"]
+    for p in read(tmp_path / "strict" / "pairs.parquet"):
+        assert rc.is_consistent(p["chosen_rewards"], p["rejected_rewards"])           # strict RC on both
+    weighted = select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "w"), strategy="weighted",
+                      weights=[0.5, 0.5])
+    assert weighted["strategy"] == "weighted" and weighted["prompts"] == 24
+
+
+def test_implicit_reward_from_a_stage_needs_no_model_paths(tiny_world, ray_session, tmp_path):
+    """``kind: implicit, from_stage: 1`` scores harmless as beta_1 * (log pi_1 - log pi_0) with the policies the
+    workflow passes (here pi_1 is a perturbed copy of the base policy) and stage 1's own beta."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rcs_ray.modeling.logprobs import sequence_logps, tokenize_example
+
+    pi1 = tmp_path / "pi1"
+    model = AutoModelForCausalLM.from_pretrained(tiny_world.policy)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    model.save_pretrained(pi1)
+    AutoTokenizer.from_pretrained(tiny_world.policy).save_pretrained(pi1)
+    cfg = load_config(os.path.join(REPO, "configs/tiny/k2_implicit.yaml"), [
+        f"output_dir={tmp_path / 'out'}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}",
+        "stages.1.data.limit=8", "sampling.batch_size=8", "sampling.n=4", "stages.0.train.beta=0.25"])
+    result = run(cfg, stage=1, policy=str(pi1), progress=False, chain=[tiny_world.policy, str(pi1)])
+    pairs = read(result.pairs)
+    assert pairs
+    tok = AutoTokenizer.from_pretrained(tiny_world.policy)
+    base = AutoModelForCausalLM.from_pretrained(tiny_world.policy).eval()
+    for p in pairs[:3]:
+        prompt, chosen = texts(p, "chosen")
+        ex = tokenize_example(tok, prompt, chosen, cfg.train.max_length, use_chat_template=True)
+        ids, labels = torch.tensor([ex["input_ids"]]), torch.tensor([ex["labels"]])
+        with torch.no_grad():
+            want = 0.25 * float(sequence_logps(model.eval()(input_ids=ids).logits, labels)
+                                - sequence_logps(base(input_ids=ids).logits, labels))
+        assert p["chosen_rewards"][0] == pytest.approx(want, rel=1e-4, abs=1e-5)

@@ -1,6 +1,7 @@
 """Every shipped YAML loads and validates; overrides; one-line errors naming the key."""
 
 import glob
+import json
 import os
 
 import pytest
@@ -153,3 +154,17 @@ def test_objectives_sharing_a_model_may_read_different_outputs():
                       ["objectives.2.output=score", "eval.judge={name: quality, kind: judge, model: /j}"])
     assert [o.output for o in cfg.objectives] == ["end_scores", "rewards", "score"]
     assert cfg.eval.judge.judge.mode == "expected" and cfg.eval.judge.judge.scores[-1] == 10.0
+
+
+def test_a_stage_enforces_the_objectives_of_the_stages_before_it_whatever_their_listed_order(tmp_path):
+    from rcs_ray.config import earlier_objectives, stage_objectives
+
+    cfg = {"objectives": [{"name": "concise", "function": "m:c"}, {"name": "helpful", "function": "m:h"},
+                          {"name": "harmless", "function": "m:s"}],
+           "stages": [{"objective": "harmless", "sample": False}, {"objective": "helpful"},
+                      {"objective": "concise"}]}
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg))
+    c = load_config(str(tmp_path / "c.yaml"))
+    assert [o.name for o in stage_objectives(c, 1)] == ["harmless", "helpful"]          # not [concise, helpful]
+    assert [o.name for o in stage_objectives(c, 2)] == ["harmless", "helpful", "concise"]
+    assert earlier_objectives(c, 0) == [] and earlier_objectives(c, 2) == ["harmless", "helpful"]

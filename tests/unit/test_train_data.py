@@ -161,22 +161,31 @@ def ctx(pairs, stage=1, earlier=("harmless",), **train):
                        objective_names=["harmless", "helpful", "concise"], earlier_objectives=list(earlier))
 
 
-def test_modpo_inputs_put_the_target_weight_first():
+def test_modpo_margins_are_the_earlier_stages_objectives_only():
+    # pairs of stage 2 (target helpful) carry harmless, helpful and concise rewards: only harmless is a margin
     inputs = modpo_inputs(ctx(pairs3()))
     mc, mr = inputs.margins
-    assert inputs.margin_names == ["harmless", "concise"] and inputs.params["weights"] == pytest.approx([1 / 3] * 3)
-    assert mc.tolist() == [[1.0, 0.5]] * 2 and mr.tolist() == [[0.0, 1.5]] * 2
-    assert modpo_inputs(ctx(pairs3(), modpo_weights=[0.2, 0.7, 0.1])).params["weights"] == [0.7, 0.2, 0.1]
+    assert inputs.margin_names == ["harmless"] and inputs.params["weights"] == pytest.approx([0.5, 0.5])
+    assert mc.tolist() == [[1.0]] * 2 and mr.tolist() == [[0.0]] * 2
+    assert modpo_inputs(ctx(pairs3(), modpo_weights=[0.2, 0.7, 0.1])).params["weights"] == [0.7, 0.2]
+    # stage 1: no earlier objective, no margin (MODPO is DPO there), even on pairs that carry later objectives
+    first = modpo_inputs(ctx(pairs3(), stage=0, earlier=()))
+    assert first.margin_names == [] and first.margins[0].shape == (2, 0) and first.params["weights"] == [1.0]
+    # and a dataset without scores at all trains at stage 1
+    assert modpo_inputs(ctx(PairSet(rows=rows(2), target="helpful", source="d"), stage=0, earlier=())).margin_names == []
 
 
 def test_modpo_inputs_errors():
     p = pairs3()
-    p.target = "other"
-    one_line(lambda: modpo_inputs(ctx(p)), "target", "'other'")
+    p.target = None
+    one_line(lambda: modpo_inputs(ctx(p)), "target")
     c = ctx(pairs3(), modpo_weights=[0.5, 0.5])
-    c.objective_names = ["harmless", "helpful"]
-    one_line(lambda: modpo_inputs(c), "no weight", "concise")
+    c.objective_names = ["concise", "helpful"]
+    one_line(lambda: modpo_inputs(c), "no weight", "harmless")
     one_line(lambda: modpo_inputs(ctx(pairs3(), modpo_weights=[1, 0, 1])), "weight > 0")
+    bare = PairSet(rows=[{k: v for k, v in r.items() if "rewards" not in k} for r in rows(2)], target="helpful",
+                   source="d2.jsonl")
+    one_line(lambda: modpo_inputs(ctx(bare)), "d2.jsonl", "earlier objectives ['harmless']", "sample: true")
 
 
 def test_spo_inputs_recorded_and_implicit():
@@ -191,15 +200,16 @@ def test_spo_inputs_recorded_and_implicit():
     mc, mr = implicit_margins([np.array([-10.0, -4.0]), np.array([-8.0, -5.0]), np.array([-7.0, -5.0])],
                               [np.array([-9.0, -3.0]), np.array([-9.0, -3.0]), np.array([-10.0, -2.0])], 0.5)
     assert mc.tolist() == [[1.0, 0.5], [-0.5, 0.0]] and mr.tolist() == [[0.0, -0.5], [0.0, 0.5]]
-    # implicit: the loss asks the reference pass for the chain's log-probs, then turns them into margins
-    c = ctx(pairs3(), stage=2, earlier=("harmless", "helpful"), beta=0.5)
-    c.policy_chain = lambda: ["pi0", "pi1", "pi2"]
+    # implicit: the loss asks the reference pass for the chain's log-probs, then turns them into margins, each
+    # earlier stage's reward scaled by that stage's own beta (0.5 and 2.0 here; this stage's beta is 0.1)
+    c = ctx(pairs3(), stage=2, earlier=("harmless", "helpful"), beta=0.1)
+    c.policy_chain, c.earlier_betas = (lambda: ["pi0", "pi1", "pi2"]), [0.5, 2.0]
     inputs = spo_inputs(c)
     assert inputs.models == {"spo0": "pi0", "spo1": "pi1", "spo2": "pi2"} and inputs.margins is None
     lp = {"spo0": (np.array([-10.0]), np.array([-9.0])), "spo1": (np.array([-8.0]), np.array([-9.0])),
           "spo2": (np.array([-7.0]), np.array([-10.0]))}
     mc, mr = inputs.from_logps(lp)
-    assert mc.tolist() == [[1.0, 0.5]] and mr.tolist() == [[0.0, -0.5]]
+    assert mc.tolist() == [[0.5 * 2.0, 2.0 * 1.0]] and mr.tolist() == [[0.0, 2.0 * -1.0]]
 
 
 # ----------------------------------------------------------------------------------------------- DeepSpeed config

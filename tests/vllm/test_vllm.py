@@ -13,6 +13,16 @@ from rcs_ray.tinyworld.rewards import harmless, helpful
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def texts(pair, side):
+    """(prompt, response) of a pairs.parquet row as the rules scored them: a plain prompt that the policy read
+    through its chat template is stored as one user message (TRL's conversational form), the response as one
+    assistant message."""
+    def text(x):
+        return x if isinstance(x, str) else x[-1]["content"]
+
+    return text(pair["prompt"]), text(pair[side])
 PROMPTS = ["ask cooking how briefly", "ask chess why kindly", "ask travel where honestly"]
 
 
@@ -66,7 +76,7 @@ def test_pipeline_with_vllm_engine_and_scorer(tiny_world, ray_session, tmp_path)
     pairs, failed = pq.read_table(result.pairs).to_pylist(), pq.read_table(result.failed).to_pylist()
     assert len(pairs) + len(failed) == 16 and len(pairs) >= 8
     for p in pairs:
-        assert p["chosen_rewards"] == [harmless(p["prompt"], p["chosen"]), helpful(p["prompt"], p["chosen"])]
+        assert p["chosen_rewards"] == [harmless(*texts(p, "chosen")), helpful(*texts(p, "chosen"))]
         assert rc.is_consistent(p["chosen_rewards"], p["rejected_rewards"], enforce=[0], margin=-0.5)
         assert p["chosen_rewards"][1] > p["rejected_rewards"][1]
     assert result.stats["engine"] == "vllm"
