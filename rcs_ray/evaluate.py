@@ -171,4 +171,7 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
     write_text(os.path.join(local, "eval.md"), _markdown(metrics, names, reference, meta))
     _plot(metrics, names, os.path.join(local, "eval.png"))
     staged.push("eval.json", "eval.md", "eval.png")
+    from rcs_ray import tracking
+
+    tracking.log_once(tracking.settings_for(cfg, "eval"), {"eval": metrics})
     return result

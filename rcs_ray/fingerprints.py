@@ -8,8 +8,9 @@ adaptive, ...), ``train.max_length`` (what an implicit reward reads) and the tin
 **train** (stage k): the policy it starts from and the reference, its pairs (file fingerprint) or its data, the
 stage's objective, data config and ``mix``, the objectives and the earlier stages' objectives (margins), the policy's
 settings, the tiny world, and the stage's ``train`` settings except the ones below. The training *schedule*
-(``train.max_steps``, ``train.num_epochs``) is kept apart: raising it extends a finished or interrupted training step
-from its last checkpoint; lowering it trains again from the start.
+(``train.max_steps``, ``train.num_epochs``) is kept apart under a constant learning rate: raising it extends a
+finished or interrupted training step from its last checkpoint; lowering it trains again from the start. Under a
+``linear`` / ``cosine`` schedule it is part of the identity (every step's learning rate depends on it).
 
 **Never** in a fingerprint (changing them reruns nothing): how a run runs, not what it computes --
 :data:`SAMPLING_RUN_ONLY` (the results are independent of batching and pool sizes: every sample has its own seed),
@@ -27,8 +28,14 @@ from rcs_ray.config import RunConfig, stage_objectives, stage_train, to_dict
 SAMPLING_RUN_ONLY = ("batch_size", "num_actors", "num_gpus", "num_cpus", "resources", "placement_strategy")
 OBJECTIVE_RUN_ONLY = ("batch_size", "num_actors", "num_gpus", "num_cpus", "resources")
 TRAIN_RUN_ONLY = ("log_steps", "save_steps", "keep_checkpoints", "max_failures", "ref_batch_size", "ref_num_actors",
-                  "resources_per_worker", "on_suspicious_data")
+                  "resources_per_worker", "on_suspicious_data", "report_to", "gradient_checkpointing")
 SCHEDULE = ("max_steps", "num_epochs")
+
+
+def schedule_keys(train) -> Tuple[str, ...]:
+    """The schedule settings a longer run may extend: :data:`SCHEDULE` under a constant learning rate; none under a
+    decaying one (the total number of steps sets every step's learning rate, so it is part of the identity)."""
+    return SCHEDULE if train.lr_scheduler == "constant" else ()
 
 
 def digest(obj) -> str:
@@ -59,13 +66,14 @@ def train_inputs(cfg: RunConfig, k: int, models: dict) -> Tuple[dict, dict]:
     """``(identity, schedule)`` of the train step: what a checkpoint of it is only valid for, and how long it runs."""
     d = to_dict(cfg)
     st = d["stages"][k]
-    train = to_dict(stage_train(cfg, k))
+    t = stage_train(cfg, k)
+    train, schedule = to_dict(t), schedule_keys(t)
     settings = {"stage": {key: st[key] for key in ("objective", "data", "mix", "sample")},
                 "objectives": [_objective(o) for o in cfg.objectives],
                 "earlier": [s["objective"] for s in d["stages"][:k]],
-                "train": _without(train, TRAIN_RUN_ONLY + SCHEDULE), "policy": _without(d["policy"], ("path",)),
-                "tinyworld": d["tinyworld"]}
-    return {"settings": digest(settings), **models}, {key: train[key] for key in SCHEDULE}
+                "train": _without(train, TRAIN_RUN_ONLY + schedule),
+                "policy": _without(d["policy"], ("path", "attn_implementation")), "tinyworld": d["tinyworld"]}
+    return {"settings": digest(settings), **models}, {key: train[key] for key in schedule}
 
 
 def schedule_shrank(old: Optional[dict], new: dict) -> bool:

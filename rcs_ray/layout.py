@@ -8,8 +8,8 @@
         stage<k>/
             manifest.json                 the workflow's record of the stage's steps
             sampling/                     pairs.parquet, failed.parquet, stats.json, candidates.parquet
-            train/                        model/, metrics.jsonl, train_summary.json, features.parquet,
-                                          features.json, run.json, checkpoints/<run>/
+            train/                        model/, adapter/ (LoRA), metrics.jsonl, train_summary.json,
+                                          features.parquet, features.json, run.json, checkpoints/<run>/
 
 Every directory may be a URI (``s3://...``); paths are joined with :func:`rcs_ray.storage.join`. Stages are
 0-based in code and named 1-based on disk (``stage1`` is stage 0). A step given its own ``--out`` directory uses
@@ -28,6 +28,7 @@ STATS_FILE = "stats.json"
 CANDIDATES_FILE = "candidates.parquet"
 MANIFEST_FILE = "manifest.json"
 MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"                  # LoRA runs: the trained adapter (model/ is it merged into the base)
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
 FEATURES_FILE = "features.parquet"
@@ -70,6 +71,10 @@ class TrainFiles:
         return join(self.dir, MODEL_DIR)
 
     @property
+    def adapter(self) -> str:
+        return join(self.dir, ADAPTER_DIR)
+
+    @property
     def metrics(self) -> str:
         return join(self.dir, METRICS_FILE)
 
@@ -81,7 +86,7 @@ class TrainFiles:
     def checkpoints(self) -> str:
         return join(self.dir, CHECKPOINTS_DIR)
 
-    OUTPUTS = (MODEL_DIR, METRICS_FILE, SUMMARY_FILE)        # published when training ends
+    OUTPUTS = (MODEL_DIR, ADAPTER_DIR, METRICS_FILE, SUMMARY_FILE)   # published when training ends
     INPUTS = (FEATURES_FILE, FEATURES_KEY, RUN_FILE)        # published before training (a rerun elsewhere reuses them)
 
 

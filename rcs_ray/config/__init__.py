@@ -19,11 +19,12 @@ from rcs_ray.config.loader import load_config, to_dict, to_yaml
 from rcs_ray.config.schema import (CHAT_TEMPLATES, DATA_FORMATS, ENGINES, LOSS_NAMES, OBJECTIVE_KINDS, OUTPUTS,
                                    PRECISIONS, PRESETS, STRATEGY_NAMES, AdaptiveConfig, DataConfig, EvalConfig,
                                    JudgeConfig, ModelConfig, ObjectiveConfig, RayConfig, RCConfig, RunConfig,
-                                   SamplingConfig, StageConfig, TinyWorldConfig, TrainConfig)
+                                   SamplingConfig, StageConfig, TinyWorldConfig, TrainConfig, LoraConfig,
+                                   TrackingConfig)
 from rcs_ray.config.stages import (earlier_objectives, stage_index, stage_objectives, stage_train,
                                    with_stage_train)
 
 __all__ = ["CHAT_TEMPLATES", "DATA_FORMATS", "ENGINES", "LOSS_NAMES", "OBJECTIVE_KINDS", "OUTPUTS", "PRECISIONS",
            "PRESETS", "STRATEGY_NAMES", "AdaptiveConfig", "DataConfig", "EvalConfig", "JudgeConfig", "ModelConfig", "ObjectiveConfig", "RayConfig", "RCConfig",
-           "RunConfig", "SamplingConfig", "StageConfig", "TinyWorldConfig", "TrainConfig", "load_config",
+           "RunConfig", "SamplingConfig", "StageConfig", "TinyWorldConfig", "TrainConfig", "LoraConfig", "TrackingConfig", "load_config",
            "earlier_objectives", "stage_index", "stage_objectives", "stage_train", "to_dict", "to_yaml", "validate", "with_stage_train"]

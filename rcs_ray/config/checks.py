@@ -10,8 +10,9 @@ import re
 from typing import List
 
 from rcs_ray import rc, registry
-from rcs_ray.config.schema import (CHAT_TEMPLATES, DATA_FORMATS, OUTPUTS, PRECISIONS, PRESETS, DataConfig,
-                                   ObjectiveConfig, RunConfig, TrainConfig)
+from rcs_ray.config.schema import (ATTN_IMPLEMENTATIONS, CHAT_TEMPLATES, DATA_FORMATS, LR_SCHEDULERS, OUTPUTS,
+                                   PRECISIONS, PRESETS, QUANTIZATIONS, TRACKERS, DataConfig, ObjectiveConfig,
+                                   RunConfig, TrainConfig)
 from rcs_ray.config.stages import stage_objectives, stage_train
 from rcs_ray.errors import RcsInputError
 
@@ -94,6 +95,9 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     if s.adaptive.enabled:
         c.at_least("sampling.adaptive.n_max", s.adaptive.n_max, s.n)
         c.at_least("sampling.adaptive.rounds", s.adaptive.rounds, 1)
+    if cfg.policy.attn_implementation is not None:
+        c.choice("policy.attn_implementation", cfg.policy.attn_implementation, ATTN_IMPLEMENTATIONS)
+    c.choice("tracking.wandb_mode", cfg.tracking.wandb_mode, ("offline", "online", "disabled"))
     _validate_train(c, "train", cfg.train, names)
     for i, stage in enumerate(cfg.stages):
         if stage.train:
@@ -256,6 +260,32 @@ def _validate_train(c: _Checker, key_prefix: str, t: TrainConfig, names: List[st
     for a in t.spo_alphas or []:
         if not (math.isfinite(a) and a >= 0):
             c.fail(f"{key_prefix}.spo_alphas", f"must be finite and >= 0, got {t.spo_alphas}")
+    c.choice(f"{key_prefix}.lr_scheduler", t.lr_scheduler, LR_SCHEDULERS)
+    c.at_least(f"{key_prefix}.weight_decay", t.weight_decay, 0.0)
+    c.finite(f"{key_prefix}.weight_decay", t.weight_decay)
+    for name in t.report_to:
+        c.choice(f"{key_prefix}.report_to", name, TRACKERS)
+    _validate_lora(c, f"{key_prefix}.lora", t)
+
+
+def _validate_lora(c: _Checker, key: str, t: TrainConfig) -> None:
+    lora = t.lora
+    c.at_least(f"{key}.r", lora.r, 0)
+    if not lora.alpha > 0:
+        c.fail(f"{key}.alpha", f"must be > 0, got {lora.alpha}")
+    if not 0 <= lora.dropout < 1:
+        c.fail(f"{key}.dropout", f"must be in [0, 1), got {lora.dropout}")
+    if lora.target_modules is not None and not lora.target_modules:
+        c.fail(f"{key}.target_modules", "an empty list adapts nothing: name modules, or leave it unset (every "
+                                        "linear layer)")
+    if lora.quantization is not None:
+        c.choice(f"{key}.quantization", lora.quantization, QUANTIZATIONS)
+        if not lora.r:
+            c.fail(f"{key}.quantization", "QLoRA quantizes the frozen base under LoRA adapters: set train.lora.r")
+        if not t.use_gpu:
+            c.fail(f"{key}.quantization", "QLoRA (bitsandbytes) needs CUDA GPUs: set train.use_gpu=true, or drop it")
+        if t.zero_stage == 3:
+            c.fail(f"{key}.quantization", "QLoRA cannot be sharded by ZeRO-3: use train.zero_stage <= 2")
 
 
 def _validate_data(c: _Checker, key: str, data: DataConfig) -> None:

@@ -23,6 +23,10 @@ STRATEGY_NAMES = tuple(rc.STRATEGIES)
 DATA_FORMATS = ("auto", "jsonl", "parquet", "hf")
 PRESETS = ("pku_saferlhf", "helpsteer2", "ultrafeedback_binarized")   # rcs_ray.data.presets (tied by a test)
 PRECISIONS = ("fp32", "bf16", "fp16")
+LR_SCHEDULERS = ("constant", "linear", "cosine")          # after train.warmup_steps of linear warm-up
+TRACKERS = ("tensorboard", "mlflow", "wandb")              # train.report_to (rcs_ray.tracking)
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+QUANTIZATIONS = ("4bit", "8bit")                           # QLoRA: bitsandbytes, CUDA only
 
 
 @dataclass
@@ -33,6 +37,7 @@ class ModelConfig:
     dtype: str = "float32"                   # float32 | bfloat16 | float16
     trust_remote_code: bool = False
     chat_template: bool = True               # format plain prompts with the tokenizer's chat template, if it has one
+    attn_implementation: Optional[str] = None  # sdpa | eager | flash_attention_2 (CUDA + flash-attn); None: HF's default
 
 
 @dataclass
@@ -139,6 +144,16 @@ class SamplingConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters via PEFT (``r: 0``: off, every parameter trains). The stage exports the merged model."""
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: Optional[List[str]] = None   # None: every linear layer but the output head ("all-linear")
+    quantization: Optional[str] = None           # QLoRA: 4bit | 8bit base weights (bitsandbytes, CUDA, ZeRO <= 2)
+
+
+@dataclass
 class TrainConfig:
     loss: str = "dpo"                        # dpo | modpo | spo
     beta: float = 0.1
@@ -158,7 +173,12 @@ class TrainConfig:
     max_length: int = 512
     seed: int = 0
     modpo_weights: Optional[List[float]] = None
-    warmup_steps: int = 0                    # linear warm-up from 0 to learning_rate, then constant
+    warmup_steps: int = 0                    # linear warm-up from 0 to learning_rate, then lr_scheduler
+    lr_scheduler: str = "constant"           # constant | linear | cosine (to 0 at the last step)
+    weight_decay: float = 0.0                # AdamW decoupled weight decay (matrices only: no biases or norms)
+    gradient_checkpointing: bool = False     # recompute activations in the backward pass (less memory, ~30% slower)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    report_to: List[str] = field(default_factory=list)   # tensorboard | mlflow | wandb (see the top-level tracking)
     save_steps: Optional[int] = None         # a resumable checkpoint every N steps (None: only at the end)
     keep_checkpoints: Optional[int] = 2      # newest checkpoints kept (None: all)
     max_failures: int = 0                    # worker-group restarts from the latest checkpoint (Ray Train)
@@ -169,6 +189,17 @@ class TrainConfig:
     spo_reward_source: str = "implicit"      # implicit: beta*log(pi_j/pi_{j-1}) | recorded: the pairs' rewards
     spo_policies: Optional[List[str]] = None  # SPO implicit, stage k: pi_0..pi_{k-1} (default: from output_dir)
     on_suspicious_data: str = "warn"         # warn | error: duplicate prompt ids, chosen == rejected, most pairs cut
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        """The inverse of ``dataclasses.asdict`` (what a Ray Train worker receives)."""
+        d = dict(d)
+        d["lora"] = LoraConfig(**d.get("lora") or {})
+        return cls(**d)
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.lora.r > 0
 
 
 @dataclass
@@ -207,6 +238,15 @@ class EvalConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Where ``train.report_to`` trackers write: one run per stage (and one for sampling stats / eval) per workflow."""
+    dir: Optional[str] = None                # TensorBoard logs + the default MLflow store; None: <output_dir>/tracking
+    mlflow_uri: Optional[str] = None         # MLflow tracking URI; None: a local file store under ``dir``
+    project: Optional[str] = None            # MLflow experiment / W&B project; None: ``name``
+    wandb_mode: str = "offline"              # offline | online | disabled
+
+
+@dataclass
 class RayConfig:
     address: Optional[str] = None            # None: start a local Ray
     num_cpus: Optional[int] = None
@@ -225,6 +265,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tinyworld: TinyWorldConfig = field(default_factory=TinyWorldConfig)
 
     @property

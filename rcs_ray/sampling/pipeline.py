@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from rcs_ray import registry
-from rcs_ray.config import DataConfig, RunConfig, SamplingConfig, TinyWorldConfig, stage_index
+from rcs_ray import registry, tracking
+from rcs_ray.config import DataConfig, RunConfig, SamplingConfig, TinyWorldConfig, stage_index, stage_train
 from rcs_ray.data.pairs import dataset_is_chat, group_table, response_text
 from rcs_ray.errors import RcsInputError
 from rcs_ray.layout import RunLayout, SamplingFiles
@@ -222,6 +222,8 @@ def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = Non
     init_ray(cfg.ray, use_gpu=job.sampling.num_gpus > 0)
     stats = sample(job, rows, chat, staged.local, k, progress)
     staged.push(*SamplingFiles.NAMES)
+    tracking.log_once(tracking.settings_for(cfg, f"stage{k + 1}", stage_train(cfg, k).report_to),
+                      {"sampling": stats})
     files = SamplingFiles(staged.home)
     return SamplingResult(out_dir=staged.home, pairs=files.pairs, failed=files.failed, stats_path=files.stats,
                           stats=stats)

@@ -26,23 +26,29 @@ from ray.train import UserCallback
 from rcs_ray import storage
 from rcs_ray.config import TrainConfig
 from rcs_ray.errors import RcsInputError
-from rcs_ray.fingerprints import SCHEDULE, TRAIN_RUN_ONLY
+from rcs_ray.fingerprints import TRAIN_RUN_ONLY, schedule_keys
 from rcs_ray.layout import RUN_FILE, TrainFiles
 
 log = logging.getLogger(__name__)
 
 FAIL_ENV = "RCS_RAY_TEST_FAIL_AT_STEPS"      # test hook: "3,5": the last worker raises once before each step
-# Settings that may change between a run and its resumption (they do not change the batches or the weights).
-RESUME_FREE = TRAIN_RUN_ONLY + SCHEDULE
+
+
+def resume_free(t: TrainConfig):
+    """Settings that may change between a run and its resumption (they change neither batches nor weights)."""
+    return TRAIN_RUN_ONLY + schedule_keys(t)
 
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """What the workers train: the policy to start from, its tokenizer's pad id, the loss's hyperparameters."""
+    """What the workers train: the policy to start from, its tokenizer's pad id, the loss's hyperparameters, how the
+    policy loads, and where rank 0 reports its metrics (:class:`rcs_ray.tracking.TrackingSettings` dict)."""
     policy: str
     pad_token_id: int
     loss_params: dict
     trust_remote_code: bool = False
+    attn_implementation: Optional[str] = None
+    tracking: Optional[dict] = None
 
 
 class ProgressLog(UserCallback):
@@ -70,7 +76,7 @@ def check_resumable(local: str, home: str, run_name: str, t: TrainConfig, spec: 
     """
     fingerprint = json.loads(json.dumps({
         "features": features_key, "policy": spec.policy, "loss_kwargs": spec.loss_params,
-        "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in RESUME_FREE}}))
+        "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in resume_free(t)}}))
     path = os.path.join(local, RUN_FILE)
     if storage.isdir(storage.join(TrainFiles(home).checkpoints, run_name)) and os.path.isfile(path):
         with open(path, encoding="utf-8") as fh:
@@ -147,6 +153,7 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
     fail_at = os.environ.get(FAIL_ENV, "")
     loop_config = {"train": dataclasses.asdict(t), "policy": spec.policy, "pad_token_id": spec.pad_token_id,
                    "loss_kwargs": spec.loss_params, "trust_remote_code": spec.trust_remote_code,
+                   "attn_implementation": spec.attn_implementation, "tracking": spec.tracking,
                    "fail_at_steps": [int(x) for x in fail_at.split(",") if x.strip()], "fail_marker_dir": marker_dir}
     resources = {"CPU": 1, **({"GPU": 1} if t.use_gpu else {}), **t.resources_per_worker}
     trainer = _interruptible(TorchTrainer)(
@@ -177,9 +184,13 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
     return result
 
 
-def export(result, local: str, tokenizer) -> List[dict]:
-    """Copy the HF export out of the final checkpoint into ``<local>/model`` (with the tokenizer) and write
-    ``metrics.jsonl``; returns the metric history."""
+def export(result, local: str, tokenizer, spec: Optional[LaunchSpec] = None) -> List[dict]:
+    """The stage's policy out of the final checkpoint into ``<local>/model`` (with the tokenizer), and
+    ``metrics.jsonl``; returns the metric history.
+
+    A LoRA run's checkpoint holds the adapter: it is kept in ``<local>/adapter`` and merged into the base weights
+    (``spec.policy``) for ``<local>/model``, a plain HF model that ``from_pretrained`` and vLLM load.
+    """
     from rcs_ray.train.loop import HF_DIR
 
     files = TrainFiles(local)
@@ -188,8 +199,32 @@ def export(result, local: str, tokenizer) -> List[dict]:
         src = os.path.join(d, HF_DIR)
         if not os.path.isdir(src):
             raise RuntimeError(f"the final checkpoint {result.checkpoint.path} has no {HF_DIR}/ export")
-        with storage.atomic_path(files.model) as tmp:
-            shutil.copytree(src, tmp)
-            tokenizer.save_pretrained(tmp)
+        if os.path.isfile(os.path.join(src, "adapter_config.json")):
+            if spec is None:
+                raise RuntimeError("a LoRA checkpoint needs the base policy to merge into")
+            with storage.atomic_path(files.adapter) as tmp:
+                shutil.copytree(src, tmp)
+            with storage.atomic_path(files.model) as tmp:
+                merge_adapter(spec.policy, files.adapter, tmp, spec.trust_remote_code)
+                tokenizer.save_pretrained(tmp)
+        else:
+            if os.path.isdir(files.adapter):
+                shutil.rmtree(files.adapter)              # a stale adapter of an earlier LoRA run
+            with storage.atomic_path(files.model) as tmp:
+                shutil.copytree(src, tmp)
+                tokenizer.save_pretrained(tmp)
     storage.write_text(files.metrics, "".join(json.dumps(m) + "\n" for m in history))
     return history
+
+
+def merge_adapter(base: str, adapter: str, out: str, trust_remote_code: bool = False) -> None:
+    """``base`` + the LoRA ``adapter`` merged (W + B A alpha / r) and saved as an HF model in ``out``, in the base's
+    own dtype."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from rcs_ray.storage import local_copy
+
+    model = AutoModelForCausalLM.from_pretrained(local_copy(base), dtype="auto", trust_remote_code=trust_remote_code)
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)

@@ -30,45 +30,10 @@ import numpy as np
 
 from rcs_ray.config import TrainConfig
 from rcs_ray.registry import LOSSES
+from rcs_ray.train.engine import build_ds_config  # noqa: F401 - re-exported (benchmarks/dpo_step.py)
 
 DS_TAG = "deepspeed"
 HF_DIR = "hf_model"
-
-
-def build_ds_config(train: TrainConfig, world_size: int) -> Dict[str, Any]:
-    """The DeepSpeed config dict for ``train`` on ``world_size`` data-parallel workers.
-
-    ZeRO stage, precision (fp32 | bf16 | fp16 with dynamic loss scaling), gradient accumulation, clipping
-    (``max_grad_norm`` 0: none), an optional linear warm-up, and with ``offload_optimizer`` DeepSpeed's own AdamW on
-    the CPU (DeepSpeedCPUAdam). Without offload the loop passes a client ``torch.optim.AdamW``.
-    """
-    zero: Dict[str, Any] = {"stage": train.zero_stage}
-    if train.zero_stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
-    if train.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": bool(train.use_gpu)}
-    cfg: Dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": train.batch_size,
-        "gradient_accumulation_steps": train.gradient_accumulation_steps,
-        "train_batch_size": train.batch_size * train.gradient_accumulation_steps * world_size,
-        "gradient_clipping": float(train.max_grad_norm),
-        "zero_optimization": zero,
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 1 << 30,
-        "wall_clock_breakdown": False,
-    }
-    if train.precision == "bf16":
-        cfg["bf16"] = {"enabled": True}
-    elif train.precision == "fp16":
-        cfg["fp16"] = {"enabled": True, "initial_scale_power": 16, "loss_scale_window": 100}
-    if train.offload_optimizer:
-        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": train.learning_rate, "betas": [0.9, 0.999],
-                                                         "eps": 1e-8, "weight_decay": 0.0}}
-    if train.warmup_steps > 0:
-        cfg["scheduler"] = {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": train.learning_rate,
-                                                           "warmup_num_steps": train.warmup_steps,
-                                                           "warmup_type": "linear"}}
-    return cfg
 
 
 def schedule(num_rows: int, train: TrainConfig, world_size: int) -> Tuple[int, int]:
@@ -167,15 +132,16 @@ def load_features(shard) -> Dict[str, list]:
 
 
 # ----------------------------------------------------------------------------------------------- the loop
-def _reduce(values: List[float], device, world: int) -> List[float]:
-    """Mean of a small vector over the workers (one all-reduce)."""
+def _reduce(values: List[float], device, world: int, op: str = "mean") -> List[float]:
+    """Mean (or max) of a small vector over the workers (one all-reduce)."""
     import torch
     import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if world > 1 and dist.is_initialized():
-        dist.all_reduce(t)
-        t /= world
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        if op == "mean":
+            t /= world
     return t.tolist()
 
 
@@ -183,52 +149,17 @@ METRIC_KEYS = ("loss", "rewards/accuracy", "rewards/margins", "rewards/chosen", 
                "logps/chosen", "logps/rejected", "rewards/margin_term")
 
 
-def _engine(config: Dict[str, Any], train: TrainConfig, world: int):
-    import deepspeed
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from rcs_ray.modeling.checkpoints import loading_problem
-    from rcs_ray.storage import local_copy
-
-    if not torch.cuda.is_available():
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False   # skip a ~45 s op build on CPU
-    torch.manual_seed(train.seed)
-    model, info = AutoModelForCausalLM.from_pretrained(local_copy(config["policy"]), dtype=torch.float32,
-                                                       trust_remote_code=config.get("trust_remote_code", False),
-                                                       output_loading_info=True)
-    if loading_problem(info):
-        raise RuntimeError(f"{config['policy']}: loaded with random weights for {loading_problem(info)}")
-    model.config.use_cache = False
-    optimizer = None if train.offload_optimizer else torch.optim.AdamW(
-        model.parameters(), lr=train.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                           model_parameters=None if optimizer else model.parameters(),
-                                           config=build_ds_config(train, world))
-    return engine
-
-
-def _export(engine, train: TrainConfig, rank: int, out: str) -> None:
-    """HF-format weights of the engine's module into ``out`` on rank 0 (ZeRO-3: gathered from every rank)."""
-    import contextlib
-
-    import deepspeed
-
-    module = engine.module
-    ctx = (deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
-           if train.zero_stage == 3 else contextlib.nullcontext())
-    with ctx:
-        if rank == 0:
-            module.save_pretrained(out, safe_serialization=True)
-
-
 def _save(engine, train: TrainConfig, rank: int, step: int, history: list, metrics: dict, final: bool) -> None:
+    """A resumable checkpoint (with LoRA: the adapters' state only), plus the HF export when ``final``."""
     import ray.train
 
+    from rcs_ray.train.engine import export_hf
+
     with tempfile.TemporaryDirectory(prefix="rcs-ckpt-") as tmp:
-        engine.save_checkpoint(tmp, tag=DS_TAG, client_state={"step": step, "history": history})
+        engine.save_checkpoint(tmp, tag=DS_TAG, client_state={"step": step, "history": history},
+                               exclude_frozen_parameters=train.uses_lora)
         if final:
-            _export(engine, train, rank, os.path.join(tmp, HF_DIR))
+            export_hf(engine, train, rank, os.path.join(tmp, HF_DIR))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -247,24 +178,33 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
     """Ray Train worker function: DPO / MODPO / SPO steps with DeepSpeed; returns the metric history (rank 0).
 
     ``config`` keys: ``train`` (TrainConfig fields as a dict), ``policy`` (model dir), ``pad_token_id``,
-    ``loss_kwargs`` (e.g. MODPO ``weights``, SPO ``alphas``), ``trust_remote_code``, ``fail_at_steps`` and
-    ``fail_marker_dir`` (a test hook, see :func:`_maybe_fail`).
+    ``loss_kwargs`` (e.g. MODPO ``weights``, SPO ``alphas``), ``trust_remote_code``, ``attn_implementation``,
+    ``tracking`` (:class:`rcs_ray.tracking.TrackingSettings` as a dict, or None: rank 0 logs every step to it),
+    ``fail_at_steps`` and ``fail_marker_dir`` (a test hook, see :func:`_maybe_fail`).
+
+    Metrics: the loss's, ``lr``, ``seconds``, ``tokens_per_second``, and ``memory/*`` (the largest over the
+    workers, :func:`rcs_ray.train.engine.memory_figures`).
     """
     import ray.train
 
-    train = TrainConfig(**config["train"])
+    from rcs_ray import tracking
+    from rcs_ray.train.engine import build_engine, memory_figures
+
+    train = TrainConfig.from_dict(config["train"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     table = load_features(ray.train.get_dataset_shard("train"))
     n = len(table["index"])
     per_epoch, total = schedule(n, train, world)
-    engine = _engine(config, train, world)
+    engine, _keepalive = build_engine(config["policy"], train, world, total, config.get("trust_remote_code", False),
+                                      config.get("attn_implementation"))
     step, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            _, client = engine.load_checkpoint(d, tag=DS_TAG)
+            _, client = engine.load_checkpoint(d, tag=DS_TAG, load_module_strict=not train.uses_lora)
         step, history = int(client["step"]), list(client["history"])
+    tracker = tracking.Tracker.open(config.get("tracking")) if rank == 0 else tracking.Tracker.none()
     resumed_from = step                      # 0: a fresh run; else the checkpoint's step this run continued from
     engine.train()
     loss_name, beta = train.loss, train.beta
@@ -288,13 +228,17 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
         metrics = dict(zip(METRIC_KEYS, means[:-1]))
         metrics.update(step=step, total_steps=total, epoch=step / per_epoch, resumed_from=resumed_from,
                        lr=float(engine.get_lr()[0]), seconds=seconds, tokens_per_second=means[-1] * world / seconds)
+        memory = memory_figures(engine)
+        metrics.update(zip(memory, _reduce(list(memory.values()), engine.device, world, op="max")))
         if not math.isfinite(metrics["loss"]):
             raise FloatingPointError(f"non-finite loss {metrics['loss']} at step {step}")
         history.append(metrics)
+        tracker.log({f"train/{k}": v for k, v in metrics.items() if k not in ("step", "total_steps")}, step)
         if step == total or (train.save_steps and step % train.save_steps == 0):
             _save(engine, train, rank, step, history, metrics, final=step == total)
         elif step % train.log_steps == 0:
             ray.train.report(metrics)
     if not metrics:     # restored from the final checkpoint of a finished run: report (and export) it again
         _save(engine, train, rank, step, history, history[-1] if history else {"step": step}, final=True)
+    tracker.close()
     return history

@@ -11,7 +11,8 @@
 
 ``run(cfg, stage=k)`` writes into ``out_dir`` (default ``<output_dir>/stage<k>/train``, :mod:`rcs_ray.layout`)::
 
-    model/               HF model + tokenizer (``from_pretrained`` loads it)
+    model/               HF model + tokenizer (``from_pretrained`` loads it; LoRA: the adapter merged in)
+    adapter/             LoRA runs only: the trained PEFT adapter
     metrics.jsonl        one line per optimizer step (loss, reward accuracy, margins, lr, tokens/s)
     train_summary.json   what was trained on what, first / last metrics, seconds, paths
     features.parquet     cached tokens + reference log-probs (reused when pairs, models and settings match)
@@ -39,8 +40,8 @@ from typing import Dict, List, Optional
 
 import pyarrow as pa
 
-from rcs_ray import registry, storage
-from rcs_ray.config import RunConfig, TrainConfig, stage_index, stage_train
+from rcs_ray import registry, storage, tracking
+from rcs_ray.config import RunConfig, TrainConfig, stage_index, stage_train, to_dict
 from rcs_ray.data.pairs import REF_COLUMNS, PairSet, suspicious
 from rcs_ray.errors import RcsInputError
 from rcs_ray.layout import RunLayout, TrainFiles
@@ -184,6 +185,18 @@ def data_checks(prs: PairSet, features: pa.Table, t: TrainConfig) -> dict:
     return checks
 
 
+def check_gpu_only(cfg: RunConfig, t: TrainConfig) -> None:
+    """Refuse the CUDA-only switches without GPUs and trackers that are not installed, in one line, before
+    anything loads."""
+    tracking.check_installed(t.report_to)
+    if cfg.policy.attn_implementation == "flash_attention_2" and not t.use_gpu:
+        raise RcsInputError("policy.attn_implementation=flash_attention_2 needs CUDA GPUs and the flash-attn "
+                            "package: set train.use_gpu=true, or use sdpa")
+    if t.lora.quantization and not t.use_gpu:
+        raise RcsInputError(f"train.lora.quantization={t.lora.quantization} (QLoRA, bitsandbytes) needs CUDA GPUs: "
+                            f"set train.use_gpu=true, or drop it")
+
+
 def _stage(cfg: RunConfig, stage: Optional[int], pairs: Optional[str]) -> int:
     if not cfg.stages and pairs is not None and stage in (None, 0):
         return 0                                        # a config without stages trains the pairs it is given
@@ -217,6 +230,7 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
 
     k = _stage(cfg, stage, pairs)
     t = stage_train(cfg, k) if cfg.stages else cfg.train
+    check_gpu_only(cfg, t)
     start, seconds = time.time(), {}
     prs = stage_pairs(cfg, k, pairs)                                   # 1. pairs
     try:
@@ -252,22 +266,31 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     checks = data_checks(prs, features, t)
 
     run_name = f"{cfg.name}-stage{k + 1}"
+    track = tracking.settings_for(cfg, f"stage{k + 1}", t.report_to, {"train": to_dict(t), "stage": k + 1,
+                                                                      "objective": prs.target})
     spec = LaunchSpec(policy=policy_path, pad_token_id=tok.pad_token_id, loss_params=inputs.params,
-                      trust_remote_code=cfg.policy.trust_remote_code)
+                      trust_remote_code=cfg.policy.trust_remote_code,
+                      attn_implementation=cfg.policy.attn_implementation,
+                      tracking=track.as_dict() if track else None)
     check_resumable(staged.local, staged.home, run_name, t, spec, refs.cached_key(staged.local))
     staged.push(*TrainFiles.INPUTS)
     log.info("stage %d: training on %d pairs (%s, ZeRO-%d, %d workers)", k + 1, len(prs.rows), t.loss, t.zero_stage,
              t.num_workers)
     result = launch(features, t, spec, run_name, staged.home, staged.local, progress)   # 4. launch
     seconds["fit"] = time.time() - start - sum(seconds.values())
-    history = export(result, staged.local, tok)                       # 5. export
+    history = export(result, staged.local, tok, spec)                 # 5. export
     home = TrainFiles(staged.home)
+    last = history[-1] if history else {}
     summary = {"stage": k + 1, "objective": prs.target, "loss": t.loss, "pairs": len(prs.rows), "source": prs.source,
                "policy": policy_path, "reference": ref_path if not prs.has_ref_logps else "precomputed",
                "margin_objectives": inputs.margin_names, "loss_kwargs": inputs.params,
                "spo_reward_source": (t.spo_reward_source if t.loss == "spo" and k > 0 else None),
                "spo_chain": used_chain, "steps": history[-1]["step"] if history else 0, "workers": t.num_workers,
-               "zero_stage": t.zero_stage, "precision": t.precision, "first": history[0] if history else None,
+               "zero_stage": t.zero_stage, "precision": t.precision,
+               "lora": to_dict(t.lora) if t.uses_lora else None,
+               "adapter_dir": home.adapter if t.uses_lora else None,
+               "memory_mb": {k.split("/", 1)[1]: round(v, 1) for k, v in last.items() if k.startswith("memory/")},
+               "first": history[0] if history else None,
                "last": history[-1] if history else None, "seconds": round(sum(seconds.values()), 2),
                "seconds_by_part": {part: round(v, 2) for part, v in seconds.items()}, "model_dir": home.model,
                "checkpoint": result.checkpoint.path, "run_name": run_name, "data_checks": checks,

@@ -123,6 +123,10 @@ def test_dpo_zero2_learns_and_exports_an_hf_model(dpo_run, assets):
     assert any(not np.allclose(before[k].numpy(), after[k].numpy()) for k in before)
     summary = json.load(open(dpo_run.summary_path))
     assert summary["steps"] == STEPS and summary["zero_stage"] == 2 and summary["pairs"] == 64
+    # ZeRO-2: every worker holds all the parameters (fp32)
+    full_mb = sum(v.numel() * 4 for v in before.values()) / 2 ** 20
+    assert dpo_run.history[0]["memory/params_at_load_mb"] == pytest.approx(full_mb, rel=1e-6)
+    assert summary["memory_mb"]["params_at_load_mb"] == pytest.approx(full_mb, abs=0.1)
 
 
 def test_modpo_zero3_learns_with_margins_from_recorded_rewards(assets, ray_session, tmp_path):
@@ -135,6 +139,9 @@ def test_modpo_zero3_learns_with_margins_from_recorded_rewards(assets, ray_sessi
     assert result.history[0]["rewards/margin_term"] != 0.0
     exported, before = weights(result.model_dir), weights(assets["policy"])
     assert {k: v.shape for k, v in exported.items()} == {k: v.shape for k, v in before.items()}   # ZeRO-3: gathered
+    # ZeRO-3 shards at load: each of the 2 workers materialised about half the parameters, never the whole model
+    full_mb = sum(v.numel() * 4 for v in before.values()) / 2 ** 20
+    assert 0.45 * full_mb < result.history[0]["memory/params_at_load_mb"] < 0.6 * full_mb
     assert all(float(v.abs().sum()) > 0 for v in exported.values())
 
 

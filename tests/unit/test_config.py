@@ -73,6 +73,17 @@ def test_defaults_without_a_file():
     ("objectives.1.name=harmless", "objectives"),
     ("tinyworld.conflict=2", "tinyworld.conflict"),
     ("nonsense", "key=value"),
+    ("train.lr_scheduler=step", "train.lr_scheduler"),
+    ("train.weight_decay=-0.1", "train.weight_decay"),
+    ("train.report_to=[neptune]", "train.report_to"),
+    ("train.lora.r=-1", "train.lora.r"),
+    ("train.lora.alpha=0", "train.lora.alpha"),
+    ("train.lora.dropout=1.0", "train.lora.dropout"),
+    ("train.lora.target_modules=[]", "train.lora.target_modules"),
+    ("train.lora.quantization=4bit", "train.lora.quantization"),
+    ("policy.attn_implementation=flash", "policy.attn_implementation"),
+    ("tracking.wandb_mode=cloud", "tracking.wandb_mode"),
+    ("stages.1.train.lora.r=-2", "stages.1.train.lora.r"),
 ])
 def test_bad_values_name_the_key(override, expected):
     with pytest.raises(RcsInputError) as err:
@@ -80,6 +91,28 @@ def test_bad_values_name_the_key(override, expected):
     msg = str(err.value)
     assert expected in msg
     assert "\n" not in msg
+
+
+def test_qlora_needs_cuda_and_lora_and_no_zero3():
+    k2 = os.path.join(REPO, "configs/tiny/k2.yaml")
+    for overrides, fragment in [(["train.lora.quantization=4bit"], "set train.lora.r"),
+                                (["train.lora.r=8", "train.lora.quantization=4bit"], "needs CUDA"),
+                                (["train.lora.r=8", "train.lora.quantization=8bit", "train.use_gpu=true",
+                                  "train.zero_stage=3"], "ZeRO-3")]:
+        with pytest.raises(RcsInputError, match=fragment):
+            load_config(k2, overrides)
+    cfg = load_config(k2, ["train.lora.r=8", "train.lora.quantization=4bit", "train.use_gpu=true"])
+    assert cfg.train.lora.quantization == "4bit" and cfg.train.uses_lora
+
+
+def test_train_config_round_trips_through_a_worker_dict():
+    import dataclasses
+
+    from rcs_ray.config import TrainConfig
+
+    t = load_config(os.path.join(REPO, "configs/tiny/k2.yaml"),
+                    ["train.lora.r=4", "train.lora.target_modules=[q_proj]", "train.report_to=[tensorboard]"]).train
+    assert TrainConfig.from_dict(dataclasses.asdict(t)) == t
 
 
 def test_bad_files(tmp_path):
