@@ -19,7 +19,6 @@ learning-rate schedule, and the HF export.
 
 from __future__ import annotations
 
-import contextlib
 import resource
 from typing import Any, Dict, List, Optional
 
@@ -200,16 +199,16 @@ def build_engine(path: str, train: TrainConfig, world_size: int, total_steps: in
 
 
 def export_hf(engine, train: TrainConfig, rank: int, out: str) -> None:
-    """The engine's module in HF format into ``out`` on rank 0 (ZeRO-3: gathered from every rank once). With LoRA
-    this is the adapter (``adapter_config.json`` + weights)."""
-    import deepspeed
-
+    """The engine's module in HF format into ``out`` on rank 0. ZeRO-3: gathered one module at a time onto rank 0
+    (DeepSpeed's consolidated state dict; the other ranks never hold the whole model). With LoRA this is the adapter
+    (``adapter_config.json`` + weights)."""
     module = engine.module
-    ctx = (deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
-           if train.zero_stage == 3 else contextlib.nullcontext())
-    with ctx:
+    if train.zero_stage == 3:
+        state = engine._zero3_consolidated_16bit_state_dict()        # every rank must call it; rank 0 gets it
         if rank == 0:
-            module.save_pretrained(out, safe_serialization=True)
+            module.save_pretrained(out, state_dict=state, safe_serialization=True)
+    elif rank == 0:
+        module.save_pretrained(out, safe_serialization=True)
 
 
 # ------------------------------------------------------------------------------------------------ memory
