@@ -244,11 +244,23 @@ def _read_rows(path: str) -> tuple:
     return rows, {}
 
 
-def _check_rows(path: str, rows: List[dict], has_ref: bool, has_rewards: bool) -> List[dict]:
+def _check_text(value: Any, column: str, sampled: bool) -> Text:
+    """A prompt or response of a pairs row. In a file the sampling pipeline wrote (``sampled``) a response may be
+    empty: a policy that ends at once produced it, and it is a real (usually the rejected) sample; a dataset's empty
+    response, and any empty prompt, is bad input."""
+    try:
+        return check_text(value, column, column)
+    except BadRow as problem:
+        if sampled and column != "prompt" and problem.reason == f"empty_{column}":
+            return value if isinstance(value, str) else [dict(role=m["role"], content=m["content"]) for m in value]
+        raise
+
+
+def _check_rows(path: str, rows: List[dict], has_ref: bool, has_rewards: bool, sampled: bool = False) -> List[dict]:
     out, k = [], None
     for i, r in enumerate(rows, start=1):
         try:
-            row = {c: check_text(r.get(c), c, c) for c in TEXT_COLUMNS}
+            row = {c: _check_text(r.get(c), c, sampled) for c in TEXT_COLUMNS}
             if has_ref:
                 for c in REF_COLUMNS:
                     row[c] = check_score(r.get(c), c)
@@ -278,7 +290,8 @@ def read_pairs(path: str, reward_names: Optional[Sequence[str]] = None, target: 
         ref_rejected_logps`` are optional (with the reference columns present the reference model never runs).
 
     Raises:
-        RcsInputError: a missing file or column, an empty file, a text that is not a string or message list, reward
+        RcsInputError: a missing file or column, an empty file, a text that is not a string or message list, an empty
+            prompt or (unless the sampling pipeline wrote the file: a sampled response may be empty) response, reward
             lists of a wrong length or with NaN / inf, a NaN / inf reference log-prob, more than one target, plain
             and chat rows mixed.
     """
@@ -299,7 +312,7 @@ def read_pairs(path: str, reward_names: Optional[Sequence[str]] = None, target: 
     if len(targets) > 1:
         raise RcsInputError(f"{path}: column 'target' holds several objectives {sorted(targets)}; train one at a time")
     has_ref, has_rewards = REF_COLUMNS[0] in columns, REWARD_COLUMNS[0] in columns
-    out = _check_rows(path, rows, has_ref, has_rewards)
+    out = _check_rows(path, rows, has_ref, has_rewards, sampled=bool(meta))
     dataset_is_chat([r["prompt"] for r in out], path)
     names: List[str] = []
     if has_rewards:

@@ -57,6 +57,22 @@ def test_pairs_parquet_names_its_objectives_in_its_metadata(tmp_path):
                                                                                   "objective_2"]
 
 
+def test_a_sampled_empty_response_is_a_pair_a_datasets_is_refused(tmp_path):
+    # a policy that ends at once samples "": the pipeline may select it (RSDPO's least helpful candidate), and its own
+    # pairs.parquet must train; the same row in a file the pipeline did not write is bad input
+    items = rows()
+    items[1]["rejected"] = ""
+    schema = pairs_schema(False, ["harmless", "helpful", "concise"], "helpful")
+    table = pa.Table.from_pylist(items, schema=pa.schema([schema.field(c) for c in items[0]],
+                                                         metadata=schema.metadata))
+    pq.write_table(table, tmp_path / "pairs.parquet")
+    assert read_pairs(str(tmp_path / "pairs.parquet")).rows[1]["rejected"] == ""
+    one_line(lambda: read_pairs(write(tmp_path / "plain.parquet", items)), "row 2", "field 'rejected': empty rejected")
+    items[1]["prompt"] = " "
+    pq.write_table(pa.Table.from_pylist(items, schema=table.schema), tmp_path / "pairs.parquet")
+    one_line(lambda: read_pairs(str(tmp_path / "pairs.parquet")), "row 2", "empty prompt")
+
+
 def test_jsonl_chat_pairs_and_generic_names(tmp_path):
     path = tmp_path / "pairs.jsonl"
     chat = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
