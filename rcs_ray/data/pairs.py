@@ -152,8 +152,7 @@ def pairs_schema(chat: bool, objectives: Sequence[str], target: Optional[str]) -
 
 
 def failed_schema(chat: bool, objectives: Sequence[str], target: Optional[str]) -> pa.Schema:
-    """The schema of ``failed.parquet``: ``prompt_id, prompt, reason, detail, num_candidates, num_distinct,
-    rounds``."""
+    """``failed.parquet``: ``prompt_id, prompt, reason, detail, num_candidates, num_distinct, rounds``."""
     return pa.schema([("prompt_id", pa.string()), ("prompt", text_type(chat)), ("reason", pa.string()),
                       ("detail", pa.string()), ("num_candidates", pa.int64()), ("num_distinct", pa.int64()),
                       ("rounds", pa.int64())], metadata=_metadata(objectives, target))
@@ -245,9 +244,8 @@ def _read_rows(path: str) -> tuple:
 
 
 def _check_text(value: Any, column: str, sampled: bool) -> Text:
-    """A prompt or response of a pairs row. In a file the sampling pipeline wrote (``sampled``) a response may be
-    empty: a policy that ends at once produced it, and it is a real (usually the rejected) sample; a dataset's empty
-    response, and any empty prompt, is bad input."""
+    """A prompt or response of a pairs row. A response in a file the pipeline wrote (``sampled``) may be empty (a
+    policy that ends at once sampled it); a dataset's empty response, and any empty prompt, is bad input."""
     try:
         return check_text(value, column, column)
     except BadRow as problem:
@@ -291,7 +289,7 @@ def read_pairs(path: str, reward_names: Optional[Sequence[str]] = None, target: 
 
     Raises:
         RcsInputError: a missing file or column, an empty file, a text that is not a string or message list, an empty
-            prompt or (unless the sampling pipeline wrote the file: a sampled response may be empty) response, reward
+            prompt or (but in the pipeline's own files) response, reward
             lists of a wrong length or with NaN / inf, a NaN / inf reference log-prob, more than one target, plain
             and chat rows mixed.
     """
