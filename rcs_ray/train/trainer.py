@@ -186,15 +186,12 @@ def data_checks(prs: PairSet, features: pa.Table, t: TrainConfig) -> dict:
 
 
 def check_gpu_only(cfg: RunConfig, t: TrainConfig) -> None:
-    """Refuse the CUDA-only switches without GPUs and trackers that are not installed, in one line, before
-    anything loads."""
+    """Refuse flash-attention without GPUs and trackers that are not installed, in one line, before anything loads
+    (QLoRA without GPUs is refused by the config checks of every stage's train settings)."""
     tracking.check_installed(t.report_to)
     if cfg.policy.attn_implementation == "flash_attention_2" and not t.use_gpu:
         raise RcsInputError("policy.attn_implementation=flash_attention_2 needs CUDA GPUs and the flash-attn "
                             "package: set train.use_gpu=true, or use sdpa")
-    if t.lora.quantization and not t.use_gpu:
-        raise RcsInputError(f"train.lora.quantization={t.lora.quantization} (QLoRA, bitsandbytes) needs CUDA GPUs: "
-                            f"set train.use_gpu=true, or drop it")
 
 
 def _stage(cfg: RunConfig, stage: Optional[int], pairs: Optional[str]) -> int:
