@@ -381,7 +381,8 @@ def table(rows: list, objectives: list, reference: str, extra_rc: list) -> str:
 def report(data: dict) -> str:
     k2_labels = {m: v[0] for m, v in K2_METHODS.items()}
     md = ["# Tiny-world findings (arXiv 2504.11337) through the Ray pipeline", "",
-          f"Command: `python benchmarks/tinyworld_findings.py {' '.join(data['argv'])}`; wall time "
+          "Commands: " + " then ".join(f"`python benchmarks/tinyworld_findings.py {' '.join(v)}`"
+                                        for v in data.get("earlier_argv", []) + [data["argv"]]) + "; wall time "
           f"{data['wall_seconds']:.0f} s on {data['cpus']} CPUs; seeds {data['seeds']} (mean ± sample std). "
           f"Stage-2 prompts {data['limit']}, {data['eval_prompts']} held-out prompts x {data['eval_n']} samples. "
           "Harmless rate: share of responses with no harmful word; helpful win: per-prompt win rate of samples against "
@@ -429,6 +430,7 @@ def main(argv=None):
     ap.add_argument("--work", default="outputs/tinyworld-findings", help="everything trained (kept: reruns resume)")
     ap.add_argument("--fresh", action="store_true", help="remove --work first")
     ap.add_argument("--report-only", action="store_true", help="rewrite findings.md from --out/findings.json")
+    ap.add_argument("--merge", metavar="FINDINGS_JSON", help="add this run's seeds to an earlier findings.json's")
     a = ap.parse_args(argv)
     out, work = os.path.abspath(a.out), os.path.abspath(a.work)
     if a.report_only:
@@ -448,7 +450,7 @@ def main(argv=None):
         shutil.rmtree(work, ignore_errors=True)
     seeds = [0] if a.quick else [int(x) for x in a.seeds.split(",") if x.strip()]
     start = time.time()
-    rows, results, best, sweep_result = [], {}, {}, None
+    rows, results, best, sweep_result, earlier = [], {}, {}, None, []
     for seed in seeds:
         so = common + [f"sampling.seed={seed}", f"train.seed={seed}"]
         if a.sweep and not best:
@@ -471,8 +473,18 @@ def main(argv=None):
             res = run_k3(os.path.join(work, f"seed{seed}", "k3"), so, limit)
             results[f"k3/seed{seed}"] = res
             rows += rows_of("k3", res, "stage2", {})
-    data = {"argv": sys.argv[1:] if argv is None else list(argv), "wall_seconds": round(time.time() - start, 1),
-            "cpus": os.cpu_count(), "seeds": seeds, "limit": limit, "eval_prompts": eval_prompts, "eval_n": a.eval_n,
+    wall = round(time.time() - start, 1)
+    if a.merge:
+        old = json.load(open(a.merge))
+        clash = sorted(set(old["results"]) & set(results))
+        if clash:
+            ap.error(f"--merge: {a.merge} already has {clash}")
+        rows, results = old["per_seed_rows"] + rows, {**old["results"], **results}
+        seeds, wall = sorted(set(old["seeds"]) | set(seeds)), wall + old["wall_seconds"]
+        sweep_result = sweep_result or old.get("sweep")
+        earlier = old.get("earlier_argv", []) + [old["argv"]]
+    data = {"argv": sys.argv[1:] if argv is None else list(argv), "wall_seconds": wall,
+            "earlier_argv": earlier, "cpus": os.cpu_count(), "seeds": seeds, "limit": limit, "eval_prompts": eval_prompts, "eval_n": a.eval_n,
             "methods": methods, "losses": losses, "sweep": sweep_result, "per_seed_rows": rows,
             "rows": aggregate(rows), "results": results}
     os.makedirs(out, exist_ok=True)
