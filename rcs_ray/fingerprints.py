@@ -25,7 +25,7 @@ from typing import Optional, Tuple
 
 from rcs_ray.config import RunConfig, stage_objectives, stage_train, to_dict
 
-SAMPLING_RUN_ONLY = ("batch_size", "num_actors", "num_gpus", "num_cpus", "resources", "placement_strategy")
+SAMPLING_RUN_ONLY = ("batch_size", "num_actors", "max_concurrent_batches", "num_gpus", "num_cpus", "resources", "placement_strategy")
 OBJECTIVE_RUN_ONLY = ("batch_size", "num_actors", "num_gpus", "num_cpus", "resources")
 TRAIN_RUN_ONLY = ("log_steps", "save_steps", "keep_checkpoints", "max_failures", "ref_batch_size", "ref_num_actors",
                   "resources_per_worker", "on_suspicious_data", "report_to", "gradient_checkpointing")

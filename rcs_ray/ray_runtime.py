@@ -13,14 +13,15 @@ log = logging.getLogger(__name__)
 # cache location pass through): the driver resolves Hub IDs before any worker starts, so workers read the cache.
 WORKER_ENV_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     # Ray Train's controller polls workers every 2 s by default and each report waits for a poll: with a report
     # per step that dominates small steps.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
 }
 _STARTED = False          # this process started a local Ray (not joined a cluster): it shuts it down when it ends
-# vLLM's CPU build: a small KV cache and no thread binding (see README, "vLLM on CPU").
-WORKER_ENV_CPU = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+# vLLM's CPU build: a small KV cache, no thread binding and an in-process engine core (see README, "vLLM on CPU").
+# On GPUs vLLM's defaults stand: the engine core runs in its own process and overlaps scheduling with the GPU.
+WORKER_ENV_CPU = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                  "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 PASSTHROUGH = ("PYTHONPATH", "RAY_AUTH_MODE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "DS_ACCELERATOR",
                "VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HOME",
                "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN",

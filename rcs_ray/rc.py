@@ -22,6 +22,7 @@ __all__ = [
     "is_consistent",
     "select_pair",
     "select_pairs",
+    "select_pairs_flat",
     "rc_mask",
     "failure_reason",
     "STRATEGIES",
@@ -141,10 +142,8 @@ def select_pair(rewards, target: int, enforce: Optional[Iterable[int]] = None, m
     mask = rc_mask(arr, target, enforce, margin)
     if not mask.any():
         return None
-    gap = arr[:, None, target] - arr[None, :, target]
-    flat = np.where(mask, gap, -np.inf).ravel()
-    w, l = divmod(int(np.argmax(flat)), arr.shape[0])
-    return w, l
+    gap = np.where(mask, arr[:, None, target] - arr[None, :, target], -np.inf)
+    return divmod(int(np.argmax(gap)), arr.shape[0])
 
 
 def select_pairs(groups: Sequence, target: int, enforce: Optional[Iterable[int]] = None,
@@ -159,33 +158,61 @@ def select_pairs(groups: Sequence, target: int, enforce: Optional[Iterable[int]]
         (G, 2) int64 array of (winner, loser); (-1, -1) where a group has no admissible pair.
         Identical to calling :func:`select_pair` on each group.
     """
-    arrays = [_as_rewards(g, f"group {i}") for i, g in enumerate(groups)]
-    out = np.full((len(arrays), 2), -1, dtype=np.int64)
-    if not arrays:
-        return out
-    num_objectives = arrays[0].shape[1]
+    arrays = [np.asarray(g, dtype=np.float64) for g in groups]
     for i, a in enumerate(arrays):
-        if a.shape[1] != num_objectives:
-            raise ValueError(f"group {i} has {a.shape[1]} objectives, group 0 has {num_objectives}")
-    target = _objective_index(target, num_objectives, "target")
-    idx, need = _thresholds(num_objectives, target, enforce, _check_margin(margin))
-    t_pos = idx.index(target)
-    max_m = max(a.shape[0] for a in arrays)
-    per_group = max(1, max_m * max_m * len(idx))
-    step = max(1, _CHUNK_ELEMENTS // per_group)
-    for start in range(0, len(arrays), step):
-        chunk = arrays[start:start + step]
-        padded = np.full((len(chunk), max_m, len(idx)), np.nan)
-        for g, a in enumerate(chunk):
-            padded[g, :a.shape[0]] = a[:, idx]
-        diff = padded[:, :, None, :] - padded[:, None, :, :]        # (g, M, M, |idx|); NaN pads compare False
-        with np.errstate(invalid="ignore"):
-            mask = np.all(diff > need, axis=-1)                      # (g, M, M)
-        gap = np.where(mask, diff[..., t_pos], -np.inf).reshape(len(chunk), -1)
+        if a.ndim != 2 or a.shape[1] != arrays[0].shape[1]:
+            _as_rewards(a, f"group {i}")
+            raise ValueError(f"group {i} has {a.shape[1]} objectives, group 0 has {arrays[0].shape[1]}")
+    offsets = np.concatenate([[0], np.cumsum([a.shape[0] for a in arrays], dtype=np.int64)]).astype(np.int64)
+    values = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, 1))
+    if not np.all(np.isfinite(values)):                  # name the first bad group as select_pair would
+        bad = int(np.searchsorted(offsets, np.argwhere(~np.isfinite(values))[0, 0], side="right") - 1)
+        _as_rewards(arrays[bad], f"group {bad}")
+    return select_pairs_flat(values, offsets, target, enforce, margin)
+
+
+def select_pairs_flat(values: np.ndarray, offsets: np.ndarray, target: int, enforce: Optional[Iterable[int]] = None,
+                      margin: float = 0.0) -> np.ndarray:
+    """:func:`select_pairs` on the flat (columnar) layout: no per-group Python at all.
+
+    Args:
+        values: (N, K) finite float64 rewards of every candidate of every group, group after group (what
+            flattening an Arrow ``list<double>`` column per objective gives).
+        offsets: (G + 1,) int offsets: group g is ``values[offsets[g]:offsets[g + 1]]`` (the Arrow list offsets).
+        target, enforce, margin: as in :func:`select_pair`.
+
+    Returns:
+        (G, 2) int64 (winner, loser) indices within each group; (-1, -1) where a group has no admissible pair.
+    """
+    values, offsets = np.asarray(values, dtype=np.float64), np.asarray(offsets, dtype=np.int64)
+    num_groups, lengths = len(offsets) - 1, np.diff(offsets)
+    out = np.full((max(num_groups, 0), 2), -1, dtype=np.int64)
+    if num_groups <= 0 or values.shape[0] == 0 or lengths.max() < 2:
+        return out
+    target = _objective_index(target, values.shape[1], "target")
+    idx, need = _thresholds(values.shape[1], target, enforce, _check_margin(margin))
+    max_m = int(lengths.max())
+    step = max(1, _CHUNK_ELEMENTS // max(1, max_m * max_m * len(idx)))
+    sub, t_pos = values[:, idx], idx.index(target)
+    for start in range(0, num_groups, step):
+        stop = min(num_groups, start + step)
+        lo, hi, lens = offsets[start], offsets[stop], lengths[start:stop]
+        if np.all(lens == max_m):                                   # the common case: a plain reshape
+            padded = sub[lo:hi].reshape(stop - start, max_m, len(idx))
+        else:
+            padded = np.full((stop - start, max_m, len(idx)), np.nan)
+            group = np.repeat(np.arange(stop - start), lens)
+            padded[group, np.arange(hi - lo) - (offsets[start:stop] - lo)[group]] = sub[lo:hi]
+        with np.errstate(invalid="ignore"):       # (g, M, M): every enforced lead; NaN pads compare False
+            mask = np.ones((stop - start, max_m, max_m), dtype=bool)
+            for j in range(len(idx)):
+                mask &= (padded[:, :, j, None] - padded[:, None, :, j]) > need[j]
+            t = padded[:, :, t_pos]
+            gap = np.where(mask, t[:, :, None] - t[:, None, :], -np.inf).reshape(stop - start, -1)
         best = np.argmax(gap, axis=1)
-        found = mask.reshape(len(chunk), -1).any(axis=1)
+        found = gap[np.arange(stop - start), best] > -np.inf
         w, l = np.divmod(best, max_m)
-        out[start:start + len(chunk)] = np.where(found[:, None], np.stack([w, l], axis=1), -1)
+        out[start:stop] = np.where(found[:, None], np.stack([w, l], axis=1), -1)
     return out
 
 
@@ -291,7 +318,7 @@ def get_strategy(name: str) -> Callable[..., Pair]:
 
 
 # Strategies that are "the max-gap admissible pair" under a rule: vectorized over a batch by select_pairs.
-_MAX_GAP_RULES = {"rcs": _rcs_rule, "target_only": _target_only_rule}
+MAX_GAP_RULES = {"rcs": _rcs_rule, "target_only": _target_only_rule}
 
 
 def select_batch(strategy: str, groups: Sequence, target: int, *, enforce: Optional[Iterable[int]] = None,
@@ -310,8 +337,8 @@ def select_batch(strategy: str, groups: Sequence, target: int, *, enforce: Optio
     Returns:
         G entries, each ``(winner, loser)`` or ``None``.
     """
-    if strategy in _MAX_GAP_RULES:
-        picked = select_pairs(groups, target, *_MAX_GAP_RULES[strategy](target, enforce, margin))
+    if strategy in MAX_GAP_RULES:
+        picked = select_pairs(groups, target, *MAX_GAP_RULES[strategy](target, enforce, margin))
         return [None if w < 0 else (int(w), int(l)) for w, l in picked.tolist()]
     fn = get_strategy(strategy)
     sources = sources if sources is not None else [None] * len(groups)

@@ -85,6 +85,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     c.at_least("sampling.max_tokens", s.max_tokens, 1)
     c.at_least("sampling.batch_size", s.batch_size, 1)
     c.at_least("sampling.num_actors", s.num_actors, 1)
+    c.at_least("sampling.max_concurrent_batches", s.max_concurrent_batches, 1)
     c.at_least("sampling.num_gpus", s.num_gpus, 0)
     c.at_least("sampling.tensor_parallel_size", s.tensor_parallel_size, 1)
     c.choice("sampling.placement_strategy", s.placement_strategy, ("STRICT_PACK", "PACK", "SPREAD"))

@@ -78,43 +78,49 @@ def _blocks(table, rows_per_block: int) -> list:
     return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
 
 
-def score_samples(job: SamplingJob, table, n_target: int, include_original: bool = True):
-    """The lazy Ray Dataset that generates up to ``n_target`` samples per group and scores every candidate."""
+def concurrency(s: SamplingConfig) -> dict:
+    """``ActorPoolStrategy`` arguments: ``max_concurrent_batches`` batches in flight (and running) per generation
+    actor, so the engine always has the next batch (vLLM: all of them in one continuous batch)."""
+    c = max(1, int(s.max_concurrent_batches))
+    return dict(max_tasks_in_flight_per_actor=c, max_concurrent_calls_per_actor=c)
+
+
+def score_samples(job: SamplingJob, table, n_target: int, include_original: bool = True,
+                  select: Optional[dict] = None):
+    """The lazy Ray Dataset that generates up to ``n_target`` samples per group and scores every candidate; with
+    ``select`` (:class:`~rcs_ray.sampling.stages.RCFilterStage` arguments) the last scorer also RC-selects."""
     import ray
 
     from rcs_ray.sampling.placement import generation_remote_args, scorer_remote_args
     from rcs_ray.sampling.scorers import plan_scorers
-    from rcs_ray.sampling.stages import GenerateStage, ScoreStage
+    from rcs_ray.sampling.stages import GenerateStage, ScoreStage, rc_filter_batch
 
     s = job.sampling
     ds = ray.data.from_arrow(_blocks(table, s.batch_size))
     ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(model=job.policy, sampling=s, n_target=n_target,
                                                                   include_original=include_original),
                         batch_size=s.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-                        compute=ray.data.ActorPoolStrategy(size=s.num_actors), **generation_remote_args(s))
-    for spec in plan_scorers(job.objectives):
+                        compute=ray.data.ActorPoolStrategy(size=s.num_actors, **concurrency(s)),
+                        **generation_remote_args(s))
+    specs = plan_scorers(job.objectives)
+    for i, spec in enumerate(specs):
         first = spec.objectives[0]
-        ds = ds.map_batches(ScoreStage, fn_constructor_kwargs=dict(spec=spec, settings=job.settings(first)),
+        last = select if i == len(specs) - 1 else None
+        ds = ds.map_batches(ScoreStage, fn_constructor_kwargs=dict(spec=spec, settings=job.settings(first),
+                                                                   select=last),
                             batch_size=s.batch_size, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=first.num_actors),
                             **scorer_remote_args(first, spec.kind))
+    if select is not None and not specs:
+        ds = ds.map_batches(rc_filter_batch, fn_kwargs=select, batch_size=s.batch_size, batch_format="pyarrow",
+                            num_cpus=0.25)
     return ds
 
 
 def build_dataset(job: SamplingJob, table, n_target: int):
-    """The lazy Ray Dataset of one round: generate -> score (one pool per scorer) -> RC filter."""
-    import ray
-
-    from rcs_ray.sampling.stages import RCFilterStage
-
-    ds = score_samples(job, table, n_target, include_original=job.rc.include_original)
-    return ds.map_batches(RCFilterStage, fn_constructor_kwargs=dict(
-        objectives=job.objective_names, target=job.target, rc_cfg=job.rc, seed=job.sampling.seed),
-        batch_size=job.sampling.batch_size, batch_format="pyarrow",
-        # RC selection is per row (its RNG is seeded by prompt id), so the pool may grow with the engines: one RC
-        # actor falls behind ~32 engines (benchmarks/scale_sim.py)
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, -(-job.sampling.num_actors // 8))),
-        num_cpus=0.25)
+    """The lazy Ray Dataset of one round: generate -> score (one pool per scorer; the last one RC-selects too)."""
+    select = dict(objectives=job.objective_names, target=job.target, rc_cfg=job.rc, seed=job.sampling.seed)
+    return score_samples(job, table, n_target, include_original=job.rc.include_original, select=select)
 
 
 def n_schedule(s: SamplingConfig) -> list[int]:
@@ -132,7 +138,7 @@ def n_schedule(s: SamplingConfig) -> list[int]:
 def _carry(row: dict) -> dict:
     """A failed row going into the next round: keep candidates and rewards, clear selection and timings."""
     row = {k: v for k, v in row.items() if not k.startswith("seconds__")}
-    for key in ("chosen_index", "rejected_index", "failure_reason"):
+    for key in ("chosen_index", "rejected_index", "failure_reason", "generate_started"):
         row.pop(key, None)
     return row
 
@@ -156,7 +162,7 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
     try:
         for r, n_target in enumerate(schedule):
             final = r == len(schedule) - 1
-            t0, tokens_in = time.time(), sum(table.column("generated_tokens").to_pylist()) \
+            t0, first, tokens_in = time.time(), None, sum(table.column("generated_tokens").to_pylist()) \
                 if "generated_tokens" in table.column_names else 0
             carry, tokens_out, paired = [], 0, 0
             bar = tqdm(total=table.num_rows, desc=f"stage {stage + 1} round {r + 1} (n={n_target})", unit="prompt",
@@ -164,6 +170,8 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
             for batch in build_dataset(job, table, n_target).iter_batches(batch_size=None, batch_format="pyarrow"):
                 for row in batch.to_pylist():
                     writer.account(row)
+                    if row.get("generate_started"):
+                        first = min(first or row["generate_started"], row["generate_started"])
                     tokens_out += row.get("generated_tokens") or 0
                     if row["failure_reason"] is None:
                         writer.write_pair(row, r)
@@ -178,20 +186,33 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
                 bar.update(batch.num_rows)
             bar.close()
             release_placement_groups()                   # the round's TP engines are gone: free their GPUs
+            end = time.time()
+            first = min(max(first or end, t0), end)      # start-up: until the first batch reached an engine
             rounds.append({"round": r + 1, "n": n_target, "prompts": table.num_rows, "pairs": paired,
                            "carried": len(carry), "tokens_generated": tokens_out - tokens_in,
-                           "seconds": round(time.time() - t0, 3)})
+                           "seconds": round(end - t0, 3), "startup_seconds": round(first - t0, 3),
+                           "steady_seconds": round(end - first, 3),
+                           "steady_tokens_per_second": round((tokens_out - tokens_in) / (end - first), 2)
+                           if end > first else None})
             if not carry:
                 break
             table = group_table(carry, chat)
         wall = time.time() - start
         tokens = sum(x["tokens_generated"] for x in rounds)
+        steady = sum(x["steady_seconds"] for x in rounds)
+        rc_seconds = writer.seconds.get("rc_filter", 0.0)
         s = job.sampling
         return writer.commit({"stage": stage + 1, "engine": s.engine, "n": s.n, "margin": job.rc.margin,
                               "strategy": job.rc.strategy, "rounds": rounds, "tokens_generated": tokens,
                               "seconds": round(wall, 3), "candidates_sampled": sampled,
                               "candidates_per_second": round(sampled / wall, 2) if wall else None,
-                              "tokens_per_second": round(tokens / wall, 2) if wall else None})
+                              "tokens_per_second": round(tokens / wall, 2) if wall else None,
+                              "startup_seconds": round(sum(x["startup_seconds"] for x in rounds), 3),
+                              "steady_state_seconds": round(steady, 3),
+                              "steady_state_tokens_per_second": round(tokens / steady, 2) if steady else None,
+                              "rc_select_seconds": round(rc_seconds, 4),
+                              "rc_select_share_of_wall": round(rc_seconds / wall, 5) if wall else None,
+                              "max_concurrent_batches": s.max_concurrent_batches})
     except BaseException:
         writer.abort()
         raise

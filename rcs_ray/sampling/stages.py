@@ -11,6 +11,7 @@ Model paths may be URIs: each stage fetches its models into the node's local cac
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -52,6 +53,10 @@ class GenerateStage:
 
     Each prompt is rendered and tokenized once (:func:`rcs_ray.prompting.prompt_ids`, the policy's rule), its length
     checked against the engine's context, and its token ids handed to the engine.
+
+    ``__call__`` is async: Ray Data runs ``sampling.max_concurrent_batches`` calls at once on each actor. An engine
+    with ``submit`` (vLLM) gets every batch in flight at once; any other runs them one at a time in a worker thread,
+    the next batch already prepared. :meth:`generate_batch` is the blocking form.
     """
 
     INPUTS = ("prompt_id", "prompt")
@@ -68,6 +73,7 @@ class GenerateStage:
         self.include_original = include_original
         self.use_chat_template = model.chat_template
         self.engine = engine if engine is not None else make_engine(model, sampling)
+        self._executor = None
 
     def _count(self, text: str) -> int:
         try:
@@ -100,12 +106,15 @@ class GenerateStage:
         seeds = [sample_seed(self.sampling.seed, row["prompt_id"], i) for i in range(have, self.n_target)]
         return ids, seeds
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def generate_batch(self, batch: pa.Table) -> pa.Table:
+        return asyncio.run(self(batch))
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, self.INPUTS, "generate")
-        start = time.perf_counter()
+        start, started = time.perf_counter(), time.time()
         rows = batch.to_pylist()
         todo = [(i, job) for i, row in enumerate(rows) if (job := self._prepare(row)) is not None]
-        results = self._generate([job for _, job in todo])
+        results = await self._generate([job for _, job in todo])
         for (i, _), result in zip(todo, results):
             row = rows[i]
             if isinstance(result, Exception):
@@ -115,20 +124,32 @@ class GenerateStage:
             row["sources"] = row["sources"] + [SAMPLED] * len(result)
             row["candidate_tokens"] = (row.get("candidate_tokens") or []) + [c.num_tokens for c in result]
             row["generated_tokens"] += sum(c.num_tokens for c in result)
+        for row in rows:
+            row["generate_started"] = started
         _timed(rows, "generate", start)
         return group_table(rows, is_chat(batch.schema))
 
-    def _generate(self, jobs: list[tuple[list[int], list[int]]]) -> list:
+    def _engine_call(self, prompts: list, seeds: list):
+        submit = getattr(self.engine, "submit", None)
+        if submit is not None:
+            return asyncio.wrap_future(submit(prompts, seeds))
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        return asyncio.get_running_loop().run_in_executor(self._executor, self.engine.generate, prompts, seeds)
+
+    async def _generate(self, jobs: list[tuple[list[int], list[int]]]) -> list:
         if not jobs:
             return []
         try:
-            return self.engine.generate([t for t, _ in jobs], [s for _, s in jobs])
+            return await self._engine_call([t for t, _ in jobs], [s for _, s in jobs])
         except Exception as exc:  # noqa: BLE001 - isolate the prompt that breaks the engine
             log.warning("generation of a batch failed (%s); retrying its %d prompts one by one", exc, len(jobs))
         out = []
         for ids, seeds in jobs:
             try:
-                out.append(self.engine.generate([ids], [seeds])[0])
+                out.append((await self._engine_call([ids], [seeds]))[0])
             except Exception as exc:  # noqa: BLE001
                 out.append(exc)
         return out
@@ -140,11 +161,13 @@ class ScoreStage:
     Args:
         spec: the scorer: its reward source and the objectives it serves (:func:`rcs_ray.sampling.scorers.plan_scorers`).
         settings: how the scorer loads and tokenizes (:class:`rcs_ray.sampling.job.ScorerSettings`).
+        select: the :class:`RCFilterStage` arguments when this is the last scorer: the RC step is fused into it
+            (columnar, a few ms a batch), so no pool of its own holds the pipeline up.
     """
 
     INPUTS = ("prompt", "candidates")
 
-    def __init__(self, spec, settings):
+    def __init__(self, spec, settings, select: Optional[dict] = None):
         from rcs_ray.sampling.scorers import make_scorer
         from rcs_ray.storage import local_copy
 
@@ -154,6 +177,7 @@ class ScoreStage:
         self.names = spec.names
         self.label = spec.label
         self.scorer = make_scorer(spec, settings)
+        self.select = RCFilterStage(**select) if select else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, self.INPUTS, f"score {self.label}")
@@ -177,7 +201,8 @@ class ScoreStage:
             for j, col in enumerate(cols):
                 row[col] = (row.get(col) or []) + [v[j] for v in new.get(i, [])]
         _timed(rows, "score", start)
-        return group_table(rows, is_chat(batch.schema))
+        table = group_table(rows, is_chat(batch.schema))
+        return self.select(table) if self.select is not None else table
 
 
 class RCFilterStage:
@@ -201,50 +226,101 @@ class RCFilterStage:
         self.weights = rc_cfg.weights
         self.seed = seed
 
-    def _reason(self, row: dict, rewards: np.ndarray) -> str:
-        if len(row["candidates"]) < 2:
+    def _reason(self, candidates: list, sources: list, rewards: np.ndarray) -> str:
+        if len(candidates) < 2:
             return "too_few_candidates"
-        if len(set(row["candidates"])) == 1:
+        if len(set(candidates)) == 1:
             return "all_candidates_identical"
         if self.strategy_name in ("original", "filter_only"):
-            return "original_not_rc" if ORIGINAL_CHOSEN in row["sources"] else "no_original_pair"
+            return "original_not_rc" if ORIGINAL_CHOSEN in sources else "no_original_pair"
         return rc.failure_reason(rewards, self.target, self.enforce, self.margin)
 
-    def _rewards(self, row: dict) -> Optional[np.ndarray]:
-        """The row's (m, K) rewards, or None after recording why the row cannot be selected on."""
-        row["chosen_index"] = row["rejected_index"] = None
-        row["failure_reason"] = None
-        if row.get("error"):
-            row["failure_reason"] = row["error"].split(":", 1)[0]
-            return None
-        m, k = len(row["candidates"]), len(self.columns)
-        rewards = np.array([row.get(c) or [] for c in self.columns], dtype=np.float64).T.reshape(-1, k)
-        if rewards.shape[0] != m:
-            row["failure_reason"] = "missing_rewards"
-            return None
-        if not np.all(np.isfinite(rewards)):
-            bad = sorted({self.objectives[j] for j in np.argwhere(~np.isfinite(rewards))[:, 1]})
-            row["failure_reason"] = "non_finite_reward"
-            row["error"] = f"non_finite_reward: objective(s) {', '.join(bad)}"
-            return None
-        return rewards
-
-    def _pairs(self, rows: list[dict], groups: list[np.ndarray]) -> list:
-        """Selected (winner, loser) or None per group (vectorized over the batch where the strategy allows)."""
-        return rc.select_batch(self.strategy_name, groups, self.target, enforce=self.enforce, margin=self.margin,
-                               sources=[row["sources"] for row in rows], weights=self.weights,
-                               seeds=lambda i: rc_seed(self.seed, rows[i]["prompt_id"]))
+    def _pairs(self, values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, batch: pa.Table) -> np.ndarray:
+        """(winner, loser) per valid group, -1 where none: the flat vectorized core for the max-gap strategies,
+        the strategy per group (with its sources and seed) for the others."""
+        if self.strategy_name in rc.MAX_GAP_RULES:
+            enforce, margin = rc.MAX_GAP_RULES[self.strategy_name](self.target, self.enforce, self.margin)
+            return rc.select_pairs_flat(values, offsets, self.target, enforce, margin)
+        sources = batch.column("sources").take(pa.array(rows)).to_pylist()
+        ids = batch.column("prompt_id").take(pa.array(rows)).to_pylist()
+        picked = rc.select_batch(self.strategy_name, [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])],
+                                 self.target, enforce=self.enforce, margin=self.margin, sources=sources,
+                                 weights=self.weights, seeds=lambda i: rc_seed(self.seed, ids[i]))
+        return np.array([(-1, -1) if p is None else p for p in picked], dtype=np.int64).reshape(-1, 2)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """Columnar: the reward lists are flattened once into an (N, K) array and every max-gap group is selected in
+        one vectorized call; Python runs per row only for the rows that fail (to say why)."""
         require_columns(batch, ["prompt_id", "candidates", "sources", *self.columns], "rc_filter")
         start = time.perf_counter()
-        rows = batch.to_pylist()
-        valid = [(row, g) for row in rows if (g := self._rewards(row)) is not None]
-        pairs = self._pairs([r for r, _ in valid], [g for _, g in valid])
-        for (row, rewards), pair in zip(valid, pairs):
-            if pair is None:
-                row["failure_reason"] = self._reason(row, rewards)
-            else:
-                row["chosen_index"], row["rejected_index"] = pair
-        _timed(rows, "rc_filter", start)
-        return group_table(rows, is_chat(batch.schema))
+        n = batch.num_rows
+        m = _lengths(batch.column("candidates"))
+        errors = batch.column("error").to_pylist() if "error" in batch.column_names else [None] * n
+        has_error = np.array([e is not None for e in errors], dtype=bool)
+        ok = ~has_error
+        for col in self.columns:                                   # a reward list shorter than the group: missing
+            ok &= _lengths(batch.column(col)) == m
+        rows = np.flatnonzero(ok)
+        sub = batch.select(self.columns).take(pa.array(rows))
+        values = np.stack([_flat(sub.column(c)) for c in self.columns], axis=1) if rows.size else \
+            np.zeros((0, len(self.columns)))
+        offsets = np.concatenate([[0], np.cumsum(m[rows])]).astype(np.int64)
+        bad = np.bincount(np.repeat(np.arange(rows.size), m[rows]), weights=(~np.all(np.isfinite(values), axis=1)).astype(float),
+                          minlength=rows.size) > 0
+        chosen, rejected = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        reasons: list = [None] * n
+        keep = np.flatnonzero(~bad)
+        if keep.size:
+            lo, hi = offsets[:-1][keep], offsets[1:][keep]
+            flat = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if keep.size < rows.size else \
+                np.arange(values.shape[0])
+            picked = self._pairs(values[flat], np.concatenate([[0], np.cumsum(hi - lo)]), rows[keep], batch)
+            chosen[rows[keep]], rejected[rows[keep]] = picked[:, 0], picked[:, 1]
+        for i in np.flatnonzero(has_error):
+            reasons[i] = errors[i].split(":", 1)[0]
+        for i in np.flatnonzero(~ok & ~has_error):
+            reasons[i] = "missing_rewards"
+        for r in np.flatnonzero(bad):                              # record which objectives are not finite
+            i, group = rows[r], values[offsets[r]:offsets[r + 1]]
+            names = sorted({self.objectives[j] for j in np.argwhere(~np.isfinite(group))[:, 1]})
+            reasons[i], errors[i] = "non_finite_reward", f"non_finite_reward: objective(s) {', '.join(names)}"
+        for r in np.flatnonzero(~bad):
+            i = rows[r]
+            if chosen[i] < 0:
+                reasons[i] = self._reason(batch.column("candidates")[i].as_py(), batch.column("sources")[i].as_py(),
+                                          values[offsets[r]:offsets[r + 1]])
+        found = chosen >= 0
+        out = _put(batch, "error", pa.array(errors, pa.string()))
+        out = _put(out, "chosen_index", pa.array(chosen, mask=~found))
+        out = _put(out, "rejected_index", pa.array(rejected, mask=~found))
+        out = _put(out, "failure_reason", pa.array(reasons, pa.string()))
+        col = seconds_column("rc_filter")
+        spent = np.full(n, (time.perf_counter() - start) / max(1, n))
+        if col in out.column_names:
+            spent += out.column(col).fill_null(0.0).to_numpy(zero_copy_only=False)
+        return _put(out, col, pa.array(spent, pa.float64()))
+
+
+def rc_filter_batch(batch: pa.Table, **select) -> pa.Table:
+    """The RC step as a stateless task (a pipeline with no model scorer to fuse it into)."""
+    return RCFilterStage(**select)(batch)
+
+
+def _lengths(column) -> np.ndarray:
+    """Per-row lengths of a list column (0 for a null list)."""
+    import pyarrow.compute as pc
+
+    return pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _flat(column) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    return pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _put(table: pa.Table, name: str, values) -> pa.Table:
+    """``table`` with column ``name`` set to ``values`` (replaced in place, or appended)."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, values)
+    return table.append_column(name, values)

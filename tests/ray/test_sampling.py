@@ -60,6 +60,27 @@ def test_outputs_account_for_every_prompt(default_run):
     assert stats["tokens_generated"] > 0 and stats["candidates_sampled"] == 24 * cfg.sampling.n
     assert set(stats["actor_seconds_by_stage"]) == {"generate", "score", "rc_filter"}
     assert len(pairs) >= 12, stats   # ties allowed on harmless: most prompts yield a pair at n = 8
+    # start-up (until the first batch reached the engine) and steady state split the round's wall time
+    (r1,) = stats["rounds"]
+    assert r1["startup_seconds"] > 0 and r1["steady_seconds"] > 0
+    assert r1["startup_seconds"] + r1["steady_seconds"] == pytest.approx(r1["seconds"], abs=2e-3)
+    assert stats["steady_state_tokens_per_second"] > stats["tokens_per_second"]
+    # the RC step runs inside the last scorer's call: measured, and a tiny share of the run
+    assert 0 < stats["rc_select_seconds"] < 0.05 * stats["seconds"]
+    assert stats["rc_select_share_of_wall"] == pytest.approx(stats["rc_select_seconds"] / stats["seconds"], rel=0.05)
+
+
+def test_rc_step_is_fused_into_the_last_scorer(tiny_world):
+    """No pool of its own: the plan is generate -> one pool per scorer, the last one selecting."""
+    from rcs_ray.sampling.job import stage_job
+    from rcs_ray.sampling.pipeline import build_dataset, read_groups
+    from rcs_ray.data.pairs import group_table
+
+    cfg = tiny_cfg(REPO)
+    job = stage_job(cfg, 1)
+    rows, chat = read_groups(cfg.stages[1].data, cfg.tinyworld)
+    plan = str(build_dataset(job, group_table(rows, chat), 2))
+    assert "RCFilterStage" not in plan and plan.count("ScoreStage") >= 1, plan
 
 
 def test_every_pair_is_rc_from_the_parquet_alone(default_run):

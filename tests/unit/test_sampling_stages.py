@@ -151,7 +151,7 @@ def test_generate_stage_isolates_bad_prompts():
     rows = [{"prompt_id": pid, "prompt": p, "original_chosen": c, "original_rejected": r}
             for pid, p, c, r in [("a", "fine", "yes", "no"), ("b", "boom", None, None), ("c", "x" * 40, None, None),
                                  ("d", "ok", None, None)]]
-    out = {r["prompt_id"]: r for r in stage(group_table(rows, False)).to_pylist()}
+    out = {r["prompt_id"]: r for r in stage.generate_batch(group_table(rows, False)).to_pylist()}
     assert out["a"]["sources"] == ["original_chosen", "original_rejected", "sampled", "sampled"]
     assert out["a"]["candidates"][:2] == ["yes", "no"] and out["a"]["generated_tokens"] == 4
     assert out["b"]["error"].startswith("generation_failed: RuntimeError: engine exploded")
@@ -159,7 +159,7 @@ def test_generate_stage_isolates_bad_prompts():
     assert out["d"]["candidates"] == [f"ok#{sample_seed(0, 'd', 0)}", f"ok#{sample_seed(0, 'd', 1)}"]
     # a second pass with a larger target only adds the missing samples, with the next sample indices
     stage.n_target = 3
-    again = {r["prompt_id"]: r for r in stage(group_table(list(out.values()), False)).to_pylist()}
+    again = {r["prompt_id"]: r for r in stage.generate_batch(group_table(list(out.values()), False)).to_pylist()}
     assert again["d"]["candidates"][2] == f"ok#{sample_seed(0, 'd', 2)}" and again["d"]["generated_tokens"] == 6
     assert again["b"]["candidates"] == []
 
@@ -209,7 +209,7 @@ def test_chat_prompts_stay_arrow_messages_through_the_stages(tmp_path):
     chat = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}]
     table = group_table([{"prompt_id": "c", "prompt": chat}], True)
     assert table.schema.field("prompt").type == MESSAGES
-    out = GenerateStage(ModelConfig(path="x"), SamplingConfig(max_tokens=8), n_target=2, engine=engine)(table)
+    out = GenerateStage(ModelConfig(path="x"), SamplingConfig(max_tokens=8), n_target=2, engine=engine).generate_batch(table)
     assert out.schema.field("prompt").type == MESSAGES
     row = out.to_pylist()[0]
     assert row["prompt"] == chat and row["candidates"][0].startswith("be kind|hi>#")   # the template, tokenized once

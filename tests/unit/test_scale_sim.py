@@ -79,7 +79,7 @@ def test_generate_stage_runs_the_sim_engine(monkeypatch):
     plain = group_table([{"prompt_id": "p0", "prompt": "hello there", "original_chosen": "good",
                           "original_rejected": "bad"}], chat=False)
     chat = group_table([{"prompt_id": "p1", "prompt": [{"role": "user", "content": "a chat prompt"}]}], chat=True)
-    rows = stage(plain).to_pylist() + stage(chat).to_pylist()
+    rows = stage.generate_batch(plain).to_pylist() + stage.generate_batch(chat).to_pylist()
     assert [r["sources"].count(SAMPLED) for r in rows] == [4, 4]
     assert len(rows[0]["candidates"]) == 6 and rows[0]["candidates"][:2] == ["good", "bad"]
     seeds = [sample_seed(0, "p1", i) for i in range(4)]

@@ -45,6 +45,18 @@ def test_vllm_generation_is_seeded_batch_invariant_and_like_hf(tiny_world, vllm_
     together = [[c.text for c in g] for g in engine.generate(texts, seeds)]
     alone = [[c.text for c in engine.generate([t], [s])[0]] for t, s in zip(texts, seeds)]
     assert together == alone
+    # the continuous engine loop: batches submitted at once (from several threads, as the async generation stage
+    # does) come back exactly as one blocking call gives them
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        futures = list(pool.map(lambda ts: engine.submit([ts[0]], [ts[1]]), zip(texts, seeds)))
+    assert [[c.text for c in f.result(timeout=120)[0]] for f in futures] == together
+    assert engine.submit([], []).result() == []
+    bad = engine.submit([[10 ** 9]], [[1]])                   # a token id out of vocabulary fails that batch only
+    with pytest.raises(Exception):
+        bad.result(timeout=120)
+    assert [c.text for c in engine.submit(texts[:1], seeds[:1]).result(timeout=120)[0]] == together[0]
     # the same policy through both engines: sample statistics agree (64 samples each)
     many = [list(range(64))]
     hf = HFEngine(ModelConfig(path=tiny_world.policy), SamplingConfig(max_tokens=24))
