@@ -106,8 +106,7 @@ _GROUP_TYPES = {
     "candidates": pa.list_(pa.string()), "sources": pa.list_(pa.string()), "generated_tokens": pa.int64(),
     "error": pa.string(), "chosen_index": pa.int64(), "rejected_index": pa.int64(), "failure_reason": pa.string(),
     "rounds": pa.int64(), "round": pa.int64(), "candidate_tokens": pa.list_(pa.int64()),
-    "generate_started": pa.float64(),       # wall clock (epoch s) its generation batch started: start-up vs steady
-}
+    "generate_started": pa.float64()}       # wall clock (epoch s) its generation batch started: start-up vs steady
 
 
 def reward_column(objective: str) -> str:
