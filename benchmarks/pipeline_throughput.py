@@ -1,15 +1,24 @@
-"""Pipeline throughput vs the raw engine on the same prompts, in the same run.
+"""Pipeline throughput vs the engine's best raw figure, per engine, side by side in one run.
 
-(a) raw: the engine in this process generates n samples for every prompt (same seeds as the pipeline);
-(b) pipeline: the Ray Data run (generate -> score -> RC filter -> write) over the same prompts.
-Prints generated tokens/s of both and their ratio (pipeline / raw), writes JSON.
+For each engine (``--engines hf,vllm``), on the same prompts and seeds:
 
-    python benchmarks/pipeline_throughput.py [--config configs/tiny/k2.yaml] [--engine hf|vllm] [--prompts 256]
+(a) raw: the engine in this process generates n samples for every prompt, (a1) in **one call over all prompts** (the
+    engine's best case: vLLM schedules everything at once) and (a2) batch by batch at the pipeline's batch size;
+    the best of the two is the raw figure;
+(b) pipeline: the Ray Data run (generate -> score -> RC-select -> write) over the same prompts, with its
+    ``stats.json`` split into start-up (until the first batch reached an engine) and steady state.
+
+Prints and writes (``--out``: ``pipeline_throughput.json`` and ``.md``) generated tokens/s of each and the ratios
+steady-state pipeline / best raw and end-to-end pipeline / best raw. Goals (issue 14): steady >= 0.9, end to end
+>= 0.8 at 2,048 prompts.
+
+    python benchmarks/pipeline_throughput.py [--engines hf,vllm] [--prompts 2048] [key=value overrides]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -17,75 +26,113 @@ import time
 
 from rcs_ray.config import load_config
 
+GOALS = {"steady": 0.9, "end_to_end": 0.8}
 
-def raw_engine(cfg, model, rows):
-    """Generated tokens and seconds for the engine alone (model loading excluded)."""
+
+def raw_engine(cfg, model, rows) -> dict:
+    """Generated tokens/s of the engine alone (model loading and one warm-up call excluded)."""
     from rcs_ray.prompting import prompt_ids
     from rcs_ray.sampling.engines import make_engine
     from rcs_ray.sampling.stages import sample_seed
 
     engine = make_engine(model, cfg.sampling)
-    texts = [prompt_ids(engine.tokenizer, r["prompt"], model.chat_template) for r in rows]
+    ids = [prompt_ids(engine.tokenizer, r["prompt"], model.chat_template) for r in rows]
     seeds = [[sample_seed(cfg.sampling.seed, r["prompt_id"], i) for i in range(cfg.sampling.n)] for r in rows]
+    engine.generate(ids[:1], [seeds[0][:1]])                       # warm-up
+    out = {}
     bs = cfg.sampling.batch_size
-    engine.generate(texts[:1], [seeds[0][:1]])                      # warm-up
-    start, tokens = time.perf_counter(), 0
-    for i in range(0, len(texts), bs):
-        for group in engine.generate(texts[i:i + bs], seeds[i:i + bs]):
-            tokens += sum(c.num_tokens for c in group)
-    return tokens, time.perf_counter() - start
+    for mode, chunks in (("one_call", [(0, len(ids))]),
+                         ("batched", [(i, min(len(ids), i + bs)) for i in range(0, len(ids), bs)])):
+        start, tokens = time.perf_counter(), 0
+        for a, b in chunks:
+            tokens += sum(c.num_tokens for group in engine.generate(ids[a:b], seeds[a:b]) for c in group)
+        seconds = time.perf_counter() - start
+        out[mode] = {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
+    del engine
+    gc.collect()
+    return out
+
+
+def one_engine(args, engine: str) -> dict:
+    from rcs_ray.ray_runtime import init_ray
+    from rcs_ray.sampling.job import stage_job
+    from rcs_ray.sampling.pipeline import read_groups, run
+
+    k = args.stage - 1
+    cfg = load_config(args.config, [f"stages.{k}.data.limit={args.prompts}", f"sampling.engine={engine}",
+                                    *args.overrides])
+    rows, _ = read_groups(cfg.stages[k].data, cfg.tinyworld)
+    raw = raw_engine(cfg, stage_job(cfg, k).policy, rows)
+    best = max(raw.values(), key=lambda r: r["tokens_per_s"])
+    init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)           # Ray's own start-up is not the pipeline's
+    with tempfile.TemporaryDirectory() as out:
+        stats = run(cfg, stage=k, out_dir=out, progress=False).stats
+    pipe = {"tokens": stats["tokens_generated"], "seconds": stats["seconds"],
+            "tokens_per_s": stats["tokens_per_second"], "startup_seconds": stats["startup_seconds"],
+            "steady_seconds": stats["steady_state_seconds"],
+            "steady_tokens_per_s": stats["steady_state_tokens_per_second"],
+            "rc_select_seconds": stats["rc_select_seconds"], "rc_select_share_of_wall": stats["rc_select_share_of_wall"],
+            "actor_seconds_by_stage": stats["actor_seconds_by_stage"], "pairs": stats["pairs"],
+            "failed": stats["failed"]}
+    return {"engine": engine, "prompts": len(rows), "n": cfg.sampling.n, "max_tokens": cfg.sampling.max_tokens,
+            "batch_size": cfg.sampling.batch_size, "max_concurrent_batches": cfg.sampling.max_concurrent_batches,
+            "raw": raw, "best_raw": max(raw, key=lambda m: raw[m]["tokens_per_s"]), "pipeline": pipe,
+            "steady_over_best_raw": round(pipe["steady_tokens_per_s"] / best["tokens_per_s"], 3),
+            "end_to_end_over_best_raw": round(pipe["tokens_per_s"] / best["tokens_per_s"], 3),
+            "same_tokens": raw["one_call"]["tokens"] == pipe["tokens"]}
+
+
+def markdown(results: list, argv: list) -> str:
+    lines = [f"Command: `python benchmarks/pipeline_throughput.py {' '.join(argv)}` on {os.cpu_count()} CPUs.", "",
+             "| engine | prompts × n | raw one call tok/s | raw batched tok/s | pipeline steady tok/s | pipeline end "
+             "to end tok/s | start-up s | steady ÷ best raw (goal 0.9) | end to end ÷ best raw (goal 0.8) | RC share "
+             "of wall | same samples |", "|---" * 11 + "|"]
+    for r in results:
+        p = r["pipeline"]
+        lines.append(f"| {r['engine']} | {r['prompts']} × {r['n']} | {r['raw']['one_call']['tokens_per_s']:,.0f} | "
+                     f"{r['raw']['batched']['tokens_per_s']:,.0f} | {p['steady_tokens_per_s']:,.0f} | "
+                     f"{p['tokens_per_s']:,.0f} | {p['startup_seconds']:.1f} | {r['steady_over_best_raw']:.2f} | "
+                     f"{r['end_to_end_over_best_raw']:.2f} | {100 * p['rc_select_share_of_wall']:.2f}% | "
+                     f"{r['same_tokens']} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/tiny/k2.yaml")
-    ap.add_argument("--engine", default=None, help="hf | vllm (default: the config's)")
-    ap.add_argument("--prompts", type=int, default=256)
+    ap.add_argument("--engines", default="hf,vllm", help="comma-separated: hf, vllm (or one)")
+    ap.add_argument("--engine", default=None, help=argparse.SUPPRESS)           # the old single-engine spelling
+    ap.add_argument("--prompts", type=int, default=2048)
     ap.add_argument("--stage", type=int, default=2, help="1-based stage whose prompts are sampled")
-    ap.add_argument("--out", default=os.path.join("benchmarks", "results", "pipeline_throughput.json"))
+    ap.add_argument("--out", default=os.path.join("benchmarks", "results", "pipeline_throughput"))
     ap.epilog = "key=value config overrides go anywhere on the line"
     from rcs_ray.cli import parse_with_overrides
+    from rcs_ray.ray_runtime import worker_env
 
     args = parse_with_overrides(ap, argv)
-    overrides = [f"stages.{args.stage - 1}.data.limit={args.prompts}", *args.overrides]
-    if args.engine:
-        overrides.append(f"sampling.engine={args.engine}")
-    cfg = load_config(args.config, overrides)
-
-    from rcs_ray.ray_runtime import init_ray, worker_env
-    from rcs_ray.sampling.job import stage_job
-    from rcs_ray.sampling.pipeline import read_groups, run
-
-    for key, value in worker_env(cfg.sampling.num_gpus > 0).items():
+    engines = [args.engine] if args.engine else [e for e in args.engines.split(",") if e]
+    for key, value in worker_env(False).items():
         os.environ.setdefault(key, value)
-    k = args.stage - 1
-    model = stage_job(cfg, k).policy
-    rows, _ = read_groups(cfg.stages[k].data, cfg.tinyworld)
-    raw_tokens, raw_s = raw_engine(cfg, model, rows)
-    init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)       # Ray start-up is not counted against the pipeline
-    with tempfile.TemporaryDirectory() as out:
-        stats = run(cfg, stage=args.stage - 1, out_dir=out, progress=False).stats
-    pipe_tokens, pipe_s = stats["tokens_generated"], stats["seconds"]
-    result = {
-        "engine": cfg.sampling.engine, "prompts": len(rows), "n": cfg.sampling.n,
-        "max_tokens": cfg.sampling.max_tokens, "raw": {"tokens": raw_tokens, "seconds": raw_s,
-                                                       "tokens_per_s": raw_tokens / raw_s},
-        "pipeline": {"tokens": pipe_tokens, "seconds": pipe_s, "tokens_per_s": pipe_tokens / pipe_s,
-                     "actor_seconds_by_stage": stats["actor_seconds_by_stage"], "pairs": stats["pairs"],
-                     "failed": stats["failed"]},
-    }
-    result["ratio_pipeline_over_raw"] = result["pipeline"]["tokens_per_s"] / result["raw"]["tokens_per_s"]
-    result["same_tokens"] = raw_tokens == pipe_tokens
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=2)
-    print(f"{cfg.sampling.engine}: {len(rows)} prompts x n={cfg.sampling.n}")
-    print(f"  raw engine: {result['raw']['tokens_per_s']:,.0f} tok/s ({raw_tokens} tokens, {raw_s:.1f}s)")
-    print(f"  pipeline:   {result['pipeline']['tokens_per_s']:,.0f} tok/s ({pipe_tokens} tokens, {pipe_s:.1f}s, "
-          f"generation + scoring + RC + write, actor start-up included)")
-    print(f"  ratio pipeline / raw = {result['ratio_pipeline_over_raw']:.2f}  (same samples: {result['same_tokens']})")
-    print(f"  -> {args.out}")
-    return result
+    results = []
+    for engine in engines:
+        r = one_engine(args, engine)
+        results.append(r)
+        p = r["pipeline"]
+        print(f"{engine}: {r['prompts']} prompts x n={r['n']}: raw one call {r['raw']['one_call']['tokens_per_s']:,.0f}"
+              f" tok/s, batched {r['raw']['batched']['tokens_per_s']:,.0f}; pipeline steady "
+              f"{p['steady_tokens_per_s']:,.0f}, end to end {p['tokens_per_s']:,.0f} (start-up {p['startup_seconds']}"
+              f" s); steady / best raw = {r['steady_over_best_raw']:.2f} (goal {GOALS['steady']}), end to end / best"
+              f" raw = {r['end_to_end_over_best_raw']:.2f} (goal {GOALS['end_to_end']}); same samples: "
+              f"{r['same_tokens']}", flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    argv_list = list(argv) if argv is not None else __import__("sys").argv[1:]
+    with open(os.path.join(args.out, "pipeline_throughput.json"), "w") as fh:
+        json.dump({"argv": argv_list, "cpus": os.cpu_count(), "goals": GOALS, "results": results}, fh, indent=2)
+    md = markdown(results, argv_list)
+    with open(os.path.join(args.out, "pipeline_throughput.md"), "w") as fh:
+        fh.write(md)
+    print(md + f"-> {args.out}/pipeline_throughput.json, .md")
+    return results
 
 
 if __name__ == "__main__":

@@ -261,7 +261,7 @@ class RCFilterStage:
         for col in self.columns:                                   # a reward list shorter than the group: missing
             ok &= _lengths(batch.column(col)) == m
         rows = np.flatnonzero(ok)
-        sub = batch.select(self.columns).take(pa.array(rows))
+        sub = batch.select(self.columns) if rows.size == n else batch.select(self.columns).take(pa.array(rows))
         values = np.stack([_flat(sub.column(c)) for c in self.columns], axis=1) if rows.size else \
             np.zeros((0, len(self.columns)))
         offsets = np.concatenate([[0], np.cumsum(m[rows])]).astype(np.int64)
