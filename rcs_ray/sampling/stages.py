@@ -180,29 +180,45 @@ class ScoreStage:
         self.select = RCFilterStage(**select) if select else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """Columnar: the candidates not yet scored are taken from the flattened list column (their prompts by parent
+        index), scored in one call, and the reward lists rebuilt from offsets; no per-row Python."""
+        import pyarrow.compute as pc
+
         require_columns(batch, self.INPUTS, f"score {self.label}")
         start = time.perf_counter()
-        rows = batch.to_pylist()
-        prompts, responses, owners = [], [], []
-        cols = [reward_column(n) for n in self.names]
-        for i, row in enumerate(rows):
-            done = len(row.get(cols[0]) or [])
-            if row.get("error"):
-                continue
-            for cand in row["candidates"][done:]:
-                prompts.append(row["prompt"])
-                responses.append(cand)
-                owners.append(i)
-        scores = self.scorer.score(prompts, responses) if responses else np.zeros((0, len(cols)))
-        new: dict[int, list] = {}
-        for owner, values in zip(owners, scores.tolist()):
-            new.setdefault(owner, []).append(values)
-        for i, row in enumerate(rows):
-            for j, col in enumerate(cols):
-                row[col] = (row.get(col) or []) + [v[j] for v in new.get(i, [])]
-        _timed(rows, "score", start)
-        table = group_table(rows, is_chat(batch.schema))
-        return self.select(table) if self.select is not None else table
+        batch = batch.combine_chunks()
+        n, cols = batch.num_rows, [reward_column(name) for name in self.names]
+        cands = batch.column("candidates")
+        m = _lengths(cands)
+        done = _lengths(batch.column(cols[0])) if cols[0] in batch.column_names else np.zeros(n, dtype=np.int64)
+        failed = np.zeros(n, dtype=bool) if "error" not in batch.column_names else \
+            pc.fill_null(pc.not_equal(batch.column("error"), ""), False).to_numpy(zero_copy_only=False)
+        parent = pc.list_parent_indices(cands).to_numpy(zero_copy_only=False).astype(np.int64) if n else \
+            np.zeros(0, dtype=np.int64)
+        pos = np.arange(parent.size) - np.concatenate([[0], np.cumsum(m)])[parent]
+        new = ~failed[parent] & (pos >= done[parent])               # the candidates this call scores
+        keep = new | (pos < done[parent])                           # every candidate that has a reward afterwards
+        todo = np.flatnonzero(new)
+        if todo.size:
+            prompts = batch.column("prompt").take(pa.array(parent[todo])).to_pylist()
+            responses = pc.list_flatten(cands).take(pa.array(todo)).to_pylist()
+            scores = np.asarray(self.scorer.score(prompts, responses), dtype=np.float64).reshape(todo.size, -1)
+        else:
+            scores = np.zeros((0, len(cols)))
+        offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(parent[keep], minlength=n))]), pa.int32())
+        old_at = (np.concatenate([[0], np.cumsum(done)])[parent] + pos)[keep & ~new]   # into the old flat lists
+        for j, col in enumerate(cols):
+            values = np.empty(parent.size)
+            values[todo] = scores[:, j]
+            if old_at.size:
+                values[keep & ~new] = _flat(batch.column(col))[old_at]
+            batch = _put(batch, col, pa.ListArray.from_arrays(offsets, pa.array(values[keep], pa.float64())))
+        col = seconds_column("score")
+        spent = np.full(n, (time.perf_counter() - start) / max(1, n))
+        if col in batch.column_names:
+            spent += batch.column(col).fill_null(0.0).to_numpy(zero_copy_only=False)
+        batch = _put(batch, col, pa.array(spent, pa.float64()))
+        return self.select(batch) if self.select is not None else batch
 
 
 class RCFilterStage:

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from rcs_ray.config import ObjectiveConfig, RCConfig
@@ -219,3 +220,47 @@ def test_chat_prompts_stay_arrow_messages_through_the_stages(tmp_path):
     pair = pq.read_table(tmp_path / "pairs.parquet")
     assert pair.schema.field("prompt").type == MESSAGES and pair.schema.field("chosen").type == MESSAGES
     assert pair.to_pylist()[0]["chosen"] == [{"role": "assistant", "content": row["candidates"][0]}]
+
+
+class _LengthScorer:
+    """Two objectives from lengths, recording what it was asked to score."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, prompts, responses):
+        self.calls.append(list(zip(prompts, responses)))
+        text = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+        return np.array([[len(p) + len(r), -len(r)] for p, r in zip(text, responses)], dtype=float)
+
+
+def _score_stage():
+    from rcs_ray.sampling.stages import ScoreStage
+
+    stage = ScoreStage.__new__(ScoreStage)              # no model to load: the scorer is injected
+    stage.names, stage.label, stage.scorer, stage.select = ["a", "b"], "fake", _LengthScorer(), None
+    return stage
+
+
+def test_score_stage_scores_only_unscored_candidates_and_keeps_old_rewards():
+    stage = _score_stage()
+    rows = [{"prompt_id": "p", "prompt": "xy", "candidates": ["a", "bbb", "cc"], "reward__a": [100.0],
+             "reward__b": [-100.0]},                                       # carried from a round: one scored already
+            {"prompt_id": "q", "prompt": "z", "candidates": ["dddd"], "error": "generation_failed: boom"},
+            {"prompt_id": "r", "prompt": "", "candidates": []},
+            {"prompt_id": "s", "prompt": "w", "candidates": ["e", "ff"]}]
+    out = {r["prompt_id"]: r for r in stage(group_table(rows, False)).to_pylist()}
+    assert stage.scorer.calls == [[("xy", "bbb"), ("xy", "cc"), ("w", "e"), ("w", "ff")]]
+    assert out["p"]["reward__a"] == [100.0, 5.0, 4.0] and out["p"]["reward__b"] == [-100.0, -3.0, -2.0]
+    assert out["q"]["reward__a"] == [] and out["r"]["reward__b"] == []          # an error row is not scored
+    assert out["s"]["reward__a"] == [2.0, 3.0] and out["s"]["reward__b"] == [-1.0, -2.0]
+    assert all(r["seconds__score"] > 0 for r in out.values())
+    again = stage(group_table(list(out.values()), False)).to_pylist()          # nothing new: nothing scored
+    assert len(stage.scorer.calls) == 1 and [r["reward__a"] for r in again] == [r["reward__a"] for r in out.values()]
+
+
+def test_score_stage_passes_chat_prompts_as_messages():
+    stage = _score_stage()
+    prompt = [{"role": "user", "content": "hey"}]
+    out = stage(group_table([{"prompt_id": "c", "prompt": prompt, "candidates": ["ok"]}], True)).to_pylist()
+    assert stage.scorer.calls == [[(prompt, "ok")]] and out[0]["reward__a"] == [5.0]
