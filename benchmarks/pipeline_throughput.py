@@ -30,11 +30,16 @@ GOALS = {"steady": 0.9, "end_to_end": 0.8}
 
 
 def raw_engine(cfg, model, rows) -> dict:
-    """Generated tokens/s of the engine alone (model loading and one warm-up call excluded)."""
+    """Generated tokens/s of the engine alone (model loading and one warm-up call excluded), with the CPU threads
+    the pipeline gives its generation actor (``sampling.num_cpus``: Ray sets OMP_NUM_THREADS to it)."""
+    import torch
+
     from rcs_ray.prompting import prompt_ids
     from rcs_ray.sampling.engines import make_engine
     from rcs_ray.sampling.stages import sample_seed
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cfg.sampling.num_cpus)))
     engine = make_engine(model, cfg.sampling)
     ids = [prompt_ids(engine.tokenizer, r["prompt"], model.chat_template) for r in rows]
     seeds = [[sample_seed(cfg.sampling.seed, r["prompt_id"], i) for i in range(cfg.sampling.n)] for r in rows]
@@ -50,6 +55,7 @@ def raw_engine(cfg, model, rows) -> dict:
         out[mode] = {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
     del engine
     gc.collect()
+    torch.set_num_threads(threads)
     return out
 
 
@@ -71,7 +77,8 @@ def one_engine(args, engine: str) -> dict:
             "tokens_per_s": stats["tokens_per_second"], "startup_seconds": stats["startup_seconds"],
             "steady_seconds": stats["steady_state_seconds"],
             "steady_tokens_per_s": stats["steady_state_tokens_per_second"],
-            "rc_select_seconds": stats["rc_select_seconds"], "rc_select_share_of_wall": stats["rc_select_share_of_wall"],
+            "rc_select_seconds": stats["rc_select_seconds"],
+            "rc_select_share_of_wall": stats["rc_select_share_of_wall"],
             "actor_seconds_by_stage": stats["actor_seconds_by_stage"], "pairs": stats["pairs"],
             "failed": stats["failed"]}
     return {"engine": engine, "prompts": len(rows), "n": cfg.sampling.n, "max_tokens": cfg.sampling.max_tokens,

@@ -431,6 +431,8 @@ def main(argv=None):
     ap.add_argument("--fresh", action="store_true", help="remove --work first")
     ap.add_argument("--report-only", action="store_true", help="rewrite findings.md from --out/findings.json")
     ap.add_argument("--merge", metavar="FINDINGS_JSON", help="add this run's seeds to an earlier findings.json's")
+    ap.add_argument("--sweep-only", action="store_true",
+                    help="only the validation sweep (on the first seed); with --merge it joins an earlier report")
     a = ap.parse_args(argv)
     out, work = os.path.abspath(a.out), os.path.abspath(a.work)
     if a.report_only:
@@ -449,11 +451,13 @@ def main(argv=None):
     if a.fresh:
         shutil.rmtree(work, ignore_errors=True)
     seeds = [0] if a.quick else [int(x) for x in a.seeds.split(",") if x.strip()]
+    if a.sweep_only and not a.merge:
+        ap.error("--sweep-only needs --merge (the report it joins)")
     start = time.time()
     rows, results, best, sweep_result, earlier = [], {}, {}, None, []
     for seed in seeds:
         so = common + [f"sampling.seed={seed}", f"train.seed={seed}"]
-        if a.sweep and not best:
+        if (a.sweep or a.sweep_only) and not best:
             w = World(K2, os.path.join(work, f"seed{seed}", "c0.9"), so, limit)
             s1 = w.stage_policy(0)
             sweep_result = cached_json(os.path.join(work, "sweep.json"),
@@ -461,6 +465,8 @@ def main(argv=None):
                                                                                  s1)))
             best = sweep_result["best"]
             log(f"sweep: chosen settings {best}")
+        if a.sweep_only:
+            break
         res = run_k2(os.path.join(work, f"seed{seed}", "c0.9"), so, methods, losses, limit, best)
         results[f"c0.9/seed{seed}"] = res
         rows += rows_of("c0.9", res, "stage1", {})
@@ -480,11 +486,13 @@ def main(argv=None):
         if clash:
             ap.error(f"--merge: {a.merge} already has {clash}")
         rows, results = old["per_seed_rows"] + rows, {**old["results"], **results}
-        seeds, wall = sorted(set(old["seeds"]) | set(seeds)), wall + old["wall_seconds"]
+        seeds = sorted(set(old["seeds"]) | (set() if a.sweep_only else set(seeds)))
+        wall += old["wall_seconds"]
         sweep_result = sweep_result or old.get("sweep")
         earlier = old.get("earlier_argv", []) + [old["argv"]]
     data = {"argv": sys.argv[1:] if argv is None else list(argv), "wall_seconds": wall,
-            "earlier_argv": earlier, "cpus": os.cpu_count(), "seeds": seeds, "limit": limit, "eval_prompts": eval_prompts, "eval_n": a.eval_n,
+            "earlier_argv": earlier, "cpus": os.cpu_count(), "seeds": seeds, "limit": limit,
+            "eval_prompts": eval_prompts, "eval_n": a.eval_n,
             "methods": methods, "losses": losses, "sweep": sweep_result, "per_seed_rows": rows,
             "rows": aggregate(rows), "results": results}
     os.makedirs(out, exist_ok=True)

@@ -281,8 +281,8 @@ class RCFilterStage:
         values = np.stack([_flat(sub.column(c)) for c in self.columns], axis=1) if rows.size else \
             np.zeros((0, len(self.columns)))
         offsets = np.concatenate([[0], np.cumsum(m[rows])]).astype(np.int64)
-        bad = np.bincount(np.repeat(np.arange(rows.size), m[rows]), weights=(~np.all(np.isfinite(values), axis=1)).astype(float),
-                          minlength=rows.size) > 0
+        nonfinite = (~np.all(np.isfinite(values), axis=1)).astype(float)
+        bad = np.bincount(np.repeat(np.arange(rows.size), m[rows]), weights=nonfinite, minlength=rows.size) > 0
         chosen, rejected = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
         reasons: list = [None] * n
         keep = np.flatnonzero(~bad)
