@@ -131,8 +131,8 @@ class SamplingConfig:
     seed: int = 0
     batch_size: int = 16                     # prompts per batch
     num_actors: int = 1                      # generation actor-pool size
-    max_concurrent_batches: int = 4          # batches in flight per generation actor (vLLM runs them as one
-    #                                          continuous batch; hf: one at a time, the next one ready)
+    max_concurrent_batches: int = 4          # batches in flight per generation actor for engines with submit
+    #                                          (vLLM: one continuous batch); hf and other blocking engines: 1
     num_gpus: float = 0.0                    # per generation actor (tensor_parallel_size > 1: per TP worker)
     tensor_parallel_size: int = 1            # > 1: one placement group of this many GPU bundles per engine
     placement_strategy: str = "STRICT_PACK"  # of an engine's TP bundles: STRICT_PACK (one node) | PACK | SPREAD

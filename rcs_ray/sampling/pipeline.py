@@ -78,11 +78,21 @@ def _blocks(table, rows_per_block: int) -> list:
     return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
 
 
-def concurrency(s: SamplingConfig) -> dict:
-    """``ActorPoolStrategy`` arguments: ``max_concurrent_batches`` batches in flight (and running) per generation
-    actor, so the engine always has the next batch (vLLM: all of them in one continuous batch)."""
-    c = max(1, int(s.max_concurrent_batches))
-    return dict(max_tasks_in_flight_per_actor=c, max_concurrent_calls_per_actor=c)
+def generation_stage(s: SamplingConfig) -> Tuple[type, dict]:
+    """The generation stage class and its ``ActorPoolStrategy`` arguments: for an engine with ``submit`` (vLLM)
+    :class:`~rcs_ray.sampling.stages.AsyncGenerateStage` with ``max_concurrent_batches`` batches in flight and
+    running per actor; else the blocking stage (measured: extra batches in flight only queue in front of a blocking
+    engine and slow the pipeline, ``benchmarks/scale_sim.py``)."""
+    from rcs_ray.sampling.stages import AsyncGenerateStage, GenerateStage
+
+    try:
+        cls = registry.resolve(registry.ENGINES.get(s.engine, s.engine), "sampling.engine")
+    except Exception:  # noqa: BLE001 - the actor reports a bad engine name in one line
+        cls = None
+    c = int(s.max_concurrent_batches)
+    if c > 1 and callable(getattr(cls, "submit", None)):
+        return AsyncGenerateStage, dict(max_tasks_in_flight_per_actor=c, max_concurrent_calls_per_actor=c)
+    return GenerateStage, {}
 
 
 def score_samples(job: SamplingJob, table, n_target: int, include_original: bool = True,
@@ -93,14 +103,15 @@ def score_samples(job: SamplingJob, table, n_target: int, include_original: bool
 
     from rcs_ray.sampling.placement import generation_remote_args, scorer_remote_args
     from rcs_ray.sampling.scorers import plan_scorers
-    from rcs_ray.sampling.stages import GenerateStage, ScoreStage, rc_filter_batch
+    from rcs_ray.sampling.stages import ScoreStage, rc_filter_batch
 
     s = job.sampling
+    stage, pool = generation_stage(s)
     ds = ray.data.from_arrow(_blocks(table, s.batch_size))
-    ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(model=job.policy, sampling=s, n_target=n_target,
-                                                                  include_original=include_original),
+    ds = ds.map_batches(stage, fn_constructor_kwargs=dict(model=job.policy, sampling=s, n_target=n_target,
+                                                          include_original=include_original),
                         batch_size=s.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-                        compute=ray.data.ActorPoolStrategy(size=s.num_actors, **concurrency(s)),
+                        compute=ray.data.ActorPoolStrategy(size=s.num_actors, **pool),
                         **generation_remote_args(s))
     specs = plan_scorers(job.objectives)
     for i, spec in enumerate(specs):

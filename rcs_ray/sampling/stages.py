@@ -41,22 +41,13 @@ def rc_seed(seed: int, prompt_id: str) -> int:
     return sample_seed(seed, prompt_id, -1)
 
 
-def _timed(rows: list[dict], stage: str, start: float) -> None:
-    per_row = (time.perf_counter() - start) / max(1, len(rows))
-    col = seconds_column(stage)
-    for row in rows:
-        row[col] = (row.get(col) or 0.0) + per_row
-
-
 class GenerateStage:
     """Adds sampled candidates until each group holds ``n_target`` samples (plus the dataset's originals).
 
     Each prompt is rendered and tokenized once (:func:`rcs_ray.prompting.prompt_ids`, the policy's rule), its length
     checked against the engine's context, and its token ids handed to the engine.
 
-    ``__call__`` is async: Ray Data runs ``sampling.max_concurrent_batches`` calls at once on each actor. An engine
-    with ``submit`` (vLLM) gets every batch in flight at once; any other runs them one at a time in a worker thread,
-    the next batch already prepared. :meth:`generate_batch` is the blocking form.
+    One batch at a time; :class:`AsyncGenerateStage` keeps several in flight for an engine with ``submit``.
     """
 
     INPUTS = ("prompt_id", "prompt")
@@ -73,7 +64,6 @@ class GenerateStage:
         self.include_original = include_original
         self.use_chat_template = model.chat_template
         self.engine = engine if engine is not None else make_engine(model, sampling)
-        self._executor = None
 
     def _count(self, text: str) -> int:
         try:
@@ -107,9 +97,12 @@ class GenerateStage:
         return ids, seeds
 
     def generate_batch(self, batch: pa.Table) -> pa.Table:
-        return asyncio.run(self(batch))
+        return asyncio.run(self._call(batch))
 
-    async def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return asyncio.run(self._call(batch))
+
+    async def _call(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, self.INPUTS, "generate")
         start, started = time.perf_counter(), time.time()
         rows = batch.to_pylist()
@@ -124,20 +117,22 @@ class GenerateStage:
             row["sources"] = row["sources"] + [SAMPLED] * len(result)
             row["candidate_tokens"] = (row.get("candidate_tokens") or []) + [c.num_tokens for c in result]
             row["generated_tokens"] += sum(c.num_tokens for c in result)
+        per_row, col = (time.perf_counter() - start) / max(1, len(rows)), seconds_column("generate")
         for row in rows:
-            row["generate_started"] = started
-        _timed(rows, "generate", start)
+            row["generate_started"], row[col] = started, (row.get(col) or 0.0) + per_row
         return group_table(rows, is_chat(batch.schema))
 
     def _engine_call(self, prompts: list, seeds: list):
+        """An awaitable of the engine's completions: ``submit``'s future, else a blocking ``generate`` done inline."""
         submit = getattr(self.engine, "submit", None)
         if submit is not None:
             return asyncio.wrap_future(submit(prompts, seeds))
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        return asyncio.get_running_loop().run_in_executor(self._executor, self.engine.generate, prompts, seeds)
+        done = asyncio.get_running_loop().create_future()
+        try:
+            done.set_result(self.engine.generate(prompts, seeds))
+        except Exception as exc:  # noqa: BLE001 - raised where it is awaited
+            done.set_exception(exc)
+        return done
 
     async def _generate(self, jobs: list[tuple[list[int], list[int]]]) -> list:
         if not jobs:
@@ -153,6 +148,15 @@ class GenerateStage:
             except Exception as exc:  # noqa: BLE001
                 out.append(exc)
         return out
+
+
+class AsyncGenerateStage(GenerateStage):
+    """:class:`GenerateStage` with an async ``__call__``: Ray Data runs ``sampling.max_concurrent_batches`` calls at
+    once on each actor (as ``ray.data.llm`` does), and every batch in flight goes into the engine's ``submit`` (vLLM:
+    one continuous batch). For engines with ``submit`` only: a blocking engine would just hold more batches back."""
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        return await self._call(batch)
 
 
 class ScoreStage:
