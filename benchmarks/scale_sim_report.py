@@ -61,8 +61,9 @@ COLUMNS = [("actors", "A", "{}"), ("scorer_actors", "S", "{}"), ("prompts", "pro
 
 def _cells(r: dict) -> dict:
     return {**r, "drain": f"{r['drain_s']:.1f} ({r['lag_score_s']:.1f}/{r['lag_rc_s']:.1f}/{r['lag_driver_s']:.1f})",
-            "rates": f"{r['score_observed_prompts_per_s'] or 0:.0f} / {r['rc_observed_prompts_per_s'] or 0:.0f} "
-                     f"({r['ideal_prompts_per_s']:.0f})"}
+            "rates": f"{r['score_observed_prompts_per_s'] or 0:.0f} / "
+                     + (f"{r['rc_observed_prompts_per_s']:.0f}" if r.get("rc_observed_prompts_per_s")
+                        else "in the last scorer") + f" ({r['ideal_prompts_per_s']:.0f})"}
 
 
 def table(rows) -> str:

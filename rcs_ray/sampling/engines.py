@@ -47,7 +47,8 @@ class Engine(Protocol):
 
     def generate(self, prompts: Sequence[Sequence[int]], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
         """``prompts[i]`` the prompt's token ids; ``seeds[i]`` one seed per wanted sample. Returns completions per
-        prompt."""
+        prompt. An engine that takes more work while it runs may also have ``submit(prompts, seeds) -> Future`` of
+        the same result (thread-safe); the pipeline then keeps several batches in flight per actor."""
 
 
 class HFEngine:
