@@ -362,15 +362,24 @@ def pm(r: dict, key: str, pct: bool = False, digits: int = 2) -> str:
     return f"{v:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
 
 
+def _all_wins(r: dict, objectives: list) -> str:
+    """K > 2: the headline over every objective (harmless rate, then the win rate on each later objective)."""
+    parts = [r.get("harmless_rate"), r.get("helpful_win"), *[r.get(f"win_{o}") for o in objectives[2:]]]
+    return "—" if any(p is None for p in parts) else f"{100 * float(np.mean(parts)):.1f}%"
+
+
 def table(rows: list, objectives: list, reference: str, extra_rc: list) -> str:
     head = ["method", "loss", "setting", "harmless rate", f"helpful win vs {reference}", "headline (mean)",
-            *[f"mean {o}" for o in objectives], *[f"{o} win" for o in objectives[2:]], "pairs", "failed prompts",
+            *[f"mean {o}" for o in objectives], *[f"{o} win" for o in objectives[2:]],
+            *(["mean of harmless rate and every win"] if len(objectives) > 2 else []), "pairs", "failed prompts",
             *[f"pairs RC on {o} (ties / strict)" for o in extra_rc]]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in rows:
         cells = [r["label"], r["loss"], r.get("setting", "—"), pm(r, "harmless_rate", True), pm(r, "helpful_win", True),
                  pm(r, "headline", True), *[pm(r, f"mean_{o}") for o in objectives],
-                 *[pm(r, f"win_{o}", True) for o in objectives[2:]], pm(r, "pairs", digits=0),
+                 *[pm(r, f"win_{o}", True) for o in objectives[2:]], *([_all_wins(r, objectives)]
+                                                                        if len(objectives) > 2 else []),
+                 pm(r, "pairs", digits=0),
                  pm(r, "failed_prompts", digits=0),
                  *[(f"{100 * r[f'{o}_rc_ties']:.0f}% / {100 * r[f'{o}_rc_strict']:.0f}%"
                     if r.get(f"{o}_rc_ties") is not None else "—") for o in extra_rc]]
