@@ -81,7 +81,9 @@ def assert_no_ray_left(pid: int, within: float = 15.0):
 
 def test_ctrl_c_at_sampling_and_a_second_run_on_the_same_dir(tiny_world, tmp_path):
     out = tmp_path / "run"
-    first = Run("run", K2, f"output_dir={out}", *SMALL)
+    # 2,048 stage-2 prompts: sampling lasts long enough (tens of seconds) for the signal to land in it, however fast
+    # the pipeline gets (with 256 the sampling could end before the signal arrived)
+    first = Run("run", K2, f"output_dir={out}", *SMALL, "stages.1.data.limit=2048")
     first.wait_for(lambda: (out / ".rcs-ray.lock").exists())
     second = subprocess.run([sys.executable, "-m", "rcs_ray", "run", K2, f"output_dir={out}", *SMALL], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
