@@ -217,11 +217,7 @@ class ScoreStage:
             if old_at.size:
                 values[keep & ~new] = _flat(batch.column(col))[old_at]
             batch = _put(batch, col, pa.ListArray.from_arrays(offsets, pa.array(values[keep], pa.float64())))
-        col = seconds_column("score")
-        spent = np.full(n, (time.perf_counter() - start) / max(1, n))
-        if col in batch.column_names:
-            spent += batch.column(col).fill_null(0.0).to_numpy(zero_copy_only=False)
-        batch = _put(batch, col, pa.array(spent, pa.float64()))
+        batch = _add_seconds(batch, "score", start)
         return self.select(batch) if self.select is not None else batch
 
 
@@ -276,7 +272,7 @@ class RCFilterStage:
         n = batch.num_rows
         m = _lengths(batch.column("candidates"))
         errors = batch.column("error").to_pylist() if "error" in batch.column_names else [None] * n
-        has_error = np.array([e is not None for e in errors], dtype=bool)
+        has_error = np.array([bool(e) for e in errors], dtype=bool)        # as the score stage: "" is no error
         ok = ~has_error
         for col in self.columns:                                   # a reward list shorter than the group: missing
             ok &= _lengths(batch.column(col)) == m
@@ -314,11 +310,7 @@ class RCFilterStage:
         out = _put(out, "chosen_index", pa.array(chosen, mask=~found))
         out = _put(out, "rejected_index", pa.array(rejected, mask=~found))
         out = _put(out, "failure_reason", pa.array(reasons, pa.string()))
-        col = seconds_column("rc_filter")
-        spent = np.full(n, (time.perf_counter() - start) / max(1, n))
-        if col in out.column_names:
-            spent += out.column(col).fill_null(0.0).to_numpy(zero_copy_only=False)
-        return _put(out, col, pa.array(spent, pa.float64()))
+        return _add_seconds(out, "rc_filter", start)
 
 
 def rc_filter_batch(batch: pa.Table, **select) -> pa.Table:
@@ -337,6 +329,15 @@ def _flat(column) -> np.ndarray:
     import pyarrow.compute as pc
 
     return pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _add_seconds(table: pa.Table, stage: str, start: float) -> pa.Table:
+    """``table`` with the time since ``start`` shared out over its rows, added to their ``seconds__<stage>``."""
+    col = seconds_column(stage)
+    spent = np.full(table.num_rows, (time.perf_counter() - start) / max(1, table.num_rows))
+    if col in table.column_names:
+        spent += table.column(col).fill_null(0.0).to_numpy(zero_copy_only=False)
+    return _put(table, col, pa.array(spent, pa.float64()))
 
 
 def _put(table: pa.Table, name: str, values) -> pa.Table:
