@@ -120,7 +120,7 @@ class Probe:
             return wrapper
 
         TimedWriter = type("TimedWriter", (self.orig_writer,), {
-            name: timed(getattr(self.orig_writer, name)) for name in ("account", "write_pair", "write_failed")})
+            name: timed(getattr(self.orig_writer, name)) for name in ("write",)})
         self.pipeline.build_dataset, self.writer.OutputWriter = build_dataset, TimedWriter
         return self
 

@@ -4,7 +4,8 @@ write pairs / failed / stats, with optional adaptive resampling of failed prompt
 One row per prompt group from start to end: every stage is a ``map_batches``; there is no groupby and no shuffle.
 Generation and model scorers run in actor pools (``ActorPoolStrategy``) that load their model once per actor; a dead
 actor is restarted and its batch retried (Ray Data's actor-pool default: unlimited restarts and task retries). The RC
-filter is a cheap row-wise stage over the vectorized core of :mod:`rcs_ray.rc`.
+step runs inside the last scorer's call (columnar, over the vectorized core of :mod:`rcs_ray.rc`), and the driver
+writes each batch columnar (:class:`~rcs_ray.sampling.writer.OutputWriter`): no stage turns a batch into Python rows.
 
 Everything a pass needs comes from one :class:`~rcs_ray.sampling.job.SamplingJob`; :func:`score_samples` is the
 generate -> score part alone (what the evaluation runs).
@@ -146,20 +147,15 @@ def n_schedule(s: SamplingConfig) -> list[int]:
     return out
 
 
-def _carry(row: dict) -> dict:
-    """A failed row going into the next round: keep candidates and rewards, clear selection and timings."""
-    row = {k: v for k, v in row.items() if not k.startswith("seconds__")}
-    for key in ("chosen_index", "rejected_index", "failure_reason", "generate_started"):
-        row.pop(key, None)
-    return row
-
-
 def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: int, progress: bool = True) -> dict:
     """Run ``job`` over prompt-group ``rows`` (every round), writing pairs / failed / stats into the local
     ``out_dir``; returns the stats. Ray must be running."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from tqdm import tqdm
 
     from rcs_ray.ray_runtime import data_context
+    from rcs_ray.sampling.columns import column_sum
     from rcs_ray.sampling.placement import release_placement_groups
     from rcs_ray.sampling.writer import OutputWriter
 
@@ -168,46 +164,40 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
     writer = OutputWriter(out_dir, job.objective_names, job.target, chat=chat or (builtin and templated(job.policy)),
                           candidates=job.sampling.store_candidates, seed=job.sampling.seed)
     schedule = n_schedule(job.sampling)
-    rounds, start, sampled = [], time.time(), 0
+    rounds, start = [], time.time()
     table = group_table(rows, chat)
     try:
         for r, n_target in enumerate(schedule):
             final = r == len(schedule) - 1
-            t0, first, tokens_in = time.time(), None, sum(table.column("generated_tokens").to_pylist()) \
-                if "generated_tokens" in table.column_names else 0
-            carry, tokens_out, paired = [], 0, 0
+            t0, first, tokens_in = time.time(), None, column_sum(table, "generated_tokens")
+            carry, tokens_out, paired = [], 0, writer.pairs.rows
             bar = tqdm(total=table.num_rows, desc=f"stage {stage + 1} round {r + 1} (n={n_target})", unit="prompt",
                        disable=not progress)
             for batch in build_dataset(job, table, n_target).iter_batches(batch_size=None, batch_format="pyarrow"):
-                for row in batch.to_pylist():
-                    writer.account(row)
-                    if row.get("generate_started"):
-                        first = min(first or row["generate_started"], row["generate_started"])
-                    tokens_out += row.get("generated_tokens") or 0
-                    if row["failure_reason"] is None:
-                        writer.write_pair(row, r)
-                        paired += 1
-                    elif not final and row["failure_reason"] in RESAMPLABLE:
-                        carry.append(_carry(row))
-                        continue
-                    else:
-                        writer.write_failed(row, r + 1)
-                    writer.write_candidates(row, r)
-                    sampled += (row.get("sources") or []).count("sampled")
+                started = pc.min(batch.column("generate_started")).as_py() \
+                    if "generate_started" in batch.column_names else None
+                if started:
+                    first = min(first or started, started)
+                tokens_out += column_sum(batch, "generated_tokens")
+                kept = writer.write(batch, r, resample=() if final else RESAMPLABLE)
+                if kept.num_rows:
+                    carry.append(kept)
                 bar.update(batch.num_rows)
             bar.close()
             release_placement_groups()                   # the round's TP engines are gone: free their GPUs
             end = time.time()
             first = min(max(first or end, t0), end)      # start-up: until the first batch reached an engine
-            rounds.append({"round": r + 1, "n": n_target, "prompts": table.num_rows, "pairs": paired,
-                           "carried": len(carry), "tokens_generated": tokens_out - tokens_in,
+            carried = sum(t.num_rows for t in carry)
+            rounds.append({"round": r + 1, "n": n_target, "prompts": table.num_rows,
+                           "pairs": writer.pairs.rows - paired, "carried": carried,
+                           "tokens_generated": tokens_out - tokens_in,
                            "seconds": round(end - t0, 3), "startup_seconds": round(first - t0, 3),
                            "steady_seconds": round(end - first, 3),
                            "steady_tokens_per_second": round((tokens_out - tokens_in) / (end - first), 2)
                            if end > first else None})
-            if not carry:
+            if not carried:
                 break
-            table = group_table(carry, chat)
+            table = pa.concat_tables(carry, promote_options="permissive").combine_chunks()
         wall = time.time() - start
         tokens = sum(x["tokens_generated"] for x in rounds)
         steady = sum(x["steady_seconds"] for x in rounds)
@@ -215,8 +205,8 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
         s = job.sampling
         return writer.commit({"stage": stage + 1, "engine": s.engine, "n": s.n, "margin": job.rc.margin,
                               "strategy": job.rc.strategy, "rounds": rounds, "tokens_generated": tokens,
-                              "seconds": round(wall, 3), "candidates_sampled": sampled,
-                              "candidates_per_second": round(sampled / wall, 2) if wall else None,
+                              "seconds": round(wall, 3), "candidates_sampled": writer.sampled,
+                              "candidates_per_second": round(writer.sampled / wall, 2) if wall else None,
                               "tokens_per_second": round(tokens / wall, 2) if wall else None,
                               "startup_seconds": round(sum(x["startup_seconds"] for x in rounds), 3),
                               "steady_state_seconds": round(steady, 3),

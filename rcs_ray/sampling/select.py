@@ -10,21 +10,35 @@ strategy, margin or enforce set it gives that baseline on the very same candidat
 from __future__ import annotations
 
 import time
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from rcs_ray.config import RCConfig
-from rcs_ray.data.pairs import file_metadata, group_table, is_chat, reward_column
+from rcs_ray.data.pairs import file_metadata, is_chat, reward_column
 from rcs_ray.errors import RcsInputError
 
 
-def _rows(batch, objectives: Sequence[str]) -> List[dict]:
-    rows = []
-    for r in batch.to_pylist():
-        matrix = r.pop("rewards") or []
-        for j, name in enumerate(objectives):
-            r[reward_column(name)] = [row[j] for row in matrix]
-        rows.append(r)
-    return rows
+def _groups(batch, objectives: Sequence[str], source: str):
+    """A stored batch as prompt-group columns: the m x K ``rewards`` matrix back into one ``reward__<name>`` list
+    column per objective (an empty matrix: empty lists), columnar."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rcs_ray.sampling.columns import no_null_lists, offsets_of
+
+    table = pa.Table.from_batches([batch])
+    rewards = no_null_lists(table, "rewards", pa.list_(pa.list_(pa.float64())))
+    per_candidate = pc.list_flatten(rewards)
+    k = len(objectives)
+    if not np.all(pc.fill_null(pc.list_value_length(per_candidate), -1).to_numpy(zero_copy_only=False) == k):
+        raise RcsInputError(f"{source}: a reward matrix row does not have {k} values (one per objective {list(objectives)})")
+    values = pc.list_flatten(per_candidate).to_numpy(zero_copy_only=False).reshape(-1, k)
+    counts = pc.list_value_length(rewards).to_numpy(zero_copy_only=False)
+    table = table.drop_columns(["rewards"])
+    for j, name in enumerate(objectives):
+        table = table.append_column(reward_column(name), pa.ListArray.from_arrays(
+            offsets_of(counts), pa.array(np.ascontiguousarray(values[:, j]), pa.float64())))
+    return table
 
 
 def select(candidates: str, out_dir: str, strategy: str = "rcs", margin: float = 0.0,
@@ -78,11 +92,8 @@ def select(candidates: str, out_dir: str, strategy: str = "rcs", margin: float =
     start = time.time()
     try:
         for batch in table.to_batches(max_chunksize=1024):
-            for row in stage(group_table(_rows(batch, objectives), chat)).to_pylist():
-                if row["failure_reason"] is None:
-                    writer.write_pair(row, row["round"])
-                else:
-                    writer.write_failed(row, row["round"] + 1)
+            groups = _groups(batch, objectives, candidates)
+            writer.write(stage(groups), groups.column("round").to_numpy(zero_copy_only=False))
         return writer.commit({"selected_from": candidates, "strategy": strategy, "margin": margin,
                               "enforce": cfg.enforce, "seconds": round(time.time() - start, 3)})
     except BaseException:

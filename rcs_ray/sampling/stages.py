@@ -20,11 +20,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rcs_ray import rc
 from rcs_ray.config import ModelConfig, RCConfig, SamplingConfig
-from rcs_ray.data.pairs import group_table, is_chat, require_columns, reward_column, seconds_column
+from rcs_ray.data.pairs import require_columns, reward_column
 from rcs_ray.rc import ORIGINAL_CHOSEN, ORIGINAL_REJECTED, SAMPLED
+from rcs_ray.sampling.columns import add_seconds, append_lists, flat, lengths, put
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +73,27 @@ class GenerateStage:
         except Exception:  # noqa: BLE001 - a count is informative only
             return 0
 
-    def _prepare(self, row: dict) -> Optional[tuple[list[int], list[int]]]:
+    def _originals(self, batch: pa.Table) -> list:
+        """Per row: the dataset's (chosen, rejected) to add as candidates -- on a group's first pass only."""
+        first = batch.column("candidates").is_null().to_pylist() if "candidates" in batch.column_names else \
+            [True] * batch.num_rows
+        if not self.include_original or "original_chosen" not in batch.column_names:
+            return [()] * batch.num_rows
+        pairs = zip(batch.column("original_chosen").to_pylist(), batch.column("original_rejected").to_pylist())
+        return [(c, r) if f and c and r else () for f, (c, r) in zip(first, pairs)]
+
+    def _job(self, prompt, prompt_id: str, have: int) -> tuple:
+        """``((token ids, seeds), None)`` for a prompt that needs samples, or ``(None, error)``."""
         from rcs_ray.prompting import prompt_ids
 
-        if row.get("candidates") is None:
-            row["candidates"], row["sources"], row["candidate_tokens"] = [], [], []
-            if self.include_original and row.get("original_chosen") and row.get("original_rejected"):
-                row["candidates"] += [row["original_chosen"], row["original_rejected"]]
-                row["sources"] += [ORIGINAL_CHOSEN, ORIGINAL_REJECTED]
-                row["candidate_tokens"] += [self._count(row["original_chosen"]), self._count(row["original_rejected"])]
-        row["generated_tokens"] = row.get("generated_tokens") or 0
-        have = row["sources"].count(SAMPLED)
-        if row.get("error") or have >= self.n_target:
-            return None
         try:
-            ids = prompt_ids(self.engine.tokenizer, row["prompt"], self.use_chat_template)
+            ids = prompt_ids(self.engine.tokenizer, prompt, self.use_chat_template)
         except Exception as exc:  # noqa: BLE001 - a template or tokenizer failure fails this prompt only
-            row["error"] = f"prompt_render_failed: {type(exc).__name__}: {exc}"
-            return None
+            return None, f"prompt_render_failed: {type(exc).__name__}: {exc}"
         if len(ids) + self.sampling.max_tokens > self.engine.max_model_len:
-            row["error"] = (f"prompt_too_long: {len(ids)} prompt tokens + max_tokens {self.sampling.max_tokens} > "
-                            f"max_model_len {self.engine.max_model_len}")
-            return None
-        seeds = [sample_seed(self.sampling.seed, row["prompt_id"], i) for i in range(have, self.n_target)]
-        return ids, seeds
+            return None, (f"prompt_too_long: {len(ids)} prompt tokens + max_tokens {self.sampling.max_tokens} > "
+                          f"max_model_len {self.engine.max_model_len}")
+        return (ids, [sample_seed(self.sampling.seed, prompt_id, i) for i in range(have, self.n_target)]), None
 
     def generate_batch(self, batch: pa.Table) -> pa.Table:
         return asyncio.run(self._call(batch))
@@ -103,24 +102,50 @@ class GenerateStage:
         return asyncio.run(self._call(batch))
 
     async def _call(self, batch: pa.Table) -> pa.Table:
+        """Columnar: only the prompts that need samples are rendered (the engine takes token ids), and the new
+        candidates are appended to the list columns by index; the batch never becomes Python rows."""
         require_columns(batch, self.INPUTS, "generate")
         start, started = time.perf_counter(), time.time()
-        rows = batch.to_pylist()
-        todo = [(i, job) for i, row in enumerate(rows) if (job := self._prepare(row)) is not None]
+        batch, n = batch.combine_chunks(), batch.num_rows
+        originals = self._originals(batch)
+        have = np.zeros(n, dtype=np.int64)
+        if "sources" in batch.column_names:
+            sampled = pc.equal(pc.list_flatten(batch.column("sources")), SAMPLED).to_numpy(zero_copy_only=False)
+            parents = pc.list_parent_indices(batch.column("sources")).to_numpy(zero_copy_only=False)
+            have = np.bincount(parents[sampled], minlength=n).astype(np.int64)
+        errors = batch.column("error").to_pylist() if "error" in batch.column_names else [None] * n
+        need = np.flatnonzero(np.array([not e for e in errors], dtype=bool) & (have < self.n_target))
+        prompts = batch.column("prompt").take(pa.array(need, pa.int64())).to_pylist()
+        ids = batch.column("prompt_id").take(pa.array(need, pa.int64())).to_pylist()
+        todo = []
+        for i, prompt, pid in zip(need, prompts, ids):
+            job, errors[i] = self._job(prompt, pid, int(have[i]))
+            if job is not None:
+                todo.append((i, job))
         results = await self._generate([job for _, job in todo])
+        texts, sources, tokens = ([list(o) for o in originals], [[ORIGINAL_CHOSEN, ORIGINAL_REJECTED] if o else []
+                                                                 for o in originals],
+                                  [[self._count(t) for t in o] for o in originals])
+        generated = np.zeros(n, dtype=np.int64)
         for (i, _), result in zip(todo, results):
-            row = rows[i]
             if isinstance(result, Exception):
-                row["error"] = f"generation_failed: {type(result).__name__}: {result}"
+                errors[i] = f"generation_failed: {type(result).__name__}: {result}"
                 continue
-            row["candidates"] = row["candidates"] + [c.text for c in result]
-            row["sources"] = row["sources"] + [SAMPLED] * len(result)
-            row["candidate_tokens"] = (row.get("candidate_tokens") or []) + [c.num_tokens for c in result]
-            row["generated_tokens"] += sum(c.num_tokens for c in result)
-        per_row, col = (time.perf_counter() - start) / max(1, len(rows)), seconds_column("generate")
-        for row in rows:
-            row["generate_started"], row[col] = started, (row.get(col) or 0.0) + per_row
-        return group_table(rows, is_chat(batch.schema))
+            texts[i] += [c.text for c in result]
+            sources[i] += [SAMPLED] * len(result)
+            tokens[i] += [c.num_tokens for c in result]
+            generated[i] = sum(c.num_tokens for c in result)
+        old = {c: batch.column(c) if c in batch.column_names else None
+               for c in ("candidates", "sources", "candidate_tokens")}
+        batch = put(batch, "candidates", append_lists(old["candidates"], texts, pa.list_(pa.string())))
+        batch = put(batch, "sources", append_lists(old["sources"], sources, pa.list_(pa.string())))
+        batch = put(batch, "candidate_tokens", append_lists(old["candidate_tokens"], tokens, pa.list_(pa.int64())))
+        if "generated_tokens" in batch.column_names:
+            generated += pc.fill_null(batch.column("generated_tokens"), 0).to_numpy(zero_copy_only=False)
+        batch = put(batch, "generated_tokens", pa.array(generated, pa.int64()))
+        batch = put(batch, "error", pa.array(errors, pa.string()))
+        batch = put(batch, "generate_started", pa.array(np.full(n, started), pa.float64()))
+        return add_seconds(batch, "generate", start)
 
     def _engine_call(self, prompts: list, seeds: list):
         """An awaitable of the engine's completions: ``submit``'s future, else a blocking ``generate`` done inline."""
@@ -186,15 +211,13 @@ class ScoreStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Columnar: the candidates not yet scored are taken from the flattened list column (their prompts by parent
         index), scored in one call, and the reward lists rebuilt from offsets; no per-row Python."""
-        import pyarrow.compute as pc
-
         require_columns(batch, self.INPUTS, f"score {self.label}")
         start = time.perf_counter()
         batch = batch.combine_chunks()
         n, cols = batch.num_rows, [reward_column(name) for name in self.names]
         cands = batch.column("candidates")
-        m = _lengths(cands)
-        done = _lengths(batch.column(cols[0])) if cols[0] in batch.column_names else np.zeros(n, dtype=np.int64)
+        m = lengths(cands)
+        done = lengths(batch.column(cols[0])) if cols[0] in batch.column_names else np.zeros(n, dtype=np.int64)
         failed = np.zeros(n, dtype=bool) if "error" not in batch.column_names else \
             pc.fill_null(pc.not_equal(batch.column("error"), ""), False).to_numpy(zero_copy_only=False)
         parent = pc.list_parent_indices(cands).to_numpy(zero_copy_only=False).astype(np.int64) if n else \
@@ -215,9 +238,9 @@ class ScoreStage:
             values = np.empty(parent.size)
             values[todo] = scores[:, j]
             if old_at.size:
-                values[keep & ~new] = _flat(batch.column(col))[old_at]
-            batch = _put(batch, col, pa.ListArray.from_arrays(offsets, pa.array(values[keep], pa.float64())))
-        batch = _add_seconds(batch, "score", start)
+                values[keep & ~new] = flat(batch.column(col))[old_at]
+            batch = put(batch, col, pa.ListArray.from_arrays(offsets, pa.array(values[keep], pa.float64())))
+        batch = add_seconds(batch, "score", start)
         return self.select(batch) if self.select is not None else batch
 
 
@@ -270,15 +293,15 @@ class RCFilterStage:
         require_columns(batch, ["prompt_id", "candidates", "sources", *self.columns], "rc_filter")
         start = time.perf_counter()
         n = batch.num_rows
-        m = _lengths(batch.column("candidates"))
+        m = lengths(batch.column("candidates"))
         errors = batch.column("error").to_pylist() if "error" in batch.column_names else [None] * n
         has_error = np.array([bool(e) for e in errors], dtype=bool)        # as the score stage: "" is no error
         ok = ~has_error
         for col in self.columns:                                   # a reward list shorter than the group: missing
-            ok &= _lengths(batch.column(col)) == m
+            ok &= lengths(batch.column(col)) == m
         rows = np.flatnonzero(ok)
         sub = batch.select(self.columns) if rows.size == n else batch.select(self.columns).take(pa.array(rows))
-        values = np.stack([_flat(sub.column(c)) for c in self.columns], axis=1) if rows.size else \
+        values = np.stack([flat(sub.column(c)) for c in self.columns], axis=1) if rows.size else \
             np.zeros((0, len(self.columns)))
         offsets = np.concatenate([[0], np.cumsum(m[rows])]).astype(np.int64)
         nonfinite = (~np.all(np.isfinite(values), axis=1)).astype(float)
@@ -288,9 +311,10 @@ class RCFilterStage:
         keep = np.flatnonzero(~bad)
         if keep.size:
             lo, hi = offsets[:-1][keep], offsets[1:][keep]
-            flat = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if keep.size < rows.size else \
-                np.arange(values.shape[0])
-            picked = self._pairs(values[flat], np.concatenate([[0], np.cumsum(hi - lo)]), rows[keep], batch)
+            size = hi - lo
+            at = np.arange(values.shape[0]) if keep.size == rows.size else \
+                np.repeat(lo - np.concatenate([[0], np.cumsum(size)[:-1]]), size) + np.arange(size.sum())
+            picked = self._pairs(values[at], np.concatenate([[0], np.cumsum(size)]), rows[keep], batch)
             chosen[rows[keep]], rejected[rows[keep]] = picked[:, 0], picked[:, 1]
         for i in np.flatnonzero(has_error):
             reasons[i] = errors[i].split(":", 1)[0]
@@ -306,42 +330,13 @@ class RCFilterStage:
                 reasons[i] = self._reason(batch.column("candidates")[i].as_py(), batch.column("sources")[i].as_py(),
                                           values[offsets[r]:offsets[r + 1]])
         found = chosen >= 0
-        out = _put(batch, "error", pa.array(errors, pa.string()))
-        out = _put(out, "chosen_index", pa.array(chosen, mask=~found))
-        out = _put(out, "rejected_index", pa.array(rejected, mask=~found))
-        out = _put(out, "failure_reason", pa.array(reasons, pa.string()))
-        return _add_seconds(out, "rc_filter", start)
+        out = put(batch, "error", pa.array(errors, pa.string()))
+        out = put(out, "chosen_index", pa.array(chosen, mask=~found))
+        out = put(out, "rejected_index", pa.array(rejected, mask=~found))
+        out = put(out, "failure_reason", pa.array(reasons, pa.string()))
+        return add_seconds(out, "rc_filter", start)
 
 
 def rc_filter_batch(batch: pa.Table, **select) -> pa.Table:
     """The RC step as a stateless task (a pipeline with no model scorer to fuse it into)."""
     return RCFilterStage(**select)(batch)
-
-
-def _lengths(column) -> np.ndarray:
-    """Per-row lengths of a list column (0 for a null list)."""
-    import pyarrow.compute as pc
-
-    return pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def _flat(column) -> np.ndarray:
-    import pyarrow.compute as pc
-
-    return pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float64)
-
-
-def _add_seconds(table: pa.Table, stage: str, start: float) -> pa.Table:
-    """``table`` with the time since ``start`` shared out over its rows, added to their ``seconds__<stage>``."""
-    col = seconds_column(stage)
-    spent = np.full(table.num_rows, (time.perf_counter() - start) / max(1, table.num_rows))
-    if col in table.column_names:
-        spent += table.column(col).fill_null(0.0).to_numpy(zero_copy_only=False)
-    return _put(table, col, pa.array(spent, pa.float64()))
-
-
-def _put(table: pa.Table, name: str, values) -> pa.Table:
-    """``table`` with column ``name`` set to ``values`` (replaced in place, or appended)."""
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, values)
-    return table.append_column(name, values)

@@ -13,37 +13,56 @@ import os
 from collections import Counter
 from typing import Optional, Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rcs_ray.data.pairs import as_response, candidates_schema, failed_schema, pairs_schema, reward_column
+from rcs_ray.data.pairs import candidates_schema, failed_schema, pairs_schema, reward_column
+from rcs_ray.rc import SAMPLED
+from rcs_ray.sampling.columns import column_sum, flat, lengths, messages, no_null_lists, offsets_of, pick, rows_of, \
+    starts
 from rcs_ray.layout import SamplingFiles
 from rcs_ray.storage import AtomicPath, write_text
 
 
+# A carried group's selection and timings, cleared for the next round.
+CLEARED = ("chosen_index", "rejected_index", "failure_reason", "generate_started")
+
+
 class _ParquetSink:
-    """Buffered rows -> one parquet file written through an :class:`AtomicPath`."""
+    """Arrow tables -> one parquet file written through an :class:`AtomicPath`, in row groups of ``flush_rows``
+    (cut at fixed row counts, so the same rows give the same file however they arrived)."""
 
     def __init__(self, path: str, schema: pa.Schema, flush_rows: int = 4096):
         self.file = AtomicPath(path)
         self.schema = schema
         self.writer: Optional[pq.ParquetWriter] = None
-        self.buffer: list[dict] = []
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
         self.flush_rows = flush_rows
         self.rows = 0
 
-    def write(self, row: dict) -> None:
-        self.buffer.append(row)
-        self.rows += 1
-        if len(self.buffer) >= self.flush_rows:
-            self._flush()
+    def write(self, columns: dict) -> None:
+        table = pa.Table.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
+        if not table.num_rows:
+            return
+        self.buffer.append(table)
+        self.rows += table.num_rows
+        self.buffered += table.num_rows
+        while self.buffered >= self.flush_rows:
+            self._flush(self.flush_rows)
 
-    def _flush(self) -> None:
+    def _flush(self, rows: Optional[int] = None) -> None:
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.file.tmp, self.schema)
-        if self.buffer:
-            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
-            self.buffer = []
+        if not self.buffered:
+            return
+        table = pa.concat_tables(self.buffer)
+        rows = table.num_rows if rows is None else rows
+        self.writer.write_table(table.slice(0, rows).combine_chunks())
+        rest = table.slice(rows)
+        self.buffer, self.buffered = ([rest] if rest.num_rows else []), rest.num_rows
 
     def commit(self) -> None:
         self._flush()
@@ -85,48 +104,106 @@ class OutputWriter:
         self.pair_sources: Counter = Counter()
         self.seconds: Counter = Counter()
         self.gaps: list[float] = []
+        self.sampled = 0                                   # sampled candidates in the finalised groups
 
-    def _prompt(self, prompt):
-        return [{"role": "user", "content": prompt}] if self.chat and isinstance(prompt, str) else prompt
+    def _prompts(self, table: pa.Table) -> pa.Array:
+        prompts = table.column("prompt").combine_chunks()
+        return messages(prompts, "user") if self.chat and prompts.type == pa.string() else prompts
 
-    def account(self, row: dict) -> None:
-        for key, value in row.items():
-            if key.startswith("seconds__") and value:
-                self.seconds[key[len("seconds__"):]] += value
+    def _response(self, texts: pa.Array) -> pa.Array:
+        return messages(texts, "assistant") if self.chat else texts
 
-    def write_pair(self, row: dict, round_index: int) -> None:
-        w, l = row["chosen_index"], row["rejected_index"]
-        rewards = [[row[c][i] for c in self.reward_cols] for i in (w, l)]
-        t = self.objectives.index(self.target)
-        self.gaps.append(rewards[0][t] - rewards[1][t])
-        self.pair_sources[f"{row['sources'][w]}>{row['sources'][l]}"] += 1
-        self.pairs.write({
-            "prompt": self._prompt(row["prompt"]), "chosen": as_response(row["candidates"][w], self.chat),
-            "rejected": as_response(row["candidates"][l], self.chat), "prompt_id": row["prompt_id"],
-            "chosen_rewards": rewards[0], "rejected_rewards": rewards[1], "target": self.target,
-            "chosen_source": row["sources"][w], "rejected_source": row["sources"][l],
-            "num_candidates": len(row["candidates"]), "round": round_index})
+    def write(self, batch: pa.Table, round_index, resample: Sequence[str] = ()) -> pa.Table:
+        """Route one RC-selected batch, columnar: its pairs, its failures and (with ``candidates``) every finalised
+        group; returns the rows to carry into the next round (failures whose reason is in ``resample``), cleared
+        of their selection and timings.
 
-    def write_failed(self, row: dict, rounds: int) -> None:
-        reason = row["failure_reason"]
-        self.reasons[reason] += 1
-        candidates = row.get("candidates") or []
-        self.failed.write({
-            "prompt_id": row["prompt_id"], "prompt": self._prompt(row["prompt"]), "reason": reason, "detail": row.get("error"),
-            "num_candidates": len(candidates), "num_distinct": len(set(candidates)), "rounds": rounds})
+        Args:
+            round_index: the 0-based round, one for the batch or one per row (offline selection: the stored rounds).
+        """
+        batch = batch.combine_chunks()
+        n = batch.num_rows
+        for name in batch.column_names:
+            if name.startswith("seconds__"):
+                self.seconds[name[len("seconds__"):]] += column_sum(batch, name)
+        rounds = np.broadcast_to(np.asarray(round_index, dtype=np.int64), (n,))
+        reason = batch.column("failure_reason")
+        paired = pc.is_null(reason).to_numpy(zero_copy_only=False)
+        carry = ~paired & pc.fill_null(pc.is_in(reason, pa.array(list(resample), pa.string())), False).to_numpy(
+            zero_copy_only=False) if resample else np.zeros(n, dtype=bool)
+        final = np.flatnonzero(~carry)
+        self._pairs(batch, np.flatnonzero(paired), rounds)
+        self._failed(batch, np.flatnonzero(~paired & ~carry), rounds + 1)
+        if "sources" in batch.column_names and final.size:
+            sources = batch.column("sources").take(pa.array(final))
+            self.sampled += int(pc.sum(pc.equal(pc.list_flatten(sources), SAMPLED)).as_py() or 0)
+        if self.candidates is not None and final.size:
+            self._candidates(batch.take(pa.array(final)), rounds[final])
+        drop = [c for c in batch.column_names if c.startswith("seconds__") or c in CLEARED]
+        return batch.filter(pa.array(carry)).drop_columns(drop)
 
-    def write_candidates(self, row: dict, round_index: int) -> None:
-        """A finalised group (its pair or its failure is written too) into ``candidates.parquet``."""
-        if self.candidates is None:
+    def _pairs(self, batch: pa.Table, rows: np.ndarray, rounds: np.ndarray) -> None:
+        if not rows.size:
             return
-        cands = row.get("candidates") or []
-        cols = [row.get(c) or [] for c in self.reward_cols]
-        rewards = [[col[i] if i < len(col) else None for col in cols] for i in range(len(cands))] \
-            if all(len(c) == len(cands) for c in cols) else []
+        w = batch.column("chosen_index").take(pa.array(rows)).to_numpy(zero_copy_only=False).astype(np.int64)
+        l = batch.column("rejected_index").take(pa.array(rows)).to_numpy(zero_copy_only=False).astype(np.int64)
+        chosen = np.stack([flat(batch.column(c))[starts(batch.column(c))[rows] + w] for c in self.reward_cols], 1)
+        rejected = np.stack([flat(batch.column(c))[starts(batch.column(c))[rows] + l] for c in self.reward_cols], 1)
+        t = self.objectives.index(self.target)
+        self.gaps.extend((chosen[:, t] - rejected[:, t]).tolist())
+        cands, srcs = batch.column("candidates"), batch.column("sources")
+        chosen_source, rejected_source = pick(srcs, rows, w), pick(srcs, rows, l)
+        for item in pc.value_counts(pc.binary_join_element_wise(chosen_source, rejected_source, ">")).to_pylist():
+            self.pair_sources[item["values"]] += item["counts"]
+        sub = batch.take(pa.array(rows))
+        self.pairs.write({
+            "prompt": self._prompts(sub), "chosen": self._response(pick(cands, rows, w)),
+            "rejected": self._response(pick(cands, rows, l)), "prompt_id": sub.column("prompt_id"),
+            "chosen_rewards": rows_of(chosen, len(self.objectives)),
+            "rejected_rewards": rows_of(rejected, len(self.objectives)),
+            "target": pa.array([self.target] * rows.size, pa.string()), "chosen_source": chosen_source,
+            "rejected_source": rejected_source, "num_candidates": pa.array(lengths(sub.column("candidates"))),
+            "round": pa.array(rounds[rows])})
+
+    def _failed(self, batch: pa.Table, rows: np.ndarray, rounds: np.ndarray) -> None:
+        if not rows.size:
+            return
+        sub = batch.take(pa.array(rows))
+        for item in pc.value_counts(sub.column("failure_reason")).to_pylist():
+            self.reasons[item["values"]] += item["counts"]
+        cands = no_null_lists(sub, "candidates", pa.list_(pa.string()))
+        distinct = np.zeros(rows.size, dtype=np.int64)                 # distinct candidates per group
+        if len(pc.list_flatten(cands)):
+            per = pa.table({"g": pc.list_parent_indices(cands), "c": pc.list_flatten(cands)}) \
+                .group_by("g").aggregate([("c", "count_distinct")])
+            distinct[per.column("g").to_numpy()] = per.column("c_count_distinct").to_numpy()
+        self.failed.write({
+            "prompt_id": sub.column("prompt_id"), "prompt": self._prompts(sub), "reason": sub.column("failure_reason"),
+            "detail": sub.column("error") if "error" in sub.column_names else pa.nulls(rows.size, pa.string()),
+            "num_candidates": pa.array(lengths(cands)), "num_distinct": pa.array(distinct),
+            "rounds": pa.array(rounds[rows])})
+
+    def _candidates(self, sub: pa.Table, rounds: np.ndarray) -> None:
+        """Finalised groups (their pair or their failure is written too) into ``candidates.parquet``: the m x K
+        reward matrix where every objective scored every candidate, else an empty one."""
+        cands = no_null_lists(sub, "candidates", pa.list_(pa.string()))
+        m = lengths(cands)
+        cols = [sub.column(c) if c in sub.column_names else None for c in self.reward_cols]
+        full = np.ones(sub.num_rows, dtype=bool)
+        for col in cols:
+            full &= (lengths(col) if col is not None else np.zeros_like(m)) == m
+        size = np.where(full, m, 0)
+        rr = np.repeat(np.arange(sub.num_rows), size)
+        at = np.arange(rr.size) - np.repeat(np.concatenate([[0], np.cumsum(size)[:-1]]), size).astype(np.int64)
+        matrix = np.stack([flat(col)[starts(col)[rr] + at] for col in cols], 1) if rr.size else \
+            np.zeros((0, len(cols)))
         self.candidates.write({
-            "prompt_id": row["prompt_id"], "prompt": self._prompt(row["prompt"]), "candidates": cands,
-            "sources": row.get("sources") or [], "candidate_tokens": row.get("candidate_tokens") or [],
-            "rewards": rewards, "error": row.get("error"), "round": round_index})
+            "prompt_id": sub.column("prompt_id"), "prompt": self._prompts(sub), "candidates": cands,
+            "sources": no_null_lists(sub, "sources", pa.list_(pa.string())),
+            "candidate_tokens": no_null_lists(sub, "candidate_tokens", pa.list_(pa.int64())),
+            "rewards": pa.ListArray.from_arrays(offsets_of(size), rows_of(matrix, len(cols))),
+            "error": sub.column("error") if "error" in sub.column_names else pa.nulls(sub.num_rows, pa.string()),
+            "round": pa.array(rounds)})
 
     def commit(self, stats: dict) -> dict:
         """Move the files into place and write ``stats.json``; returns the full stats."""

@@ -240,13 +240,16 @@ def test_pairs_go_to_trl_with_the_token_ids_our_trainer_uses(replicas, tmp_path)
     from trl import DPOConfig, DPOTrainer
 
     from rcs_ray.modeling.logprobs import build_pair_features
+    from rcs_ray.data.pairs import group_table
     from rcs_ray.sampling.writer import OutputWriter
 
     writer = OutputWriter(str(tmp_path), ["h"], "h", chat=True)                 # as the pipeline writes it
-    for i, (p, c, r) in enumerate([("how to bake bread", "sure here is help", "harm bad"),
-                                   ("write code in python", "here is a list", "no")]):
-        writer.write_pair({"prompt_id": str(i), "prompt": p, "candidates": [c, r], "sources": ["sampled"] * 2,
-                           "reward__h": [1.0, 0.0], "chosen_index": 0, "rejected_index": 1}, 0)
+    writer.write(group_table([{"prompt_id": str(i), "prompt": p, "candidates": [c, r], "sources": ["sampled"] * 2,
+                               "reward__h": [1.0, 0.0], "chosen_index": 0, "rejected_index": 1,
+                               "failure_reason": None}
+                              for i, (p, c, r) in enumerate([("how to bake bread", "sure here is help", "harm bad"),
+                                                             ("write code in python", "here is a list", "no")])],
+                             False), 0)
     writer.commit({})
     table = pq.read_table(tmp_path / "pairs.parquet")
     rows = table.select(["prompt", "chosen", "rejected"]).to_pylist()

@@ -176,15 +176,14 @@ def test_writer_commits_atomically_and_aborts_cleanly(tmp_path):
            "sources": ["sampled", "sampled"], "reward__h": [1.0, 0.0], "chosen_index": 0, "rejected_index": 1,
            "failure_reason": None, "seconds__generate": 0.5}
     w = OutputWriter(str(tmp_path), ["h"], "h")
-    w.account(row)
-    w.write_pair(row, 0)
+    w.write(group_table([row], False), 0)
     assert not os.path.exists(tmp_path / "pairs.parquet")            # nothing visible before commit
     w.abort()
     assert os.listdir(tmp_path) == []
     w = OutputWriter(str(tmp_path), ["h"], "h")
-    w.account(row)
-    w.write_pair(row, 0)
-    w.write_failed(dict(row, prompt_id="q", failure_reason="no_rc_pair"), 1)
+    failed = dict(row, prompt_id="q", failure_reason="no_rc_pair", chosen_index=None, rejected_index=None,
+                  seconds__generate=0.0)
+    assert w.write(group_table([row, failed], False), 0).num_rows == 0
     stats = w.commit({"extra": 1})
     assert pq.read_table(tmp_path / "pairs.parquet").to_pylist()[0]["chosen_rewards"] == [1.0]
     assert pq.read_table(tmp_path / "failed.parquet").to_pylist()[0]["reason"] == "no_rc_pair"
@@ -215,7 +214,8 @@ def test_chat_prompts_stay_arrow_messages_through_the_stages(tmp_path):
     row = out.to_pylist()[0]
     assert row["prompt"] == chat and row["candidates"][0].startswith("be kind|hi>#")   # the template, tokenized once
     w = OutputWriter(str(tmp_path), ["h"], "h", chat=True)
-    w.write_pair(dict(row, **{"reward__h": [1.0, 0.0], "chosen_index": 0, "rejected_index": 1}), 0)
+    w.write(group_table([dict(row, **{"reward__h": [1.0, 0.0], "chosen_index": 0, "rejected_index": 1,
+                                      "failure_reason": None})], True), 0)
     w.commit({})
     pair = pq.read_table(tmp_path / "pairs.parquet")
     assert pair.schema.field("prompt").type == MESSAGES and pair.schema.field("chosen").type == MESSAGES

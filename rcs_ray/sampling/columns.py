@@ -1,0 +1,109 @@
+"""Columnar helpers over Arrow prompt-group batches, shared by the stages and the writer.
+
+A prompt group's candidates, sources and rewards are list columns; these helpers read and build them through their
+flat values and offsets (numpy index arithmetic), so no batch is turned into Python rows on the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rcs_ray.data.pairs import MESSAGES, seconds_column
+
+
+def lengths(column) -> np.ndarray:
+    """Per-row lengths of a list column (0 for a null list)."""
+    return pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def starts(column) -> np.ndarray:
+    """Where each row's elements begin in ``pc.list_flatten(column)``."""
+    return np.concatenate([[0], np.cumsum(lengths(column))[:-1]]).astype(np.int64) if len(column) else \
+        np.zeros(0, dtype=np.int64)
+
+
+def flat(column) -> np.ndarray:
+    """The flat values of a numeric list column as float64."""
+    return pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def pick(column, rows: np.ndarray, index: np.ndarray):
+    """Element ``index[j]`` of row ``rows[j]`` of a list column, for every j (one array)."""
+    return pc.list_flatten(column).take(pa.array(starts(column)[rows] + index, pa.int64()))
+
+
+def offsets_of(counts: np.ndarray) -> pa.Array:
+    return pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32), pa.int32())
+
+
+def rows_of(values: np.ndarray, width: int, type=pa.float64()) -> pa.ListArray:
+    """An (n, width) array as n lists of ``width`` values."""
+    return pa.ListArray.from_arrays(offsets_of(np.full(values.shape[0], width)),
+                                    pa.array(values.reshape(-1), type))
+
+
+def append_lists(column, new: Sequence[list], type: pa.DataType) -> pa.ListArray:
+    """Each row's list (null: empty) followed by ``new[row]``: the old flat values and the new ones interleaved by
+    index, never row by row."""
+    n = len(new)
+    old_len = lengths(column) if column is not None else np.zeros(n, dtype=np.int64)
+    new_len = np.fromiter((len(x) for x in new), dtype=np.int64, count=n)
+    old_values = pc.list_flatten(column) if column is not None else pa.array([], type.value_type)
+    if isinstance(old_values, pa.ChunkedArray):
+        old_values = old_values.combine_chunks()
+    values = pa.concat_arrays([old_values.cast(type.value_type),
+                               pa.array([x for row in new for x in row], type.value_type)])
+    total = old_len + new_len
+    parent = np.repeat(np.arange(n), total)
+    at = np.arange(parent.size) - np.repeat(np.concatenate([[0], np.cumsum(total)[:-1]]).astype(np.int64), total)
+    old_start = np.concatenate([[0], np.cumsum(old_len)[:-1]]).astype(np.int64) if n else old_len
+    new_start = np.concatenate([[0], np.cumsum(new_len)[:-1]]).astype(np.int64) if n else new_len
+    is_old = at < old_len[parent]
+    src = np.where(is_old, old_start[parent] + at, len(old_values) + new_start[parent] + at - old_len[parent])
+    return pa.ListArray.from_arrays(offsets_of(total), values.take(pa.array(src, pa.int64())))
+
+
+def no_null_lists(table: pa.Table, name: str, type: pa.DataType) -> pa.Array:
+    """Column ``name`` of ``table`` with null lists as empty ones (all empty if the column is absent)."""
+    if name not in table.column_names:
+        return pa.ListArray.from_arrays(offsets_of(np.zeros(table.num_rows, dtype=np.int64)),
+                                        pa.array([], type.value_type))
+    column = table.column(name).combine_chunks()
+    if column.null_count == 0:
+        return column
+    values = pc.list_flatten(column)
+    return pa.ListArray.from_arrays(offsets_of(lengths(column)), values.cast(type.value_type))
+
+
+def messages(texts, role: str) -> pa.ListArray:
+    """Each text as a one-message chat list ``[{"role": role, "content": text}]`` (TRL's conversational form)."""
+    texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    structs = pa.StructArray.from_arrays([pa.array([role] * len(texts), pa.string()), texts.cast(pa.string())],
+                                         fields=list(MESSAGES.value_type))
+    return pa.ListArray.from_arrays(offsets_of(np.ones(len(texts), dtype=np.int64)), structs)
+
+
+def column_sum(table: pa.Table, name: str) -> float:
+    """The sum of a numeric column (0 if absent or all null)."""
+    return (pc.sum(table.column(name)).as_py() or 0) if name in table.column_names else 0
+
+
+def put(table: pa.Table, name: str, values) -> pa.Table:
+    """``table`` with column ``name`` set to ``values`` (replaced in place, or appended)."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, values)
+    return table.append_column(name, values)
+
+
+def add_seconds(table: pa.Table, stage: str, start: float) -> pa.Table:
+    """``table`` with the time since ``start`` shared out over its rows, added to their ``seconds__<stage>``."""
+    col = seconds_column(stage)
+    spent = np.full(table.num_rows, (time.perf_counter() - start) / max(1, table.num_rows))
+    if col in table.column_names:
+        spent += table.column(col).fill_null(0.0).to_numpy(zero_copy_only=False)
+    return put(table, col, pa.array(spent, pa.float64()))
