@@ -19,7 +19,7 @@ Functions take any ``transformers`` tokenizer (or an object with ``__call__``, `
 from __future__ import annotations
 
 from itertools import takewhile
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 Message = Dict[str, str]
 Prompt = Union[str, List[Message]]
@@ -82,6 +82,44 @@ def prompt_ids(tokenizer, prompt: Any, use_chat_template: bool) -> List[int]:
     if isinstance(chat, str):
         return _encode(tokenizer, chat, add_special_tokens=True)
     return _encode(tokenizer, prompt_text(tokenizer, chat, True), add_special_tokens=False)
+
+
+def prompt_ids_batch(tokenizer, prompts: Sequence[Any], use_chat_template: bool) -> List[Any]:
+    """:func:`prompt_ids` of each prompt, the texts tokenized in one call per kind (a fast tokenizer encodes a list
+    in Rust, without Python per prompt); a prompt whose template or tokenization fails gets its exception instead."""
+    rendered: List[Any] = []
+    for prompt in prompts:
+        try:
+            chat = as_chat(prompt, tokenizer, use_chat_template)
+            rendered.append((chat, True) if isinstance(chat, str) else (prompt_text(tokenizer, chat, True), False))
+        except Exception as exc:  # noqa: BLE001 - this prompt only
+            rendered.append(exc)
+    out = list(rendered)
+    for special in (True, False):
+        at = [i for i, r in enumerate(rendered) if not isinstance(r, Exception) and r[1] == special]
+        for i, ids in zip(at, encode_batch(tokenizer, [rendered[i][0] for i in at], special)):
+            out[i] = ids
+    return out
+
+
+def encode_batch(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> List[Any]:
+    """Token ids of each text in one tokenizer call; a tokenizer that takes one text at a time (or a batch with a
+    text it refuses) is asked one by one, and a text it refuses gets its exception."""
+    if not texts:
+        return []
+    try:
+        ids = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+        if len(ids) == len(texts) and all(isinstance(x, (list, tuple)) for x in ids):
+            return [[int(t) for t in x] for x in ids]
+    except Exception:  # noqa: BLE001 - one by one below
+        pass
+    out: List[Any] = []
+    for text in texts:
+        try:
+            out.append(_encode(tokenizer, text, add_special_tokens))
+        except Exception as exc:  # noqa: BLE001 - this text only
+            out.append(exc)
+    return out
 
 
 def split_ids(tokenizer, prompt: Any, response: Any, use_chat_template: bool) -> Tuple[List[int], List[int]]:

@@ -67,11 +67,13 @@ class GenerateStage:
         self.use_chat_template = model.chat_template
         self.engine = engine if engine is not None else make_engine(model, sampling)
 
-    def _count(self, text: str) -> int:
-        try:
-            return len(self.engine.tokenizer(text, add_special_tokens=False)["input_ids"])
-        except Exception:  # noqa: BLE001 - a count is informative only
-            return 0
+    def _counts_of(self, originals: list) -> list:
+        """Token counts of the originals added per row (informative only: 0 where the tokenizer fails)."""
+        from rcs_ray.prompting import encode_batch
+
+        counts = iter(len(x) if isinstance(x, list) else 0
+                      for x in encode_batch(self.engine.tokenizer, [t for o in originals for t in o], False))
+        return [[next(counts) for _ in o] for o in originals]
 
     def _originals(self, batch: pa.Table) -> list:
         """Per row: the dataset's (chosen, rejected) to add as candidates -- on a group's first pass only."""
@@ -82,18 +84,23 @@ class GenerateStage:
         pairs = zip(batch.column("original_chosen").to_pylist(), batch.column("original_rejected").to_pylist())
         return [(c, r) if f and c and r else () for f, (c, r) in zip(first, pairs)]
 
-    def _job(self, prompt, prompt_id: str, have: int) -> tuple:
-        """``((token ids, seeds), None)`` for a prompt that needs samples, or ``(None, error)``."""
-        from rcs_ray.prompting import prompt_ids
+    def _jobs(self, prompts: list, prompt_ids: list, have: np.ndarray) -> list:
+        """Per prompt ``((token ids, seeds), None)``, or ``(None, error)``: rendered and tokenized once, as a batch,
+        and checked against the engine's context."""
+        from rcs_ray.prompting import prompt_ids_batch
 
-        try:
-            ids = prompt_ids(self.engine.tokenizer, prompt, self.use_chat_template)
-        except Exception as exc:  # noqa: BLE001 - a template or tokenizer failure fails this prompt only
-            return None, f"prompt_render_failed: {type(exc).__name__}: {exc}"
-        if len(ids) + self.sampling.max_tokens > self.engine.max_model_len:
-            return None, (f"prompt_too_long: {len(ids)} prompt tokens + max_tokens {self.sampling.max_tokens} > "
-                          f"max_model_len {self.engine.max_model_len}")
-        return (ids, [sample_seed(self.sampling.seed, prompt_id, i) for i in range(have, self.n_target)]), None
+        out, limit = [], self.engine.max_model_len
+        for ids, pid, k in zip(prompt_ids_batch(self.engine.tokenizer, prompts, self.use_chat_template), prompt_ids,
+                               have):
+            if isinstance(ids, Exception):   # a template or tokenizer failure fails this prompt only
+                out.append((None, f"prompt_render_failed: {type(ids).__name__}: {ids}"))
+            elif len(ids) + self.sampling.max_tokens > limit:
+                out.append((None, f"prompt_too_long: {len(ids)} prompt tokens + max_tokens "
+                                  f"{self.sampling.max_tokens} > max_model_len {limit}"))
+            else:
+                out.append(((ids, [sample_seed(self.sampling.seed, pid, i) for i in range(int(k), self.n_target)]),
+                            None))
+        return out
 
     def generate_batch(self, batch: pa.Table) -> pa.Table:
         return asyncio.run(self._call(batch))
@@ -118,14 +125,14 @@ class GenerateStage:
         prompts = batch.column("prompt").take(pa.array(need, pa.int64())).to_pylist()
         ids = batch.column("prompt_id").take(pa.array(need, pa.int64())).to_pylist()
         todo = []
-        for i, prompt, pid in zip(need, prompts, ids):
-            job, errors[i] = self._job(prompt, pid, int(have[i]))
+        for i, (job, error) in zip(need, self._jobs(prompts, ids, have[need])):
+            errors[i] = error
             if job is not None:
                 todo.append((i, job))
         results = await self._generate([job for _, job in todo])
         texts, sources, tokens = ([list(o) for o in originals], [[ORIGINAL_CHOSEN, ORIGINAL_REJECTED] if o else []
                                                                  for o in originals],
-                                  [[self._count(t) for t in o] for o in originals])
+                                  self._counts_of(originals))
         generated = np.zeros(n, dtype=np.int64)
         for (i, _), result in zip(todo, results):
             if isinstance(result, Exception):

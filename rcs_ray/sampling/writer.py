@@ -76,7 +76,8 @@ class _ParquetSink:
 
 
 class OutputWriter:
-    """Routes RC-filtered rows to the pairs / failed files and accumulates the run's statistics.
+    """Routes RC-selected batches (columnar, :meth:`write`) to the pairs / failed / candidates files and accumulates
+    the run's statistics.
 
     Args:
         out_dir: a local directory.

@@ -33,6 +33,27 @@ def test_generation_ids_under_each_rule(tok):
 
 
 @pytest.mark.parametrize("use_chat_template", [False, True])
+def test_batch_ids_are_the_one_by_one_ids(tok, use_chat_template):
+    prompts = ["hi there", [{"role": "user", "content": "good answer"}], "there", [{"role": "nobody"}]]
+    batch = prompting.prompt_ids_batch(tok, prompts, use_chat_template)
+    assert batch[:3] == [prompting.prompt_ids(tok, p, use_chat_template) for p in prompts[:3]]
+    assert batch[0] == ([BOS] + ids("<|user|> hi there <|assistant|>") if use_chat_template else
+                        [BOS] + ids("hi there"))
+    assert isinstance(batch[3], Exception)                       # a malformed message fails its prompt only
+
+    class OneByOne:                                             # a custom engine's tokenizer: one text per call
+        chat_template = None
+
+        def __call__(self, text, add_special_tokens=True):
+            if text == "bad":
+                raise ValueError("refused")
+            return {"input_ids": [len(w) for w in text.split()]}
+
+    got = prompting.encode_batch(OneByOne(), ["a bb", "bad", "ccc"], False)
+    assert got[0] == [1, 2] and isinstance(got[1], ValueError) and got[2] == [3]
+
+
+@pytest.mark.parametrize("use_chat_template", [False, True])
 @pytest.mark.parametrize("prompt", ["how are you", [{"role": "user", "content": "how are you"}]])
 def test_generation_and_training_read_the_same_prompt(tok, prompt, use_chat_template):
     """What the engine is given is exactly the prompt part of what training (and the implicit reward, and the
