@@ -165,6 +165,7 @@ class VLLMEngine:
     def _requests(self, prompts, seeds):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         requests, params, owners = [], [], []
         for i, (ids, row_seeds) in enumerate(zip(prompts, seeds)):
@@ -172,7 +173,11 @@ class VLLMEngine:
                 requests.append(TokensPrompt(prompt_token_ids=list(ids)))
                 params.append(SamplingParams(n=1, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
                                              max_tokens=self.sampling.max_tokens, seed=int(s),
-                                             stop_token_ids=self.stop))
+                                             stop_token_ids=self.stop,
+                                             # finished requests only (LLM.generate sets it too): the engine loop
+                                             # would otherwise build and detokenize every running request's output
+                                             # at every step
+                                             output_kind=RequestOutputKind.FINAL_ONLY))
                 owners.append(i)
         return requests, params, owners
 

@@ -2,8 +2,8 @@
 
 - one run per output directory: a second `rcs-ray run` on it is refused in one line naming the holder; a stale lock
   is taken over;
-- Ctrl-C during stage-2 sampling and during training of a two-stage `rcs-ray run` stops it within seconds, says
-  where it stopped, exits 130 and leaves no Ray process it started;
+- Ctrl-C during stage-2 sampling, while Ray Train starts and during training of a two-stage `rcs-ray run` stops it
+  within seconds, says where it stopped, exits 130 and leaves no Ray process it started;
 - a truncated safetensors file in each model role (policy, reference, reward model) is one line naming the file,
   exit 2, nothing created;
 - orphaned checkpoints are removed, suspicious training data is counted (reruns that redo exactly what changed:
@@ -104,6 +104,22 @@ def test_ctrl_c_during_training(tiny_world, tmp_path):
     out = tmp_path / "run"
     run = Run("run", K2, f"output_dir={out}", *SMALL, "stages.0.train.max_steps=64")
     run.wait_for(lambda: "[train] step" in run.text)
+    seconds = run.interrupt()
+    assert run.proc.returncode == 130, run.text
+    assert seconds < 45
+    assert "interrupted during stage 1 (training)" in run.text
+    assert not (out / "stage1" / "train" / "model").exists()
+    assert_no_ray_left(run.proc.pid)
+
+
+def test_ctrl_c_while_ray_train_starts(tiny_world, tmp_path):
+    # the hand-over from the reference pass to Ray Train: the signal lands before the workers exist (before Ray
+    # Train would install its own handler), and still stops the run
+    out = tmp_path / "run"
+    run = Run("run", K2, f"output_dir={out}", *SMALL)
+    run.wait_for(lambda: "stage 1: training on" in run.text)
+    time.sleep(1.0)
+    assert "[train] step" not in run.text
     seconds = run.interrupt()
     assert run.proc.returncode == 130, run.text
     assert seconds < 45
