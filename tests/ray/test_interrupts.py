@@ -100,26 +100,18 @@ def test_ctrl_c_at_sampling_and_a_second_run_on_the_same_dir(tiny_world, tmp_pat
     assert_no_ray_left(first.proc.pid)
 
 
-def test_ctrl_c_during_training(tiny_world, tmp_path):
+@pytest.mark.parametrize("moment", ["while Ray Train starts", "during training"])
+def test_ctrl_c_in_training(tiny_world, tmp_path, moment):
+    # while Ray Train starts: the hand-over from the reference pass, before the workers exist (and before Ray Train
+    # would install its own handler); during training: between steps
     out = tmp_path / "run"
     run = Run("run", K2, f"output_dir={out}", *SMALL, "stages.0.train.max_steps=64")
-    run.wait_for(lambda: "[train] step" in run.text)
-    seconds = run.interrupt()
-    assert run.proc.returncode == 130, run.text
-    assert seconds < 45
-    assert "interrupted during stage 1 (training)" in run.text
-    assert not (out / "stage1" / "train" / "model").exists()
-    assert_no_ray_left(run.proc.pid)
-
-
-def test_ctrl_c_while_ray_train_starts(tiny_world, tmp_path):
-    # the hand-over from the reference pass to Ray Train: the signal lands before the workers exist (before Ray
-    # Train would install its own handler), and still stops the run
-    out = tmp_path / "run"
-    run = Run("run", K2, f"output_dir={out}", *SMALL)
-    run.wait_for(lambda: "stage 1: training on" in run.text)
-    time.sleep(1.0)
-    assert "[train] step" not in run.text
+    if moment == "during training":
+        run.wait_for(lambda: "[train] step" in run.text)
+    else:
+        run.wait_for(lambda: "stage 1: training on" in run.text)
+        time.sleep(1.0)
+        assert "[train] step" not in run.text
     seconds = run.interrupt()
     assert run.proc.returncode == 130, run.text
     assert seconds < 45
