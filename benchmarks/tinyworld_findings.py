@@ -46,6 +46,7 @@ import sys
 import time
 
 import numpy as np
+from tinyworld_findings_report import aggregate, headline, report, rows_of   # benchmarks/ is on sys.path as a script
 
 K2, K3, IMPLICIT, MIXED = "configs/tiny/k2.yaml", "configs/tiny/k3.yaml", "configs/tiny/k2_implicit.yaml", \
     "configs/tiny/mixed.yaml"
@@ -253,14 +254,6 @@ def k2_pairs(w: World, methods, s1: str) -> dict:
     return out
 
 
-def headline(metrics: dict, reference: str) -> dict:
-    """The paper's metric: harmless rate, helpfulness win rate vs the reference, and their mean."""
-    win = metrics.get("win_rate_vs_" + reference)
-    rate = metrics["rate"].get("harmless>=0")
-    h = win["helpful"] if win else None
-    return {"harmless_rate": rate, "helpful_win": h, "headline": (rate + h) / 2 if h is not None else None}
-
-
 def validation_prompts(w: World) -> str:
     from rcs_ray.paths import resolve_path
 
@@ -319,108 +312,9 @@ def run_k3(root: str, overrides: list, limit: int) -> dict:
     return {"policies": policies, "pairs": w.info, "metrics": metrics}
 
 
-# ----------------------------------------------------------------------------------------------- report
-def rows_of(world: str, res: dict, reference: str, labels: dict) -> list:
-    out = []
-    for policy, m in res["metrics"].items():
-        method, _, loss = policy.partition("/")
-        p = res["pairs"].get(method, {})
-        win = m.get("win_rate_vs_" + reference) or {}
-        row = {"world": world, "policy": policy, "method": method, "label": labels.get(method, method),
-               "loss": loss or "—", **{f"mean_{k}": v for k, v in m["mean"].items()},
-               **{f"win_{k}": v for k, v in win.items()}, **headline(m, reference),
-               **{k: v for k, v in p.items() if isinstance(v, (int, float))},
-               "setting": res.get("settings", {}).get(method, DEFAULT_SETTING) if loss else "—"}
-        out.append(row)
-    return out
-
-
-def aggregate(per_seed: list) -> list:
-    """One row per (world, policy): the mean over seeds, with ``<key>_std`` (sample std) and ``seeds``."""
-    groups: dict = {}
-    for r in per_seed:
-        groups.setdefault((r["world"], r["policy"]), []).append(r)
-    out = []
-    for rs in groups.values():
-        row = dict(rs[0], seeds=len(rs))
-        for key, v in rs[0].items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                vals = [r[key] for r in rs if isinstance(r.get(key), (int, float))]
-                row[key] = float(np.mean(vals))
-                row[f"{key}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-        out.append(row)
-    return out
-
-
-def pm(r: dict, key: str, pct: bool = False, digits: int = 2) -> str:
-    v = r.get(key)
-    if v is None:
-        return "—"
-    s = r.get(f"{key}_std")
-    if pct:
-        return f"{100 * v:.1f}%" + (f" ± {100 * s:.1f}" if s is not None else "")
-    return f"{v:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
-
-
-def _all_wins(r: dict, objectives: list) -> str:
-    """K > 2: the headline over every objective (harmless rate, then the win rate on each later objective)."""
-    parts = [r.get("harmless_rate"), r.get("helpful_win"), *[r.get(f"win_{o}") for o in objectives[2:]]]
-    return "—" if any(p is None for p in parts) else f"{100 * float(np.mean(parts)):.1f}%"
-
-
-def table(rows: list, objectives: list, reference: str, extra_rc: list) -> str:
-    head = ["method", "loss", "setting", "harmless rate", f"helpful win vs {reference}", "headline (mean)",
-            *[f"mean {o}" for o in objectives], *[f"{o} win" for o in objectives[2:]],
-            *(["mean of harmless rate and every win"] if len(objectives) > 2 else []), "pairs", "failed prompts",
-            *[f"pairs RC on {o} (ties / strict)" for o in extra_rc]]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for r in rows:
-        cells = [r["label"], r["loss"], r.get("setting", "—"), pm(r, "harmless_rate", True), pm(r, "helpful_win", True),
-                 pm(r, "headline", True), *[pm(r, f"mean_{o}") for o in objectives],
-                 *[pm(r, f"win_{o}", True) for o in objectives[2:]], *([_all_wins(r, objectives)]
-                                                                        if len(objectives) > 2 else []),
-                 pm(r, "pairs", digits=0),
-                 pm(r, "failed_prompts", digits=0),
-                 *[(f"{100 * r[f'{o}_rc_ties']:.0f}% / {100 * r[f'{o}_rc_strict']:.0f}%"
-                    if r.get(f"{o}_rc_ties") is not None else "—") for o in extra_rc]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def report(data: dict) -> str:
-    k2_labels = {m: v[0] for m, v in K2_METHODS.items()}
-    md = ["# Tiny-world findings (arXiv 2504.11337) through the Ray pipeline", "",
-          "Commands: " + " then ".join(f"`python benchmarks/tinyworld_findings.py {' '.join(v)}`"
-                                        for v in data.get("earlier_argv", []) + [data["argv"]]) + "; wall time "
-          f"{data['wall_seconds']:.0f} s on {data['cpus']} CPUs; seeds {data['seeds']} (mean ± sample std). "
-          f"Stage-2 prompts {data['limit']}, {data['eval_prompts']} held-out prompts x {data['eval_n']} samples. "
-          "Harmless rate: share of responses with no harmful word; helpful win: per-prompt win rate of samples against "
-          "the reference policy's (ties one half); headline: their mean (the paper's metric). Setting: the (lr, β) "
-          "the validation sweep chose for the method (applied to all its losses).", ""]
-    for world, title, ref, objectives, rc in (("c0.9", "K = 2 (conflict 0.9)", "stage1", ["harmless", "helpful"],
-                                               ["harmless"]),
-                                              ("c0", "K = 2, no-conflict control (c = 0)", "stage1",
-                                               ["harmless", "helpful"], ["harmless"]),
-                                              ("k3", "K = 3, stage 3 (concise) from an RCS stage-2 policy", "stage2",
-                                               ["harmless", "helpful", "concise"], ["harmless", "helpful"])):
-        rows = [r for r in data["rows"] if r["world"] == world]
-        if not rows:
-            continue
-        labels = {m: v[0] for m, v in K3_METHODS.items()} if world == "k3" else k2_labels
-        for r in rows:
-            r["label"] = labels.get(r["method"], r["method"])
-        order = {p: i for i, p in enumerate(["base", "stage1", "stage2"])}
-        rows.sort(key=lambda r: (order.get(r["policy"], 9), LOSSES.index(r["loss"]) if r["loss"] in LOSSES else -1,
-                                 list(labels).index(r["method"]) if r["method"] in labels else -1))
-        md += [f"## {title}", "", table(rows, objectives, ref, rc), ""]
-    if data.get("sweep"):
-        md += ["## Validation sweep (seed 0, DPO): headline per (lr, β)", "",
-               "| method | " + " | ".join(SETTINGS) + " | chosen |", "|---" * (len(SETTINGS) + 2) + "|"]
-        for m, scores in data["sweep"]["validation_headline"].items():
-            md.append(f"| {k2_labels.get(m, m)} | " + " | ".join(f"{100 * scores[s]:.1f}%" for s in SETTINGS)
-                      + f" | {data['sweep']['best'][m]} |")
-        md.append("")
-    return "\n".join(md)
+def render(data: dict) -> str:
+    return report(data, {m: v[0] for m, v in K2_METHODS.items()}, {m: v[0] for m, v in K3_METHODS.items()}, LOSSES,
+                  list(SETTINGS))
 
 
 def main(argv=None):
@@ -446,8 +340,8 @@ def main(argv=None):
     out, work = os.path.abspath(a.out), os.path.abspath(a.work)
     if a.report_only:
         data = json.load(open(os.path.join(out, "findings.json")))
-        open(os.path.join(out, "findings.md"), "w").write(report(data))
-        print(report(data))
+        open(os.path.join(out, "findings.md"), "w").write(render(data))
+        print(render(data))
         return
     methods = list(QUICK) if a.quick else [m for m in a.methods.split(",") if m]
     losses = ["dpo"] if a.quick else [x for x in a.losses.split(",") if x]
@@ -478,16 +372,16 @@ def main(argv=None):
             break
         res = run_k2(os.path.join(work, f"seed{seed}", "c0.9"), so, methods, losses, limit, best)
         results[f"c0.9/seed{seed}"] = res
-        rows += rows_of("c0.9", res, "stage1", {})
+        rows += rows_of("c0.9", res, "stage1", DEFAULT_SETTING)
         if a.control:
             res = run_k2(os.path.join(work, f"seed{seed}", "c0"), so + ["tinyworld.conflict=0"],
                          [m for m in CONTROL if m in methods], ["dpo"], limit, {})
             results[f"c0/seed{seed}"] = res
-            rows += rows_of("c0", res, "stage1", {})
+            rows += rows_of("c0", res, "stage1", DEFAULT_SETTING)
         if a.k3:
             res = run_k3(os.path.join(work, f"seed{seed}", "k3"), so, limit)
             results[f"k3/seed{seed}"] = res
-            rows += rows_of("k3", res, "stage2", {})
+            rows += rows_of("k3", res, "stage2", DEFAULT_SETTING)
     wall = round(time.time() - start, 1)
     if a.merge:
         old = json.load(open(a.merge))
@@ -507,7 +401,7 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "findings.json"), "w") as f:
         json.dump(data, f, indent=1)
-    md = report(data)
+    md = render(data)
     with open(os.path.join(out, "findings.md"), "w") as f:
         f.write(md)
     print(md)
