@@ -62,11 +62,6 @@ def is_chat(schema: pa.Schema, column: str = "prompt") -> bool:
     return schema.field(column).type == MESSAGES
 
 
-def as_response(text: str, chat: bool) -> Text:
-    """A response for a pairs file: the string, or TRL's ``[{"role": "assistant", "content": text}]``."""
-    return [{"role": "assistant", "content": text}] if chat else text
-
-
 def response_text(response: Any) -> Optional[str]:
     """A response as text: strings as they are, chat lists as their (last) assistant message's content."""
     if response is None or isinstance(response, str):

@@ -21,10 +21,21 @@ def lengths(column) -> np.ndarray:
     return pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def begins(counts: np.ndarray) -> np.ndarray:
+    """Where each of consecutive runs of ``counts`` elements begins (the exclusive cumulative sum)."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else \
+        np.zeros(0, dtype=np.int64)
+
+
+def positions(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every element of consecutive runs of ``counts`` elements: its run, and its place within the run."""
+    run = np.repeat(np.arange(len(counts)), counts)
+    return run, np.arange(run.size) - begins(counts)[run]
+
+
 def starts(column) -> np.ndarray:
     """Where each row's elements begin in ``pc.list_flatten(column)``."""
-    return np.concatenate([[0], np.cumsum(lengths(column))[:-1]]).astype(np.int64) if len(column) else \
-        np.zeros(0, dtype=np.int64)
+    return begins(lengths(column))
 
 
 def flat(column) -> np.ndarray:
@@ -59,12 +70,10 @@ def append_lists(column, new: Sequence[list], type: pa.DataType) -> pa.ListArray
     values = pa.concat_arrays([old_values.cast(type.value_type),
                                pa.array([x for row in new for x in row], type.value_type)])
     total = old_len + new_len
-    parent = np.repeat(np.arange(n), total)
-    at = np.arange(parent.size) - np.repeat(np.concatenate([[0], np.cumsum(total)[:-1]]).astype(np.int64), total)
-    old_start = np.concatenate([[0], np.cumsum(old_len)[:-1]]).astype(np.int64) if n else old_len
-    new_start = np.concatenate([[0], np.cumsum(new_len)[:-1]]).astype(np.int64) if n else new_len
+    parent, at = positions(total)
     is_old = at < old_len[parent]
-    src = np.where(is_old, old_start[parent] + at, len(old_values) + new_start[parent] + at - old_len[parent])
+    src = np.where(is_old, begins(old_len)[parent] + at,
+                   len(old_values) + begins(new_len)[parent] + at - old_len[parent])
     return pa.ListArray.from_arrays(offsets_of(total), values.take(pa.array(src, pa.int64())))
 
 
@@ -81,7 +90,8 @@ def no_null_lists(table: pa.Table, name: str, type: pa.DataType) -> pa.Array:
 
 
 def messages(texts, role: str) -> pa.ListArray:
-    """Each text as a one-message chat list ``[{"role": role, "content": text}]`` (TRL's conversational form)."""
+    """Each text as a one-message chat list ``[{"role": role, "content": text}]`` (TRL's conversational form, the
+    :data:`~rcs_ray.data.pairs.MESSAGES` type): how a plain prompt or a response goes into a chat pairs file."""
     texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
     structs = pa.StructArray.from_arrays([pa.array([role] * len(texts), pa.string()), texts.cast(pa.string())],
                                          fields=list(MESSAGES.value_type))

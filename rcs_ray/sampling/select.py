@@ -31,7 +31,8 @@ def _groups(batch, objectives: Sequence[str], source: str):
     per_candidate = pc.list_flatten(rewards)
     k = len(objectives)
     if not np.all(pc.fill_null(pc.list_value_length(per_candidate), -1).to_numpy(zero_copy_only=False) == k):
-        raise RcsInputError(f"{source}: a reward matrix row does not have {k} values (one per objective {list(objectives)})")
+        raise RcsInputError(f"{source}: a reward matrix row does not have {k} values (one per objective "
+                            f"{list(objectives)})")
     values = pc.list_flatten(per_candidate).to_numpy(zero_copy_only=False).reshape(-1, k)
     counts = pc.list_value_length(rewards).to_numpy(zero_copy_only=False)
     table = table.drop_columns(["rewards"])

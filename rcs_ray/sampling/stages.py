@@ -26,7 +26,7 @@ from rcs_ray import rc
 from rcs_ray.config import ModelConfig, RCConfig, SamplingConfig
 from rcs_ray.data.pairs import require_columns, reward_column
 from rcs_ray.rc import ORIGINAL_CHOSEN, ORIGINAL_REJECTED, SAMPLED
-from rcs_ray.sampling.columns import add_seconds, append_lists, flat, lengths, put
+from rcs_ray.sampling.columns import add_seconds, append_lists, begins, flat, lengths, positions, put
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,9 @@ class GenerateStage:
             if job is not None:
                 todo.append((i, job))
         results = await self._generate([job for _, job in todo])
-        texts, sources, tokens = ([list(o) for o in originals], [[ORIGINAL_CHOSEN, ORIGINAL_REJECTED] if o else []
-                                                                 for o in originals],
-                                  self._counts_of(originals))
+        texts = [list(o) for o in originals]
+        sources = [[ORIGINAL_CHOSEN, ORIGINAL_REJECTED] if o else [] for o in originals]
+        tokens = self._counts_of(originals)
         generated = np.zeros(n, dtype=np.int64)
         for (i, _), result in zip(todo, results):
             if isinstance(result, Exception):
@@ -227,9 +227,7 @@ class ScoreStage:
         done = lengths(batch.column(cols[0])) if cols[0] in batch.column_names else np.zeros(n, dtype=np.int64)
         failed = np.zeros(n, dtype=bool) if "error" not in batch.column_names else \
             pc.fill_null(pc.not_equal(batch.column("error"), ""), False).to_numpy(zero_copy_only=False)
-        parent = pc.list_parent_indices(cands).to_numpy(zero_copy_only=False).astype(np.int64) if n else \
-            np.zeros(0, dtype=np.int64)
-        pos = np.arange(parent.size) - np.concatenate([[0], np.cumsum(m)])[parent]
+        parent, pos = positions(m)                                  # each flat candidate's row and index in it
         new = ~failed[parent] & (pos >= done[parent])               # the candidates this call scores
         keep = new | (pos < done[parent])                           # every candidate that has a reward afterwards
         todo = np.flatnonzero(new)
@@ -240,7 +238,7 @@ class ScoreStage:
         else:
             scores = np.zeros((0, len(cols)))
         offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(parent[keep], minlength=n))]), pa.int32())
-        old_at = (np.concatenate([[0], np.cumsum(done)])[parent] + pos)[keep & ~new]   # into the old flat lists
+        old_at = (begins(done)[parent] + pos)[keep & ~new]               # into the old flat lists
         for j, col in enumerate(cols):
             values = np.empty(parent.size)
             values[todo] = scores[:, j]
@@ -319,8 +317,11 @@ class RCFilterStage:
         if keep.size:
             lo, hi = offsets[:-1][keep], offsets[1:][keep]
             size = hi - lo
-            at = np.arange(values.shape[0]) if keep.size == rows.size else \
-                np.repeat(lo - np.concatenate([[0], np.cumsum(size)[:-1]]), size) + np.arange(size.sum())
+            if keep.size == rows.size:
+                at = np.arange(values.shape[0])
+            else:                                                  # the kept groups' rows of values
+                group, within = positions(size)
+                at = lo[group] + within
             picked = self._pairs(values[at], np.concatenate([[0], np.cumsum(size)]), rows[keep], batch)
             chosen[rows[keep]], rejected[rows[keep]] = picked[:, 0], picked[:, 1]
         for i in np.flatnonzero(has_error):

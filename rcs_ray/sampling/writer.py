@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from rcs_ray.data.pairs import candidates_schema, failed_schema, pairs_schema, reward_column
 from rcs_ray.rc import SAMPLED
-from rcs_ray.sampling.columns import column_sum, flat, lengths, messages, no_null_lists, offsets_of, pick, rows_of, \
-    starts
+from rcs_ray.sampling.columns import column_sum, flat, lengths, messages, no_null_lists, offsets_of, pick, positions, \
+    rows_of, starts
 from rcs_ray.layout import SamplingFiles
 from rcs_ray.storage import AtomicPath, write_text
 
@@ -148,8 +148,9 @@ class OutputWriter:
             return
         w = batch.column("chosen_index").take(pa.array(rows)).to_numpy(zero_copy_only=False).astype(np.int64)
         l = batch.column("rejected_index").take(pa.array(rows)).to_numpy(zero_copy_only=False).astype(np.int64)
-        chosen = np.stack([flat(batch.column(c))[starts(batch.column(c))[rows] + w] for c in self.reward_cols], 1)
-        rejected = np.stack([flat(batch.column(c))[starts(batch.column(c))[rows] + l] for c in self.reward_cols], 1)
+        cols = [(flat(batch.column(c)), starts(batch.column(c))[rows]) for c in self.reward_cols]
+        chosen = np.stack([values[at + w] for values, at in cols], 1)
+        rejected = np.stack([values[at + l] for values, at in cols], 1)
         t = self.objectives.index(self.target)
         self.gaps.extend((chosen[:, t] - rejected[:, t]).tolist())
         cands, srcs = batch.column("candidates"), batch.column("sources")
@@ -194,8 +195,7 @@ class OutputWriter:
         for col in cols:
             full &= (lengths(col) if col is not None else np.zeros_like(m)) == m
         size = np.where(full, m, 0)
-        rr = np.repeat(np.arange(sub.num_rows), size)
-        at = np.arange(rr.size) - np.repeat(np.concatenate([[0], np.cumsum(size)[:-1]]), size).astype(np.int64)
+        rr, at = positions(size)
         matrix = np.stack([flat(col)[starts(col)[rr] + at] for col in cols], 1) if rr.size else \
             np.zeros((0, len(cols)))
         self.candidates.write({

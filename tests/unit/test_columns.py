@@ -21,13 +21,16 @@ def test_append_lists_keeps_each_rows_old_values_first():
     assert append_lists(None, [[1], [2, 3]], pa.list_(pa.int64())).to_pylist() == [[1], [2, 3]]
 
 
-def test_pick_rows_of_and_messages():
-    from rcs_ray.sampling.columns import messages, pick, rows_of
+def test_pick_rows_of_positions_and_messages():
+    from rcs_ray.sampling.columns import begins, messages, pick, positions, rows_of
 
     col = pa.array([["a", "b"], None, ["c", "d", "e"]], pa.list_(pa.string()))
     assert pick(col, np.array([0, 2]), np.array([1, 2])).to_pylist() == ["b", "e"]
     assert rows_of(np.array([[1.0, 2.0], [3.0, 4.0]]), 2).to_pylist() == [[1.0, 2.0], [3.0, 4.0]]
     assert messages(pa.array(["hi"]), "user").to_pylist() == [[{"role": "user", "content": "hi"}]]
+    assert begins(np.array([2, 0, 3])).tolist() == [0, 2, 2] and begins(np.array([], dtype=np.int64)).size == 0
+    run, at = positions(np.array([2, 0, 3]))
+    assert run.tolist() == [0, 0, 2, 2, 2] and at.tolist() == [0, 1, 0, 1, 2]
 
 
 def _row(pid, cands, h, failure=None, w=None, l=None, error=None, sources=None):
@@ -100,3 +103,17 @@ def test_chat_writer_wraps_plain_prompts_and_responses(tmp_path):
     pair = pq.read_table(tmp_path / "pairs.parquet").to_pylist()[0]
     assert pair["prompt"] == [{"role": "user", "content": "ask p"}]
     assert pair["chosen"] == [{"role": "assistant", "content": "a"}]
+
+
+def test_select_names_the_file_of_a_reward_matrix_of_the_wrong_width(tmp_path):
+    from rcs_ray.data.pairs import candidates_schema
+    from rcs_ray.errors import RcsInputError
+    from rcs_ray.sampling.select import select
+
+    path = tmp_path / "candidates.parquet"
+    row = {"prompt_id": "p", "prompt": "ask", "candidates": ["a", "b"], "sources": ["sampled"] * 2,
+           "candidate_tokens": [1, 1], "rewards": [[1.0, 0.0], [0.0]], "error": None, "round": 0}
+    pq.write_table(pa.Table.from_pylist([row], schema=candidates_schema(False, ["h", "g"], "h")), path)
+    with pytest.raises(RcsInputError, match=rf"{path}: a reward matrix row does not have 2 values"):
+        select(str(path), str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "pairs.parquet").exists()
