@@ -31,11 +31,8 @@ def _locked(cfg, out: Optional[str], args):
     """The lock on the directory a command writes into (``--out``, else ``output_dir``): one run per directory."""
     from rcs_ray.storage.lock import RunLock
 
-    WHERE["command"] = f"rcs-ray {args.command}"
     return RunLock(out or cfg.output_dir, " ".join(["rcs-ray", args.command, getattr(args, "config", "") or ""]))
 
-
-WHERE = {"command": None}
 
 
 def _cmd_config(args) -> int:
@@ -303,28 +300,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_with_overrides(build_parser(), argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from rcs_ray import ray_runtime
+    from rcs_ray import interrupts, ray_runtime
 
     ray_before = ray_runtime.started_ray()
+    with interrupts.handling():                             # SIGINT / SIGTERM land in every phase (rcs_ray.interrupts)
+        try:
+            code = _call(args)
+        finally:
+            with interrupts.deferred(lambda signum: True):  # a signal during the clean-up lets it finish
+                if not ray_before:
+                    ray_runtime.shutdown_started_ray()      # leave no Ray process this command started
+        return interrupts.exit_code(code)
+
+
+def _call(args) -> int:
+    from rcs_ray.interrupts import Interrupted, phase
+
     try:
-        return args.func(args)
+        with phase(f"rcs-ray {args.command}"):
+            return args.func(args)
     except RcsInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted{_where()}: finished steps are kept; run the same command again to resume",
+    except KeyboardInterrupt as exc:
+        where = exc.where if isinstance(exc, Interrupted) else "start-up"
+        print(f"interrupted during {where}: finished steps are kept; run the same command again to resume",
               file=sys.stderr)
-        return 130
-    finally:
-        if not ray_before:
-            ray_runtime.shutdown_started_ray()              # leave no Ray process this command started
-
-
-def _where() -> str:
-    from rcs_ray.workflow import WHERE as STEP
-
-    step = STEP.get("step") or WHERE.get("command")
-    return f" during {step}" if step else ""
+        return exc.exit_code if isinstance(exc, Interrupted) else 130
 
 
 if __name__ == "__main__":

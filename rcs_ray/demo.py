@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from rcs_ray import storage
+from rcs_ray import interrupts, storage
 from rcs_ray.config import RunConfig
 from rcs_ray.layout import RunLayout
 from rcs_ray.report import AnalyzeResult, analyze_dataset
@@ -54,7 +54,8 @@ def run_demo(cfg: RunConfig) -> DemoResult:
     from rcs_ray.tinyworld import ensure_world
 
     start = time.time()
-    world = ensure_world(cfg.tinyworld)
+    with interrupts.phase("world build"):
+        world = ensure_world(cfg.tinyworld)
     print(describe_world(world))
     result = DemoResult(output_dir=cfg.output_dir, world_root=world.root)
     names = cfg.objective_names
@@ -62,9 +63,10 @@ def run_demo(cfg: RunConfig) -> DemoResult:
     for k, stage in enumerate(cfg.stages):
         enforce = stage.rc.enforce or names[: k + 1]
         out = layout.analysis_dir(k, stage.objective)
-        res = analyze_dataset(stage.data, out_dir=out, target=stage.objective, enforce=enforce,
-                              title=f"Stage {k + 1} data ({stage.objective}): RC on {', '.join(enforce)}",
-                              tinyworld_cfg=cfg.tinyworld)
+        with interrupts.phase(f"analysis of stage {k + 1}'s data"):
+            res = analyze_dataset(stage.data, out_dir=out, target=stage.objective, enforce=enforce,
+                                  title=f"Stage {k + 1} data ({stage.objective}): RC on {', '.join(enforce)}",
+                                  tinyworld_cfg=cfg.tinyworld)
         print(f"\nstage {k + 1} ({stage.objective}):")
         print(res.summary())
         result.analyses.append(res)

@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from rcs_ray import interrupts
 from rcs_ray.config import RunConfig
 from rcs_ray.errors import RcsInputError
 
@@ -157,8 +158,10 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
     init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)
     data_context()
     start = time.time()
-    rewards = {name: policy_rewards(job, rows, chat, e.n, progress, desc=f"eval {name}")
-               for name, job in jobs.items()}
+    rewards = {}
+    for name, job in jobs.items():
+        with interrupts.phase(f"eval ({name})"):
+            rewards[name] = policy_rewards(job, rows, chat, e.n, progress, desc=f"eval {name}")
     names = cfg.objective_names + ([e.judge.name] if e.judge is not None else [])
     metrics = summarize(rewards, names, reference, dict(e.thresholds))
     local = staged.local

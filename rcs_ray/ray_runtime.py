@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from rcs_ray import interrupts
 from rcs_ray.config import RayConfig
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
         if cfg.object_store_memory_mb is not None:
             kwargs["object_store_memory"] = cfg.object_store_memory_mb << 20
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1", **kwargs)
+        interrupts.at_exit_now(kill_started_ray)
+    interrupts.reinstall()            # ray.init installs its own SIGTERM handler (sys.exit(15) wherever it lands)
     log.info("ray: %s", ray.cluster_resources())
 
 
@@ -74,9 +77,22 @@ def shutdown_started_ray() -> bool:
     import ray
 
     _STARTED = False
+    interrupts.cancel_exit_now(kill_started_ray)
     if ray.is_initialized():
         ray.shutdown()
     return True
+
+
+def kill_started_ray() -> None:
+    """Kill the local Ray this process started (its node processes, which take their workers with them) without
+    waiting for anything: the clean-up of a process that must stop at once (:mod:`rcs_ray.interrupts`)."""
+    if not _STARTED:
+        return
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    if node is not None:
+        node.kill_all_processes(check_alive=False, allow_graceful=False)
 
 
 def data_context():

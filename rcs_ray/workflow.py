@@ -28,15 +28,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from rcs_ray import storage
+from rcs_ray import interrupts, storage
 from rcs_ray.config import RunConfig
 from rcs_ray.errors import RcsInputError
 from rcs_ray.fingerprints import sample_inputs, schedule_shrank, train_inputs
 from rcs_ray.layout import RunLayout
 
 log = logging.getLogger(__name__)
-
-WHERE = {"step": None}        # the step running now, for the message of an interrupted run
 
 _SMALL = 64 << 20     # files up to this size are fingerprinted by content, larger ones by size and mtime
 
@@ -146,9 +144,9 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
             inputs = sample_inputs(cfg, k, base)
             entry = manifest.done("sample", inputs)
             if entry is None:
-                WHERE["step"] = f"stage {k + 1} (sampling)"
                 t0 = time.time()
-                res = sample(cfg, stage=k, policy=policy, progress=progress, chain=list(chain))
+                with interrupts.phase(f"stage {k + 1} (sampling)"):
+                    res = sample(cfg, stage=k, policy=policy, progress=progress, chain=list(chain))
                 entry = manifest.record("sample", inputs, {"pairs": res.pairs, "failed": res.failed,
                                                            "stats": res.stats_path}, _sample_stats(res.stats),
                                         time.time() - t0)
@@ -166,10 +164,10 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
             if before and (before.get("identity") != identity or schedule_shrank(before.get("schedule"), schedule)):
                 storage.remove(stage.train.dir)           # other inputs (or less training): start afresh
             manifest.start("train", inputs)               # same inputs after a crash, or a longer schedule: resume
-            WHERE["step"] = f"stage {k + 1} (training)"
             t0 = time.time()
-            res = train(cfg, stage=k, pairs=pairs, policy=policy, reference=policy, out_dir=stage.train.dir,
-                        progress=progress, chain=list(chain))
+            with interrupts.phase(f"stage {k + 1} (training)"):
+                res = train(cfg, stage=k, pairs=pairs, policy=policy, reference=policy, out_dir=stage.train.dir,
+                            progress=progress, chain=list(chain))
             last = res.summary.get("last") or {}
             entry = manifest.record("train", inputs, {"model": res.model_dir, "metrics": res.metrics_path,
                                                       "summary": res.summary_path},

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from rcs_ray import registry, tracking
+from rcs_ray import interrupts, registry, tracking
 from rcs_ray.config import DataConfig, RunConfig, SamplingConfig, TinyWorldConfig, stage_index, stage_train
 from rcs_ray.data.pairs import dataset_is_chat, group_table, response_text
 from rcs_ray.errors import RcsInputError
@@ -147,15 +147,43 @@ def n_schedule(s: SamplingConfig) -> list[int]:
     return out
 
 
+def _round(job: SamplingJob, table, n_target: int, writer, r: int, final: bool, desc: str) -> Tuple[list, dict]:
+    """One round: stream the round's dataset through the writer; returns the rows to carry and the round's stats."""
+    import pyarrow.compute as pc
+    from tqdm import tqdm
+
+    from rcs_ray.sampling.columns import column_sum
+
+    t0, first, tokens_in = time.time(), None, column_sum(table, "generated_tokens")
+    carry, tokens_out, paired = [], 0, writer.pairs.rows
+    with tqdm(total=table.num_rows, desc=desc, unit="prompt", disable=desc is None) as bar:
+        for batch in build_dataset(job, table, n_target).iter_batches(batch_size=None, batch_format="pyarrow"):
+            interrupts.check()
+            started = pc.min(batch.column("generate_started")).as_py() \
+                if "generate_started" in batch.column_names else None
+            if started:
+                first = min(first or started, started)
+            tokens_out += column_sum(batch, "generated_tokens")
+            kept = writer.write(batch, r, resample=() if final else RESAMPLABLE)
+            if kept.num_rows:
+                carry.append(kept)
+            bar.update(batch.num_rows)
+    end = time.time()
+    first = min(max(first or end, t0), end)      # start-up: until the first batch reached an engine
+    tokens = tokens_out - tokens_in
+    return carry, {"round": r + 1, "n": n_target, "prompts": table.num_rows, "pairs": writer.pairs.rows - paired,
+                   "carried": sum(t.num_rows for t in carry), "tokens_generated": tokens,
+                   "seconds": round(end - t0, 3), "startup_seconds": round(first - t0, 3),
+                   "steady_seconds": round(end - first, 3),
+                   "steady_tokens_per_second": round(tokens / (end - first), 2) if end > first else None}
+
+
 def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: int, progress: bool = True) -> dict:
     """Run ``job`` over prompt-group ``rows`` (every round), writing pairs / failed / stats into the local
     ``out_dir``; returns the stats. Ray must be running."""
     import pyarrow as pa
-    import pyarrow.compute as pc
-    from tqdm import tqdm
 
     from rcs_ray.ray_runtime import data_context
-    from rcs_ray.sampling.columns import column_sum
     from rcs_ray.sampling.placement import release_placement_groups
     from rcs_ray.sampling.writer import OutputWriter
 
@@ -168,57 +196,39 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
     table = group_table(rows, chat)
     try:
         for r, n_target in enumerate(schedule):
-            final = r == len(schedule) - 1
-            t0, first, tokens_in = time.time(), None, column_sum(table, "generated_tokens")
-            carry, tokens_out, paired = [], 0, writer.pairs.rows
-            bar = tqdm(total=table.num_rows, desc=f"stage {stage + 1} round {r + 1} (n={n_target})", unit="prompt",
-                       disable=not progress)
-            for batch in build_dataset(job, table, n_target).iter_batches(batch_size=None, batch_format="pyarrow"):
-                started = pc.min(batch.column("generate_started")).as_py() \
-                    if "generate_started" in batch.column_names else None
-                if started:
-                    first = min(first or started, started)
-                tokens_out += column_sum(batch, "generated_tokens")
-                kept = writer.write(batch, r, resample=() if final else RESAMPLABLE)
-                if kept.num_rows:
-                    carry.append(kept)
-                bar.update(batch.num_rows)
-            bar.close()
+            desc = f"stage {stage + 1} round {r + 1} (n={n_target})" if progress else None
+            with interrupts.phase(f"generating and scoring, round {r + 1} of {len(schedule)}"):
+                carry, stats = _round(job, table, n_target, writer, r, r == len(schedule) - 1, desc)
             release_placement_groups()                   # the round's TP engines are gone: free their GPUs
-            end = time.time()
-            first = min(max(first or end, t0), end)      # start-up: until the first batch reached an engine
-            carried = sum(t.num_rows for t in carry)
-            rounds.append({"round": r + 1, "n": n_target, "prompts": table.num_rows,
-                           "pairs": writer.pairs.rows - paired, "carried": carried,
-                           "tokens_generated": tokens_out - tokens_in,
-                           "seconds": round(end - t0, 3), "startup_seconds": round(first - t0, 3),
-                           "steady_seconds": round(end - first, 3),
-                           "steady_tokens_per_second": round((tokens_out - tokens_in) / (end - first), 2)
-                           if end > first else None})
-            if not carried:
+            rounds.append(stats)
+            if not carry:
                 break
             table = pa.concat_tables(carry, promote_options="permissive").combine_chunks()
-        wall = time.time() - start
-        tokens = sum(x["tokens_generated"] for x in rounds)
-        steady = sum(x["steady_seconds"] for x in rounds)
-        rc_seconds = writer.seconds.get("rc_filter", 0.0)
-        s = job.sampling
-        return writer.commit({"stage": stage + 1, "engine": s.engine, "n": s.n, "margin": job.rc.margin,
-                              "strategy": job.rc.strategy, "rounds": rounds, "tokens_generated": tokens,
-                              "seconds": round(wall, 3), "candidates_sampled": writer.sampled,
-                              "candidates_per_second": round(writer.sampled / wall, 2) if wall else None,
-                              "tokens_per_second": round(tokens / wall, 2) if wall else None,
-                              "startup_seconds": round(sum(x["startup_seconds"] for x in rounds), 3),
-                              "steady_state_seconds": round(steady, 3),
-                              "steady_state_tokens_per_second": round(tokens / steady, 2) if steady else None,
-                              "rc_select_seconds": round(rc_seconds, 4),
-                              "rc_select_share_of_wall": round(rc_seconds / wall, 5) if wall else None,
-                              "max_concurrent_batches": s.max_concurrent_batches})
+        with interrupts.phase("writing"):
+            return writer.commit(_stats(job, stage, rounds, writer, time.time() - start))
     except BaseException:
         writer.abort()
         raise
     finally:
         release_placement_groups()
+
+
+def _stats(job: SamplingJob, stage: int, rounds: List[dict], writer, wall: float) -> dict:
+    tokens = sum(x["tokens_generated"] for x in rounds)
+    steady = sum(x["steady_seconds"] for x in rounds)
+    rc_seconds = writer.seconds.get("rc_filter", 0.0)
+    s = job.sampling
+    return {"stage": stage + 1, "engine": s.engine, "n": s.n, "margin": job.rc.margin, "strategy": job.rc.strategy,
+            "rounds": rounds, "tokens_generated": tokens, "seconds": round(wall, 3),
+            "candidates_sampled": writer.sampled,
+            "candidates_per_second": round(writer.sampled / wall, 2) if wall else None,
+            "tokens_per_second": round(tokens / wall, 2) if wall else None,
+            "startup_seconds": round(sum(x["startup_seconds"] for x in rounds), 3),
+            "steady_state_seconds": round(steady, 3),
+            "steady_state_tokens_per_second": round(tokens / steady, 2) if steady else None,
+            "rc_select_seconds": round(rc_seconds, 4),
+            "rc_select_share_of_wall": round(rc_seconds / wall, 5) if wall else None,
+            "max_concurrent_batches": s.max_concurrent_batches}
 
 
 def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = None, out_dir: Optional[str] = None,
@@ -237,7 +247,8 @@ def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = Non
 
     k = stage_index(cfg, stage, default="first_sampled")
     job = stage_job(cfg, k, policy, chain)
-    rows, chat = read_groups(cfg.stages[k].data, cfg.tinyworld, key=f"stages.{k}.data")
+    with interrupts.phase("reading prompts"):
+        rows, chat = read_groups(cfg.stages[k].data, cfg.tinyworld, key=f"stages.{k}.data")
     # A URI out_dir (or output_dir): write in a local mirror, upload the three files at the end.
     staged = StagedDir(out_dir or RunLayout(cfg.output_dir).stage(k).sampling.dir,
                        key="--out" if out_dir else "output_dir")

@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import Optional
 
+from rcs_ray import interrupts
 from rcs_ray.errors import RcsInputError
 from rcs_ray.storage.files import exists, is_uri, join, read_text, write_text
 
@@ -118,6 +119,7 @@ class RunLock:
             raise RcsInputError(f"{self.path}: could not claim the output directory (another run keeps claiming it)")
         self._thread = threading.Thread(target=self._beat, name="rcs-ray-lock", daemon=True)
         self._thread.start()
+        interrupts.at_exit_now(self.release)
         return self
 
     def _beat(self) -> None:
@@ -131,6 +133,7 @@ class RunLock:
     def release(self) -> None:
         """Give the directory back (the lock file goes, unless another run has taken it over meanwhile)."""
         self._stop.set()
+        interrupts.cancel_exit_now(self.release)
         try:
             if (self._read() or {}).get("token") == self.record["token"]:
                 from rcs_ray.storage.mirror import remove

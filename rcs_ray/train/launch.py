@@ -16,14 +16,13 @@ import json
 import logging
 import os
 import shutil
-import signal
 import threading
 from dataclasses import dataclass
 from typing import List, Optional
 
 from ray.train import UserCallback
 
-from rcs_ray import storage
+from rcs_ray import interrupts, storage
 from rcs_ray.config import TrainConfig
 from rcs_ray.errors import RcsInputError
 from rcs_ray.fingerprints import TRAIN_RUN_ONLY, schedule_keys
@@ -89,26 +88,35 @@ def check_resumable(local: str, home: str, run_name: str, t: TrainConfig, spec: 
 
 
 def _interruptible(base):
-    """``base`` (Ray Train's TorchTrainer) whose Ctrl-C handler aborts the run and remembers it, so ``launch`` raises
-    ``KeyboardInterrupt`` (Ray Train's own handler aborts too, but the driver cannot tell an abort from a failure)."""
+    """``base`` (Ray Train's TorchTrainer) that leaves signals to rcs-ray (:mod:`rcs_ray.interrupts`) and keeps the
+    run's controller, so a signal during ``fit`` aborts it (Ray Train's own handler would install itself for SIGINT
+    only, exit 0 on a second one, and stay installed after ``fit``)."""
 
     class Trainer(base):
-        interrupted = False
+        controller = None
 
         def _register_sigint_handler(self, controller):   # Ray Train 2.60's hook, called inside fit()
+            self.controller = controller
+            if interrupts.received() is not None:          # the signal came while the controller started
+                self.abort(interrupts.received())
+
+        def abort(self, signum) -> bool:
+            """Abort the run in the background (a signal handler must not block); False before the controller
+            exists (the signal is raised then)."""
             import ray
 
-            def on_sigint(signum, frame):
-                if self.interrupted:                       # a second Ctrl-C: stop waiting
-                    raise KeyboardInterrupt("training interrupted twice")
-                self.interrupted = True
-                print("\ninterrupted: stopping the training run (Ctrl-C again to stop at once)", flush=True)
+            controller = self.controller
+            if controller is None:
+                return False
+
+            def stop():
                 try:
                     ray.get(controller.abort.remote(), timeout=30)
                 except Exception:  # noqa: BLE001 - the controller may already be gone
                     pass
 
-            signal.signal(signal.SIGINT, on_sigint)
+            threading.Thread(target=stop, name="rcs-ray-train-abort", daemon=True).start()
+            return True
 
     return Trainer
 
@@ -165,18 +173,13 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
                                 checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
                                 callbacks=[ProgressLog()] if progress else None),
         datasets={"train": ray.data.from_arrow(features)}, dataset_config=DataConfig(datasets_to_split=[]))
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        result = trainer.fit()
-    except Exception:
-        if trainer.interrupted:                          # the aborted controller dies: that is the interrupt
-            raise KeyboardInterrupt(f"training of {run_name} interrupted") from None
-        raise
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, previous)      # Ray Train leaves its own handler installed after fit
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"training of {run_name} interrupted")
+    with interrupts.handling(), interrupts.deferred(trainer.abort):
+        try:
+            result = trainer.fit()
+        except Exception:
+            interrupts.check()                           # the aborted controller dies: that is the signal
+            raise
+        interrupts.check()
     if result.error is not None:
         raise result.error
     if result.checkpoint is None:

@@ -40,7 +40,7 @@ from typing import Dict, List, Optional
 
 import pyarrow as pa
 
-from rcs_ray import registry, storage, tracking
+from rcs_ray import interrupts, registry, storage, tracking
 from rcs_ray.config import RunConfig, TrainConfig, stage_index, stage_train, to_dict
 from rcs_ray.data.pairs import REF_COLUMNS, PairSet, suspicious
 from rcs_ray.errors import RcsInputError
@@ -258,7 +258,8 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     init_ray(cfg.ray, use_gpu=t.use_gpu)
     seconds["read"] = time.time() - start
     settings = refs.FeatureSettings.of(t, cfg.policy, tok_path, tok.pad_token_id)
-    features = reference_features(prs, inputs, ref_path, settings, staged.local, progress)   # 3. features
+    with interrupts.phase("reference pass"):
+        features = reference_features(prs, inputs, ref_path, settings, staged.local, progress)   # 3. features
     seconds["features"] = time.time() - start - sum(seconds.values())
     checks = data_checks(prs, features, t)
 
@@ -273,9 +274,11 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     staged.push(*TrainFiles.INPUTS)
     log.info("stage %d: training on %d pairs (%s, ZeRO-%d, %d workers)", k + 1, len(prs.rows), t.loss, t.zero_stage,
              t.num_workers)
-    result = launch(features, t, spec, run_name, staged.home, staged.local, progress)   # 4. launch
+    with interrupts.phase("Ray Train"):
+        result = launch(features, t, spec, run_name, staged.home, staged.local, progress)   # 4. launch
     seconds["fit"] = time.time() - start - sum(seconds.values())
-    history = export(result, staged.local, tok, spec)                 # 5. export
+    with interrupts.phase("export"):
+        history = export(result, staged.local, tok, spec)                 # 5. export
     home = TrainFiles(staged.home)
     last = history[-1] if history else {}
     summary = {"stage": k + 1, "objective": prs.target, "loss": t.loss, "pairs": len(prs.rows), "source": prs.source,

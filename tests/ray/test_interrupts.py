@@ -2,8 +2,9 @@
 
 - one run per output directory: a second `rcs-ray run` on it is refused in one line naming the holder; a stale lock
   is taken over;
-- Ctrl-C during stage-2 sampling, while Ray Train starts and during training of a two-stage `rcs-ray run` stops it
-  within seconds, says where it stopped, exits 130 and leaves no Ray process it started;
+- Ctrl-C during stage-2 sampling (of a run started with SIGINT ignored, as a background job is), while Ray Train starts,
+  and SIGTERM during training of a two-stage `rcs-ray run` stop it within seconds, name the phase the signal landed
+  in, exit 130 / 143 and leave no Ray process it started;
 - a truncated safetensors file in each model role (policy, reference, reward model) is one line naming the file,
   exit 2, nothing created;
 - orphaned checkpoints are removed, suspicious training data is counted (reruns that redo exactly what changed:
@@ -33,12 +34,17 @@ SMALL = ["stages.0.data.limit=256", "stages.0.train.max_steps=4", "stages.1.data
 
 
 class Run:
-    """`rcs-ray ...` in a subprocess with its output collected line by line."""
+    """`rcs-ray ...` in a subprocess with its output collected line by line.
 
-    def __init__(self, *args):
+    ``background``: start it as a background job of a non-interactive shell (``cmd &`` in a script, ``nohup``, CI
+    runners) starts, with SIGINT ignored. Python then installs no Ctrl-C handler of its own: the cause of the lost
+    Ctrl-C during sampling (rcs_ray.interrupts)."""
+
+    def __init__(self, *args, background=False):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
         self.proc = subprocess.Popen([sys.executable, "-m", "rcs_ray", *args], cwd=REPO, env=env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=ignore)
         self.lines = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")),
                                        daemon=True)
@@ -53,9 +59,9 @@ class Run:
             time.sleep(0.2)
         raise AssertionError(f"timed out; output:\n{''.join(self.lines[-30:])}")
 
-    def interrupt(self, timeout=60.0) -> float:
+    def interrupt(self, sig=signal.SIGINT, timeout=60.0) -> float:
         t0 = time.time()
-        self.proc.send_signal(signal.SIGINT)
+        self.proc.send_signal(sig)
         self.proc.wait(timeout=timeout)
         self.reader.join(timeout=5)
         return time.time() - t0
@@ -64,12 +70,23 @@ class Run:
     def text(self):
         return "".join(self.lines)
 
+    def landed_in(self) -> str:
+        """The phase the signal landed in, as the run reported it."""
+        found = re.findall(r"SIG(?:INT|TERM) received during (.+?): stopping", self.text)
+        assert len(found) == 1, self.text[-3000:]
+        return found[0]
+
 
 def ray_processes_of(pid: int) -> list:
     """Processes of the Ray session a driver with ``pid`` started (their command lines name its session dir)."""
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
     pattern = re.compile(rf"session_[\d_-]+_{pid}(?:[/\s]|$)")
     return [line for line in out if pattern.search(line)]
+
+
+def generation_actors() -> bool:
+    """A generation actor of a sampling pool is running (its process title names the stage)."""
+    return "GenerateStage" in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
 
 
 def assert_no_ray_left(pid: int, within: float = 15.0):
@@ -82,28 +99,32 @@ def assert_no_ray_left(pid: int, within: float = 15.0):
 def test_ctrl_c_at_sampling_and_a_second_run_on_the_same_dir(tiny_world, tmp_path):
     out = tmp_path / "run"
     # 2,048 stage-2 prompts: sampling lasts long enough (tens of seconds) for the signal to land in it, however fast
-    # the pipeline gets (with 256 the sampling could end before the signal arrived)
-    first = Run("run", K2, f"output_dir={out}", *SMALL, "stages.1.data.limit=2048")
+    # the pipeline gets (with 256 the sampling could end before the signal arrived). Started as a background job
+    # (SIGINT ignored at start): on the code before rcs_ray.interrupts the signal was lost and the run exited 0.
+    first = Run("run", K2, f"output_dir={out}", *SMALL, "stages.1.data.limit=2048", background=True)
     first.wait_for(lambda: (out / ".rcs-ray.lock").exists())
     second = subprocess.run([sys.executable, "-m", "rcs_ray", "run", K2, f"output_dir={out}", *SMALL], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
     assert second.returncode == 2 and len(errors) == 1 and "Traceback" not in second.stderr, second.stderr
     assert f"pid {first.proc.pid}" in errors[0] and "rcs-ray run" in errors[0] and "in use by" in errors[0]
-    first.wait_for(lambda: (out / "stage2" / "sampling").exists())           # stage 2 is sampling now
+    first.wait_for(lambda: (out / "stage2" / "sampling").exists() and generation_actors())   # stage 2 generates
     seconds = first.interrupt()
     assert first.proc.returncode == 130, first.text
-    assert seconds < 30
-    assert "interrupted during stage 2 (sampling)" in first.text and "run the same command again" in first.text
+    assert seconds < 15
+    assert first.landed_in() == "rcs-ray run / stage 2 (sampling) / generating and scoring, round 1 of 1"
+    assert "interrupted during rcs-ray run / stage 2 (sampling) / generating" in first.text
+    assert "run the same command again" in first.text
     assert not (out / "stage2" / "sampling" / "pairs.parquet").exists()       # no half output
     assert not (out / ".rcs-ray.lock").exists()
     assert_no_ray_left(first.proc.pid)
 
 
-@pytest.mark.parametrize("moment", ["while Ray Train starts", "during training"])
-def test_ctrl_c_in_training(tiny_world, tmp_path, moment):
+@pytest.mark.parametrize("moment, sig", [("while Ray Train starts", signal.SIGINT),
+                                         ("during training", signal.SIGTERM)])
+def test_a_signal_in_training(tiny_world, tmp_path, moment, sig):
     # while Ray Train starts: the hand-over from the reference pass, before the workers exist (and before Ray Train
-    # would install its own handler); during training: between steps
+    # would install its own handler); during training: between steps. SIGTERM (`ray job stop`, Kubernetes) exits 143.
     out = tmp_path / "run"
     run = Run("run", K2, f"output_dir={out}", *SMALL, "stages.0.train.max_steps=64")
     if moment == "during training":
@@ -112,10 +133,11 @@ def test_ctrl_c_in_training(tiny_world, tmp_path, moment):
         run.wait_for(lambda: "stage 1: training on" in run.text)
         time.sleep(1.0)
         assert "[train] step" not in run.text
-    seconds = run.interrupt()
-    assert run.proc.returncode == 130, run.text
-    assert seconds < 45
-    assert "interrupted during stage 1 (training)" in run.text
+    seconds = run.interrupt(sig)
+    assert run.proc.returncode == 128 + sig, run.text
+    assert seconds < 15
+    assert run.landed_in() == "rcs-ray run / stage 1 (training) / Ray Train"
+    assert "interrupted during rcs-ray run / stage 1 (training) / Ray Train" in run.text
     assert not (out / "stage1" / "train" / "model").exists()
     assert_no_ray_left(run.proc.pid)
 
