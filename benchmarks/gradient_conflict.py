@@ -80,7 +80,7 @@ def split_by_rc(rows: Sequence[dict], harmless: int, per_set: int, seed: int) ->
 class Policy:
     """A causal LM with its prompt rule; flat gradients of sequence log-probs."""
 
-    def __init__(self, path: str, max_length: int, use_chat_template: bool = True):
+    def __init__(self, path: str, max_length: int, use_chat_template=True):      # a bool or a PromptRule
         import torch
 
         from rcs_ray.modeling.loading import load_causal_lm, load_tokenizer
@@ -271,6 +271,7 @@ def main(argv=None):
     from rcs_ray.config import load_config
     from rcs_ray.config.stages import stage_train
     from rcs_ray.paths import resolve_path
+    from rcs_ray.prompting import PromptRule
 
     torch.manual_seed(a.seed)
     start = time.time()
@@ -287,8 +288,9 @@ def main(argv=None):
     beta1, beta2 = stage_train(cfg, 0).beta, stage_train(cfg, 1).beta
     all_w = list(cfg.train.modpo_weights or [1.0 / len(names)] * len(names))
     weights = [all_w[names.index(cfg.stages[1].objective)], all_w[h]]       # (trained, margin) as modpo_loss takes
-    pol = Policy(policy, cfg.train.max_length, cfg.policy.chat_template)
-    ref = Policy(base, cfg.train.max_length, cfg.policy.chat_template)
+    rule = PromptRule.of(cfg.policy)              # chat template, system prompt, template variables
+    pol = Policy(policy, cfg.train.max_length, rule)
+    ref = Policy(base, cfg.train.max_length, rule)
 
     d1 = read_rows(resolve_path(cfg.stages[0].data.path, cfg.tinyworld))[:a.d1_pairs]
     d2 = read_rows(resolve_path(cfg.stages[1].data.path, cfg.tinyworld))

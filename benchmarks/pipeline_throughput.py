@@ -34,14 +34,14 @@ def raw_engine(cfg, model, rows) -> dict:
     the pipeline gives its generation actor (``sampling.num_cpus``: Ray sets OMP_NUM_THREADS to it)."""
     import torch
 
-    from rcs_ray.prompting import prompt_ids
+    from rcs_ray.prompting import PromptRule, prompt_ids
     from rcs_ray.sampling.engines import make_engine
-    from rcs_ray.sampling.stages import sample_seed
+    from rcs_ray.sampling.seeds import sample_seed
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cfg.sampling.num_cpus)))
     engine = make_engine(model, cfg.sampling)
-    ids = [prompt_ids(engine.tokenizer, r["prompt"], model.chat_template) for r in rows]
+    ids = [prompt_ids(engine.tokenizer, r["prompt"], PromptRule.of(model)) for r in rows]
     seeds = [[sample_seed(cfg.sampling.seed, r["prompt_id"], i) for i in range(cfg.sampling.n)] for r in rows]
     engine.generate(ids[:1], [seeds[0][:1]])                       # warm-up
     out = {}
@@ -121,7 +121,8 @@ def main(argv=None):
 
     args = parse_with_overrides(ap, argv)
     engines = [args.engine] if args.engine else [e for e in args.engines.split(",") if e]
-    for key, value in worker_env(False).items():
+    cfg = load_config(args.config, args.overrides)
+    for key, value in worker_env(use_gpu=cfg.sampling.num_gpus > 0).items():   # the CPU vLLM settings on CPU only
         os.environ.setdefault(key, value)
     results = []
     for engine in engines:

@@ -41,7 +41,7 @@ def rc_stage(groups, k, target, margin):
     import pyarrow as pa
 
     from rcs_ray.config import RCConfig
-    from rcs_ray.sampling.stages import RCFilterStage
+    from rcs_ray.sampling.rc_step import RCFilterStage
 
     names = [f"o{j}" for j in range(k)]
     m = groups[0].shape[0]

@@ -6,171 +6,14 @@ Bad input (a malformed file, an unknown key, a missing path) prints ``error: <on
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 from typing import Optional, Sequence
 
 from rcs_ray import __version__, storage
+from rcs_ray.commands import (DEFAULT_DEMO_CONFIG, _cmd_analyze, _cmd_config, _cmd_demo, _cmd_eval, _cmd_plan,
+                              _cmd_run, _cmd_sample, _cmd_select, _cmd_train, _cmd_world)
 from rcs_ray.errors import RcsInputError
-
-DEFAULT_DEMO_CONFIG = os.path.join("configs", "tiny", "demo.yaml")
-
-
-def _find_config(path: str) -> str:
-    """``path`` as given if it exists, else relative to the repository this package lives in."""
-    if os.path.exists(path):
-        return path
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    candidate = os.path.join(repo, path)
-    return candidate if os.path.exists(candidate) else path
-
-
-def _locked(cfg, out: Optional[str], args):
-    """The lock on the directory a command writes into (``--out``, else ``output_dir``): one run per directory."""
-    from rcs_ray.storage.lock import RunLock
-
-    return RunLock(out or cfg.output_dir, " ".join(["rcs-ray", args.command, getattr(args, "config", "") or ""]))
-
-
-
-def _cmd_config(args) -> int:
-    from rcs_ray.config import load_config, to_yaml
-
-    print(to_yaml(load_config(_find_config(args.config), args.overrides)), end="")
-    return 0
-
-
-def _cmd_analyze(args) -> int:
-    from rcs_ray.config import DataConfig
-    from rcs_ray.report import analyze_dataset
-
-    columns = {}
-    for item in args.column or []:
-        canon, sep, col = item.partition("=")
-        if not sep or not canon or not col:
-            raise RcsInputError(f"--column {item!r} is not canonical=column (e.g. prompt=question)")
-        columns[canon] = col
-    data = DataConfig(path=args.data, format=args.format, preset=args.preset, objective=args.objective,
-                      columns=columns, split=args.split, limit=args.limit, on_bad_row=args.on_bad_row,
-                      score_names=args.score_names.split(",") if args.score_names else None)
-    out = args.out or os.path.join("outputs", "analyze", _stem(args.data))
-    result = analyze_dataset(data, out_dir=out, target=args.target,
-                             enforce=args.enforce.split(",") if args.enforce else None)
-    print(result.summary())
-    return 0
-
-
-def _stem(path: str) -> str:
-    base = os.path.basename(os.path.normpath(path.split(":", 1)[-1]))
-    return base.split(".")[0] or "data"
-
-
-def _cmd_sample(args) -> int:
-    from rcs_ray.config import load_config
-    from rcs_ray.sampling import run
-
-    cfg = load_config(_find_config(args.config), args.overrides)
-    with _locked(cfg, args.out, args):
-        result = run(cfg, stage=None if args.stage is None else args.stage - 1, policy=args.policy, out_dir=args.out,
-                     progress=not args.no_progress)
-    s = result.stats
-    print(f"stage {s['stage']}: {s['prompts']} prompts -> {s['pairs']} pairs, {s['failed']} failed "
-          f"({100 * s['failure_rate']:.2f}%), {s['tokens_generated']} tokens in {s['seconds']:.1f}s")
-    if s["failed_by_reason"]:
-        print("  failed by reason: " + ", ".join(f"{k}={v}" for k, v in s["failed_by_reason"].items()))
-    print(f"  pairs:  {result.pairs}\n  failed: {result.failed}\n  stats:  {result.stats_path}")
-    return 0
-
-
-def _cmd_select(args) -> int:
-    from rcs_ray.sampling.select import select
-    from rcs_ray.storage import StagedDir
-
-    def names(value):
-        return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-    staged = StagedDir(args.out, key="--out")
-    s = select(args.candidates, staged.local, strategy=args.strategy, margin=args.margin, enforce=names(args.enforce),
-               target=args.target, weights=[float(w) for w in names(args.weights)] if args.weights else None,
-               seed=args.seed)
-    staged.push("pairs.parquet", "failed.parquet", "stats.json")
-    print(f"{s['strategy']}: {s['prompts']} groups -> {s['pairs']} pairs, {s['failed']} failed "
-          f"({100 * s['failure_rate']:.2f}%)" + ("; failed by reason: " + ", ".join(
-              f"{k}={v}" for k, v in s["failed_by_reason"].items()) if s["failed_by_reason"] else ""))
-    print(f"  pairs:  {storage.join(staged.home, 'pairs.parquet')}\n  failed: {storage.join(staged.home, 'failed.parquet')}")
-    return 0
-
-
-def _cmd_train(args) -> int:
-    from rcs_ray.config import load_config
-    from rcs_ray.train import run
-
-    cfg = load_config(_find_config(args.config), args.overrides)
-    with _locked(cfg, args.out, args):
-        result = run(cfg, stage=None if args.stage is None else args.stage - 1, pairs=args.pairs, policy=args.policy,
-                     reference=args.reference, out_dir=args.out, progress=not args.no_progress)
-    s, last = result.summary, result.summary["last"] or {}
-    print(f"stage {s['stage']}: {s['loss']} on {s['pairs']} pairs, {s['steps']} steps in {s['seconds']:.1f}s; "
-          f"final loss {last.get('loss', float('nan')):.4f}, reward accuracy "
-          f"{last.get('rewards/accuracy', float('nan')):.3f}")
-    print(f"  model:   {result.model_dir}\n  metrics: {result.metrics_path}\n  summary: {result.summary_path}")
-    return 0
-
-
-def _cmd_run(args) -> int:
-    from rcs_ray.config import load_config
-    from rcs_ray.workflow import run_workflow
-
-    cfg = load_config(_find_config(args.config), args.overrides)
-    with _locked(cfg, None, args):
-        result = run_workflow(cfg, progress=not args.no_progress)
-    for st in result.stages:
-        skipped = f" (unchanged, skipped: {', '.join(st.skipped)})" if st.skipped else ""
-        print(f"stage {st.stage} ({st.objective}){skipped}: {json.dumps(st.stats)}")
-        print(f"  policy:   {st.policy}\n  manifest: {st.manifest}")
-    print(f"workflow finished in {result.seconds:.0f}s; outputs under {storage.absolute(result.output_dir)}")
-    return 0
-
-
-def _cmd_eval(args) -> int:
-    from rcs_ray.config import load_config
-    from rcs_ray.evaluate import evaluate
-
-    cfg = load_config(_find_config(args.config), args.overrides)
-    policies = {}
-    for item in args.policy or []:
-        name, sep, path = item.partition("=")
-        policies[name if sep else os.path.basename(os.path.normpath(item))] = path if sep else item
-    reference = args.reference or cfg.policy.path
-    policies = {"reference": reference, **policies}
-    with _locked(cfg, args.out, args):
-        result = evaluate(cfg, policies, reference="reference", out_dir=args.out, progress=not args.no_progress)
-    print(storage.read_text(result.markdown))
-    print(f"  report: {result.markdown}\n  plot:   {result.plot}\n  json:   {result.json}")
-    return 0
-
-
-def _cmd_world(args) -> int:
-    from rcs_ray.config import load_config
-    from rcs_ray.demo import describe_world
-    from rcs_ray.tinyworld import ensure_world
-
-    cfg = load_config(_find_config(args.config), args.overrides)
-    print(describe_world(ensure_world(cfg.tinyworld)))
-    return 0
-
-
-def _cmd_demo(args) -> int:
-    from rcs_ray.config import load_config
-    from rcs_ray.demo import run_demo
-
-    cfg = load_config(_find_config(args.config), args.overrides)
-    with _locked(cfg, None, args):
-        run_demo(cfg)
-    return 0
-
 
 OVERRIDES_HELP = "key=value config overrides (e.g. sampling.n=16) go anywhere on the line"
 
@@ -254,12 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("select", "re-select pairs from a stage's candidates.parquet with any strategy (no generation)",
                 overrides=False)
     p.add_argument("candidates", help="a sampled stage's candidates.parquet")
-    p.add_argument("--strategy", default="rcs", help="rcs | rc_random | target_only | weighted | original | filter_only")
-    p.add_argument("--margin", type=float, default=0.0, help="RC margin (< 0 tolerates ties on earlier objectives)")
+    p.add_argument("--strategy", help="rcs | rc_random | target_only | weighted | original | filter_only "
+                                      "(default: the stage's, recorded in the file; so is every option below)")
+    p.add_argument("--margin", type=float, help="RC margin (< 0 tolerates ties on earlier objectives)")
     p.add_argument("--enforce", help="objectives RC must hold on, comma-separated (default: all stored)")
     p.add_argument("--target", help="the objective to select for (default: the stage's)")
     p.add_argument("--weights", help="weighted strategy: one weight per stored objective, comma-separated")
     p.add_argument("--seed", type=int, help="rc_random's seed (default: the stage's sampling seed)")
+    p.add_argument("--truncated", help="not_chosen | drop | keep: what selection may do with samples cut at max_tokens")
     p.add_argument("--out", required=True, help="output directory (pairs.parquet, failed.parquet, stats.json)")
     p.set_defaults(func=_cmd_select)
 
@@ -286,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_eval)
 
+    p = command("plan", "a dry run before any GPU is spent: models, data, resources and cost, no weights loaded")
+    with_config(p)
+    p.add_argument("--gpus", type=float, help="plan for this many GPUs (default: the attached cluster's, else this "
+                                              "machine's)")
+    p.add_argument("--cpus", type=float, help="plan for this many CPUs")
+    p.add_argument("--rates", default="", help="assumed rates, e.g. gen=5000,rm=25000,train=16,fill=0.7")
+    p.add_argument("--json", help="also write the plan as JSON here")
+    p.set_defaults(func=_cmd_plan)
+
     p = command("world", "build (or find in the cache) the tiny world and describe it")
     with_config(p, DEFAULT_DEMO_CONFIG)
     p.set_defaults(func=_cmd_world)
@@ -297,13 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_with_overrides(build_parser(), argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from rcs_ray import interrupts, ray_runtime
+    from rcs_ray import interrupts
 
-    ray_before = ray_runtime.started_ray()
-    with interrupts.handling():                             # SIGINT / SIGTERM land in every phase (rcs_ray.interrupts)
+    with interrupts.handling():               # first of all: SIGINT / SIGTERM land from here on (rcs_ray.interrupts)
+        args = parse_with_overrides(build_parser(), argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        from rcs_ray import ray_runtime
+
+        ray_before = ray_runtime.started_ray()
         try:
             code = _call(args)
         finally:
@@ -321,6 +177,12 @@ def _call(args) -> int:
             return args.func(args)
     except RcsInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:                                 # a write that no step wrapped: still one line
+        full = storage.disk_error_in(exc, None)
+        if full is None:
+            raise
+        print(f"error: {full}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         where = exc.where if isinstance(exc, Interrupted) else "start-up"

@@ -30,6 +30,11 @@ OBJECTIVE_RUN_ONLY = ("batch_size", "num_actors", "num_gpus", "num_cpus", "resou
 TRAIN_RUN_ONLY = ("log_steps", "save_steps", "keep_checkpoints", "max_failures", "ref_batch_size", "ref_num_actors",
                   "resources_per_worker", "on_suspicious_data", "report_to", "gradient_checkpointing")
 SCHEDULE = ("max_steps", "num_epochs")
+# Settings added after runs already existed, with the value that does what rcs-ray did before the setting existed:
+# at that value a setting is left out of the digest, so a run made before it keeps its finished steps (a new key
+# enters the digest only when it changes a result; the new truncation default does: it re-selects a stage once).
+ADDED_LATER = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "stop": [], "truncated": "keep",
+               "system_prompt": None, "chat_template_kwargs": {}, "config_name": None, "data_files": None}
 
 
 def schedule_keys(train) -> Tuple[str, ...]:
@@ -39,7 +44,16 @@ def schedule_keys(train) -> Tuple[str, ...]:
 
 
 def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A short hash of ``obj`` (JSON, sorted keys), with :data:`ADDED_LATER` settings at their unused value left out."""
+    return hashlib.sha256(json.dumps(_unset_dropped(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _unset_dropped(obj):
+    if isinstance(obj, dict):
+        return {k: _unset_dropped(v) for k, v in obj.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
+    if isinstance(obj, list):
+        return [_unset_dropped(v) for v in obj]
+    return obj
 
 
 def _without(d: dict, keys) -> dict:

@@ -60,6 +60,7 @@ class _State:
         self.previous: dict = {}
         self.redeliver = False
         self.swallowed = threading.Event()
+        self.epoch = 0                             # counts handling() entries and exits (the watchdog's scope)
 
 
 _STATE = _State()
@@ -108,7 +109,7 @@ def _on_signal(signum, frame) -> None:
         _exit_now(f"{signal.Signals(signum).name} again")
     s.signum, s.where, s.at = signum, where() or "start-up", time.monotonic()
     _say(f"\n{signal.Signals(signum).name} received during {s.where}: stopping (send it again to stop at once)")
-    threading.Thread(target=_watchdog, name="rcs-ray-interrupt-deadline", daemon=True).start()
+    threading.Thread(target=_watchdog, args=(s.epoch,), name="rcs-ray-interrupt-deadline", daemon=True).start()
     if s.stop is not None and s.stop(signum):
         return
     raise pending()
@@ -124,15 +125,19 @@ def _unraisable(hook):
     return on_unraisable
 
 
-def _watchdog() -> None:
-    """Deliver a swallowed signal again; stop the process at once when the deadline passes."""
+def _watchdog(epoch: int) -> None:
+    """Deliver a swallowed signal again; stop the process at once when the deadline passes (unless the
+    :func:`handling` block that received the signal has ended: the command is over, or library code goes on)."""
     s = _STATE
     deadline = s.at + DEADLINE_S
     while (left := deadline - time.monotonic()) > 0:
-        if s.swallowed.wait(left):
+        if s.epoch != epoch:
+            return
+        if s.swallowed.wait(min(left, 0.2)):
             s.swallowed.clear()
             _thread.interrupt_main(s.signum)
-    _exit_now(f"not stopped {DEADLINE_S:g} s after the signal")
+    if s.epoch == epoch:
+        _exit_now(f"not stopped {DEADLINE_S:g} s after the signal")
 
 
 def _exit_now(why: str) -> None:
@@ -172,22 +177,24 @@ def reinstall() -> None:
 def handling() -> Iterator[None]:
     """Handle SIGINT and SIGTERM as the module docstring says, for the duration of the block (main thread only;
     nested blocks share the outer one). The previous handlers are put back at the end."""
-    global _STATE
-    if _STATE.previous or threading.current_thread() is not threading.main_thread():
+    s = _STATE
+    if s.previous or threading.current_thread() is not threading.main_thread():
         yield
         return
-    _STATE = _State()
-    _STATE.previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    s.signum, s.where, s.redeliver, s.swallowed = None, "", False, threading.Event()   # phases already open stay
+    s.epoch += 1
+    s.previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
     hook = sys.unraisablehook
     sys.unraisablehook = _unraisable(hook)
     _install()
     try:
         yield
     finally:
-        for sig, handler in _STATE.previous.items():
+        for sig, handler in s.previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         sys.unraisablehook = hook
-        _STATE.previous = {}
+        s.previous, s.signum, s.where = {}, None, ""            # outside handling() no signal is pending
+        s.epoch += 1
 
 
 @contextlib.contextmanager

@@ -10,11 +10,17 @@ possibly different m and returns a (G, 2) array of (winner, loser) indices, -1 w
 Margin: on the enforced objectives other than the target, a pair needs ``diff > margin``; on the target it needs
 ``diff > max(margin, 0)``. A negative margin therefore tolerates ties (or small losses) on the earlier objectives,
 which matters for integer-valued rewards; the target always needs a strict win.
+
+``allowed`` (optional, (m, 2) booleans per group): whether each candidate may be the winner (column 0) and the loser
+(column 1) of a pair -- e.g. a response cut at the token limit may not be the chosen side
+(:mod:`rcs_ray.selection`, ``sampling.truncated``). None: every candidate may be either.
+
+Selection strategies (RCS, NRCS, the baselines) are in :mod:`rcs_ray.selection`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -25,9 +31,6 @@ __all__ = [
     "select_pairs_flat",
     "rc_mask",
     "failure_reason",
-    "STRATEGIES",
-    "get_strategy",
-    "select_batch",
     "ORIGINAL_CHOSEN",
     "ORIGINAL_REJECTED",
     "SAMPLED",
@@ -108,21 +111,34 @@ def _thresholds(num_objectives: int, target: int, enforce: Optional[Iterable[int
     return idx, need
 
 
-def rc_mask(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0) -> np.ndarray:
+def _as_allowed(allowed, m: int) -> Optional[np.ndarray]:
+    if allowed is None:
+        return None
+    arr = np.asarray(allowed, dtype=bool)
+    if arr.shape != (m, 2):
+        raise ValueError(f"allowed: expected a ({m}, 2) boolean array (may win, may lose), got shape {arr.shape}")
+    return arr
+
+
+def rc_mask(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0,
+            allowed=None) -> np.ndarray:
     """(m, m) boolean mask: ``mask[w, l]`` is True when (w, l) is an admissible pair.
 
     Admissible: ``rewards[w, j] - rewards[l, j] > margin`` for every j in ``enforce`` other than ``target``
-    and ``> max(margin, 0)`` on ``target``.
+    and ``> max(margin, 0)`` on ``target``; with ``allowed``, w may win and l may lose.
     """
     arr = _as_rewards(rewards)
     target = _objective_index(target, arr.shape[1], "target")
     idx, need = _thresholds(arr.shape[1], target, enforce, _check_margin(margin))
     sub = arr[:, idx]
     diff = sub[:, None, :] - sub[None, :, :]
-    return np.all(diff > need, axis=-1)
+    mask = np.all(diff > need, axis=-1)
+    allowed = _as_allowed(allowed, arr.shape[0])
+    return mask if allowed is None else mask & allowed[:, 0, None] & allowed[None, :, 1]
 
 
-def select_pair(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0) -> Pair:
+def select_pair(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0,
+                allowed=None) -> Pair:
     """The RCS choice for one prompt: the admissible pair with the largest gap on ``target``.
 
     Args:
@@ -130,6 +146,7 @@ def select_pair(rewards, target: int, enforce: Optional[Iterable[int]] = None, m
         target: the objective being trained (its gap is maximized; it always needs a strict win).
         enforce: objectives on which the winner must beat the loser; None means all K.
         margin: see the module docstring.
+        allowed: (m, 2) booleans, may win / may lose (see the module docstring); None: all may.
 
     Returns:
         (winner, loser) candidate indices, or None when no admissible pair exists. Ties in the gap go to the
@@ -139,7 +156,7 @@ def select_pair(rewards, target: int, enforce: Optional[Iterable[int]] = None, m
         ValueError: on NaN/inf rewards, a wrong shape, or an out-of-range index.
     """
     arr = _as_rewards(rewards)
-    mask = rc_mask(arr, target, enforce, margin)
+    mask = rc_mask(arr, target, enforce, margin, allowed)
     if not mask.any():
         return None
     gap = np.where(mask, arr[:, None, target] - arr[None, :, target], -np.inf)
@@ -147,12 +164,13 @@ def select_pair(rewards, target: int, enforce: Optional[Iterable[int]] = None, m
 
 
 def select_pairs(groups: Sequence, target: int, enforce: Optional[Iterable[int]] = None,
-                 margin: float = 0.0) -> np.ndarray:
+                 margin: float = 0.0, allowed: Optional[Sequence] = None) -> np.ndarray:
     """Vectorized :func:`select_pair` over G prompt groups.
 
     Args:
         groups: G reward arrays, each (m_i, K); m_i may differ between groups.
         target, enforce, margin: as in :func:`select_pair`.
+        allowed: G (m_i, 2) boolean arrays (see :func:`select_pair`), or None.
 
     Returns:
         (G, 2) int64 array of (winner, loser); (-1, -1) where a group has no admissible pair.
@@ -168,11 +186,13 @@ def select_pairs(groups: Sequence, target: int, enforce: Optional[Iterable[int]]
     if not np.all(np.isfinite(values)):                  # name the first bad group as select_pair would
         bad = int(np.searchsorted(offsets, np.argwhere(~np.isfinite(values))[0, 0], side="right") - 1)
         _as_rewards(arrays[bad], f"group {bad}")
-    return select_pairs_flat(values, offsets, target, enforce, margin)
+    flat = None if allowed is None else np.concatenate(
+        [_as_allowed(a, g.shape[0]) for a, g in zip(allowed, arrays)] or [np.zeros((0, 2), bool)])
+    return select_pairs_flat(values, offsets, target, enforce, margin, flat)
 
 
 def select_pairs_flat(values: np.ndarray, offsets: np.ndarray, target: int, enforce: Optional[Iterable[int]] = None,
-                      margin: float = 0.0) -> np.ndarray:
+                      margin: float = 0.0, allowed: Optional[np.ndarray] = None) -> np.ndarray:
     """:func:`select_pairs` on the flat (columnar) layout: no per-group Python at all.
 
     Args:
@@ -180,6 +200,7 @@ def select_pairs_flat(values: np.ndarray, offsets: np.ndarray, target: int, enfo
             flattening an Arrow ``list<double>`` column per objective gives).
         offsets: (G + 1,) int offsets: group g is ``values[offsets[g]:offsets[g + 1]]`` (the Arrow list offsets).
         target, enforce, margin: as in :func:`select_pair`.
+        allowed: (N, 2) booleans, may win / may lose, aligned with ``values``; None: all may.
 
     Returns:
         (G, 2) int64 (winner, loser) indices within each group; (-1, -1) where a group has no admissible pair.
@@ -194,17 +215,21 @@ def select_pairs_flat(values: np.ndarray, offsets: np.ndarray, target: int, enfo
     max_m = int(lengths.max())
     step = max(1, _CHUNK_ELEMENTS // max(1, max_m * max_m * len(idx)))
     sub, t_pos = values[:, idx], idx.index(target)
+    allowed = np.ones((values.shape[0], 2), dtype=bool) if allowed is None else _as_allowed(allowed, values.shape[0])
     for start in range(0, num_groups, step):
         stop = min(num_groups, start + step)
         lo, hi, lens = offsets[start], offsets[stop], lengths[start:stop]
         if np.all(lens == max_m):                                   # the common case: a plain reshape
             padded = sub[lo:hi].reshape(stop - start, max_m, len(idx))
+            may = allowed[lo:hi].reshape(stop - start, max_m, 2)
         else:
             padded = np.full((stop - start, max_m, len(idx)), np.nan)
+            may = np.zeros((stop - start, max_m, 2), dtype=bool)
             group = np.repeat(np.arange(stop - start), lens)
-            padded[group, np.arange(hi - lo) - (offsets[start:stop] - lo)[group]] = sub[lo:hi]
+            at = np.arange(hi - lo) - (offsets[start:stop] - lo)[group]
+            padded[group, at], may[group, at] = sub[lo:hi], allowed[lo:hi]
         with np.errstate(invalid="ignore"):       # (g, M, M): every enforced lead; NaN pads compare False
-            mask = np.ones((stop - start, max_m, max_m), dtype=bool)
+            mask = may[:, :, None, 0] & may[:, None, :, 1]
             for j in range(len(idx)):
                 mask &= (padded[:, :, j, None] - padded[:, None, :, j]) > need[j]
             t = padded[:, :, t_pos]
@@ -216,8 +241,11 @@ def select_pairs_flat(values: np.ndarray, offsets: np.ndarray, target: int, enfo
     return out
 
 
-def failure_reason(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0) -> str:
-    """Why a group yields no RCS pair: ``too_few_candidates``, ``tied_on_target`` or ``no_rc_pair``.
+def failure_reason(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0,
+                   allowed=None) -> str:
+    """Why a group yields no RCS pair: ``too_few_candidates``, ``tied_on_target``, ``no_rc_pair``, or
+    ``truncated_only`` (with ``allowed``: an admissible pair exists, but only with a side ``allowed`` forbids, e.g.
+    a chosen response cut at the token limit).
 
     Call it for groups where :func:`select_pair` returned None.
     """
@@ -225,123 +253,8 @@ def failure_reason(rewards, target: int, enforce: Optional[Iterable[int]] = None
     if arr.shape[0] < 2:
         return "too_few_candidates"
     target = _objective_index(target, arr.shape[1], "target")
+    if allowed is not None and select_pair(arr, target, enforce, margin) is not None:
+        return "truncated_only"
     if select_pair(arr, target, enforce=[target], margin=max(margin, 0.0)) is None:
         return "tied_on_target"
     return "no_rc_pair"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Selection strategies: plain functions sharing one keyword signature, in a registry.
-#   fn(rewards (m, K), target, *, enforce, margin, sources, weights, rng) -> (winner, loser) | None
-# ---------------------------------------------------------------------------------------------------------------
-
-def _rcs_rule(target, enforce, margin):
-    """RCS admits pairs RC on ``enforce`` (with ``margin``) and won on the target."""
-    return enforce, margin
-
-
-def _target_only_rule(target, enforce, margin):
-    """RSDPO-style admits every pair won on the target (strictly), whatever the other objectives say."""
-    return [target], max(margin, 0.0)
-
-
-def strategy_rcs(rewards, target, *, enforce=None, margin=0.0, **_) -> Pair:
-    """RCS: the admissible (RC) pair with the largest gap on the target."""
-    return select_pair(rewards, target, *_rcs_rule(target, enforce, margin))
-
-
-def strategy_rc_random(rewards, target, *, enforce=None, margin=0.0, rng=None, **_) -> Pair:
-    """NRCS: a uniformly random RC pair (RC without the max-gap rule)."""
-    mask = rc_mask(rewards, target, enforce, margin)
-    pairs = np.argwhere(mask)
-    if len(pairs) == 0:
-        return None
-    rng = rng if rng is not None else np.random.default_rng(0)
-    w, l = pairs[int(rng.integers(len(pairs)))]
-    return int(w), int(l)
-
-
-def strategy_target_only(rewards, target, *, margin=0.0, **_) -> Pair:
-    """RSDPO-style: the largest gap on the target, ignoring every other objective."""
-    return select_pair(rewards, target, *_target_only_rule(target, None, margin))
-
-
-def strategy_weighted(rewards, target, *, weights=None, **_) -> Pair:
-    """The largest gap of the weighted sum of objectives (equal weights when none are given)."""
-    arr = _as_rewards(rewards)
-    w_vec = np.full(arr.shape[1], 1.0 / arr.shape[1]) if weights is None else np.asarray(weights, float)
-    if w_vec.shape != (arr.shape[1],) or not np.all(np.isfinite(w_vec)):
-        raise ValueError(f"weights must be {arr.shape[1]} finite numbers, got {weights!r}")
-    score = arr @ w_vec
-    w, l = int(np.argmax(score)), int(np.argmin(score))
-    return (w, l) if score[w] > score[l] else None
-
-
-def _original_pair(sources) -> Pair:
-    if sources is None:
-        raise ValueError("this strategy needs candidate sources (original_chosen / original_rejected)")
-    sources = list(sources)
-    if ORIGINAL_CHOSEN not in sources or ORIGINAL_REJECTED not in sources:
-        return None
-    return sources.index(ORIGINAL_CHOSEN), sources.index(ORIGINAL_REJECTED)
-
-
-def strategy_original(rewards, target, *, sources=None, **_) -> Pair:
-    """Vanilla: the dataset's own (chosen, rejected) pair, whatever the rewards say."""
-    return _original_pair(sources)
-
-
-def strategy_filter_only(rewards, target, *, enforce=None, margin=0.0, sources=None, **_) -> Pair:
-    """The dataset's own pair, kept only when it is admissible (RC on enforce and won on target)."""
-    pair = _original_pair(sources)
-    if pair is None:
-        return None
-    return pair if rc_mask(rewards, target, enforce, margin)[pair] else None
-
-
-STRATEGIES: dict[str, Callable[..., Pair]] = {
-    "rcs": strategy_rcs,
-    "rc_random": strategy_rc_random,
-    "target_only": strategy_target_only,
-    "weighted": strategy_weighted,
-    "original": strategy_original,
-    "filter_only": strategy_filter_only,
-}
-
-
-def get_strategy(name: str) -> Callable[..., Pair]:
-    """Look up a selection strategy by name; ValueError naming the choices when unknown."""
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown selection strategy {name!r}; choose one of {sorted(STRATEGIES)}") from None
-
-
-# Strategies that are "the max-gap admissible pair" under a rule: vectorized over a batch by select_pairs.
-MAX_GAP_RULES = {"rcs": _rcs_rule, "target_only": _target_only_rule}
-
-
-def select_batch(strategy: str, groups: Sequence, target: int, *, enforce: Optional[Iterable[int]] = None,
-                 margin: float = 0.0, sources: Optional[Sequence] = None, weights=None,
-                 seeds: Optional[Callable[[int], int]] = None) -> list:
-    """Apply ``strategy`` to G groups: the same pairs as calling it on each group, vectorized where it can be.
-
-    Args:
-        strategy: a key of :data:`STRATEGIES`.
-        groups: G (m_i, K) reward arrays.
-        target, enforce, margin, weights: as for the strategy functions.
-        sources: G candidate-source lists (for ``original`` / ``filter_only``).
-        seeds: ``seeds(i)`` -> the seed of group i's random generator (for ``rc_random``; called only by strategies
-            that draw, so a per-group seed costs nothing otherwise).
-
-    Returns:
-        G entries, each ``(winner, loser)`` or ``None``.
-    """
-    if strategy in MAX_GAP_RULES:
-        picked = select_pairs(groups, target, *MAX_GAP_RULES[strategy](target, enforce, margin))
-        return [None if w < 0 else (int(w), int(l)) for w, l in picked.tolist()]
-    fn = get_strategy(strategy)
-    sources = sources if sources is not None else [None] * len(groups)
-    return [fn(g, target, enforce=enforce, margin=margin, sources=s, weights=weights,
-               rng=np.random.default_rng(seeds(i)) if seeds is not None else None)
-            for i, (g, s) in enumerate(zip(groups, sources))]

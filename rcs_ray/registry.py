@@ -12,7 +12,7 @@ so validating a config imports no torch, Ray or vLLM.
 - :data:`REWARD_SOURCES` -- reward sources: the scorer class per engine, the objective fields a source needs, and
   which objectives share one scorer (one model load, one forward pass for all of them).
 
-Selection strategies (``rc.strategy``) are plain numpy functions in :data:`rcs_ray.rc.STRATEGIES`.
+Selection strategies (``rc.strategy``) are plain numpy functions in :data:`rcs_ray.selection.STRATEGIES`.
 
 Adding a part: write its implementation and add its entry here; nothing else changes.
 """

@@ -5,10 +5,16 @@ sampling stats under ``sampling/*``, the stage's train config as parameters) and
 metrics). Where they go (:class:`rcs_ray.config.TrackingConfig`):
 
 - **TensorBoard**: event files in ``<tracking.dir>/tensorboard/<name>/<run>`` (``tensorboard --logdir`` on it);
-- **MLflow**: experiment ``tracking.project`` (default ``name``) at ``tracking.mlflow_uri`` (default a local file
-  store in ``<tracking.dir>/mlruns``): one parent run per workflow, a nested run per stage;
-- **W&B**: project ``tracking.project``, group = the workflow, one run per stage (``tracking.wandb_mode``: offline by
-  default, ``wandb sync`` uploads it later).
+- **MLflow**: experiment ``tracking.project`` at ``tracking.mlflow_uri`` (default a local file store in
+  ``<tracking.dir>/mlruns``): one parent run per workflow, a nested run per stage;
+- **W&B**: project ``tracking.project``, group = the workflow, one run per stage, files in ``tracking.dir``
+  (``tracking.wandb_mode``: offline by default, ``wandb sync`` uploads it later; ``tracking.wandb_entity``).
+
+A key the config leaves null takes the tracker's standard environment variable of the process that calls
+:func:`settings_for` (the driver; the resolved values travel to the train workers), else the default:
+``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME`` (default ``name``), ``WANDB_PROJECT`` (default ``name``),
+``WANDB_DIR`` (default ``tracking.dir``), ``WANDB_MODE`` (default ``offline``), ``WANDB_ENTITY`` (default the
+account's). A value set in the config always wins over the variable.
 
 The default ``tracking.dir`` is ``<output_dir>/tracking``. Runs are found again by a key of the output directory and
 the run name, so a resumed or rerun stage appends to its run instead of starting another. On a cluster, rank 0 of
@@ -44,9 +50,12 @@ class TrackingSettings:
     group: str                    # the workflow's name
     key: str                      # the workflow's identity: name + output dir
     run: str                      # stage1 | stage2 | ... | eval
-    project: str
-    mlflow_uri: Optional[str] = None
+    mlflow_experiment: str
+    wandb_project: str
+    mlflow_uri: Optional[str] = None   # None: a file store in <dir>/mlruns
+    wandb_dir: Optional[str] = None    # None: dir
     wandb_mode: str = "offline"
+    wandb_entity: Optional[str] = None  # None: the W&B account's default entity
     params: Dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -90,11 +99,18 @@ def check_installed(backends: List[str]) -> None:
                                 f"pip install 'rcs-ray[tracking]'")
 
 
+def _env(name: str) -> Optional[str]:
+    """An environment variable's value; unset and empty are both None."""
+    return os.environ.get(name) or None
+
+
 def settings_for(cfg, run: str, report_to: Optional[List[str]] = None,
                  params: Optional[dict] = None) -> Optional[TrackingSettings]:
     """The settings of run ``run`` of workflow ``cfg`` (None when nothing is tracked).
 
     ``report_to`` defaults to ``cfg.train.report_to``; ``params`` are logged as the run's parameters (flattened).
+    Each ``cfg.tracking`` key that is null falls back to its tracker's environment variable, then to the default
+    (module docstring).
     """
     from rcs_ray import storage
 
@@ -104,12 +120,17 @@ def settings_for(cfg, run: str, report_to: Optional[List[str]] = None,
     check_installed(backends)
     t = cfg.tracking
     out = cfg.output_dir
-    where = t.dir or (os.path.join(storage.absolute(out), "tracking") if not storage.is_uri(out)
-                      else os.path.join(os.path.expanduser("~/.cache/rcs_ray/tracking"), cfg.name))
+    where = os.path.abspath(t.dir or (os.path.join(storage.absolute(out), "tracking") if not storage.is_uri(out)
+                                      else os.path.join(os.path.expanduser("~/.cache/rcs_ray/tracking"), cfg.name)))
     key = hashlib.sha256(f"{cfg.name}\0{storage.absolute(out)}".encode()).hexdigest()[:10]
-    return TrackingSettings(backends=backends, dir=os.path.abspath(where), group=cfg.name, key=key, run=run,
-                            project=t.project or cfg.name, mlflow_uri=t.mlflow_uri, wandb_mode=t.wandb_mode,
-                            params=flatten(params or {}))
+    wandb_dir = where if t.dir else os.path.abspath(os.path.expanduser(_env("WANDB_DIR") or where))
+    return TrackingSettings(
+        backends=backends, dir=where, group=cfg.name, key=key, run=run,
+        mlflow_experiment=t.project or _env("MLFLOW_EXPERIMENT_NAME") or cfg.name,
+        wandb_project=t.project or _env("WANDB_PROJECT") or cfg.name,
+        mlflow_uri=t.mlflow_uri or _env("MLFLOW_TRACKING_URI") or "file://" + os.path.join(where, "mlruns"),
+        wandb_dir=wandb_dir, wandb_mode=t.wandb_mode or _env("WANDB_MODE") or "offline",
+        wandb_entity=t.wandb_entity or _env("WANDB_ENTITY"), params=flatten(params or {}))
 
 
 # ------------------------------------------------------------------------------------------------ backends
@@ -138,11 +159,11 @@ class _MLflow:
         from mlflow.tracking import MlflowClient
 
         uri = s.mlflow_uri or "file://" + os.path.join(s.dir, "mlruns")
-        if uri.startswith("file:"):
+        if uri.startswith("file:") or "://" not in uri:                  # a plain path is a file store too
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")     # MLflow 3.x asks for it explicitly
         self.client = c = MlflowClient(tracking_uri=uri)
-        exp = c.get_experiment_by_name(s.project)
-        exp_id = exp.experiment_id if exp is not None else c.create_experiment(s.project)
+        exp = c.get_experiment_by_name(s.mlflow_experiment)
+        exp_id = exp.experiment_id if exp is not None else c.create_experiment(s.mlflow_experiment)
         parent = self._find(exp_id, f"tags.`rcs_ray.key` = '{s.key}' and tags.`rcs_ray.run` = 'workflow'")
         if parent is None:
             parent = c.create_run(exp_id, run_name=s.group, tags={"rcs_ray.key": s.key, "rcs_ray.run": "workflow"}).info.run_id
@@ -178,9 +199,10 @@ class _WandB:
     def __init__(self, s: TrackingSettings):
         import wandb
 
-        os.makedirs(s.dir, exist_ok=True)
-        self.run = wandb.init(project=s.project, group=s.group, name=f"{s.group}/{s.run}", id=f"{s.key}-{s.run}",
-                              resume="allow", mode=s.wandb_mode, dir=s.dir, config=s.params,
+        where = s.wandb_dir or s.dir
+        os.makedirs(where, exist_ok=True)
+        self.run = wandb.init(project=s.wandb_project, entity=s.wandb_entity, group=s.group, name=f"{s.group}/{s.run}",
+                              id=f"{s.key}-{s.run}", resume="allow", mode=s.wandb_mode, dir=where, config=s.params,
                               reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
         if s.params:
             self.run.config.update(s.params, allow_val_change=True)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rcs_ray import interrupts, storage
+from rcs_ray.storage import integrity
 from rcs_ray.config import RunConfig
 from rcs_ray.errors import RcsInputError
 from rcs_ray.fingerprints import sample_inputs, schedule_shrank, train_inputs
@@ -85,14 +86,30 @@ class _Manifest:
         self.path = path
         self.data = {"stage": stage, "objective": objective, "steps": {}}
         if storage.exists(path):
-            self.data = json.loads(storage.read_text(path))
+            try:
+                data = json.loads(storage.read_text(path))
+                if not isinstance(data.get("steps"), dict):
+                    raise ValueError("no steps")
+                self.data = data
+            except Exception:  # noqa: BLE001 - a full disk, a sync tool or a hand edit damaged it
+                integrity.set_aside(path, "manifest", f"stage {stage}'s steps are checked again (finished "
+                                                      f"training resumes from its checkpoints)")
 
     def done(self, step: str, inputs: dict) -> Optional[dict]:
+        """The step's entry when it finished with these inputs and every output it recorded can be read (a damaged
+        output is set aside with a warning, and the step is redone)."""
         entry = self.data["steps"].get(step)
-        if entry and entry.get("status") == "done" and entry.get("inputs") == inputs:
-            missing = [p for p in entry["outputs"].values() if isinstance(p, str) and not storage.exists(p)]
-            return None if missing else entry
-        return None
+        if not (entry and entry.get("status") == "done" and entry.get("inputs") == inputs):
+            return None
+        for p in (p for p in entry["outputs"].values() if isinstance(p, str)):
+            why = integrity.problem(p)
+            if why == "missing":
+                return None
+            if why is not None:
+                if storage.path_kind(p) == "file":
+                    integrity.set_aside(p, f"{step} output", f"the {step} step is redone ({why})")
+                return None
+        return entry
 
     def start(self, step: str, inputs: dict) -> None:
         self.data["steps"][step] = {"status": "running", "inputs": inputs,

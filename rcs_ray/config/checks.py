@@ -9,10 +9,11 @@ import math
 import re
 from typing import List
 
-from rcs_ray import rc, registry
+from rcs_ray import registry, selection
 from rcs_ray.config.schema import (ATTN_IMPLEMENTATIONS, CHAT_TEMPLATES, DATA_FORMATS, LR_SCHEDULERS, OUTPUTS,
-                                   PRECISIONS, PRESETS, QUANTIZATIONS, TRACKERS, DataConfig, ObjectiveConfig,
-                                   RunConfig, TrainConfig)
+                                   PRECISIONS, PRESETS, QUANTIZATIONS, RULE_TEMPLATE_ARGS, TRACKERS, DataConfig,
+                                   ModelConfig, ObjectiveConfig, RunConfig, SamplingConfig, TrainConfig)
+from rcs_ray.config.path_checks import validate_data_source, validate_model_paths
 from rcs_ray.config.stages import stage_objectives, stage_train
 from rcs_ray.errors import RcsInputError
 
@@ -65,7 +66,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
                 c.fail(f"{key}.mix", f"a mixed stage trains with loss dpo (its pairs have different targets), "
                                      f"got {loss!r}")
         sel = stage.rc
-        c.choice(f"{key}.rc.strategy", stage.rc.strategy, list(rc.STRATEGIES))
+        c.choice(f"{key}.rc.strategy", stage.rc.strategy, list(selection.STRATEGIES))
         c.finite(f"{key}.rc.margin", sel.margin)
         for name in sel.enforce or []:
             if name not in names:
@@ -82,6 +83,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     c.at_least("sampling.temperature", s.temperature, 0.0)
     if not 0 < s.top_p <= 1:
         c.fail("sampling.top_p", f"must be in (0, 1], got {s.top_p}")
+    _validate_sampling_controls(c, s)
     c.at_least("sampling.max_tokens", s.max_tokens, 1)
     c.at_least("sampling.batch_size", s.batch_size, 1)
     c.at_least("sampling.num_actors", s.num_actors, 1)
@@ -96,9 +98,10 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     if s.adaptive.enabled:
         c.at_least("sampling.adaptive.n_max", s.adaptive.n_max, s.n)
         c.at_least("sampling.adaptive.rounds", s.adaptive.rounds, 1)
-    if cfg.policy.attn_implementation is not None:
-        c.choice("policy.attn_implementation", cfg.policy.attn_implementation, ATTN_IMPLEMENTATIONS)
-    c.choice("tracking.wandb_mode", cfg.tracking.wandb_mode, ("offline", "online", "disabled"))
+    _validate_policy(c, cfg.policy)
+    validate_model_paths(c, cfg)
+    if cfg.tracking.wandb_mode is not None:                 # None: $WANDB_MODE, else offline (rcs_ray.tracking)
+        c.choice("tracking.wandb_mode", cfg.tracking.wandb_mode, ("offline", "online", "disabled"))
     _validate_train(c, "train", cfg.train, names)
     for i, stage in enumerate(cfg.stages):
         if stage.train:
@@ -122,6 +125,35 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         c.fail("tinyworld.conflict", f"must be in [0, 1], got {w.conflict}")
     c.choice("tinyworld.reward_scale", w.reward_scale, ("integer", "fine"))
     c.at_least("tinyworld.pairs_per_stage", w.pairs_per_stage, 1)
+
+
+def _validate_sampling_controls(c: _Checker, s: SamplingConfig) -> None:
+    """top_k, min_p, repetition_penalty and stop strings, with vLLM's meaning (the HF engine gives them the same)."""
+    if s.top_k < 0:
+        c.fail("sampling.top_k", f"must be >= 0 (0: off), got {s.top_k}")
+    if not 0 <= s.min_p <= 1:
+        c.fail("sampling.min_p", f"must be in [0, 1] (0: off), got {s.min_p}")
+    if not (math.isfinite(s.repetition_penalty) and s.repetition_penalty > 0):
+        c.fail("sampling.repetition_penalty", f"must be a finite number > 0 (1: off), got {s.repetition_penalty}")
+    for i, text in enumerate(s.stop):
+        if not text:
+            c.fail(f"sampling.stop.{i}", "an empty stop string would end every response before its first token")
+    c.choice("sampling.truncated", s.truncated, selection.TRUNCATION_RULES)
+
+
+def _validate_policy(c: _Checker, p: ModelConfig) -> None:
+    if p.attn_implementation is not None:
+        c.choice("policy.attn_implementation", p.attn_implementation, ATTN_IMPLEMENTATIONS)
+    if p.system_prompt is not None and not p.chat_template:
+        c.fail("policy.system_prompt", "a system prompt is a chat message: it needs policy.chat_template=true "
+                                       "(plain prompts then become a system and a user message)")
+    for name in p.chat_template_kwargs:
+        if name in ("system", "system_prompt", "system_message"):
+            c.fail(f"policy.chat_template_kwargs.{name}", "set policy.system_prompt instead: it becomes the system "
+                                                          "message of every prompt (templates ignore this variable)")
+        if name in RULE_TEMPLATE_ARGS:
+            c.fail(f"policy.chat_template_kwargs.{name}", "is set by the prompt rule itself; chat_template_kwargs "
+                                                          "holds the template's own variables (e.g. enable_thinking)")
 
 
 def _validate_objective(c: _Checker, key: str, obj: ObjectiveConfig) -> None:
@@ -291,6 +323,7 @@ def _validate_lora(c: _Checker, key: str, t: TrainConfig) -> None:
 
 def _validate_data(c: _Checker, key: str, data: DataConfig) -> None:
     c.choice(f"{key}.format", data.format, DATA_FORMATS)
+    validate_data_source(c, key, data)
     if data.preset is not None:
         c.choice(f"{key}.preset", data.preset, PRESETS)
     c.choice(f"{key}.on_bad_row", data.on_bad_row, ("error", "skip"))

@@ -1,7 +1,7 @@
 """The config schema: one dataclass per section, merged and validated by :mod:`rcs_ray.config.loader`.
 
 The names a choice may take come from the registries they name (:mod:`rcs_ray.registry` for losses, engines and
-reward sources, :data:`rcs_ray.rc.STRATEGIES` for selection strategies), so a new part is accepted where it is
+reward sources, :data:`rcs_ray.selection.STRATEGIES` for selection strategies), so a new part is accepted where it is
 registered.
 """
 
@@ -12,14 +12,14 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from rcs_ray import rc, registry
+from rcs_ray import registry, selection
 
 OBJECTIVE_KINDS = tuple(registry.REWARD_SOURCES)
 OUTPUTS = ("auto", "logits", "rewards", "score", "end_scores")
 CHAT_TEMPLATES = ("auto", "own", "policy", "none")         # or a Jinja template
 ENGINES = tuple(registry.ENGINES)
 LOSS_NAMES = tuple(registry.LOSSES)
-STRATEGY_NAMES = tuple(rc.STRATEGIES)
+STRATEGY_NAMES = tuple(selection.STRATEGIES)
 DATA_FORMATS = ("auto", "jsonl", "parquet", "hf")
 PRESETS = ("pku_saferlhf", "helpsteer2", "ultrafeedback_binarized")   # rcs_ray.data.presets (tied by a test)
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -27,6 +27,10 @@ LR_SCHEDULERS = ("constant", "linear", "cosine")          # after train.warmup_s
 TRACKERS = ("tensorboard", "mlflow", "wandb")              # train.report_to (rcs_ray.tracking)
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 QUANTIZATIONS = ("4bit", "8bit")                           # QLoRA: bitsandbytes, CUDA only
+# apply_chat_template arguments the prompt rule sets itself (rcs_ray.prompting): not policy.chat_template_kwargs
+RULE_TEMPLATE_ARGS = ("conversation", "add_generation_prompt", "continue_final_message", "tokenize", "return_dict",
+                      "return_tensors", "return_assistant_tokens_mask", "padding", "truncation", "max_length",
+                      "chat_template", "tokenizer_kwargs")
 
 
 @dataclass
@@ -37,6 +41,10 @@ class ModelConfig:
     dtype: str = "float32"                   # float32 | bfloat16 | float16
     trust_remote_code: bool = False
     chat_template: bool = True               # format plain prompts with the tokenizer's chat template, if it has one
+    system_prompt: Optional[str] = None      # a system message put first in every prompt that has none (needs a
+    #                                          chat template); read alike by generation, scoring and training
+    chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)   # extra template variables wherever the
+    #                                          policy's template renders (e.g. enable_thinking: false)
     attn_implementation: Optional[str] = None  # sdpa | eager | flash_attention_2 (CUDA + flash-attn); None: HF's default
 
 
@@ -92,13 +100,17 @@ class ObjectiveConfig:
 @dataclass
 class DataConfig:
     """Where a stage's data comes from and how its columns map onto prompt / chosen / rejected."""
-    path: Optional[str] = None               # jsonl | parquet | HF dataset dir (load_from_disk) | dir of files
+    path: Optional[str] = None               # jsonl | parquet | HF dataset dir (load_from_disk) | dir of files |
+    #                                          a Hub dataset: hf://org/name[@revision] (bare org/name: local if it exists)
     format: str = "auto"                     # auto | jsonl | parquet | hf
     preset: Optional[str] = None             # pku_saferlhf | helpsteer2 | ultrafeedback_binarized
     objective: Optional[str] = None          # preset: which label defines chosen/rejected (e.g. "harmless")
     columns: Dict[str, str] = field(default_factory=dict)  # canonical name -> column in the file
     score_names: Optional[List[str]] = None  # names of the K generic per-objective scores (else objective_0..)
-    split: Optional[str] = None              # for a DatasetDict directory
+    split: Optional[str] = None              # for a DatasetDict directory or a Hub dataset (default: train)
+    config_name: Optional[str] = None        # a Hub dataset: which of its configs (load_dataset's name)
+    data_files: Any = None                   # a Hub dataset: files (globs) in the repository, for split train, or
+    #                                          {split: file(s)} (load_dataset's data_files)
     limit: Optional[int] = None              # read at most this many rows
     on_bad_row: str = "error"                # error | skip (skips are counted and reported)
 
@@ -127,6 +139,13 @@ class SamplingConfig:
     n: int = 8                               # candidates per prompt
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0                           # sample among the k most likely tokens (0: off)
+    min_p: float = 0.0                       # drop tokens less likely than min_p x the most likely one (0: off)
+    repetition_penalty: float = 1.0          # > 1 discourages tokens already in the prompt or the response (1: off)
+    stop: List[str] = field(default_factory=list)   # stop strings: a response ends before the first one (which is
+    #                                          not kept) and counts as finished
+    truncated: str = "not_chosen"            # a sample cut at max_tokens: not_chosen (only the rejected side) |
+    #                                          drop (never in a pair) | keep (like any candidate); rcs_ray.selection
     max_tokens: int = 64
     seed: int = 0
     batch_size: int = 16                     # prompts per batch
@@ -242,10 +261,13 @@ class EvalConfig:
 @dataclass
 class TrackingConfig:
     """Where ``train.report_to`` trackers write: one run per stage (and one for sampling stats / eval) per workflow."""
-    dir: Optional[str] = None                # TensorBoard logs + the default MLflow store; None: <output_dir>/tracking
-    mlflow_uri: Optional[str] = None         # MLflow tracking URI; None: a local file store under ``dir``
-    project: Optional[str] = None            # MLflow experiment / W&B project; None: ``name``
-    wandb_mode: str = "offline"              # offline | online | disabled
+    # A key left None takes the tracker's environment variable, else the default (rcs_ray.tracking); config wins.
+    dir: Optional[str] = None                # TensorBoard, W&B, the default MLflow store; None: <output_dir>/tracking
+    mlflow_uri: Optional[str] = None         # None: $MLFLOW_TRACKING_URI, else a local file store under ``dir``
+    project: Optional[str] = None            # MLflow experiment / W&B project; None: $MLFLOW_EXPERIMENT_NAME /
+    #                                          $WANDB_PROJECT, else ``name``  (W&B files: ``dir``, else $WANDB_DIR)
+    wandb_mode: Optional[str] = None         # offline | online | disabled; None: $WANDB_MODE, else offline
+    wandb_entity: Optional[str] = None       # W&B team / user; None: $WANDB_ENTITY, else the account's default
 
 
 @dataclass

@@ -18,17 +18,15 @@ column                      type                   meaning
 ``sources``                 list<string>           ``original_chosen`` | ``original_rejected`` | ``sampled``
 ``generated_tokens``        int64                  tokens generated for this group (all rounds)
 ``candidate_tokens``        list<int64>            tokens of each candidate
+``candidate_finished``      list<bool>             whether each ended (EOS / stop string), not cut at max_tokens
+``truncated_samples``       int64                  samples of this group cut at max_tokens (all rounds)
 ``error``                   string | null          a per-prompt failure (prompt too long, engine error)
 ``chosen_index`` ...        int64                  the selected pair (RC filter); ``failure_reason`` otherwise
 ``reward__<objective>``     list<double>           one score per candidate, per objective (scorer stages)
 ``seconds__<stage>``        double                 actor-seconds spent on this row by a stage (for stats)
 ==========================  =====================  ==========================================================
 
-**candidates.parquet** (:func:`candidates_schema`): every group's candidates, sources, token counts and m x K
-rewards, for offline re-selection. **pairs.parquet** (:func:`pairs_schema`): TRL's ``prompt, chosen, rejected`` plus ``prompt_id``, ``chosen_rewards``
-and ``rejected_rewards`` (K floats each), ``target``, ``chosen_source``, ``rejected_source``, ``num_candidates``,
-``round``. The objective names of the K rewards and the target are in the schema metadata (key ``rcs_ray``), so the
-file describes itself. **failed.parquet** (:func:`failed_schema`): every prompt that gave no pair, with its reason.
+The files a sampling step writes (pairs, failed, candidates) are :mod:`rcs_ray.data.sampling_files`.
 
 **Training pairs** (:class:`PairSet`): from a pairs file (:func:`read_pairs`, parquet or JSON lines, validated with
 the readers' checks of :mod:`rcs_ray.data.schema`) or a stage's dataset (:func:`pairs_from_preferences`).
@@ -49,7 +47,8 @@ MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])
 TEXT_COLUMNS = ("prompt", "chosen", "rejected")
 REWARD_COLUMNS = ("chosen_rewards", "rejected_rewards")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
-METADATA_KEY = b"rcs_ray"
+FINISHED_COLUMNS = ("chosen_finished", "rejected_finished")
+METADATA_KEY = b"rcs_ray"          # schema metadata of the sampling files (rcs_ray.data.sampling_files)
 _FLOATS = pa.list_(pa.float64())
 
 
@@ -88,6 +87,17 @@ def dataset_is_chat(prompts: Sequence[Text], source: str) -> bool:
     return chat
 
 
+def file_metadata(schema: pa.Schema) -> dict:
+    """``{"objectives": [...], "target": ..., ["selection": {...}]}`` recorded in a sampling file's schema (``{}``
+    for other files)."""
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    try:
+        meta = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def require_columns(batch: pa.Table, columns: Sequence[str], stage: str) -> None:
     """A Ray Data stage's check of its input batch: every column it needs is there (else KeyError naming them)."""
     missing = [c for c in columns if c not in batch.column_names]
@@ -101,6 +111,7 @@ _GROUP_TYPES = {
     "candidates": pa.list_(pa.string()), "sources": pa.list_(pa.string()), "generated_tokens": pa.int64(),
     "error": pa.string(), "chosen_index": pa.int64(), "rejected_index": pa.int64(), "failure_reason": pa.string(),
     "rounds": pa.int64(), "round": pa.int64(), "candidate_tokens": pa.list_(pa.int64()),
+    "candidate_finished": pa.list_(pa.bool_()), "truncated_samples": pa.int64(),
     "generate_started": pa.float64()}       # wall clock (epoch s) its generation batch started: start-up vs steady
 
 
@@ -131,49 +142,6 @@ def group_table(rows: List[dict], chat: bool, columns: Optional[Sequence[str]] =
     return pa.table({c: pa.array([r.get(c) for r in rows], type=group_type(c, chat)) for c in names})
 
 
-# ----------------------------------------------------------------------------------------------- output files
-def _metadata(objectives: Sequence[str], target: Optional[str]) -> Dict[bytes, bytes]:
-    return {METADATA_KEY: json.dumps({"objectives": list(objectives), "target": target}).encode()}
-
-
-def pairs_schema(chat: bool, objectives: Sequence[str], target: Optional[str]) -> pa.Schema:
-    """The schema of ``pairs.parquet``, with the objective names and the target in its metadata."""
-    text = text_type(chat)
-    return pa.schema([("prompt", text), ("chosen", text), ("rejected", text), ("prompt_id", pa.string()),
-                      ("chosen_rewards", _FLOATS), ("rejected_rewards", _FLOATS), ("target", pa.string()),
-                      ("chosen_source", pa.string()), ("rejected_source", pa.string()),
-                      ("num_candidates", pa.int64()), ("round", pa.int64())],
-                     metadata=_metadata(objectives, target))
-
-
-def failed_schema(chat: bool, objectives: Sequence[str], target: Optional[str]) -> pa.Schema:
-    """``failed.parquet``: ``prompt_id, prompt, reason, detail, num_candidates, num_distinct, rounds``."""
-    return pa.schema([("prompt_id", pa.string()), ("prompt", text_type(chat)), ("reason", pa.string()),
-                      ("detail", pa.string()), ("num_candidates", pa.int64()), ("num_distinct", pa.int64()),
-                      ("rounds", pa.int64())], metadata=_metadata(objectives, target))
-
-
-def candidates_schema(chat: bool, objectives: Sequence[str], target: Optional[str], seed: int = 0) -> pa.Schema:
-    """The schema of ``candidates.parquet``: every prompt group as the RC filter saw it -- ``prompt_id, prompt,
-    candidates, sources, candidate_tokens, rewards`` (m x K, objectives in the metadata's order), ``error``, ``round``
-    (the round it was finalised in) -- so any selection strategy can be run again offline (``rcs-ray select``)."""
-    meta = _metadata(objectives, target)
-    meta[METADATA_KEY] = json.dumps({**json.loads(meta[METADATA_KEY]), "seed": seed}).encode()
-    return pa.schema([("prompt_id", pa.string()), ("prompt", text_type(chat)), ("candidates", pa.list_(pa.string())),
-                      ("sources", pa.list_(pa.string())), ("candidate_tokens", pa.list_(pa.int64())),
-                      ("rewards", pa.list_(_FLOATS)), ("error", pa.string()), ("round", pa.int64())], metadata=meta)
-
-
-def file_metadata(schema: pa.Schema) -> dict:
-    """``{"objectives": [...], "target": ...}`` recorded in a pairs file's schema (``{}`` for other files)."""
-    raw = (schema.metadata or {}).get(METADATA_KEY)
-    try:
-        meta = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
 # ----------------------------------------------------------------------------------------------- training pairs
 @dataclass
 class PairSet:
@@ -181,7 +149,8 @@ class PairSet:
 
     Attributes:
         rows: one dict per pair: ``prompt``, ``chosen``, ``rejected`` (strings, or message lists for a chat
-            dataset), ``prompt_id`` when the file has one, plus ``chosen_rewards`` / ``rejected_rewards`` (K floats) when ``reward_names``, plus
+            dataset), ``prompt_id`` when the file has one, ``chosen_finished`` / ``rejected_finished`` (False) for a
+            side cut at the sampling token limit, plus ``chosen_rewards`` / ``rejected_rewards`` (K floats) when ``reward_names``, plus
             ``ref_chosen_logps`` / ``ref_rejected_logps`` (floats) when ``has_ref_logps``.
         reward_names: objective names of the K reward columns, ``[]`` when the pairs carry no rewards.
         target: the objective the pairs were selected for (their ``target`` column or the stage's objective).
@@ -199,11 +168,14 @@ class PairSet:
         return bool(self.rows) and not isinstance(self.rows[0]["prompt"], str)
 
     def table(self, extra: Optional[Dict[str, pa.Array]] = None) -> pa.Table:
-        """``index`` (int64), ``prompt``, ``chosen``, ``rejected`` with their Arrow types, plus ``extra`` columns."""
+        """``index`` (int64), ``prompt``, ``chosen``, ``rejected`` with their Arrow types, ``chosen_finished`` /
+        ``rejected_finished`` (bool; true unless the row says a side was cut), plus ``extra`` columns."""
         text = text_type(self.chat)
         cols = {"index": pa.array(range(len(self.rows)), type=pa.int64())}
         for key in TEXT_COLUMNS:
             cols[key] = pa.array([r[key] for r in self.rows], type=text)
+        for key in FINISHED_COLUMNS:
+            cols[key] = pa.array([r.get(key, True) for r in self.rows], type=pa.bool_())
         cols.update(extra or {})
         return pa.table(cols)
 
@@ -265,6 +237,9 @@ def _check_rows(path: str, rows: List[dict], has_ref: bool, has_rewards: bool, s
             raise _fail(path, i, problem) from None
         if r.get("prompt_id") not in (None, ""):
             row["prompt_id"] = str(r["prompt_id"])
+        for c in FINISHED_COLUMNS:                   # a side cut at the sampling token limit (pipeline files)
+            if r.get(c) is False:
+                row[c] = False
         out.append(row)
     return out
 

@@ -3,7 +3,9 @@
 ``read_preferences(cfg)`` reads pairs (prompt, chosen, rejected, optional per-objective scores);
 ``read_prompts(cfg)`` reads prompt lists, keeping chosen/rejected where the data has them. Both take a
 :class:`~rcs_ray.config.DataConfig`: the path and format, a preset (:mod:`rcs_ray.data.presets`) or a column
-map for generic data, ``limit`` and ``on_bad_row``.
+map for generic data, ``limit`` and ``on_bad_row``. Local files and URIs are read by :mod:`rcs_ray.data.tables`; a
+Hub dataset (``hf://org/name``, or a bare ``org/name`` that is not a local path) by ``datasets.load_dataset`` with
+``config_name``, ``split`` and ``data_files`` (:mod:`rcs_ray.data.hub_tables`).
 
 Generic data has the canonical columns (renamed through ``cfg.columns``): ``prompt``, ``chosen``, ``rejected``,
 optional ``prompt_id`` and ``chosen_scores``/``rejected_scores`` (lists of K numbers, named by
@@ -16,11 +18,13 @@ from __future__ import annotations
 from typing import Iterable, Iterator, List, Optional, Sequence
 
 from rcs_ray.config import DataConfig
+from rcs_ray.data.hub_tables import hub_records, is_hub_dataset
 from rcs_ray.data.presets import RowConverter, make_preset, one_row_each
 from rcs_ray.data.schema import (CANONICAL_COLUMNS, BadRowPolicy, ColumnMap, PreferenceData,
                                  assign_prompt_ids, check_pair, check_scores, check_text)
 from rcs_ray.data.tables import Record, iter_records
 from rcs_ray.errors import RcsInputError
+from rcs_ray.storage import hub
 
 _PAIR = ("chosen", "rejected")
 _SCORES = ("chosen_scores", "rejected_scores")
@@ -68,7 +72,7 @@ def _read(cfg: DataConfig, pairs: bool) -> PreferenceData:
     if cfg.preset is not None and cfg.score_names is not None:
         raise RcsInputError(f"score_names: only for generic data; preset {cfg.preset} names its own objectives")
     converter: RowConverter = make_preset(cfg) if cfg.preset is not None else GenericRows(cfg)
-    records = iter_records(cfg.path, cfg.format, cfg.split, policy)
+    records = _records(cfg, policy)
     rows: List[dict] = []
     for row in converter.convert(records, policy, pairs):
         rows.append(row)
@@ -81,6 +85,22 @@ def _read(cfg: DataConfig, pairs: bool) -> PreferenceData:
     rows = [_ordered(row) for row in rows]
     objectives = converter.objectives if any("chosen_scores" in row for row in rows) else []
     return PreferenceData(rows=rows, objectives=objectives, source=cfg.path, skipped=dict(policy.skipped))
+
+
+def _records(cfg: DataConfig, policy: BadRowPolicy) -> Iterator[Record]:
+    """The raw rows of ``cfg``: a Hub dataset (``hf://org/name``, a bare ``org/name`` that is not a local path, or
+    its resolved snapshot) through ``datasets.load_dataset`` (:mod:`rcs_ray.data.hub_tables`); local files and
+    URIs through :mod:`rcs_ray.data.tables`."""
+    if hub.is_hf(cfg.path) or hub.is_hub_id(cfg.path):
+        from rcs_ray.paths import resolve_data
+
+        cfg = resolve_data(cfg)
+    if is_hub_dataset(cfg.path):
+        return hub_records(cfg)
+    given = [name for name in ("config_name", "data_files") if getattr(cfg, name) is not None]
+    if given:
+        raise RcsInputError(f"{cfg.path}: {given[0]} is only for a Hub dataset (hf://org/name[@revision])")
+    return iter_records(cfg.path, cfg.format, cfg.split, policy)
 
 
 def _ordered(row: dict) -> dict:

@@ -5,6 +5,8 @@
 - :mod:`rcs_ray.modeling.logprobs` -- ``sequence_logps``, ``tokenize_example``, ``build_pair_features``,
   ``collate_pairs`` and :class:`~rcs_ray.modeling.logprobs.ResponseLogps` (a frozen LM's summed response log-probs,
   used by the implicit-reward scorer and the reference log-prob stage alike).
+- :mod:`rcs_ray.modeling.padding` -- the one right-padding helper: a pad id that occurs in no row of the batch
+  (``free_pad_id``), ``right_pad``, ``tell_pad_id`` (the id a reward model reads as its pad).
 
 Importing this package imports nothing heavy; the modules import torch / transformers where they need them.
 """

@@ -32,7 +32,12 @@ def device_for(use_gpu: bool) -> str:
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
-    """An HF tokenizer with a pad token (the EOS when it has none)."""
+    """An HF tokenizer with a pad token (the EOS when it has none: what ``generate`` needs for finished rows).
+
+    That pad token is only a preference for batched forward passes: reward models, judges and log-prob passes pad
+    with an id that occurs in no row of the batch (:mod:`rcs_ray.modeling.padding`), so an EOS inside the text is
+    never taken for padding.
+    """
     from transformers import AutoTokenizer
 
     from rcs_ray.storage import local_copy

@@ -6,7 +6,10 @@
 - :func:`build_pair_features` -- the same for a (prompt, chosen, rejected) pair, keys prefixed ``chosen_`` /
   ``rejected_``.
 - :func:`collate_pairs` -- a list of pair features -> right-padded (B, T) long tensors.
-- :class:`ResponseLogps` -- a frozen causal LM's summed response log-probs of tokenized examples (no grad).
+- :class:`ResponseLogps` -- a frozen causal LM's summed (or per-token) response log-probs of tokenized examples.
+
+Padding (:mod:`rcs_ray.modeling.padding`) uses an id that occurs in no row of the batch and is masked by
+``attention_mask`` and ``labels``, never recognised by its id.
 
 Prompts are plain strings or chat-message lists (``[{"role": ..., "content": ...}, ...]``); how a prompt becomes
 tokens is :mod:`rcs_ray.prompting`'s rule (``use_chat_template``), and the prompt and the response are tokenized
@@ -21,13 +24,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from rcs_ray.prompting import split_ids
+from rcs_ray.modeling.padding import IGNORE_INDEX, embedding_rows, free_pad_id, right_pad
+from rcs_ray.prompting import Rule, split_ids
 
-__all__ = ["IGNORE_INDEX", "ResponseLogps", "sequence_logps", "tokenize_example", "build_pair_features",
-           "collate_pairs", "pad_examples"]
+__all__ = ["IGNORE_INDEX", "ResponseLogps", "sequence_logps", "token_logps", "tokenize_example",
+           "build_pair_features", "collate_pairs", "pad_examples"]
 
-
-IGNORE_INDEX = -100
 SIDES = ("chosen", "rejected")
 FIELDS = ("input_ids", "attention_mask", "labels")
 
@@ -68,6 +70,18 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     Raises:
         ValueError: wrong ranks or shapes, T < 2, a label outside [0, V), a row with no labelled token.
     """
+    values, mask = token_logps(logits, labels, ignore_index)
+    total = values.sum(dim=-1)
+    return total / mask.sum(dim=-1).to(total.dtype) if average else total
+
+
+def token_logps(logits: torch.Tensor, labels: torch.Tensor,
+                ignore_index: int = IGNORE_INDEX) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of the labelled tokens: ``(values, mask)``, both (B, T - 1).
+
+    ``values[b, t] = log softmax(logits[b, t])[labels[b, t + 1]]`` where ``mask[b, t]`` (the label is not
+    ``ignore_index``), 0 elsewhere. Arguments and errors as :func:`sequence_logps`.
+    """
     if not isinstance(logits, torch.Tensor) or logits.ndim != 3 or not logits.is_floating_point():
         raise ValueError(f"logits: expected a float tensor of shape (B, T, V), got {_describe(logits)}")
     if not isinstance(labels, torch.Tensor) or labels.ndim != 2 or labels.is_floating_point():
@@ -90,9 +104,7 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     if bool((counts == 0).any()):
         row = int((counts == 0).nonzero()[0, 0])
         raise ValueError(f"labels: row {row} has no labelled token after position 0 (an empty response?)")
-    token_logps = _token_logps(logits[:, :-1], index).masked_fill(~mask, 0.0)
-    total = token_logps.sum(dim=-1)
-    return total / counts.to(total.dtype) if average else total
+    return _token_logps(logits[:, :-1], index).masked_fill(~mask, 0.0), mask
 
 
 def _describe(x: Any) -> str:
@@ -116,7 +128,7 @@ def _truncate(prompt_ids: List[int], response_ids: List[int], max_length: int,
 
 
 def tokenize_example(tokenizer, prompt, response, max_length: int, min_response_tokens: Optional[int] = None,
-                     use_chat_template: bool = False) -> Dict[str, List[int]]:
+                     use_chat_template: Rule = False, finished: bool = True) -> Dict[str, List[int]]:
     """Tokenize one prompt + response for a causal LM, labelling only the response tokens.
 
     A plain prompt becomes a chat as :func:`rcs_ray.prompting.as_chat` says (``use_chat_template`` and a tokenizer
@@ -141,7 +153,8 @@ def tokenize_example(tokenizer, prompt, response, max_length: int, min_response_
         response: a string (for chat, the assistant message content), or for chat a list of messages.
         max_length: most tokens of prompt + response (>= 2).
         min_response_tokens: response tokens kept before the prompt is cut; default ``max_length // 2``.
-        use_chat_template: a plain prompt goes through the chat template (``policy.chat_template``).
+        use_chat_template: the policy's prompt rule (:class:`rcs_ray.prompting.PromptRule`: chat template, system
+            prompt, template variables), or a bool: a plain prompt goes through the chat template.
 
     Returns:
         ``{"input_ids", "attention_mask", "labels"}``: python lists of the same length (<= ``max_length``).
@@ -152,7 +165,7 @@ def tokenize_example(tokenizer, prompt, response, max_length: int, min_response_
     """
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise ValueError(f"max_length: expected an integer >= 2, got {max_length!r}")
-    prompt_ids, response_ids = split_ids(tokenizer, prompt, response, use_chat_template)
+    prompt_ids, response_ids = split_ids(tokenizer, prompt, response, use_chat_template, finished)
     if not prompt_ids:
         raise ValueError("prompt: tokenizes to no tokens; the first response token needs a context to be scored")
     if not response_ids:
@@ -164,9 +177,10 @@ def tokenize_example(tokenizer, prompt, response, max_length: int, min_response_
 
 
 def build_pair_features(tokenizer, prompt, chosen, rejected, max_length: int,
-                        min_response_tokens: Optional[int] = None,
-                        use_chat_template: bool = False) -> Dict[str, List[int]]:
-    """Tokenize a preference pair: :func:`tokenize_example` on (prompt, chosen) and on (prompt, rejected).
+                        min_response_tokens: Optional[int] = None, use_chat_template: Rule = False,
+                        finished: Tuple[bool, bool] = (True, True)) -> Dict[str, List[int]]:
+    """Tokenize a preference pair: :func:`tokenize_example` on (prompt, chosen) and on (prompt, rejected);
+    ``finished``: whether each side ended (a side cut at the sampling token limit gets no EOS / end of turn).
 
     Returns:
         ``chosen_input_ids``, ``chosen_attention_mask``, ``chosen_labels``, ``rejected_input_ids``,
@@ -174,26 +188,27 @@ def build_pair_features(tokenizer, prompt, chosen, rejected, max_length: int,
         after truncation, in how much of the prompt they keep.
     """
     out: Dict[str, List[int]] = {}
-    for side, response in zip(SIDES, (chosen, rejected)):
+    for side, response, done in zip(SIDES, (chosen, rejected), finished):
         for key, value in tokenize_example(tokenizer, prompt, response, max_length, min_response_tokens,
-                                          use_chat_template).items():
+                                          use_chat_template, done).items():
             out[f"{side}_{key}"] = value
     return out
 
 
-# ----------------------------------------------------------------------------------------------- collation
 # ----------------------------------------------------------------------------------------------- collation
 def collate_pairs(features: Sequence[Mapping[str, Any]], pad_token_id: int,
                   extra_keys: Sequence[str] = ()) -> Dict[str, torch.Tensor]:
     """Stack pair features into right-padded tensors.
 
     Both sides are padded to one common length, the longest chosen or rejected sequence of the batch, so a trainer
-    can ``torch.cat`` chosen and rejected into one (2B, T) forward pass. Padding has ``input_ids = pad_token_id``,
-    ``attention_mask = 0`` and ``labels = IGNORE_INDEX``.
+    can ``torch.cat`` chosen and rejected into one (2B, T) forward pass. Padding has ``attention_mask = 0``,
+    ``labels = IGNORE_INDEX`` and ``input_ids`` = an id that occurs in no row of the batch
+    (:func:`rcs_ray.modeling.padding.free_pad_id`: ``pad_token_id`` when it is absent, else the smallest absent id
+    below the largest id in use, so always inside the embedding).
 
     Args:
         features: B mappings with the six keys of :func:`build_pair_features` (lists or 1-D arrays of ints).
-        pad_token_id: id written at padded positions.
+        pad_token_id: the tokenizer's pad id (an id inside the model's embedding), preferred for padding.
         extra_keys: further per-pair numeric keys (e.g. ``ref_chosen_logps`` (scalar) or ``chosen_margin_rewards``
             (K-1 floats)) stacked as float32 tensors of shape (B,) or (B, M).
 
@@ -222,16 +237,12 @@ def collate_pairs(features: Sequence[Mapping[str, Any]], pad_token_id: int,
                                  f"{[len(f) for f in fields]} (input_ids, attention_mask, labels)")
             rows[side].append(fields)
     length = max(len(fields[0]) for side in SIDES for fields in rows[side])
-    batch = len(features)
+    pad = free_pad_id((fields[0] for side in SIDES for fields in rows[side]), prefer=(pad_token_id,))
     out: Dict[str, torch.Tensor] = {}
     for side in SIDES:
-        ids = torch.full((batch, length), int(pad_token_id), dtype=torch.long)
-        mask = torch.zeros((batch, length), dtype=torch.long)
-        labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
-        for b, (row_ids, row_mask, row_labels) in enumerate(rows[side]):
-            n = len(row_ids)
-            ids[b, :n], mask[b, :n], labels[b, :n] = row_ids, row_mask, row_labels
-        out[f"{side}_input_ids"], out[f"{side}_attention_mask"], out[f"{side}_labels"] = ids, mask, labels
+        ids, mask, labels = zip(*rows[side])
+        for key, value in right_pad(ids, pad, width=length, labels=labels, attention_mask=mask).items():
+            out[f"{side}_{key}"] = value
     for key in extra_keys:
         missing = [i for i, f in enumerate(features) if key not in f]
         if missing:
@@ -244,38 +255,48 @@ def collate_pairs(features: Sequence[Mapping[str, Any]], pad_token_id: int,
 
 
 # ----------------------------------------------------------------------------------------------- frozen models
-def pad_examples(examples: Sequence[Mapping[str, Sequence[int]]], pad_token_id: int) -> Dict[str, torch.Tensor]:
-    """Right-pad N examples (``input_ids``, ``labels``; the mask is 1 on every token) to (N, T) long tensors."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), int(pad_token_id), dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    for b, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[b, :n], mask[b, :n], labels[b, :n] = torch.as_tensor(e["input_ids"]), 1, torch.as_tensor(e["labels"])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+def pad_examples(examples: Sequence[Mapping[str, Sequence[int]]], pad_token_id: Optional[int] = None,
+                 vocab_size: Optional[int] = None) -> Dict[str, torch.Tensor]:
+    """Right-pad N examples (``input_ids``, ``labels``; the mask is 1 on every token) to (N, T) long tensors, with
+    an id that occurs in none of them (``pad_token_id`` when absent; see :func:`rcs_ray.modeling.padding.free_pad_id`,
+    ``vocab_size`` the model's embedding rows)."""
+    ids = [e["input_ids"] for e in examples]
+    pad = free_pad_id(ids, vocab_size, prefer=(pad_token_id,))
+    return right_pad(ids, pad, labels=[e["labels"] for e in examples])
 
 
 class ResponseLogps:
-    """Summed response log-probs of a frozen causal LM: ``sum_t log pi(y_t | x, y_<t)`` over the labelled tokens.
+    """Response log-probs of a frozen causal LM: ``sum_t log pi(y_t | x, y_<t)`` over the labelled tokens (or each
+    token's term), no grad.
 
     Args:
         model: a causal LM in eval mode (e.g. :func:`rcs_ray.modeling.loading.load_causal_lm`).
-        pad_token_id: id written at padded positions (masked out).
+        pad_token_id: preferred padding id (used when no sequence of the batch contains it; None: any free id).
+            Padding is masked by ``attention_mask`` and ``labels``, never by id.
         micro_batch: sequences per forward pass, each pass padded to its longest sequence.
         device: where the model is.
     """
 
-    def __init__(self, model, pad_token_id: int, micro_batch: int, device: str = "cpu"):
-        self.model, self.pad, self.micro_batch, self.device = model, int(pad_token_id), int(micro_batch), device
+    def __init__(self, model, pad_token_id: Optional[int], micro_batch: int, device: str = "cpu"):
+        self.model, self.micro_batch, self.device = model, int(micro_batch), device
+        self.pad = None if pad_token_id is None else int(pad_token_id)
+        self.vocab_size = embedding_rows(model)
 
-    def __call__(self, examples: Sequence[Mapping[str, Sequence[int]]]) -> np.ndarray:
-        """(N,) float64 log-probs of N examples (``input_ids``, ``labels`` from :func:`tokenize_example`)."""
-        out = []
+    def _passes(self, examples: Sequence[Mapping[str, Sequence[int]]]):
+        """``(values (b, T-1), mask (b, T-1))`` of :func:`token_logps` per micro batch, on the CPU."""
         for start in range(0, len(examples), self.micro_batch):
             batch = {k: v.to(self.device) for k, v in
-                     pad_examples(examples[start:start + self.micro_batch], self.pad).items()}
+                     pad_examples(examples[start:start + self.micro_batch], self.pad, self.vocab_size).items()}
             with torch.no_grad():
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                out.append(sequence_logps(logits, batch["labels"]).double().cpu().numpy())
+                values, mask = token_logps(logits, batch["labels"])
+            yield values.cpu(), mask.cpu()
+
+    def __call__(self, examples: Sequence[Mapping[str, Sequence[int]]]) -> np.ndarray:
+        """(N,) float64 summed log-probs of N examples (``input_ids``, ``labels`` from :func:`tokenize_example`)."""
+        out = [values.sum(dim=-1).double().numpy() for values, _ in self._passes(examples)]
         return np.concatenate(out) if out else np.zeros(0)
+
+    def per_token(self, examples: Sequence[Mapping[str, Sequence[int]]]) -> List[np.ndarray]:
+        """N float64 arrays: each example's log-probs of its labelled tokens, in order."""
+        return [row[m].double().numpy() for values, mask in self._passes(examples) for row, m in zip(values, mask)]

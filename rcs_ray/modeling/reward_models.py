@@ -10,7 +10,7 @@ served by one forward pass):
                 values; its custom code needs ``trust_remote_code``)
 ``score``       the model's own scalar (ArmoRM's gated ``output.score``; one value)
 ``end_scores``  a safe-rlhf score or cost model (``LlamaModelForScore``: a backbone under ``model.``, a linear
-                ``score_head``): the head's value at the last non-pad token, ``score_dim`` values; loaded here
+                ``score_head``): the head's value at the last attended token, ``score_dim`` values; loaded here
                 without the safe-rlhf package, normalised as its config says (``do_normalize``)
 ``auto``        decided from the config: ``*ForScore`` architectures (or ``score_dim``) -> ``end_scores``; custom code
                 with ``num_objectives`` -> ``rewards`` for a ``multi_head`` objective, ``score`` otherwise; else
@@ -20,6 +20,11 @@ served by one forward pass):
 :func:`check_reward_model` is the pre-flight check (no weights loaded): the output exists, every head is in range,
 the checkpoint holds every weight the reading class needs (else one line naming the missing keys and what to set),
 and a causal LM given as a reward model is refused.
+
+Batches are right-padded with an id that occurs in none of their rows, and the model is told that id
+(:mod:`rcs_ray.modeling.padding`), so every family reads each row where it reads the sequence alone: transformers'
+classifiers at the rightmost non-pad token, ArmoRM-style code before the first pad token, score models at the last
+attended token.
 """
 
 from __future__ import annotations
@@ -146,11 +151,14 @@ def _score_model_class():
             self.score_head = torch.nn.Linear(config.hidden_size, int(getattr(config, "score_dim", 1)),
                                               bias=bool(getattr(config, "bias", False)))
 
+        def get_input_embeddings(self):
+            return self.model.get_input_embeddings()
+
         def forward(self, input_ids, attention_mask):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             scores = self.score_head(hidden.to(self.score_head.weight.dtype))            # (B, L, D)
             positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-            end = (attention_mask.bool() * positions).argmax(dim=1)                        # last non-pad token
+            end = (attention_mask.bool() * positions).argmax(dim=1)      # last attended token: never by the pad id
             end_scores = scores[torch.arange(scores.shape[0], device=scores.device), end]  # (B, D)
             return {"end_scores": _normalized(end_scores, self.config)}
 

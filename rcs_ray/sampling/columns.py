@@ -98,6 +98,27 @@ def messages(texts, role: str) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets_of(np.ones(len(texts), dtype=np.int64)), structs)
 
 
+def with_system(prompts, system) -> pa.Array:
+    """Chat prompts (the :data:`~rcs_ray.data.pairs.MESSAGES` type) with a ``system`` message first in each that does
+    not start with one, as the prompt rule reads them (:func:`rcs_ray.prompting.as_chat`): how a system prompt goes
+    into a conversational pairs file. ``None``: the prompts as they are."""
+    prompts = prompts.combine_chunks() if isinstance(prompts, pa.ChunkedArray) else prompts
+    if system is None:
+        return prompts
+    old_len = lengths(prompts)
+    values = pc.list_flatten(prompts).cast(MESSAGES.value_type)
+    own = np.zeros(len(old_len), dtype=bool)
+    some = np.flatnonzero(old_len > 0)
+    first_roles = values.field("role").take(pa.array(begins(old_len)[some], pa.int64()))
+    own[some] = pc.fill_null(pc.equal(first_roles, "system"), False).to_numpy(zero_copy_only=False)
+    add = (~own).astype(np.int64)
+    parent, at = positions(old_len + add)
+    src = np.where(at < add[parent], len(values), begins(old_len)[parent] + at - add[parent])
+    extra = pa.array([{"role": "system", "content": system}], MESSAGES.value_type)
+    return pa.ListArray.from_arrays(offsets_of(old_len + add),
+                                    pa.concat_arrays([values, extra]).take(pa.array(src, pa.int64())))
+
+
 def column_sum(table: pa.Table, name: str) -> float:
     """The sum of a numeric column (0 if absent or all null)."""
     return (pc.sum(table.column(name)).as_py() or 0) if name in table.column_names else 0

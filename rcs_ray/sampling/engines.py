@@ -3,7 +3,7 @@
 An engine turns prompt token ids into sampled completions: the generation stage renders and tokenizes each prompt once
 (:func:`rcs_ray.prompting.prompt_ids`, with the engine's tokenizer), checks its length and hands the ids over. Each
 sample has its own seed (see
-:func:`rcs_ray.sampling.stages.sample_seed`), so the samples of a prompt do not depend on the batch size, the number
+:func:`rcs_ray.sampling.seeds.sample_seed`), so the samples of a prompt do not depend on the batch size, the number
 of actors or the order of prompts.
 
 - :class:`VLLMEngine` uses ``vllm.LLM`` with one ``SamplingParams(n=1, seed=...)`` per sample. ``generate`` is one
@@ -14,6 +14,9 @@ of actors or the order of prompts.
 - :class:`HFEngine` runs ``model.generate`` greedily on logits perturbed by Gumbel noise drawn from a per-row
   ``torch.Generator``: argmax(logits / T + Gumbel) is an exact sample of softmax(logits / T), and each row's noise
   depends only on its own seed, so a batch of many prompts gives the same samples as one prompt at a time.
+
+Both take ``top_k``, ``min_p``, ``repetition_penalty`` and ``stop`` strings with vLLM's meaning (the HF side:
+:mod:`rcs_ray.sampling.hf_sampling`); a response cut by a stop string excludes it and counts as finished.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from typing import Any, Protocol, Sequence
 from rcs_ray import registry
 from rcs_ray.config import ModelConfig, SamplingConfig
 from rcs_ray.modeling.loading import load_causal_lm, load_tokenizer
+from rcs_ray.sampling.hf_sampling import GumbelNoise, StopStrings, stop_cut
+
+_GumbelNoise = GumbelNoise          # its earlier name here
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +44,7 @@ log = logging.getLogger(__name__)
 class Completion:
     text: str
     num_tokens: int
-    finished: bool          # stopped at EOS (False: cut at max_tokens)
+    finished: bool          # stopped at EOS or a stop string (False: cut at max_tokens)
 
 
 class Engine(Protocol):
@@ -70,7 +76,7 @@ class HFEngine:
 
     def generate(self, prompts: Sequence[Sequence[int]], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
         import torch
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         rows, owners = [], []
         for i, (ids, row_seeds) in enumerate(zip(prompts, seeds)):
@@ -88,17 +94,25 @@ class HFEngine:
         for r, (ids, _) in enumerate(rows):                      # left padding
             input_ids[r, width - len(ids):] = torch.tensor(ids)
             mask[r, width - len(ids):] = 1
-        noise = _GumbelNoise([s for _, s in rows], self.sampling.temperature, self.sampling.top_p)
+        sp = self.sampling
+        noise = GumbelNoise([seed for _, seed in rows], sp.temperature, sp.top_p, top_k=sp.top_k, min_p=sp.min_p,
+                            repetition_penalty=sp.repetition_penalty, starts=[width - len(ids) for ids, _ in rows])
+        stop = StoppingCriteriaList([StopStrings(self.tokenizer, sp.stop, width)]) if sp.stop else None
         with torch.no_grad():
             seqs = self.model.generate(
                 input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False,
-                num_beams=1, max_new_tokens=self.sampling.max_tokens, logits_processor=LogitsProcessorList([noise]),
-                pad_token_id=pad, eos_token_id=list(self.eos), temperature=None, top_p=None, top_k=None)
+                num_beams=1, max_new_tokens=sp.max_tokens, logits_processor=LogitsProcessorList([noise]),
+                stopping_criteria=stop, pad_token_id=pad, eos_token_id=list(self.eos), temperature=None,
+                top_p=None, top_k=None)
         for r, gen in enumerate(seqs[:, width:].tolist()):
             end = next((i for i, t in enumerate(gen) if t in self.eos), None)
             finished = end is not None
             gen = gen[: end + 1] if finished else gen
             text = self.tokenizer.decode(gen, skip_special_tokens=True)
+            cut = stop_cut(self.tokenizer, gen, text, sp.stop)
+            if cut is not None:                                  # as vLLM: the text before it, a finished response
+                (text, n), finished = cut, True
+                gen = gen[:n]
             out[owners[r]].append(Completion(text=text, num_tokens=len(gen), finished=finished))
         return out
 
@@ -110,33 +124,6 @@ def stop_ids(tokenizer, generation_config=None) -> list[int]:
     extra = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
     ids += extra if isinstance(extra, (list, tuple)) else ([extra] if extra is not None else [])
     return list(dict.fromkeys(int(i) for i in ids))
-
-
-class _GumbelNoise:
-    """LogitsProcessor: scores / T (+ top-p mask) + Gumbel noise from one torch.Generator per row."""
-
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float):
-        import torch
-
-        self.temperature = temperature
-        self.top_p = top_p
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        if self.temperature == 0:
-            return scores
-        scores = scores.float() / self.temperature
-        if self.top_p < 1.0:
-            sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
-            cum = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
-            drop = cum - torch.softmax(sorted_scores, dim=-1) > self.top_p   # keep the smallest set reaching top_p
-            scores = scores.scatter(-1, order, sorted_scores.masked_fill(drop, float("-inf")))
-        vocab = scores.shape[-1]
-        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(scores.device)
-        gumbel = -torch.log((-torch.log(uniform.clamp_min(1e-20))).clamp_min(1e-20))
-        return scores + gumbel
 
 
 class VLLMEngine:
@@ -172,6 +159,9 @@ class VLLMEngine:
             for s in row_seeds:
                 requests.append(TokensPrompt(prompt_token_ids=list(ids)))
                 params.append(SamplingParams(n=1, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
+                                             top_k=self.sampling.top_k, min_p=self.sampling.min_p,
+                                             repetition_penalty=self.sampling.repetition_penalty,
+                                             stop=list(self.sampling.stop) or None,
                                              max_tokens=self.sampling.max_tokens, seed=int(s),
                                              stop_token_ids=self.stop,
                                              # finished requests only (LLM.generate sets it too): the engine loop

@@ -29,8 +29,10 @@ class ScorerSettings:
             the model's limit.
         chat_template: ``auto`` | ``own`` | ``policy`` | ``none`` | a Jinja template (see
             :func:`rcs_ray.sampling.scorers.chat_rule`).
-        policy_chat_template: the policy's rule (``policy.chat_template``): what ``policy`` / ``auto`` mean for an
-            implicit reward, which scores the policy's own text.
+        policy_chat_template, policy_system_prompt, policy_chat_template_kwargs: the policy's prompt rule
+            (``policy.chat_template``, ``policy.system_prompt``, ``policy.chat_template_kwargs``; see
+            :meth:`policy_rule`): how an implicit reward (``auto`` / ``policy``) or a model with ``chat_template:
+            policy`` reads the policy's text.
         policy_tokenizer: where the policy's template lives (``chat_template: policy`` for a reward model).
     """
     dtype: str = "float32"
@@ -42,6 +44,15 @@ class ScorerSettings:
     policy_tokenizer: Optional[str] = None
     model_kwargs: Dict = field(default_factory=dict)
     engine_kwargs: Dict = field(default_factory=dict)
+    policy_system_prompt: Optional[str] = None
+    policy_chat_template_kwargs: Dict = field(default_factory=dict)
+
+    def policy_rule(self):
+        """The policy's :class:`~rcs_ray.prompting.PromptRule`."""
+        from rcs_ray.prompting import PromptRule
+
+        return PromptRule(bool(self.policy_chat_template), self.policy_system_prompt,
+                          dict(self.policy_chat_template_kwargs))
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,9 @@ def scorer_settings(obj: ObjectiveConfig, policy: ModelConfig, train_max_length:
     return ScorerSettings(dtype=obj.dtype, trust_remote_code=obj.trust_remote_code, tokenizer=obj.tokenizer,
                           max_length=max_length, chat_template=obj.chat_template,
                           policy_chat_template=policy.chat_template, policy_tokenizer=policy.tokenizer or policy.path,
-                          model_kwargs=dict(obj.model_kwargs), engine_kwargs=dict(obj.engine_kwargs))
+                          model_kwargs=dict(obj.model_kwargs), engine_kwargs=dict(obj.engine_kwargs),
+                          policy_system_prompt=policy.system_prompt,
+                          policy_chat_template_kwargs=dict(policy.chat_template_kwargs))
 
 
 def _job(cfg: RunConfig, objectives, policy: Optional[str], keys: Dict[str, str], chain=None,
@@ -181,6 +194,7 @@ def preflight(job: SamplingJob, keys: Dict[str, str]) -> None:
 
     if local(job.policy.path) and job.sampling.engine in ("hf", "vllm"):
         check_causal_lm(job.policy.path, "policy.path", job.policy.trust_remote_code)
+        check_prompt_rule(job.policy)
     groups: Dict[str, list] = {}
     for obj in job.objectives:
         if obj.kind in ("classifier", "multi_head") and local(obj.model):
@@ -192,3 +206,25 @@ def preflight(job: SamplingJob, keys: Dict[str, str]) -> None:
     for path, objs in groups.items():
         for o in objs:
             check_reward_model(path, o.output, [o.head], o.kind, o.trust_remote_code, f"{keys[o.name]}.model")
+
+
+def check_prompt_rule(policy: ModelConfig) -> None:
+    """A system prompt or template variables need the policy's tokenizer to have a chat template (else they would
+    be silently ignored, or fail every prompt).
+
+    Raises:
+        RcsInputError: naming ``policy.system_prompt`` / ``policy.chat_template_kwargs``.
+    """
+    from rcs_ray import storage
+    from rcs_ray.errors import RcsInputError
+    from rcs_ray.modeling.loading import load_tokenizer
+    from rcs_ray.prompting import has_template
+
+    key = "policy.system_prompt" if policy.system_prompt is not None else \
+        "policy.chat_template_kwargs" if policy.chat_template_kwargs else None
+    path = policy.tokenizer or policy.path
+    if key is None or storage.is_uri(path):        # a URI is checked where it is fetched (the engine's actor)
+        return
+    if not has_template(load_tokenizer(path, policy.trust_remote_code)):
+        raise RcsInputError(f"{key}: the policy's tokenizer ({path}) has no chat template to apply it with: set "
+                            f"policy.tokenizer to one that has, or drop {key}")

@@ -99,12 +99,13 @@ def generation_stage(s: SamplingConfig) -> Tuple[type, dict]:
 def score_samples(job: SamplingJob, table, n_target: int, include_original: bool = True,
                   select: Optional[dict] = None):
     """The lazy Ray Dataset that generates up to ``n_target`` samples per group and scores every candidate; with
-    ``select`` (:class:`~rcs_ray.sampling.stages.RCFilterStage` arguments) the last scorer also RC-selects."""
+    ``select`` (:class:`~rcs_ray.sampling.rc_step.RCFilterStage` arguments) the last scorer also RC-selects."""
     import ray
 
     from rcs_ray.sampling.placement import generation_remote_args, scorer_remote_args
     from rcs_ray.sampling.scorers import plan_scorers
-    from rcs_ray.sampling.stages import ScoreStage, rc_filter_batch
+    from rcs_ray.sampling.rc_step import rc_filter_batch
+    from rcs_ray.sampling.stages import ScoreStage
 
     s = job.sampling
     stage, pool = generation_stage(s)
@@ -131,8 +132,17 @@ def score_samples(job: SamplingJob, table, n_target: int, include_original: bool
 
 def build_dataset(job: SamplingJob, table, n_target: int):
     """The lazy Ray Dataset of one round: generate -> score (one pool per scorer; the last one RC-selects too)."""
-    select = dict(objectives=job.objective_names, target=job.target, rc_cfg=job.rc, seed=job.sampling.seed)
+    select = dict(objectives=job.objective_names, target=job.target, rc_cfg=job.rc, seed=job.sampling.seed,
+                  truncated=job.sampling.truncated)
     return score_samples(job, table, n_target, include_original=job.rc.include_original, select=select)
+
+
+def selection_settings(job: SamplingJob) -> dict:
+    """The stage's selection settings, recorded in ``candidates.parquet`` (``rcs-ray select`` defaults to them)."""
+    rc_cfg = job.rc
+    return {"strategy": rc_cfg.strategy, "margin": rc_cfg.margin, "enforce": rc_cfg.enforce,
+            "weights": rc_cfg.weights, "include_original": rc_cfg.include_original,
+            "truncated": job.sampling.truncated, "seed": job.sampling.seed}
 
 
 def n_schedule(s: SamplingConfig) -> list[int]:
@@ -155,6 +165,7 @@ def _round(job: SamplingJob, table, n_target: int, writer, r: int, final: bool, 
     from rcs_ray.sampling.columns import column_sum
 
     t0, first, tokens_in = time.time(), None, column_sum(table, "generated_tokens")
+    cut_in, cut_out = column_sum(table, "truncated_samples"), 0
     carry, tokens_out, paired = [], 0, writer.pairs.rows
     with tqdm(total=table.num_rows, desc=desc, unit="prompt", disable=desc is None) as bar:
         for batch in build_dataset(job, table, n_target).iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -164,6 +175,7 @@ def _round(job: SamplingJob, table, n_target: int, writer, r: int, final: bool, 
             if started:
                 first = min(first or started, started)
             tokens_out += column_sum(batch, "generated_tokens")
+            cut_out += column_sum(batch, "truncated_samples")
             kept = writer.write(batch, r, resample=() if final else RESAMPLABLE)
             if kept.num_rows:
                 carry.append(kept)
@@ -173,6 +185,7 @@ def _round(job: SamplingJob, table, n_target: int, writer, r: int, final: bool, 
     tokens = tokens_out - tokens_in
     return carry, {"round": r + 1, "n": n_target, "prompts": table.num_rows, "pairs": writer.pairs.rows - paired,
                    "carried": sum(t.num_rows for t in carry), "tokens_generated": tokens,
+                   "samples_truncated": int(cut_out - cut_in),
                    "seconds": round(end - t0, 3), "startup_seconds": round(first - t0, 3),
                    "steady_seconds": round(end - first, 3),
                    "steady_tokens_per_second": round(tokens / (end - first), 2) if end > first else None}
@@ -190,7 +203,8 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
     data_context()
     builtin = job.sampling.engine in registry.ENGINES            # a custom engine brings its own tokenizer
     writer = OutputWriter(out_dir, job.objective_names, job.target, chat=chat or (builtin and templated(job.policy)),
-                          candidates=job.sampling.store_candidates, seed=job.sampling.seed)
+                          candidates=job.sampling.store_candidates, selection=selection_settings(job),
+                          system=job.policy.system_prompt)
     schedule = n_schedule(job.sampling)
     rounds, start = [], time.time()
     table = group_table(rows, chat)

@@ -76,22 +76,27 @@ def load_function(path: str, what: str) -> Callable:
     return fn
 
 
-def chat_rule(tokenizer, settings, kind: str) -> bool:
-    """Apply an objective's ``chat_template`` setting to its tokenizer; returns the prompt rule's
-    ``use_chat_template`` (:func:`rcs_ray.prompting.as_chat`).
+def chat_rule(tokenizer, settings, kind: str):
+    """Apply an objective's ``chat_template`` setting to its tokenizer; returns the prompt rule it reads with
+    (``use_chat_template`` of :mod:`rcs_ray.prompting`: a bool or a :class:`~rcs_ray.prompting.PromptRule`).
 
     ``auto``: a reward model or judge reads through its own template when it has one; an implicit reward follows
     the policy's rule (it scores the policy's own text). ``own``: its own template. ``policy``: the policy's rule
-    (implicit) or the policy tokenizer's template. ``none``: plain text. Anything else: a Jinja template to use.
+    (implicit), or the policy tokenizer's template read with the policy's system prompt and template variables (the
+    policy's own text, as generation and training read it). ``none``: plain text. Anything else: a Jinja template to
+    use.
     """
+    import dataclasses
+
     rule = settings.chat_template
     if rule == "none":
         return False
     if rule in ("auto", "policy") and kind == "implicit":
-        return bool(settings.policy_chat_template)
+        return settings.policy_rule()
     if rule == "policy":
         tokenizer.chat_template = getattr(load_tokenizer(settings.policy_tokenizer), "chat_template", None)
-    elif rule not in ("auto", "own"):
+        return dataclasses.replace(settings.policy_rule(), chat_template=True)
+    if rule not in ("auto", "own"):
         tokenizer.chat_template = rule
     return True
 
@@ -121,19 +126,6 @@ class RuleScorer:
         return out
 
 
-def right_padded(ids: list[list[int]], pad_token_id: int) -> dict:
-    """``input_ids`` / ``attention_mask`` (B, T) tensors, right-padded (what classifiers that find the sequence end
-    by the first pad token, as ArmoRM's code does, need)."""
-    import torch
-
-    width = max(len(x) for x in ids)
-    out_ids = torch.full((len(ids), width), int(pad_token_id), dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for b, x in enumerate(ids):
-        out_ids[b, :len(x)], mask[b, :len(x)] = torch.as_tensor(x, dtype=torch.long), 1
-    return {"input_ids": out_ids, "attention_mask": mask}
-
-
 def load_classifier(path: str, settings, objective: str):
     """``AutoModelForSequenceClassification`` from ``path`` with the objective's settings; refuses a load that left
     weights random (``output_loading_info``)."""
@@ -156,6 +148,7 @@ class ClassifierScorer:
 
     def __init__(self, objectives: Sequence[ObjectiveConfig], settings):
         from rcs_ray.modeling.checkpoints import read_config
+        from rcs_ray.modeling.padding import embedding_rows
         from rcs_ray.modeling.reward_models import load_score_model, resolve_output
 
         first = objectives[0]
@@ -175,14 +168,17 @@ class ClassifierScorer:
         else:
             model = load_classifier(first.model, settings, f"objective {first.name!r}")
         self.model = model.to(self.device).eval()
-        if getattr(self.model.config, "pad_token_id", None) is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.pad = self.model.config.pad_token_id
+        # Padding never looks like text (rcs_ray.modeling.padding): each batch is right-padded with an id none of
+        # its rows contains (the model's own pad id when it can), and the model is told that id, so its own
+        # end-of-sequence rule (rightmost non-pad, first pad, or the attention mask) reads each row's last token.
+        self.pad = getattr(self.model.config, "pad_token_id", None)
+        self.vocab_size = embedding_rows(self.model)
         self.max_length = settings.max_length or model_limit(self.tokenizer, config)
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
         import torch
 
+        from rcs_ray.modeling.padding import free_pad_id, right_pad, tell_pad_id
         from rcs_ray.modeling.reward_models import read_outputs
 
         ids = [keep_end(conversation_ids(self.tokenizer, p, r, self.use_chat_template), self.max_length)
@@ -190,8 +186,10 @@ class ClassifierScorer:
         out = []
         with torch.no_grad():
             for start in range(0, len(ids), self.batch_size):
-                enc = {k: v.to(self.device) for k, v in right_padded(ids[start:start + self.batch_size],
-                                                                     self.pad).items()}
+                chunk = ids[start:start + self.batch_size]
+                pad = free_pad_id(chunk, self.vocab_size, prefer=(self.pad, self.tokenizer.pad_token_id))
+                tell_pad_id(self.model, pad)
+                enc = {k: v.to(self.device) for k, v in right_pad(chunk, pad).items()}
                 values = read_outputs(self.model(**enc), self.outputs)
                 out.append(np.stack([sign * values[o][:, head].float().cpu().numpy() for o, head, sign in self.reads],
                                     axis=1))

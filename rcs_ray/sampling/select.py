@@ -2,7 +2,7 @@
 
 ``candidates.parquet`` (written by every sampled stage, ``sampling.store_candidates``) holds each prompt group as the
 RC filter saw it: its candidates, their sources and the m x K reward matrix. :func:`select` runs the same
-:class:`~rcs_ray.sampling.stages.RCFilterStage` and the same :class:`~rcs_ray.sampling.writer.OutputWriter` over it,
+:class:`~rcs_ray.sampling.rc_step.RCFilterStage` and the same :class:`~rcs_ray.sampling.writer.OutputWriter` over it,
 so with the pipeline's settings it writes byte-identical ``pairs.parquet`` / ``failed.parquet``, and with any other
 strategy, margin or enforce set it gives that baseline on the very same candidates (``rcs-ray select``).
 """
@@ -13,7 +13,8 @@ import time
 from typing import Optional, Sequence
 
 from rcs_ray.config import RCConfig
-from rcs_ray.data.pairs import file_metadata, is_chat, reward_column
+from rcs_ray.data.pairs import is_chat, reward_column
+from rcs_ray.data.sampling_files import file_metadata
 from rcs_ray.errors import RcsInputError
 
 
@@ -42,17 +43,20 @@ def _groups(batch, objectives: Sequence[str], source: str):
     return table
 
 
-def select(candidates: str, out_dir: str, strategy: str = "rcs", margin: float = 0.0,
+def select(candidates: str, out_dir: str, strategy: Optional[str] = None, margin: Optional[float] = None,
            enforce: Optional[Sequence[str]] = None, target: Optional[str] = None,
-           weights: Optional[Sequence[float]] = None, seed: Optional[int] = None) -> dict:
-    """Select one pair per stored group with ``strategy``; write pairs / failed / stats into the local ``out_dir``.
+           weights: Optional[Sequence[float]] = None, seed: Optional[int] = None,
+           truncated: Optional[str] = None) -> dict:
+    """Select one pair per stored group; write pairs / failed / stats into the local ``out_dir``. Every setting left
+    None is the stage's own, recorded in the file: with none given, the stage's pairs and failures come back.
 
     Args:
         candidates: a ``candidates.parquet``.
         out_dir: where ``pairs.parquet``, ``failed.parquet`` and ``stats.json`` go.
         strategy, margin, enforce, weights: as in a stage's ``rc`` settings (``enforce``: objective names).
         target: the objective pairs are selected for (default: the stage's, from the file).
-        seed: the ``rc_random`` seed (default: the sampling seed recorded in the file).
+        seed: the ``rc_random`` seed (default: the stage's sampling seed).
+        truncated: ``sampling.truncated`` (default: the stage's).
 
     Returns:
         The stats (as ``stats.json``).
@@ -62,8 +66,8 @@ def select(candidates: str, out_dir: str, strategy: str = "rcs", margin: float =
     """
     import pyarrow.parquet as pq
 
-    from rcs_ray import rc, storage
-    from rcs_ray.sampling.stages import RCFilterStage
+    from rcs_ray import selection, storage
+    from rcs_ray.sampling.rc_step import RCFilterStage
     from rcs_ray.sampling.writer import OutputWriter
 
     if not storage.isfile(candidates):
@@ -77,26 +81,37 @@ def select(candidates: str, out_dir: str, strategy: str = "rcs", margin: float =
     objectives = meta.get("objectives")
     if not objectives or "rewards" not in table.column_names:
         raise RcsInputError(f"{candidates}: not a candidates.parquet (no reward matrix or objective names)")
+    stage = dict(meta.get("selection") or {})                     # older files: the sampling seed only
+    stage.setdefault("seed", meta.get("seed", 0))
+    strategy = strategy if strategy is not None else stage.get("strategy", "rcs")
+    margin = float(margin if margin is not None else stage.get("margin", 0.0))
+    enforce = enforce if enforce is not None else stage.get("enforce")
+    weights = weights if weights is not None else stage.get("weights")
+    truncated = truncated if truncated is not None else stage.get("truncated", "keep")
     target = target or meta.get("target")
     for name in [target, *(enforce or [])]:
         if name not in objectives:
             raise RcsInputError(f"{candidates}: objective {name!r} is not among the stored ones {objectives}")
-    if strategy not in rc.STRATEGIES:
-        raise RcsInputError(f"--strategy {strategy!r} is not one of {sorted(rc.STRATEGIES)}")
+    if strategy not in selection.STRATEGIES:
+        raise RcsInputError(f"--strategy {strategy!r} is not one of {sorted(selection.STRATEGIES)}")
     if weights is not None and len(weights) != len(objectives):
         raise RcsInputError(f"--weights: needs {len(objectives)} (one per stored objective {objectives})")
+    if truncated not in selection.TRUNCATION_RULES:
+        raise RcsInputError(f"--truncated {truncated!r} is not one of {list(selection.TRUNCATION_RULES)}")
     cfg = RCConfig(strategy=strategy, margin=margin, enforce=list(enforce) if enforce else None,
                    weights=list(weights) if weights else None)
-    stage = RCFilterStage(objectives, target, cfg, seed=int(meta.get("seed", 0) if seed is None else seed))
+    step = RCFilterStage(objectives, target, cfg, seed=int(stage["seed"] if seed is None else seed),
+                         truncated=truncated)
     chat = is_chat(table.schema)
     writer = OutputWriter(out_dir, objectives, target, chat=chat)
     start = time.time()
     try:
         for batch in table.to_batches(max_chunksize=1024):
             groups = _groups(batch, objectives, candidates)
-            writer.write(stage(groups), groups.column("round").to_numpy(zero_copy_only=False))
+            writer.write(step(groups), groups.column("round").to_numpy(zero_copy_only=False))
         return writer.commit({"selected_from": candidates, "strategy": strategy, "margin": margin,
-                              "enforce": cfg.enforce, "seconds": round(time.time() - start, 3)})
+                              "enforce": cfg.enforce, "truncated": truncated,
+                              "seconds": round(time.time() - start, 3)})
     except BaseException:
         writer.abort()
         raise

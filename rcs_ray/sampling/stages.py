@@ -13,38 +13,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
 import time
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rcs_ray import rc
-from rcs_ray.config import ModelConfig, RCConfig, SamplingConfig
+from rcs_ray.config import ModelConfig, SamplingConfig
 from rcs_ray.data.pairs import require_columns, reward_column
+from rcs_ray.prompting import PromptRule, encode_batch, prompt_ids_batch
 from rcs_ray.rc import ORIGINAL_CHOSEN, ORIGINAL_REJECTED, SAMPLED
 from rcs_ray.sampling.columns import add_seconds, append_lists, begins, flat, lengths, positions, put
+from rcs_ray.sampling.rc_step import RCFilterStage
+from rcs_ray.sampling.seeds import sample_seed
 
 log = logging.getLogger(__name__)
 
 
-def sample_seed(seed: int, prompt_id: str, sample_index: int) -> int:
-    """A 31-bit seed for sample ``sample_index`` of a prompt: independent of batch size, actor count, prompt order
-    and resampling round (adaptive resampling's first m samples are those of a fixed run with n = m)."""
-    digest = hashlib.sha256(f"{seed}\x1f{prompt_id}\x1f{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def rc_seed(seed: int, prompt_id: str) -> int:
-    """Seed of the random choice of the ``rc_random`` strategy for one prompt (independent of batching)."""
-    return sample_seed(seed, prompt_id, -1)
-
-
 class GenerateStage:
-    """Adds sampled candidates until each group holds ``n_target`` samples (plus the dataset's originals).
+    """Adds sampled candidates until each group holds ``n_target`` samples (plus the dataset's originals), with
+    whether each finished (``candidate_finished``: stopped at EOS or a stop string, not cut at ``max_tokens``) and
+    running totals of generated tokens and cut samples.
 
     Each prompt is rendered and tokenized once (:func:`rcs_ray.prompting.prompt_ids`, the policy's rule), its length
     checked against the engine's context, and its token ids handed to the engine.
@@ -64,13 +55,11 @@ class GenerateStage:
         self.sampling = sampling
         self.n_target = n_target
         self.include_original = include_original
-        self.use_chat_template = model.chat_template
+        self.use_chat_template = PromptRule.of(model)        # chat template, system prompt, template variables
         self.engine = engine if engine is not None else make_engine(model, sampling)
 
     def _counts_of(self, originals: list) -> list:
         """Token counts of the originals added per row (informative only: 0 where the tokenizer fails)."""
-        from rcs_ray.prompting import encode_batch
-
         counts = iter(len(x) if isinstance(x, list) else 0
                       for x in encode_batch(self.engine.tokenizer, [t for o in originals for t in o], False))
         return [[next(counts) for _ in o] for o in originals]
@@ -87,8 +76,6 @@ class GenerateStage:
     def _jobs(self, prompts: list, prompt_ids: list, have: np.ndarray) -> list:
         """Per prompt ``((token ids, seeds), None)``, or ``(None, error)``: rendered and tokenized once, as a batch,
         and checked against the engine's context."""
-        from rcs_ray.prompting import prompt_ids_batch
-
         out, limit = [], self.engine.max_model_len
         for ids, pid, k in zip(prompt_ids_batch(self.engine.tokenizer, prompts, self.use_chat_template), prompt_ids,
                                have):
@@ -132,24 +119,30 @@ class GenerateStage:
         results = await self._generate([job for _, job in todo])
         texts = [list(o) for o in originals]
         sources = [[ORIGINAL_CHOSEN, ORIGINAL_REJECTED] if o else [] for o in originals]
+        finished = [[True] * len(o) for o in originals]          # the dataset's responses are finished answers
         tokens = self._counts_of(originals)
-        generated = np.zeros(n, dtype=np.int64)
+        generated, cut = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         for (i, _), result in zip(todo, results):
             if isinstance(result, Exception):
                 errors[i] = f"generation_failed: {type(result).__name__}: {result}"
                 continue
             texts[i] += [c.text for c in result]
             sources[i] += [SAMPLED] * len(result)
+            finished[i] += [bool(c.finished) for c in result]
             tokens[i] += [c.num_tokens for c in result]
             generated[i] = sum(c.num_tokens for c in result)
+            cut[i] = sum(not c.finished for c in result)
         old = {c: batch.column(c) if c in batch.column_names else None
-               for c in ("candidates", "sources", "candidate_tokens")}
+               for c in ("candidates", "sources", "candidate_tokens", "candidate_finished")}
         batch = put(batch, "candidates", append_lists(old["candidates"], texts, pa.list_(pa.string())))
         batch = put(batch, "sources", append_lists(old["sources"], sources, pa.list_(pa.string())))
         batch = put(batch, "candidate_tokens", append_lists(old["candidate_tokens"], tokens, pa.list_(pa.int64())))
-        if "generated_tokens" in batch.column_names:
-            generated += pc.fill_null(batch.column("generated_tokens"), 0).to_numpy(zero_copy_only=False)
-        batch = put(batch, "generated_tokens", pa.array(generated, pa.int64()))
+        batch = put(batch, "candidate_finished", append_lists(old["candidate_finished"], finished,
+                                                              pa.list_(pa.bool_())))
+        for name, count in (("generated_tokens", generated), ("truncated_samples", cut)):   # running totals
+            if name in batch.column_names:
+                count += pc.fill_null(batch.column(name), 0).to_numpy(zero_copy_only=False)
+            batch = put(batch, name, pa.array(count, pa.int64()))
         batch = put(batch, "error", pa.array(errors, pa.string()))
         batch = put(batch, "generate_started", pa.array(np.full(n, started), pa.float64()))
         return add_seconds(batch, "generate", start)
@@ -213,7 +206,7 @@ class ScoreStage:
         self.names = spec.names
         self.label = spec.label
         self.scorer = make_scorer(spec, settings)
-        self.select = RCFilterStage(**select) if select else None
+        self.select = RCFilterStage(**select) if select else None     # the RC step, fused (rc_step.py)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Columnar: the candidates not yet scored are taken from the flattened list column (their prompts by parent
@@ -247,104 +240,3 @@ class ScoreStage:
             batch = put(batch, col, pa.ListArray.from_arrays(offsets, pa.array(values[keep], pa.float64())))
         batch = add_seconds(batch, "score", start)
         return self.select(batch) if self.select is not None else batch
-
-
-class RCFilterStage:
-    """Reduces each group to one pair with a selection strategy (default RCS), or records why it cannot.
-
-    Adds ``chosen_index``, ``rejected_index`` (null on failure) and ``failure_reason`` (null on success):
-    ``error`` rows keep their error as the reason; others fail with ``non_finite_reward``, ``too_few_candidates``,
-    ``all_candidates_identical``, ``tied_on_target`` or ``no_rc_pair`` (``no_original_pair`` / ``original_not_rc``
-    for the strategies that use the dataset's pair).
-    """
-
-    def __init__(self, objectives: Sequence[str], target: str, rc_cfg: RCConfig, seed: int = 0):
-        self.objectives = list(objectives)
-        self.columns = [reward_column(n) for n in self.objectives]
-        self.target = self.objectives.index(target)
-        enforce = rc_cfg.enforce if rc_cfg.enforce is not None else self.objectives
-        self.enforce = [self.objectives.index(n) for n in enforce]
-        self.margin = rc_cfg.margin
-        self.strategy_name = rc_cfg.strategy
-        rc.get_strategy(rc_cfg.strategy)              # an unknown name fails here, not per batch
-        self.weights = rc_cfg.weights
-        self.seed = seed
-
-    def _reason(self, candidates: list, sources: list, rewards: np.ndarray) -> str:
-        if len(candidates) < 2:
-            return "too_few_candidates"
-        if len(set(candidates)) == 1:
-            return "all_candidates_identical"
-        if self.strategy_name in ("original", "filter_only"):
-            return "original_not_rc" if ORIGINAL_CHOSEN in sources else "no_original_pair"
-        return rc.failure_reason(rewards, self.target, self.enforce, self.margin)
-
-    def _pairs(self, values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, batch: pa.Table) -> np.ndarray:
-        """(winner, loser) per valid group, -1 where none: the flat vectorized core for the max-gap strategies,
-        the strategy per group (with its sources and seed) for the others."""
-        if self.strategy_name in rc.MAX_GAP_RULES:
-            enforce, margin = rc.MAX_GAP_RULES[self.strategy_name](self.target, self.enforce, self.margin)
-            return rc.select_pairs_flat(values, offsets, self.target, enforce, margin)
-        sources = batch.column("sources").take(pa.array(rows)).to_pylist()
-        ids = batch.column("prompt_id").take(pa.array(rows)).to_pylist()
-        picked = rc.select_batch(self.strategy_name, [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])],
-                                 self.target, enforce=self.enforce, margin=self.margin, sources=sources,
-                                 weights=self.weights, seeds=lambda i: rc_seed(self.seed, ids[i]))
-        return np.array([(-1, -1) if p is None else p for p in picked], dtype=np.int64).reshape(-1, 2)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        """Columnar: the reward lists are flattened once into an (N, K) array and every max-gap group is selected in
-        one vectorized call; Python runs per row only for the rows that fail (to say why)."""
-        require_columns(batch, ["prompt_id", "candidates", "sources", *self.columns], "rc_filter")
-        start = time.perf_counter()
-        n = batch.num_rows
-        m = lengths(batch.column("candidates"))
-        errors = batch.column("error").to_pylist() if "error" in batch.column_names else [None] * n
-        has_error = np.array([bool(e) for e in errors], dtype=bool)        # as the score stage: "" is no error
-        ok = ~has_error
-        for col in self.columns:                                   # a reward list shorter than the group: missing
-            ok &= lengths(batch.column(col)) == m
-        rows = np.flatnonzero(ok)
-        sub = batch.select(self.columns) if rows.size == n else batch.select(self.columns).take(pa.array(rows))
-        values = np.stack([flat(sub.column(c)) for c in self.columns], axis=1) if rows.size else \
-            np.zeros((0, len(self.columns)))
-        offsets = np.concatenate([[0], np.cumsum(m[rows])]).astype(np.int64)
-        nonfinite = (~np.all(np.isfinite(values), axis=1)).astype(float)
-        bad = np.bincount(np.repeat(np.arange(rows.size), m[rows]), weights=nonfinite, minlength=rows.size) > 0
-        chosen, rejected = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
-        reasons: list = [None] * n
-        keep = np.flatnonzero(~bad)
-        if keep.size:
-            lo, hi = offsets[:-1][keep], offsets[1:][keep]
-            size = hi - lo
-            if keep.size == rows.size:
-                at = np.arange(values.shape[0])
-            else:                                                  # the kept groups' rows of values
-                group, within = positions(size)
-                at = lo[group] + within
-            picked = self._pairs(values[at], np.concatenate([[0], np.cumsum(size)]), rows[keep], batch)
-            chosen[rows[keep]], rejected[rows[keep]] = picked[:, 0], picked[:, 1]
-        for i in np.flatnonzero(has_error):
-            reasons[i] = errors[i].split(":", 1)[0]
-        for i in np.flatnonzero(~ok & ~has_error):
-            reasons[i] = "missing_rewards"
-        for r in np.flatnonzero(bad):                              # record which objectives are not finite
-            i, group = rows[r], values[offsets[r]:offsets[r + 1]]
-            names = sorted({self.objectives[j] for j in np.argwhere(~np.isfinite(group))[:, 1]})
-            reasons[i], errors[i] = "non_finite_reward", f"non_finite_reward: objective(s) {', '.join(names)}"
-        for r in np.flatnonzero(~bad):
-            i = rows[r]
-            if chosen[i] < 0:
-                reasons[i] = self._reason(batch.column("candidates")[i].as_py(), batch.column("sources")[i].as_py(),
-                                          values[offsets[r]:offsets[r + 1]])
-        found = chosen >= 0
-        out = put(batch, "error", pa.array(errors, pa.string()))
-        out = put(out, "chosen_index", pa.array(chosen, mask=~found))
-        out = put(out, "rejected_index", pa.array(rejected, mask=~found))
-        out = put(out, "failure_reason", pa.array(reasons, pa.string()))
-        return add_seconds(out, "rc_filter", start)
-
-
-def rc_filter_batch(batch: pa.Table, **select) -> pa.Table:
-    """The RC step as a stateless task (a pipeline with no model scorer to fuse it into)."""
-    return RCFilterStage(**select)(batch)

@@ -1,7 +1,9 @@
 """Driver-side writer: streams selected groups into ``pairs.parquet`` / ``failed.parquet`` and counts ``stats.json``.
 
-Files are written through :class:`rcs_ray.storage.AtomicPath` (under temporary names, moved into place only when the
-run finishes), so an interrupted run leaves no half file and any earlier complete output stays as it was until then.
+The four files are written into a temporary directory beside the output directory and committed as one set
+(:class:`rcs_ray.storage.AtomicPath` of the directory: one rename), so an interrupted or failed run (a full disk)
+leaves no half file and no mixed set, and an earlier complete set stays as it was until the new one replaces it.
+A disk error names the file and the bytes it was writing (:class:`rcs_ray.storage.DiskError`).
 The files' schemas (and the objective names in their metadata) are :mod:`rcs_ray.data.pairs`'.
 """
 
@@ -18,12 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rcs_ray.data.pairs import candidates_schema, failed_schema, pairs_schema, reward_column
+from rcs_ray.data.pairs import reward_column
+from rcs_ray.data.sampling_files import candidates_schema, failed_schema, pairs_schema
 from rcs_ray.rc import SAMPLED
 from rcs_ray.sampling.columns import column_sum, flat, lengths, messages, no_null_lists, offsets_of, pick, positions, \
-    rows_of, starts
-from rcs_ray.layout import SamplingFiles
-from rcs_ray.storage import AtomicPath, write_text
+    rows_of, starts, with_system
+from rcs_ray.layout import STATS_FILE, SamplingFiles
+from rcs_ray.storage import AtomicPath, writing
+from rcs_ray.storage.atomic import remove_local
 
 
 # A carried group's selection and timings, cleared for the next round.
@@ -31,11 +35,11 @@ CLEARED = ("chosen_index", "rejected_index", "failure_reason", "generate_started
 
 
 class _ParquetSink:
-    """Arrow tables -> one parquet file written through an :class:`AtomicPath`, in row groups of ``flush_rows``
-    (cut at fixed row counts, so the same rows give the same file however they arrived)."""
+    """Arrow tables -> one parquet file at ``path`` (inside the writer's staging directory), in row groups of
+    ``flush_rows`` (cut at fixed row counts, so the same rows give the same file however they arrived)."""
 
-    def __init__(self, path: str, schema: pa.Schema, flush_rows: int = 4096):
-        self.file = AtomicPath(path)
+    def __init__(self, path: str, schema: pa.Schema, home: str, flush_rows: int = 4096):
+        self.path, self.home = path, home           # home: where the file is published, for messages
         self.schema = schema
         self.writer: Optional[pq.ParquetWriter] = None
         self.buffer: list[pa.Table] = []
@@ -54,25 +58,27 @@ class _ParquetSink:
             self._flush(self.flush_rows)
 
     def _flush(self, rows: Optional[int] = None) -> None:
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.file.tmp, self.schema)
-        if not self.buffered:
-            return
-        table = pa.concat_tables(self.buffer)
+        table = pa.concat_tables(self.buffer) if self.buffer else self.schema.empty_table()
         rows = table.num_rows if rows is None else rows
-        self.writer.write_table(table.slice(0, rows).combine_chunks())
+        with writing(self.home, table.slice(0, rows).nbytes):
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(self.path, self.schema)
+            if rows:
+                self.writer.write_table(table.slice(0, rows).combine_chunks())
         rest = table.slice(rows)
         self.buffer, self.buffered = ([rest] if rest.num_rows else []), rest.num_rows
 
-    def commit(self) -> None:
+    def close(self) -> None:
         self._flush()
-        self.writer.close()
-        self.file.commit()
+        with writing(self.home):
+            self.writer.close()
 
     def abort(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-        self.file.abort()
+            try:
+                self.writer.close()
+            except OSError:                      # a full disk: the staging directory goes anyway
+                pass
 
 
 class OutputWriter:
@@ -85,31 +91,41 @@ class OutputWriter:
         target: the objective the pairs are selected for.
         chat: write TRL's conversational form: the prompts are chat messages, or plain prompts that the policy read
             through its chat template (stored as one user message, so TRL tokenizes them as the policy saw them).
+        system: the policy's system prompt, written as the first message of every conversational prompt that has
+            none (as the prompt rule put it in front of what the policy read).
     """
 
     def __init__(self, out_dir: str, objectives: Sequence[str], target: str, chat: bool = False,
-                 candidates: bool = False, seed: int = 0):
-        os.makedirs(out_dir, exist_ok=True)
-        for stale in glob.glob(os.path.join(out_dir, "*.tmp-*")):
-            os.remove(stale)
-        self.files = SamplingFiles(out_dir)
+                 candidates: bool = False, selection: Optional[dict] = None, system: Optional[str] = None):
+        out_dir = out_dir.rstrip(os.sep)
+        for stale in glob.glob(glob.escape(out_dir) + ".tmp-*") + glob.glob(glob.escape(out_dir) + ".old-*") + \
+                glob.glob(os.path.join(glob.escape(out_dir), "*.tmp-*")):
+            remove_local(stale)                            # left by a run that was killed (one run per dir: the lock)
+        self.staging = AtomicPath(out_dir)
+        with writing(out_dir):
+            os.makedirs(self.staging.tmp)
+        home, self.files = SamplingFiles(out_dir), SamplingFiles(self.staging.tmp)
         self.objectives = list(objectives)
         self.target = target
         self.chat = chat
+        self.system = system                               # policy.system_prompt: the first message of each prompt
         self.reward_cols = [reward_column(n) for n in self.objectives]
-        self.pairs = _ParquetSink(self.files.pairs, pairs_schema(chat, self.objectives, target))
-        self.failed = _ParquetSink(self.files.failed, failed_schema(chat, self.objectives, target))
-        self.candidates = _ParquetSink(self.files.candidates, candidates_schema(chat, self.objectives, target, seed)) \
-            if candidates else None
+        self.pairs = _ParquetSink(self.files.pairs, pairs_schema(chat, self.objectives, target), home.pairs)
+        self.failed = _ParquetSink(self.files.failed, failed_schema(chat, self.objectives, target), home.failed)
+        self.candidates = _ParquetSink(self.files.candidates, candidates_schema(chat, self.objectives, target, selection),
+                                       home.candidates) if candidates else None
         self.reasons: Counter = Counter()
         self.pair_sources: Counter = Counter()
         self.seconds: Counter = Counter()
         self.gaps: list[float] = []
         self.sampled = 0                                   # sampled candidates in the finalised groups
+        self.truncated = 0                                 # of them, cut at max_tokens
 
     def _prompts(self, table: pa.Table) -> pa.Array:
         prompts = table.column("prompt").combine_chunks()
-        return messages(prompts, "user") if self.chat and prompts.type == pa.string() else prompts
+        if not self.chat:
+            return prompts
+        return with_system(messages(prompts, "user") if prompts.type == pa.string() else prompts, self.system)
 
     def _response(self, texts: pa.Array) -> pa.Array:
         return messages(texts, "assistant") if self.chat else texts
@@ -138,6 +154,8 @@ class OutputWriter:
         if "sources" in batch.column_names and final.size:
             sources = batch.column("sources").take(pa.array(final))
             self.sampled += int(pc.sum(pc.equal(pc.list_flatten(sources), SAMPLED)).as_py() or 0)
+            if "truncated_samples" in batch.column_names:
+                self.truncated += int(column_sum(batch.take(pa.array(final)), "truncated_samples"))
         if self.candidates is not None and final.size:
             self._candidates(batch.take(pa.array(final)), rounds[final])
         drop = [c for c in batch.column_names if c.startswith("seconds__") or c in CLEARED]
@@ -164,8 +182,17 @@ class OutputWriter:
             "chosen_rewards": rows_of(chosen, len(self.objectives)),
             "rejected_rewards": rows_of(rejected, len(self.objectives)),
             "target": pa.array([self.target] * rows.size, pa.string()), "chosen_source": chosen_source,
-            "rejected_source": rejected_source, "num_candidates": pa.array(lengths(sub.column("candidates"))),
+            "rejected_source": rejected_source, "chosen_finished": self._finished(batch, rows, w),
+            "rejected_finished": self._finished(batch, rows, l),
+            "num_candidates": pa.array(lengths(sub.column("candidates"))),
             "round": pa.array(rounds[rows])})
+
+    @staticmethod
+    def _finished(batch: pa.Table, rows: np.ndarray, index: np.ndarray) -> pa.Array:
+        """Whether the picked candidates finished (all true for groups without ``candidate_finished``)."""
+        if "candidate_finished" not in batch.column_names:
+            return pa.array(np.ones(rows.size, dtype=bool))
+        return pick(batch.column("candidate_finished"), rows, index)
 
     def _failed(self, batch: pa.Table, rows: np.ndarray, rounds: np.ndarray) -> None:
         if not rows.size:
@@ -202,30 +229,37 @@ class OutputWriter:
             "prompt_id": sub.column("prompt_id"), "prompt": self._prompts(sub), "candidates": cands,
             "sources": no_null_lists(sub, "sources", pa.list_(pa.string())),
             "candidate_tokens": no_null_lists(sub, "candidate_tokens", pa.list_(pa.int64())),
+            "candidate_finished": no_null_lists(sub, "candidate_finished", pa.list_(pa.bool_())),
             "rewards": pa.ListArray.from_arrays(offsets_of(size), rows_of(matrix, len(cols))),
             "error": sub.column("error") if "error" in sub.column_names else pa.nulls(sub.num_rows, pa.string()),
             "round": pa.array(rounds)})
 
     def commit(self, stats: dict) -> dict:
-        """Move the files into place and write ``stats.json``; returns the full stats."""
-        self.pairs.commit()
-        self.failed.commit()
+        """Close the files, write ``stats.json`` and move the set into place in one rename; returns the full stats."""
+        self.pairs.close()
+        self.failed.close()
         if self.candidates is not None:
-            self.candidates.commit()
+            self.candidates.close()
         total = self.pairs.rows + self.failed.rows
         full = {
             "objectives": self.objectives, "target": self.target, "prompts": total, "pairs": self.pairs.rows,
             "failed": self.failed.rows, "failure_rate": self.failed.rows / total if total else 0.0,
             "failed_by_reason": dict(sorted(self.reasons.items())), "pair_sources": dict(self.pair_sources),
             "mean_target_gap": sum(self.gaps) / len(self.gaps) if self.gaps else None,
+            "samples_truncated": self.truncated,              # sampled candidates cut at max_tokens
+            "truncated_share": round(self.truncated / self.sampled, 5) if self.sampled else 0.0,
             "actor_seconds_by_stage": {k: round(v, 3) for k, v in sorted(self.seconds.items())},
             **stats,
         }
-        write_text(self.files.stats, json.dumps(full, indent=2) + "\n")
+        text = json.dumps(full, indent=2) + "\n"
+        with writing(os.path.join(self.staging.path, STATS_FILE), len(text)):
+            with open(self.files.stats, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        self.staging.commit()
         return full
 
     def abort(self) -> None:
-        self.pairs.abort()
-        self.failed.abort()
-        if self.candidates is not None:
-            self.candidates.abort()
+        for sink in (self.pairs, self.failed, self.candidates):
+            if sink is not None:
+                sink.abort()
+        self.staging.abort()

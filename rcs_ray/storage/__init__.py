@@ -20,11 +20,13 @@ pyarrow is imported lazily. :mod:`rcs_ray.storage.files` holds the filesystem op
 :mod:`rcs_ray.storage.mirror` the local copies and staged directories; both are re-exported here.
 """
 
-from rcs_ray.storage.files import (AtomicPath, absolute, atomic_path, download, exists, is_uri, isdir, isfile, join,
-                                   list_files, listing_hash, open_binary, open_text, parent, path_kind, read_text,
-                                   require, resolve, upload, write_text)
+from rcs_ray.storage.atomic import AtomicPath, DiskError, OutputSet, atomic_path, disk_error_in, writing
+from rcs_ray.storage.files import (absolute, download, exists, is_uri, isdir, isfile, join, list_files, listing_hash,
+                                   open_binary, open_text, parent, path_kind, read_text, require, resolve, upload,
+                                   write_text)
 from rcs_ray.storage.mirror import CACHE_ENV, StagedDir, cache_root, local_copy, remove, seed_cache, staging_dir
 
-__all__ = ["AtomicPath", "CACHE_ENV", "StagedDir", "absolute", "atomic_path", "cache_root", "download", "exists",
-           "is_uri", "isdir", "isfile", "join", "list_files", "listing_hash", "local_copy", "open_binary", "open_text", "parent", "path_kind",
-           "read_text", "remove", "require", "resolve", "seed_cache", "staging_dir", "upload", "write_text"]
+__all__ = ["AtomicPath", "CACHE_ENV", "DiskError", "OutputSet", "StagedDir", "absolute", "atomic_path", "cache_root", "disk_error_in", "download",
+           "exists", "is_uri", "isdir", "isfile", "join", "list_files", "listing_hash", "local_copy", "open_binary",
+           "open_text", "parent", "path_kind", "read_text", "remove", "require", "resolve", "seed_cache", "staging_dir",
+           "upload", "write_text", "writing"]

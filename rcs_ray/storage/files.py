@@ -8,10 +8,10 @@ import hashlib
 import io
 import os
 import re
-import shutil
 from typing import List, Optional, Tuple
 
 from rcs_ray.errors import RcsInputError
+from rcs_ray.storage.atomic import atomic_path
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _RENAMING = ("local", "hdfs")         # filesystems whose move() is a rename: write, then move into place
@@ -87,6 +87,9 @@ def resolve(path: str, key: Optional[str] = None):
         return None, path
     uri = _norm(path)
     scheme = uri.split("://", 1)[0].lower()
+    if scheme == "hf":                  # a Hub repository (rcs_ray.storage.hub), not a filesystem pyarrow knows
+        raise RcsInputError(f"{_where(key)}{path}: hf:// names a Hugging Face Hub repository, usable as a model or "
+                            f"dataset path only; files here need a local path or a storage URI (s3://, gs://, ...)")
     try:
         return _from_uri(uri)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid / ArrowNotImplementedError / OSError
@@ -204,49 +207,12 @@ def read_text(path: str) -> str:
         return fh.read()
 
 
-class AtomicPath:
-    """The one way a local file or directory is written: under a temporary name beside ``path``, moved into place
-    only when complete, so a reader never sees half of it and an interrupted write leaves what was there before.
-
-    As a context manager it yields the temporary path and moves it into place when the block ends without an
-    exception (removes it otherwise); a writer that streams across calls uses :meth:`commit` / :meth:`abort`::
-
-        with atomic_path("out/stats.json") as tmp:
-            write(tmp)
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self.tmp = f"{path.rstrip(os.sep)}.tmp-{os.getpid()}"
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        _remove_local(self.tmp)
-
-    def commit(self) -> None:
-        _swap_into_place(self.tmp, self.path)
-
-    def abort(self) -> None:
-        _remove_local(self.tmp)
-
-    def __enter__(self) -> str:
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-
-def atomic_path(path: str) -> AtomicPath:
-    """See :class:`AtomicPath` (local paths; a URI output is written in a staged local mirror, then uploaded)."""
-    return AtomicPath(path)
-
-
 def write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically (a local path through :class:`AtomicPath`; object stores: one PUT)."""
     if not is_uri(path):
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
         return
     fs, p = resolve(path)
     data = text.encode("utf-8")
@@ -326,20 +292,3 @@ def download(uri: str, local: str) -> None:
             _copy_dir(p, fs, tmp, pafs.LocalFileSystem())
         else:
             pafs.copy_files(p, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-
-
-def _remove_local(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)
-
-
-def _swap_into_place(tmp: str, dst: str) -> None:
-    if os.path.isdir(dst) and not os.path.islink(dst):
-        old = f"{dst}.old-{os.getpid()}"
-        os.rename(dst, old)
-        os.rename(tmp, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dst)

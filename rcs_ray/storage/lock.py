@@ -29,9 +29,12 @@ log = logging.getLogger(__name__)
 LOCK_FILE = ".rcs-ray.lock"
 HEARTBEAT_S = 30.0
 STALE_S = 180.0
+UNREADABLE_TRIES = 10      # a lock that cannot be read for this many tries 0.2 s apart is damaged: set aside
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:                                             # 0 / negative would signal a process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -70,9 +73,12 @@ class RunLock:
         return holder if isinstance(holder, dict) else None
 
     def _stale(self, holder: dict) -> bool:
-        if holder.get("host") == self.record["host"]:
-            return not _alive(int(holder.get("pid") or 0))
-        return time.time() - float(holder.get("heartbeat") or 0) > STALE_S
+        try:
+            if holder.get("host") == self.record["host"]:
+                return not _alive(int(holder.get("pid") or 0))
+            return time.time() - float(holder.get("heartbeat") or 0) > STALE_S
+        except (TypeError, ValueError):                      # a record with a damaged pid or heartbeat
+            return True
 
     def _write(self) -> None:
         write_text(self.path, json.dumps({**self.record, "heartbeat": time.time()}))
@@ -84,7 +90,8 @@ class RunLock:
         Raises:
             RcsInputError: another live run holds it (naming the holder).
         """
-        for _ in range(3):
+        unreadable = 0
+        for _ in range(3 + UNREADABLE_TRIES):
             if not is_uri(self.path):
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
                 try:
@@ -101,8 +108,14 @@ class RunLock:
                     break
                 continue
             holder = self._read()
-            if holder is None:                               # being written or removed this instant
+            if holder is None and unreadable < UNREADABLE_TRIES:  # being written or removed this instant
+                unreadable += 1
                 time.sleep(0.2)
+                continue
+            if holder is None:                               # unreadable for seconds: damaged (a full disk, an edit)
+                from rcs_ray.storage.integrity import set_aside
+
+                set_aside(self.path, "run lock", "this run claims the directory")
                 continue
             if holder.get("token") == self.record["token"]:
                 break

@@ -11,8 +11,9 @@ import re
 import shutil
 from typing import List, Optional
 
-from rcs_ray.storage.files import (Listing, _delete, _norm, _remove_local, _split_query, atomic_path, download,
-                                   exists, is_uri, join, list_files, path_kind, resolve, upload, write_text)
+from rcs_ray.storage.atomic import atomic_path, remove_local as _remove_local
+from rcs_ray.storage.files import (Listing, _delete, _norm, _split_query, download, exists, is_uri, join, list_files,
+                                   path_kind, resolve, upload, write_text)
 
 CACHE_ENV = "RCS_RAY_CACHE"
 DEFAULT_CACHE = os.path.join("~", ".cache", "rcs_ray")
@@ -64,17 +65,20 @@ def local_copy(path: Optional[str], key: Optional[str] = None, weights: bool = T
     from this node's HF cache (:func:`rcs_ray.storage.hub.ensure_local`).
 
     Args:
-        path: a local path or a URI of a file or directory (None passes through).
+        path: a local path or a URI of a file or directory (None passes through); ``hf://org/name[@revision]``:
+            that model's snapshot in this node's HF cache (pyarrow has no ``hf://`` filesystem).
         key: the config key, for messages.
         weights: False copies a directory without its weight files (``*.safetensors``, ``*.bin``, ...): enough for
             a tokenizer or a config, in a cache entry of its own.
     """
+    from rcs_ray.storage import hub
+
+    if hub.is_hf(path):
+        return hub.snapshot(hub.hf_id(path, key), "model", key, shown=path)
     if not is_uri(path):
         if path is None or os.path.exists(path):
             return path
-        from rcs_ray.storage.hub import ensure_local
-
-        return ensure_local(path)
+        return hub.ensure_local(path)
     listing = list_files(path, key)
     kind = path_kind(path, key)
     entry = os.path.join(cache_root(), "remote", _slug(path) + ("" if weights else "-meta"))

@@ -142,6 +142,37 @@ def remove_orphan_checkpoints(home: str, run_name: str) -> List[str]:
     return orphans
 
 
+def check_checkpoints(home: str, run_name: str) -> None:
+    """The checkpoints a resumed run would read (Ray Train's snapshot and every checkpoint it lists) must be
+    readable: a damaged one stops here with one line naming it and the remedy, not inside Ray Train's workers.
+
+    Raises:
+        RcsInputError: the snapshot or a listed checkpoint file cannot be read.
+    """
+    from rcs_ray.storage import integrity
+
+    run_dir = storage.join(TrainFiles(home).checkpoints, run_name)
+    snapshot = storage.join(run_dir, SNAPSHOT)
+    if not storage.isfile(snapshot):
+        return
+    remedy = f"remove {run_dir} to train this stage from its start (or restore the file)"
+    why = integrity.problem(snapshot)
+    if why is not None:
+        raise RcsInputError(f"{snapshot} cannot be read ({why}): the training run cannot resume; {remedy}")
+    names = [r.get("checkpoint_dir_name") for r in json.loads(storage.read_text(snapshot)).get(
+        "checkpoint_results", []) if isinstance(r, dict)]
+    for name in filter(None, names):
+        checkpoint = storage.join(run_dir, name)
+        if not storage.isdir(checkpoint):
+            raise RcsInputError(f"{checkpoint} is missing, but {snapshot} lists it: the training run cannot resume "
+                                f"from it; {remedy}")
+        for rel, _, _ in storage.list_files(checkpoint):
+            why = integrity.problem(storage.join(checkpoint, rel))
+            if why is not None:
+                raise RcsInputError(f"{storage.join(checkpoint, rel)} cannot be read ({why}): the training run "
+                                    f"cannot resume from it; {remedy}")
+
+
 def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str, marker_dir: str,
            progress: bool = True):
     """Train on ``features`` with ``TorchTrainer`` (``t.num_workers`` workers, DeepSpeed inside); returns Ray Train's
@@ -157,6 +188,7 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
     from rcs_ray.train.loop import train_loop_per_worker
 
     remove_orphan_checkpoints(home, run_name)
+    check_checkpoints(home, run_name)
 
     fail_at = os.environ.get(FAIL_ENV, "")
     loop_config = {"train": dataclasses.asdict(t), "policy": spec.policy, "pad_token_id": spec.pad_token_id,
@@ -176,8 +208,11 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
     with interrupts.handling(), interrupts.deferred(trainer.abort):
         try:
             result = trainer.fit()
-        except Exception:
+        except Exception as exc:
             interrupts.check()                           # the aborted controller dies: that is the signal
+            full = storage.disk_error_in(exc, TrainFiles(home).checkpoints)     # a checkpoint on a full disk
+            if full is not None:
+                raise full from None
             raise
         interrupts.check()
     if result.error is not None:
@@ -189,7 +224,8 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
 
 def export(result, local: str, tokenizer, spec: Optional[LaunchSpec] = None) -> List[dict]:
     """The stage's policy out of the final checkpoint into ``<local>/model`` (with the tokenizer), and
-    ``metrics.jsonl``; returns the metric history.
+    ``metrics.jsonl``; returns the metric history. ``local`` is the staging directory of the step's
+    :class:`~rcs_ray.storage.OutputSet` (the trainer commits the set).
 
     A LoRA run's checkpoint holds the adapter: it is kept in ``<local>/adapter`` and merged into the base weights
     (``spec.policy``) for ``<local>/model``, a plain HF model that ``from_pretrained`` and vLLM load.
@@ -202,21 +238,17 @@ def export(result, local: str, tokenizer, spec: Optional[LaunchSpec] = None) -> 
         src = os.path.join(d, HF_DIR)
         if not os.path.isdir(src):
             raise RuntimeError(f"the final checkpoint {result.checkpoint.path} has no {HF_DIR}/ export")
-        if os.path.isfile(os.path.join(src, "adapter_config.json")):
-            if spec is None:
-                raise RuntimeError("a LoRA checkpoint needs the base policy to merge into")
-            with storage.atomic_path(files.adapter) as tmp:
-                shutil.copytree(src, tmp)
-            with storage.atomic_path(files.model) as tmp:
-                merge_adapter(spec.policy, files.adapter, tmp, spec.trust_remote_code)
-                tokenizer.save_pretrained(tmp)
-        else:
-            if os.path.isdir(files.adapter):
-                shutil.rmtree(files.adapter)              # a stale adapter of an earlier LoRA run
-            with storage.atomic_path(files.model) as tmp:
-                shutil.copytree(src, tmp)
-                tokenizer.save_pretrained(tmp)
-    storage.write_text(files.metrics, "".join(json.dumps(m) + "\n" for m in history))
+        with storage.writing(local):
+            if os.path.isfile(os.path.join(src, "adapter_config.json")):
+                if spec is None:
+                    raise RuntimeError("a LoRA checkpoint needs the base policy to merge into")
+                shutil.copytree(src, files.adapter)
+                merge_adapter(spec.policy, files.adapter, files.model, spec.trust_remote_code)
+            else:
+                shutil.copytree(src, files.model)
+            tokenizer.save_pretrained(files.model)
+            with open(files.metrics, "w", encoding="utf-8") as fh:
+                fh.write("".join(json.dumps(m) + "\n" for m in history))
     return history
 
 

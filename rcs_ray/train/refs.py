@@ -24,15 +24,16 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
 import pyarrow as pa
 
-from rcs_ray.data.pairs import TEXT_COLUMNS, require_columns
+from rcs_ray.data.pairs import FINISHED_COLUMNS, TEXT_COLUMNS, require_columns
 from rcs_ray.errors import RcsInputError
 from rcs_ray.layout import FEATURES_FILE, FEATURES_KEY
+from rcs_ray.storage import integrity
 
 log = logging.getLogger(__name__)
 
@@ -61,30 +62,35 @@ class TokenizePairs:
     Args:
         tokenizer: tokenizer directory.
         max_length: most tokens of prompt + response (see :func:`rcs_ray.modeling.logprobs.tokenize_example`).
-        chat_template: the policy's prompt rule (:func:`rcs_ray.prompting.as_chat`).
+        chat_template, system_prompt, chat_template_kwargs: the policy's prompt rule
+            (:class:`rcs_ray.prompting.PromptRule`).
         trust_remote_code: passed to ``from_pretrained``.
     """
 
     INPUTS = TEXT_COLUMNS
 
-    def __init__(self, tokenizer: str, max_length: int, chat_template: bool = True, trust_remote_code: bool = False):
+    def __init__(self, tokenizer: str, max_length: int, chat_template: bool = True, trust_remote_code: bool = False,
+                 system_prompt: Optional[str] = None, chat_template_kwargs: Optional[dict] = None):
         from rcs_ray.modeling.loading import load_tokenizer
+        from rcs_ray.prompting import PromptRule
 
         self.tokenizer = load_tokenizer(tokenizer, trust_remote_code)
         self.max_length = max_length
-        self.chat_template = chat_template
+        self.chat_template = PromptRule(bool(chat_template), system_prompt, dict(chat_template_kwargs or {}))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from rcs_ray.modeling.logprobs import build_pair_features
 
         require_columns(batch, self.INPUTS, "tokenize")
         cols: Dict[str, list] = {c: [] for c in TOKEN_COLUMNS}
-        for p, c, r in zip(*(batch.column(k).to_pylist() for k in TEXT_COLUMNS)):
+        finished = zip(*(batch.column(k).to_pylist() if k in batch.column_names else [True] * batch.num_rows
+                         for k in FINISHED_COLUMNS))
+        for (p, c, r), done in zip(zip(*(batch.column(k).to_pylist() for k in TEXT_COLUMNS)), finished):
             feats = build_pair_features(self.tokenizer, p, c, r, self.max_length,
-                                        use_chat_template=self.chat_template)
+                                        use_chat_template=self.chat_template, finished=done)
             for key in TOKEN_COLUMNS:
                 cols[key].append(feats[key])
-        batch = batch.drop_columns(list(TEXT_COLUMNS))
+        batch = batch.drop_columns([k for k in (*TEXT_COLUMNS, *FINISHED_COLUMNS) if k in batch.column_names])
         for key in TOKEN_COLUMNS:
             batch = batch.append_column(key, pa.array(cols[key], type=pa.list_(pa.int32())))
         return batch
@@ -100,7 +106,7 @@ class ReferenceLogps:
     Args:
         model: model directory (``AutoModelForCausalLM``).
         prefix: column prefix (``"ref"`` gives ``ref_chosen_logps`` / ``ref_rejected_logps``).
-        pad_token_id: id written at padded positions (masked out anyway).
+        pad_token_id: preferred padding id, used when no sequence of a batch contains it (masked out anyway).
         dtype: ``float32`` | ``bfloat16`` | ``float16``.
         micro_batch: pairs per forward pass ((2 * micro_batch, T) tokens).
         use_gpu: run on ``cuda`` when available.
@@ -175,7 +181,8 @@ class FeatureSettings:
         tokenizer: tokenizer directory.
         pad_token_id: the tokenizer's pad id.
         max_length: most tokens of prompt + response (``train.max_length``).
-        chat_template: the policy's prompt rule (``policy.chat_template``).
+        chat_template, system_prompt, chat_template_kwargs: the policy's prompt rule (``policy.chat_template``,
+            ``policy.system_prompt``, ``policy.chat_template_kwargs``).
         dtype: the models' dtype (``policy.dtype``).
         trust_remote_code: passed to ``from_pretrained`` (``policy.trust_remote_code``).
         batch_size: pairs per Ray Data batch and per forward pass (``train.ref_batch_size``).
@@ -186,6 +193,8 @@ class FeatureSettings:
     pad_token_id: int
     max_length: int = 512
     chat_template: bool = True
+    system_prompt: Optional[str] = None
+    chat_template_kwargs: Dict = field(default_factory=dict)
     dtype: str = "float32"
     trust_remote_code: bool = False
     batch_size: int = 16
@@ -196,8 +205,21 @@ class FeatureSettings:
     def of(cls, train, policy, tokenizer: str, pad_token_id: int) -> "FeatureSettings":
         """From a :class:`~rcs_ray.config.TrainConfig` and the policy's :class:`~rcs_ray.config.ModelConfig`."""
         return cls(tokenizer=tokenizer, pad_token_id=pad_token_id, max_length=train.max_length,
-                   chat_template=policy.chat_template, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code,
+                   chat_template=policy.chat_template, system_prompt=policy.system_prompt,
+                   chat_template_kwargs=dict(policy.chat_template_kwargs), dtype=policy.dtype,
+                   trust_remote_code=policy.trust_remote_code,
                    batch_size=train.ref_batch_size, num_actors=train.ref_num_actors, use_gpu=train.use_gpu)
+
+    def prompt_rule(self) -> dict:
+        """The rule's settings beyond ``chat_template`` (in the cache key only when set: older caches stay valid)."""
+        out = {} if self.system_prompt is None else {"system_prompt": self.system_prompt}
+        return {**out, **({"chat_template_kwargs": self.chat_template_kwargs} if self.chat_template_kwargs else {})}
+
+    def tokenize_kwargs(self) -> dict:
+        """The :class:`TokenizePairs` arguments."""
+        return dict(tokenizer=self.tokenizer, max_length=self.max_length, chat_template=self.chat_template,
+                    trust_remote_code=self.trust_remote_code, system_prompt=self.system_prompt,
+                    chat_template_kwargs=dict(self.chat_template_kwargs))
 
 
 def compute_features(table: pa.Table, models: Dict[str, str], settings: FeatureSettings,
@@ -222,11 +244,16 @@ def compute_features(table: pa.Table, models: Dict[str, str], settings: FeatureS
     from rcs_ray.storage import atomic_path, write_text
 
     stamp = dict(tokenizer=_model_stamp(settings.tokenizer), max_length=settings.max_length,
-                 chat_template=settings.chat_template, dtype=settings.dtype)
+                 chat_template=settings.chat_template, dtype=settings.dtype, **settings.prompt_rule())
     key = cache_key(table, models, stamp) if cache_dir else None
     if key and cached_key(cache_dir) == key:
-        log.info("reference log-probs: reusing %s", os.path.join(cache_dir, FEATURES_FILE))
-        return pq.read_table(os.path.join(cache_dir, FEATURES_FILE))
+        cached = os.path.join(cache_dir, FEATURES_FILE)
+        try:
+            features = pq.read_table(cached)
+            log.info("reference log-probs: reusing %s", cached)
+            return features
+        except Exception as exc:  # noqa: BLE001 - a damaged cache is recomputed
+            integrity.set_aside(cached, "feature cache", f"the reference log-probs are computed again ({exc})")
     out = _run_pipeline(table, models, settings, progress)
     for prefix, path in models.items():
         for side in ("chosen", "rejected"):
@@ -241,10 +268,15 @@ def compute_features(table: pa.Table, models: Dict[str, str], settings: FeatureS
 
 
 def cached_key(cache_dir: str) -> Optional[str]:
+    """The key of the feature cache in ``cache_dir`` (None: no cache; a damaged key file is set aside)."""
+    path = os.path.join(cache_dir, FEATURES_KEY)
+    if not os.path.isfile(path):
+        return None
     try:
-        with open(os.path.join(cache_dir, FEATURES_KEY), encoding="utf-8") as fh:
+        with open(path, encoding="utf-8") as fh:
             key = json.load(fh)["key"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        integrity.set_aside(path, "feature cache key", f"the reference log-probs are computed again ({exc})")
         return None
     return key if os.path.isfile(os.path.join(cache_dir, FEATURES_FILE)) else None
 
@@ -258,8 +290,7 @@ def _run_pipeline(table: pa.Table, models: Dict[str, str], s: FeatureSettings, p
     data_context()
     blocks = [table.slice(i, s.batch_size) for i in range(0, table.num_rows, s.batch_size)] or [table]
     ds = ray.data.from_arrow(blocks)
-    tokenize = dict(tokenizer=s.tokenizer, max_length=s.max_length, chat_template=s.chat_template,
-                    trust_remote_code=s.trust_remote_code)
+    tokenize = s.tokenize_kwargs()
     if not models:
         ds = ds.map_batches(TokenizePairs, fn_constructor_kwargs=tokenize, batch_size=s.batch_size,
                             batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)

@@ -44,7 +44,7 @@ from rcs_ray import interrupts, registry, storage, tracking
 from rcs_ray.config import RunConfig, TrainConfig, stage_index, stage_train, to_dict
 from rcs_ray.data.pairs import REF_COLUMNS, PairSet, suspicious
 from rcs_ray.errors import RcsInputError
-from rcs_ray.layout import RunLayout, TrainFiles
+from rcs_ray.layout import SUMMARY_FILE, RunLayout, TrainFiles
 from rcs_ray.paths import resolve_model_dir
 from rcs_ray.train import refs
 from rcs_ray.train.launch import LaunchSpec, check_resumable, export, launch
@@ -277,27 +277,38 @@ def run(cfg: RunConfig, stage: Optional[int] = None, pairs: Optional[str] = None
     with interrupts.phase("Ray Train"):
         result = launch(features, t, spec, run_name, staged.home, staged.local, progress)   # 4. launch
     seconds["fit"] = time.time() - start - sum(seconds.values())
-    with interrupts.phase("export"):
-        history = export(result, staged.local, tok, spec)                 # 5. export
     home = TrainFiles(staged.home)
-    last = history[-1] if history else {}
-    summary = {"stage": k + 1, "objective": prs.target, "loss": t.loss, "pairs": len(prs.rows), "source": prs.source,
-               "policy": policy_path, "reference": ref_path if not prs.has_ref_logps else "precomputed",
-               "margin_objectives": inputs.margin_names, "loss_kwargs": inputs.params,
-               "spo_reward_source": (t.spo_reward_source if t.loss == "spo" and k > 0 else None),
-               "spo_chain": used_chain, "steps": history[-1]["step"] if history else 0, "workers": t.num_workers,
-               "zero_stage": t.zero_stage, "precision": t.precision,
-               "lora": to_dict(t.lora) if t.uses_lora else None,
-               "adapter_dir": home.adapter if t.uses_lora else None,
-               "memory_mb": {k.split("/", 1)[1]: round(v, 1) for k, v in last.items() if k.startswith("memory/")},
-               "first": history[0] if history else None,
-               "last": history[-1] if history else None, "seconds": round(sum(seconds.values()), 2),
-               "seconds_by_part": {part: round(v, 2) for part, v in seconds.items()}, "model_dir": home.model,
-               "checkpoint": result.checkpoint.path, "run_name": run_name, "data_checks": checks,
-               "resumed_from_step": (history[-1].get("resumed_from", 0) if history else 0)}
-    storage.write_text(TrainFiles(staged.local).summary, json.dumps(summary, indent=1))
+    outputs = storage.OutputSet(staged.local, TrainFiles.OUTPUTS, last=SUMMARY_FILE)   # one set, summary last
+    try:
+        with interrupts.phase("export"):
+            history = export(result, outputs.tmp, tok, spec)                 # 5. export
+            summary = _summary(k, prs, t, inputs, history, home, policy_path, ref_path, used_chain, seconds)
+            summary.update(checkpoint=result.checkpoint.path, run_name=run_name, data_checks=checks)
+            storage.write_text(TrainFiles(outputs.tmp).summary, json.dumps(summary, indent=1))
+            outputs.commit()
+    except BaseException:
+        outputs.abort()
+        raise
     staged.push(*TrainFiles.OUTPUTS, cache=True)
     return TrainResult(out_dir=staged.home, model_dir=home.model, metrics_path=home.metrics,
                        summary_path=home.summary, checkpoint=result.checkpoint.path, history=history,
                        summary=summary)
+
+
+def _summary(k: int, prs, t, inputs, history: List[dict], home: TrainFiles, policy_path: str, ref_path: str,
+             used_chain: List[str], seconds: dict) -> dict:
+    """``train_summary.json``: what was trained on what, with what, and how it ended."""
+    last = history[-1] if history else {}
+    return {"stage": k + 1, "objective": prs.target, "loss": t.loss, "pairs": len(prs.rows), "source": prs.source,
+            "policy": policy_path, "reference": ref_path if not prs.has_ref_logps else "precomputed",
+            "margin_objectives": inputs.margin_names, "loss_kwargs": inputs.params,
+            "spo_reward_source": (t.spo_reward_source if t.loss == "spo" and k > 0 else None),
+            "spo_chain": used_chain, "steps": last.get("step", 0), "workers": t.num_workers,
+            "zero_stage": t.zero_stage, "precision": t.precision, "lora": to_dict(t.lora) if t.uses_lora else None,
+            "adapter_dir": home.adapter if t.uses_lora else None,
+            "memory_mb": {k.split("/", 1)[1]: round(v, 1) for k, v in last.items() if k.startswith("memory/")},
+            "first": history[0] if history else None, "last": history[-1] if history else None,
+            "seconds": round(sum(seconds.values()), 2),
+            "seconds_by_part": {part: round(v, 2) for part, v in seconds.items()}, "model_dir": home.model,
+            "resumed_from_step": last.get("resumed_from", 0)}
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -92,7 +93,9 @@ def test_job_submit_runs_the_workflow_and_places_actors_by_resources(cluster, ti
         assert {b["node_id"] for b in pg.bundles} == {worker}                          # STRICT_PACK: one node
         assert pg.bundles[0]["unit_resources"].get("generator") == 1.0
         assert not any(k.startswith("GPU") for k in a.required_resources)              # its TP workers hold the GPUs
-    assert all(p.state == "REMOVED" for p in groups.values() if p.name.startswith("rcs-generate-"))  # GPUs released
+    generate = [p for p in groups.values() if p.name.startswith("rcs-generate-")]
+    assert len(generate) == 1                      # one group per actor (none that no actor uses holds GPUs)
+    assert all(p.state == "REMOVED" for p in generate)                                   # GPUs released
     for a in placed("ScoreStage"):                 # the rule scorers: where `scorer` is (the head)
         assert a.node_id == head and a.required_resources.get("scorer") == 1.0
     for a in placed("ReferenceLogps"):             # train.use_gpu: reference log-probs on a GPU
@@ -101,3 +104,42 @@ def test_job_submit_runs_the_workflow_and_places_actors_by_resources(cluster, ti
     assert len(workers) == 4                       # 2 per stage
     for a in workers:
         assert a.node_id == worker and any(k.startswith("GPU_group") for k in a.required_resources)
+
+
+def test_ray_job_stop_stops_a_run_within_the_grace_period_and_a_resubmission_resumes(cluster, tiny_world, tmp_path):
+    # `ray job stop` sends SIGTERM to the job's processes and SIGKILL RAY_JOB_STOP_WAIT_TIME_S later (Ray's default
+    # 3 s; the runtime envs in cluster/ set 30, as a Kubernetes grace period). The run stops cleanly well within it.
+    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.util.state import list_actors
+
+    out = tmp_path / "out"
+    cache = os.path.join(REPO_ROOT, ".cache", "tinyworld")
+    entrypoint = " ".join(["python", "jobs/run.py", "configs/tiny/cluster.yaml", f"tinyworld.cache_dir={cache}",
+                           f"output_dir={out}", "stages.0.train.max_steps=2", "stages.1.train.max_steps=2",
+                           "stages.1.data.limit=1024", "sampling.n=8", "train.batch_size=4", "--no-progress"])
+    client = JobSubmissionClient(cluster.dashboard)
+    runtime_env = {"working_dir": REPO_ROOT, "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "30"}}
+    first = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+    deadline = time.time() + 600
+    while not any("GenerateStage" in (a.class_name or "") for a in list_actors(      # stage 2 is sampling
+            address=cluster.dashboard, filters=[("state", "=", "ALIVE")], detail=True, limit=10_000)):
+        assert time.time() < deadline and client.get_job_status(first) in (JobStatus.PENDING, JobStatus.RUNNING), \
+            client.get_job_logs(first)[-3000:]
+        time.sleep(0.5)
+    t0 = time.time()
+    client.stop_job(first)
+    while client.get_job_status(first) not in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED):
+        time.sleep(0.2)
+    seconds = time.time() - t0
+    logs = client.get_job_logs(first)
+    assert client.get_job_status(first) == JobStatus.STOPPED and seconds < 30, logs[-3000:]
+    assert "SIGTERM received during rcs-ray run / stage 2 (sampling)" in logs, logs[-3000:]
+    assert "interrupted during rcs-ray run / stage 2 (sampling)" in logs
+    assert not (out / ".rcs-ray.lock").exists()                                   # a clean stop, not a kill
+    second = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+    while client.get_job_status(second) not in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED):
+        time.sleep(1.0)
+    logs = client.get_job_logs(second)
+    assert client.get_job_status(second) == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "stage 1 (harmless) (unchanged, skipped: train)" in logs               # resumed from its manifests
+    assert json.loads((out / "stage2" / "manifest.json").read_text())["steps"]["train"]["status"] == "done"

@@ -39,6 +39,56 @@ def test_hf_samples_are_seeded_and_batch_invariant(engine):
     assert all(c.num_tokens > 0 for g in together for c in g)
 
 
+def _greedy_with_penalty(engine, ids, penalty):
+    """Greedy decoding by hand with vLLM's repetition penalty on every token of the prompt and the response."""
+    import torch
+
+    seq = list(ids)
+    for _ in range(engine.sampling.max_tokens):
+        with torch.no_grad():
+            logits = engine.model(torch.tensor([seq])).logits[0, -1].double()
+        seen = torch.tensor(sorted(set(seq)))
+        logits[seen] = torch.where(logits[seen] > 0, logits[seen] / penalty, logits[seen] * penalty)
+        seq.append(int(logits.argmax()))
+        if seq[-1] in engine.eos:
+            break
+    return engine.tokenizer.decode(seq[len(ids):], skip_special_tokens=True)
+
+
+def test_hf_engine_honours_top_k_repetition_penalty_and_stop_strings(engine):
+    """top_k 1 samples the greedy answer; the repetition penalty gives the hand-computed greedy answer and keeps
+    sampling batch-invariant (padding does not count); a stop string in a sample cuts it before the string, as a
+    finished response, the tokens before it unchanged (same seeds, same draws)."""
+    import dataclasses
+
+    base, texts = engine.sampling, [prompt_ids(engine.tokenizer, p, True) for p in PROMPTS]
+    try:
+        engine.sampling = dataclasses.replace(base, temperature=0.0)
+        greedy = [g[0].text for g in engine.generate(texts, [[0]] * 3)]
+        engine.sampling = dataclasses.replace(base, top_k=1)
+        assert [[c.text for c in g] for g in engine.generate(texts, [[1, 2]] * 3)] == [[t, t] for t in greedy]
+        engine.sampling = dataclasses.replace(base, temperature=0.0, repetition_penalty=1.5)
+        penalised = [g[0].text for g in engine.generate(texts, [[0]] * 3)]
+        assert penalised == [_greedy_with_penalty(engine, ids, 1.5) for ids in texts] and penalised != greedy
+        engine.sampling = dataclasses.replace(base, repetition_penalty=1.3, top_k=5, min_p=0.05)
+        seeds = [[11, 12], [21], [31, 32]]
+        together = [[c.text for c in g] for g in engine.generate(texts, seeds)]
+        assert together == [[c.text for c in engine.generate([t], [s])[0]] for t, s in zip(texts, seeds)]
+        engine.sampling = base
+        free = engine.generate(texts[:1], [list(range(8))])[0]
+        stop = " " + max(free, key=lambda c: len(c.text)).text.split()[2]       # a word inside a sample
+        engine.sampling = dataclasses.replace(base, stop=[stop])
+        cut = engine.generate(texts[:1], [list(range(8))])[0]
+    finally:
+        engine.sampling = base
+    assert any(stop in f.text for f in free)
+    for f, c in zip(free, cut):
+        if stop in f.text:
+            assert c.text == f.text[:f.text.index(stop)] and c.finished and 0 < c.num_tokens < f.num_tokens
+        else:
+            assert (c.text, c.num_tokens, c.finished) == (f.text, f.num_tokens, f.finished)
+
+
 def test_classifier_scorer_matches_direct_forward(tiny_world):
     objs = [ObjectiveConfig(name="harmless", kind="multi_head", model=tiny_world.reward_model, head=0, sign=-1.0),
             ObjectiveConfig(name="helpful", kind="multi_head", model=tiny_world.reward_model, head=1)]

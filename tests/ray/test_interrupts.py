@@ -108,14 +108,15 @@ def test_ctrl_c_at_sampling_and_a_second_run_on_the_same_dir(tiny_world, tmp_pat
     errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
     assert second.returncode == 2 and len(errors) == 1 and "Traceback" not in second.stderr, second.stderr
     assert f"pid {first.proc.pid}" in errors[0] and "rcs-ray run" in errors[0] and "in use by" in errors[0]
-    first.wait_for(lambda: (out / "stage2" / "sampling").exists() and generation_actors())   # stage 2 generates
+    first.wait_for(generation_actors)                                          # stage 2 generates
     seconds = first.interrupt()
     assert first.proc.returncode == 130, first.text
     assert seconds < 15
     assert first.landed_in() == "rcs-ray run / stage 2 (sampling) / generating and scoring, round 1 of 1"
     assert "interrupted during rcs-ray run / stage 2 (sampling) / generating" in first.text
     assert "run the same command again" in first.text
-    assert not (out / "stage2" / "sampling" / "pairs.parquet").exists()       # no half output
+    assert not (out / "stage2" / "sampling").exists()                         # no half output
+    assert not list((out / "stage2").glob("sampling.*"))                       # and no staging left behind
     assert not (out / ".rcs-ray.lock").exists()
     assert_no_ray_left(first.proc.pid)
 

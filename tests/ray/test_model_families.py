@@ -131,7 +131,8 @@ def test_a_truncated_checkpoint_is_named(replicas, tmp_path):
 def test_missing_head_stops_the_cli_in_one_line_before_anything_runs(replicas, tmp_path):
     env = dict(os.environ, RCS_MODELS=replicas["models"], RCS_DATA=replicas["data"])
     proc = subprocess.run([sys.executable, "-m", "rcs_ray", "sample", "configs/paper/pku_helpsteer_k2.yaml",
-                           "objectives.0.output=logits", f"output_dir={tmp_path}", "sampling.engine=hf",
+                           "objectives.0.output=logits", f"policy.path={replicas['policy']}",
+                           f"objectives.1.model={replicas['helpful_rm']}", f"output_dir={tmp_path}", "sampling.engine=hf",
                            "sampling.num_gpus=0", "objectives.0.num_gpus=0", "objectives.1.num_gpus=0"],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert proc.returncode == 2, proc.stderr
@@ -142,19 +143,23 @@ def test_missing_head_stops_the_cli_in_one_line_before_anything_runs(replicas, t
 
 
 # ----------------------------------------------------------------------------------------------- Hub IDs
-def test_hub_ids_resolve_from_a_local_cache_offline(replicas, monkeypatch):
+def test_hub_ids_resolve_from_a_local_cache_offline(replicas, monkeypatch, tmp_path):
     from rcs_ray.data import read_preferences
     from rcs_ray.paths import resolve_data, resolve_model_dir
 
     monkeypatch.setenv("HF_HUB_CACHE", replicas["hub"])
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))      # load_dataset's prepared copies
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     path = resolve_model_dir("meta-llama/Meta-Llama-3-8B-Instruct", "policy.path")
     assert "models--meta-llama--Meta-Llama-3-8B-Instruct/snapshots/" in path
     assert json.load(open(os.path.join(path, "config.json")))["architectures"] == ["LlamaForCausalLM"]
     commit = os.path.basename(path)
     assert resolve_model_dir(f"meta-llama/Meta-Llama-3-8B-Instruct@{commit}", "policy.path") == path
-    with pytest.raises(RcsInputError, match=r"^policy.path: model 'meta-llama/Nope' is not in the HF cache .*"
-                                            r"HF_HUB_OFFLINE=1"):
+    with pytest.raises(RcsInputError, match=r"^policy.path: Hub model 'hf://meta-llama/Nope' is not in the HF cache "
+                                            r".*HF_HUB_OFFLINE=1"):
+        resolve_model_dir("hf://meta-llama/Nope", "policy.path")
+    with pytest.raises(RcsInputError, match=r"^policy.path: meta-llama/Nope is neither a local directory \(not found: "
+                                            r".*\) nor a model in the Hugging Face cache"):
         resolve_model_dir("meta-llama/Nope", "policy.path")
     data = resolve_data(DataConfig(path="PKU-Alignment/PKU-SafeRLHF", preset="pku_saferlhf", objective="harmless",
                                    split="train"), key="stages.0.data.path")
@@ -192,7 +197,7 @@ def test_an_unparseable_judge_answer_fails_that_prompt_only(replicas):
     from rcs_ray.config import RCConfig
     from rcs_ray.data.pairs import group_table
     from rcs_ray.sampling.judges import JudgeScorer, parse_score
-    from rcs_ray.sampling.stages import RCFilterStage
+    from rcs_ray.sampling.rc_step import RCFilterStage
 
     assert parse_score("I'd say 7/10", r"(\d+)") == 7.0 and np.isnan(parse_score("no idea", r"(\d+)"))
     obj = ObjectiveConfig(name="q", kind="judge", model=replicas["judge"],

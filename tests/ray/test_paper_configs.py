@@ -1,11 +1,14 @@
-"""Both configs/paper/*.yaml through `rcs-ray run` on the tiny replicas (CPU, small limits): every stage trains,
-every pair is reward-consistent, and each reward in pairs.parquet is the intended read of its model (beaver's
-score_head at the last token, ArmoRM's rewards[:, 0] and rewards[:, 8]) recomputed here without the pipeline; the K=2
-run names its policy, cost model and datasets by Hub ID, resolved offline from a local HF cache. Then `rcs-ray eval`
-reports an independent judge."""
+"""Every configs/paper/*.yaml as shipped, through `rcs-ray run` on the tiny replicas (CPU, small limits): every stage
+trains, every pair is reward-consistent, and each reward in pairs.parquet is the intended read of its model (beaver's
+score_head at the last token, ArmoRM's rewards[:, 0] and rewards[:, 8]) recomputed here without the pipeline. The K=2
+run keeps the config's own model and data paths (real Hub IDs, resolved offline from a local HF cache that holds the
+replicas under those IDs) and then evaluates with the config's own eval block (PKU-SafeRLHF's test split, the harmless
+rate, the beaver reward as judge); the K=3 run reads local copies through RCS_MODELS / RCS_DATA, then `rcs-ray eval`
+reports an independent LLM judge."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,6 +17,7 @@ import torch
 
 from rcs_ray import rc
 from rcs_ray.cli import main
+from tests.replicas import hub_cache
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -31,6 +35,33 @@ def objectives_on_cpu(k):
 
 def limits(k, n=8):
     return [f"stages.{i}.data.limit={n}" for i in range(k)]
+
+
+def hub_models(replicas, root):
+    """Hub ID -> replica directory for every model the paper configs name by default (the beaver reward model: the
+    cost replica's layout with ``score_type: reward``)."""
+    reward = os.path.join(root, "beaver-7b-v1.0-reward")
+    if not os.path.isdir(reward):
+        shutil.copytree(replicas["cost"], reward)
+        with open(os.path.join(reward, "config.json"), encoding="utf-8") as fh:
+            config = json.load(fh)
+        with open(os.path.join(reward, "config.json"), "w", encoding="utf-8") as fh:
+            json.dump({**config, "score_type": "reward"}, fh, indent=2)
+    return {"meta-llama/Meta-Llama-3-8B-Instruct": replicas["policy"],
+            "PKU-Alignment/beaver-7b-v1.0-cost": replicas["cost"],
+            "PKU-Alignment/beaver-7b-v1.0-reward": reward,
+            "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2": replicas["helpful_rm"],
+            "RLHFlow/ArmoRM-Llama3-8B-v0.1": replicas["armorm"]}
+
+
+def local_models(replicas, root):
+    """An RCS_MODELS directory: each model under its Hub repository's name (as `hf download --local-dir` leaves it)."""
+    os.makedirs(root, exist_ok=True)
+    for repo, path in hub_models(replicas, os.path.dirname(root)).items():
+        link = os.path.join(root, repo.split("/")[1])
+        if not os.path.exists(link):
+            os.symlink(path, link)
+    return root
 
 
 def beaver_end_scores(path, prompt, responses):
@@ -76,16 +107,15 @@ def check_pairs(path, k, margin=0.0):
     return pairs
 
 
-def test_k2_paper_config_end_to_end_with_hub_ids(replicas, ray_session, tmp_path, monkeypatch):
-    monkeypatch.setenv("RCS_MODELS", replicas["models"])
-    monkeypatch.setenv("RCS_DATA", replicas["data"])
-    monkeypatch.setenv("HF_HUB_CACHE", replicas["hub"])
+def test_k2_paper_config_end_to_end_with_its_hub_ids(replicas, ray_session, tmp_path, monkeypatch):
+    monkeypatch.delenv("RCS_MODELS", raising=False)                          # the config's own hf:// paths
+    monkeypatch.delenv("RCS_DATA", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", hub_cache(str(tmp_path / "hub"), hub_models(replicas, str(tmp_path))))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))      # load_dataset's prepared copies
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "k2"
-    assert main(["run", os.path.join(REPO, "configs/paper/pku_helpsteer_k2.yaml"), f"output_dir={out}",
-                 "policy.path=meta-llama/Meta-Llama-3-8B-Instruct", "objectives.0.model=PKU-Alignment/beaver-7b-v1.0-cost",
-                 "stages.0.data.path=PKU-Alignment/PKU-SafeRLHF", "stages.1.data.path=nvidia/HelpSteer2",
-                 *CPU, *objectives_on_cpu(2), *limits(2), "--no-progress"]) == 0
+    config = os.path.join(REPO, "configs/paper/pku_helpsteer_k2.yaml")
+    assert main(["run", config, f"output_dir={out}", *CPU, *objectives_on_cpu(2), *limits(2), "--no-progress"]) == 0
     for stage in (1, 2):
         assert (out / f"stage{stage}" / "train" / "model" / "model.safetensors").exists()
     inputs = json.loads((out / "stage1" / "manifest.json").read_text())["steps"]["train"]["inputs"]["identity"]
@@ -99,10 +129,22 @@ def test_k2_paper_config_end_to_end_with_hub_ids(replicas, ray_session, tmp_path
         prompt = p["prompt"][0]["content"] if isinstance(p["prompt"], list) else p["prompt"]
         texts = [c[0]["content"] if isinstance(c, list) else c for c in (p["chosen"], p["rejected"])]
         np.testing.assert_allclose(got, beaver_end_scores(replicas["cost"], prompt, texts), rtol=1e-4, atol=1e-5)
+    # the config's eval block: PKU-SafeRLHF's held-out test split, the harmless rate, the beaver reward as judge
+    model = out / "stage2" / "train" / "model"
+    assert main(["eval", config, f"output_dir={out}", "eval.n=2", "eval.prompts.limit=4", "eval.judge.num_gpus=0",
+                 "eval.judge.dtype=float32", "eval.judge.batch_size=8", *CPU, *objectives_on_cpu(2),
+                 "--policy", f"stage2={model}", "--no-progress"]) == 0
+    report = json.loads((out / "eval" / "eval.json").read_text())
+    assert report["prompts"] == 4 and report["objectives"] == ["harmless", "helpful", "beaver_reward"]
+    for policy in ("reference", "stage2"):
+        metrics = report["metrics"][policy]
+        assert 0.0 <= metrics["rate"]["harmless>=0"] <= 1.0
+        assert np.isfinite(metrics["mean"]["beaver_reward"])
+    assert "beaver_reward" in report["metrics"]["stage2"]["win_rate_vs_reference"]
 
 
 def test_k3_paper_config_end_to_end_reads_armorm_rewards(replicas, ray_session, tmp_path, monkeypatch):
-    monkeypatch.setenv("RCS_MODELS", replicas["models"])
+    monkeypatch.setenv("RCS_MODELS", local_models(replicas, str(tmp_path / "models")))   # local copies, by name
     monkeypatch.setenv("RCS_DATA", replicas["data"])
     out = tmp_path / "k3"
     assert main(["run", os.path.join(REPO, "configs/paper/pku_helpsteer_uf_k3.yaml"), f"output_dir={out}", *CPU,
@@ -119,7 +161,8 @@ def test_k3_paper_config_end_to_end_reads_armorm_rewards(replicas, ray_session, 
     # eval with an independent judge that did no selection
     assert main(["eval", os.path.join(REPO, "configs/paper/pku_helpsteer_uf_k3.yaml"), f"output_dir={out}",
                  f"eval.prompts.path={os.path.join(replicas['data'], 'HelpSteer2')}", "eval.prompts.preset=helpsteer2",
-                 "eval.prompts.split=validation", "eval.n=2", f"eval.judge={{name: judge, kind: judge, "
+                 "eval.prompts.split=validation", "eval.prompts.objective=helpfulness", "eval.n=2",
+                 "eval.judge=null", f"eval.judge={{name: judge, kind: judge, "
                  f"model: {replicas['judge']}}}", *CPU, *objectives_on_cpu(3),
                  "--policy", f"stage3={out / 'stage3' / 'train' / 'model'}", "--no-progress"]) == 0
     report = json.loads((out / "eval" / "eval.json").read_text())
@@ -127,3 +170,25 @@ def test_k3_paper_config_end_to_end_reads_armorm_rewards(replicas, ray_session, 
         assert 1.0 <= report["metrics"][policy]["mean"]["judge"] <= 10.0     # an expected score over labels 1..10
     assert "judge" in report["metrics"]["stage3"]["win_rate_vs_reference"]
     assert "judge" in (out / "eval" / "eval.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["pku_helpsteer_k2.yaml", "pku_helpsteer_k2_8gpu.yaml", "pku_helpsteer_uf_k3.yaml"])
+def test_plan_proves_each_paper_config_as_shipped(replicas, tmp_path, monkeypatch, capsys, name):
+    """`rcs-ray plan` on each paper config, its models and placement as shipped, on the capacity of one 8-GPU node:
+    every Hub model and dataset resolved from the offline cache, every checkpoint checked on the meta device, every
+    phase fits (only the batch is made small enough for the replica datasets)."""
+    monkeypatch.delenv("RCS_MODELS", raising=False)
+    monkeypatch.delenv("RCS_DATA", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", hub_cache(str(tmp_path / "hub"), hub_models(replicas, str(tmp_path))))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    small = ["train.batch_size=1", "train.gradient_accumulation_steps=1"]   # the replica datasets: 16-24 rows
+    code = main(["plan", os.path.join(REPO, "configs/paper", name), *small, "--gpus", "8", "--cpus", "96",
+                 "--json", str(tmp_path / "plan.json")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    report = json.loads((tmp_path / "plan.json").read_text())
+    assert report["problems"] == [] and all(n > 0 for n in report["prompts"].values())
+    assert "models--meta-llama--Meta-Llama-3-8B-Instruct" in report["models"]["policy.path"]
+    assert max(p["needs"].get("GPU", 0) for p in report["phases"]) <= 8
+    assert all(c["gpu_hours"] > 0 for c in report["costs"]) and "0 problem(s)" in out.out, report["costs"]

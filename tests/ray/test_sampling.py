@@ -4,7 +4,6 @@ failure recording, a crashed actor, adaptive resampling."""
 import json
 import os
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -156,9 +155,8 @@ def test_candidates_are_stored_and_select_reproduces_the_pairs_byte_for_byte(def
     row = store.to_pylist()[0]
     assert len(row["rewards"]) == len(row["candidates"]) == len(row["candidate_tokens"]) and len(row["rewards"][0]) == 2
     assert row["sources"][:2] == ["original_chosen", "original_rejected"]
-    stage = cfg.stages[1].rc
-    select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "again"), strategy=stage.strategy,
-           margin=stage.margin)
+    assert cfg.stages[1].rc.margin == -0.5                     # not select's own default: it reads the stage's
+    select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "again"))       # no settings given
     for name in ("pairs.parquet", "failed.parquet"):
         assert (tmp_path / "again" / name).read_bytes() == open(os.path.join(sampling_dir, name), "rb").read(), name
     # other baselines on the very same candidates, no generation
@@ -205,3 +203,31 @@ def test_implicit_reward_from_a_stage_needs_no_model_paths(tiny_world, ray_sessi
             want = 0.25 * float(sequence_logps(model.eval()(input_ids=ids).logits, labels)
                                 - sequence_logps(base(input_ids=ids).logits, labels))
         assert p["chosen_rewards"][0] == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+def test_samples_cut_at_max_tokens_are_never_the_chosen_side(tiny_world, ray_session, tmp_path):
+    """max_tokens 11 cuts about half the tiny world's samples: no pair has a cut chosen side, cut rejected sides
+    are recorded, the stats count them, and training tokenizes a cut side without EOS."""
+    import pyarrow as pa
+
+    from rcs_ray.modeling.loading import load_tokenizer
+    from rcs_ray.train.refs import TokenizePairs
+
+    cfg = tiny_cfg(tmp_path, "sampling.max_tokens=11", limit=64)
+    result = run(cfg, progress=False)
+    stats, pairs = result.stats, read(result.pairs)
+    assert 0.3 < stats["truncated_share"] < 0.7 and stats["rounds"][0]["samples_truncated"] == \
+        stats["samples_truncated"] > 0
+    assert pairs and all(p["chosen_finished"] for p in pairs)
+    cut = [p for p in pairs if not p["rejected_finished"]]
+    assert cut, "some pair should reject a cut sample"
+    store = read(os.path.join(os.path.dirname(result.pairs), "candidates.parquet"))
+    for g in store:                                          # cut = ran to the limit, as the engine reported
+        for done, n, src in zip(g["candidate_finished"], g["candidate_tokens"], g["sources"]):
+            assert done or (src == "sampled" and n == 11)
+    eos = load_tokenizer(tiny_world.policy).eos_token_id
+    feats = TokenizePairs(tiny_world.policy, 64)(pa.Table.from_pylist(cut[:4]).select(
+        ["prompt", "chosen", "rejected", "chosen_finished", "rejected_finished"])).to_pylist()
+    for f in feats:
+        assert f["chosen_input_ids"][-1] != f["rejected_input_ids"][-1] or f["rejected_input_ids"][-1] != eos
+        assert f["rejected_labels"][-1] != eos                 # the cut side ends where its text ends

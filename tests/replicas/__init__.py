@@ -7,6 +7,9 @@ template -- so the real loading code runs on them:
   ``<|eot_id|>`` ends a turn (``generation_config.eos_token_id`` = [end_of_text, eot_id]; the tokenizer's EOS is
   ``<|end_of_text|>``), no pad token;
 - :func:`qwen2_policy` -- a Qwen2-Instruct-style policy: ChatML with the default system message, ``<|im_end|>``;
+- :func:`qwen3_policy` -- the same with a Qwen3-style template: no default system message, ``enable_thinking:
+  false`` ends the generation prompt with an empty ``<think>\n\n</think>\n\n`` block (the block the template also
+  writes before the last assistant turn's content);
 - :func:`armorm` -- an ArmoRM-style multi-objective RM: ``modeling_custom.py`` in the directory, ``auto_map``
   (needs ``trust_remote_code``), 19 objective ``rewards``, a gated ``score`` that is also ``logits``;
 - :func:`safe_rlhf_cost` -- a safe-rlhf cost model: ``LlamaModelForScore`` layout (``model.*``, ``score_head``),
@@ -38,6 +41,17 @@ QWEN2_TEMPLATE = (
     "You are a helpful assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + "
     "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant"
     "\\n' }}{% endif %}")
+QWEN3_TEMPLATE = (                       # Qwen3's rules for system, user, the last assistant turn and thinking
+    "{%- for message in messages %}{%- if message['role'] == 'assistant' %}{%- set content = message['content'] %}"
+    "{%- set reasoning = '' %}{%- if '</think>' in content %}"
+    "{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}{%- endif %}{%- if loop.last %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}"
+    "{%- else %}{{- '<|im_start|>assistant\\n' + content }}{%- endif %}{{- '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}")
 RM_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\\n{{ m['content'] | trim }}"
                "<end_of_turn>\\n{% endfor %}")
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
@@ -96,10 +110,14 @@ def llama3_policy(path: str, seed: int = 0) -> str:
                         tie_word_embeddings=False)
 
 
-def qwen2_policy(path: str, seed: int = 1) -> str:
+def qwen2_policy(path: str, seed: int = 1, template: str = QWEN2_TEMPLATE) -> str:
     tok = _bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tok.chat_template = QWEN2_TEMPLATE
+    tok.chat_template = template
     return _save_causal(tok, path, "Qwen2ForCausalLM", ["<|im_end|>", "<|endoftext|>"], seed, tie_word_embeddings=True)
+
+
+def qwen3_policy(path: str, seed: int = 7) -> str:
+    return qwen2_policy(path, seed, QWEN3_TEMPLATE)
 
 
 def judge(path: str, seed: int = 3) -> str:
@@ -275,6 +293,7 @@ def build_all(root: str) -> Dict[str, str]:
     out = {"models": models, "data": datasets_dir(os.path.join(root, "data")),
            "policy": llama3_policy(os.path.join(models, "policy-sft")),
            "qwen2": qwen2_policy(os.path.join(root, "qwen2-policy")),
+           "qwen3": qwen3_policy(os.path.join(root, "qwen3-policy")),
            "cost": safe_rlhf_cost(os.path.join(models, "beaver-7b-v1.0-cost")),
            "helpful_rm": classifier_rm(os.path.join(models, "helpfulness-rm")),
            "armorm": armorm(os.path.join(models, "ArmoRM-Llama3-8B-v0.1")),

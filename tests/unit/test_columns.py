@@ -33,6 +33,24 @@ def test_pick_rows_of_positions_and_messages():
     assert run.tolist() == [0, 0, 2, 2, 2] and at.tolist() == [0, 1, 0, 1, 2]
 
 
+def test_with_system_puts_the_rules_system_message_in_conversational_prompts():
+    """A system prompt goes first in every chat prompt without one, as the prompt rule reads it (so a pairs file in
+    TRL's conversational form holds the text the policy was given); a row's own system message stays."""
+    from rcs_ray.data.pairs import MESSAGES
+    from rcs_ray.prompting import PromptRule, as_chat
+    from rcs_ray.sampling.columns import messages, with_system
+
+    user = [{"role": "user", "content": "hi"}]
+    own = [{"role": "system", "content": "mine"}, {"role": "user", "content": "yo"}]
+    prompts = pa.array([user, user, own, user], MESSAGES).slice(1)                      # offsets not from 0
+    got = with_system(pa.chunked_array([prompts]), "be brief").to_pylist()
+    rule = PromptRule(system="be brief")
+    assert got == [as_chat(p, None, rule) for p in prompts.to_pylist()]
+    assert got == [[{"role": "system", "content": "be brief"}] + user, own, [{"role": "system", "content": "be brief"}]
+                   + user]
+    assert with_system(messages(pa.array(["hi"]), "user"), None).to_pylist() == [user]
+
+
 def _row(pid, cands, h, failure=None, w=None, l=None, error=None, sources=None):
     return {"prompt_id": pid, "prompt": f"ask {pid}", "candidates": cands,
             "sources": sources or ["sampled"] * len(cands), "candidate_tokens": [1] * len(cands), "reward__h": h,
@@ -58,8 +76,8 @@ def test_writer_routes_a_batch_columnar(tmp_path):
     pair = pq.read_table(tmp_path / "pairs.parquet").to_pylist()
     assert pair == [{"prompt": "ask p", "chosen": "b", "rejected": "a", "prompt_id": "p",
                      "chosen_rewards": [2.0, -2.0], "rejected_rewards": [0.0, -0.0], "target": "h",
-                     "chosen_source": "sampled", "rejected_source": "original_chosen", "num_candidates": 3,
-                     "round": 2}]
+                     "chosen_source": "sampled", "rejected_source": "original_chosen", "chosen_finished": True,
+                     "rejected_finished": True, "num_candidates": 3, "round": 2}]
     failed = pq.read_table(tmp_path / "failed.parquet").to_pylist()
     assert [(f["prompt_id"], f["reason"], f["detail"], f["num_candidates"], f["num_distinct"], f["rounds"])
             for f in failed] == [("r", "prompt_too_long", "prompt_too_long: 9 > 8", 0, 0, 3),
@@ -106,7 +124,7 @@ def test_chat_writer_wraps_plain_prompts_and_responses(tmp_path):
 
 
 def test_select_names_the_file_of_a_reward_matrix_of_the_wrong_width(tmp_path):
-    from rcs_ray.data.pairs import candidates_schema
+    from rcs_ray.data.sampling_files import candidates_schema
     from rcs_ray.errors import RcsInputError
     from rcs_ray.sampling.select import select
 

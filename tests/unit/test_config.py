@@ -93,6 +93,38 @@ def test_bad_values_name_the_key(override, expected):
     assert "\n" not in msg
 
 
+@pytest.mark.parametrize("overrides, expected", [
+    (["sampling.top_k=-1"], "key 'sampling.top_k': must be >= 0 (0: off), got -1"),
+    (["sampling.min_p=1.5"], "key 'sampling.min_p': must be in [0, 1]"),
+    (["sampling.repetition_penalty=0"], "key 'sampling.repetition_penalty': must be a finite number > 0"),
+    (["sampling.repetition_penalty=.inf"], "key 'sampling.repetition_penalty': must be a finite number > 0"),
+    (["sampling.stop=[END, '']"], "key 'sampling.stop.1': an empty stop string"),
+    (["policy.system_prompt=be brief", "policy.chat_template=false"],
+     "key 'policy.system_prompt': a system prompt is a chat message"),
+    (["policy.chat_template_kwargs={add_generation_prompt: false}"],
+     "key 'policy.chat_template_kwargs.add_generation_prompt': is set by the prompt rule itself"),
+    (["policy.chat_template_kwargs={system: be brief}"],
+     "key 'policy.chat_template_kwargs.system': set policy.system_prompt instead"),
+])
+def test_bad_sampling_and_template_controls_name_the_key(overrides, expected):
+    with pytest.raises(RcsInputError) as err:
+        load_config(os.path.join(REPO, "configs/tiny/k2.yaml"), overrides)
+    assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_sampling_and_template_controls_default_to_off():
+    cfg = load_config(os.path.join(REPO, "configs/tiny/k2.yaml"))
+    s, p = cfg.sampling, cfg.policy
+    assert (s.top_k, s.min_p, s.repetition_penalty, s.stop) == (0, 0.0, 1.0, [])
+    assert p.system_prompt is None and p.chat_template_kwargs == {}
+    cfg = load_config(os.path.join(REPO, "configs/tiny/k2.yaml"), [
+        "sampling.top_k=20", "sampling.min_p=0.05", "sampling.repetition_penalty=1.1", 'sampling.stop=["\\n\\n", END]',
+        "policy.system_prompt=be brief", "policy.chat_template_kwargs={enable_thinking: false}"])
+    assert (cfg.sampling.top_k, cfg.sampling.min_p, cfg.sampling.repetition_penalty) == (20, 0.05, 1.1)
+    assert cfg.sampling.stop == ["\n\n", "END"]
+    assert cfg.policy.system_prompt == "be brief" and cfg.policy.chat_template_kwargs == {"enable_thinking": False}
+
+
 def test_qlora_needs_cuda_and_lora_and_no_zero3():
     k2 = os.path.join(REPO, "configs/tiny/k2.yaml")
     for overrides, fragment in [(["train.lora.quantization=4bit"], "set train.lora.r"),

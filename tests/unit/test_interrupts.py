@@ -108,3 +108,23 @@ def test_a_process_that_does_not_stop_is_stopped_at_the_deadline_or_by_a_second_
     assert "SIGTERM received during training" in err
     assert ("SIGINT again" if second else "not stopped 1 s after the signal") in err
     assert marker.read_text() == "cleaned"
+
+
+def test_handling_entered_inside_an_open_phase_keeps_the_phases():
+    # library use: the trainer opens phases, and launch() starts handling signals inside one of them
+    with interrupts.phase("Ray Train"):
+        with interrupts.handling():
+            with pytest.raises(Interrupted) as caught:
+                with interrupts.phase("steps"):
+                    _signal_self(signal.SIGINT)
+    assert caught.value.where == "Ray Train / steps" and interrupts.where() == ""
+
+
+def test_the_deadline_ends_with_the_handling_block(monkeypatch):
+    # library code goes on after a handled signal: the watchdog of that block must not stop the process later
+    monkeypatch.setattr(interrupts, "DEADLINE_S", 0.5)
+    with interrupts.handling():
+        with pytest.raises(Interrupted):
+            _signal_self(signal.SIGTERM)
+    time.sleep(1.0)                                # still alive: this test would never finish otherwise
+    assert interrupts.received() is None

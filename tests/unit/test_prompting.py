@@ -77,6 +77,61 @@ def test_reward_model_reads_the_conversation(tok):
     assert prompting.conversation_ids(plain, chat, " good") == [BOS] + ids("be kind hi good")
 
 
+# A template with a variable, as Qwen3's enable_thinking: false writes a block after the assistant tag (here "long")
+THINKING = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|> {% if m['role'] == 'assistant' and "
+            "enable_thinking is defined and not enable_thinking %}long {% endif %}{{ m['content'] }} "
+            "{% if m['role'] == 'assistant' %}{{ eos_token }} {% endif %}{% endfor %}{% if add_generation_prompt %}"
+            "<|assistant|> {% if enable_thinking is defined and not enable_thinking %}long {% endif %}{% endif %}")
+RULE = prompting.PromptRule(chat_template=True, system="be kind", kwargs={"enable_thinking": False})
+
+
+@pytest.fixture()
+def thinking(tok):
+    import copy
+
+    out = copy.deepcopy(tok)
+    out.chat_template = THINKING
+    return out
+
+
+def test_the_rule_with_a_system_prompt_and_template_variables(thinking):
+    from rcs_ray.config import ModelConfig
+
+    system, user = {"role": "system", "content": "be kind"}, {"role": "user", "content": "hi there"}
+    assert prompting.PromptRule.of(ModelConfig(system_prompt="be kind", chat_template_kwargs={
+        "enable_thinking": False})) == RULE
+    assert prompting.rule_of(True) == prompting.PromptRule() and prompting.rule_of(RULE) is RULE
+    assert prompting.as_chat("hi there", thinking, RULE) == [system, user]           # plain prompts and chats alike
+    assert prompting.as_chat([user], thinking, RULE) == [system, user]
+    own = [{"role": "system", "content": "be good"}, user]
+    assert prompting.as_chat(own, thinking, RULE) == own                             # a row's own system message wins
+    want = [BOS] + ids("<|system|> be kind <|user|> hi there <|assistant|> long")
+    assert prompting.prompt_ids(thinking, "hi there", RULE) == want
+    assert prompting.prompt_ids_batch(thinking, ["hi there", [user], [system, user]], RULE) == [want] * 3
+    assert prompting.prompt_ids(thinking, "hi there", True) == [BOS] + ids("<|user|> hi there <|assistant|>")
+
+
+@pytest.mark.parametrize("prompt", ["hi there", [{"role": "user", "content": "hi there"}],
+                                    [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi there"}]])
+def test_generation_training_and_scoring_read_the_rule_alike(thinking, prompt):
+    """The engine's prompt ids are the prompt part of what training and the implicit reward tokenize, and of what a
+    reward model with the policy's template reads -- with the system prompt and the template variable; a prompt that
+    already carries the system message (a conversational pairs file) reads the same."""
+    gen = prompting.prompt_ids(thinking, prompt, RULE)
+    ex = tokenize_example(thinking, prompt, "good answer", 64, use_chat_template=RULE)
+    assert gen == [BOS] + ids("<|system|> be kind <|user|> hi there <|assistant|> long")
+    assert ex["input_ids"] == gen + ids("good answer") + [EOS]
+    assert ex["labels"] == [-100] * len(gen) + ids("good answer") + [EOS]
+    assert prompting.conversation_ids(thinking, prompt, "good", RULE) == gen + ids("good") + [EOS]
+
+
+def test_a_system_prompt_needs_a_chat(tok):
+    plain = prompting.PromptRule(chat_template=False, system="be kind")
+    with pytest.raises(ValueError, match="system prompt is a chat message"):
+        prompting.as_chat("hi there", tok, plain)
+    assert isinstance(prompting.prompt_ids_batch(tok, ["hi there"], plain)[0], ValueError)   # that prompt fails
+
+
 # ----------------------------------------------------------------------------------------------- the loss registry
 def hinge_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1,
                margin=1.0, chosen_bonus=None, rejected_bonus=None):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rcs_ray import rc
+from rcs_ray import rc, selection
 
 pytestmark = pytest.mark.unit
 
@@ -169,29 +169,29 @@ G = [[0, 3], [1, 1], [2, 2], [1, 0]]
 
 def test_strategies_hand_computed():
     kw = dict(enforce=[0], sources=SOURCES)
-    assert rc.STRATEGIES["rcs"](G, 1, **kw) == (2, 3)            # RC pairs: (2,1) gap 1, (2,3) gap 2
-    assert rc.STRATEGIES["target_only"](G, 1, **kw) == (0, 3)    # gap 3, ignoring harmless
-    assert rc.STRATEGIES["original"](G, 1, **kw) == (0, 1)
-    assert rc.STRATEGIES["filter_only"](G, 1, **kw) is None       # the original pair is not RC
-    assert rc.STRATEGIES["filter_only"](G, 1, sources=SOURCES, enforce=[]) == (0, 1)
-    assert rc.STRATEGIES["weighted"](G, 1, weights=[1.0, 1.0]) == (2, 3)   # sums 3,2,4,1
-    assert rc.STRATEGIES["weighted"]([[1, 1], [1, 1]], 1) is None
-    assert rc.STRATEGIES["original"](G, 1, sources=["sampled"] * 4) is None
+    assert selection.STRATEGIES["rcs"](G, 1, **kw) == (2, 3)            # RC pairs: (2,1) gap 1, (2,3) gap 2
+    assert selection.STRATEGIES["target_only"](G, 1, **kw) == (0, 3)    # gap 3, ignoring harmless
+    assert selection.STRATEGIES["original"](G, 1, **kw) == (0, 1)
+    assert selection.STRATEGIES["filter_only"](G, 1, **kw) is None       # the original pair is not RC
+    assert selection.STRATEGIES["filter_only"](G, 1, sources=SOURCES, enforce=[]) == (0, 1)
+    assert selection.STRATEGIES["weighted"](G, 1, weights=[1.0, 1.0]) == (2, 3)   # sums 3,2,4,1
+    assert selection.STRATEGIES["weighted"]([[1, 1], [1, 1]], 1) is None
+    assert selection.STRATEGIES["original"](G, 1, sources=["sampled"] * 4) is None
 
 
 def test_rc_random_draws_only_rc_pairs_and_is_seeded():
     admissible = {tuple(p) for p in np.argwhere(rc.rc_mask(G, 1, [0]))}
-    draws = {rc.STRATEGIES["rc_random"](G, 1, enforce=[0], rng=np.random.default_rng(s)) for s in range(50)}
+    draws = {selection.STRATEGIES["rc_random"](G, 1, enforce=[0], rng=np.random.default_rng(s)) for s in range(50)}
     assert draws == admissible
-    again = rc.STRATEGIES["rc_random"](G, 1, enforce=[0], rng=np.random.default_rng(7))
-    assert again == rc.STRATEGIES["rc_random"](G, 1, enforce=[0], rng=np.random.default_rng(7))
+    again = selection.STRATEGIES["rc_random"](G, 1, enforce=[0], rng=np.random.default_rng(7))
+    assert again == selection.STRATEGIES["rc_random"](G, 1, enforce=[0], rng=np.random.default_rng(7))
 
 
 def test_strategy_registry_errors():
-    assert set(rc.STRATEGIES) == {"rcs", "rc_random", "target_only", "weighted", "original", "filter_only"}
+    assert set(selection.STRATEGIES) == {"rcs", "rc_random", "target_only", "weighted", "original", "filter_only"}
     with pytest.raises(ValueError, match="unknown selection strategy 'best'"):
-        rc.get_strategy("best")
+        selection.get_strategy("best")
     with pytest.raises(ValueError, match="sources"):
-        rc.STRATEGIES["original"](G, 1)
+        selection.STRATEGIES["original"](G, 1)
     with pytest.raises(ValueError, match="weights"):
-        rc.STRATEGIES["weighted"](G, 1, weights=[1.0])
+        selection.STRATEGIES["weighted"](G, 1, weights=[1.0])

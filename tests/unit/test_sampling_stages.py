@@ -9,7 +9,8 @@ from rcs_ray.config import ObjectiveConfig, RCConfig
 from rcs_ray.sampling.pipeline import n_schedule
 from rcs_ray.data.pairs import MESSAGES, group_table
 from rcs_ray.sampling.scorers import plan_scorers
-from rcs_ray.sampling.stages import RCFilterStage, sample_seed
+from rcs_ray.sampling.rc_step import RCFilterStage
+from rcs_ray.sampling.seeds import sample_seed
 
 pytestmark = pytest.mark.unit
 

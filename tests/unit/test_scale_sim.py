@@ -12,7 +12,7 @@ from benchmarks import sim
 from rcs_ray.data.pairs import group_table
 from rcs_ray.rc import SAMPLED
 from rcs_ray.sampling.engines import make_engine
-from rcs_ray.sampling.stages import sample_seed
+from rcs_ray.sampling.seeds import sample_seed
 
 pytestmark = pytest.mark.unit
 

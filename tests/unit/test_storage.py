@@ -74,7 +74,8 @@ def test_pairs_file_and_its_objective_names_from_a_uri(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rcs_ray.data.pairs import pairs_schema, read_pairs as read_pairs_file
+    from rcs_ray.data.pairs import read_pairs as read_pairs_file
+    from rcs_ray.data.sampling_files import pairs_schema
 
     rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "chosen_rewards": [1.0, 2.0],
              "rejected_rewards": [0.0, 1.0], "target": "helpful"}]

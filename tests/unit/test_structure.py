@@ -133,11 +133,11 @@ def test_no_module_over_350_lines():
 
 
 def test_config_choices_come_from_the_registries():
-    from rcs_ray import config, rc, registry
+    from rcs_ray import config, registry, selection
     from rcs_ray.data import presets
 
     assert set(config.LOSS_NAMES) == set(registry.LOSSES)
-    assert set(config.STRATEGY_NAMES) == set(rc.STRATEGIES)
+    assert set(config.STRATEGY_NAMES) == set(selection.STRATEGIES)
     assert set(config.OBJECTIVE_KINDS) == set(registry.REWARD_SOURCES)
     assert set(config.ENGINES) == set(registry.ENGINES)
     assert set(config.PRESETS) == set(presets.PRESETS)

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rcs_ray.config import DataConfig, TrainConfig, load_config
-from rcs_ray.data.pairs import PairSet, pairs_schema, read_pairs
+from rcs_ray.data.pairs import PairSet, read_pairs
+from rcs_ray.data.sampling_files import pairs_schema
 from rcs_ray.errors import RcsInputError
 from rcs_ray.modeling.loading import check_vocab
 from rcs_ray.train.loop import batch_rows, build_ds_config, schedule

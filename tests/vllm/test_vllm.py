@@ -67,6 +67,37 @@ def test_vllm_generation_is_seeded_batch_invariant_and_like_hf(tiny_world, vllm_
     assert abs(v - h) < 1.0, (v, h)
 
 
+def test_vllm_and_hf_cut_at_the_same_stop_string_and_read_the_controls_alike(tiny_world, vllm_env):
+    """Greedy answers (the same on both engines): stop strings cut both at the same place (the text before the
+    first one completed, the same token count, finished); the repetition penalty, top_k and min_p mean the same."""
+    import dataclasses
+
+    from rcs_ray.prompting import prompt_ids
+    from rcs_ray.sampling.engines import HFEngine, VLLMEngine
+    from rcs_ray.sampling.hf_sampling import first_stop
+
+    greedy = SamplingConfig(engine="vllm", max_tokens=24, temperature=0.0)
+    engines = [VLLMEngine(ModelConfig(path=tiny_world.policy), greedy),
+               HFEngine(ModelConfig(path=tiny_world.policy), greedy)]
+    texts = [prompt_ids(engines[1].tokenizer, p, True) for p in PROMPTS]
+
+    def run(**controls):
+        out = []
+        for engine in engines:
+            engine.sampling = dataclasses.replace(greedy, **controls)
+            out.append([(c.text, c.num_tokens, c.finished) for g in engine.generate(texts, [[0]] * 3) for c in g])
+        assert out[0] == out[1], (controls, out)
+        return out[0]
+
+    free = run()
+    assert run(temperature=1.0, top_k=1) == free and run(temperature=1.0, min_p=1.0) == free
+    assert run(repetition_penalty=1.5) != free
+    stops = [t[len(t) // 2 - 1:len(t) // 2 + 2] for t, _, _ in free] + ["zzz"]    # pieces across tokens
+    cut = run(stop=stops)
+    for (text, n, _), (got, m, finished) in zip(free, cut):
+        assert got == text[:first_stop(text, stops)[0]] and finished and 0 < m < n
+
+
 def test_vllm_pooling_scorer_matches_hf(tiny_world, vllm_env):
     from rcs_ray.sampling.job import ScorerSettings
     from rcs_ray.sampling.scorers import ClassifierScorer, VLLMClassifierScorer
