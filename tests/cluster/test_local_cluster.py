@@ -116,7 +116,7 @@ def test_ray_job_stop_stops_a_run_within_the_grace_period_and_a_resubmission_res
     cache = os.path.join(REPO_ROOT, ".cache", "tinyworld")
     entrypoint = " ".join(["python", "jobs/run.py", "configs/tiny/cluster.yaml", f"tinyworld.cache_dir={cache}",
                            f"output_dir={out}", "stages.0.train.max_steps=2", "stages.1.train.max_steps=2",
-                           "stages.1.data.limit=1024", "sampling.n=8", "train.batch_size=4", "--no-progress"])
+                           "stages.1.data.limit=256", "sampling.n=8", "train.batch_size=4", "--no-progress"])
     client = JobSubmissionClient(cluster.dashboard)
     runtime_env = {"working_dir": REPO_ROOT, "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "30"}}
     first = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)

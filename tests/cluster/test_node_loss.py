@@ -97,7 +97,7 @@ def test_a_node_killed_while_sampling_changes_nothing(cluster, tiny_world, tmp_p
 def test_a_node_killed_while_training_resumes_on_the_rest_with_the_same_weights(cluster, tiny_world, tmp_path):
     from safetensors.torch import load_file
 
-    args = ["train", K2, "--stage", "1", "stages.0.data.limit=512", "stages.0.train.max_steps=48",
+    args = ["train", K2, "--stage", "1", "stages.0.data.limit=512", "stages.0.train.max_steps=24",
             "train.num_workers=1", "train.batch_size=8", "train.save_steps=4", "train.keep_checkpoints=null",
             "train.max_failures=2", "train.resources_per_worker={trainer: 1}"]
     calm = Cli(cluster, *args, "--out", str(tmp_path / "calm"))

@@ -98,10 +98,10 @@ def assert_no_ray_left(pid: int, within: float = 15.0):
 
 def test_ctrl_c_at_sampling_and_a_second_run_on_the_same_dir(tiny_world, tmp_path):
     out = tmp_path / "run"
-    # 2,048 stage-2 prompts: sampling lasts long enough (tens of seconds) for the signal to land in it, however fast
-    # the pipeline gets (with 256 the sampling could end before the signal arrived). Started as a background job
-    # (SIGINT ignored at start): on the code before rcs_ray.interrupts the signal was lost and the run exited 0.
-    first = Run("run", K2, f"output_dir={out}", *SMALL, "stages.1.data.limit=2048", background=True)
+    # 1,024 stage-2 prompts: the signal is sent as soon as a generation actor runs, and sampling lasts several seconds
+    # after that. Started as a background job (SIGINT ignored at start): on the code before rcs_ray.interrupts the
+    # signal was lost and the run went on and exited 0.
+    first = Run("run", K2, f"output_dir={out}", *SMALL, "stages.1.data.limit=1024", background=True)
     first.wait_for(lambda: (out / ".rcs-ray.lock").exists())
     second = subprocess.run([sys.executable, "-m", "rcs_ray", "run", K2, f"output_dir={out}", *SMALL], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
