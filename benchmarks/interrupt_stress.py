@@ -41,9 +41,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "benchmarks", "reports", "interrupt_stress")
 EXIT_WITHIN_S = 15.0
 SMOKE_SPAN_S = 20.0        # --smoke: offsets over the first 20 s of `rcs-ray run` (no calibration run)
-SMALL_WORLD = ["tinyworld.pretrain_examples=3000", "tinyworld.rm_examples=1024", "tinyworld.pairs_per_stage=256",
-               "tinyworld.eval_prompts=64", "stages.0.train.max_steps=4", "stages.1.data.limit=128",
-               "train.max_steps=4", "eval.prompts.limit=32"]
+SMALL_WORLD = ["tinyworld.pretrain_examples=1024", "tinyworld.rm_examples=1024", "tinyworld.pairs_per_stage=128",
+               "tinyworld.eval_prompts=64", "stages.0.train.max_steps=2", "stages.1.data.limit=64",
+               "train.max_steps=2", "train.batch_size=8", "eval.prompts.limit=16", "eval.n=2"]
 SMOKE_RUN = ["stages.0.data.limit=128", "stages.0.train.max_steps=4", "stages.1.data.limit=128", "train.max_steps=4",
              "train.num_workers=2", "sampling.n=4", "ray.num_cpus=2", "ray.object_store_memory_mb=256"]
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 from typing import Iterator, List, Optional
 
 from rcs_ray.config import DataConfig
-from rcs_ray.data.tables import Record
+from rcs_ray.data.tables import Record, dataset_records
 from rcs_ray.errors import RcsInputError
 from rcs_ray.storage import hub
 
-_BATCH_ROWS = 1024
 
 
 def is_hub_dataset(path: Optional[str]) -> bool:
@@ -58,13 +57,7 @@ def hub_records(cfg: DataConfig) -> Iterator[Record]:
         ds = datasets.load_dataset(local, split=split, **kwargs)
     except Exception as exc:  # noqa: BLE001 - as above, and pyarrow errors for unreadable files
         raise RcsInputError(f"{label} ({config}, {split}): {_first_line(exc)}") from None
-    where = f"{label} ({config}, {split})"
-    columns = list(ds.column_names)
-    row = 0
-    for batch in ds.with_format("arrow").iter(batch_size=_BATCH_ROWS):
-        for data in batch.to_pylist():
-            row += 1
-            yield Record(data, where, row, columns)
+    yield from dataset_records(ds, f"{label} ({config}, {split})")
 
 
 def _plain(files):

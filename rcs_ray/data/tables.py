@@ -280,12 +280,17 @@ def _hf_records(path: str, split: Optional[str]) -> Iterator[Record]:
             raise RcsInputError(f"{path}: {wanted}; splits: {', '.join(splits)}")
         ds = ds[name]
         path = storage.join(path, name)
+    yield from dataset_records(ds, path)
+
+
+def dataset_records(ds, where: str) -> Iterator[Record]:
+    """The rows of a ``datasets.Dataset`` as records named ``where: row N`` (read in Arrow batches)."""
     columns = list(ds.column_names)
     row = 0
     for batch in ds.with_format("arrow").iter(batch_size=_BATCH_ROWS):
         for data in batch.to_pylist():
             row += 1
-            yield Record(data, path, row, columns)
+            yield Record(data, where, row, columns)
 
 
 def check_each_file(records: Iterable[Record], check: Callable[[Record], None]) -> Iterator[Record]:

@@ -194,7 +194,9 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
     loop_config = {"train": dataclasses.asdict(t), "policy": spec.policy, "pad_token_id": spec.pad_token_id,
                    "loss_kwargs": spec.loss_params, "trust_remote_code": spec.trust_remote_code,
                    "attn_implementation": spec.attn_implementation, "tracking": spec.tracking,
-                   "fail_at_steps": [int(x) for x in fail_at.split(",") if x.strip()], "fail_marker_dir": marker_dir}
+                   "fail_at_steps": [int(x) for x in fail_at.split(",") if x.strip()], "fail_marker_dir": marker_dir,
+                   "fail_snapshot": None if storage.is_uri(home) else storage.join(TrainFiles(home).checkpoints,
+                                                                                   run_name, SNAPSHOT)}
     resources = {"CPU": 1, **({"GPU": 1} if t.use_gpu else {}), **t.resources_per_worker}
     trainer = _interruptible(TorchTrainer)(
         train_loop_per_worker, train_loop_config=loop_config,

@@ -171,7 +171,25 @@ def _maybe_fail(config: Dict[str, Any], step: int, rank: int, world: int) -> Non
     marker = os.path.join(config["fail_marker_dir"], f"failed-before-step-{step}")
     if not os.path.exists(marker):
         open(marker, "w").close()
+        _recorded(config.get("fail_snapshot"), step - 1)
         raise RuntimeError(f"injected worker failure before step {step} (test hook)")
+
+
+def _recorded(snapshot, last_step: int, timeout: float = 60.0) -> None:
+    """Wait until Ray Train's record (``snapshot``, local) lists a checkpoint when one was saved before this step: the
+    controller registers a reported checkpoint asynchronously, and a failure that outruns it would leave the
+    checkpoint unrecorded (removed as an orphan on the next run), which is a different test."""
+    if not snapshot or last_step < 1:
+        return
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with open(snapshot, encoding="utf-8") as fh:
+                if "checkpoint_" in fh.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
 
 
 def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
