@@ -259,8 +259,10 @@ def spo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
         policy_rejected_logps: (B,) log pi_theta(y_l | x).
         ref_chosen_logps: (B,) log pi_{k-1}(y_w | x), the previous stage's policy (the SFT model at stage 1).
         ref_rejected_logps: (B,) log pi_{k-1}(y_l | x).
-        prev_chosen_implicit: (B, k-1) frozen implicit rewards ``r_j(x, y_w)`` of stages ``j = 1..k-1``, already
-            scaled by their own ``beta_j``; ``None`` (with ``prev_rejected_implicit``) at stage 1.
+        prev_chosen_implicit: (B, k-1) frozen rewards ``R_j(x, y_w)`` of the objectives of stages ``j = 1..k-1``,
+            recovered from their implicit rewards (:func:`rcs_ray.train.margins.implicit_margins`: a stage trained
+            with SPO or MODPO keeps earlier rewards in its ``beta_j log(pi_j / pi_{j-1})``); ``None`` (with
+            ``prev_rejected_implicit``) at stage 1.
         prev_rejected_implicit: (B, k-1) the same for y_l.
         alphas: (k-1,) coefficients ``alpha_j >= 0`` (a tensor, a sequence, or one number for every stage);
             required when there are earlier-stage columns.

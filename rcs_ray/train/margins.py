@@ -5,11 +5,12 @@ The loss registry (:data:`rcs_ray.registry.LOSSES`) names one ``prepare`` functi
 
 - MODPO (:func:`modpo_inputs`): the rewards of the objectives of the earlier stages (never a later one), ``(N, M)``
   per side, and the weights ``(M + 1,)`` with the target's weight first;
-- SPO (:func:`spo_inputs`): the earlier stages' implicit rewards ``beta_j * (log pi_j - log pi_{j-1})`` (each stage's
-  own beta_j), ``(N, k)``
-  per side, from sequence log-probs of the policy chain ``pi_0 .. pi_k`` (computed by the reference log-prob pass,
-  so the margins are known only after it: :attr:`LossInputs.from_logps`), or with ``train.spo_reward_source:
-  recorded`` the pairs' recorded rewards of the earlier stages' objectives as a stand-in; and ``alphas``.
+- SPO (:func:`spo_inputs`): the earlier objectives' own rewards ``R_j``, ``(N, k)`` per side, recovered from the
+  sequence log-probs of the policy chain ``pi_0 .. pi_k`` (each stage's implicit reward ``beta_j * (log pi_j - log
+  pi_{j-1})`` less what its loss kept of the earlier rewards: :func:`stage_mix`, :func:`implicit_margins`; computed
+  by the reference log-prob pass, so the margins are known only after it: :attr:`LossInputs.from_logps`), or with
+  ``train.spo_reward_source: recorded`` the pairs' recorded rewards of the earlier stages' objectives as a
+  stand-in; and ``alphas``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class LossContext:
         objective_names: the config's objectives, in config order (``train.modpo_weights`` follows it).
         earlier_objectives: the objectives of the stages before this one, in stage order (one per stage).
         earlier_betas: each earlier stage's own ``train.beta`` (SPO's implicit rewards are scaled by them).
+        earlier_trains: each earlier stage's train settings (which loss made its policy: what its implicit reward
+            holds besides its own objective's, :func:`stage_mix`).
         policy_chain: returns ``pi_0 .. pi_k`` (the policy before stage 1, after each earlier stage, and the one this
             stage starts from); called only by a loss that needs it.
     """
@@ -46,6 +49,7 @@ class LossContext:
     objective_names: List[str]
     earlier_objectives: List[str]
     earlier_betas: List[float] = field(default_factory=list)
+    earlier_trains: List[TrainConfig] = field(default_factory=list)
     policy_chain: Callable[[], List[str]] = lambda: []
 
 
@@ -119,22 +123,77 @@ def modpo_inputs(ctx: LossContext) -> LossInputs:
     return LossInputs(params={"weights": w}, margin_names=others, margins=(chosen, rejected))
 
 
+Mix = Tuple[float, Tuple[float, ...]]        # (scale, coefficients on R_1 .. R_{j-1}): see stage_mix
+
+
+def stage_mix(trains: Sequence[TrainConfig], objectives: Sequence[str],
+              objective_names: Sequence[str] = ()) -> List[Mix]:
+    """What each stage's implicit reward holds: ``beta_j log(pi_j / pi_{j-1}) = scale_j R_j + sum_i c_ji R_i``
+    (i < j), by the loss stage j trained with (each loss's optimum, up to a term of x alone):
+
+    - DPO: ``(1, 0)``: the policy's implicit reward is the objective's reward;
+    - SPO with ``alphas``: ``(1, alphas)`` (:func:`rcs_ray.train.losses.spo_loss`: the earlier rewards stay in it);
+    - MODPO with ``weights`` (target first): ``(w_0, w_i)`` on the earlier stages' objectives (each objective once:
+      its first stage), the margins MODPO subtracted.
+
+    Args:
+        trains: the train settings of stages 1..k, in order.
+        objectives: their objectives, in stage order.
+        objective_names: the config's objectives (the order of ``train.modpo_weights``).
+    """
+    out = []
+    for j, (t, target) in enumerate(zip(trains, objectives)):
+        c = np.zeros(j)
+        if t.loss == "spo" and j:
+            c[:] = list(t.spo_alphas) if t.spo_alphas is not None else [1.0] * j
+            out.append((1.0, tuple(c)))
+            continue
+        if t.loss != "modpo" or not j:
+            out.append((1.0, tuple(c)))
+            continue
+        first = {}
+        for i, name in enumerate(objectives[:j]):
+            if name != target:
+                first.setdefault(name, i)
+        names = [target, *first]
+        w = dict(zip(names, [1.0 / len(names)] * len(names)))
+        if t.modpo_weights is not None:
+            w = dict(zip(objective_names, map(float, t.modpo_weights)))
+        for name, i in first.items():
+            c[i] = w[name]
+        out.append((w[target], tuple(c)))
+    return out
+
+
 def implicit_margins(chosen_logps: Sequence[np.ndarray], rejected_logps: Sequence[np.ndarray],
-                     betas) -> Margins:
-    """SPO's earlier-stage implicit rewards ``r_j = beta_j * (log pi_j - log pi_{j-1})``, j = 1..k.
+                     betas, mix: Optional[Sequence[Mix]] = None) -> Margins:
+    """SPO's margins: the earlier objectives' own rewards ``R_j``, j = 1..k, recovered from the policy chain.
+
+    ``beta_j (log pi_j - log pi_{j-1})`` is stage j's implicit reward; it equals ``R_j`` only when stage j trained
+    with DPO. A stage trained with SPO or MODPO kept the earlier rewards in it (``mix``, :func:`stage_mix`), so
+    ``R_j = (beta_j log(pi_j / pi_{j-1}) - sum_{i<j} c_ji R_i) / scale_j``, in stage order (summing the raw implicit
+    rewards would count R_1 twice at stage 3 after an SPO stage 2).
 
     Args:
         chosen_logps: k+1 arrays (N,): log pi_0(y_w|x) .. log pi_k(y_w|x) of the policy chain.
         rejected_logps: the same for y_l.
         betas: beta_1 .. beta_k, each earlier stage's own ``train.beta`` (one number: the same for every stage).
+        mix: per earlier stage ``(scale, coefficients)``; None: every stage trained with DPO.
 
     Returns:
         ``(chosen (N, k), rejected (N, k))``.
     """
-    c = np.stack([np.asarray(x, dtype=np.float64) for x in chosen_logps], axis=1)
-    r = np.stack([np.asarray(x, dtype=np.float64) for x in rejected_logps], axis=1)
-    b = np.broadcast_to(np.asarray(betas, dtype=np.float64), (c.shape[1] - 1,))
-    return b * np.diff(c, axis=1), b * np.diff(r, axis=1)
+    def recover(logps):
+        lp = np.stack([np.asarray(x, dtype=np.float64) for x in logps], axis=1)
+        raw = np.broadcast_to(np.asarray(betas, dtype=np.float64), (lp.shape[1] - 1,)) * np.diff(lp, axis=1)
+        out = np.zeros_like(raw)
+        for j in range(raw.shape[1]):
+            scale, coeffs = mix[j] if mix is not None else (1.0, ())
+            earlier = out[:, :j] @ np.asarray(coeffs, dtype=np.float64)[:j] if j and len(coeffs) else 0.0
+            out[:, j] = (raw[:, j] - earlier) / scale
+        return out
+
+    return recover(chosen_logps), recover(rejected_logps)
 
 
 def spo_inputs(ctx: LossContext) -> LossInputs:
@@ -157,9 +216,10 @@ def spo_inputs(ctx: LossContext) -> LossInputs:
     chain = ctx.policy_chain()
     prefixes = [f"spo{j}" for j in range(len(chain))]
     betas = list(ctx.earlier_betas) if len(ctx.earlier_betas) == k else [t.beta] * k
+    mix = stage_mix(ctx.earlier_trains, earlier, ctx.objective_names) if len(ctx.earlier_trains) == k else None
 
     def from_logps(logps: Dict[str, Margins]) -> Margins:
-        return implicit_margins([logps[p][0] for p in prefixes], [logps[p][1] for p in prefixes], betas)
+        return implicit_margins([logps[p][0] for p in prefixes], [logps[p][1] for p in prefixes], betas, mix)
 
     return LossInputs(params={"alphas": alphas}, margin_names=earlier, models=dict(zip(prefixes, chain)),
                       from_logps=from_logps)

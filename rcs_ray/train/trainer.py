@@ -114,7 +114,8 @@ def loss_inputs(cfg: RunConfig, t: TrainConfig, k: int, prs: PairSet, chain) -> 
         return LossInputs()
     ctx = LossContext(pairs=prs, train=t, stage=k, objective_names=cfg.objective_names,
                       earlier_objectives=[s.objective for s in cfg.stages[:k]],
-                      earlier_betas=[stage_train(cfg, j).beta for j in range(k)], policy_chain=chain)
+                      earlier_betas=[stage_train(cfg, j).beta for j in range(k)],
+                      earlier_trains=[stage_train(cfg, j) for j in range(k)], policy_chain=chain)
     return registry.resolve(spec.prepare, f"loss {t.loss!r}")(ctx)
 
 
