@@ -144,7 +144,7 @@ def trial(root: str, i: int, offset: float, sig: int, background: bool, smoke: b
     return row
 
 
-def run(signals: int, loads: list, seed: int, smoke: bool, root: str) -> dict:
+def run(signals: int, loads: list, seed: int, smoke: bool, root: str, out: str = None) -> dict:
     rng = random.Random(seed)
     total = SMOKE_SPAN_S if smoke else calibrate(root, smoke)
     print(f"offsets drawn over {total:.1f} s", flush=True)
@@ -163,6 +163,12 @@ def run(signals: int, loads: list, seed: int, smoke: bool, root: str) -> dict:
                 print(f"[{load}] trial {i}: {row['signal']} at {row['offset_s']} s -> exit {row['exit']} in "
                       f"{row['seconds_to_exit']} s during {row['phase']!r}, rerun {row['rerun_exit']}"
                       + ("" if row["ok"] else "  FAILED"), flush=True)
+                if out:                                  # the report so far: a long run that is cut keeps it
+                    write(report(rows, loads, total, seed, smoke), out)
+    return report(rows, loads, total, seed, smoke)
+
+
+def report(rows: list, loads: list, total: float, seed: int, smoke: bool) -> dict:
     summary = {load: {"passed": sum(r["ok"] for r in rows if r["load"] == load),
                       "of": sum(1 for r in rows if r["load"] == load),
                       "max_seconds_to_exit": max((r["seconds_to_exit"] for r in rows if r["load"] == load),
@@ -207,14 +213,18 @@ def main(argv=None) -> int:
 
     signals, loads = (1, ["none"]) if a.smoke else (a.signals, ["none", "hog"] if a.load == "both" else [a.load])
     with tempfile.TemporaryDirectory(dir=a.work) as root:
-        report = run(signals, loads, a.seed, a.smoke, root)
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "interrupt_stress.json"), "w") as fh:
-        json.dump(report, fh, indent=1)
-    with open(os.path.join(a.out, "interrupt_stress.md"), "w") as fh:
-        fh.write(markdown(report))
-    print(markdown(report))
-    return 0 if all(s["passed"] == s["of"] for s in report["summary"].values()) else 1
+        result = run(signals, loads, a.seed, a.smoke, root, a.out)
+    write(result, a.out)
+    print(markdown(result))
+    return 0 if all(s["passed"] == s["of"] for s in result["summary"].values()) else 1
+
+
+def write(result: dict, out: str) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "interrupt_stress.json"), "w") as fh:
+        json.dump(result, fh, indent=1)
+    with open(os.path.join(out, "interrupt_stress.md"), "w") as fh:
+        fh.write(markdown(result))
 
 
 if __name__ == "__main__":

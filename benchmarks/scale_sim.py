@@ -111,10 +111,10 @@ class Probe:
             return ds
 
         def timed(method):
-            def wrapper(*a):
+            def wrapper(*a, **kw):                     # write(batch, round, resample=...): keywords pass through
                 t0 = time.perf_counter()
                 try:
-                    return method(*a)
+                    return method(*a, **kw)
                 finally:
                     probe.writer_s += time.perf_counter() - t0
             return wrapper
