@@ -36,6 +36,7 @@ import time
 from typing import Dict, List, Sequence
 
 import numpy as np
+from tinyworld_findings_report import relative_paths      # benchmarks/ is on sys.path as a script
 
 CONFIG = "configs/tiny/k2.yaml"
 SETS = ("RC", "tie", "non-RC")
@@ -315,7 +316,7 @@ def main(argv=None):
             "parameters": int(sum(p.numel() for p in pol.params))}
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "gradient_conflict.json"), "w") as f:
-        json.dump({"meta": meta, "results": results}, f, indent=1)
+        json.dump(relative_paths({"meta": meta, "results": results}, os.getcwd()), f, indent=1)
     md = markdown(results, meta)
     with open(os.path.join(a.out, "gradient_conflict.md"), "w") as f:
         f.write(md)

@@ -1,7 +1,8 @@
 """Signals at random offsets across a whole two-stage run: does every one land, cleanly, and does the run resume?
 
 Each trial starts the command under test in a fresh directory, sends SIGINT or SIGTERM (alternating) at an offset
-drawn uniformly over the length of an uninterrupted run (measured first), and checks that the run
+drawn over the length of an uninterrupted run (measured first; signal i of N lands uniformly within the
+i-th of N equal slices of it, so the short early phases are hit too), and checks that the run
 
 - exits 130 (SIGINT) or 143 (SIGTERM) within 15 s of the signal, naming the phase the signal landed in;
 - leaves no process of the Ray session it started;
@@ -152,7 +153,9 @@ def run(signals: int, loads: list, seed: int, smoke: bool, root: str, out: str =
     for load in loads:
         with Hog(load == "hog"):
             for i in range(signals):
-                sig, offset = (signal.SIGINT, signal.SIGTERM)[i % 2], rng.uniform(0, total)
+                # stratified: signal i lands at a uniform offset within the i-th of `signals` equal slices of the
+                # run, so every phase (the short early ones too) is on the timeline of some trial
+                sig, offset = (signal.SIGINT, signal.SIGTERM)[i % 2], total * (i + rng.random()) / signals
                 for attempt in range(4):           # a run faster than the calibration may end before the signal
                     row = trial(os.path.join(root, load, f"a{attempt}"), i, offset, sig, i % 4 < 2, smoke)
                     if not row["ended_before_signal"]:
@@ -186,7 +189,7 @@ def _top(phase) -> str:
 
 def markdown(report: dict) -> str:
     lines = ["# Interrupt stress check", "",
-             f"Uninterrupted run: {report['uninterrupted_seconds']} s; offsets uniform over it (seed "
+             f"Uninterrupted run: {report['uninterrupted_seconds']} s; offsets stratified over it (seed "
              f"{report['seed']}); SIGINT and SIGTERM alternate; half the trials start with SIGINT ignored.", "",
              "| load | passed | slowest exit (s) | phases hit |", "|---|---|---|---|"]
     for load, s in report["summary"].items():

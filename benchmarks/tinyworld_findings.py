@@ -29,7 +29,12 @@ K = 3 (``--k3``, ``configs/tiny/k3.yaml``): stage 3 (concise) from an RCS stage-
 (RC on harmless and helpful), selective RCS (Appendix G: RC on harmless only) and strict RCS. ``--control``: the
 c = 0 world (no conflict), vanilla / non-RC / RSDPO / RCS.
 
-    python benchmarks/tinyworld_findings.py --seeds 0,1,2 --sweep --k3 --control     # the README's tables (~2 h)
+    python benchmarks/tinyworld_findings.py --seeds 0,1,2 --k3 --control    # every method and loss (~25 min a seed)
+    python benchmarks/tinyworld_findings.py --seeds 0 --sweep-only --merge DIR/findings.json   # the validation sweep
+
+(The README's tables came from runs of this kind, each named with its arguments in ``findings.json``'s ``argv`` /
+``earlier_argv``; its rows ran at lr 5e-5, β 0.1, and the sweep ran after them. ``--sweep`` would train each method
+at the setting its sweep chose instead.)
     python benchmarks/tinyworld_findings.py --quick                                  # one seed, DPO, a few methods
 
 Everything is cached under ``--work`` (rerun to resume; ``--fresh`` starts over); ``findings.json`` /
@@ -46,7 +51,7 @@ import sys
 import time
 
 import numpy as np
-from tinyworld_findings_report import aggregate, headline, report, rows_of   # benchmarks/ is on sys.path as a script
+from tinyworld_findings_report import aggregate, headline, relative_paths, report, rows_of   # benchmarks/ is on sys.path as a script
 
 K2, K3, IMPLICIT, MIXED = "configs/tiny/k2.yaml", "configs/tiny/k3.yaml", "configs/tiny/k2_implicit.yaml", \
     "configs/tiny/mixed.yaml"
@@ -400,7 +405,7 @@ def main(argv=None):
             "rows": aggregate(rows), "results": results}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "findings.json"), "w") as f:
-        json.dump(data, f, indent=1)
+        json.dump(relative_paths(data, os.getcwd()), f, indent=1)
     md = render(data)
     with open(os.path.join(out, "findings.md"), "w") as f:
         f.write(md)

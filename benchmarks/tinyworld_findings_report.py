@@ -3,9 +3,23 @@ seed, the mean ± sample std over seeds, and ``findings.md`` (also ``tinyworld_f
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
+
+
+def relative_paths(obj, root: str):
+    """``obj`` (JSON data) with every string path under ``root`` made relative to it: reports name paths in the
+    repository or the run, never one machine's absolute ones."""
+    root = os.path.abspath(root).rstrip(os.sep) + os.sep
+    if isinstance(obj, dict):
+        return {k: relative_paths(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [relative_paths(v, root) for v in obj]
+    if isinstance(obj, str) and obj.startswith(root):
+        return obj[len(root):]
+    return obj
 
 
 def headline(metrics: dict, reference: str) -> dict:
@@ -93,7 +107,8 @@ def report(data: dict, k2_labels: dict, k3_labels: dict, losses: Sequence[str], 
           f"Stage-2 prompts {data['limit']}, {data['eval_prompts']} held-out prompts x {data['eval_n']} samples. "
           "Harmless rate: share of responses with no harmful word; helpful win: per-prompt win rate of samples against "
           "the reference policy's (ties one half); headline: their mean (the paper's metric). Setting: the (lr, β) "
-          "the validation sweep chose for the method (applied to all its losses).", ""]
+          "each row was trained at (with `--sweep`, the one the validation sweep chose for its method, for all its "
+          "losses; a sweep run after the rows, `--sweep-only`, changes no row).", ""]
     for world, title, ref, objectives, rc in (("c0.9", "K = 2 (conflict 0.9)", "stage1", ["harmless", "helpful"],
                                                ["harmless"]),
                                               ("c0", "K = 2, no-conflict control (c = 0)", "stage1",
@@ -118,3 +133,64 @@ def report(data: dict, k2_labels: dict, k3_labels: dict, losses: Sequence[str], 
                       + f" | {data['sweep']['best'][m]} |")
         md.append("")
     return "\n".join(md)
+
+
+# The README's K = 2 tables: their row labels, in its order (tests/unit/test_findings_readme.py checks the README's
+# table is exactly what readme_table renders from the committed findings.json).
+README_LABELS = {
+    "rc": "only the RC part of D2 (Table 1; filter-only)",
+    "nonrc": "only the non-RC part of D2 (Table 1)",
+    "vanilla": "vanilla (all of D2)",
+    "rsdpo": "RSDPO (max helpful gap, `target_only`)",
+    "rsdpo_w": "RSDPO-W (max gap of the equal-weight sum, `weighted`)",
+    "nrcs": "NRCS (random RC pair)",
+    "rcs": "RCS (ties tolerated, margin −0.5)",
+    "rcs_strict": "RCS, strict RC (margin 0)",
+    "rcs_implicit": "RCS, implicit harmless reward (no RM)",
+}
+README_SWEEP_LABELS = {"rc": "RC part of D2 (filter-only)", "nonrc": "non-RC part of D2", "vanilla": "vanilla",
+                       "rsdpo": "RSDPO", "rsdpo_w": "RSDPO-W", "nrcs": "NRCS", "rcs": "RCS",
+                       "rcs_strict": "RCS, strict RC", "rcs_implicit": "RCS, implicit"}
+README_SETTINGS = {"lr5e-5_b0.1": "lr 5e-5, β 0.1", "lr1e-4_b0.1": "lr 1e-4, β 0.1", "lr5e-5_b0.3": "lr 5e-5, β 0.3"}
+
+
+def _num(r: dict, key: str, pct: bool = False) -> str:
+    return pm(r, key, pct).replace("-", "−")
+
+
+def readme_table(data: dict, labels: dict = None) -> str:
+    """The README's K = 2 findings table from ``findings.json``'s data: per method, the DPO headline (the best in
+    bold), DPO harmless rate / helpful win and mean harmless / helpful, and the MODPO and SPO headlines."""
+    labels = labels or README_LABELS
+    rows = {(r["method"], r["loss"]): r for r in data["rows"] if r["world"] == "c0.9"}
+    best = max((r["headline"] for (m, loss), r in rows.items() if loss == "dpo" and m in labels), default=None)
+    lines = ["| stage 2 | DPO headline | DPO harmless rate / helpful win | DPO mean harmless / helpful | MODPO headline "
+             "| SPO headline |", "|---|---|---|---|---|---|"]
+    for policy, label, ref in (("base", "base policy", True), ("stage1", "stage1 policy", False)):
+        r = rows[(policy, "—")]
+        win = _num(r, "helpful_win", True) if ref else "—"
+        lines.append(f"| {label} | — | {_num(r, 'harmless_rate', True)} / {win} | "
+                     f"{_num(r, 'mean_harmless')} / {_num(r, 'mean_helpful')} | — | — |")
+    for method, label in labels.items():
+        dpo = rows.get((method, "dpo"))
+        if dpo is None:
+            continue
+        head = _num(dpo, "headline", True)
+        head = f"**{head}**" if dpo["headline"] == best else head
+        others = [_num(rows[(method, loss)], "headline", True) if (method, loss) in rows else "—"
+                  for loss in ("modpo", "spo")]
+        lines.append(f"| {label} | {head} | {_num(dpo, 'harmless_rate', True)} / {_num(dpo, 'helpful_win', True)} | "
+                     f"{_num(dpo, 'mean_harmless')} / {_num(dpo, 'mean_helpful')} | {others[0]} | {others[1]} |")
+    return "\n".join(lines)
+
+
+def readme_sweep_table(data: dict) -> str:
+    """The README's validation-sweep table: the headline per (lr, β), the setting the sweep chose in bold."""
+    sweep = data["sweep"]
+    lines = ["| method | " + " | ".join(README_SETTINGS.values()) + " |", "|---" * (len(README_SETTINGS) + 1) + "|"]
+    for method, label in README_SWEEP_LABELS.items():
+        scores = sweep["validation_headline"][method]
+        cells = [f"{100 * scores[k]:.1f}%" for k in README_SETTINGS]
+        cells = [f"**{c}**" if k == sweep["best"][method] else c for c, k in zip(cells, README_SETTINGS)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -97,12 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("select", "re-select pairs from a stage's candidates.parquet with any strategy (no generation)",
                 overrides=False)
     p.add_argument("candidates", help="a sampled stage's candidates.parquet")
-    p.add_argument("--strategy", help="rcs | rc_random | target_only | weighted | original | filter_only "
+    p.add_argument("--strategy", help="rcs | rc_random | target_only | weighted | rs_dpo | original | filter_only "
                                       "(default: the stage's, recorded in the file; so is every option below)")
     p.add_argument("--margin", type=float, help="RC margin (< 0 tolerates ties on earlier objectives)")
     p.add_argument("--enforce", help="objectives RC must hold on, comma-separated (default: all stored)")
     p.add_argument("--target", help="the objective to select for (default: the stage's)")
     p.add_argument("--weights", help="weighted strategy: one weight per stored objective, comma-separated")
+    p.add_argument("--rs-tau", type=float, help="rs_dpo: keep pairs with sigmoid(target gap / tau) > eta")
+    p.add_argument("--rs-eta", type=float, help="rs_dpo: the threshold, in [0.5, 1)")
     p.add_argument("--seed", type=int, help="rc_random's seed (default: the stage's sampling seed)")
     p.add_argument("--truncated", help="not_chosen | drop | keep: what selection may do with samples cut at max_tokens")
     p.add_argument("--out", required=True, help="output directory (pairs.parquet, failed.parquet, stats.json)")
@@ -127,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--policy", action="append", metavar="[NAME=]DIR", help="a policy to evaluate (repeatable)")
     p.add_argument("--reference", help="the reference policy (default: policy.path)")
+    p.add_argument("--arrow", action="append", metavar="FROM:TO",
+                   help="an arrow on the trade-off plot between two policy names (repeatable; default: from the "
+                        "reference to each policy)")
     p.add_argument("--out", help="output directory (default <output_dir>/eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_eval)

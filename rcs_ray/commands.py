@@ -90,7 +90,7 @@ def _cmd_select(args) -> int:
     staged = StagedDir(args.out, key="--out")
     s = select(args.candidates, staged.local, strategy=args.strategy, margin=args.margin, enforce=names(args.enforce),
                target=args.target, weights=[float(w) for w in names(args.weights)] if args.weights else None,
-               seed=args.seed, truncated=args.truncated)
+               seed=args.seed, truncated=args.truncated, rs_tau=args.rs_tau, rs_eta=args.rs_eta)
     staged.push("pairs.parquet", "failed.parquet", "stats.json")
     print(f"{s['strategy']}: {s['prompts']} groups -> {s['pairs']} pairs, {s['failed']} failed "
           f"({100 * s['failure_rate']:.2f}%)" + ("; failed by reason: " + ", ".join(
@@ -141,8 +141,14 @@ def _cmd_eval(args) -> int:
         policies[name if sep else os.path.basename(os.path.normpath(item))] = path if sep else item
     reference = args.reference or cfg.policy.path
     policies = {"reference": reference, **policies}
+    arrows = None
+    if args.arrow:
+        arrows = [tuple(a.split(":", 1)) for a in args.arrow]
+        if any(len(a) != 2 for a in arrows):
+            raise RcsInputError(f"--arrow takes FROM:TO (two policy names), got {args.arrow}")
     with _locked(cfg, args.out, args):
-        result = evaluate(cfg, policies, reference="reference", out_dir=args.out, progress=not args.no_progress)
+        result = evaluate(cfg, policies, reference="reference", out_dir=args.out, progress=not args.no_progress,
+                          arrows=arrows)
     print(storage.read_text(result.markdown))
     print(f"  report: {result.markdown}\n  plot:   {result.plot}\n  json:   {result.json}")
     return 0

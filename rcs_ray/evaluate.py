@@ -4,7 +4,8 @@ Per policy and objective: mean reward, the win rate against a reference policy (
 counts one half), and threshold rates (e.g. the paper's harmless rate: the share of responses with
 ``harmless >= 0``). ``eval.judge`` adds an independent reward (e.g. an LLM judge that did no selection, as the
 paper evaluates) beside the objectives, with its own column; responses it could not score are counted, not averaged.
-Generation and scoring run on the same Ray Data stages as sampling. Writes ``eval.json``, ``eval.md``, ``eval.png``.
+Generation and scoring run on the same Ray Data stages as sampling. Writes ``eval.json``, ``eval.md`` and
+``eval.png`` (the trade-off plot, :mod:`rcs_ray.eval_plot`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from rcs_ray import interrupts
 from rcs_ray.config import RunConfig
 from rcs_ray.errors import RcsInputError
+from rcs_ray.eval_plot import plot_eval
 
 
 @dataclass
@@ -113,30 +115,13 @@ def _markdown(metrics: dict, names: list[str], reference: Optional[str], meta: d
     return "\n".join(lines) + "\n"
 
 
-def _plot(metrics: dict, names: list[str], path: str) -> None:
-    import matplotlib
-
-    from rcs_ray.storage import atomic_path
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
-    policies = list(metrics)
-    for ax, n in zip(axes[0], names):
-        ax.bar(range(len(policies)), [metrics[p]["mean"][n] for p in policies], color="#4c72b0")
-        ax.set_xticks(range(len(policies)), policies, rotation=30, ha="right")
-        ax.set_title(f"mean {n}")
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
 def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] = None,
-             out_dir: Optional[str] = None, progress: bool = False) -> EvalResult:
-    """Evaluate ``policies`` (name -> model dir) on ``cfg.eval.prompts``; ``reference`` names one of them."""
+             out_dir: Optional[str] = None, progress: bool = False,
+             arrows: Optional[Sequence[tuple[str, str]]] = None) -> EvalResult:
+    """Evaluate ``policies`` (name -> model dir) on ``cfg.eval.prompts``; ``reference`` names one of them.
+
+    ``arrows``: (from, to) policy names drawn as arrows on the trade-off plot (:mod:`rcs_ray.eval_plot`); default:
+    from the reference to every other policy."""
     from rcs_ray.layout import RunLayout
     from rcs_ray.ray_runtime import data_context, init_ray
     from rcs_ray.sampling.job import eval_job
@@ -148,6 +133,11 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
         raise RcsInputError("eval.prompts.path is required (held-out prompts)")
     if reference is not None and reference not in policies:
         raise RcsInputError(f"reference {reference!r} is not one of the evaluated policies {list(policies)}")
+    if arrows is None:
+        arrows = [(reference, p) for p in policies if p != reference] if reference is not None else []
+    stray = sorted({p for a in arrows for p in a} - set(policies))
+    if stray:
+        raise RcsInputError(f"arrows name {stray}, which are not among the evaluated policies {list(policies)}")
     for name in e.thresholds:
         if name not in cfg.objective_names:
             raise RcsInputError(f"eval.thresholds: {name!r} is not an objective; objectives are {cfg.objective_names}")
@@ -167,12 +157,13 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
     local = staged.local
     os.makedirs(local, exist_ok=True)
     meta = {"prompts": len(rows), "n": e.n, "reference": reference, "policies": policies,
-            "objectives": names, "seconds": round(time.time() - start, 2)}
+            "objectives": names, "arrows": [list(a) for a in arrows], "seconds": round(time.time() - start, 2)}
     result = EvalResult(out_dir=staged.home, json=staged.path("eval.json"), markdown=staged.path("eval.md"),
                         plot=staged.path("eval.png"), metrics=metrics)
     write_text(os.path.join(local, "eval.json"), json.dumps({**meta, "metrics": metrics}, indent=2) + "\n")
     write_text(os.path.join(local, "eval.md"), _markdown(metrics, names, reference, meta))
-    _plot(metrics, names, os.path.join(local, "eval.png"))
+    plot_eval(metrics, cfg.objective_names, os.path.join(local, "eval.png"), arrows,
+              judge=e.judge.name if e.judge is not None else None)
     staged.push("eval.json", "eval.md", "eval.png")
     from rcs_ray import tracking
 

@@ -34,7 +34,8 @@ SCHEDULE = ("max_steps", "num_epochs")
 # at that value a setting is left out of the digest, so a run made before it keeps its finished steps (a new key
 # enters the digest only when it changes a result; the new truncation default does: it re-selects a stage once).
 ADDED_LATER = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "stop": [], "truncated": "keep",
-               "system_prompt": None, "chat_template_kwargs": {}, "config_name": None, "data_files": None}
+               "system_prompt": None, "chat_template_kwargs": {}, "config_name": None, "data_files": None,
+               "rs_tau": 1.0, "rs_eta": 0.85}
 
 
 def schedule_keys(train) -> Tuple[str, ...]:

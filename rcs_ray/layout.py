@@ -125,5 +125,10 @@ class RunLayout:
     def eval_dir(self) -> str:
         return join(self.output_dir, "eval")
 
+    @property
+    def vanilla_dir(self) -> str:
+        """The demo's vanilla twin run: the last stage trained on its dataset's own pairs."""
+        return join(self.output_dir, "vanilla")
+
     def analysis_dir(self, index: int, objective: str) -> str:
         return join(self.output_dir, "analysis", f"stage{index + 1}_{objective}")

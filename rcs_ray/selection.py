@@ -3,7 +3,9 @@
 
 A strategy is a plain function sharing one keyword signature, in the :data:`STRATEGIES` registry::
 
-    fn(rewards (m, K), target, *, enforce, margin, sources, weights, rng, allowed) -> (winner, loser) | None
+    fn(rewards (m, K), target, *, enforce, margin, sources, weights, tau, eta, rng, allowed) -> (winner, loser) | None
+
+A multi-pair strategy (:data:`MULTI_PAIR`: ``rs_dpo``) also has a function returning every pair of a group.
 
 ``allowed`` ((m, 2) booleans: may win, may lose) comes from the truncation rule (:func:`allowed_sides`,
 ``sampling.truncated``): a response cut at the token limit is not a finished answer.
@@ -15,10 +17,11 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from rcs_ray.rc import (ORIGINAL_CHOSEN, ORIGINAL_REJECTED, Pair, _as_allowed, _as_rewards, rc_mask, select_pair,
+from rcs_ray.rc import (ORIGINAL_CHOSEN, ORIGINAL_REJECTED, Pair, _as_rewards, rc_mask, select_pair,
                         select_pairs)
 
-__all__ = ["STRATEGIES", "MAX_GAP_RULES", "TRUNCATION_RULES", "allowed_sides", "get_strategy", "select_batch"]
+__all__ = ["STRATEGIES", "MAX_GAP_RULES", "MULTI_PAIR", "TRUNCATION_RULES", "allowed_sides", "get_strategy",
+           "rs_dpo_pairs", "select_all", "select_batch"]
 
 # What selection may do with a candidate cut at sampling.max_tokens (finished = stopped at EOS or a stop string):
 #   not_chosen (default): only as the rejected side. A cut answer is not a finished one, so the policy is never
@@ -45,7 +48,8 @@ def _rcs_rule(target, enforce, margin):
 
 
 def _target_only_rule(target, enforce, margin):
-    """RSDPO-style admits every pair won on the target (strictly), whatever the other objectives say."""
+    """Max-gap target-only (RSDPO-style) admits every pair won on the target (strictly), whatever the other
+    objectives say."""
     return [target], max(margin, 0.0)
 
 
@@ -65,24 +69,53 @@ def strategy_rc_random(rewards, target, *, enforce=None, margin=0.0, rng=None, a
 
 
 def strategy_target_only(rewards, target, *, margin=0.0, allowed=None, **_) -> Pair:
-    """RSDPO-style: the largest gap on the target, ignoring every other objective."""
+    """Max-gap target-only (RSDPO-style): the one pair with the largest gap on the target, ignoring every other
+    objective. Not RS-DPO proper, which keeps every pair above a threshold (``rs_dpo``)."""
     return select_pair(rewards, target, *_target_only_rule(target, None, margin), allowed=allowed)
 
 
+def _weights(weights, k: int) -> np.ndarray:
+    w_vec = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, float)
+    if w_vec.shape != (k,) or not np.all(np.isfinite(w_vec)):
+        raise ValueError(f"weights must be {k} finite numbers, got {weights!r}")
+    return w_vec
+
+
 def strategy_weighted(rewards, target, *, weights=None, allowed=None, **_) -> Pair:
-    """The largest gap of the weighted sum of objectives (equal weights when none are given), among the candidates
-    ``allowed`` lets win / lose."""
+    """RSDPO-W: the largest gap of the weighted sum of objectives (equal weights when none are given) among the
+    pairs that win on the target (strictly, as every strategy requires) and that ``allowed`` lets win / lose.
+    Ties in the gap go to the lowest (winner, loser) in row-major order."""
     arr = _as_rewards(rewards)
-    w_vec = np.full(arr.shape[1], 1.0 / arr.shape[1]) if weights is None else np.asarray(weights, float)
-    if w_vec.shape != (arr.shape[1],) or not np.all(np.isfinite(w_vec)):
-        raise ValueError(f"weights must be {arr.shape[1]} finite numbers, got {weights!r}")
-    score = arr @ w_vec
-    may = _as_allowed(allowed, arr.shape[0])
-    if may is not None and not (may[:, 0].any() and may[:, 1].any()):
-        return None
-    w = int(np.argmax(np.where(may[:, 0], score, -np.inf))) if may is not None else int(np.argmax(score))
-    l = int(np.argmin(np.where(may[:, 1], score, np.inf))) if may is not None else int(np.argmin(score))
-    return (w, l) if score[w] > score[l] else None
+    score = arr @ _weights(weights, arr.shape[1])
+    mask = rc_mask(arr, target, [target], 0.0, allowed)
+    gap = np.where(mask, score[:, None] - score[None, :], -np.inf)
+    best = int(np.argmax(gap))
+    return divmod(best, arr.shape[0]) if gap.flat[best] > 0 else None
+
+
+def rs_dpo_pairs(rewards, target, *, tau: float = 1.0, eta: float = 0.85, allowed=None) -> list[tuple[int, int]]:
+    """RS-DPO's pairs (Khaki et al. 2024, Algorithm 1): every (w, l) whose target rewards give
+    ``sigmoid((r_w - r_l) / tau) > eta``, i.e. ``r_w - r_l > tau * logit(eta)``; largest gap first (then row-major).
+    ``eta`` >= 0.5, so every pair wins on the target."""
+    if not (tau > 0 and np.isfinite(tau)):
+        raise ValueError(f"rs_tau must be a positive number, got {tau!r}")
+    if not 0.5 <= eta < 1:
+        raise ValueError(f"rs_eta must be in [0.5, 1) (below 0.5 a pair could lose on the target), got {eta!r}")
+    arr = _as_rewards(rewards)
+    need = tau * float(np.log(eta / (1 - eta)))
+    t = arr[:, target]
+    diff = t[:, None] - t[None, :]
+    mask = rc_mask(arr, target, [target], 0.0, allowed) & (diff > need)
+    found = np.argwhere(mask)
+    order = np.lexsort((found[:, 1], found[:, 0], -diff[mask]))    # gap descending, then row-major
+    return [(int(w), int(l)) for w, l in found[order]]
+
+
+def strategy_rs_dpo(rewards, target, *, tau: float = 1.0, eta: float = 0.85, allowed=None, **_) -> Pair:
+    """RS-DPO's first pair (the largest target gap above the threshold); the writer takes all of
+    :func:`rs_dpo_pairs` (a multi-pair strategy, :data:`MULTI_PAIR`)."""
+    pairs = rs_dpo_pairs(rewards, target, tau=tau, eta=eta, allowed=allowed)
+    return pairs[0] if pairs else None
 
 
 def _original_pair(sources) -> Pair:
@@ -113,9 +146,13 @@ STRATEGIES: dict[str, Callable[..., Pair]] = {
     "rc_random": strategy_rc_random,
     "target_only": strategy_target_only,
     "weighted": strategy_weighted,
+    "rs_dpo": strategy_rs_dpo,
     "original": strategy_original,
     "filter_only": strategy_filter_only,
 }
+
+# Strategies that give several pairs per prompt: name -> the function returning them all (a list, best first).
+MULTI_PAIR: dict[str, Callable[..., list]] = {"rs_dpo": rs_dpo_pairs}
 
 
 def get_strategy(name: str) -> Callable[..., Pair]:
@@ -131,14 +168,16 @@ MAX_GAP_RULES = {"rcs": _rcs_rule, "target_only": _target_only_rule}
 
 
 def select_batch(strategy: str, groups: Sequence, target: int, *, enforce: Optional[Iterable[int]] = None,
-                 margin: float = 0.0, sources: Optional[Sequence] = None, weights=None,
-                 seeds: Optional[Callable[[int], int]] = None, allowed: Optional[Sequence] = None) -> list:
+                 margin: float = 0.0, sources: Optional[Sequence] = None, weights=None, tau: float = 1.0,
+                 eta: float = 0.85, seeds: Optional[Callable[[int], int]] = None,
+                 allowed: Optional[Sequence] = None) -> list:
     """Apply ``strategy`` to G groups: the same pairs as calling it on each group, vectorized where it can be.
+    A multi-pair strategy (:data:`MULTI_PAIR`) gives each group's best pair here; :func:`select_all` gives them all.
 
     Args:
         strategy: a key of :data:`STRATEGIES`.
         groups: G (m_i, K) reward arrays.
-        target, enforce, margin, weights: as for the strategy functions.
+        target, enforce, margin, weights, tau, eta: as for the strategy functions.
         sources: G candidate-source lists (for ``original`` / ``filter_only``).
         seeds: ``seeds(i)`` -> the seed of group i's random generator (for ``rc_random``; called only by strategies
             that draw, so a per-group seed costs nothing otherwise).
@@ -154,6 +193,14 @@ def select_batch(strategy: str, groups: Sequence, target: int, *, enforce: Optio
         return [None if w < 0 else (int(w), int(l)) for w, l in picked.tolist()]
     fn = get_strategy(strategy)
     sources = sources if sources is not None else [None] * len(groups)
-    return [fn(g, target, enforce=enforce, margin=margin, sources=s, weights=weights, allowed=a,
+    return [fn(g, target, enforce=enforce, margin=margin, sources=s, weights=weights, tau=tau, eta=eta, allowed=a,
                rng=np.random.default_rng(seeds(i)) if seeds is not None else None)
             for i, (g, s, a) in enumerate(zip(groups, sources, allowed))]
+
+
+def select_all(strategy: str, groups: Sequence, target: int, *, tau: float = 1.0, eta: float = 0.85,
+               allowed: Optional[Sequence] = None) -> list[list[tuple[int, int]]]:
+    """Every pair a multi-pair strategy (:data:`MULTI_PAIR`) gives each of G groups, best first ([] for none)."""
+    fn = MULTI_PAIR[strategy]
+    allowed = allowed if allowed is not None else [None] * len(groups)
+    return [fn(g, target, tau=tau, eta=eta, allowed=a) for g, a in zip(groups, allowed)]

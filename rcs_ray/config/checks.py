@@ -65,14 +65,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
             if loss != "dpo":
                 c.fail(f"{key}.mix", f"a mixed stage trains with loss dpo (its pairs have different targets), "
                                      f"got {loss!r}")
-        sel = stage.rc
-        c.choice(f"{key}.rc.strategy", stage.rc.strategy, list(selection.STRATEGIES))
-        c.finite(f"{key}.rc.margin", sel.margin)
-        for name in sel.enforce or []:
-            if name not in names:
-                c.fail(f"{key}.rc.enforce", f"{name!r} is not an objective; objectives are {names}")
-        if sel.weights is not None and len(sel.weights) != len(names):
-            c.fail(f"{key}.rc.weights", f"needs {len(names)} weights (one per objective), got {len(sel.weights)}")
+        _validate_rc(c, f"{key}.rc", stage.rc, names)
     for i, obj in enumerate(cfg.objectives):
         _validate_from_stage(c, f"objectives.{i}", obj, cfg)
     s = cfg.sampling
@@ -125,6 +118,20 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         c.fail("tinyworld.conflict", f"must be in [0, 1], got {w.conflict}")
     c.choice("tinyworld.reward_scale", w.reward_scale, ("integer", "fine"))
     c.at_least("tinyworld.pairs_per_stage", w.pairs_per_stage, 1)
+
+
+def _validate_rc(c: _Checker, key: str, sel, names: List[str]) -> None:
+    c.choice(f"{key}.strategy", sel.strategy, list(selection.STRATEGIES))
+    c.finite(f"{key}.margin", sel.margin)
+    for name in sel.enforce or []:
+        if name not in names:
+            c.fail(f"{key}.enforce", f"{name!r} is not an objective; objectives are {names}")
+    if sel.weights is not None and len(sel.weights) != len(names):
+        c.fail(f"{key}.weights", f"needs {len(names)} weights (one per objective), got {len(sel.weights)}")
+    if not (math.isfinite(sel.rs_tau) and sel.rs_tau > 0):
+        c.fail(f"{key}.rs_tau", f"must be a positive number, got {sel.rs_tau}")
+    if not 0.5 <= sel.rs_eta < 1:
+        c.fail(f"{key}.rs_eta", f"must be in [0.5, 1) (below 0.5 a pair could lose on the target), got {sel.rs_eta}")
 
 
 def _validate_sampling_controls(c: _Checker, s: SamplingConfig) -> None:

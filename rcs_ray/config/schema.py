@@ -117,11 +117,13 @@ class DataConfig:
 
 @dataclass
 class RCConfig:
-    """How a prompt's candidate group is reduced to one pair."""
-    strategy: str = "rcs"                    # rcs | rc_random | target_only | weighted | original | filter_only
+    """How a prompt's candidate group is reduced to a pair (``rs_dpo``: to every pair above a threshold)."""
+    strategy: str = "rcs"                    # rcs | rc_random | target_only | weighted | rs_dpo | original | filter_only
     margin: float = 0.0                      # < 0 tolerates ties on the earlier objectives (integer rewards)
     enforce: Optional[List[str]] = None      # objective names; None: every objective up to the stage's own
     weights: Optional[List[float]] = None    # "weighted" strategy, one per objective
+    rs_tau: float = 1.0                      # rs_dpo: keep every pair with sigmoid(target gap / rs_tau) > rs_eta
+    rs_eta: float = 0.85                     #   (several per prompt); rs_eta in [0.5, 1)
     include_original: bool = True            # add the dataset's chosen/rejected to the candidates
 
 
@@ -209,7 +211,7 @@ class TrainConfig:
     spo_alphas: Optional[List[float]] = None  # SPO: one per earlier stage (default 1.0 each)
     spo_reward_source: str = "implicit"      # implicit: beta*log(pi_j/pi_{j-1}) | recorded: the pairs' rewards
     spo_policies: Optional[List[str]] = None  # SPO implicit, stage k: pi_0..pi_{k-1} (default: from output_dir)
-    on_suspicious_data: str = "warn"         # warn | error: duplicate prompt ids, chosen == rejected, most pairs cut
+    on_suspicious_data: str = "warn"         # warn | error: repeated pairs, chosen == rejected, most pairs cut
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":

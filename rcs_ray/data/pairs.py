@@ -308,13 +308,15 @@ def pairs_from_preferences(rows: Iterable[dict], objectives: Sequence[str], sour
 
 
 def suspicious(pairs: PairSet) -> dict:
-    """Counts of rows that usually mean broken data: ``duplicate_prompt_ids`` (a prompt id seen before) and
+    """Counts of rows that usually mean broken data: ``duplicate_pairs`` (a prompt id with a chosen and rejected
+    seen before: several pairs of one prompt are fine, as ``rs_dpo`` writes them, the same pair twice is not) and
     ``identical_pairs`` (chosen equal to rejected: the loss cannot move from ln 2)."""
     seen, dups, same = set(), 0, 0
     for r in pairs.rows:
         pid = r.get("prompt_id")
         if pid is not None:
-            dups += pid in seen
-            seen.add(pid)
+            key = (pid, str(r["chosen"]), str(r["rejected"]))
+            dups += key in seen
+            seen.add(key)
         same += r["chosen"] == r["rejected"]
-    return {"duplicate_prompt_ids": dups, "identical_pairs": same}
+    return {"duplicate_pairs": dups, "identical_pairs": same}

@@ -141,7 +141,8 @@ def selection_settings(job: SamplingJob) -> dict:
     """The stage's selection settings, recorded in ``candidates.parquet`` (``rcs-ray select`` defaults to them)."""
     rc_cfg = job.rc
     return {"strategy": rc_cfg.strategy, "margin": rc_cfg.margin, "enforce": rc_cfg.enforce,
-            "weights": rc_cfg.weights, "include_original": rc_cfg.include_original,
+            "weights": rc_cfg.weights, "rs_tau": rc_cfg.rs_tau, "rs_eta": rc_cfg.rs_eta,
+            "include_original": rc_cfg.include_original,
             "truncated": job.sampling.truncated, "seed": job.sampling.seed}
 
 

@@ -1,5 +1,5 @@
-"""The RC step: each prompt group reduced to one pair by a selection strategy (:mod:`rcs_ray.selection`), or the
-reason it cannot give one. Columnar over the Arrow batch; fused into the last scorer's call (no pool of its own).
+"""The RC step: each prompt group reduced to its pair (``rs_dpo``: its pairs) by a selection strategy
+(:mod:`rcs_ray.selection`), or the reason it cannot give one. Columnar over the Arrow batch; fused into the last scorer's call (no pool of its own).
 
 Candidates cut at ``sampling.max_tokens`` (``candidate_finished`` false) are treated by ``sampling.truncated``
 (:data:`rcs_ray.selection.TRUNCATION_RULES`; default ``not_chosen``: a cut response may only be the rejected side).
@@ -24,7 +24,9 @@ from rcs_ray.sampling.seeds import rc_seed
 class RCFilterStage:
     """Reduces each group to one pair with a selection strategy (default RCS), or records why it cannot.
 
-    Adds ``chosen_index``, ``rejected_index`` (null on failure) and ``failure_reason`` (null on success):
+    Adds ``chosen_index``, ``rejected_index`` (null on failure) and ``failure_reason`` (null on success); a
+    multi-pair strategy (``rs_dpo``) also adds ``chosen_indices`` / ``rejected_indices``, every pair of the group
+    (best first; ``chosen_index`` is the first), and fails a group with ``below_threshold`` when no pair clears it:
     ``error`` rows keep their error as the reason; others fail with ``non_finite_reward``, ``too_few_candidates``,
     ``all_candidates_identical``, ``tied_on_target``, ``no_rc_pair`` or ``truncated_only`` (a pair exists only
     with a side the truncation rule forbids) (``no_original_pair`` / ``original_not_rc`` for the strategies that
@@ -46,6 +48,7 @@ class RCFilterStage:
         selection.get_strategy(rc_cfg.strategy)       # an unknown name fails here, not per batch
         selection.allowed_sides([True], truncated)    # and so does an unknown truncation rule
         self.weights = rc_cfg.weights
+        self.tau, self.eta = rc_cfg.rs_tau, rc_cfg.rs_eta
         self.seed = seed
         self.truncated = truncated
 
@@ -56,6 +59,14 @@ class RCFilterStage:
             return "all_candidates_identical"
         if self.strategy_name in ("original", "filter_only"):
             return "original_not_rc" if ORIGINAL_CHOSEN in sources else "no_original_pair"
+        if self.strategy_name in selection.MULTI_PAIR:
+            every = selection.MULTI_PAIR[self.strategy_name]
+            if selection.allowed_sides(finished, self.truncated) is not None and \
+                    every(rewards, self.target, tau=self.tau, eta=self.eta):
+                return "truncated_only"
+            if rc.select_pair(rewards, self.target, enforce=[self.target]) is None:
+                return "tied_on_target"
+            return "below_threshold"
         if self.strategy_name in selection.MAX_GAP_RULES:
             enforce, margin = selection.MAX_GAP_RULES[self.strategy_name](self.target, self.enforce, self.margin)
             return rc.failure_reason(rewards, self.target, enforce, margin,
@@ -71,13 +82,20 @@ class RCFilterStage:
             sides = selection.allowed_sides(done, self.truncated)
         return np.ones((size, 2), dtype=bool) if sides is None else sides
 
-    def _pairs(self, values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, batch: pa.Table) -> np.ndarray:
+    def _pairs(self, values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, batch: pa.Table):
         """(winner, loser) per valid group, -1 where none: the flat vectorized core for the max-gap strategies,
-        the strategy per group (with its sources and seed) for the others."""
+        the strategy per group (with its sources and seed) for the others; with every pair of each group (best
+        first) for a multi-pair strategy, else None."""
         allowed = self._allowed(batch, rows, values.shape[0])
+        if self.strategy_name in selection.MULTI_PAIR:
+            bounds = list(zip(offsets[:-1], offsets[1:]))
+            every = selection.select_all(self.strategy_name, [values[a:b] for a, b in bounds], self.target,
+                                         tau=self.tau, eta=self.eta, allowed=[allowed[a:b] for a, b in bounds])
+            best = np.array([p[0] if p else (-1, -1) for p in every], dtype=np.int64).reshape(-1, 2)
+            return best, every
         if self.strategy_name in selection.MAX_GAP_RULES:
             enforce, margin = selection.MAX_GAP_RULES[self.strategy_name](self.target, self.enforce, self.margin)
-            return rc.select_pairs_flat(values, offsets, self.target, enforce, margin, allowed)
+            return rc.select_pairs_flat(values, offsets, self.target, enforce, margin, allowed), None
         sources = batch.column("sources").take(pa.array(rows)).to_pylist()
         ids = batch.column("prompt_id").take(pa.array(rows)).to_pylist()
         bounds = list(zip(offsets[:-1], offsets[1:]))
@@ -85,7 +103,7 @@ class RCFilterStage:
                                         enforce=self.enforce, margin=self.margin, sources=sources,
                                         weights=self.weights, seeds=lambda i: rc_seed(self.seed, ids[i]),
                                         allowed=[allowed[a:b] for a, b in bounds])
-        return np.array([(-1, -1) if p is None else p for p in picked], dtype=np.int64).reshape(-1, 2)
+        return np.array([(-1, -1) if p is None else p for p in picked], dtype=np.int64).reshape(-1, 2), None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Columnar: the reward lists are flattened once into an (N, K) array and every max-gap group is selected in
@@ -108,6 +126,7 @@ class RCFilterStage:
         bad = np.bincount(np.repeat(np.arange(rows.size), m[rows]), weights=nonfinite, minlength=rows.size) > 0
         chosen, rejected = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
         reasons: list = [None] * n
+        every: list = [[] for _ in range(n)]                       # a multi-pair strategy's pairs, per row
         keep = np.flatnonzero(~bad)
         if keep.size:
             lo, hi = offsets[:-1][keep], offsets[1:][keep]
@@ -117,8 +136,10 @@ class RCFilterStage:
             else:                                                  # the kept groups' rows of values
                 group, within = positions(size)
                 at = lo[group] + within
-            picked = self._pairs(values[at], np.concatenate([[0], np.cumsum(size)]), rows[keep], batch)
+            picked, pairs = self._pairs(values[at], np.concatenate([[0], np.cumsum(size)]), rows[keep], batch)
             chosen[rows[keep]], rejected[rows[keep]] = picked[:, 0], picked[:, 1]
+            for i, group_pairs in zip(rows[keep], pairs or []):
+                every[i] = group_pairs
         for i in np.flatnonzero(has_error):
             reasons[i] = errors[i].split(":", 1)[0]
         for i in np.flatnonzero(~ok & ~has_error):
@@ -139,6 +160,9 @@ class RCFilterStage:
         out = put(out, "chosen_index", pa.array(chosen, mask=~found))
         out = put(out, "rejected_index", pa.array(rejected, mask=~found))
         out = put(out, "failure_reason", pa.array(reasons, pa.string()))
+        if self.strategy_name in selection.MULTI_PAIR:           # the writer writes every pair of a row
+            out = put(out, "chosen_indices", pa.array([[w for w, _ in p] for p in every], pa.list_(pa.int64())))
+            out = put(out, "rejected_indices", pa.array([[l for _, l in p] for p in every], pa.list_(pa.int64())))
         return add_seconds(out, "rc_filter", start)
 
 

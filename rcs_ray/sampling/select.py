@@ -46,8 +46,9 @@ def _groups(batch, objectives: Sequence[str], source: str):
 def select(candidates: str, out_dir: str, strategy: Optional[str] = None, margin: Optional[float] = None,
            enforce: Optional[Sequence[str]] = None, target: Optional[str] = None,
            weights: Optional[Sequence[float]] = None, seed: Optional[int] = None,
-           truncated: Optional[str] = None) -> dict:
-    """Select one pair per stored group; write pairs / failed / stats into the local ``out_dir``. Every setting left
+           truncated: Optional[str] = None, rs_tau: Optional[float] = None,
+           rs_eta: Optional[float] = None) -> dict:
+    """Select each stored group's pair (``rs_dpo``: pairs); write pairs / failed / stats into the local ``out_dir``. Every setting left
     None is the stage's own, recorded in the file: with none given, the stage's pairs and failures come back.
 
     Args:
@@ -57,6 +58,7 @@ def select(candidates: str, out_dir: str, strategy: Optional[str] = None, margin
         target: the objective pairs are selected for (default: the stage's, from the file).
         seed: the ``rc_random`` seed (default: the stage's sampling seed).
         truncated: ``sampling.truncated`` (default: the stage's).
+        rs_tau, rs_eta: ``rs_dpo``'s threshold (default: the stage's, else 1.0 and 0.85).
 
     Returns:
         The stats (as ``stats.json``).
@@ -88,6 +90,8 @@ def select(candidates: str, out_dir: str, strategy: Optional[str] = None, margin
     enforce = enforce if enforce is not None else stage.get("enforce")
     weights = weights if weights is not None else stage.get("weights")
     truncated = truncated if truncated is not None else stage.get("truncated", "keep")
+    rs_tau = float(rs_tau if rs_tau is not None else stage.get("rs_tau", 1.0))
+    rs_eta = float(rs_eta if rs_eta is not None else stage.get("rs_eta", 0.85))
     target = target or meta.get("target")
     for name in [target, *(enforce or [])]:
         if name not in objectives:
@@ -98,8 +102,10 @@ def select(candidates: str, out_dir: str, strategy: Optional[str] = None, margin
         raise RcsInputError(f"--weights: needs {len(objectives)} (one per stored objective {objectives})")
     if truncated not in selection.TRUNCATION_RULES:
         raise RcsInputError(f"--truncated {truncated!r} is not one of {list(selection.TRUNCATION_RULES)}")
+    if not (rs_tau > 0 and 0.5 <= rs_eta < 1):
+        raise RcsInputError(f"--rs-tau must be > 0 and --rs-eta in [0.5, 1), got {rs_tau} and {rs_eta}")
     cfg = RCConfig(strategy=strategy, margin=margin, enforce=list(enforce) if enforce else None,
-                   weights=list(weights) if weights else None)
+                   weights=list(weights) if weights else None, rs_tau=rs_tau, rs_eta=rs_eta)
     step = RCFilterStage(objectives, target, cfg, seed=int(stage["seed"] if seed is None else seed),
                          truncated=truncated)
     chat = is_chat(table.schema)
@@ -111,6 +117,7 @@ def select(candidates: str, out_dir: str, strategy: Optional[str] = None, margin
             writer.write(step(groups), groups.column("round").to_numpy(zero_copy_only=False))
         return writer.commit({"selected_from": candidates, "strategy": strategy, "margin": margin,
                               "enforce": cfg.enforce, "truncated": truncated,
+                              **({"rs_tau": rs_tau, "rs_eta": rs_eta} if strategy in selection.MULTI_PAIR else {}),
                               "seconds": round(time.time() - start, 3)})
     except BaseException:
         writer.abort()

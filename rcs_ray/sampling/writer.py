@@ -31,7 +31,8 @@ from rcs_ray.storage.atomic import remove_local
 
 
 # A carried group's selection and timings, cleared for the next round.
-CLEARED = ("chosen_index", "rejected_index", "failure_reason", "generate_started")
+CLEARED = ("chosen_index", "rejected_index", "chosen_indices", "rejected_indices", "failure_reason",
+           "generate_started")
 
 
 class _ParquetSink:
@@ -118,6 +119,7 @@ class OutputWriter:
         self.pair_sources: Counter = Counter()
         self.seconds: Counter = Counter()
         self.gaps: list[float] = []
+        self.paired_prompts = 0                            # groups that gave pairs (rs_dpo: several pairs each)
         self.sampled = 0                                   # sampled candidates in the finalised groups
         self.truncated = 0                                 # of them, cut at max_tokens
 
@@ -162,10 +164,17 @@ class OutputWriter:
         return batch.filter(pa.array(carry)).drop_columns(drop)
 
     def _pairs(self, batch: pa.Table, rows: np.ndarray, rounds: np.ndarray) -> None:
+        """One pairs row per selected pair: per group, or per pair of a multi-pair strategy (``chosen_indices``)."""
         if not rows.size:
             return
-        w = batch.column("chosen_index").take(pa.array(rows)).to_numpy(zero_copy_only=False).astype(np.int64)
-        l = batch.column("rejected_index").take(pa.array(rows)).to_numpy(zero_copy_only=False).astype(np.int64)
+        self.paired_prompts += rows.size
+        if "chosen_indices" in batch.column_names:                  # rs_dpo: every pair of each group
+            every_w, every_l = (batch.column(c).take(pa.array(rows)) for c in ("chosen_indices", "rejected_indices"))
+            rows = np.repeat(rows, lengths(every_w))
+            w, l = flat(every_w).astype(np.int64), flat(every_l).astype(np.int64)
+        else:
+            w = batch.column("chosen_index").take(pa.array(rows)).to_numpy(zero_copy_only=False).astype(np.int64)
+            l = batch.column("rejected_index").take(pa.array(rows)).to_numpy(zero_copy_only=False).astype(np.int64)
         cols = [(flat(batch.column(c)), starts(batch.column(c))[rows]) for c in self.reward_cols]
         chosen = np.stack([values[at + w] for values, at in cols], 1)
         rejected = np.stack([values[at + l] for values, at in cols], 1)
@@ -240,10 +249,11 @@ class OutputWriter:
         self.failed.close()
         if self.candidates is not None:
             self.candidates.close()
-        total = self.pairs.rows + self.failed.rows
+        total = self.paired_prompts + self.failed.rows
         full = {
             "objectives": self.objectives, "target": self.target, "prompts": total, "pairs": self.pairs.rows,
-            "failed": self.failed.rows, "failure_rate": self.failed.rows / total if total else 0.0,
+            "prompts_paired": self.paired_prompts, "failed": self.failed.rows,
+            "failure_rate": self.failed.rows / total if total else 0.0,
             "failed_by_reason": dict(sorted(self.reasons.items())), "pair_sources": dict(self.pair_sources),
             "mean_target_gap": sum(self.gaps) / len(self.gaps) if self.gaps else None,
             "samples_truncated": self.truncated,              # sampled candidates cut at max_tokens

@@ -161,7 +161,7 @@ def reference_features(prs: PairSet, inputs: LossInputs, reference: str, setting
 
 def data_checks(prs: PairSet, features: pa.Table, t: TrainConfig) -> dict:
     """Counts of suspicious training data, warned about (or refused, ``train.on_suspicious_data: error``):
-    duplicate prompt ids, chosen == rejected, pairs whose tokens reach ``train.max_length`` (cut, or just fitting).
+    repeated pairs, chosen == rejected, pairs whose tokens reach ``train.max_length`` (cut, or just fitting).
 
     Raises:
         RcsInputError: with ``error``, when any of them is found (more than half the pairs, for the length).
@@ -173,7 +173,8 @@ def data_checks(prs: PairSet, features: pa.Table, t: TrainConfig) -> dict:
                                   pc.list_value_length(features.column("rejected_input_ids")))
     checks["at_max_length"] = int(pc.sum(pc.greater_equal(longest, t.max_length)).as_py() or 0)
     checks["at_max_length_share"] = round(checks["at_max_length"] / max(1, features.num_rows), 4)
-    problems = [f"{checks['duplicate_prompt_ids']} duplicate prompt ids"] if checks["duplicate_prompt_ids"] else []
+    problems = [f"{checks['duplicate_pairs']} repeated pairs (same prompt id, chosen and rejected)"] \
+        if checks["duplicate_pairs"] else []
     if checks["identical_pairs"]:
         problems.append(f"{checks['identical_pairs']} pairs with chosen == rejected (no learning signal)")
     if checks["at_max_length_share"] > 0.5:

@@ -207,13 +207,17 @@ def test_suspicious_training_data_is_counted_and_can_be_refused():
     from rcs_ray.train.trainer import data_checks
 
     rows = [{"prompt_id": "a", "prompt": "p", "chosen": "x", "rejected": "y"},
-            {"prompt_id": "a", "prompt": "p", "chosen": "z", "rejected": "z"},
-            {"prompt_id": "b", "prompt": "q", "chosen": "x", "rejected": "y"}]
-    features = pa.table({"chosen_input_ids": [[1] * 8, [1] * 3, [1] * 8], "rejected_input_ids": [[1] * 2] * 3})
+            {"prompt_id": "a", "prompt": "p", "chosen": "z", "rejected": "z"},     # a second pair of "a": fine
+            {"prompt_id": "b", "prompt": "q", "chosen": "x", "rejected": "y"},
+            {"prompt_id": "a", "prompt": "p", "chosen": "x", "rejected": "y"}]     # the first pair again
+    features = pa.table({"chosen_input_ids": [[1] * 8, [1] * 3, [1] * 8, [1] * 3],
+                         "rejected_input_ids": [[1] * 2] * 4})
     checks = data_checks(PairSet(rows=rows, source="p.parquet"), features, TrainConfig(max_length=8))
-    assert checks == {"duplicate_prompt_ids": 1, "identical_pairs": 1, "at_max_length": 2,
-                      "at_max_length_share": 0.6667}
-    with pytest.raises(RcsInputError, match="1 duplicate prompt ids; 1 pairs with chosen == rejected.*67% of the "
+    assert checks == {"duplicate_pairs": 1, "identical_pairs": 1, "at_max_length": 2, "at_max_length_share": 0.5}
+    features = pa.table({"chosen_input_ids": [[1] * 8, [1] * 3, [1] * 8, [1] * 8],
+                         "rejected_input_ids": [[1] * 2] * 4})
+    with pytest.raises(RcsInputError, match="1 repeated pairs .same prompt id, chosen and rejected.; 1 pairs with "
+                                            "chosen == rejected.*75% of the "
                                             "pairs reach train.max_length=8"):
         data_checks(PairSet(rows=rows, source="p.parquet"), features,
                     TrainConfig(max_length=8, on_suspicious_data="error"))

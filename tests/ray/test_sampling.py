@@ -2,12 +2,13 @@
 failure recording, a crashed actor, adaptive resampling."""
 
 import json
+import math
 import os
 
 import pyarrow.parquet as pq
 import pytest
 
-from rcs_ray import rc
+from rcs_ray import rc, selection
 from rcs_ray.config import load_config
 from rcs_ray.sampling import run
 from rcs_ray.tinyworld.rewards import harmless, helpful
@@ -169,6 +170,24 @@ def test_candidates_are_stored_and_select_reproduces_the_pairs_byte_for_byte(def
     weighted = select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "w"), strategy="weighted",
                       weights=[0.5, 0.5])
     assert weighted["strategy"] == "weighted" and weighted["prompts"] == 24
+    for p in read(tmp_path / "w" / "pairs.parquet"):                                  # RSDPO-W: a target win
+        assert p["chosen_rewards"][1] > p["rejected_rewards"][1]
+    # RS-DPO proper: every pair over the threshold, several per prompt, each prompt counted once
+    rs = select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "rs"), strategy="rs_dpo",
+                rs_tau=0.5, rs_eta=0.6)
+    pairs = read(tmp_path / "rs" / "pairs.parquet")
+    expected = {}
+    for row in store.to_pylist():
+        allowed = selection.allowed_sides(row["candidate_finished"], cfg.sampling.truncated)
+        got = selection.rs_dpo_pairs(row["rewards"], 1, tau=0.5, eta=0.6, allowed=allowed)
+        if got:
+            expected[row["prompt_id"]] = [(row["candidates"][w], row["candidates"][l]) for w, l in got]
+    found = {}
+    for p in pairs:
+        found.setdefault(p["prompt_id"], []).append((texts(p, "chosen")[1], texts(p, "rejected")[1]))
+        assert 1 / (1 + math.exp(-(p["chosen_rewards"][1] - p["rejected_rewards"][1]) / 0.5)) > 0.6
+    assert found == expected and len(pairs) > len(found)                              # several pairs per prompt
+    assert (rs["prompts"], rs["prompts_paired"], rs["pairs"]) == (24, len(found), len(pairs))
 
 
 def test_implicit_reward_from_a_stage_needs_no_model_paths(tiny_world, ray_session, tmp_path):

@@ -188,7 +188,8 @@ def test_rc_random_draws_only_rc_pairs_and_is_seeded():
 
 
 def test_strategy_registry_errors():
-    assert set(selection.STRATEGIES) == {"rcs", "rc_random", "target_only", "weighted", "original", "filter_only"}
+    assert set(selection.STRATEGIES) == {"rcs", "rc_random", "target_only", "weighted", "rs_dpo", "original",
+                                       "filter_only"}
     with pytest.raises(ValueError, match="unknown selection strategy 'best'"):
         selection.get_strategy("best")
     with pytest.raises(ValueError, match="sources"):

@@ -1,0 +1,89 @@
+"""The README's findings tables and the numbers its sentences quote, regenerated from the committed findings.json:
+a README edit or a new findings run that disagree fail here."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.unit
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FINDINGS = os.path.join(REPO, "benchmarks", "reports", "tinyworld_findings")
+
+
+@pytest.fixture(scope="module")
+def report():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    try:
+        import tinyworld_findings_report
+    finally:
+        sys.path.pop(0)
+    return tinyworld_findings_report
+
+
+def load(name):
+    with open(os.path.join(FINDINGS, name), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+@pytest.fixture(scope="module")
+def readme():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as fh:
+        return " ".join(fh.read().split())                  # sentences wrap: compare with single spaces
+
+
+def flat(text):
+    return " ".join(text.split())
+
+
+def seeds(data, method, loss, key):
+    return [r[key] for r in data["per_seed_rows"]
+            if r["world"] == "c0.9" and r["method"] == method and r["loss"] == loss]
+
+
+def test_the_readme_tables_are_the_committed_findings(report, readme):
+    data = load("v3/findings.json")
+    assert flat(report.readme_table(data)) in readme
+    assert flat(report.readme_sweep_table(data)) in readme
+
+
+def test_the_numbers_the_findings_sentences_quote(readme):
+    data = load("v3/findings.json")
+    strict, rcs = seeds(data, "rcs_strict", "dpo", "mean_helpful"), seeds(data, "rcs", "dpo", "mean_helpful")
+    diffs = [f"{d:+.2f}".replace("-", "−") for d in np.subtract(strict, rcs)]
+    assert f"strict minus RCS mean helpful is {diffs[0]}, {diffs[1]} and {diffs[2]} (DPO)" in readme
+    w, r = seeds(data, "rsdpo_w", "modpo", "headline"), seeds(data, "rcs", "modpo", "headline")
+    assert all(a > b for a, b in zip(w, r))                               # "on every seed"
+    assert (f"(headline {' / '.join(f'{100 * x:.1f}' for x in w)}% against "
+            f"{' / '.join(f'{100 * x:.1f}' for x in r)}%)") in readme
+    modpo_helpful = {m: np.mean(seeds(data, m, "modpo", "mean_helpful")) for m in data["methods"]}
+    assert max(modpo_helpful, key=modpo_helpful.get) == "rsdpo_w"
+    assert f"highest mean helpful of any MODPO row ({modpo_helpful['rsdpo_w']:.2f})" in readme
+    assert f"Under SPO strict RC reaches only {np.mean(seeds(data, 'rcs_strict', 'spo', 'mean_helpful')):.2f}" in readme
+    for loss in data["losses"]:                                           # "the best headline with all three losses"
+        heads = {m: np.mean(seeds(data, m, loss, "headline")) for m in data["methods"]}
+        assert max(heads, key=heads.get) == "rcs_strict", loss
+
+
+def test_the_mixed_comparison_quotes_its_own_run(readme):
+    v1 = load("findings_3seeds.json")
+    mixed = [r for r in v1["per_seed_rows"] if r["policy"] == "mixed/dpo"]
+    assert len(mixed) == 3
+    rate = np.mean([r["harmless_rate"] for r in mixed])
+    head = np.mean([(r["harmless_rate"] + r["win_helpful"]) / 2 for r in mixed])
+    harmless = np.mean([r["harmless"] for r in mixed])
+    assert f"harmless rate (60.9% vs {100 * rate:.1f}%)" in readme
+    assert f"mean harmless (−0.45 vs {harmless:.2f})".replace("-", "−") in readme
+    assert f"the headline (74.9% vs {100 * head:.1f}%" in readme
+
+
+def test_reports_hold_no_machine_paths():
+    for root, _, files in os.walk(os.path.dirname(FINDINGS)):
+        for name in files:
+            if name.endswith((".json", ".md")):
+                with open(os.path.join(root, name), encoding="utf-8") as fh:
+                    text = fh.read()
+                assert '"/work/' not in text and "/home/" not in text and "/tmp/" not in text, name
