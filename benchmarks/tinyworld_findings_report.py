@@ -135,8 +135,8 @@ def report(data: dict, k2_labels: dict, k3_labels: dict, losses: Sequence[str], 
     return "\n".join(md)
 
 
-# The README's K = 2 tables: their row labels, in its order (tests/unit/test_findings_readme.py checks the README's
-# table is exactly what readme_table renders from the committed findings.json).
+# The findings page's K = 2 tables (docs/findings.md): their row labels, in its order
+# (tests/unit/test_findings_readme.py checks the page's tables are exactly what these render from findings.json).
 README_LABELS = {
     "rc": "only the RC part of D2 (Table 1; filter-only)",
     "nonrc": "only the non-RC part of D2 (Table 1)",
@@ -159,7 +159,7 @@ def _num(r: dict, key: str, pct: bool = False) -> str:
 
 
 def readme_table(data: dict, labels: dict = None) -> str:
-    """The README's K = 2 findings table from ``findings.json``'s data: per method, the DPO headline (the best in
+    """The findings page's K = 2 table from ``findings.json``'s data: per method, the DPO headline (the best in
     bold), DPO harmless rate / helpful win and mean harmless / helpful, and the MODPO and SPO headlines."""
     labels = labels or README_LABELS
     rows = {(r["method"], r["loss"]): r for r in data["rows"] if r["world"] == "c0.9"}
@@ -185,7 +185,7 @@ def readme_table(data: dict, labels: dict = None) -> str:
 
 
 def readme_sweep_table(data: dict) -> str:
-    """The README's validation-sweep table: the headline per (lr, β), the setting the sweep chose in bold."""
+    """The findings page's validation-sweep table: the headline per (lr, β), the setting the sweep chose in bold."""
     sweep = data["sweep"]
     lines = ["| method | " + " | ".join(README_SETTINGS.values()) + " |", "|---" * (len(README_SETTINGS) + 1) + "|"]
     for method, label in README_SWEEP_LABELS.items():

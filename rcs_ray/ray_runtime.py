@@ -19,7 +19,7 @@ WORKER_ENV_DEFAULTS = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
 }
 _STARTED = False          # this process started a local Ray (not joined a cluster): it shuts it down when it ends
-# vLLM's CPU build: a small KV cache, no thread binding and an in-process engine core (see README, "vLLM on CPU").
+# vLLM's CPU build: a small KV cache, no thread binding and an in-process engine core (see docs/usage.md, "vLLM on CPU").
 # On GPUs vLLM's defaults stand: the engine core runs in its own process and overlaps scheduling with the GPU.
 WORKER_ENV_CPU = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
                   "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}

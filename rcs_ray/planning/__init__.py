@@ -4,7 +4,7 @@
    (:mod:`rcs_ray.planning.checks`); every stage's prompts counted;
 2. the resource plan: pools, actors, GPUs per actor, tensor-parallel groups, train workers, checked against the
    attached cluster (``ray.cluster_resources()``) or the given / local capacity (:mod:`rcs_ray.planning.resources`);
-3. the README's cost model per stage, with the rates it assumed (:mod:`rcs_ray.planning.cost`).
+3. the cost model of docs/cluster.md per stage, with the rates it assumed (:mod:`rcs_ray.planning.cost`).
 
 Every problem found is listed (one line each); the CLI exits 2 when there is one.
 """

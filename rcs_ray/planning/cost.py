@@ -1,4 +1,4 @@
-"""The dry run's cost estimate: the README's cost model per stage (tokens and GPU-hours), with the rates it assumed
+"""The dry run's cost estimate: the cost model of docs/cluster.md per stage (tokens and GPU-hours), with the rates it assumed
 printed beside it. The rates are assumptions, never measurements: replace them with your own (``--rates``).
 
 Per sampled stage with P prompts, n samples of L generated tokens (assumed ``fill`` x ``max_tokens``), prompts of p
@@ -17,7 +17,7 @@ from typing import Dict, List
 from rcs_ray.config import RunConfig, stage_objectives, stage_train
 
 # Assumed rates: an 8B policy on vLLM on one H100; a 7B reward model (HF, bf16) on one H100; DPO of an 8B policy,
-# ZeRO-3 on 8 H100s; the mean sample as a share of max_tokens (README, "Sizing a run").
+# ZeRO-3 on 8 H100s; the mean sample as a share of max_tokens (docs/cluster.md, "Sizing a run").
 DEFAULT_RATES = {"gen": 5000.0, "rm": 25000.0, "train": 16.0, "fill": 0.7}
 
 

@@ -127,7 +127,7 @@ def stop_ids(tokenizer, generation_config=None) -> list[int]:
 
 
 class VLLMEngine:
-    """vLLM offline engine (``vllm.LLM``); on a CPU build set VLLM_CPU_KVCACHE_SPACE (see README)."""
+    """vLLM offline engine (``vllm.LLM``); on a CPU build set VLLM_CPU_KVCACHE_SPACE (see docs/models.md)."""
 
     def __init__(self, model: ModelConfig, sampling: SamplingConfig):
         from vllm import LLM

@@ -1,5 +1,5 @@
-"""The README's findings tables and the numbers its sentences quote, regenerated from the committed findings.json:
-a README edit or a new findings run that disagree fail here."""
+"""The findings page's tables (docs/findings.md) and the numbers its sentences and the README's summary quote,
+regenerated from the committed findings.json: an edit or a new findings run that disagree fail here."""
 
 import json
 import os
@@ -29,10 +29,15 @@ def load(name):
         return json.load(fh)
 
 
+def page(path):
+    with open(os.path.join(REPO, path), encoding="utf-8") as fh:
+        return " ".join(fh.read().split())                  # sentences wrap: compare with single spaces
+
+
 @pytest.fixture(scope="module")
 def readme():
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as fh:
-        return " ".join(fh.read().split())                  # sentences wrap: compare with single spaces
+    """The findings page (the tests below read its sentences)."""
+    return page("docs/findings.md")
 
 
 def flat(text):
@@ -87,3 +92,21 @@ def test_reports_hold_no_machine_paths():
                 with open(os.path.join(root, name), encoding="utf-8") as fh:
                     text = fh.read()
                 assert '"/work/' not in text and "/home/" not in text and "/tmp/" not in text, name
+
+
+def test_the_readme_summary():
+    data = load("v3/findings.json")
+    summary = page("README.md")
+    rows = {(r["method"], r["loss"]): r for r in data["rows"] if r["world"] == "c0.9"}
+    stage1, vanilla = rows[("stage1", "—")], rows[("vanilla", "dpo")]
+    assert (f"the harmless rate falls from {100 * stage1['harmless_rate']:.1f}% after stage 1 to "
+            f"{100 * vanilla['harmless_rate']:.1f}% (DPO, mean of 3 seeds)") in summary
+    for loss in data["losses"]:                       # "every RC method beats vanilla and RSDPO-style ... every seed"
+        for m in ("rc", "nrcs", "rcs", "rcs_strict", "rcs_implicit"):
+            for base in ("vanilla", "rsdpo"):
+                assert all(a > b for a, b in zip(seeds(data, m, loss, "headline"), seeds(data, base, loss, "headline")))
+    strict, rcs = rows[("rcs_strict", "dpo")], rows[("rcs", "dpo")]
+    failed = np.mean([data["results"][f"c0.9/seed{s}"]["pairs"]["rcs_strict"]["failure_rate"] for s in data["seeds"]])
+    assert (f"({100 * strict['headline']:.1f}% against vanilla's {100 * vanilla['headline']:.1f}% with DPO), at the "
+            f"cost of {100 * failed:.1f}% failed prompts at n = 8") in summary
+    assert f"reaches {100 * rcs['headline']:.1f}%" in summary

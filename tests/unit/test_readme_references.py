@@ -1,6 +1,7 @@
-"""Every repository path the README names exists: configs (``configs/...yaml``, globs included), scripts
-(``benchmarks/*.py``, ``jobs/*.py``, ``cluster/*``), modules and tests (``rcs_ray/...py``, ``tests/...py``), and the
-source directories it points at (``rcs_ray/.../``, ``tests/.../``, ``configs/.../``)."""
+"""Every repository path the README and the docs (docs/*.md) name exists: configs (``configs/...yaml``, globs
+included), scripts (``benchmarks/*.py``, ``jobs/*.py``, ``cluster/*``), modules and tests (``rcs_ray/...py``,
+``tests/...py``), and the source directories they point at (``rcs_ray/.../``, ``tests/.../``, ``configs/.../``);
+the README links every docs page, and every link between the pages resolves."""
 
 import glob
 import os
@@ -12,6 +13,7 @@ pytestmark = pytest.mark.unit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 README = os.path.join(REPO, "README.md")
+PAGES = [README, *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]
 ROOTS = ("configs", "benchmarks", "jobs", "cluster", "rcs_ray", "tests")
 # A path starts at a word boundary that is not inside another path or URI (s3://bucket/configs/... is not ours).
 _PATH = re.compile(r"(?<![\w./:~-])((?:%s)/[\w.*{},/-]*)" % "|".join(ROOTS))
@@ -41,8 +43,10 @@ def checked(path: str) -> bool:
 
 
 def readme_paths() -> list:
-    with open(README, encoding="utf-8") as fh:
-        text = fh.read()
+    text = ""
+    for page in PAGES:
+        with open(page, encoding="utf-8") as fh:
+            text += fh.read() + "\n"
     found = set()
     for raw in _PATH.findall(text):
         raw = raw.rstrip(".,")
@@ -66,7 +70,19 @@ def test_the_readme_names_paths():
 
 def test_every_path_the_readme_names_exists():
     missing = [p for p in readme_paths() if not exists(p)]
-    assert not missing, f"README.md names paths that do not exist: {missing}"
+    assert not missing, f"README.md or docs/ name paths that do not exist: {missing}"
+
+
+def test_the_readme_links_every_docs_page_and_each_link_resolves():
+    with open(README, encoding="utf-8") as fh:
+        readme = fh.read()
+    for page in PAGES[1:]:
+        assert f"(docs/{os.path.basename(page)})" in readme, page
+    for page in PAGES:
+        with open(page, encoding="utf-8") as fh:
+            text = fh.read()
+        for target in re.findall(r"\]\(([\w./-]+\.md)(?:#[\w-]+)?\)", text):
+            assert os.path.isfile(os.path.join(os.path.dirname(page), target)), (page, target)
 
 
 def test_brace_expansion_and_the_path_pattern():
