@@ -25,10 +25,17 @@ def _has_cuda() -> bool:
         return False
 
 
+# The tier of a test is its folder: tests/<tier>/... gets the <tier> marker (-m unit, -m ray, ... select by folder).
+TIERS = ("unit", "ray", "vllm", "cluster", "bench")
+
+
 def pytest_collection_modifyitems(config, items):
     has_vllm = importlib.util.find_spec("vllm") is not None
     has_gpu = any("gpu" in item.keywords for item in items) and _has_cuda()
     for item in items:
+        parts = os.path.relpath(str(item.fspath), os.path.join(REPO_ROOT, "tests")).split(os.sep)
+        if len(parts) > 1 and parts[0] in TIERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
         if "vllm" in item.keywords and not has_vllm:
