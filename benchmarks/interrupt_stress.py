@@ -67,11 +67,13 @@ def ray_processes_of(pid: int) -> list:
 
 
 class Hog:
-    """One busy process per core (``--load hog``)."""
+    """One busy process per core (``--load hog``), at ``nice`` (default 15, the niceness Ray starts its worker
+    processes at: a hog at 0 would starve every Ray worker of the run, stretching it far past the calibrated
+    timeline, so the offsets would all land early; at 15 it takes its fair share beside them)."""
 
-    def __init__(self, on: bool):
-        self.procs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(os.cpu_count() or 1)] \
-            if on else []
+    def __init__(self, on: bool, nice: int = 15):
+        self.procs = [multiprocessing.Process(target=_spin, args=(nice,), daemon=True)
+                      for _ in range(os.cpu_count() or 1)] if on else []
 
     def __enter__(self):
         for p in self.procs:
@@ -84,7 +86,8 @@ class Hog:
             p.join()
 
 
-def _spin():
+def _spin(nice: int):
+    os.nice(nice)
     while True:
         pass
 
@@ -145,13 +148,14 @@ def trial(root: str, i: int, offset: float, sig: int, background: bool, smoke: b
     return row
 
 
-def run(signals: int, loads: list, seed: int, smoke: bool, root: str, out: str = None) -> dict:
+def run(signals: int, loads: list, seed: int, smoke: bool, root: str, out: str = None, span: float = None,
+        hog_nice: int = 15) -> dict:
     rng = random.Random(seed)
-    total = SMOKE_SPAN_S if smoke else calibrate(root, smoke)
+    total = SMOKE_SPAN_S if smoke else span or calibrate(root, smoke)
     print(f"offsets drawn over {total:.1f} s", flush=True)
     rows = []
     for load in loads:
-        with Hog(load == "hog"):
+        with Hog(load == "hog", hog_nice):
             for i in range(signals):
                 # stratified: signal i lands at a uniform offset within the i-th of `signals` equal slices of the
                 # run, so every phase (the short early ones too) is on the timeline of some trial
@@ -210,13 +214,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="the suite's short version: 1 signal, `rcs-ray run`")
     p.add_argument("--work", default=None, help="where the trials run (default: a temporary directory)")
+    p.add_argument("--span", type=float, help="seconds of an uninterrupted run, measured before (skips calibrating)")
+    p.add_argument("--hog-nice", type=int, default=15, help="niceness of the hog processes (Ray's workers run at 15)")
     p.add_argument("--out", default=OUT)
     a = p.parse_args(argv)
     import tempfile
 
     signals, loads = (1, ["none"]) if a.smoke else (a.signals, ["none", "hog"] if a.load == "both" else [a.load])
     with tempfile.TemporaryDirectory(dir=a.work) as root:
-        result = run(signals, loads, a.seed, a.smoke, root, a.out)
+        result = run(signals, loads, a.seed, a.smoke, root, a.out, a.span, a.hog_nice)
     write(result, a.out)
     print(markdown(result))
     return 0 if all(s["passed"] == s["of"] for s in result["summary"].values()) else 1

@@ -1,6 +1,6 @@
 """The interrupt stress check's short version (benchmarks/interrupt_stress.py --smoke): a signal at a random offset
 in the first 20 s of a two-stage `rcs-ray run` exits 130 / 143 within 15 s naming its phase, leaves no Ray process,
-and the rerun finishes. The full check (20 signals with and without load) is reported in the README."""
+and the rerun finishes. The full check (signals with and without a CPU hog) is reported in docs/operations.md."""
 
 import json
 
