@@ -184,6 +184,43 @@ def pair_directions(pol: Policy, rows: Sequence[dict]) -> List[np.ndarray]:
     return out
 
 
+def own_stage1_change(pol: Policy, ref: Policy, rows: Sequence[dict], dirs: List[np.ndarray], beta1: float,
+                      beta2: float, weights: Sequence[float]) -> dict:
+    """Lemma 1 as stated, pair by pair: the first-order change of the pair's *own* stage-1 loss (DPO on
+    harmlessness: the more harmless side preferred, reference the base policy, stage 1's beta) under one step of the
+    pair's stage-2 update, ``grad L1 . dG2`` per unit learning rate. <= 0: the step does not undo the pair's own
+    stage-1 preference. A tie has no stage-1 preference and is left out.
+
+    Both gradients lie along the pair's direction g (``grad L1 = dL1/dh * g`` with h the chosen-minus-rejected
+    log-ratio against the base; ``dG2 = coefficient * g``), so the sign is the sign of ``dL1/dh``, measured through the
+    project's own ``dpo_loss`` / ``modpo_loss``.
+    """
+    import torch
+
+    from rcs_ray.train.losses import dpo_loss
+
+    changes = {"dpo": [], "modpo": []}
+    for r, g in zip(rows, dirs):
+        side = float(np.sign(r["harmless_gap"]))
+        if side == 0:
+            continue
+        pair = [pol.example(r["prompt"], as_text(r["chosen"])), pol.example(r["prompt"], as_text(r["rejected"]))]
+        with torch.no_grad():
+            lp, lr = pol.logps(pair), ref.logps(pair)
+        h = torch.tensor([float((lp[0] - lr[0]) - (lp[1] - lr[1]))], dtype=torch.float64, requires_grad=True)
+        zero = torch.zeros(1, dtype=torch.float64)
+        value, _ = dpo_loss(side * h, zero, zero, zero, beta=beta1)          # the preferred side's margin: side * h
+        (dl1_dh,) = torch.autograd.grad(value, h)
+        for loss in changes:
+            coef = loss_coefficients(loss, r["harmless_gap"], beta2, weights)
+            changes[loss].append(float(dl1_dh) * coef * float(g @ g))
+    if not changes["dpo"]:
+        return {}
+    return {"pairs": len(changes["dpo"]),
+            **{f"share_nonpositive_{loss}": float(np.mean(np.array(v) <= 0)) for loss, v in changes.items()},
+            **{f"mean_change_{loss}": float(np.mean(v)) for loss, v in changes.items()}}
+
+
 # ----------------------------------------------------------------------------------------------- report
 def measure(sets: Dict[str, List[dict]], dirs: Dict[str, List[np.ndarray]], g1: Dict[str, np.ndarray], beta: float,
             weights: Sequence[float]) -> dict:
@@ -250,6 +287,18 @@ def markdown(results: dict, meta: dict) -> str:
                              f"{100 * x['share_nonneg']:.1f}% | {x['cosine_mean']:+.4f} | "
                              f"{1e3 * x['mean_dot_dpo']:+.4f} / {1e3 * x['mean_dot_modpo']:+.4f}")
             lines.append(f"| {group} | {s} | {e['pairs']} | {e['mean_harmless_gap']:+.2f} | {cells[0]} | {cells[1]} |")
+    lines += ["", "**Lemma 1 as stated, per pair**: the share of pairs whose stage-2 step does not raise their own "
+              "stage-1 loss (first-order change of the pair's DPO loss on harmlessness, its more harmless side "
+              "preferred, ≤ 0); ties have no stage-1 preference and are left out.", "",
+              "| pairs | set | n | own stage-1 loss change ≤ 0, DPO / MODPO step | mean change ×1e3, DPO / MODPO |",
+              "|---|---|---|---|---|"]
+    for group, sets in results.items():
+        for s, e in sets.items():
+            o = e.get("own_stage1")
+            if o:
+                lines.append(f"| {group} | {s} | {o['pairs']} | {100 * o['share_nonpositive_dpo']:.1f}% / "
+                             f"{100 * o['share_nonpositive_modpo']:.1f}% | {1e3 * o['mean_change_dpo']:+.4f} / "
+                             f"{1e3 * o['mean_change_modpo']:+.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -309,14 +358,18 @@ def main(argv=None):
         log(f"{group}: per-pair gradients of " + ", ".join(f"{len(v)} {k}" for k, v in sets.items()))
         dirs = {s: pair_directions(pol, rows) for s, rows in sets.items()}
         results[group] = measure(sets, dirs, g1, beta2, weights)
+        for s, rows in sets.items():
+            if rows:
+                results[group][s]["own_stage1"] = own_stage1_change(pol, ref, rows, dirs[s], beta1, beta2, weights)
     wall = round(time.time() - start, 1)
     meta = {"argv": sys.argv[1:] if argv is None else list(argv), "policy": policy, "pg_prompts": len(eval_prompts),
             "pg_n": a.pg_n, "d1_pairs": len(d1), "g1_cosine": g1_cos, "beta_stage1": beta1, "beta_stage2": beta2,
             "modpo_weights": weights, "wall_seconds": wall, "seed": a.seed,
             "parameters": int(sum(p.numel() for p in pol.params))}
+    meta = relative_paths(meta, os.getcwd())
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "gradient_conflict.json"), "w") as f:
-        json.dump(relative_paths({"meta": meta, "results": results}, os.getcwd()), f, indent=1)
+        json.dump({"meta": meta, "results": results}, f, indent=1)
     md = markdown(results, meta)
     with open(os.path.join(a.out, "gradient_conflict.md"), "w") as f:
         f.write(md)

@@ -110,3 +110,29 @@ def test_the_readme_summary():
     assert (f"({100 * strict['headline']:.1f}% against vanilla's {100 * vanilla['headline']:.1f}% with DPO), at the "
             f"cost of {100 * failed:.1f}% failed prompts at n = 8") in summary
     assert f"reaches {100 * rcs['headline']:.1f}%" in summary
+
+
+def test_the_lemma_section_quotes_the_committed_report():
+    gc = read_report("gradient_conflict/gradient_conflict.json")
+    sets = gc["results"]["D2 (original pairs)"]
+    text = page("docs/findings.md")
+    assert f"agree at cosine {gc['meta']['g1_cosine']:.2f}" in text
+    for name, label in (("RC", "RC (chosen more harmless)"), ("tie", "tie"), ("non-RC", "non-RC (chosen less harmless)")):
+        e = sets[name]
+        def num(x):
+            return f"{1e3 * x:+.1f}".replace("-", "−")
+
+        row = (f"| {label} | {e['pairs']} | {100 * e['pg']['share_nonneg']:.1f}% | {100 * e['d1']['share_nonneg']:.1f}% | "
+               f"{num(e['pg']['mean_dot_dpo'])} / {num(e['pg']['mean_dot_modpo'])} |")
+        assert row in text, row
+    ratio = sets["RC"]["pg"]["share_nonneg"] / sets["non-RC"]["pg"]["share_nonneg"]
+    assert f"{ratio:.1f}× as often" in text
+    own = {name: sets[name]["own_stage1"] for name in ("RC", "non-RC")}
+    assert own["RC"]["share_nonpositive_dpo"] == own["RC"]["share_nonpositive_modpo"] == 1.0
+    assert own["non-RC"]["share_nonpositive_dpo"] == own["non-RC"]["share_nonpositive_modpo"] == 0.0
+    assert f"100% of the {own['RC']['pairs']} RC pairs and positive for 100% of the {own['non-RC']['pairs']}" in text
+
+
+def read_report(name):
+    with open(os.path.join(REPO, "benchmarks", "reports", name), encoding="utf-8") as fh:
+        return json.load(fh)
