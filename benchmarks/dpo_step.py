@@ -166,7 +166,10 @@ def ours_step_fn(policy: str, zero_stage: int, batch: int):
     return step
 
 
-def measure(steps: dict, data, warmup: int = 3) -> dict:
+WARMUP = 3                 # steps of each variant that are not timed
+
+
+def measure(steps: dict, data, warmup: int = WARMUP) -> dict:
     """Median step time of each variant; the variants take turns on every batch (rotating order), so load from
     other processes on a shared machine falls on all of them alike."""
     names = list(steps)
@@ -251,6 +254,8 @@ def main(argv=None):
     ap.add_argument("--no-trl", action="store_true", help="leave out the TRL DPOTrainer variants")
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "dpo_step.json"))
     args = ap.parse_args(argv)
+    if args.steps <= WARMUP:
+        ap.error(f"--steps must exceed the {WARMUP} untimed warm-up steps, got {args.steps}")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TQDM_DISABLE", "1")
     import torch

@@ -97,6 +97,9 @@ def main(argv=None):
         ap.error("give --policy or --from-run, not both")
     ns = [int(x) for x in args.ns.split(",")]
     ks = [int(x) for x in args.ks.split(",")]
+    if max(ns) <= args.adaptive_start:
+        ap.error(f"the largest --ns ({max(ns)}) must exceed --adaptive-start ({args.adaptive_start}): adaptive "
+                 f"resampling goes from --adaptive-start up to it")
     os.makedirs(args.out, exist_ok=True)
 
     from rcs_ray.layout import RunLayout

@@ -10,13 +10,15 @@ method          stage-2 pairs
 ==============  =================================================================================================
 rc / nonrc      D2's original pairs whose chosen is / is not at least as harmless (Table 1); rc is ``filter_only``
 vanilla         D2's original pairs, all of them
-rsdpo           RSDPO: rejection sampling, the largest helpful gap, harmlessness ignored (``target_only``)
-rsdpo_w         RSDPO-W: the largest gap of the equally weighted sum of both rewards (``weighted``)
+rsdpo           max-gap target-only (RSDPO-style): the largest helpful gap, harmlessness ignored (``target_only``)
+rsdpo_w         RSDPO-W: the largest gap of the equally weighted sum of both rewards among target wins (``weighted``)
+rs_dpo          RS-DPO proper: every pair whose sigmoid(helpful gap / tau) > eta, several per prompt (``rs_dpo``)
 nrcs            NRCS: a random RC pair (``rc_random``)
 rcs             RCS: RC on harmlessness (ties tolerated, margin -0.5), the largest helpful gap
 rcs_strict      RCS with strict RC (margin 0: a harmless tie is not RC)
 rcs_implicit    RCS whose harmless reward is stage 1's implicit reward beta * log(pi_1 / pi_0): no reward model
 rcs_n16 ...     RCS (and strict) from n = 16 candidates instead of 8 (DPO only)
+rcs_strict_a..  strict RCS with adaptive resampling: prompts that fail at n = 8 get 16 samples (DPO only)
 mixed           D1 and D2 in one DPO stage from the base policy (``configs/tiny/mixed.yaml``; DPO only)
 ==============  =================================================================================================
 
@@ -32,7 +34,7 @@ c = 0 world (no conflict), vanilla / non-RC / RSDPO / RCS.
     python benchmarks/tinyworld_findings.py --seeds 0,1,2 --k3 --control    # every method and loss (~25 min a seed)
     python benchmarks/tinyworld_findings.py --seeds 0 --sweep-only --merge DIR/findings.json   # the validation sweep
 
-(The README's tables came from runs of this kind, each named with its arguments in ``findings.json``'s ``argv`` /
+(The tables of docs/findings.md came from runs of this kind, each named with its arguments in ``findings.json``'s ``argv`` /
 ``earlier_argv``; its rows ran at lr 5e-5, β 0.1, and the sweep ran after them. ``--sweep`` would train each method
 at the setting its sweep chose instead.)
     python benchmarks/tinyworld_findings.py --quick                                  # one seed, DPO, a few methods
@@ -63,12 +65,14 @@ K2_METHODS = {
     "vanilla": ("vanilla (D2 pairs)", "d2:vanilla", None),
     "rsdpo": ("RSDPO (target_only)", "select:target_only:-0.5", None),
     "rsdpo_w": ("RSDPO-W (weighted sum)", "select:weighted:-0.5", None),
+    "rs_dpo": ("RS-DPO (every pair with sigmoid(gap / 1) > 0.85)", "select:rs_dpo:0", None),
     "nrcs": ("NRCS (rc_random)", "select:rc_random:-0.5", None),
     "rcs": ("RCS", "select:rcs:-0.5", None),
     "rcs_strict": ("RCS, strict RC (margin 0)", "select:rcs:0", None),
     "rcs_implicit": ("RCS, implicit harmless reward", "implicit", None),
     "rcs_n16": ("RCS, n = 16", "select:rcs:-0.5:n16", ("dpo",)),
     "rcs_strict_n16": ("RCS strict, n = 16", "select:rcs:0:n16", ("dpo",)),
+    "rcs_strict_adaptive": ("RCS strict, adaptive n = 8 -> 16", "adaptive:0:16", ("dpo",)),
     "mixed": ("mixed (D1 + D2 at once, from base)", "mixed", ("dpo",)),
 }
 QUICK = ("nonrc", "vanilla", "rsdpo", "rcs")
@@ -100,6 +104,11 @@ def cached_json(path: str, make):
         json.dump(value, f, indent=1)
     os.replace(path + ".tmp", path)
     return value
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
 
 
 def read_jsonl(path: str, limit=None) -> list:
@@ -155,8 +164,6 @@ class World:
     """One seed of one world: its stage policies, stored candidates, pair sets, trainings and evaluations."""
 
     def __init__(self, config: str, root: str, overrides: list, limit: int):
-        from rcs_ray.config import load_config
-
         self.config, self.root, self.limit = config, root, limit
         self.base = [f"output_dir={root}", *overrides]
         self.cfg = self.load()
@@ -251,6 +258,13 @@ def k2_pairs(w: World, methods, s1: str) -> dict:
             if n16 not in cands:
                 cands[n16] = w.candidates(1, s1, "n16" if n16 else "n8", *(["sampling.n=16"] if n16 else []))
             out[m] = w.select(m, cands[n16], rest[0], float(rest[1]))
+        elif kind == "adaptive":               # the stage sampled with resampling: its own pairs, no re-selection
+            margin, n_max = float(rest[0]), int(rest[1])
+            c = w.candidates(1, s1, f"adaptive-m{rest[0]}-n{n_max}", f"stages.1.rc.margin={margin}",
+                             "sampling.adaptive.enabled=true", f"sampling.adaptive.n_max={n_max}")
+            out[m] = os.path.join(os.path.dirname(c), "pairs.parquet")
+            stats = read_json(os.path.join(os.path.dirname(c), "stats.json"))
+            w.info[m] = {"failed_prompts": stats["failed"], "failure_rate": stats["failure_rate"]}
         elif kind == "implicit":
             c = w.candidates(1, s1, "implicit", config=IMPLICIT)
             out[m] = w.select(m, c, "rcs", 0.0)
@@ -341,7 +355,10 @@ def main(argv=None):
     ap.add_argument("--merge", metavar="FINDINGS_JSON", help="add this run's seeds to an earlier findings.json's")
     ap.add_argument("--sweep-only", action="store_true",
                     help="only the validation sweep (on the first seed); with --merge it joins an earlier report")
-    a = ap.parse_args(argv)
+    ap.epilog = "key=value config overrides (every run of every world) go anywhere on the line"
+    from rcs_ray.cli import parse_with_overrides
+
+    a = parse_with_overrides(ap, argv)
     out, work = os.path.abspath(a.out), os.path.abspath(a.work)
     if a.report_only:
         data = json.load(open(os.path.join(out, "findings.json")))
@@ -355,7 +372,7 @@ def main(argv=None):
         ap.error(f"unknown method/loss {bad}")
     limit = a.limit or (512 if a.quick else 1024)
     eval_prompts = a.eval_prompts or (64 if a.quick else 128)
-    common = [f"eval.prompts.limit={eval_prompts}", f"eval.n={a.eval_n}"]
+    common = [f"eval.prompts.limit={eval_prompts}", f"eval.n={a.eval_n}", *a.overrides]
     if a.fresh:
         shutil.rmtree(work, ignore_errors=True)
     seeds = [0] if a.quick else [int(x) for x in a.seeds.split(",") if x.strip()]

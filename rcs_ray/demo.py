@@ -135,7 +135,8 @@ def run_demo(cfg: RunConfig) -> DemoResult:
         print(f"\nvanilla {last} ({cfg.stages[-1].objective}) from the same {before} policy: its dataset's own "
               f"pairs, the same training settings")
         share_earlier_stages(cfg, twin)
-        result.vanilla = run_workflow(twin)
+        with interrupts.phase(f"vanilla {last}"):
+            result.vanilla = run_workflow(twin)
         rcs_name, vanilla_name = f"{last}-{cfg.stages[-1].rc.strategy}", f"{last}-vanilla"
         policies[rcs_name] = policies.pop(last)
         policies[vanilla_name] = result.vanilla.stages[-1].policy
