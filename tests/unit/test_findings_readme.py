@@ -136,3 +136,23 @@ def test_the_lemma_section_quotes_the_committed_report():
 def read_report(name):
     with open(os.path.join(REPO, "benchmarks", "reports", name), encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def test_the_default_rule_section_quotes_its_run():
+    data = load("v4/findings.json")
+    text = page("docs/findings.md")
+    rows = {(r["method"], r["loss"]): r for r in data["rows"] if r["world"] == "c0.9"}
+
+    def failed(m):
+        return np.mean([data["results"][f"c0.9/seed{s}"]["pairs"][m]["failed_prompts"] for s in data["seeds"]])
+
+    for m in ("rcs", "rcs_strict", "rcs_strict_adaptive", "rs_dpo"):
+        r = rows[(m, "dpo")]
+        cells = (f"| {100 * r['headline']:.1f}% ± {100 * r['headline_std']:.1f} | {100 * r['harmless_rate']:.1f}% | "
+                 f"{r['mean_helpful']:.2f} | {round(r['pairs']):,} | {failed(m):.1f} |")
+        assert cells in text, (m, cells)
+    strict, adaptive, tol = (seeds(data, m, "dpo", "headline") for m in ("rcs_strict", "rcs_strict_adaptive", "rcs"))
+    assert max(abs(a - b) for a, b in zip(strict, adaptive)) <= 0.004
+    gains = [100 * (a - b) for a, b in zip(adaptive, tol)]
+    assert f"{min(gains):.1f}–{max(gains):.1f} points above tie-tolerant RCS" in text
+    assert f"({100 * failed('rcs_strict_adaptive') / 1024:.1f}% against {100 * failed('rcs_strict') / 1024:.1f}%)" in text

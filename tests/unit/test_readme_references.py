@@ -77,7 +77,8 @@ def test_the_readme_links_every_docs_page_and_each_link_resolves():
     with open(README, encoding="utf-8") as fh:
         readme = fh.read()
     for page in PAGES[1:]:
-        assert f"(docs/{os.path.basename(page)})" in readme, page
+        if os.path.basename(page) != "index.md":          # the site's home page: the README's own role
+            assert f"(docs/{os.path.basename(page)})" in readme, page
     for page in PAGES:
         with open(page, encoding="utf-8") as fh:
             text = fh.read()
