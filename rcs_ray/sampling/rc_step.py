@@ -1,5 +1,6 @@
 """The RC step: each prompt group reduced to its pair (``rs_dpo``: its pairs) by a selection strategy
-(:mod:`rcs_ray.selection`), or the reason it cannot give one. Columnar over the Arrow batch; fused into the last scorer's call (no pool of its own).
+(:mod:`rcs_ray.selection`), or the reason it cannot give one. Columnar over the Arrow batch; fused into the last
+scorer's call (no pool of its own).
 
 Candidates cut at ``sampling.max_tokens`` (``candidate_finished`` false) are treated by ``sampling.truncated``
 (:data:`rcs_ray.selection.TRUNCATION_RULES`; default ``not_chosen``: a cut response may only be the rejected side).

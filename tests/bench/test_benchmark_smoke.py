@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.bench]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCH = os.path.join(REPO, "benchmarks")
-HELPERS = {"sim", "scale_sim_report", "tinyworld_findings_report", "gpu_check_tasks", "dpo_step_trl"}
+HELPERS = {"sim", "scale_sim_report", "tinyworld_findings_report", "gradient_conflict_report", "gpu_check_tasks",
+           "dpo_step_trl"}
 ELSEWHERE = {"interrupt_stress", "gpu_check"}
 TINY = "tinyworld.cache_dir=" + os.path.join(REPO, ".cache", "tinyworld")
 
