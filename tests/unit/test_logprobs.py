@@ -9,35 +9,9 @@ import torch
 from rcs_ray.modeling.logprobs import (IGNORE_INDEX, build_pair_features, collate_pairs, sequence_logps,
                                     tokenize_example)
 
+from tests.wordtok import BOS, EOS, ID, PAD, WORDS, ids
+
 pytestmark = pytest.mark.unit
-
-WORDS = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>", "hi", "there", "how", "are",
-         "you", "good", "bad", "answer", "very", "long", "prompt", "be", "kind"]
-PAD, BOS, EOS = 0, 1, 2
-ID = {w: i for i, w in enumerate(WORDS)}
-CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} "
-                 "{% if m['role'] == 'assistant' %}{{ eos_token }} {% endif %}{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|> {% endif %}")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    """A word-level tokenizer: BOS added to plain text, a chat template whose assistant turn ends with EOS."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.WordLevel(ID, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", unk_token="<unk>")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
-
-
-def ids(text):
-    return [ID[w] for w in text.split()]
-
 
 # ----------------------------------------------------------------------------------------------- sequence_logps
 LOGITS = torch.tensor([[[0.0, 0.0, 0.0, 0.0],

@@ -6,13 +6,9 @@ import torch
 from rcs_ray import prompting, registry
 from rcs_ray.errors import RcsInputError
 from rcs_ray.modeling.logprobs import tokenize_example
-from tests.unit.test_logprobs import BOS, EOS, ID, tok  # noqa: F401 - the word-level tokenizer fixture
+from tests.wordtok import BOS, EOS, ids
 
 pytestmark = pytest.mark.unit
-
-
-def ids(text):
-    return [ID[w] for w in text.split()]
 
 
 def test_the_rule(tok):
@@ -27,9 +23,9 @@ def test_generation_ids_under_each_rule(tok):
     # plain, no template: the tokenizer's own BOS; templated: the template's BOS, the user tag, the assistant tag
     assert prompting.prompt_ids(tok, "hi there", False) == [BOS] + ids("hi there")
     assert prompting.prompt_ids(tok, "hi there", True) == [BOS] + ids("<|user|> hi there <|assistant|>")
-    with pytest.raises(Exception):
-        prompting.prompt_ids(type("NoTemplate", (), {"chat_template": None})(), [{"role": "user",
-                                                                                   "content": "x"}], True)
+    no_template = type("NoTemplate", (), {"chat_template": None})()
+    with pytest.raises(ValueError, match="tokenizer: has no chat_template, needed for a chat-message prompt"):
+        prompting.prompt_ids(no_template, [{"role": "user", "content": "x"}], True)
 
 
 @pytest.mark.parametrize("use_chat_template", [False, True])
