@@ -1,5 +1,7 @@
-"""Loading tokenizers and models for every role (policy, reference, reward model): the dtype names, the pad-token
-rule and the device choice live here once.
+"""Loading tokenizers and models for every role (policy, reference, reward model, judge, the trained policy): the
+dtype names, the pad-token rule and the one checked load (:func:`load_checked`: never a model with random weights)
+live here once. The device choice is :mod:`rcs_ray.modeling.devices`, the context limit
+:mod:`rcs_ray.modeling.context`, the ``vllm.LLM`` builder :mod:`rcs_ray.modeling.vllm_llm`.
 
 Paths may be URIs: the model is fetched into the node's local cache first (:func:`rcs_ray.storage.local_copy`).
 """
@@ -24,13 +26,6 @@ def torch_dtype(name: str):
     return getattr(torch, name)
 
 
-def device_for(use_gpu: bool) -> str:
-    """``"cuda"`` when asked for and available, else ``"cpu"``."""
-    import torch
-
-    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-
-
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     """An HF tokenizer with a pad token (the EOS when it has none: what ``generate`` needs for finished rows).
 
@@ -48,26 +43,49 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = False,
-                   device: Optional[str] = None, **kwargs):
-    """A causal LM in eval mode on ``device`` (default CPU); ``kwargs`` go to ``from_pretrained``.
+def load_checked(auto_class, path: str, what: str, hint: str, **kwargs):
+    """``auto_class.from_pretrained(path, **kwargs)``, refused when the checkpoint left any weight random.
+
+    transformers fills a weight the checkpoint lacks (or holds in another shape) with a fresh random initialisation
+    and only logs it; here its loading report (``output_loading_info``) is read and such a load is an input error.
+    The pre-flight checks (:mod:`rcs_ray.modeling.checkpoints`) find the same on the meta device before anything
+    loads; this is the check on what was actually loaded.
+
+    Args:
+        auto_class: the class to load with (``AutoModelForCausalLM``, ``AutoModelForSequenceClassification``,
+            ``AutoModel``, ...).
+        path: the model directory or URI (fetched into the node's cache first).
+        what: what the model is, for the message (``policy.path``, ``objective 'helpful'``).
+        hint: what to do about it, the message's last clause.
+        kwargs: ``from_pretrained`` arguments (``dtype``, ``trust_remote_code``, ``quantization_config``, ...).
 
     Raises:
-        RcsInputError: the checkpoint left weights random (missing or mismatched keys).
+        RcsInputError: one line naming ``what``, the path and the missing or mismatched weights.
     """
-    from transformers import AutoModelForCausalLM
-
     from rcs_ray.errors import RcsInputError
     from rcs_ray.modeling.checkpoints import loading_problem, summarize
     from rcs_ray.storage import local_copy
 
-    model, info = AutoModelForCausalLM.from_pretrained(local_copy(path), dtype=torch_dtype(dtype),
-                                                       trust_remote_code=trust_remote_code,
-                                                       output_loading_info=True, **kwargs)
+    model, info = auto_class.from_pretrained(local_copy(path), output_loading_info=True, **kwargs)
     missing = loading_problem(info)
     if missing:
-        raise RcsInputError(f"{path}: loaded with random weights for {summarize(missing)}: not a causal LM "
-                            f"checkpoint")
+        raise RcsInputError(f"{what}: {path} loaded with random weights for {summarize(missing)} (missing from the "
+                            f"checkpoint or of another shape): {hint}")
+    return model
+
+
+def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = False,
+                   device: Optional[str] = None, what: str = "model", **kwargs):
+    """A causal LM in eval mode on ``device`` (default CPU) through :func:`load_checked`; ``kwargs`` go to
+    ``from_pretrained``.
+
+    Raises:
+        RcsInputError: the checkpoint left weights random (missing or mismatched keys), naming ``what`` and ``path``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model = load_checked(AutoModelForCausalLM, path, what, "not a causal LM checkpoint", dtype=torch_dtype(dtype),
+                         trust_remote_code=trust_remote_code, **kwargs)
     return model.to(device or "cpu").eval()
 
 

@@ -33,8 +33,8 @@ import logging
 from typing import Dict, Sequence, Tuple
 
 from rcs_ray.errors import RcsInputError
-from rcs_ray.modeling.checkpoints import (architectures, checkpoint_keys, loading_problem, missing_keys, needed_keys,
-                                          on_meta, read_config, summarize, weight_files)
+from rcs_ray.modeling.checkpoints import (architectures, checkpoint_keys, missing_keys, needed_keys, on_meta,
+                                          read_config, summarize, weight_files)
 
 log = logging.getLogger(__name__)
 
@@ -203,21 +203,25 @@ def _head_tensors(path: str) -> Dict[str, object]:
 
 
 def load_score_model(path: str, dtype, trust_remote_code: bool = False, **kwargs):
-    """A safe-rlhf score model from ``path``: the backbone through ``AutoModel``, the head from the checkpoint."""
+    """A safe-rlhf score model from ``path``: the backbone through ``AutoModel`` (the checked load), the head from the
+    checkpoint.
+
+    Raises:
+        RcsInputError: the backbone would load with random weights, or the checkpoint has no ``score_head``.
+    """
     import torch
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
+    from rcs_ray.modeling.loading import load_checked
+
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()          # score_head is "unexpected" for the backbone: loaded below instead
     try:
-        backbone, info = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                   output_loading_info=True, **kwargs)
+        backbone = load_checked(AutoModel, path, "score model", "its backbone lacks them", dtype=dtype,
+                                trust_remote_code=trust_remote_code, **kwargs)
     finally:
         hf_logging.set_verbosity(level)
-    missing = loading_problem(info)
-    if missing:
-        raise RcsInputError(f"{path}: the backbone lacks weights {summarize(missing)}")
     model = ScoreModel(backbone.config, backbone)
     state = {k[len("score_head."):]: v for k, v in _head_tensors(path).items()}
     if "weight" not in state or (model.score_head.bias is not None and "bias" not in state):

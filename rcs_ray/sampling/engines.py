@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import queue
 import threading
 from concurrent.futures import Future
@@ -32,6 +31,8 @@ from typing import Any, Protocol, Sequence
 
 from rcs_ray import registry
 from rcs_ray.config import ModelConfig, SamplingConfig
+from rcs_ray.modeling.context import context_limit, tokenizer_limit
+from rcs_ray.modeling.devices import device_for
 from rcs_ray.modeling.loading import load_causal_lm, load_tokenizer
 from rcs_ray.sampling.hf_sampling import GumbelNoise, StopStrings, stop_cut
 
@@ -61,17 +62,16 @@ class HFEngine:
     """HF transformers generation with batch-invariant per-sample seeds (CPU or one GPU)."""
 
     def __init__(self, model: ModelConfig, sampling: SamplingConfig):
-        import torch
-
         self.sampling = sampling
         self.tokenizer = load_tokenizer(model.tokenizer or model.path, model.trust_remote_code)
-        self.device = "cuda" if torch.cuda.is_available() and sampling.num_gpus > 0 else "cpu"
+        self.device = device_for(sampling.num_gpus > 0)
         if sampling.tensor_parallel_size > 1:
             logging.getLogger(__name__).warning(
                 "engine hf has no tensor parallelism: it runs on one device (tensor_parallel_size %d only places the "
                 "actor); use engine vllm", sampling.tensor_parallel_size)
-        self.model = load_causal_lm(model.path, model.dtype, model.trust_remote_code, self.device)
-        self.max_model_len = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+        self.model = load_causal_lm(model.path, model.dtype, model.trust_remote_code, self.device, "policy.path")
+        self.max_model_len = context_limit(self.model.config, tokenizer_limit(self.tokenizer),
+                                           sampling.vllm_max_model_len)
         self.eos = stop_ids(self.tokenizer, self.model.generation_config)
 
     def generate(self, prompts: Sequence[Sequence[int]], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
@@ -130,20 +130,15 @@ class VLLMEngine:
     """vLLM offline engine (``vllm.LLM``); on a CPU build set VLLM_CPU_KVCACHE_SPACE (see docs/models.md)."""
 
     def __init__(self, model: ModelConfig, sampling: SamplingConfig):
-        from vllm import LLM
+        from rcs_ray.modeling.vllm_llm import build_llm
 
         self.sampling = sampling
-        kwargs = dict(model=model.path, tokenizer=model.tokenizer or model.path, dtype=model.dtype,
-                      trust_remote_code=model.trust_remote_code, seed=sampling.seed,
-                      tensor_parallel_size=sampling.tensor_parallel_size)
-        if sampling.tensor_parallel_size > 1:
-            # TP workers as Ray actors inside this actor's placement group (rcs_ray.sampling.placement)
-            kwargs["distributed_executor_backend"] = "ray"
-        if sampling.vllm_max_model_len:
-            kwargs["max_model_len"] = sampling.vllm_max_model_len
-        if not _has_cuda():
-            kwargs["enforce_eager"] = True                     # the CPU build: no CUDA graphs
-        self.llm = LLM(**{**kwargs, **sampling.engine_kwargs})      # sampling.engine_kwargs win
+        # TP workers (tensor_parallel_size > 1) are Ray actors inside this actor's placement group
+        # (rcs_ray.sampling.placement); sampling.engine_kwargs win
+        self.llm = build_llm(model.path, tokenizer=model.tokenizer or model.path, dtype=model.dtype,
+                             trust_remote_code=model.trust_remote_code, max_length=sampling.vllm_max_model_len,
+                             seed=sampling.seed, tensor_parallel_size=sampling.tensor_parallel_size,
+                             engine_kwargs=sampling.engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.stop = stop_ids(self.tokenizer, _generation_config(model.path))
@@ -261,15 +256,6 @@ def _generation_config(path: str):
         return None
 
 
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
-
-
 def make_engine(model: ModelConfig, sampling: SamplingConfig) -> Engine:
     """The engine ``sampling.engine`` names: one of :data:`rcs_ray.registry.ENGINES` (``hf``, ``vllm``), or a custom
     engine as ``package.module:ClassName``.
@@ -287,10 +273,6 @@ def make_engine(model: ModelConfig, sampling: SamplingConfig) -> Engine:
     from rcs_ray.errors import RcsInputError
 
     name = sampling.engine
-    if name == "vllm" and not _has_cuda():
-        # the CPU build: an in-process engine core starts 7x faster and generates 2x faster on small models; on a
-        # GPU vLLM's default (the engine core in its own busy-looping process) overlaps scheduling with the GPU
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if not registry.is_engine_name(name):
         raise RcsInputError(f"sampling.engine: {name!r} is not one of {sorted(registry.ENGINES)} nor a custom engine "
                             f"'package.module:ClassName'")

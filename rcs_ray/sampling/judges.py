@@ -24,7 +24,9 @@ from typing import Any, List, Sequence
 import numpy as np
 
 from rcs_ray.config import ObjectiveConfig
-from rcs_ray.modeling.loading import device_for, load_causal_lm, load_tokenizer
+from rcs_ray.modeling.context import context_limit, tokenizer_limit
+from rcs_ray.modeling.devices import device_for
+from rcs_ray.modeling.loading import load_causal_lm, load_tokenizer
 from rcs_ray.prompting import prompt_ids
 from rcs_ray.sampling.scorers import chat_rule, keep_end
 
@@ -68,6 +70,11 @@ class _JudgeBase:
         self.use_chat_template = chat_rule(tokenizer, settings, "judge")
         self.labels = [self._encode(label_text(s)) for s in first.judge.scores]
 
+    def prompt_budget(self, context: int) -> int:
+        """The judge prompt's tokens at most: the model's context limit (:mod:`rcs_ray.modeling.context`) less the
+        longest score label and one token, so a prompt with any label appended still fits."""
+        return context - max(len(x) for x in self.labels) - 1
+
     def _encode(self, text: str) -> List[int]:
         return [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
 
@@ -90,8 +97,9 @@ class JudgeScorer(_JudgeBase):
                                                                 settings.trust_remote_code))
         self.device = device_for(first.num_gpus > 0)
         self.model = load_causal_lm(first.model, settings.dtype, settings.trust_remote_code, self.device,
-                                    **settings.model_kwargs)
-        self.max_length = settings.max_length or int(getattr(self.model.config, "max_position_embeddings", 4096))
+                                    f"objective {first.name!r}", **settings.model_kwargs)
+        self.max_length = self.prompt_budget(context_limit(self.model.config, tokenizer_limit(self.tokenizer),
+                                                           settings.max_length))
         self.logps = ResponseLogps(self.model, self.tokenizer.pad_token_id, first.batch_size, self.device)
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
@@ -117,18 +125,14 @@ class VLLMJudgeScorer(_JudgeBase):
     """A judge on vLLM: label log-probs from ``prompt_logprobs``, answers from greedy generation."""
 
     def __init__(self, objectives: Sequence[ObjectiveConfig], settings):
-        from vllm import LLM
+        from rcs_ray.modeling.vllm_llm import build_llm
 
         first = objectives[0]
-        kwargs = dict(model=first.model, dtype=settings.dtype, trust_remote_code=settings.trust_remote_code,
-                      seed=0, enforce_eager=not _has_cuda())
-        if settings.tokenizer:
-            kwargs["tokenizer"] = settings.tokenizer
-        if settings.max_length:
-            kwargs["max_model_len"] = settings.max_length
-        self.llm = LLM(**{**kwargs, **settings.engine_kwargs})
+        self.llm = build_llm(first.model, tokenizer=settings.tokenizer, dtype=settings.dtype,
+                             trust_remote_code=settings.trust_remote_code, max_length=settings.max_length, seed=0,
+                             engine_kwargs=settings.engine_kwargs)
         super().__init__(objectives, settings, self.llm.get_tokenizer())
-        self.max_length = int(self.llm.llm_engine.model_config.max_model_len) - max(len(x) for x in self.labels) - 1
+        self.max_length = self.prompt_budget(int(self.llm.llm_engine.model_config.max_model_len))
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
         from vllm import SamplingParams
@@ -149,12 +153,3 @@ class VLLMJudgeScorer(_JudgeBase):
             steps = out.prompt_logprobs[len(ids):]
             lp.append(sum(step[tok].logprob for step, tok in zip(steps, label)))
         return self._signed(expected_score(np.array(lp).reshape(len(heads), len(self.labels)), self.judge.scores))
-
-
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False

@@ -25,7 +25,8 @@ import numpy as np
 from rcs_ray import registry
 from rcs_ray.config import ObjectiveConfig
 from rcs_ray.errors import RcsInputError
-from rcs_ray.modeling.loading import device_for, load_causal_lm, load_tokenizer, torch_dtype
+from rcs_ray.modeling.devices import device_for
+from rcs_ray.modeling.loading import load_causal_lm, load_tokenizer, torch_dtype
 from rcs_ray.prompting import conversation_ids
 
 
@@ -101,14 +102,6 @@ def chat_rule(tokenizer, settings, kind: str):
     return True
 
 
-def model_limit(tokenizer, config) -> int:
-    """The tokens a model reads at most: its tokenizer's ``model_max_length``, else ``max_position_embeddings``."""
-    limit = getattr(tokenizer, "model_max_length", None)
-    if limit and limit < 1 << 30:
-        return int(limit)
-    return int(getattr(config, "max_position_embeddings", 1 << 30))
-
-
 def keep_end(ids: list[int], max_length: int) -> list[int]:
     """At most ``max_length`` ids, cut from the start: the response (where a reward is read) is kept."""
     return ids[-max_length:] if len(ids) > max_length else ids
@@ -127,20 +120,15 @@ class RuleScorer:
 
 
 def load_classifier(path: str, settings, objective: str):
-    """``AutoModelForSequenceClassification`` from ``path`` with the objective's settings; refuses a load that left
-    weights random (``output_loading_info``)."""
+    """``AutoModelForSequenceClassification`` from ``path`` with the objective's settings, through the checked load
+    (:func:`rcs_ray.modeling.loading.load_checked`: never with random weights)."""
     from transformers import AutoModelForSequenceClassification
 
-    from rcs_ray.modeling.checkpoints import loading_problem, summarize
+    from rcs_ray.modeling.loading import load_checked
 
-    model, info = AutoModelForSequenceClassification.from_pretrained(
-        path, dtype=torch_dtype(settings.dtype), trust_remote_code=settings.trust_remote_code,
-        output_loading_info=True, **settings.model_kwargs)
-    missing = loading_problem(info)
-    if missing:
-        raise RcsInputError(f"{objective}.model: {path} loaded with random weights for {summarize(missing)}: "
-                            f"check {objective}.output")
-    return model
+    return load_checked(AutoModelForSequenceClassification, path, f"{objective}.model", f"check {objective}.output",
+                        dtype=torch_dtype(settings.dtype), trust_remote_code=settings.trust_remote_code,
+                        **settings.model_kwargs)
 
 
 class ClassifierScorer:
@@ -148,6 +136,7 @@ class ClassifierScorer:
 
     def __init__(self, objectives: Sequence[ObjectiveConfig], settings):
         from rcs_ray.modeling.checkpoints import read_config
+        from rcs_ray.modeling.context import context_limit, tokenizer_limit
         from rcs_ray.modeling.padding import embedding_rows
         from rcs_ray.modeling.reward_models import load_score_model, resolve_output
 
@@ -173,7 +162,7 @@ class ClassifierScorer:
         # end-of-sequence rule (rightmost non-pad, first pad, or the attention mask) reads each row's last token.
         self.pad = getattr(self.model.config, "pad_token_id", None)
         self.vocab_size = embedding_rows(self.model)
-        self.max_length = settings.max_length or model_limit(self.tokenizer, config)
+        self.max_length = context_limit(config, tokenizer_limit(self.tokenizer), settings.max_length)
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
         import torch
@@ -200,16 +189,13 @@ class VLLMClassifierScorer:
     """A sequence classifier through vLLM's pooling runner (``output: logits`` only; raw logits)."""
 
     def __init__(self, objectives: Sequence[ObjectiveConfig], settings):
-        from vllm import LLM
+        from rcs_ray.modeling.vllm_llm import build_llm
 
         first = objectives[0]
-        kwargs = dict(model=first.model, runner="pooling", dtype=settings.dtype,
-                      trust_remote_code=settings.trust_remote_code, enforce_eager=True)
-        if settings.tokenizer:
-            kwargs["tokenizer"] = settings.tokenizer
-        if settings.max_length:
-            kwargs["max_model_len"] = settings.max_length
-        self.llm = LLM(**{**kwargs, **settings.engine_kwargs})
+        # eager on GPUs too, as this scorer has always run
+        self.llm = build_llm(first.model, tokenizer=settings.tokenizer, dtype=settings.dtype,
+                             trust_remote_code=settings.trust_remote_code, max_length=settings.max_length,
+                             extra=dict(runner="pooling", enforce_eager=True), engine_kwargs=settings.engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.use_chat_template = chat_rule(self.tokenizer, settings, first.kind)
         self.max_length = int(self.llm.llm_engine.model_config.max_model_len)
@@ -249,7 +235,7 @@ class ImplicitRewardScorer:
         self.tokenizer = load_tokenizer(settings.tokenizer or first.model, settings.trust_remote_code)
         self.use_chat_template = chat_rule(self.tokenizer, settings, "implicit")
         device = device_for(first.num_gpus > 0)
-        models = [load_causal_lm(path, settings.dtype, settings.trust_remote_code, device)
+        models = [load_causal_lm(path, settings.dtype, settings.trust_remote_code, device, f"objective {first.name!r}")
                   for path in (first.model, first.reference)]
         self.policy, self.reference = (ResponseLogps(m, self.tokenizer.pad_token_id, first.batch_size, device)
                                        for m in models)

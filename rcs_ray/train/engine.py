@@ -123,26 +123,24 @@ def load_policy(path: str, train: TrainConfig, ds_config: Dict[str, Any], trust_
     quantized (QLoRA), checkpointed (gradient checkpointing) and wrapped in LoRA adapters as configured.
 
     Raises:
-        RuntimeError: the checkpoint lacks weights the model needs (it would train from random weights).
+        RcsInputError: the checkpoint lacks weights the model needs (it would train from random weights); the driver
+            checks the same before launch (:func:`rcs_ray.modeling.checkpoints.check_causal_lm`).
     """
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rcs_ray.modeling.checkpoints import loading_problem
-    from rcs_ray.storage import local_copy
+    from rcs_ray.modeling.loading import load_checked
 
     keepalive = None
     if train.zero_stage == 3:
         from transformers.integrations import HfDeepSpeedConfig
 
         keepalive = HfDeepSpeedConfig(ds_config)        # from_pretrained now runs under deepspeed.zero.Init
-    kwargs: Dict[str, Any] = dict(dtype=torch.float32, trust_remote_code=trust_remote_code, output_loading_info=True)
+    kwargs: Dict[str, Any] = dict(dtype=torch.float32, trust_remote_code=trust_remote_code)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     kwargs.update(_quantization(train))
-    model, info = AutoModelForCausalLM.from_pretrained(local_copy(path), **kwargs)
-    if loading_problem(info):
-        raise RuntimeError(f"{path}: loaded with random weights for {loading_problem(info)}")
+    model = load_checked(AutoModelForCausalLM, path, "policy.path", "it would train from random weights", **kwargs)
     model.config.use_cache = False
     setattr(model, "rcs_params_at_load", param_bytes(model))
     if train.lora.quantization is not None:

@@ -173,13 +173,33 @@ def check_checkpoints(home: str, run_name: str) -> None:
                                     f"cannot resume from it; {remedy}")
 
 
+def worker_input_error(exc: BaseException) -> Optional[RcsInputError]:
+    """The :class:`RcsInputError` a training worker raised, when that is what failed the run; None otherwise.
+
+    Ray Train wraps a worker's exception (``TrainingFailedError.worker_failures``: rank -> the error, itself wrapped
+    with its traceback text); this looks through the wrappers and the causes for the input error.
+    """
+    todo, seen = [exc], set()
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, RcsInputError):
+            return err
+        todo += list((getattr(err, "worker_failures", None) or {}).values())
+        todo += [getattr(err, name, None) for name in ("_base_exc", "controller_failure", "__cause__")]
+    return None
+
+
 def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str, marker_dir: str,
            progress: bool = True):
     """Train on ``features`` with ``TorchTrainer`` (``t.num_workers`` workers, DeepSpeed inside); returns Ray Train's
     ``Result``. Checkpoints go to ``<home>/checkpoints/<run_name>`` (``home`` may be a URI).
 
     Raises:
-        The workers' error, when training fails.
+        RcsInputError: a worker refused its input (e.g. a policy that would load with random weights).
+        The workers' error, when training fails otherwise.
     """
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
@@ -215,10 +235,13 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
             full = storage.disk_error_in(exc, TrainFiles(home).checkpoints)     # a checkpoint on a full disk
             if full is not None:
                 raise full from None
+            wrong = worker_input_error(exc)               # a worker's one-line input error: the CLI's exit 2
+            if wrong is not None:
+                raise wrong from None
             raise
         interrupts.check()
     if result.error is not None:
-        raise result.error
+        raise worker_input_error(result.error) or result.error
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name} produced no checkpoint")
     return result

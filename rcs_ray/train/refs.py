@@ -120,12 +120,13 @@ class ReferenceLogps:
     def __init__(self, model: str, prefix: str = "ref", pad_token_id: int = 0, dtype: str = "float32",
                  micro_batch: int = 16, use_gpu: bool = False, trust_remote_code: bool = False,
                  tokenize: Optional[dict] = None):
-        from rcs_ray.modeling.loading import device_for, load_causal_lm
+        from rcs_ray.modeling.devices import device_for
+        from rcs_ray.modeling.loading import load_causal_lm
         from rcs_ray.modeling.logprobs import ResponseLogps
 
         device = device_for(use_gpu)
-        self.logps = ResponseLogps(load_causal_lm(model, dtype, trust_remote_code, device), pad_token_id,
-                                   2 * micro_batch, device)
+        model = load_causal_lm(model, dtype, trust_remote_code, device, f"reference pass ({prefix})")
+        self.logps = ResponseLogps(model, pad_token_id, 2 * micro_batch, device)
         self.prefix, self.micro_batch = prefix, micro_batch
         self.tokenize = TokenizePairs(**tokenize) if tokenize else None
 
