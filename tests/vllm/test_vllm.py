@@ -130,7 +130,7 @@ def test_vllm_reads_real_families_like_hf(replicas, vllm_env):
     """On the replicas: a Llama-3-style policy stops at <|eot_id|> and takes sampling.engine_kwargs; the pooling
     scorer reads the classifier RM through its own template as HF does; a vLLM judge gives HF's expected score."""
     from rcs_ray.prompting import prompt_ids
-    from rcs_ray.sampling.engines import VLLMEngine
+    from rcs_ray.sampling.engines import HFEngine, VLLMEngine
     from rcs_ray.sampling.job import ScorerSettings
     from rcs_ray.sampling.judges import JudgeScorer, VLLMJudgeScorer
     from rcs_ray.sampling.scorers import ClassifierScorer, VLLMClassifierScorer
@@ -139,12 +139,16 @@ def test_vllm_reads_real_families_like_hf(replicas, vllm_env):
                         SamplingConfig(engine="vllm", max_tokens=6, engine_kwargs={"max_num_seqs": 4}))
     assert engine.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == 4
     assert engine.tokenizer.convert_tokens_to_ids("<|eot_id|>") in engine.stop
+    assert engine.max_model_len == HFEngine(ModelConfig(path=replicas["policy"]), SamplingConfig()).max_model_len
     out = engine.generate([prompt_ids(engine.tokenizer, "hello", True)], [[1, 2, 3]])[0]
     assert len(out) == 3 and all(0 < c.num_tokens <= 6 for c in out)
     prompts, responses = ["how to bake bread", "pick a lock"], ["sure here is help", "harm bad answer"]
     rm = [ObjectiveConfig(name="h", kind="classifier", model=replicas["helpful_rm"], engine="vllm")]
-    np.testing.assert_allclose(VLLMClassifierScorer(rm, ScorerSettings()).score(prompts, responses),
-                               ClassifierScorer(rm, ScorerSettings()).score(prompts, responses), atol=1e-4)
+    on_vllm, on_hf = VLLMClassifierScorer(rm, ScorerSettings()), ClassifierScorer(rm, ScorerSettings())
+    assert on_vllm.max_length == on_hf.max_length             # the one context-limit rule (rcs_ray.modeling.context)
+    np.testing.assert_allclose(on_vllm.score(prompts, responses), on_hf.score(prompts, responses), atol=1e-4)
+    del on_vllm, on_hf              # an in-process vLLM engine must not be torn down while the next one runs
     judge = [ObjectiveConfig(name="q", kind="judge", model=replicas["judge"])]
-    np.testing.assert_allclose(VLLMJudgeScorer(judge, ScorerSettings()).score(prompts, responses),
-                               JudgeScorer(judge, ScorerSettings()).score(prompts, responses), atol=1e-4)
+    on_vllm, on_hf = VLLMJudgeScorer(judge, ScorerSettings()), JudgeScorer(judge, ScorerSettings())
+    assert on_vllm.max_length == on_hf.max_length
+    np.testing.assert_allclose(on_vllm.score(prompts, responses), on_hf.score(prompts, responses), atol=1e-4)
