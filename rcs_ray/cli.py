@@ -149,8 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p, DEFAULT_DEMO_CONFIG)
     p.set_defaults(func=_cmd_world)
 
-    p = command("config", "print a config after extends and overrides, validated")
-    with_config(p)
+    p = command("config", "print a config after extends and overrides, validated; or explain a key")
+    p.add_argument("config", nargs="?", help="YAML config, e.g. configs/tiny/k2.yaml")
+    p.add_argument("--explain", metavar="KEY", help="print a key's type, default and doc (e.g. train.beta, "
+                                                    "stages.0.train.max_steps) instead; no config needed")
+    p.usage = "rcs-ray config CONFIG [key=value ...] [options] | rcs-ray config --explain KEY"
     p.set_defaults(func=_cmd_config)
     return parser
 

@@ -32,8 +32,15 @@ def _locked(cfg, out: Optional[str], args):
 
 
 def _cmd_config(args) -> int:
-    from rcs_ray.config import load_config, to_yaml
+    from rcs_ray.config import explain, load_config, to_yaml
 
+    if args.explain is not None:
+        if args.config or args.overrides:
+            args.parser.error("--explain KEY takes no config file or overrides")
+        print(explain(args.explain))
+        return 0
+    if not args.config:
+        args.parser.error("a config file is needed (or --explain KEY)")
     print(to_yaml(load_config(_find_config(args.config), args.overrides)), end="")
     return 0
 

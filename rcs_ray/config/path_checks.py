@@ -6,10 +6,13 @@ is checked here (no filesystem, no Hub): the shape of an ``hf://`` name, and the
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
-from rcs_ray.config.schema import DataConfig, RunConfig
 from rcs_ray.storage import hub
+
+if TYPE_CHECKING:                     # the config modules import these checks
+    from rcs_ray.config.data import DataConfig
+    from rcs_ray.config.run import RunConfig
 
 
 def model_paths(cfg: RunConfig) -> Iterator[Tuple[str, Optional[str]]]:

@@ -9,13 +9,17 @@ from typing import List, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rcs_ray.config.schema import ObjectiveConfig, RunConfig, TrainConfig
+from rcs_ray.config.objectives import ObjectiveConfig
+from rcs_ray.config.run import RunConfig
+from rcs_ray.config.train import TrainConfig
 from rcs_ray.errors import RcsInputError
 
 
-def one_line(exc: Exception) -> str:
-    """An OmegaConf error as one line naming its key."""
+def one_line(exc: Exception, prefix: str = "") -> str:
+    """An OmegaConf error as one line naming its key as a user writes it (``stages.0.rc``, not ``stages[0].rc``);
+    ``prefix``: where the node that failed sits (``stages.0.``), for an error OmegaConf names from that node down."""
     key = getattr(exc, "full_key", None)
+    key = prefix + re.sub(r"\[(\d+)\]", r".\1", key) if key else key
     msg = str(exc).splitlines()[0].strip()
     msg = re.sub(r"\s*full_key:.*$", "", msg)
     return f"key '{key}': {msg}" if key else msg
@@ -59,8 +63,9 @@ def stage_objectives(cfg: RunConfig, stage: int) -> List[ObjectiveConfig]:
 
 
 def stage_train(cfg: RunConfig, stage: int) -> TrainConfig:
-    """The train config of stage ``stage`` (0-based): the top-level ``train`` with the stage's overrides."""
-    overrides = cfg.stages[stage].train
+    """The train config of stage ``stage`` (0-based): the top-level ``train`` with the stage's overrides (the fields
+    its ``train:`` sets, :class:`~rcs_ray.config.stage.StageTrainConfig`) merged on."""
+    overrides = cfg.stages[stage].train.overrides()
     if not overrides:
         return cfg.train
     try:

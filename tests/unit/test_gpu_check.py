@@ -48,7 +48,7 @@ def test_the_script_imports_and_names_its_checks_in_order():
         assert cfg.tinyworld.cache_dir == "/tmp/w"
     cfg = load_config(os.path.join(REPO, tasks.CONFIG), tasks.overrides("zero3_bf16_export", "cuda", "/w", "/x"))
     assert (cfg.train.zero_stage, cfg.train.precision, cfg.train.use_gpu) == (3, "bf16", True)
-    assert cfg.stages[0].train["max_steps"] == 3
+    assert cfg.stages[0].train.max_steps == 3
 
 
 def test_skip_reasons_name_what_is_missing():
