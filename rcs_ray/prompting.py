@@ -115,13 +115,7 @@ def as_chat(prompt: Any, tokenizer, use_chat_template: Rule) -> Prompt:
 
 
 def _render(tokenizer, chat: List[Message], rule: PromptRule, **kwargs) -> str:
-    """The chat through the tokenizer's template, with the rule's template variables.
-
-    Raises:
-        ValueError: the tokenizer has no chat template (a chat-message prompt needs one).
-    """
-    if not has_template(tokenizer):
-        raise ValueError("tokenizer: has no chat_template, needed for a chat-message prompt")
+    """The chat through the tokenizer's template, with the rule's template variables."""
     return tokenizer.apply_chat_template(chat, tokenize=False, **rule.kwargs, **kwargs)
 
 
@@ -216,6 +210,8 @@ def split_ids(tokenizer, prompt: Any, response: Any, use_chat_template: Rule,
         if finished and (not response_ids or response_ids[-1] != eos):
             response_ids.append(int(eos))
         return _encode(tokenizer, chat, add_special_tokens=True), response_ids
+    if not has_template(tokenizer):
+        raise ValueError("tokenizer: has no chat_template, needed for a chat-message prompt")
     reply = [{"role": "assistant", "content": response}] if isinstance(response, str) else messages("response",
                                                                                                       response)
     first = _render(tokenizer, chat, rule, add_generation_prompt=True)

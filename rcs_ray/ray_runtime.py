@@ -38,7 +38,12 @@ def worker_env(use_gpu: bool = False) -> dict:
 
 
 def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
-    """``ray.init`` once: join ``cfg.address`` if set, else start a local Ray (dashboard off, bound to localhost)."""
+    """``ray.init`` once: join ``cfg.address`` if set, else the cluster ``RAY_ADDRESS`` names (how a `ray job submit`
+    driver finds its cluster), else start a new local Ray (dashboard off, bound to localhost).
+
+    A new local Ray is asked for explicitly (``address="local"``): a bare ``ray.init()`` would join whatever cluster
+    ``ray start`` last started on this machine (its address file outlives it), not what ``ray.address: null`` says.
+    """
     import ray
 
     if ray.is_initialized():
@@ -49,15 +54,16 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
         env = {k: v for k, v in env.items() if k not in job_env}
     kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True)
     global _STARTED
-    if cfg.address:
-        ray.init(address=cfg.address, **kwargs)
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **kwargs)
     else:
         _STARTED = True
         if cfg.num_cpus is not None:
             kwargs["num_cpus"] = cfg.num_cpus
         if cfg.object_store_memory_mb is not None:
             kwargs["object_store_memory"] = cfg.object_store_memory_mb << 20
-        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", **kwargs)
+        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", **kwargs)
         interrupts.at_exit_now(kill_started_ray)
     interrupts.reinstall()            # ray.init installs its own SIGTERM handler (sys.exit(15) wherever it lands)
     log.info("ray: %s", ray.cluster_resources())

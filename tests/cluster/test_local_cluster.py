@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -143,3 +144,17 @@ def test_ray_job_stop_stops_a_run_within_the_grace_period_and_a_resubmission_res
     assert client.get_job_status(second) == JobStatus.SUCCEEDED, logs[-3000:]
     assert "stage 1 (harmless) (unchanged, skipped: train)" in logs               # resumed from its manifests
     assert json.loads((out / "stage2" / "manifest.json").read_text())["steps"]["train"]["status"] == "done"
+
+
+def test_a_run_without_an_address_starts_its_own_ray_beside_a_running_cluster(cluster):
+    # `ray.address: null` means a new local Ray, even while a `ray start` cluster runs on the machine (a bare
+    # ray.init() joins that cluster, and refuses num_cpus when it does).
+    code = ("import ray; from rcs_ray.config import RayConfig; from rcs_ray.ray_runtime import init_ray, started_ray; "
+            "init_ray(RayConfig(num_cpus=1, object_store_memory_mb=128)); "
+            "print(started_ray(), ray.get_runtime_context().gcs_address)")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    started, gcs = proc.stdout.split()[-2:]
+    assert started == "True" and gcs != cluster.address

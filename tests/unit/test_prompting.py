@@ -6,7 +6,7 @@ import torch
 from rcs_ray import prompting, registry
 from rcs_ray.errors import RcsInputError
 from rcs_ray.modeling.logprobs import tokenize_example
-from tests.wordtok import BOS, EOS, ids
+from tests.wordtok import BOS, EOS, ids, word_tokenizer
 
 pytestmark = pytest.mark.unit
 
@@ -23,9 +23,12 @@ def test_generation_ids_under_each_rule(tok):
     # plain, no template: the tokenizer's own BOS; templated: the template's BOS, the user tag, the assistant tag
     assert prompting.prompt_ids(tok, "hi there", False) == [BOS] + ids("hi there")
     assert prompting.prompt_ids(tok, "hi there", True) == [BOS] + ids("<|user|> hi there <|assistant|>")
-    no_template = type("NoTemplate", (), {"chat_template": None})()
+    no_template = word_tokenizer()
+    no_template.chat_template = None                     # a chat prompt cannot be read without one
+    with pytest.raises(ValueError, match="tokenizer.chat_template is not set"):
+        prompting.prompt_ids(no_template, [{"role": "user", "content": "hi"}], True)
     with pytest.raises(ValueError, match="tokenizer: has no chat_template, needed for a chat-message prompt"):
-        prompting.prompt_ids(no_template, [{"role": "user", "content": "x"}], True)
+        prompting.split_ids(no_template, [{"role": "user", "content": "hi"}], "there", True)
 
 
 @pytest.mark.parametrize("use_chat_template", [False, True])
