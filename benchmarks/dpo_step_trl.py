@@ -1,4 +1,5 @@
-"""TRL ``DPOTrainer`` variants for ``benchmarks/dpo_step.py`` (TRL is a benchmark-only extra: ``pip install '.[bench]'``).
+"""TRL ``DPOTrainer`` variants for ``benchmarks/dpo_step.py`` (TRL is a benchmark-only extra:
+``pip install '.[bench]'``).
 
 Each variant runs the real ``trl.DPOTrainer.train()`` in a background thread held in lock-step with the benchmark's
 other variants: a callback parks the trainer at every ``on_step_begin`` until :func:`measure` hands it its turn, so one
@@ -22,12 +23,12 @@ TRL_MISSING = "TRL not installed (pip install '.[bench]')"
 
 NOTES = {
     "trl": "trl.DPOTrainer.train() step (on_step_begin..on_step_end): policy forward of chosen+rejected through TRL's "
-           "fused chunked LM-head log-probs (+ its entropy / top-1 metrics), sigmoid DPO loss, backward, clip, AdamW, "
-           "LR scheduler, zero_grad. Reference log-probs precomputed by TRL before training "
-           "(precompute_ref_log_probs=True, not timed) -- like for like with plain / ours.",
+    "fused chunked LM-head log-probs (+ its entropy / top-1 metrics), sigmoid DPO loss, backward, clip, AdamW, "
+    "LR scheduler, zero_grad. Reference log-probs precomputed by TRL before training "
+    "(precompute_ref_log_probs=True, not timed) -- like for like with plain / ours.",
     "trl_ref_in_step": "the same with TRL's default precompute_ref_log_probs=False: every step also runs a no-grad "
-                       "forward of a reference model copy (not like for like: plain / ours use precomputed "
-                       "reference log-probs).",
+    "forward of a reference model copy (not like for like: plain / ours use precomputed "
+    "reference log-probs).",
 }
 
 
@@ -43,8 +44,20 @@ def trl_version():
 class LockstepTRL:
     """One ``DPOTrainer`` whose ``train()`` advances one optimizer step per call (``step_fn(batch)`` -> loss)."""
 
-    def __init__(self, root: str, name: str, policy: str, tok, rows, batch: int, steps: int, max_length: int,
-                 lr: float, beta: float, precompute: bool):
+    def __init__(
+        self,
+        root: str,
+        name: str,
+        policy: str,
+        tok,
+        rows,
+        batch: int,
+        steps: int,
+        max_length: int,
+        lr: float,
+        beta: float,
+        precompute: bool,
+    ):
         import datasets
         import torch
         from transformers import AutoModelForCausalLM, TrainerCallback
@@ -59,7 +72,7 @@ class LockstepTRL:
 
         class Turns(TrainerCallback):
             def on_step_begin(self, args, state, control, **kw):
-                lockstep._done.release()        # the previous turn ends here (or: ready for the first one)
+                lockstep._done.release()  # the previous turn ends here (or: ready for the first one)
                 lockstep._go.acquire()
                 lockstep._t0 = time.perf_counter()
 
@@ -74,21 +87,47 @@ class LockstepTRL:
                 return loss
 
         config = DPOConfig(
-            output_dir=f"{root}/{name}", per_device_train_batch_size=batch, max_steps=steps, learning_rate=lr,
-            beta=beta, loss_type=["sigmoid"], max_length=max_length, precompute_ref_log_probs=precompute,
-            precompute_ref_batch_size=32, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-            max_grad_norm=1.0, optim="adamw_torch", bf16=False, fp16=False, gradient_checkpointing=False,
-            use_cpu=True, report_to="none", logging_strategy="no", save_strategy="no", eval_strategy="no",
-            disable_tqdm=True, train_sampling_strategy="sequential", dataloader_num_workers=0, seed=0)
-        data = datasets.Dataset.from_list([
-            {"prompt": [{"role": "user", "content": r["prompt"]}],
-             "chosen": [{"role": "assistant", "content": r["chosen"]}],
-             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows])
+            output_dir=f"{root}/{name}",
+            per_device_train_batch_size=batch,
+            max_steps=steps,
+            learning_rate=lr,
+            beta=beta,
+            loss_type=["sigmoid"],
+            max_length=max_length,
+            precompute_ref_log_probs=precompute,
+            precompute_ref_batch_size=32,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            optim="adamw_torch",
+            bf16=False,
+            fp16=False,
+            gradient_checkpointing=False,
+            use_cpu=True,
+            report_to="none",
+            logging_strategy="no",
+            save_strategy="no",
+            eval_strategy="no",
+            disable_tqdm=True,
+            train_sampling_strategy="sequential",
+            dataloader_num_workers=0,
+            seed=0,
+        )
+        data = datasets.Dataset.from_list(
+            [
+                {
+                    "prompt": [{"role": "user", "content": r["prompt"]}],
+                    "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                    "rejected": [{"role": "assistant", "content": r["rejected"]}],
+                }
+                for r in rows
+            ]
+        )
         t0 = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)
-        self.trainer = Trainer(model=model, args=config, train_dataset=data, processing_class=tok,
-                               callbacks=[Turns()])
-        self.trainer.remove_callback(PrinterCallback)   # its end-of-train summary (runtime includes the waits)
+        self.trainer = Trainer(model=model, args=config, train_dataset=data, processing_class=tok, callbacks=[Turns()])
+        self.trainer.remove_callback(PrinterCallback)  # its end-of-train summary (runtime includes the waits)
         self.setup_seconds = time.perf_counter() - t0
 
     def check(self, feats, ref=None) -> dict:
@@ -96,11 +135,16 @@ class LockstepTRL:
         ds = self.trainer.train_dataset
         same = len(ds) == len(feats) and all(
             list(ex["prompt_ids"]) + list(ex[f"{side}_ids"]) == list(f[f"{side}_input_ids"])
-            for ex, f in zip(ds, feats) for side in ("chosen", "rejected"))
+            for ex, f in zip(ds, feats)
+            for side in ("chosen", "rejected")
+        )
         out = {"same_token_ids": bool(same)}
         if ref is not None and "ref_chosen_logps" in ds.column_names:
-            diffs = [abs(a - b) for col, ours in zip(("ref_chosen_logps", "ref_rejected_logps"), ref)
-                     for a, b in zip(ds[col], ours)]
+            diffs = [
+                abs(a - b)
+                for col, ours in zip(("ref_chosen_logps", "ref_rejected_logps"), ref)
+                for a, b in zip(ds[col], ours)
+            ]
             out["ref_logps_max_abs_diff"] = float(f"{max(diffs):.3g}")
         return out
 

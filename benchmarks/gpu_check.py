@@ -62,30 +62,66 @@ class Check:
     name: str
     timeout_s: int
     what: str
-    modules: tuple = ()            # Python packages it needs
-    any_of: tuple = ()             # at least one of these (else skipped)
+    modules: tuple = ()  # Python packages it needs
+    any_of: tuple = ()  # at least one of these (else skipped)
     cuda: bool = True
-    world: bool = False            # needs the tiny world
-    imports: tuple = ()            # rcs_ray modules it uses (--plan imports them)
-    min_s: int = 30                # skipped when less of the budget is left
+    world: bool = False  # needs the tiny world
+    imports: tuple = ()  # rcs_ray modules it uses (--plan imports them)
+    min_s: int = 30  # skipped when less of the budget is left
 
 
 BASE = ("torch", "transformers", "omegaconf")
 CHECKS = (
     Check("environment", 90, "torch.cuda, device, package versions, a bf16 matmul", ("torch",), cuda=False, min_s=5),
-    Check("tiny_world", 300, "the tiny world (policy, data): found in --world or built there", BASE, cuda=False,
-          imports=("rcs_ray.tinyworld",), min_s=20),
-    Check("vllm_engine", 240, "make_engine(engine=vllm) on the tiny policy: generate 256 prompts x n=8, check outputs",
-          BASE + ("vllm",), world=True, imports=("rcs_ray.sampling.engines", "rcs_ray.sampling.job",
-                                                 "rcs_ray.sampling.pipeline", "rcs_ray.prompting")),
-    Check("zero2_bf16", 240, "rcs-ray train --stage 1: bf16, ZeRO-2, 3 steps on 1 GPU; export loads, round trip",
-          BASE + ("ray", "deepspeed"), world=True, imports=("rcs_ray.cli", "rcs_ray.train.trainer")),
-    Check("zero3_bf16_export", 240, "the same with ZeRO-3 (sharded load, gathered export); vs the ZeRO-2 export",
-          BASE + ("ray", "deepspeed"), world=True, imports=("rcs_ray.cli", "rcs_ray.train.trainer")),
-    Check("pytest_gpu", 300, "python -m pytest -m gpu: QLoRA 4-bit, flash-attention 2 (Ray Train + DeepSpeed)",
-          BASE + ("ray", "deepspeed", "pytest"), any_of=("bitsandbytes", "flash_attn"), imports=("rcs_ray.train",)),
-    Check("pipeline_vllm", 300, "benchmarks/pipeline_throughput.py --engines vllm --prompts N: steady / raw ratio",
-          BASE + ("ray", "vllm"), world=True, imports=("rcs_ray.sampling.pipeline", "rcs_ray.ray_runtime")),
+    Check(
+        "tiny_world",
+        300,
+        "the tiny world (policy, data): found in --world or built there",
+        BASE,
+        cuda=False,
+        imports=("rcs_ray.tinyworld",),
+        min_s=20,
+    ),
+    Check(
+        "vllm_engine",
+        240,
+        "make_engine(engine=vllm) on the tiny policy: generate 256 prompts x n=8, check outputs",
+        BASE + ("vllm",),
+        world=True,
+        imports=("rcs_ray.sampling.engines", "rcs_ray.sampling.job", "rcs_ray.sampling.pipeline", "rcs_ray.prompting"),
+    ),
+    Check(
+        "zero2_bf16",
+        240,
+        "rcs-ray train --stage 1: bf16, ZeRO-2, 3 steps on 1 GPU; export loads, round trip",
+        BASE + ("ray", "deepspeed"),
+        world=True,
+        imports=("rcs_ray.cli", "rcs_ray.train.trainer"),
+    ),
+    Check(
+        "zero3_bf16_export",
+        240,
+        "the same with ZeRO-3 (sharded load, gathered export); vs the ZeRO-2 export",
+        BASE + ("ray", "deepspeed"),
+        world=True,
+        imports=("rcs_ray.cli", "rcs_ray.train.trainer"),
+    ),
+    Check(
+        "pytest_gpu",
+        300,
+        "python -m pytest -m gpu: QLoRA 4-bit, flash-attention 2 (Ray Train + DeepSpeed)",
+        BASE + ("ray", "deepspeed", "pytest"),
+        any_of=("bitsandbytes", "flash_attn"),
+        imports=("rcs_ray.train",),
+    ),
+    Check(
+        "pipeline_vllm",
+        300,
+        "benchmarks/pipeline_throughput.py --engines vllm --prompts N: steady / raw ratio",
+        BASE + ("ray", "vllm"),
+        world=True,
+        imports=("rcs_ray.sampling.pipeline", "rcs_ray.ray_runtime"),
+    ),
 )
 NAMES = tuple(c.name for c in CHECKS)
 
@@ -115,8 +151,12 @@ class GpuMemory(threading.Thread):
         if not shutil.which("nvidia-smi"):
             return None
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=10).stdout
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout
             return sum(int(x) for x in out.split() if x.strip().isdigit()) or None
         except (OSError, subprocess.SubprocessError):
             return None
@@ -131,14 +171,35 @@ class GpuMemory(threading.Thread):
 def run_check(c: Check, timeout: float, args, work: str, log) -> dict:
     result_file = os.path.join(work, f"{c.name}.result.json")
     own_log = os.path.join(work, f"{c.name}.log")
-    if os.path.exists(result_file):                         # a --work dir used before
+    if os.path.exists(result_file):  # a --work dir used before
         os.remove(result_file)
-    cmd = [sys.executable, os.path.join(HERE, "gpu_check_tasks.py"), c.name, "--result", result_file, "--world",
-           args.world, "--work", work, "--mode", args.mode, "--prompts", str(args.prompts)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
-        p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
-                       ("TOKENIZERS_PARALLELISM", "false"), ("RAY_AUTH_MODE", "disabled")):
+    cmd = [
+        sys.executable,
+        os.path.join(HERE, "gpu_check_tasks.py"),
+        c.name,
+        "--result",
+        result_file,
+        "--world",
+        args.world,
+        "--work",
+        work,
+        "--mode",
+        args.mode,
+        "--prompts",
+        str(args.prompts),
+    ]
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
+    )
+    for key, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("TRANSFORMERS_OFFLINE", "1"),
+        ("HF_DATASETS_OFFLINE", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+        ("RAY_AUTH_MODE", "disabled"),
+    ):
         env.setdefault(key, value)
     if args.mode == "cpu":
         env.setdefault("DS_ACCELERATOR", "cpu")
@@ -151,7 +212,7 @@ def run_check(c: Check, timeout: float, args, work: str, log) -> dict:
             rc, timed_out = proc.wait(timeout=timeout), False
         except subprocess.TimeoutExpired:
             rc, timed_out = None, True
-        for sig in (signal.SIGTERM, signal.SIGKILL):          # the check's whole process group (Ray, vLLM too)
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the check's whole process group (Ray, vLLM too)
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:
@@ -186,21 +247,28 @@ def run_check(c: Check, timeout: float, args, work: str, log) -> dict:
 # ------------------------------------------------------------------------------------------------ the report
 def headline(r: dict) -> str:
     n = r["numbers"]
-    keys = {"environment": ("device", "torch", "bf16_matmul_tflops"), "tiny_world": ("cached", "seconds"),
-            "vllm_engine": ("tokens_per_s", "engine_start_s", "finished_fraction"),
-            "zero2_bf16": ("step_s", "gpu_mem_peak_mib", "export_round_trip"),
-            "zero3_bf16_export": ("step_s", "gpu_mem_peak_mib", "export_round_trip", "zero3_vs_zero2"),
-            "pytest_gpu": ("counts",),
-            "pipeline_vllm": ("steady_over_best_raw", "end_to_end_over_best_raw", "raw_one_call_tokens_per_s")}
+    keys = {
+        "environment": ("device", "torch", "bf16_matmul_tflops"),
+        "tiny_world": ("cached", "seconds"),
+        "vllm_engine": ("tokens_per_s", "engine_start_s", "finished_fraction"),
+        "zero2_bf16": ("step_s", "gpu_mem_peak_mib", "export_round_trip"),
+        "zero3_bf16_export": ("step_s", "gpu_mem_peak_mib", "export_round_trip", "zero3_vs_zero2"),
+        "pytest_gpu": ("counts",),
+        "pipeline_vllm": ("steady_over_best_raw", "end_to_end_over_best_raw", "raw_one_call_tokens_per_s"),
+    }
     return ", ".join(f"{k}={json.dumps(n[k])}" for k in keys.get(r["name"], ()) if k in n)
 
 
 def write_report(out: str, report: dict) -> None:
     with open(os.path.join(out, "gpu_check.json"), "w") as fh:
         json.dump(report, fh, indent=1, default=str)
-    lines = [f"GPU check: {report['verdict']} in {report['seconds']:.0f} s (budget {report['budget_s']} s, "
-             f"mode {report['mode']}).", "", "| # | check | status | s | key numbers | reason |",
-             "|---|---|---|---:|---|---|"]
+    lines = [
+        f"GPU check: {report['verdict']} in {report['seconds']:.0f} s (budget {report['budget_s']} s, "
+        f"mode {report['mode']}).",
+        "",
+        "| # | check | status | s | key numbers | reason |",
+        "|---|---|---|---:|---|---|",
+    ]
     for i, r in enumerate(report["checks"], 1):
         reason = (r["reason"] or "").replace("|", "/").replace("\n", " ")[:300]
         lines.append(f"| {i} | {r['name']} | {r['status']} | {r['seconds']} | {headline(r)} | {reason} |")
@@ -220,7 +288,7 @@ def run_all(checks: list, args) -> int:
             if reason is None and c.world and not world_ok:
                 reason = "the tiny world is not available"
             if reason is None and c.name == "tiny_world":
-                users = [u for u in checks[i + 1:] if u.world and skip_reason(u, cuda, args.mode == "cpu") is None]
+                users = [u for u in checks[i + 1 :] if u.world and skip_reason(u, cuda, args.mode == "cpu") is None]
                 reason = None if users else "not needed: every check that uses it is skipped"
             left = args.budget_s - (time.time() - start)
             if reason is None and left < c.min_s:
@@ -235,15 +303,20 @@ def run_all(checks: list, args) -> int:
             if c.name == "tiny_world":
                 world_ok = r["status"] != "failed"
             report["checks"].append(r)
-            print(f"[gpu-check] {c.name}: {r['status']} ({r['seconds']} s) {r['reason'] or ''} {headline(r)}",
-                  flush=True)
+            print(
+                f"[gpu-check] {c.name}: {r['status']} ({r['seconds']} s) {r['reason'] or ''} {headline(r)}", flush=True
+            )
             failed = [x["name"] for x in report["checks"] if x["status"] == "failed"]
             counts = {s: sum(x["status"] == s for x in report["checks"]) for s in ("passed", "failed", "skipped")}
-            report.update(seconds=round(time.time() - start, 1), failed=failed, counts=counts, verdict=(
-                "FAILED: " + ", ".join(failed) if failed else "passed (every check that ran)")
-                + f" [{', '.join(f'{v} {k}' for k, v in counts.items())}]")
-            write_report(args.out, report)                  # after every check: a killed run keeps its report
-    if not args.work:                                       # its models and logs are in the report and its log
+            report.update(
+                seconds=round(time.time() - start, 1),
+                failed=failed,
+                counts=counts,
+                verdict=("FAILED: " + ", ".join(failed) if failed else "passed (every check that ran)")
+                + f" [{', '.join(f'{v} {k}' for k, v in counts.items())}]",
+            )
+            write_report(args.out, report)  # after every check: a killed run keeps its report
+    if not args.work:  # its models and logs are in the report and its log
         shutil.rmtree(work, ignore_errors=True)
     print(open(os.path.join(args.out, "gpu_check.md")).read() + f"-> {args.out}/gpu_check.json, .md, .log")
     return 1 if report["failed"] else 0
@@ -255,8 +328,11 @@ def gpu_tests() -> list:
     found = []
     for rel in T.gpu_test_files():
         tree = ast.parse(open(os.path.join(ROOT, rel)).read())
-        found += [f"{rel}::{f.name}" for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
-                  and any("gpu" in ast.unparse(d) for d in f.decorator_list)]
+        found += [
+            f"{rel}::{f.name}"
+            for f in ast.walk(tree)
+            if isinstance(f, ast.FunctionDef) and any("gpu" in ast.unparse(d) for d in f.decorator_list)
+        ]
     return found
 
 
@@ -264,8 +340,12 @@ def plan(checks: list, args) -> int:
     problems = []
     print(f"GPU check plan: budget {args.budget_s} s, checks in this order (each in its own process):")
     for i, c in enumerate(checks, 1):
-        needs = ", ".join(list(c.modules) + ([" | ".join(c.any_of)] if c.any_of else []) + (["CUDA"] if c.cuda else [])
-                          + (["tiny world"] if c.world else []))
+        needs = ", ".join(
+            list(c.modules)
+            + ([" | ".join(c.any_of)] if c.any_of else [])
+            + (["CUDA"] if c.cuda else [])
+            + (["tiny world"] if c.world else [])
+        )
         print(f"{i}. {c.name:<18} timeout {c.timeout_s:>3} s  needs {needs}\n   {c.what}")
         if c.name not in ("environment", "tiny_world", "pytest_gpu"):
             print(f"   overrides: {' '.join(T.overrides(c.name, 'cuda', args.world, '<work>'))}")
@@ -290,8 +370,10 @@ def plan(checks: list, args) -> int:
             problems += [] if tests else ["pytest_gpu: no gpu-marked test found"]
         if c.name == "pipeline_vllm" and "omegaconf not installed" not in gone:
             problems += pipeline_script_flags()
-    print(f"work dir: a new temporary dir; world: {args.world} "
-          f"({'built' if os.path.isdir(args.world) and os.listdir(args.world) else 'not built yet'}); out: {args.out}")
+    print(
+        f"work dir: a new temporary dir; world: {args.world} "
+        f"({'built' if os.path.isdir(args.world) and os.listdir(args.world) else 'not built yet'}); out: {args.out}"
+    )
     for p in problems:
         print(f"PROBLEM: {p}")
     print("plan: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
@@ -313,8 +395,11 @@ def pipeline_script_flags() -> list:
             mod.main(["--help"])
     except Exception as exc:  # noqa: BLE001
         return [f"pipeline_vllm: {path}: {type(exc).__name__}: {exc}"]
-    return [f"pipeline_vllm: {path} has no {flag}" for flag in ("--engines", "--prompts", "--repeats", "--out")
-            if flag not in buf.getvalue()]
+    return [
+        f"pipeline_vllm: {path} has no {flag}"
+        for flag in ("--engines", "--prompts", "--repeats", "--out")
+        if flag not in buf.getvalue()
+    ]
 
 
 def main(argv=None) -> int:
@@ -327,8 +412,14 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="comma-separated check names (environment always runs)")
     ap.add_argument("--skip", default="", help="comma-separated check names")
     ap.add_argument("--plan", action="store_true", help="print the plan, load what it uses, run nothing")
-    ap.add_argument("--allow-cpu", dest="mode", action="store_const", const="cpu", default="cuda",
-                    help="run the CUDA checks on the CPU with CPU settings (fp32): to try this script")
+    ap.add_argument(
+        "--allow-cpu",
+        dest="mode",
+        action="store_const",
+        const="cpu",
+        default="cuda",
+        help="run the CUDA checks on the CPU with CPU settings (fp32): to try this script",
+    )
     args = ap.parse_args(argv)
     args.world = os.path.abspath(args.world)
     picked = set(NAMES if not args.only else ["environment", *args.only.split(",")]) - set(args.skip.split(","))

@@ -41,22 +41,43 @@ from collections import Counter
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "benchmarks", "reports", "interrupt_stress")
 EXIT_WITHIN_S = 15.0
-SMOKE_SPAN_S = 20.0        # --smoke: offsets over the first 20 s of `rcs-ray run` (no calibration run)
-SMALL_WORLD = ["tinyworld.pretrain_examples=1024", "tinyworld.rm_examples=1024", "tinyworld.pairs_per_stage=128",
-               "tinyworld.eval_prompts=64", "stages.0.train.max_steps=2", "stages.1.data.limit=64",
-               "train.max_steps=2", "train.batch_size=8", "eval.prompts.limit=16", "eval.n=2"]
-SMOKE_RUN = ["stages.0.data.limit=128", "stages.0.train.max_steps=4", "stages.1.data.limit=128", "train.max_steps=4",
-             "train.num_workers=2", "sampling.n=4", "ray.num_cpus=2", "ray.object_store_memory_mb=256"]
+SMOKE_SPAN_S = 20.0  # --smoke: offsets over the first 20 s of `rcs-ray run` (no calibration run)
+SMALL_WORLD = [
+    "tinyworld.pretrain_examples=1024",
+    "tinyworld.rm_examples=1024",
+    "tinyworld.pairs_per_stage=128",
+    "tinyworld.eval_prompts=64",
+    "stages.0.train.max_steps=2",
+    "stages.1.data.limit=64",
+    "train.max_steps=2",
+    "train.batch_size=8",
+    "eval.prompts.limit=16",
+    "eval.n=2",
+]
+SMOKE_RUN = [
+    "stages.0.data.limit=128",
+    "stages.0.train.max_steps=4",
+    "stages.1.data.limit=128",
+    "train.max_steps=4",
+    "train.num_workers=2",
+    "sampling.n=4",
+    "ray.num_cpus=2",
+    "ray.object_store_memory_mb=256",
+]
 
 
 def command(trial_dir: str, smoke: bool) -> tuple[list, str]:
     """The command of a trial and the file that exists once it finished."""
     out = os.path.join(trial_dir, "out")
     if smoke:
-        return (["run", os.path.join(REPO, "configs", "tiny", "k2.yaml"), f"output_dir={out}", "--no-progress",
-                 *SMOKE_RUN], os.path.join(out, "stage2", "train", "train_summary.json"))
-    return (["demo", f"output_dir={out}", f"tinyworld.cache_dir={os.path.join(trial_dir, 'world')}", *SMALL_WORLD],
-            os.path.join(out, "eval", "eval.json"))
+        return (
+            ["run", os.path.join(REPO, "configs", "tiny", "k2.yaml"), f"output_dir={out}", "--no-progress", *SMOKE_RUN],
+            os.path.join(out, "stage2", "train", "train_summary.json"),
+        )
+    return (
+        ["demo", f"output_dir={out}", f"tinyworld.cache_dir={os.path.join(trial_dir, 'world')}", *SMALL_WORLD],
+        os.path.join(out, "eval", "eval.json"),
+    )
 
 
 def ray_processes_of(pid: int) -> list:
@@ -72,8 +93,11 @@ class Hog:
     timeline, so the offsets would all land early; at 15 it takes its fair share beside them)."""
 
     def __init__(self, on: bool, nice: int = 15):
-        self.procs = [multiprocessing.Process(target=_spin, args=(nice,), daemon=True)
-                      for _ in range(os.cpu_count() or 1)] if on else []
+        self.procs = (
+            [multiprocessing.Process(target=_spin, args=(nice,), daemon=True) for _ in range(os.cpu_count() or 1)]
+            if on
+            else []
+        )
 
     def __enter__(self):
         for p in self.procs:
@@ -95,8 +119,15 @@ def _spin(nice: int):
 def launch(args: list, background: bool) -> tuple[subprocess.Popen, list]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
-    proc = subprocess.Popen([sys.executable, "-m", "rcs_ray", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=ignore)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rcs_ray", *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=ignore,
+    )
     lines: list = []
     threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
     return proc, lines
@@ -137,19 +168,38 @@ def trial(root: str, i: int, offset: float, sig: int, background: bool, smoke: b
     t1 = time.time()
     again, again_lines = launch(args, background=False)
     rerun = again.wait(timeout=3600)
-    row = {"trial": i, "signal": signal.Signals(sig).name, "background": background, "offset_s": round(offset, 2),
-           "exit": code, "seconds_to_exit": round(seconds, 2), "phase": phase[0] if phase else None,
-           "ray_processes_left": len(left), "rerun_exit": rerun, "rerun_seconds": round(time.time() - t1, 1),
-           "rerun_finished": os.path.exists(done), "ended_before_signal": finished_first}
-    row["ok"] = bool(code == 128 + sig and seconds <= EXIT_WITHIN_S and phase and not left and rerun == 0
-                     and row["rerun_finished"])
+    row = {
+        "trial": i,
+        "signal": signal.Signals(sig).name,
+        "background": background,
+        "offset_s": round(offset, 2),
+        "exit": code,
+        "seconds_to_exit": round(seconds, 2),
+        "phase": phase[0] if phase else None,
+        "ray_processes_left": len(left),
+        "rerun_exit": rerun,
+        "rerun_seconds": round(time.time() - t1, 1),
+        "rerun_finished": os.path.exists(done),
+        "ended_before_signal": finished_first,
+    }
+    row["ok"] = bool(
+        code == 128 + sig and seconds <= EXIT_WITHIN_S and phase and not left and rerun == 0 and row["rerun_finished"]
+    )
     if not row["ok"]:
         row["tail"] = text[-3000:]
     return row
 
 
-def run(signals: int, loads: list, seed: int, smoke: bool, root: str, out: str = None, span: float = None,
-        hog_nice: int = 15) -> dict:
+def run(
+    signals: int,
+    loads: list,
+    seed: int,
+    smoke: bool,
+    root: str,
+    out: str = None,
+    span: float = None,
+    hog_nice: int = 15,
+) -> dict:
     rng = random.Random(seed)
     total = SMOKE_SPAN_S if smoke else span or calibrate(root, smoke)
     print(f"offsets drawn over {total:.1f} s", flush=True)
@@ -160,30 +210,35 @@ def run(signals: int, loads: list, seed: int, smoke: bool, root: str, out: str =
                 # stratified: signal i lands at a uniform offset within the i-th of `signals` equal slices of the
                 # run, so every phase (the short early ones too) is on the timeline of some trial
                 sig, offset = (signal.SIGINT, signal.SIGTERM)[i % 2], total * (i + rng.random()) / signals
-                for attempt in range(4):           # a run faster than the calibration may end before the signal
+                for attempt in range(4):  # a run faster than the calibration may end before the signal
                     row = trial(os.path.join(root, load, f"a{attempt}"), i, offset, sig, i % 4 < 2, smoke)
                     if not row["ended_before_signal"]:
                         break
                     offset = rng.uniform(0, offset)
                 row["load"] = load
                 rows.append(row)
-                print(f"[{load}] trial {i}: {row['signal']} at {row['offset_s']} s -> exit {row['exit']} in "
-                      f"{row['seconds_to_exit']} s during {row['phase']!r}, rerun {row['rerun_exit']}"
-                      + ("" if row["ok"] else "  FAILED"), flush=True)
-                if out:                                  # the report so far: a long run that is cut keeps it
+                print(
+                    f"[{load}] trial {i}: {row['signal']} at {row['offset_s']} s -> exit {row['exit']} in "
+                    f"{row['seconds_to_exit']} s during {row['phase']!r}, rerun {row['rerun_exit']}"
+                    + ("" if row["ok"] else "  FAILED"),
+                    flush=True,
+                )
+                if out:  # the report so far: a long run that is cut keeps it
                     write(report(rows, loads, total, seed, smoke), out)
     return report(rows, loads, total, seed, smoke)
 
 
 def report(rows: list, loads: list, total: float, seed: int, smoke: bool) -> dict:
-    summary = {load: {"passed": sum(r["ok"] for r in rows if r["load"] == load),
-                      "of": sum(1 for r in rows if r["load"] == load),
-                      "max_seconds_to_exit": max((r["seconds_to_exit"] for r in rows if r["load"] == load),
-                                                 default=None),
-                      "phases": dict(Counter(_top(r["phase"]) for r in rows if r["load"] == load))}
-               for load in loads}
-    return {"uninterrupted_seconds": round(total, 1), "seed": seed, "smoke": smoke, "summary": summary,
-            "trials": rows}
+    summary = {
+        load: {
+            "passed": sum(r["ok"] for r in rows if r["load"] == load),
+            "of": sum(1 for r in rows if r["load"] == load),
+            "max_seconds_to_exit": max((r["seconds_to_exit"] for r in rows if r["load"] == load), default=None),
+            "phases": dict(Counter(_top(r["phase"]) for r in rows if r["load"] == load)),
+        }
+        for load in loads
+    }
+    return {"uninterrupted_seconds": round(total, 1), "seed": seed, "smoke": smoke, "summary": summary, "trials": rows}
 
 
 def _top(phase) -> str:
@@ -192,18 +247,28 @@ def _top(phase) -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Interrupt stress check", "",
-             f"Uninterrupted run: {report['uninterrupted_seconds']} s; offsets stratified over it (seed "
-             f"{report['seed']}); SIGINT and SIGTERM alternate; half the trials start with SIGINT ignored.", "",
-             "| load | passed | slowest exit (s) | phases hit |", "|---|---|---|---|"]
+    lines = [
+        "# Interrupt stress check",
+        "",
+        f"Uninterrupted run: {report['uninterrupted_seconds']} s; offsets stratified over it (seed "
+        f"{report['seed']}); SIGINT and SIGTERM alternate; half the trials start with SIGINT ignored.",
+        "",
+        "| load | passed | slowest exit (s) | phases hit |",
+        "|---|---|---|---|",
+    ]
     for load, s in report["summary"].items():
         phases = ", ".join(f"{k} ({v})" for k, v in sorted(s["phases"].items()))
         lines.append(f"| {load} | {s['passed']}/{s['of']} | {s['max_seconds_to_exit']} | {phases} |")
-    lines += ["", "| load | trial | signal | background | offset (s) | exit | exit after (s) | phase | rerun |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| load | trial | signal | background | offset (s) | exit | exit after (s) | phase | rerun |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["trials"]:
-        lines.append(f"| {r['load']} | {r['trial']} | {r['signal']} | {r['background']} | {r['offset_s']} | "
-                     f"{r['exit']} | {r['seconds_to_exit']} | {r['phase']} | {r['rerun_exit']} |")
+        lines.append(
+            f"| {r['load']} | {r['trial']} | {r['signal']} | {r['background']} | {r['offset_s']} | "
+            f"{r['exit']} | {r['seconds_to_exit']} | {r['phase']} | {r['rerun_exit']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

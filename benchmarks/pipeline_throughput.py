@@ -43,11 +43,13 @@ def raw_engine(cfg, model, rows) -> dict:
     engine = make_engine(model, cfg.sampling)
     ids = [prompt_ids(engine.tokenizer, r["prompt"], PromptRule.of(model)) for r in rows]
     seeds = [[sample_seed(cfg.sampling.seed, r["prompt_id"], i) for i in range(cfg.sampling.n)] for r in rows]
-    engine.generate(ids[:1], [seeds[0][:1]])                       # warm-up
+    engine.generate(ids[:1], [seeds[0][:1]])  # warm-up
     out = {}
     bs = cfg.sampling.batch_size
-    for mode, chunks in (("one_call", [(0, len(ids))]),
-                         ("batched", [(i, min(len(ids), i + bs)) for i in range(0, len(ids), bs)])):
+    for mode, chunks in (
+        ("one_call", [(0, len(ids))]),
+        ("batched", [(i, min(len(ids), i + bs)) for i in range(0, len(ids), bs)]),
+    ):
         start, tokens = time.perf_counter(), 0
         for a, b in chunks:
             tokens += sum(c.num_tokens for group in engine.generate(ids[a:b], seeds[a:b]) for c in group)
@@ -65,42 +67,62 @@ def one_engine(args, engine: str) -> dict:
     from rcs_ray.sampling.pipeline import read_groups, run
 
     k = args.stage - 1
-    cfg = load_config(args.config, [f"stages.{k}.data.limit={args.prompts}", f"sampling.engine={engine}",
-                                    *args.overrides])
+    cfg = load_config(
+        args.config, [f"stages.{k}.data.limit={args.prompts}", f"sampling.engine={engine}", *args.overrides]
+    )
     rows, _ = read_groups(cfg.stages[k].data, cfg.tinyworld)
     raw = raw_engine(cfg, stage_job(cfg, k).policy, rows)
     best = max(raw.values(), key=lambda r: r["tokens_per_s"])
-    init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)           # Ray's own start-up is not the pipeline's
+    init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)  # Ray's own start-up is not the pipeline's
     with tempfile.TemporaryDirectory() as out:
         stats = run(cfg, stage=k, out_dir=out, progress=False).stats
-    pipe = {"tokens": stats["tokens_generated"], "seconds": stats["seconds"],
-            "tokens_per_s": stats["tokens_per_second"], "startup_seconds": stats["startup_seconds"],
-            "steady_seconds": stats["steady_state_seconds"],
-            "steady_tokens_per_s": stats["steady_state_tokens_per_second"],
-            "rc_select_seconds": stats["rc_select_seconds"],
-            "rc_select_share_of_wall": stats["rc_select_share_of_wall"],
-            "actor_seconds_by_stage": stats["actor_seconds_by_stage"], "pairs": stats["pairs"],
-            "failed": stats["failed"]}
-    return {"engine": engine, "prompts": len(rows), "n": cfg.sampling.n, "max_tokens": cfg.sampling.max_tokens,
-            "batch_size": cfg.sampling.batch_size, "max_concurrent_batches": cfg.sampling.max_concurrent_batches,
-            "raw": raw, "best_raw": max(raw, key=lambda m: raw[m]["tokens_per_s"]), "pipeline": pipe,
-            "steady_over_best_raw": round(pipe["steady_tokens_per_s"] / best["tokens_per_s"], 3),
-            "end_to_end_over_best_raw": round(pipe["tokens_per_s"] / best["tokens_per_s"], 3),
-            "same_tokens": raw["one_call"]["tokens"] == pipe["tokens"]}
+    pipe = {
+        "tokens": stats["tokens_generated"],
+        "seconds": stats["seconds"],
+        "tokens_per_s": stats["tokens_per_second"],
+        "startup_seconds": stats["startup_seconds"],
+        "steady_seconds": stats["steady_state_seconds"],
+        "steady_tokens_per_s": stats["steady_state_tokens_per_second"],
+        "rc_select_seconds": stats["rc_select_seconds"],
+        "rc_select_share_of_wall": stats["rc_select_share_of_wall"],
+        "actor_seconds_by_stage": stats["actor_seconds_by_stage"],
+        "pairs": stats["pairs"],
+        "failed": stats["failed"],
+    }
+    return {
+        "engine": engine,
+        "prompts": len(rows),
+        "n": cfg.sampling.n,
+        "max_tokens": cfg.sampling.max_tokens,
+        "batch_size": cfg.sampling.batch_size,
+        "max_concurrent_batches": cfg.sampling.max_concurrent_batches,
+        "raw": raw,
+        "best_raw": max(raw, key=lambda m: raw[m]["tokens_per_s"]),
+        "pipeline": pipe,
+        "steady_over_best_raw": round(pipe["steady_tokens_per_s"] / best["tokens_per_s"], 3),
+        "end_to_end_over_best_raw": round(pipe["tokens_per_s"] / best["tokens_per_s"], 3),
+        "same_tokens": raw["one_call"]["tokens"] == pipe["tokens"],
+    }
 
 
 def markdown(results: list, argv: list) -> str:
-    lines = [f"Command: `python benchmarks/pipeline_throughput.py {' '.join(argv)}` on {os.cpu_count()} CPUs.", "",
-             "| engine | prompts × n | raw one call tok/s | raw batched tok/s | pipeline steady tok/s | pipeline end "
-             "to end tok/s | start-up s | steady ÷ best raw (goal 0.9) | end to end ÷ best raw (goal 0.8) | RC share "
-             "of wall | same samples | steady ratio, every repeat |", "|---" * 12 + "|"]
+    lines = [
+        f"Command: `python benchmarks/pipeline_throughput.py {' '.join(argv)}` on {os.cpu_count()} CPUs.",
+        "",
+        "| engine | prompts × n | raw one call tok/s | raw batched tok/s | pipeline steady tok/s | pipeline end "
+        "to end tok/s | start-up s | steady ÷ best raw (goal 0.9) | end to end ÷ best raw (goal 0.8) | RC share "
+        "of wall | same samples | steady ratio, every repeat |",
+        "|---" * 12 + "|",
+    ]
     for r in results:
         p = r["pipeline"]
-        lines.append(f"| {r['engine']} | {r['prompts']} × {r['n']} | {r['raw']['one_call']['tokens_per_s']:,.0f} | "
-                     f"{r['raw']['batched']['tokens_per_s']:,.0f} | {p['steady_tokens_per_s']:,.0f} | "
-                     f"{p['tokens_per_s']:,.0f} | {p['startup_seconds']:.1f} | {r['steady_over_best_raw']:.2f} | "
-                     f"{r['end_to_end_over_best_raw']:.2f} | {100 * p['rc_select_share_of_wall']:.2f}% | "
-                     f"{r['same_tokens']} | {', '.join(f'{x:.2f}' for x in r['steady_ratios'])} |")
+        lines.append(
+            f"| {r['engine']} | {r['prompts']} × {r['n']} | {r['raw']['one_call']['tokens_per_s']:,.0f} | "
+            f"{r['raw']['batched']['tokens_per_s']:,.0f} | {p['steady_tokens_per_s']:,.0f} | "
+            f"{p['tokens_per_s']:,.0f} | {p['startup_seconds']:.1f} | {r['steady_over_best_raw']:.2f} | "
+            f"{r['end_to_end_over_best_raw']:.2f} | {100 * p['rc_select_share_of_wall']:.2f}% | "
+            f"{r['same_tokens']} | {', '.join(f'{x:.2f}' for x in r['steady_ratios'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -108,13 +130,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/tiny/k2.yaml")
     ap.add_argument("--engines", default="hf,vllm", help="comma-separated: hf, vllm (or one)")
-    ap.add_argument("--engine", default=None, help=argparse.SUPPRESS)           # the old single-engine spelling
+    ap.add_argument("--engine", default=None, help=argparse.SUPPRESS)  # the old single-engine spelling
     ap.add_argument("--prompts", type=int, default=2048)
     ap.add_argument("--stage", type=int, default=2, help="1-based stage whose prompts are sampled")
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "pipeline_throughput"))
-    ap.add_argument("--repeats", type=int, default=1,
-                    help="raw then pipeline this many times per engine, interleaved; the table shows the repeat with "
-                         "the median steady ratio and every repeat's ratios (this machine is noisy)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="raw then pipeline this many times per engine, interleaved; the table shows the repeat with "
+        "the median steady ratio and every repeat's ratios (this machine is noisy)",
+    )
     ap.epilog = "key=value config overrides go anywhere on the line"
     from rcs_ray.cli import parse_with_overrides
     from rcs_ray.ray_runtime import worker_env
@@ -122,22 +148,29 @@ def main(argv=None):
     args = parse_with_overrides(ap, argv)
     engines = [args.engine] if args.engine else [e for e in args.engines.split(",") if e]
     cfg = load_config(args.config, args.overrides)
-    for key, value in worker_env(use_gpu=cfg.sampling.num_gpus > 0).items():   # the CPU vLLM settings on CPU only
+    for key, value in worker_env(use_gpu=cfg.sampling.num_gpus > 0).items():  # the CPU vLLM settings on CPU only
         os.environ.setdefault(key, value)
     results = []
     for engine in engines:
-        runs = sorted((one_engine(args, engine) for _ in range(max(1, args.repeats))),
-                      key=lambda x: x["steady_over_best_raw"])
-        r = dict(runs[len(runs) // 2], steady_ratios=[x["steady_over_best_raw"] for x in runs],
-                 end_to_end_ratios=sorted(x["end_to_end_over_best_raw"] for x in runs))
+        runs = sorted(
+            (one_engine(args, engine) for _ in range(max(1, args.repeats))), key=lambda x: x["steady_over_best_raw"]
+        )
+        r = dict(
+            runs[len(runs) // 2],
+            steady_ratios=[x["steady_over_best_raw"] for x in runs],
+            end_to_end_ratios=sorted(x["end_to_end_over_best_raw"] for x in runs),
+        )
         results.append(r)
         p = r["pipeline"]
-        print(f"{engine}: {r['prompts']} prompts x n={r['n']}: raw one call {r['raw']['one_call']['tokens_per_s']:,.0f}"
-              f" tok/s, batched {r['raw']['batched']['tokens_per_s']:,.0f}; pipeline steady "
-              f"{p['steady_tokens_per_s']:,.0f}, end to end {p['tokens_per_s']:,.0f} (start-up {p['startup_seconds']}"
-              f" s); steady / best raw = {r['steady_over_best_raw']:.2f} (goal {GOALS['steady']}), end to end / best"
-              f" raw = {r['end_to_end_over_best_raw']:.2f} (goal {GOALS['end_to_end']}); same samples: "
-              f"{r['same_tokens']}", flush=True)
+        print(
+            f"{engine}: {r['prompts']} prompts x n={r['n']}: raw one call {r['raw']['one_call']['tokens_per_s']:,.0f}"
+            f" tok/s, batched {r['raw']['batched']['tokens_per_s']:,.0f}; pipeline steady "
+            f"{p['steady_tokens_per_s']:,.0f}, end to end {p['tokens_per_s']:,.0f} (start-up {p['startup_seconds']}"
+            f" s); steady / best raw = {r['steady_over_best_raw']:.2f} (goal {GOALS['steady']}), end to end / best"
+            f" raw = {r['end_to_end_over_best_raw']:.2f} (goal {GOALS['end_to_end']}); same samples: "
+            f"{r['same_tokens']}",
+            flush=True,
+        )
     os.makedirs(args.out, exist_ok=True)
     argv_list = list(argv) if argv is not None else __import__("sys").argv[1:]
     with open(os.path.join(args.out, "pipeline_throughput.json"), "w") as fh:

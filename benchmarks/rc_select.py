@@ -45,8 +45,11 @@ def rc_stage(groups, k, target, margin):
 
     names = [f"o{j}" for j in range(k)]
     m = groups[0].shape[0]
-    cols = {"prompt_id": [str(i) for i in range(len(groups))], "candidates": [[str(c) for c in range(m)]] * len(groups),
-            "sources": [["sampled"] * m] * len(groups)}
+    cols = {
+        "prompt_id": [str(i) for i in range(len(groups))],
+        "candidates": [[str(c) for c in range(m)]] * len(groups),
+        "sources": [["sampled"] * m] * len(groups),
+    }
     cols.update({f"reward__{n}": [g[:, j].tolist() for g in groups] for j, n in enumerate(names)})
     table = pa.table(cols)
     return RCFilterStage(names, names[target], RCConfig(strategy="rcs", margin=margin)), table
@@ -54,8 +57,10 @@ def rc_stage(groups, k, target, margin):
 
 def stage_pairs(stage, table):
     out = stage(table)
-    return [None if w is None else (w, l) for w, l in zip(out.column("chosen_index").to_pylist(),
-                                                          out.column("rejected_index").to_pylist())]
+    return [
+        None if w is None else (w, l)
+        for w, l in zip(out.column("chosen_index").to_pylist(), out.column("rejected_index").to_pylist())
+    ]
 
 
 def timed(fn, repeat=3):
@@ -92,12 +97,21 @@ def main(argv=None):
     assert as_pairs == one == naive == staged, "the implementations disagree"
     assert (flat_out == vec).all()
     result = {
-        "groups": args.groups, "candidates_per_group": args.m, "objectives": args.k, "margin": args.margin,
-        "groups_per_s": {"rc_stage_columnar": args.groups / t_stage, "flat_core": args.groups / t_flat,
-                         "vectorized": args.groups / t_vec, "per_group": args.groups / t_one,
-                         "naive_python": args.groups / t_naive},
-        "goal_groups_per_s": GOAL, "threads": os.environ.get("OMP_NUM_THREADS"),
-        "speedup_vectorized_vs_naive": t_naive / t_vec, "speedup_vectorized_vs_per_group": t_one / t_vec,
+        "groups": args.groups,
+        "candidates_per_group": args.m,
+        "objectives": args.k,
+        "margin": args.margin,
+        "groups_per_s": {
+            "rc_stage_columnar": args.groups / t_stage,
+            "flat_core": args.groups / t_flat,
+            "vectorized": args.groups / t_vec,
+            "per_group": args.groups / t_one,
+            "naive_python": args.groups / t_naive,
+        },
+        "goal_groups_per_s": GOAL,
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "speedup_vectorized_vs_naive": t_naive / t_vec,
+        "speedup_vectorized_vs_per_group": t_one / t_vec,
         "failed_groups": sum(p is None for p in as_pairs),
     }
     if args.stats:
@@ -110,12 +124,18 @@ def main(argv=None):
         json.dump(result, fh, indent=2)
     g = result["groups_per_s"]
     print(f"RC select, {args.groups} groups x {args.m} candidates x K={args.k} (goal {GOAL:,} groups/s per core):")
-    print(f"  pipeline RC stage (Arrow batch in, columns out) {g['rc_stage_columnar']:,.0f} groups/s | its flat core "
-          f"{g['flat_core']:,.0f}")
-    print(f"  vectorized {g['vectorized']:,.0f} groups/s | per-group {g['per_group']:,.0f} | "
-          f"naive Python {g['naive_python']:,.0f}")
-    print(f"  ratio vectorized / naive = {result['speedup_vectorized_vs_naive']:.1f}x, "
-          f"vectorized / per-group = {result['speedup_vectorized_vs_per_group']:.1f}x")
+    print(
+        f"  pipeline RC stage (Arrow batch in, columns out) {g['rc_stage_columnar']:,.0f} groups/s | its flat core "
+        f"{g['flat_core']:,.0f}"
+    )
+    print(
+        f"  vectorized {g['vectorized']:,.0f} groups/s | per-group {g['per_group']:,.0f} | "
+        f"naive Python {g['naive_python']:,.0f}"
+    )
+    print(
+        f"  ratio vectorized / naive = {result['speedup_vectorized_vs_naive']:.1f}x, "
+        f"vectorized / per-group = {result['speedup_vectorized_vs_per_group']:.1f}x"
+    )
     if "rc_stage_share_of_actor_time" in result:
         print(f"  RC stage share of the pipeline's actor time: {100 * result['rc_stage_share_of_actor_time']:.2f}%")
     print(f"  -> {args.out}")

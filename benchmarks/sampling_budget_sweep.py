@@ -31,22 +31,40 @@ def one_run(config, k, margin, n, prompts, adaptive_max=None, extra=(), policy=N
     from rcs_ray.sampling import run
 
     stage = k - 1
-    overrides = [f"stages.{stage}.data.limit={prompts}", f"stages.{stage}.rc.margin={margin}", f"sampling.n={n}",
-                 *extra]
+    overrides = [
+        f"stages.{stage}.data.limit={prompts}",
+        f"stages.{stage}.rc.margin={margin}",
+        f"sampling.n={n}",
+        *extra,
+    ]
     if adaptive_max:
         rounds = 0
-        while n * 2 ** rounds < adaptive_max:
+        while n * 2**rounds < adaptive_max:
             rounds += 1
-        overrides += ["sampling.adaptive.enabled=true", f"sampling.adaptive.n_max={adaptive_max}",
-                      f"sampling.adaptive.rounds={rounds}"]
+        overrides += [
+            "sampling.adaptive.enabled=true",
+            f"sampling.adaptive.n_max={adaptive_max}",
+            f"sampling.adaptive.rounds={rounds}",
+        ]
     cfg = load_config(config, overrides)
     with tempfile.TemporaryDirectory() as out:
         s = run(cfg, stage=stage, policy=policy, out_dir=out, progress=False).stats
-    return {"k": k, "tie_policy": [p for p, m in TIE_POLICIES.items() if m == margin][0], "margin": margin,
-            "mode": "adaptive" if adaptive_max else "fixed", "n": n, "n_max": adaptive_max or n,
-            "prompts": s["prompts"], "pairs": s["pairs"], "failed": s["failed"], "failure_rate": s["failure_rate"],
-            "mean_target_gap": s["mean_target_gap"], "tokens_generated": s["tokens_generated"],
-            "seconds": s["seconds"], "failed_by_reason": s["failed_by_reason"]}
+    return {
+        "k": k,
+        "tie_policy": [p for p, m in TIE_POLICIES.items() if m == margin][0],
+        "margin": margin,
+        "mode": "adaptive" if adaptive_max else "fixed",
+        "n": n,
+        "n_max": adaptive_max or n,
+        "prompts": s["prompts"],
+        "pairs": s["pairs"],
+        "failed": s["failed"],
+        "failure_rate": s["failure_rate"],
+        "mean_target_gap": s["mean_target_gap"],
+        "tokens_generated": s["tokens_generated"],
+        "seconds": s["seconds"],
+        "failed_by_reason": s["failed_by_reason"],
+    }
 
 
 def plot(rows, path):
@@ -59,15 +77,23 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, len(ks), figsize=(5.2 * len(ks), 3.8), squeeze=False)
     for ax, k in zip(axes[0], ks):
         for policy, style in (("strict", "-o"), ("ties", "--s")):
-            fixed = sorted((r for r in rows if r["k"] == k and r["tie_policy"] == policy and r["mode"] == "fixed"),
-                           key=lambda r: r["n"])
+            fixed = sorted(
+                (r for r in rows if r["k"] == k and r["tie_policy"] == policy and r["mode"] == "fixed"),
+                key=lambda r: r["n"],
+            )
             if fixed:
-                ax.plot([r["n"] for r in fixed], [100 * r["failure_rate"] for r in fixed], style,
-                        label=f"fixed n, {policy}")
+                ax.plot(
+                    [r["n"] for r in fixed], [100 * r["failure_rate"] for r in fixed], style, label=f"fixed n, {policy}"
+                )
             for r in rows:
                 if r["k"] == k and r["tie_policy"] == policy and r["mode"] == "adaptive":
-                    ax.plot([r["n_max"]], [100 * r["failure_rate"]], "*", markersize=12,
-                            label=f"adaptive {r['n']}→{r['n_max']}, {policy}")
+                    ax.plot(
+                        [r["n_max"]],
+                        [100 * r["failure_rate"]],
+                        "*",
+                        markersize=12,
+                        label=f"adaptive {r['n']}→{r['n_max']}, {policy}",
+                    )
         ax.set_xlabel("samples per prompt n")
         ax.set_ylabel("failed prompts (%)")
         ax.set_title(f"K = {k}")
@@ -85,6 +111,11 @@ def main(argv=None):
     ap.add_argument("--ks", default="2,3")
     ap.add_argument("--prompts", type=int, default=128)
     ap.add_argument("--adaptive-start", type=int, default=2, help="adaptive resampling's first n")
+    ap.add_argument(
+        "--rules",
+        default=",".join(TIE_POLICIES),
+        help=f"RC rules to sweep, of {list(TIE_POLICIES)} (strict: margin 0; ties: margin -0.5)",
+    )
     ap.add_argument("--config", help="one config for every K (default: configs/tiny/k<K>.yaml)")
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "sampling_budget_sweep"))
     ap.add_argument("--policy", help="sample from this model for every K (default: the config's policy.path)")
@@ -97,9 +128,14 @@ def main(argv=None):
         ap.error("give --policy or --from-run, not both")
     ns = [int(x) for x in args.ns.split(",")]
     ks = [int(x) for x in args.ks.split(",")]
+    rules = [r for r in args.rules.split(",") if r]
+    if not rules or set(rules) - set(TIE_POLICIES):
+        ap.error(f"--rules: expected a comma-separated subset of {list(TIE_POLICIES)}, got {args.rules!r}")
     if max(ns) <= args.adaptive_start:
-        ap.error(f"the largest --ns ({max(ns)}) must exceed --adaptive-start ({args.adaptive_start}): adaptive "
-                 f"resampling goes from --adaptive-start up to it")
+        ap.error(
+            f"the largest --ns ({max(ns)}) must exceed --adaptive-start ({args.adaptive_start}): adaptive "
+            f"resampling goes from --adaptive-start up to it"
+        )
     os.makedirs(args.out, exist_ok=True)
 
     from rcs_ray.layout import RunLayout
@@ -111,35 +147,58 @@ def main(argv=None):
         config = args.config or K_CONFIGS[k]
         model = args.policy
         if args.from_run:
-            model = RunLayout(args.from_run).stage(k - 2).train.model     # the policy before stage k
+            model = RunLayout(args.from_run).stage(k - 2).train.model  # the policy before stage k
             if not os.path.isdir(model):
                 ap.error(f"--from-run: {model} does not exist (run `rcs-ray run` with {config} first)")
-        for policy, margin in TIE_POLICIES.items():
+        for policy in rules:
+            margin = TIE_POLICIES[policy]
             for n in ns:
                 rows.append(one_run(config, k, margin, n, args.prompts, extra=args.overrides, policy=model))
                 r = rows[-1]
-                print(f"K={k} {policy:6s} fixed n={n:2d}: failed {100 * r['failure_rate']:5.1f}%  "
-                      f"tokens {r['tokens_generated']:7d}  {r['seconds']:.0f}s", flush=True)
-            rows.append(one_run(config, k, margin, args.adaptive_start, args.prompts, adaptive_max=max(ns),
-                                extra=args.overrides, policy=model))
+                print(
+                    f"K={k} {policy:6s} fixed n={n:2d}: failed {100 * r['failure_rate']:5.1f}%  "
+                    f"tokens {r['tokens_generated']:7d}  {r['seconds']:.0f}s",
+                    flush=True,
+                )
+            rows.append(
+                one_run(
+                    config,
+                    k,
+                    margin,
+                    args.adaptive_start,
+                    args.prompts,
+                    adaptive_max=max(ns),
+                    extra=args.overrides,
+                    policy=model,
+                )
+            )
             r = rows[-1]
-            print(f"K={k} {policy:6s} adaptive {args.adaptive_start}->{max(ns)}: failed "
-                  f"{100 * r['failure_rate']:5.1f}%  tokens {r['tokens_generated']:7d}  {r['seconds']:.0f}s",
-                  flush=True)
+            print(
+                f"K={k} {policy:6s} adaptive {args.adaptive_start}->{max(ns)}: failed "
+                f"{100 * r['failure_rate']:5.1f}%  tokens {r['tokens_generated']:7d}  {r['seconds']:.0f}s",
+                flush=True,
+            )
     summary = []
     for k in ks:
-        for policy in TIE_POLICIES:
-            fixed = next(r for r in rows if (r["k"], r["tie_policy"], r["mode"], r["n"]) == (k, policy, "fixed",
-                                                                                               max(ns)))
+        for policy in rules:
+            fixed = next(
+                r for r in rows if (r["k"], r["tie_policy"], r["mode"], r["n"]) == (k, policy, "fixed", max(ns))
+            )
             adaptive = next(r for r in rows if (r["k"], r["tie_policy"], r["mode"]) == (k, policy, "adaptive"))
-            summary.append({"k": k, "tie_policy": policy, "fixed_n": max(ns),
-                            "fixed_failure_rate": fixed["failure_rate"],
-                            "adaptive_failure_rate": adaptive["failure_rate"],
-                            "token_ratio_adaptive_over_fixed": adaptive["tokens_generated"] /
-                            max(fixed["tokens_generated"], 1)})
+            summary.append(
+                {
+                    "k": k,
+                    "tie_policy": policy,
+                    "fixed_n": max(ns),
+                    "fixed_failure_rate": fixed["failure_rate"],
+                    "adaptive_failure_rate": adaptive["failure_rate"],
+                    "token_ratio_adaptive_over_fixed": adaptive["tokens_generated"] / max(fixed["tokens_generated"], 1),
+                }
+            )
     with open(os.path.join(args.out, "sweep.json"), "w") as fh:
-        json.dump({"policy": args.policy, "from_run": args.from_run, "runs": rows, "adaptive_vs_fixed": summary},
-                  fh, indent=2)
+        json.dump(
+            {"policy": args.policy, "from_run": args.from_run, "runs": rows, "adaptive_vs_fixed": summary}, fh, indent=2
+        )
     with open(os.path.join(args.out, "sweep.csv"), "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=[c for c in rows[0] if c != "failed_by_reason"], extrasaction="ignore")
         w.writeheader()
@@ -147,9 +206,11 @@ def main(argv=None):
     plot(rows, os.path.join(args.out, "sweep.png"))
     print("\nadaptive vs fixed n =", max(ns))
     for s in summary:
-        print(f"  K={s['k']} {s['tie_policy']:6s}: failed {100 * s['adaptive_failure_rate']:.1f}% vs "
-              f"{100 * s['fixed_failure_rate']:.1f}%, tokens ratio adaptive/fixed = "
-              f"{s['token_ratio_adaptive_over_fixed']:.2f}")
+        print(
+            f"  K={s['k']} {s['tie_policy']:6s}: failed {100 * s['adaptive_failure_rate']:.1f}% vs "
+            f"{100 * s['fixed_failure_rate']:.1f}%, tokens ratio adaptive/fixed = "
+            f"{s['token_ratio_adaptive_over_fixed']:.2f}"
+        )
     print(f"-> {args.out}/sweep.csv, sweep.json, sweep.png")
     return rows, summary
 

@@ -48,8 +48,8 @@ from typing import Any, Sequence
 from rcs_ray.config import ModelConfig, SamplingConfig
 from rcs_ray.sampling.engines import Completion
 
-WORD = "lorem"              # filler: one word = one simulated token
-NOISE = 0.15                # reward noise around the shared latent (smaller: more conflict, more failed prompts)
+WORD = "lorem"  # filler: one word = one simulated token
+NOISE = 0.15  # reward noise around the shared latent (smaller: more conflict, more failed prompts)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -86,7 +86,7 @@ class _Pacer:
 
     def charge(self, seconds: float) -> None:
         now = time.perf_counter()
-        if now - self.until > self.idle:          # a new run of charges (the actor was idle in between)
+        if now - self.until > self.idle:  # a new run of charges (the actor was idle in between)
             self.until = now
         self.until += seconds
         if self.until - now >= self.min_sleep:
@@ -95,7 +95,7 @@ class _Pacer:
 
 def _unit(digest: bytes, i: int) -> float:
     """The i-th uniform (0, 1) number of a digest (4 bytes each)."""
-    return (int.from_bytes(digest[4 * i:4 * i + 4], "little") + 0.5) / 2 ** 32
+    return (int.from_bytes(digest[4 * i : 4 * i + 4], "little") + 0.5) / 2**32
 
 
 def _normal(digest: bytes, i: int) -> float:
@@ -155,8 +155,17 @@ class SimEngine:
         tokens = sum(c.num_tokens for group in out for c in group)
         busy = tokens / self.tokens_per_s
         time.sleep(max(0.0, busy - (time.time() - t0)))
-        self._log({"event": "generate", "t0": t0, "t1": time.time(), "busy": busy, "tokens": tokens,
-                   "candidates": sum(len(g) for g in out), "prompts": len(prompts)})
+        self._log(
+            {
+                "event": "generate",
+                "t0": t0,
+                "t1": time.time(),
+                "busy": busy,
+                "tokens": tokens,
+                "candidates": sum(len(g) for g in out),
+                "prompts": len(prompts),
+            }
+        )
         return out
 
 

@@ -47,23 +47,42 @@ def build_assets(root: str, args) -> dict:
     tok = build_tokenizer()
     torch.manual_seed(0)
     heads = args.hidden // 64
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=args.hidden, intermediate_size=args.mlp, num_hidden_layers=args.layers,
-        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=args.hidden,
+            intermediate_size=args.mlp,
+            num_hidden_layers=args.layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            max_position_embeddings=256,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            tie_word_embeddings=True,
+        )
+    )
     policy = os.path.join(root, "policy")
     model.save_pretrained(policy)
     tok.save_pretrained(policy)
     params = sum(p.numel() for p in model.parameters())
     rng = np.random.default_rng(0)
-    rows = [{"prompt": p, "chosen": " ".join(rng.choice(W.HELP_WORDS, 6)),
-             "rejected": " ".join(rng.choice(W.HARM_WORDS, 6)), "target": "helpful",
-             "chosen_rewards": [1.0, 2.0], "rejected_rewards": [0.0, 0.0],
-             "ref_chosen_logps": -40.0, "ref_rejected_logps": -41.0} for p in W.all_prompts()[:256]]
+    rows = [
+        {
+            "prompt": p,
+            "chosen": " ".join(rng.choice(W.HELP_WORDS, 6)),
+            "rejected": " ".join(rng.choice(W.HARM_WORDS, 6)),
+            "target": "helpful",
+            "chosen_rewards": [1.0, 2.0],
+            "rejected_rewards": [0.0, 0.0],
+            "ref_chosen_logps": -40.0,
+            "ref_rejected_logps": -41.0,
+        }
+        for p in W.all_prompts()[:256]
+    ]
     pairs = os.path.join(root, "pairs.parquet")
     pq.write_table(pa.Table.from_pylist(rows), pairs)
-    return {"policy": policy, "pairs": pairs, "params": params, "params_mb": params * 4 / 2 ** 20}
+    return {"policy": policy, "pairs": pairs, "params": params, "params_mb": params * 4 / 2**20}
 
 
 def one_run(assets: dict, root: str, workers: int, zero: int, lora: bool, steps: int) -> dict:
@@ -71,10 +90,18 @@ def one_run(assets: dict, root: str, workers: int, zero: int, lora: bool, steps:
     from rcs_ray.train import run
 
     name = f"w{workers}-z{zero}-{'lora' if lora else 'full'}"
-    overrides = [f"policy.path={assets['policy']}", f"output_dir={os.path.join(root, name)}", "train.loss=dpo",
-                 f"train.num_workers={workers}", f"train.zero_stage={zero}", f"train.max_steps={steps}",
-                 "train.batch_size=2", "train.max_length=48", "train.learning_rate=1e-5",
-                 f"ray.num_cpus={max(2, workers)}"]
+    overrides = [
+        f"policy.path={assets['policy']}",
+        f"output_dir={os.path.join(root, name)}",
+        "train.loss=dpo",
+        f"train.num_workers={workers}",
+        f"train.zero_stage={zero}",
+        f"train.max_steps={steps}",
+        "train.batch_size=2",
+        "train.max_length=48",
+        "train.learning_rate=1e-5",
+        f"ray.num_cpus={max(2, workers)}",
+    ]
     if lora:
         overrides += ["train.lora.r=16", "train.lora.alpha=32"]
     cfg = load_config(None, overrides)
@@ -82,12 +109,18 @@ def one_run(assets: dict, root: str, workers: int, zero: int, lora: bool, steps:
     result = run(cfg, pairs=assets["pairs"], out_dir=os.path.join(root, name, "train"), progress=False)
     last = result.history[-1]
     step_s = [m["seconds"] for m in result.history[1:]] or [result.history[0]["seconds"]]
-    return {"name": name, "workers": workers, "zero_stage": zero, "mode": "lora" if lora else "full",
-            "params_at_load_mb": round(last["memory/params_at_load_mb"], 1),
-            "model_state_mb": round(last["memory/model_state_mb"], 1),
-            "rss_peak_mb": round(last["memory/rss_peak_mb"], 1),
-            "trainable_params": int(last["memory/trainable_params"]),
-            "step_s": round(statistics.median(step_s), 3), "seconds_total": round(time.time() - t0, 1)}
+    return {
+        "name": name,
+        "workers": workers,
+        "zero_stage": zero,
+        "mode": "lora" if lora else "full",
+        "params_at_load_mb": round(last["memory/params_at_load_mb"], 1),
+        "model_state_mb": round(last["memory/model_state_mb"], 1),
+        "rss_peak_mb": round(last["memory/rss_peak_mb"], 1),
+        "trainable_params": int(last["memory/trainable_params"]),
+        "step_s": round(statistics.median(step_s), 3),
+        "seconds_total": round(time.time() - t0, 1),
+    }
 
 
 def add_ratios(rows: list) -> None:
@@ -105,17 +138,22 @@ def add_ratios(rows: list) -> None:
 
 
 def markdown(rows: list, meta: dict) -> str:
-    lines = [f"Model: {meta['params'] / 1e6:.0f}M parameters ({meta['params_mb']:.0f} MB fp32), "
-             f"{meta['steps']} DPO steps, batch 2 x 48 tokens per worker, CPU ({meta['cpus']} cores). "
-             "Per worker, the largest over the workers.", "",
-             "| workers | ZeRO | mode | params at load (MB) | model state (MB) | state / 1 worker | LoRA / full state "
-             "| peak RSS (MB) | step (s) |",
-             "|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Model: {meta['params'] / 1e6:.0f}M parameters ({meta['params_mb']:.0f} MB fp32), "
+        f"{meta['steps']} DPO steps, batch 2 x 48 tokens per worker, CPU ({meta['cpus']} cores). "
+        "Per worker, the largest over the workers.",
+        "",
+        "| workers | ZeRO | mode | params at load (MB) | model state (MB) | state / 1 worker | LoRA / full state "
+        "| peak RSS (MB) | step (s) |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         ratio = f"{r['state_vs_1_worker']:.2f}" if "state_vs_1_worker" in r else "-"
         lora = f"{r['state_vs_full']:.2f}" if "state_vs_full" in r else "-"
-        lines.append(f"| {r['workers']} | {r['zero_stage']} | {r['mode']} | {r['params_at_load_mb']:.0f} | "
-                     f"{r['model_state_mb']:.0f} | {ratio} | {lora} | {r['rss_peak_mb']:.0f} | {r['step_s']:.2f} |")
+        lines.append(
+            f"| {r['workers']} | {r['zero_stage']} | {r['mode']} | {r['params_at_load_mb']:.0f} | "
+            f"{r['model_state_mb']:.0f} | {ratio} | {lora} | {r['rss_peak_mb']:.0f} | {r['step_s']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -139,7 +177,7 @@ def main() -> None:
         assets = build_assets(root, args)
         print(f"model: {assets['params'] / 1e6:.1f}M parameters, {assets['params_mb']:.0f} MB fp32", flush=True)
         for workers in map(int, args.workers.split(",")):
-            ray.shutdown()                      # ray.num_cpus follows the number of workers
+            ray.shutdown()  # ray.num_cpus follows the number of workers
             for zero in map(int, args.zero.split(",")):
                 for mode in args.modes.split(","):
                     r = one_run(assets, root, workers, zero, mode == "lora", args.steps)
@@ -147,9 +185,16 @@ def main() -> None:
                     print(json.dumps(r), flush=True)
         ray.shutdown()
     add_ratios(rows)
-    meta = {"params": assets["params"], "params_mb": assets["params_mb"], "steps": args.steps,
-            "cpus": os.cpu_count(), "python": platform.python_version(), "hidden": args.hidden,
-            "layers": args.layers, "mlp": args.mlp}
+    meta = {
+        "params": assets["params"],
+        "params_mb": assets["params_mb"],
+        "steps": args.steps,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "hidden": args.hidden,
+        "layers": args.layers,
+        "mlp": args.mlp,
+    }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "train_memory.json"), "w") as fh:
         json.dump({"meta": meta, "rows": rows}, fh, indent=1)

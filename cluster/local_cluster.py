@@ -35,9 +35,16 @@ STATE = os.path.join(REPO, ".cache", "local-cluster.json")
 HEAD_RESOURCES = {"scorer": 4}
 WORKER_RESOURCES = {"generator": 4}
 # Worker env of the local nodes: offline, the CPU DeepSpeed accelerator, no auth (a throwaway cluster on localhost).
-NODE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu", "RAY_AUTH_MODE": "disabled",
-            "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+NODE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DS_ACCELERATOR": "cpu",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+}
 
 
 def free_ports(n: int) -> List[int]:
@@ -58,6 +65,7 @@ def free_ports(n: int) -> List[int]:
 @dataclass
 class LocalCluster:
     """A head and one worker node started by ``ray start --block`` (see the module docstring)."""
+
     head_cpus: int = 2
     worker_cpus: int = 4
     worker_gpus: int = 2
@@ -79,15 +87,20 @@ class LocalCluster:
     def env(self) -> dict:
         env = dict(os.environ)
         env.update(NODE_ENV)
-        bindir = os.path.dirname(sys.executable)      # `python` in a job entrypoint is this interpreter
+        bindir = os.path.dirname(sys.executable)  # `python` in a job entrypoint is this interpreter
         env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
         env.pop("RAY_ADDRESS", None)
         return env
 
     def _start(self, name: str, args: List[str]) -> None:
         log = open(os.path.join(self.log_dir, f"{name}.log"), "w")
-        proc = subprocess.Popen([_ray_cli(), "start", "--block", *args],
-                                stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+        proc = subprocess.Popen(
+            [_ray_cli(), "start", "--block", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+        )
         self.pids[name] = proc.pid
 
     def up(self, timeout: float = 120.0) -> "LocalCluster":
@@ -99,21 +112,46 @@ class LocalCluster:
         common = ["--disable-usage-stats", f"--object-store-memory={self.object_store_mb << 20}"]
 
         def node_ports(p):
-            return [f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}",
-                    f"--dashboard-agent-listen-port={p[2]}", f"--dashboard-agent-grpc-port={p[3]}",
-                    f"--metrics-export-port={p[4]}"]
+            return [
+                f"--node-manager-port={p[0]}",
+                f"--object-manager-port={p[1]}",
+                f"--dashboard-agent-listen-port={p[2]}",
+                f"--dashboard-agent-grpc-port={p[3]}",
+                f"--metrics-export-port={p[4]}",
+            ]
 
-        self._start("head", ["--head", f"--port={self.gcs_port}", "--node-ip-address=127.0.0.1",
-                             "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={client}",
-                             f"--temp-dir={os.path.join(self.temp_root, 'head')}", f"--num-cpus={self.head_cpus}",
-                             "--num-gpus=0", f"--resources={json.dumps(HEAD_RESOURCES)}", *node_ports(rest[:5]),
-                             *common])
+        self._start(
+            "head",
+            [
+                "--head",
+                f"--port={self.gcs_port}",
+                "--node-ip-address=127.0.0.1",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--ray-client-server-port={client}",
+                f"--temp-dir={os.path.join(self.temp_root, 'head')}",
+                f"--num-cpus={self.head_cpus}",
+                "--num-gpus=0",
+                f"--resources={json.dumps(HEAD_RESOURCES)}",
+                *node_ports(rest[:5]),
+                *common,
+            ],
+        )
         self._wait(lambda: self._nodes() >= 1, timeout, "the head node")
-        self._start("worker", [f"--address={self.address}", "--node-ip-address=127.0.0.1",
-                               f"--temp-dir={os.path.join(self.temp_root, 'worker')}",
-                               f"--num-cpus={self.worker_cpus}", f"--num-gpus={self.worker_gpus}",
-                               f"--resources={json.dumps(WORKER_RESOURCES)}", *node_ports(rest[5:10]), *common])
+        self._start(
+            "worker",
+            [
+                f"--address={self.address}",
+                "--node-ip-address=127.0.0.1",
+                f"--temp-dir={os.path.join(self.temp_root, 'worker')}",
+                f"--num-cpus={self.worker_cpus}",
+                f"--num-gpus={self.worker_gpus}",
+                f"--resources={json.dumps(WORKER_RESOURCES)}",
+                *node_ports(rest[5:10]),
+                *common,
+            ],
+        )
         self._wait(lambda: self._nodes() >= 2, timeout, "the worker node")
         self._wait(self._jobs_api_up, timeout, "the job API")
         return self
@@ -147,15 +185,32 @@ class LocalCluster:
             time.sleep(1.0)
         raise TimeoutError(f"local cluster: {what} not up after {timeout:.0f} s; logs in {self.log_dir}")
 
-    def submit(self, entrypoint: List[str], working_dir: str = REPO, env_vars: Optional[dict] = None,
-               timeout: Optional[float] = 900.0, capture: bool = True) -> subprocess.CompletedProcess:
+    def submit(
+        self,
+        entrypoint: List[str],
+        working_dir: str = REPO,
+        env_vars: Optional[dict] = None,
+        timeout: Optional[float] = 900.0,
+        capture: bool = True,
+    ) -> subprocess.CompletedProcess:
         """``ray job submit --address <dashboard> --working-dir <working_dir> -- <entrypoint>``, waiting for the end.
 
         Returns the finished ``ray job submit`` process (its stdout holds the job's log; returncode 0 = SUCCEEDED).
         """
         runtime_env = {"env_vars": dict(env_vars or {})}
-        cmd = [_ray_cli(), "job", "submit", "--address", self.dashboard,
-               "--working-dir", working_dir, "--runtime-env-json", json.dumps(runtime_env), "--", *entrypoint]
+        cmd = [
+            _ray_cli(),
+            "job",
+            "submit",
+            "--address",
+            self.dashboard,
+            "--working-dir",
+            working_dir,
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--",
+            *entrypoint,
+        ]
         return subprocess.run(cmd, env=self.env(), capture_output=capture, text=True, timeout=timeout)
 
     def down(self, timeout: float = 30.0) -> List[int]:
@@ -171,7 +226,7 @@ class LocalCluster:
         killed = []
         for pid in self.pids.values():
             if _alive(pid):
-                _signal(-pid, signal.SIGKILL)           # its process group (start_new_session)
+                _signal(-pid, signal.SIGKILL)  # its process group (start_new_session)
                 killed.append(pid)
         procs = self._processes()
         for proc in procs:
@@ -227,7 +282,7 @@ def _ray_cli() -> str:
 
 def _alive(pid: int) -> bool:
     try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)     # reap our own zombie children
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap our own zombie children
         if waited == pid:
             return False
     except ChildProcessError:
@@ -271,8 +326,10 @@ def main(argv=None) -> int:
         c = LocalCluster(worker_gpus=a.worker_gpus, worker_cpus=a.worker_cpus).up()
         with open(STATE, "w") as fh:
             json.dump(asdict(c), fh)
-        print(f"local cluster up: GCS {c.address}, dashboard {c.dashboard}\n"
-              f"  export RAY_ADDRESS={c.dashboard}   # then: ray job submit --working-dir . -- python jobs/run.py ...")
+        print(
+            f"local cluster up: GCS {c.address}, dashboard {c.dashboard}\n"
+            f"  export RAY_ADDRESS={c.dashboard}   # then: ray job submit --working-dir . -- python jobs/run.py ..."
+        )
         return 0
     if state is None:
         print("no local cluster: run `python cluster/local_cluster.py up` first", file=sys.stderr)

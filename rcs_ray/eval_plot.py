@@ -25,8 +25,12 @@ def _points(metrics: dict, x: str, y: str) -> dict:
 def _tradeoff(ax, metrics: dict, x: str, y: str, arrows: Sequence[tuple[str, str]], colors: dict) -> None:
     points = _points(metrics, x, y)
     for start, end in arrows:
-        ax.annotate("", xy=points[end], xytext=points[start],
-                    arrowprops={"arrowstyle": "->", "color": colors[end], "lw": 1.4, "alpha": 0.8})
+        ax.annotate(
+            "",
+            xy=points[end],
+            xytext=points[start],
+            arrowprops={"arrowstyle": "->", "color": colors[end], "lw": 1.4, "alpha": 0.8},
+        )
     for p, (px, py) in points.items():
         ax.scatter([px], [py], s=46, color=colors[p], zorder=3)
         ax.annotate(p, (px, py), textcoords="offset points", xytext=(5, 4), fontsize=8)
@@ -45,8 +49,9 @@ def _bars(ax, metrics: dict, name: str, colors: dict) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
-def plot_eval(metrics: dict, objectives: Sequence[str], path: str, arrows: Sequence[tuple[str, str]] = (),
-              judge: str = None) -> None:
+def plot_eval(
+    metrics: dict, objectives: Sequence[str], path: str, arrows: Sequence[tuple[str, str]] = (), judge: str = None
+) -> None:
     """Draw the trade-off panels (and bars for a lone objective or the judge) into the PNG at ``path``.
 
     Args:
@@ -69,11 +74,10 @@ def plot_eval(metrics: dict, objectives: Sequence[str], path: str, arrows: Seque
     bars = ([] if panels else list(objectives)) + ([judge] if judge else [])
     palette = plt.get_cmap("tab10").colors
     colors = {p: palette[i % len(palette)] for i, p in enumerate(metrics)}
-    fig, axes = plt.subplots(1, len(panels) + len(bars), figsize=(4.2 * (len(panels) + len(bars)), 3.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(panels) + len(bars), figsize=(4.2 * (len(panels) + len(bars)), 3.8), squeeze=False)
     for ax, (x, y) in zip(axes[0], panels):
         _tradeoff(ax, metrics, x, y, arrows, colors)
-    for ax, name in zip(axes[0][len(panels):], bars):
+    for ax, name in zip(axes[0][len(panels) :], bars):
         _bars(ax, metrics, name, colors)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -34,7 +34,7 @@ import time
 from typing import Callable, Iterator, List, Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-DEADLINE_S = 10.0          # from the first signal to a forced exit (a graceful stop takes 1-5 s on 2 cores)
+DEADLINE_S = 10.0  # from the first signal to a forced exit (a graceful stop takes 1-5 s on 2 cores)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -51,16 +51,16 @@ class Interrupted(KeyboardInterrupt):
 
 class _State:
     def __init__(self):
-        self.signum: Optional[int] = None          # the first signal received
-        self.where: str = ""                       # the phase it landed in
+        self.signum: Optional[int] = None  # the first signal received
+        self.where: str = ""  # the phase it landed in
         self.at = 0.0
         self.phases: List[str] = []
-        self.stop: Optional[Callable[[int], bool]] = None    # inside deferred(): called instead of raising
+        self.stop: Optional[Callable[[int], bool]] = None  # inside deferred(): called instead of raising
         self.cleanups: List[Callable[[], None]] = []
         self.previous: dict = {}
         self.redeliver = False
         self.swallowed = threading.Event()
-        self.epoch = 0                             # counts handling() entries and exits (the watchdog's scope)
+        self.epoch = 0  # counts handling() entries and exits (the watchdog's scope)
 
 
 _STATE = _State()
@@ -102,7 +102,7 @@ def check() -> None:
 
 def _on_signal(signum, frame) -> None:
     s = _STATE
-    if s.redeliver:                                    # the first one again, after a library swallowed it
+    if s.redeliver:  # the first one again, after a library swallowed it
         s.redeliver = False
         raise pending()
     if s.signum is not None:
@@ -118,10 +118,11 @@ def _on_signal(signum, frame) -> None:
 def _unraisable(hook):
     def on_unraisable(unraisable) -> None:
         if isinstance(unraisable.exc_value, Interrupted) and _STATE.signum is not None:
-            _STATE.redeliver = True                      # raised inside a finalizer, which swallows it: the
-            _STATE.swallowed.set()                       # watchdog delivers it again once the hook has returned
+            _STATE.redeliver = True  # raised inside a finalizer, which swallows it: the
+            _STATE.swallowed.set()  # watchdog delivers it again once the hook has returned
             return
         hook(unraisable)
+
     return on_unraisable
 
 
@@ -143,8 +144,10 @@ def _watchdog(epoch: int) -> None:
 def _exit_now(why: str) -> None:
     s = _STATE
     code = 128 + (s.signum or signal.SIGINT)
-    _say(f"interrupted during {s.where or where() or 'start-up'} ({why}): stopping at once; finished steps are kept; "
-         f"run the same command again to resume")
+    _say(
+        f"interrupted during {s.where or where() or 'start-up'} ({why}): stopping at once; finished steps are kept; "
+        f"run the same command again to resume"
+    )
     for cleanup in reversed(s.cleanups):
         try:
             cleanup()
@@ -181,7 +184,7 @@ def handling() -> Iterator[None]:
     if s.previous or threading.current_thread() is not threading.main_thread():
         yield
         return
-    s.signum, s.where, s.redeliver, s.swallowed = None, "", False, threading.Event()   # phases already open stay
+    s.signum, s.where, s.redeliver, s.swallowed = None, "", False, threading.Event()  # phases already open stay
     s.epoch += 1
     s.previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
     hook = sys.unraisablehook
@@ -193,7 +196,7 @@ def handling() -> Iterator[None]:
         for sig, handler in s.previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         sys.unraisablehook = hook
-        s.previous, s.signum, s.where = {}, None, ""            # outside handling() no signal is pending
+        s.previous, s.signum, s.where = {}, None, ""  # outside handling() no signal is pending
         s.epoch += 1
 
 

@@ -28,7 +28,7 @@ STATS_FILE = "stats.json"
 CANDIDATES_FILE = "candidates.parquet"
 MANIFEST_FILE = "manifest.json"
 MODEL_DIR = "model"
-ADAPTER_DIR = "adapter"                  # LoRA runs: the trained adapter (model/ is it merged into the base)
+ADAPTER_DIR = "adapter"  # LoRA runs: the trained adapter (model/ is it merged into the base)
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
 FEATURES_FILE = "features.parquet"
@@ -40,6 +40,7 @@ CHECKPOINTS_DIR = "checkpoints"
 @dataclass(frozen=True)
 class SamplingFiles:
     """The outputs of one sampling step in ``dir``."""
+
     dir: str
 
     @property
@@ -64,6 +65,7 @@ class SamplingFiles:
 @dataclass(frozen=True)
 class TrainFiles:
     """The outputs of one training step in ``dir``."""
+
     dir: str
 
     @property
@@ -86,13 +88,14 @@ class TrainFiles:
     def checkpoints(self) -> str:
         return join(self.dir, CHECKPOINTS_DIR)
 
-    OUTPUTS = (MODEL_DIR, ADAPTER_DIR, METRICS_FILE, SUMMARY_FILE)   # published when training ends
-    INPUTS = (FEATURES_FILE, FEATURES_KEY, RUN_FILE)        # published before training (a rerun elsewhere reuses them)
+    OUTPUTS = (MODEL_DIR, ADAPTER_DIR, METRICS_FILE, SUMMARY_FILE)  # published when training ends
+    INPUTS = (FEATURES_FILE, FEATURES_KEY, RUN_FILE)  # published before training (a rerun elsewhere reuses them)
 
 
 @dataclass(frozen=True)
 class StageDir:
     """Stage ``index`` (0-based) of a run."""
+
     dir: str
     index: int
 
@@ -116,6 +119,7 @@ class StageDir:
 @dataclass(frozen=True)
 class RunLayout:
     """Every path under a run's ``output_dir``."""
+
     output_dir: str
 
     def stage(self, index: int) -> StageDir:

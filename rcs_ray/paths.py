@@ -1,5 +1,5 @@
-"""User paths: ``tinyworld:`` assets (built on first use), data paths and model directories that must exist, Hugging Face
-Hub repositories (resolved through the HF cache: :mod:`rcs_ray.storage.hub`).
+"""User paths: ``tinyworld:`` assets (built on first use), data paths and model directories that must exist, Hugging
+Face Hub repositories (resolved through the HF cache: :mod:`rcs_ray.storage.hub`).
 
 One rule says which is meant (see :mod:`rcs_ray.storage.hub`): ``hf://org/name[@revision]`` is the Hub; ``./``,
 ``../``, ``/`` and ``~`` paths are local; a bare ``org/name[@revision]`` is local when it exists, else the Hub, and
@@ -17,9 +17,9 @@ import os
 from typing import Optional
 
 from rcs_ray import storage
-from rcs_ray.storage import hub
 from rcs_ray.config import DataConfig, TinyWorldConfig
 from rcs_ray.errors import RcsInputError
+from rcs_ray.storage import hub
 
 
 def resolve_path(path: str, tinyworld: Optional[TinyWorldConfig] = None) -> str:
@@ -31,8 +31,9 @@ def resolve_path(path: str, tinyworld: Optional[TinyWorldConfig] = None) -> str:
     return path
 
 
-def resolve_data(data: DataConfig, tinyworld: Optional[TinyWorldConfig] = None,
-                 key: Optional[str] = None) -> DataConfig:
+def resolve_data(
+    data: DataConfig, tinyworld: Optional[TinyWorldConfig] = None, key: Optional[str] = None
+) -> DataConfig:
     """``data`` with its path resolved (unchanged when it has none): a Hub dataset becomes its snapshot directory in
     the HF cache (read with ``datasets.load_dataset``: :mod:`rcs_ray.data.hub_tables`); ``~`` is expanded.
 

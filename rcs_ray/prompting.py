@@ -32,8 +32,17 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 Message = Dict[str, str]
 Prompt = Union[str, List[Message]]
 
-__all__ = ["PromptRule", "as_chat", "conversation_ids", "has_template", "messages", "prompt_ids", "prompt_text",
-           "rule_of", "split_ids"]
+__all__ = [
+    "PromptRule",
+    "as_chat",
+    "conversation_ids",
+    "has_template",
+    "messages",
+    "prompt_ids",
+    "prompt_text",
+    "rule_of",
+    "split_ids",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class PromptRule:
         system: the system message put first in every chat without one; ``None``: none.
         kwargs: extra ``apply_chat_template`` keyword arguments: the template's own variables.
     """
+
     chat_template: bool = True
     system: Optional[str] = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -53,8 +63,11 @@ class PromptRule:
     def of(cls, policy) -> "PromptRule":
         """The rule of a :class:`~rcs_ray.config.ModelConfig` (``chat_template``, ``system_prompt``,
         ``chat_template_kwargs``)."""
-        return cls(chat_template=bool(policy.chat_template), system=getattr(policy, "system_prompt", None),
-                   kwargs=dict(getattr(policy, "chat_template_kwargs", None) or {}))
+        return cls(
+            chat_template=bool(policy.chat_template),
+            system=getattr(policy, "system_prompt", None),
+            kwargs=dict(getattr(policy, "chat_template_kwargs", None) or {}),
+        )
 
 
 Rule = Union[bool, PromptRule]
@@ -103,8 +116,10 @@ def as_chat(prompt: Any, tokenizer, use_chat_template: Rule) -> Prompt:
     if isinstance(prompt, str):
         if not (rule.chat_template and has_template(tokenizer)):
             if rule.system is not None:
-                raise ValueError("policy.system_prompt: a system prompt is a chat message, but this prompt is read "
-                                 "as plain text (policy.chat_template is off, or the tokenizer has no chat template)")
+                raise ValueError(
+                    "policy.system_prompt: a system prompt is a chat message, but this prompt is read "
+                    "as plain text (policy.chat_template is off, or the tokenizer has no chat template)"
+                )
             return prompt
         chat = [{"role": "user", "content": prompt}]
     else:
@@ -181,8 +196,9 @@ def encode_batch(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> L
     return out
 
 
-def split_ids(tokenizer, prompt: Any, response: Any, use_chat_template: Rule,
-              finished: bool = True) -> Tuple[List[int], List[int]]:
+def split_ids(
+    tokenizer, prompt: Any, response: Any, use_chat_template: Rule, finished: bool = True
+) -> Tuple[List[int], List[int]]:
     """Token ids of the prompt and of the response, tokenized separately (before any truncation).
 
     Plain prompt: the prompt with the tokenizer's special tokens, the response string without them, ending with EOS
@@ -190,9 +206,9 @@ def split_ids(tokenizer, prompt: Any, response: Any, use_chat_template: Rule,
     (the assistant message content, or a list of messages) is the template's rendering of that turn, end-of-turn
     tokens included: the part of the whole conversation after the prompt. A response that did not finish (cut at
     the sampling token limit, ``finished=False``) ends where its text ends: no EOS, and the template's turn is left
-    open (``continue_final_message``), so it is never read as a finished answer. A template whose generation prompt differs
-    from how it renders the same turn inside a conversation (e.g. one that adds a think tag) is handled as TRL does:
-    the prompt becomes the common prefix of the two renderings.
+    open (``continue_final_message``), so it is never read as a finished answer. A template whose generation prompt
+    differs from how it renders the same turn inside a conversation (e.g. one that adds a think tag) is handled as TRL
+    does: the prompt becomes the common prefix of the two renderings.
 
     Raises:
         ValueError: a plain prompt with a non-string response, no EOS (plain) or no chat template (chat), malformed
@@ -212,13 +228,14 @@ def split_ids(tokenizer, prompt: Any, response: Any, use_chat_template: Rule,
         return _encode(tokenizer, chat, add_special_tokens=True), response_ids
     if not has_template(tokenizer):
         raise ValueError("tokenizer: has no chat_template, needed for a chat-message prompt")
-    reply = [{"role": "assistant", "content": response}] if isinstance(response, str) else messages("response",
-                                                                                                      response)
+    reply = (
+        [{"role": "assistant", "content": response}] if isinstance(response, str) else messages("response", response)
+    )
     first = _render(tokenizer, chat, rule, add_generation_prompt=True)
     full = _render(tokenizer, chat + reply, rule, **({} if finished else {"continue_final_message": True}))
     prefix = "".join(a for a, _ in takewhile(lambda ab: ab[0] == ab[1], zip(first, full)))
     # Chat templates write their own BOS / special tokens into the text: no tokenizer-added ones here.
-    return _encode(tokenizer, prefix, False), _encode(tokenizer, full[len(prefix):], False)
+    return _encode(tokenizer, prefix, False), _encode(tokenizer, full[len(prefix) :], False)
 
 
 def conversation_ids(tokenizer, prompt: Any, response: str, use_chat_template: Rule = True) -> List[int]:
@@ -235,4 +252,3 @@ def conversation_ids(tokenizer, prompt: Any, response: str, use_chat_template: R
         return _encode(tokenizer, text, add_special_tokens=False)
     head = chat if isinstance(chat, str) else "\n".join(m["content"] for m in chat)
     return _encode(tokenizer, head + response, add_special_tokens=True)
-

@@ -18,15 +18,31 @@ WORKER_ENV_DEFAULTS = {
     # per step that dominates small steps.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
 }
-_STARTED = False          # this process started a local Ray (not joined a cluster): it shuts it down when it ends
-# vLLM's CPU build: a small KV cache, no thread binding and an in-process engine core (see docs/usage.md, "vLLM on CPU").
+_STARTED = False  # this process started a local Ray (not joined a cluster): it shuts it down when it ends
+# vLLM's CPU build: a small KV cache, no thread binding and an in-process engine core (see docs/usage.md,
+# "vLLM on CPU").
 # On GPUs vLLM's defaults stand: the engine core runs in its own process and overlaps scheduling with the GPU.
-WORKER_ENV_CPU = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-                  "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-PASSTHROUGH = ("PYTHONPATH", "RAY_AUTH_MODE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "DS_ACCELERATOR",
-               "VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HOME",
-               "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN",
-               "RCS_RAY_CACHE")
+WORKER_ENV_CPU = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+}
+PASSTHROUGH = (
+    "PYTHONPATH",
+    "RAY_AUTH_MODE",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+    "DS_ACCELERATOR",
+    "VLLM_CPU_KVCACHE_SPACE",
+    "VLLM_CPU_OMP_THREADS_BIND",
+    "VLLM_ENABLE_V1_MULTIPROCESSING",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_TOKEN",
+    "RCS_RAY_CACHE",
+)
 
 
 def worker_env(use_gpu: bool = False) -> dict:
@@ -50,7 +66,7 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
         return
     env = worker_env(use_gpu)
     job_env = _job_env_vars()
-    if job_env:           # a `ray job submit` driver: the job's runtime_env wins; Ray refuses to merge a key twice
+    if job_env:  # a `ray job submit` driver: the job's runtime_env wins; Ray refuses to merge a key twice
         env = {k: v for k, v in env.items() if k not in job_env}
     kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True)
     global _STARTED
@@ -65,7 +81,7 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
             kwargs["object_store_memory"] = cfg.object_store_memory_mb << 20
         ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", **kwargs)
         interrupts.at_exit_now(kill_started_ray)
-    interrupts.reinstall()            # ray.init installs its own SIGTERM handler (sys.exit(15) wherever it lands)
+    interrupts.reinstall()  # ray.init installs its own SIGTERM handler (sys.exit(15) wherever it lands)
     log.info("ray: %s", ray.cluster_resources())
 
 

@@ -81,8 +81,9 @@ def _enforced(enforce: Optional[Iterable[int]], num_objectives: int) -> list[int
     return sorted({_objective_index(j, num_objectives, "enforce index") for j in enforce})
 
 
-def is_consistent(r_chosen: Sequence[float], r_rejected: Sequence[float],
-                  enforce: Optional[Iterable[int]] = None, margin: float = 0.0) -> bool:
+def is_consistent(
+    r_chosen: Sequence[float], r_rejected: Sequence[float], enforce: Optional[Iterable[int]] = None, margin: float = 0.0
+) -> bool:
     """True when the chosen response beats the rejected one on every enforced objective.
 
     Args:
@@ -120,8 +121,9 @@ def _as_allowed(allowed, m: int) -> Optional[np.ndarray]:
     return arr
 
 
-def rc_mask(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0,
-            allowed=None) -> np.ndarray:
+def rc_mask(
+    rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0, allowed=None
+) -> np.ndarray:
     """(m, m) boolean mask: ``mask[w, l]`` is True when (w, l) is an admissible pair.
 
     Admissible: ``rewards[w, j] - rewards[l, j] > margin`` for every j in ``enforce`` other than ``target``
@@ -137,8 +139,9 @@ def rc_mask(rewards, target: int, enforce: Optional[Iterable[int]] = None, margi
     return mask if allowed is None else mask & allowed[:, 0, None] & allowed[None, :, 1]
 
 
-def select_pair(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0,
-                allowed=None) -> Pair:
+def select_pair(
+    rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0, allowed=None
+) -> Pair:
     """The RCS choice for one prompt: the admissible pair with the largest gap on ``target``.
 
     Args:
@@ -163,8 +166,13 @@ def select_pair(rewards, target: int, enforce: Optional[Iterable[int]] = None, m
     return divmod(int(np.argmax(gap)), arr.shape[0])
 
 
-def select_pairs(groups: Sequence, target: int, enforce: Optional[Iterable[int]] = None,
-                 margin: float = 0.0, allowed: Optional[Sequence] = None) -> np.ndarray:
+def select_pairs(
+    groups: Sequence,
+    target: int,
+    enforce: Optional[Iterable[int]] = None,
+    margin: float = 0.0,
+    allowed: Optional[Sequence] = None,
+) -> np.ndarray:
     """Vectorized :func:`select_pair` over G prompt groups.
 
     Args:
@@ -183,16 +191,25 @@ def select_pairs(groups: Sequence, target: int, enforce: Optional[Iterable[int]]
             raise ValueError(f"group {i} has {a.shape[1]} objectives, group 0 has {arrays[0].shape[1]}")
     offsets = np.concatenate([[0], np.cumsum([a.shape[0] for a in arrays], dtype=np.int64)]).astype(np.int64)
     values = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, 1))
-    if not np.all(np.isfinite(values)):                  # name the first bad group as select_pair would
+    if not np.all(np.isfinite(values)):  # name the first bad group as select_pair would
         bad = int(np.searchsorted(offsets, np.argwhere(~np.isfinite(values))[0, 0], side="right") - 1)
         _as_rewards(arrays[bad], f"group {bad}")
-    flat = None if allowed is None else np.concatenate(
-        [_as_allowed(a, g.shape[0]) for a, g in zip(allowed, arrays)] or [np.zeros((0, 2), bool)])
+    flat = (
+        None
+        if allowed is None
+        else np.concatenate([_as_allowed(a, g.shape[0]) for a, g in zip(allowed, arrays)] or [np.zeros((0, 2), bool)])
+    )
     return select_pairs_flat(values, offsets, target, enforce, margin, flat)
 
 
-def select_pairs_flat(values: np.ndarray, offsets: np.ndarray, target: int, enforce: Optional[Iterable[int]] = None,
-                      margin: float = 0.0, allowed: Optional[np.ndarray] = None) -> np.ndarray:
+def select_pairs_flat(
+    values: np.ndarray,
+    offsets: np.ndarray,
+    target: int,
+    enforce: Optional[Iterable[int]] = None,
+    margin: float = 0.0,
+    allowed: Optional[np.ndarray] = None,
+) -> np.ndarray:
     """:func:`select_pairs` on the flat (columnar) layout: no per-group Python at all.
 
     Args:
@@ -219,7 +236,7 @@ def select_pairs_flat(values: np.ndarray, offsets: np.ndarray, target: int, enfo
     for start in range(0, num_groups, step):
         stop = min(num_groups, start + step)
         lo, hi, lens = offsets[start], offsets[stop], lengths[start:stop]
-        if np.all(lens == max_m):                                   # the common case: a plain reshape
+        if np.all(lens == max_m):  # the common case: a plain reshape
             padded = sub[lo:hi].reshape(stop - start, max_m, len(idx))
             may = allowed[lo:hi].reshape(stop - start, max_m, 2)
         else:
@@ -228,7 +245,7 @@ def select_pairs_flat(values: np.ndarray, offsets: np.ndarray, target: int, enfo
             group = np.repeat(np.arange(stop - start), lens)
             at = np.arange(hi - lo) - (offsets[start:stop] - lo)[group]
             padded[group, at], may[group, at] = sub[lo:hi], allowed[lo:hi]
-        with np.errstate(invalid="ignore"):       # (g, M, M): every enforced lead; NaN pads compare False
+        with np.errstate(invalid="ignore"):  # (g, M, M): every enforced lead; NaN pads compare False
             mask = may[:, :, None, 0] & may[:, None, :, 1]
             for j in range(len(idx)):
                 mask &= (padded[:, :, j, None] - padded[:, None, :, j]) > need[j]
@@ -241,8 +258,9 @@ def select_pairs_flat(values: np.ndarray, offsets: np.ndarray, target: int, enfo
     return out
 
 
-def failure_reason(rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0,
-                   allowed=None) -> str:
+def failure_reason(
+    rewards, target: int, enforce: Optional[Iterable[int]] = None, margin: float = 0.0, allowed=None
+) -> str:
     """Why a group yields no RCS pair: ``too_few_candidates``, ``tied_on_target``, ``no_rc_pair``, or
     ``truncated_only`` (with ``allowed``: an admissible pair exists, but only with a side ``allowed`` forbids, e.g.
     a chosen response cut at the token limit).

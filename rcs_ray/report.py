@@ -35,10 +35,17 @@ def rc_markdown(a: RCAnalysis, title: str = "RC analysis", source: Optional[str]
         f"- RC rate with ties allowed on the non-target objectives: {_pct(a.rc_rate_ties)}",
     ]
     for name, rates in a.not_rc_on.items():
-        lines.append(f"- pairs **not RC on {name}**: {_pct(rates['strict'])} "
-                     f"(chosen strictly worse on {name}: {_pct(rates['ties_allowed'])})")
-    lines += ["", "## Chosen vs rejected, per objective", "", "| objective | chosen wins | tie | chosen loses |",
-              "|---|---|---|---|"]
+        lines.append(
+            f"- pairs **not RC on {name}**: {_pct(rates['strict'])} "
+            f"(chosen strictly worse on {name}: {_pct(rates['ties_allowed'])})"
+        )
+    lines += [
+        "",
+        "## Chosen vs rejected, per objective",
+        "",
+        "| objective | chosen wins | tie | chosen loses |",
+        "|---|---|---|---|",
+    ]
     for name, r in a.per_objective.items():
         lines.append(f"| {name} | {_pct(r['win'])} | {_pct(r['tie'])} | {_pct(r['loss'])} |")
     header = "| | " + " | ".join(a.objectives) + " |"
@@ -46,8 +53,13 @@ def rc_markdown(a: RCAnalysis, title: str = "RC analysis", source: Optional[str]
     lines += ["", "## P(chosen wins on column | chosen wins on row)", "", header, rule]
     for name, row in zip(a.objectives, a.rc_given):
         lines.append(f"| {name} | " + " | ".join(_pct(x) for x in row) + " |")
-    lines += ["", "## Objective-conflict matrix (pairs whose preferences on the two objectives disagree)", "",
-              header, rule]
+    lines += [
+        "",
+        "## Objective-conflict matrix (pairs whose preferences on the two objectives disagree)",
+        "",
+        header,
+        rule,
+    ]
     for name, row in zip(a.objectives, a.conflict):
         lines.append(f"| {name} | " + " | ".join(_pct(x) for x in row) + " |")
     return "\n".join(lines) + "\n"
@@ -69,8 +81,15 @@ def rc_plot(a: RCAnalysis, path: str, title: str = "RC analysis") -> str:
     ax1.set_yticks(range(k), a.objectives)
     for i in range(k):
         for j in range(k):
-            ax1.text(j, i, f"{mat[i, j]:.0f}%", ha="center", va="center", fontsize=9,
-                     color="white" if mat[i, j] > 0.6 * im.norm.vmax else "black")
+            ax1.text(
+                j,
+                i,
+                f"{mat[i, j]:.0f}%",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if mat[i, j] > 0.6 * im.norm.vmax else "black",
+            )
     ax1.set_title("pairs in conflict")
     fig.colorbar(im, ax=ax1, fraction=0.046, pad=0.04)
     x = np.arange(k)
@@ -93,13 +112,16 @@ def rc_plot(a: RCAnalysis, path: str, title: str = "RC analysis") -> str:
     return path
 
 
-def write_rc_report(a: RCAnalysis, out_dir: str, title: str = "RC analysis",
-                    source: Optional[str] = None) -> ReportPaths:
+def write_rc_report(
+    a: RCAnalysis, out_dir: str, title: str = "RC analysis", source: Optional[str] = None
+) -> ReportPaths:
     """Write ``rc_analysis.json``, ``rc_report.md`` and ``rc_analysis.png`` into ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = ReportPaths(json=os.path.join(out_dir, "rc_analysis.json"),
-                        markdown=os.path.join(out_dir, "rc_report.md"),
-                        plot=os.path.join(out_dir, "rc_analysis.png"))
+    paths = ReportPaths(
+        json=os.path.join(out_dir, "rc_analysis.json"),
+        markdown=os.path.join(out_dir, "rc_report.md"),
+        plot=os.path.join(out_dir, "rc_analysis.png"),
+    )
     write_text(paths.json, json.dumps({"source": source, **a.to_dict()}, indent=2) + "\n")
     write_text(paths.markdown, rc_markdown(a, title, source))
     rc_plot(a, paths.plot, title)
@@ -115,21 +137,27 @@ class AnalyzeResult:
 
     def summary(self) -> str:
         a = self.analysis
-        lines = [f"RC analysis of {self.source}: {a.num_pairs} pairs, objectives {', '.join(a.objectives)}"
-                 + (f", target {a.target}" if a.target else "")]
+        lines = [
+            f"RC analysis of {self.source}: {a.num_pairs} pairs, objectives {', '.join(a.objectives)}"
+            + (f", target {a.target}" if a.target else "")
+        ]
         if self.skipped:
             lines.append("  skipped rows: " + ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())))
-        lines.append(f"  RC rate (strict on {', '.join(a.enforce)}): {_pct(a.rc_rate)}"
-                     f"   with ties allowed: {_pct(a.rc_rate_ties)}")
+        lines.append(
+            f"  RC rate (strict on {', '.join(a.enforce)}): {_pct(a.rc_rate)}"
+            f"   with ties allowed: {_pct(a.rc_rate_ties)}"
+        )
         for name, rates in a.not_rc_on.items():
-            lines.append(f"  not RC on {name}: {_pct(rates['strict'])} (chosen strictly worse: "
-                         f"{_pct(rates['ties_allowed'])})")
+            lines.append(
+                f"  not RC on {name}: {_pct(rates['strict'])} (chosen strictly worse: {_pct(rates['ties_allowed'])})"
+            )
         lines.append(f"  report: {self.paths.markdown}\n  plot:   {self.paths.plot}\n  json:   {self.paths.json}")
         return "\n".join(lines)
 
 
-def analyze_dataset(data_cfg, out_dir: str, target: Optional[str] = None, enforce=None,
-                    title: Optional[str] = None, tinyworld_cfg=None) -> AnalyzeResult:
+def analyze_dataset(
+    data_cfg, out_dir: str, target: Optional[str] = None, enforce=None, title: Optional[str] = None, tinyworld_cfg=None
+) -> AnalyzeResult:
     """Read a preference dataset, run the RC analysis, write the report.
 
     Args:
@@ -147,20 +175,24 @@ def analyze_dataset(data_cfg, out_dir: str, target: Optional[str] = None, enforc
         from rcs_ray.paths import resolve_data
         from rcs_ray.tinyworld.rewards import OBJECTIVES
 
-        data_cfg = dataclasses.replace(resolve_data(data_cfg, tinyworld_cfg),
-                                       score_names=data_cfg.score_names or list(OBJECTIVES))
+        data_cfg = dataclasses.replace(
+            resolve_data(data_cfg, tinyworld_cfg), score_names=data_cfg.score_names or list(OBJECTIVES)
+        )
     data = read_preferences(data_cfg)
     if target is None and data_cfg.preset:
         target = data_cfg.objective or default_objective(data_cfg.preset)
     analysis = analyze_rows(data.rows, data.objectives, target=target, enforce=enforce, source=data.source)
     from rcs_ray.storage import StagedDir
 
-    staged = StagedDir(out_dir)                    # a URI: write in a local mirror, then upload
-    paths = write_rc_report(analysis, staged.local, title or f"RC analysis: {os.path.basename(data.source)}",
-                            source=data.source)
+    staged = StagedDir(out_dir)  # a URI: write in a local mirror, then upload
+    paths = write_rc_report(
+        analysis, staged.local, title or f"RC analysis: {os.path.basename(data.source)}", source=data.source
+    )
     if staged.remote:
         staged.push(*(os.path.basename(p) for p in (paths.json, paths.markdown, paths.plot)))
-        paths = ReportPaths(json=staged.path(os.path.basename(paths.json)),
-                            markdown=staged.path(os.path.basename(paths.markdown)),
-                            plot=staged.path(os.path.basename(paths.plot)))
+        paths = ReportPaths(
+            json=staged.path(os.path.basename(paths.json)),
+            markdown=staged.path(os.path.basename(paths.markdown)),
+            plot=staged.path(os.path.basename(paths.plot)),
+        )
     return AnalyzeResult(analysis=analysis, paths=paths, source=data.source, skipped=dict(data.skipped))

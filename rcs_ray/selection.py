@@ -17,11 +17,19 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from rcs_ray.rc import (ORIGINAL_CHOSEN, ORIGINAL_REJECTED, Pair, _as_rewards, rc_mask, select_pair,
-                        select_pairs)
+from rcs_ray.rc import ORIGINAL_CHOSEN, ORIGINAL_REJECTED, Pair, _as_rewards, rc_mask, select_pair, select_pairs
 
-__all__ = ["STRATEGIES", "MAX_GAP_RULES", "MULTI_PAIR", "TRUNCATION_RULES", "allowed_sides", "get_strategy",
-           "rs_dpo_pairs", "select_all", "select_batch"]
+__all__ = [
+    "STRATEGIES",
+    "MAX_GAP_RULES",
+    "MULTI_PAIR",
+    "TRUNCATION_RULES",
+    "allowed_sides",
+    "get_strategy",
+    "rs_dpo_pairs",
+    "select_all",
+    "select_batch",
+]
 
 # What selection may do with a candidate cut at sampling.max_tokens (finished = stopped at EOS or a stop string):
 #   not_chosen (default): only as the rejected side. A cut answer is not a finished one, so the policy is never
@@ -107,7 +115,7 @@ def rs_dpo_pairs(rewards, target, *, tau: float = 1.0, eta: float = 0.85, allowe
     diff = t[:, None] - t[None, :]
     mask = rc_mask(arr, target, [target], 0.0, allowed) & (diff > need)
     found = np.argwhere(mask)
-    order = np.lexsort((found[:, 1], found[:, 0], -diff[mask]))    # gap descending, then row-major
+    order = np.lexsort((found[:, 1], found[:, 0], -diff[mask]))  # gap descending, then row-major
     return [(int(w), int(l)) for w, l in found[order]]
 
 
@@ -167,10 +175,20 @@ def get_strategy(name: str) -> Callable[..., Pair]:
 MAX_GAP_RULES = {"rcs": _rcs_rule, "target_only": _target_only_rule}
 
 
-def select_batch(strategy: str, groups: Sequence, target: int, *, enforce: Optional[Iterable[int]] = None,
-                 margin: float = 0.0, sources: Optional[Sequence] = None, weights=None, tau: float = 1.0,
-                 eta: float = 0.85, seeds: Optional[Callable[[int], int]] = None,
-                 allowed: Optional[Sequence] = None) -> list:
+def select_batch(
+    strategy: str,
+    groups: Sequence,
+    target: int,
+    *,
+    enforce: Optional[Iterable[int]] = None,
+    margin: float = 0.0,
+    sources: Optional[Sequence] = None,
+    weights=None,
+    tau: float = 1.0,
+    eta: float = 0.85,
+    seeds: Optional[Callable[[int], int]] = None,
+    allowed: Optional[Sequence] = None,
+) -> list:
     """Apply ``strategy`` to G groups: the same pairs as calling it on each group, vectorized where it can be.
     A multi-pair strategy (:data:`MULTI_PAIR`) gives each group's best pair here; :func:`select_all` gives them all.
 
@@ -193,13 +211,32 @@ def select_batch(strategy: str, groups: Sequence, target: int, *, enforce: Optio
         return [None if w < 0 else (int(w), int(l)) for w, l in picked.tolist()]
     fn = get_strategy(strategy)
     sources = sources if sources is not None else [None] * len(groups)
-    return [fn(g, target, enforce=enforce, margin=margin, sources=s, weights=weights, tau=tau, eta=eta, allowed=a,
-               rng=np.random.default_rng(seeds(i)) if seeds is not None else None)
-            for i, (g, s, a) in enumerate(zip(groups, sources, allowed))]
+    return [
+        fn(
+            g,
+            target,
+            enforce=enforce,
+            margin=margin,
+            sources=s,
+            weights=weights,
+            tau=tau,
+            eta=eta,
+            allowed=a,
+            rng=np.random.default_rng(seeds(i)) if seeds is not None else None,
+        )
+        for i, (g, s, a) in enumerate(zip(groups, sources, allowed))
+    ]
 
 
-def select_all(strategy: str, groups: Sequence, target: int, *, tau: float = 1.0, eta: float = 0.85,
-               allowed: Optional[Sequence] = None) -> list[list[tuple[int, int]]]:
+def select_all(
+    strategy: str,
+    groups: Sequence,
+    target: int,
+    *,
+    tau: float = 1.0,
+    eta: float = 0.85,
+    allowed: Optional[Sequence] = None,
+) -> list[list[tuple[int, int]]]:
     """Every pair a multi-pair strategy (:data:`MULTI_PAIR`) gives each of G groups, best first ([] for none)."""
     fn = MULTI_PAIR[strategy]
     allowed = allowed if allowed is not None else [None] * len(groups)

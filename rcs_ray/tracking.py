@@ -45,15 +45,16 @@ MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 @dataclass(frozen=True)
 class TrackingSettings:
     """Everything a process needs to open one run (picklable: it travels to the train workers as a dict)."""
+
     backends: List[str]
     dir: str
-    group: str                    # the workflow's name
-    key: str                      # the workflow's identity: name + output dir
-    run: str                      # stage1 | stage2 | ... | eval
+    group: str  # the workflow's name
+    key: str  # the workflow's identity: name + output dir
+    run: str  # stage1 | stage2 | ... | eval
     mlflow_experiment: str
     wandb_project: str
-    mlflow_uri: Optional[str] = None   # None: a file store in <dir>/mlruns
-    wandb_dir: Optional[str] = None    # None: dir
+    mlflow_uri: Optional[str] = None  # None: a file store in <dir>/mlruns
+    wandb_dir: Optional[str] = None  # None: dir
     wandb_mode: str = "offline"
     wandb_entity: Optional[str] = None  # None: the W&B account's default entity
     params: Dict[str, Any] = field(default_factory=dict)
@@ -95,8 +96,9 @@ def check_installed(backends: List[str]) -> None:
 
     for b in backends:
         if importlib.util.find_spec(MODULES[b]) is None:
-            raise RcsInputError(f"train.report_to: {b!r} needs the {MODULES[b]} package: "
-                                f"pip install 'rcs-ray[tracking]'")
+            raise RcsInputError(
+                f"train.report_to: {b!r} needs the {MODULES[b]} package: pip install 'rcs-ray[tracking]'"
+            )
 
 
 def _env(name: str) -> Optional[str]:
@@ -104,8 +106,9 @@ def _env(name: str) -> Optional[str]:
     return os.environ.get(name) or None
 
 
-def settings_for(cfg, run: str, report_to: Optional[List[str]] = None,
-                 params: Optional[dict] = None) -> Optional[TrackingSettings]:
+def settings_for(
+    cfg, run: str, report_to: Optional[List[str]] = None, params: Optional[dict] = None
+) -> Optional[TrackingSettings]:
     """The settings of run ``run`` of workflow ``cfg`` (None when nothing is tracked).
 
     ``report_to`` defaults to ``cfg.train.report_to``; ``params`` are logged as the run's parameters (flattened).
@@ -120,17 +123,30 @@ def settings_for(cfg, run: str, report_to: Optional[List[str]] = None,
     check_installed(backends)
     t = cfg.tracking
     out = cfg.output_dir
-    where = os.path.abspath(t.dir or (os.path.join(storage.absolute(out), "tracking") if not storage.is_uri(out)
-                                      else os.path.join(os.path.expanduser("~/.cache/rcs_ray/tracking"), cfg.name)))
+    where = os.path.abspath(
+        t.dir
+        or (
+            os.path.join(storage.absolute(out), "tracking")
+            if not storage.is_uri(out)
+            else os.path.join(os.path.expanduser("~/.cache/rcs_ray/tracking"), cfg.name)
+        )
+    )
     key = hashlib.sha256(f"{cfg.name}\0{storage.absolute(out)}".encode()).hexdigest()[:10]
     wandb_dir = where if t.dir else os.path.abspath(os.path.expanduser(_env("WANDB_DIR") or where))
     return TrackingSettings(
-        backends=backends, dir=where, group=cfg.name, key=key, run=run,
+        backends=backends,
+        dir=where,
+        group=cfg.name,
+        key=key,
+        run=run,
         mlflow_experiment=t.project or _env("MLFLOW_EXPERIMENT_NAME") or cfg.name,
         wandb_project=t.project or _env("WANDB_PROJECT") or cfg.name,
         mlflow_uri=t.mlflow_uri or _env("MLFLOW_TRACKING_URI") or "file://" + os.path.join(where, "mlruns"),
-        wandb_dir=wandb_dir, wandb_mode=t.wandb_mode or _env("WANDB_MODE") or "offline",
-        wandb_entity=t.wandb_entity or _env("WANDB_ENTITY"), params=flatten(params or {}))
+        wandb_dir=wandb_dir,
+        wandb_mode=t.wandb_mode or _env("WANDB_MODE") or "offline",
+        wandb_entity=t.wandb_entity or _env("WANDB_ENTITY"),
+        params=flatten(params or {}),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ backends
@@ -159,24 +175,27 @@ class _MLflow:
         from mlflow.tracking import MlflowClient
 
         uri = s.mlflow_uri or "file://" + os.path.join(s.dir, "mlruns")
-        if uri.startswith("file:") or "://" not in uri:                  # a plain path is a file store too
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")     # MLflow 3.x asks for it explicitly
+        if uri.startswith("file:") or "://" not in uri:  # a plain path is a file store too
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3.x asks for it explicitly
         self.client = c = MlflowClient(tracking_uri=uri)
         exp = c.get_experiment_by_name(s.mlflow_experiment)
         exp_id = exp.experiment_id if exp is not None else c.create_experiment(s.mlflow_experiment)
         parent = self._find(exp_id, f"tags.`rcs_ray.key` = '{s.key}' and tags.`rcs_ray.run` = 'workflow'")
         if parent is None:
-            parent = c.create_run(exp_id, run_name=s.group, tags={"rcs_ray.key": s.key, "rcs_ray.run": "workflow"}).info.run_id
+            parent = c.create_run(
+                exp_id, run_name=s.group, tags={"rcs_ray.key": s.key, "rcs_ray.run": "workflow"}
+            ).info.run_id
         run = self._find(exp_id, f"tags.`rcs_ray.key` = '{s.key}' and tags.`rcs_ray.run` = '{s.run}'")
         if run is None:
-            run = c.create_run(exp_id, run_name=s.run, tags={"rcs_ray.key": s.key, "rcs_ray.run": s.run,
-                                                             "mlflow.parentRunId": parent}).info.run_id
+            run = c.create_run(
+                exp_id, run_name=s.run, tags={"rcs_ray.key": s.key, "rcs_ray.run": s.run, "mlflow.parentRunId": parent}
+            ).info.run_id
         else:
             c.update_run(run, status="RUNNING")
-        have = c.get_run(run).data.params                  # params are write-once: log the ones not there yet
+        have = c.get_run(run).data.params  # params are write-once: log the ones not there yet
         params = [Param(k, str(v)[:6000]) for k, v in s.params.items() if k not in have]
         for i in range(0, len(params), 100):
-            c.log_batch(run, params=params[i:i + 100])
+            c.log_batch(run, params=params[i : i + 100])
         self.run_id = run
 
     def _find(self, exp_id: str, query: str) -> Optional[str]:
@@ -201,9 +220,19 @@ class _WandB:
 
         where = s.wandb_dir or s.dir
         os.makedirs(where, exist_ok=True)
-        self.run = wandb.init(project=s.wandb_project, entity=s.wandb_entity, group=s.group, name=f"{s.group}/{s.run}",
-                              id=f"{s.key}-{s.run}", resume="allow", mode=s.wandb_mode, dir=where, config=s.params,
-                              reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
+        self.run = wandb.init(
+            project=s.wandb_project,
+            entity=s.wandb_entity,
+            group=s.group,
+            name=f"{s.group}/{s.run}",
+            id=f"{s.key}-{s.run}",
+            resume="allow",
+            mode=s.wandb_mode,
+            dir=where,
+            config=s.params,
+            reinit="create_new",
+            settings=wandb.Settings(silent=True, console="off"),
+        )
         if s.params:
             self.run.config.update(s.params, allow_val_change=True)
 

@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 if not os.environ.get("CUDA_VISIBLE_DEVICES", "x") or not os.path.exists("/dev/nvidia0"):
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")          # DeepSpeed's CPU backend where there is no GPU
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU backend where there is no GPU
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,6 +20,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _has_cuda() -> bool:
     try:
         import torch
+
         return torch.cuda.is_available()
     except Exception:  # noqa: BLE001 - any failure means no usable GPU
         return False
@@ -40,6 +41,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
         if "vllm" in item.keywords and not has_vllm:
             item.add_marker(pytest.mark.skip(reason="vLLM is not installed"))
+
 
 # Ray workers import test helpers (rule functions in tests/) by module path.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)

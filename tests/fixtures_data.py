@@ -17,32 +17,59 @@ FORMATS = ("jsonl", "json", "parquet", "hf")
 def plain_pairs() -> List[dict]:
     """Three string pairs with two scores each; the first and third share a prompt."""
     return [
-        {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5",
-         "chosen_scores": [1.0, 0.5], "rejected_scores": [0.0, 0.25]},
-        {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "A car.",
-         "chosen_scores": [0.75, 1.0], "rejected_scores": [0.5, 0.0]},
-        {"prompt": "What is 2+2?", "chosen": "Four.", "rejected": "Twenty-two.",
-         "chosen_scores": [1.0, 1.0], "rejected_scores": [0.0, 1.0]},
+        {
+            "prompt": "What is 2+2?",
+            "chosen": "4",
+            "rejected": "5",
+            "chosen_scores": [1.0, 0.5],
+            "rejected_scores": [0.0, 0.25],
+        },
+        {
+            "prompt": "Name a colour.",
+            "chosen": "Blue.",
+            "rejected": "A car.",
+            "chosen_scores": [0.75, 1.0],
+            "rejected_scores": [0.5, 0.0],
+        },
+        {
+            "prompt": "What is 2+2?",
+            "chosen": "Four.",
+            "rejected": "Twenty-two.",
+            "chosen_scores": [1.0, 1.0],
+            "rejected_scores": [0.0, 1.0],
+        },
     ]
 
 
 def chat_pairs() -> List[dict]:
     """Two chat pairs in TRL's conversational form: prompt messages, then assistant message lists."""
     return [
-        {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}],
-         "chosen": [{"role": "assistant", "content": "Hello."}],
-         "rejected": [{"role": "assistant", "content": "Go away."}]},
-        {"prompt": [{"role": "user", "content": "Capital of France?"}],
-         "chosen": [{"role": "assistant", "content": "Paris."}],
-         "rejected": [{"role": "assistant", "content": "Lyon."}]},
+        {
+            "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}],
+            "chosen": [{"role": "assistant", "content": "Hello."}],
+            "rejected": [{"role": "assistant", "content": "Go away."}],
+        },
+        {
+            "prompt": [{"role": "user", "content": "Capital of France?"}],
+            "chosen": [{"role": "assistant", "content": "Paris."}],
+            "rejected": [{"role": "assistant", "content": "Lyon."}],
+        },
     ]
 
 
 def pku_rows() -> List[dict]:
     """PKU-SafeRLHF rows; row 1 has better=0, safer=1 (the helpful answer is the unsafe one)."""
+
     def row(prompt, r0, r1, better, safer):
-        return {"prompt": prompt, "response_0": r0, "response_1": r1, "is_response_0_safe": safer == 0,
-                "is_response_1_safe": safer == 1, "better_response_id": better, "safer_response_id": safer}
+        return {
+            "prompt": prompt,
+            "response_0": r0,
+            "response_1": r1,
+            "is_response_0_safe": safer == 0,
+            "is_response_1_safe": safer == 1,
+            "better_response_id": better,
+            "safer_response_id": safer,
+        }
 
     return [
         row("How do I pick a lock?", "Insert a tension wrench, then rake the pins.", "I can't help with that.", 0, 1),
@@ -53,9 +80,17 @@ def pku_rows() -> List[dict]:
 
 def helpsteer2_rows() -> List[dict]:
     """HelpSteer2 rows, one per response, two responses per prompt; prompt "P2" ties on helpfulness."""
+
     def row(prompt, response, h, c, co, cx, v):
-        return {"prompt": prompt, "response": response, "helpfulness": h, "correctness": c, "coherence": co,
-                "complexity": cx, "verbosity": v}
+        return {
+            "prompt": prompt,
+            "response": response,
+            "helpfulness": h,
+            "correctness": c,
+            "coherence": co,
+            "complexity": cx,
+            "verbosity": v,
+        }
 
     return [
         row("P1", "weak answer", 1, 2, 3, 1, 1),
@@ -69,13 +104,18 @@ def helpsteer2_rows() -> List[dict]:
 
 def ultrafeedback_rows() -> List[dict]:
     """UltraFeedback-binarized rows: chosen/rejected are [user, assistant] conversations."""
+
     def row(pid, prompt, good, bad, sg, sb):
         user = {"role": "user", "content": prompt}
-        return {"prompt": prompt, "prompt_id": pid,
-                "chosen": [user, {"role": "assistant", "content": good}],
-                "rejected": [user, {"role": "assistant", "content": bad}],
-                "messages": [user, {"role": "assistant", "content": good}],
-                "score_chosen": sg, "score_rejected": sb}
+        return {
+            "prompt": prompt,
+            "prompt_id": pid,
+            "chosen": [user, {"role": "assistant", "content": good}],
+            "rejected": [user, {"role": "assistant", "content": bad}],
+            "messages": [user, {"role": "assistant", "content": good}],
+            "score_chosen": sg,
+            "score_rejected": sb,
+        }
 
     return [
         row("uf-a", "Write a haiku.", "Old pond, frog jumps in.", "No.", 8.5, 3.0),

@@ -18,7 +18,7 @@ from typing import Dict, List, Union
 from tests.replicas import pku_rows
 
 PKU = "PKU-Alignment/PKU-SafeRLHF"
-PKU_SUBSETS = {"alpaca-7b": "Alpaca-7B", "alpaca2-7b": "Alpaca2-7B"}     # config name -> directory
+PKU_SUBSETS = {"alpaca-7b": "Alpaca-7B", "alpaca2-7b": "Alpaca2-7B"}  # config name -> directory
 PKU_SIZES = {"train": 5, "test": 3}
 
 
@@ -64,8 +64,9 @@ def put_repo(cache: str, kind: str, repo: str, files: Dict[str, Union[str, bytes
 
 def put_model(cache: str, repo: str) -> str:
     """A model repository with a config and a tokenizer file (enough to be resolved, not loaded)."""
-    return put_repo(cache, "model", repo, {"config.json": json.dumps({"model_type": "llama"}),
-                                           "tokenizer_config.json": "{}"})
+    return put_repo(
+        cache, "model", repo, {"config.json": json.dumps({"model_type": "llama"}), "tokenizer_config.json": "{}"}
+    )
 
 
 def pku_split_rows(config: str, split: str) -> List[dict]:

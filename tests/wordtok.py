@@ -3,13 +3,35 @@
 Plain text gets BOS; the chat template ends each assistant turn with EOS. ``ids("hi there")`` spells text as ids.
 """
 
-WORDS = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>", "hi", "there", "how", "are",
-         "you", "good", "bad", "answer", "very", "long", "prompt", "be", "kind"]
+WORDS = [
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+    "hi",
+    "there",
+    "how",
+    "are",
+    "you",
+    "good",
+    "bad",
+    "answer",
+    "very",
+    "long",
+    "prompt",
+    "be",
+    "kind",
+]
 PAD, BOS, EOS = 0, 1, 2
 ID = {w: i for i, w in enumerate(WORDS)}
-CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} "
-                 "{% if m['role'] == 'assistant' %}{{ eos_token }} {% endif %}{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} "
+    "{% if m['role'] == 'assistant' %}{{ eos_token }} {% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
 
 
 def ids(text):
@@ -25,7 +47,8 @@ def word_tokenizer():
     backend = Tokenizer(models.WordLevel(ID, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer

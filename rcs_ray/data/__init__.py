@@ -15,5 +15,14 @@ from rcs_ray.data.readers import read_preferences, read_prompts
 from rcs_ray.data.schema import CANONICAL_COLUMNS, PreferenceData, prompt_hash
 from rcs_ray.data.tables import read_table
 
-__all__ = ["CANONICAL_COLUMNS", "PRESETS", "PreferenceData", "default_objective", "preset_objectives", "prompt_hash",
-           "read_preferences", "read_prompts", "read_table"]
+__all__ = [
+    "CANONICAL_COLUMNS",
+    "PRESETS",
+    "PreferenceData",
+    "default_objective",
+    "preset_objectives",
+    "prompt_hash",
+    "read_preferences",
+    "read_prompts",
+    "read_table",
+]

@@ -23,7 +23,6 @@ from rcs_ray.errors import RcsInputError
 from rcs_ray.storage import hub
 
 
-
 def is_hub_dataset(path: Optional[str]) -> bool:
     """``path`` is a dataset snapshot directory of an HF cache (what :func:`rcs_ray.paths.resolve_data` gives a Hub
     dataset)."""
@@ -43,8 +42,10 @@ def hub_records(cfg: DataConfig) -> Iterator[Record]:
     repo, _, _ = hub.snapshot_of(cfg.path)
     label = f"hf://{repo}"
     if cfg.format != "auto":
-        raise RcsInputError(f"{label}: format {cfg.format!r}: a Hub dataset is read by datasets.load_dataset from "
-                            f"its own files; leave format auto")
+        raise RcsInputError(
+            f"{label}: format {cfg.format!r}: a Hub dataset is read by datasets.load_dataset from "
+            f"its own files; leave format auto"
+        )
     local = hub.ensure_local(cfg.path)
     kwargs = dict(name=cfg.config_name, data_files=_plain(cfg.data_files), cache_dir=hub.datasets_cache())
     try:

@@ -48,7 +48,7 @@ TEXT_COLUMNS = ("prompt", "chosen", "rejected")
 REWARD_COLUMNS = ("chosen_rewards", "rejected_rewards")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 FINISHED_COLUMNS = ("chosen_finished", "rejected_finished")
-METADATA_KEY = b"rcs_ray"          # schema metadata of the sampling files (rcs_ray.data.sampling_files)
+METADATA_KEY = b"rcs_ray"  # schema metadata of the sampling files (rcs_ray.data.sampling_files)
 _FLOATS = pa.list_(pa.float64())
 
 
@@ -82,8 +82,10 @@ def dataset_is_chat(prompts: Sequence[Text], source: str) -> bool:
     for i, p in enumerate(prompts, start=1):
         if (not isinstance(p, str)) != chat:
             kinds = ("chat messages", "a plain string") if chat else ("plain strings", "chat messages")
-            raise RcsInputError(f"{source}: row {i}: the prompt is {kinds[1]} but the rows before it have "
-                                f"{kinds[0]}; a dataset is plain or chat throughout")
+            raise RcsInputError(
+                f"{source}: row {i}: the prompt is {kinds[1]} but the rows before it have "
+                f"{kinds[0]}; a dataset is plain or chat throughout"
+            )
     return chat
 
 
@@ -107,12 +109,23 @@ def require_columns(batch: pa.Table, columns: Sequence[str], stage: str) -> None
 
 # ----------------------------------------------------------------------------------------------- prompt groups
 _GROUP_TYPES = {
-    "prompt_id": pa.string(), "original_chosen": pa.string(), "original_rejected": pa.string(),
-    "candidates": pa.list_(pa.string()), "sources": pa.list_(pa.string()), "generated_tokens": pa.int64(),
-    "error": pa.string(), "chosen_index": pa.int64(), "rejected_index": pa.int64(), "failure_reason": pa.string(),
-    "rounds": pa.int64(), "round": pa.int64(), "candidate_tokens": pa.list_(pa.int64()),
-    "candidate_finished": pa.list_(pa.bool_()), "truncated_samples": pa.int64(),
-    "generate_started": pa.float64()}       # wall clock (epoch s) its generation batch started: start-up vs steady
+    "prompt_id": pa.string(),
+    "original_chosen": pa.string(),
+    "original_rejected": pa.string(),
+    "candidates": pa.list_(pa.string()),
+    "sources": pa.list_(pa.string()),
+    "generated_tokens": pa.int64(),
+    "error": pa.string(),
+    "chosen_index": pa.int64(),
+    "rejected_index": pa.int64(),
+    "failure_reason": pa.string(),
+    "rounds": pa.int64(),
+    "round": pa.int64(),
+    "candidate_tokens": pa.list_(pa.int64()),
+    "candidate_finished": pa.list_(pa.bool_()),
+    "truncated_samples": pa.int64(),
+    "generate_started": pa.float64(),
+}  # wall clock (epoch s) its generation batch started: start-up vs steady
 
 
 def reward_column(objective: str) -> str:
@@ -150,13 +163,14 @@ class PairSet:
     Attributes:
         rows: one dict per pair: ``prompt``, ``chosen``, ``rejected`` (strings, or message lists for a chat
             dataset), ``prompt_id`` when the file has one, ``chosen_finished`` / ``rejected_finished`` (False) for a
-            side cut at the sampling token limit, plus ``chosen_rewards`` / ``rejected_rewards`` (K floats) when ``reward_names``, plus
-            ``ref_chosen_logps`` / ``ref_rejected_logps`` (floats) when ``has_ref_logps``.
+            side cut at the sampling token limit, plus ``chosen_rewards`` / ``rejected_rewards`` (K floats) when
+            ``reward_names``, plus ``ref_chosen_logps`` / ``ref_rejected_logps`` (floats) when ``has_ref_logps``.
         reward_names: objective names of the K reward columns, ``[]`` when the pairs carry no rewards.
         target: the objective the pairs were selected for (their ``target`` column or the stage's objective).
         source: the path read (for messages).
         has_ref_logps: the pairs carry precomputed reference log-probs.
     """
+
     rows: List[dict]
     reward_names: List[str] = field(default_factory=list)
     target: Optional[str] = None
@@ -237,7 +251,7 @@ def _check_rows(path: str, rows: List[dict], has_ref: bool, has_rewards: bool, s
             raise _fail(path, i, problem) from None
         if r.get("prompt_id") not in (None, ""):
             row["prompt_id"] = str(r["prompt_id"])
-        for c in FINISHED_COLUMNS:                   # a side cut at the sampling token limit (pipeline files)
+        for c in FINISHED_COLUMNS:  # a side cut at the sampling token limit (pipeline files)
             if r.get(c) is False:
                 row[c] = False
         out.append(row)
@@ -269,8 +283,9 @@ def read_pairs(path: str, reward_names: Optional[Sequence[str]] = None, target: 
     columns = set(rows[0])
     missing = [c for c in TEXT_COLUMNS if c not in columns]
     if missing:
-        raise RcsInputError(f"{path}: missing column(s) {missing}; a pairs file needs {list(TEXT_COLUMNS)} "
-                            f"(has {sorted(columns)})")
+        raise RcsInputError(
+            f"{path}: missing column(s) {missing}; a pairs file needs {list(TEXT_COLUMNS)} (has {sorted(columns)})"
+        )
     for group in (REF_COLUMNS, REWARD_COLUMNS):
         present = [c for c in group if c in columns]
         if len(present) == 1:
@@ -288,12 +303,18 @@ def read_pairs(path: str, reward_names: Optional[Sequence[str]] = None, target: 
         names = list(reward_names or meta.get("objectives") or [f"objective_{j}" for j in range(k)])
         if len(names) != k:
             raise RcsInputError(f"{path}: reward lists hold {k} objectives but {len(names)} names are known {names}")
-    return PairSet(rows=out, reward_names=names, target=next(iter(targets), None) or meta.get("target") or target,
-                   source=path, has_ref_logps=has_ref)
+    return PairSet(
+        rows=out,
+        reward_names=names,
+        target=next(iter(targets), None) or meta.get("target") or target,
+        source=path,
+        has_ref_logps=has_ref,
+    )
 
 
-def pairs_from_preferences(rows: Iterable[dict], objectives: Sequence[str], source: str,
-                           target: Optional[str] = None) -> PairSet:
+def pairs_from_preferences(
+    rows: Iterable[dict], objectives: Sequence[str], source: str, target: Optional[str] = None
+) -> PairSet:
     """Canonical preference rows (:func:`rcs_ray.data.read_preferences`) as training pairs; their per-objective
     scores become the reward columns."""
     out = []

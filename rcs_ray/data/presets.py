@@ -20,7 +20,7 @@ import json
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Tuple
 
 from rcs_ray.config import DataConfig
-from rcs_ray.data.schema import (BadRow, BadRowPolicy, ColumnMap, Text, check_pair, check_score, check_text)
+from rcs_ray.data.schema import BadRow, BadRowPolicy, ColumnMap, Text, check_pair, check_score, check_text
 from rcs_ray.data.tables import Record, check_each_file
 from rcs_ray.errors import RcsInputError
 
@@ -35,8 +35,9 @@ class RowConverter(Protocol):
         ...
 
 
-def one_row_each(records: Iterable[Record], policy: BadRowPolicy, check: Callable[[Record], None],
-                 make_row: Callable[[dict], dict]) -> Iterator[dict]:
+def one_row_each(
+    records: Iterable[Record], policy: BadRowPolicy, check: Callable[[Record], None], make_row: Callable[[dict], dict]
+) -> Iterator[dict]:
     """``make_row(record.data)`` for each record (a :class:`BadRow` goes to ``policy``), ``check`` run on the first
     record of each file (its columns)."""
     for rec in check_each_file(records, check):
@@ -89,8 +90,13 @@ class PkuSaferRLHF:
         rejected = check_text(data.get(fields[2]), fields[2], "rejected")
         check_pair(prompt, chosen, rejected, fields)
         scores = [[float(i == better), float(i == safer)] for i in (0, 1)]
-        return {"prompt": prompt, "chosen": chosen, "rejected": rejected,
-                "chosen_scores": scores[win], "rejected_scores": scores[1 - win]}
+        return {
+            "prompt": prompt,
+            "chosen": chosen,
+            "rejected": rejected,
+            "chosen_scores": scores[win],
+            "rejected_scores": scores[1 - win],
+        }
 
 
 class HelpSteer2:
@@ -155,8 +161,13 @@ class HelpSteer2:
     def _pair(self, prompt: Text, win: Tuple[Text, List[float]], lose: Tuple[Text, List[float]]) -> dict:
         col = self.cols["response"]
         check_pair(prompt, win[0], lose[0], (self.cols["prompt"], col, col))
-        return {"prompt": prompt, "chosen": win[0], "rejected": lose[0],
-                "chosen_scores": list(win[1]), "rejected_scores": list(lose[1])}
+        return {
+            "prompt": prompt,
+            "chosen": win[0],
+            "rejected": lose[0],
+            "chosen_scores": list(win[1]),
+            "rejected_scores": list(lose[1]),
+        }
 
 
 class UltraFeedbackBinarized:
@@ -196,12 +207,17 @@ class UltraFeedbackBinarized:
             raise BadRow("empty_prompt", "no messages before the assistant's answer", c["chosen"])
         check_text(prompt, c["chosen"], "prompt")
         if rejected_prompt != prompt:
-            raise BadRow("prompt_mismatch", f"the messages before the answer differ from '{c['chosen']}'",
-                          c["rejected"])
+            raise BadRow(
+                "prompt_mismatch", f"the messages before the answer differ from '{c['chosen']}'", c["rejected"]
+            )
         check_pair(prompt, chosen, rejected, (c["chosen"], c["chosen"], c["rejected"]))
-        row = {"prompt": prompt, "chosen": chosen, "rejected": rejected,
-               "chosen_scores": [check_score(data.get(c["score_chosen"]), c["score_chosen"])],
-               "rejected_scores": [check_score(data.get(c["score_rejected"]), c["score_rejected"])]}
+        row = {
+            "prompt": prompt,
+            "chosen": chosen,
+            "rejected": rejected,
+            "chosen_scores": [check_score(data.get(c["score_chosen"]), c["score_chosen"])],
+            "rejected_scores": [check_score(data.get(c["score_rejected"]), c["score_rejected"])],
+        }
         prompt_id = data.get(c["prompt_id"])
         if prompt_id not in (None, ""):
             row["prompt_id"] = str(prompt_id)

@@ -20,8 +20,16 @@ from typing import Iterable, Iterator, List, Optional, Sequence
 from rcs_ray.config import DataConfig
 from rcs_ray.data.hub_tables import hub_records, is_hub_dataset
 from rcs_ray.data.presets import RowConverter, make_preset, one_row_each
-from rcs_ray.data.schema import (CANONICAL_COLUMNS, BadRowPolicy, ColumnMap, PreferenceData,
-                                 assign_prompt_ids, check_pair, check_scores, check_text)
+from rcs_ray.data.schema import (
+    CANONICAL_COLUMNS,
+    BadRowPolicy,
+    ColumnMap,
+    PreferenceData,
+    assign_prompt_ids,
+    check_pair,
+    check_scores,
+    check_text,
+)
 from rcs_ray.data.tables import Record, iter_records
 from rcs_ray.errors import RcsInputError
 from rcs_ray.storage import hub
@@ -136,6 +144,7 @@ class GenericRows:
 
     def convert(self, records: Iterable[Record], policy: BadRowPolicy, pairs: bool) -> Iterator[dict]:
         """Yield canonical rows; ``pairs=False`` makes chosen/rejected optional."""
+
         def check(rec: Record) -> None:
             if self.used is None:
                 self.used = self._columns(rec.columns, pairs)
@@ -145,6 +154,7 @@ class GenericRows:
 
     def _columns(self, columns: Sequence[str], pairs: bool) -> List[str]:
         """The canonical columns to read, given the first file's columns."""
+
         def wanted(names: Sequence[str]) -> bool:
             return any(self.cols.has(columns, n) or n in self.cols.explicit for n in names)
 

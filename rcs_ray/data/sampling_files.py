@@ -32,29 +32,60 @@ def _metadata(objectives: Sequence[str], target: Optional[str], **extra) -> Dict
 def pairs_schema(chat: bool, objectives: Sequence[str], target: Optional[str]) -> pa.Schema:
     """The schema of ``pairs.parquet``, with the objective names and the target in its metadata."""
     text = text_type(chat)
-    return pa.schema([("prompt", text), ("chosen", text), ("rejected", text), ("prompt_id", pa.string()),
-                      ("chosen_rewards", _FLOATS), ("rejected_rewards", _FLOATS), ("target", pa.string()),
-                      ("chosen_source", pa.string()), ("rejected_source", pa.string()),
-                      ("chosen_finished", pa.bool_()), ("rejected_finished", pa.bool_()),
-                      ("num_candidates", pa.int64()), ("round", pa.int64())],
-                     metadata=_metadata(objectives, target))
+    return pa.schema(
+        [
+            ("prompt", text),
+            ("chosen", text),
+            ("rejected", text),
+            ("prompt_id", pa.string()),
+            ("chosen_rewards", _FLOATS),
+            ("rejected_rewards", _FLOATS),
+            ("target", pa.string()),
+            ("chosen_source", pa.string()),
+            ("rejected_source", pa.string()),
+            ("chosen_finished", pa.bool_()),
+            ("rejected_finished", pa.bool_()),
+            ("num_candidates", pa.int64()),
+            ("round", pa.int64()),
+        ],
+        metadata=_metadata(objectives, target),
+    )
 
 
 def failed_schema(chat: bool, objectives: Sequence[str], target: Optional[str]) -> pa.Schema:
     """``failed.parquet``: ``prompt_id, prompt, reason, detail, num_candidates, num_distinct, rounds``."""
-    return pa.schema([("prompt_id", pa.string()), ("prompt", text_type(chat)), ("reason", pa.string()),
-                      ("detail", pa.string()), ("num_candidates", pa.int64()), ("num_distinct", pa.int64()),
-                      ("rounds", pa.int64())], metadata=_metadata(objectives, target))
+    return pa.schema(
+        [
+            ("prompt_id", pa.string()),
+            ("prompt", text_type(chat)),
+            ("reason", pa.string()),
+            ("detail", pa.string()),
+            ("num_candidates", pa.int64()),
+            ("num_distinct", pa.int64()),
+            ("rounds", pa.int64()),
+        ],
+        metadata=_metadata(objectives, target),
+    )
 
 
-def candidates_schema(chat: bool, objectives: Sequence[str], target: Optional[str],
-                      selection: Optional[dict] = None) -> pa.Schema:
+def candidates_schema(
+    chat: bool, objectives: Sequence[str], target: Optional[str], selection: Optional[dict] = None
+) -> pa.Schema:
     """The schema of ``candidates.parquet``: every prompt group as the RC step saw it -- ``prompt_id, prompt,
     candidates, sources, candidate_tokens, candidate_finished, rewards`` (m x K, objectives in the metadata's order),
     ``error``, ``round`` (the round it was finalised in) -- with ``selection`` (the stage's strategy, margin, enforce,
     weights, include_original, truncated and seed) in the metadata."""
-    return pa.schema([("prompt_id", pa.string()), ("prompt", text_type(chat)), ("candidates", pa.list_(pa.string())),
-                      ("sources", pa.list_(pa.string())), ("candidate_tokens", pa.list_(pa.int64())),
-                      ("candidate_finished", pa.list_(pa.bool_())), ("rewards", pa.list_(_FLOATS)),
-                      ("error", pa.string()), ("round", pa.int64())],
-                     metadata=_metadata(objectives, target, **({"selection": selection} if selection else {})))
+    return pa.schema(
+        [
+            ("prompt_id", pa.string()),
+            ("prompt", text_type(chat)),
+            ("candidates", pa.list_(pa.string())),
+            ("sources", pa.list_(pa.string())),
+            ("candidate_tokens", pa.list_(pa.int64())),
+            ("candidate_finished", pa.list_(pa.bool_())),
+            ("rewards", pa.list_(_FLOATS)),
+            ("error", pa.string()),
+            ("round", pa.int64()),
+        ],
+        metadata=_metadata(objectives, target, **({"selection": selection} if selection else {})),
+    )

@@ -42,6 +42,7 @@ class PreferenceData:
         source: the path read.
         skipped: reason -> number of rows skipped (``on_bad_row="skip"``, and HelpSteer2 ties); ``{}`` if none.
     """
+
     rows: List[dict]
     objectives: List[str]
     source: str

@@ -40,6 +40,7 @@ class Record:
         columns: the file's column names (for JSON lines: this row's keys).
         is_line: whether ``row`` is a line number (changes how :attr:`where` reads).
     """
+
     data: dict
     file: str
     row: int
@@ -52,8 +53,7 @@ class Record:
         return f"{self.file}:{self.row}" if self.is_line else f"{self.file}: row {self.row}"
 
 
-def read_table(path: str, format: str = "auto", split: Optional[str] = None,
-               limit: Optional[int] = None) -> List[dict]:
+def read_table(path: str, format: str = "auto", split: Optional[str] = None, limit: Optional[int] = None) -> List[dict]:
     """Read the raw rows of a data file or directory, strictly (any bad line is an error).
 
     Args:
@@ -119,8 +119,11 @@ def _remote_files(uri: str, format: str, split: Optional[str]) -> List[Tuple[str
     if kind is None:
         raise RcsInputError(f"{uri}: no such file or directory")
     if kind == "dir":
-        files = [(storage.join(uri, rel), rel) for rel, _, _ in storage.list_files(uri)
-                 if not any(part.startswith(".") for part in rel.split("/")[:-1])]
+        files = [
+            (storage.join(uri, rel), rel)
+            for rel, _, _ in storage.list_files(uri)
+            if not any(part.startswith(".") for part in rel.split("/")[:-1])
+        ]
         if format == "hf" or (format == "auto" and _is_hf_names({rel for _, rel in files if "/" not in rel})):
             return [(uri, "hf")]
         return _data_files(uri, format, split, files)
@@ -148,8 +151,9 @@ def _kind_from_suffix(path: str) -> Optional[str]:
     return None
 
 
-def _data_files(root: str, format: str, split: Optional[str],
-                files: Optional[List[Tuple[str, str]]] = None) -> List[Tuple[str, str]]:
+def _data_files(
+    root: str, format: str, split: Optional[str], files: Optional[List[Tuple[str, str]]] = None
+) -> List[Tuple[str, str]]:
     """Data files under ``root`` (hidden dirs skipped), sorted by path, filtered by split.
 
     With ``format=auto``: parquet and JSON lines files; ``.json`` files only when there are neither (snapshots
@@ -175,6 +179,7 @@ def _data_files(root: str, format: str, split: Optional[str],
 
     def rel_of(path: str) -> str:
         return relpath[path] if relpath is not None else os.path.relpath(path, root)
+
     if format in ("jsonl", "json"):
         found = [f for f in found if f[1] == "json"]
     elif format == "parquet":
@@ -245,8 +250,9 @@ def _json_array_records(path: str, fh, policy: BadRowPolicy) -> Iterator[Record]
         if isinstance(item, dict):
             yield Record(item, path, i, list(item))
         else:
-            policy.handle(f"{path}: row {i}", BadRow("invalid_json", f"expected a JSON object, got "
-                                                                     f"{type(item).__name__}"))
+            policy.handle(
+                f"{path}: row {i}", BadRow("invalid_json", f"expected a JSON object, got {type(item).__name__}")
+            )
 
 
 def _parquet_records(path: str) -> Iterator[Record]:

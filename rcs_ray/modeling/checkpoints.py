@@ -54,8 +54,10 @@ def checkpoint_keys(path: str, key: str = "model") -> Set[str]:
 
                 names.update(torch.load(f, map_location="meta", weights_only=True, mmap=True).keys())
         except Exception as exc:  # noqa: BLE001 - safetensors / torch raise several types for a broken file
-            raise RcsInputError(f"{key}: {f} is not a readable checkpoint ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0]}); download it again") from None
+            raise RcsInputError(
+                f"{key}: {f} is not a readable checkpoint ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]}); download it again"
+            ) from None
     return names
 
 
@@ -89,7 +91,7 @@ def missing_keys(needed: Set[str], have: Set[str], prefix: str = "") -> List[str
         if needs_prefix and not has_prefix:
             have = {p + k for k in have}
         elif has_prefix and not needs_prefix:
-            have = {k[len(p):] if k.startswith(p) else k for k in have}
+            have = {k[len(p) :] if k.startswith(p) else k for k in have}
     return sorted(needed - have)
 
 
@@ -111,8 +113,10 @@ def read_config(path: str, key: str, trust_remote_code: bool = False):
     except ValueError as exc:
         msg = str(exc).splitlines()[0]
         if "trust_remote_code" in msg:
-            raise RcsInputError(f"{key}: {path} ships its own model code (auto_map in config.json): set "
-                                f"{key.rsplit('.', 1)[0]}.trust_remote_code=true if you trust it") from None
+            raise RcsInputError(
+                f"{key}: {path} ships its own model code (auto_map in config.json): set "
+                f"{key.rsplit('.', 1)[0]}.trust_remote_code=true if you trust it"
+            ) from None
         raise RcsInputError(f"{key}: {path}: {msg}") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise RcsInputError(f"{key}: {path}/config.json is not readable: {str(exc).splitlines()[0]}") from None
@@ -132,21 +136,29 @@ def check_causal_lm(path: str, key: str, trust_remote_code: bool = False) -> Non
 
     config = read_config(path, key, trust_remote_code)
     arch = architectures(config)
-    heads = [a for a in arch if a.endswith(("ForSequenceClassification", "ForScore", "ForTokenClassification"))
-             or "RewardModel" in a]
+    heads = [
+        a
+        for a in arch
+        if a.endswith(("ForSequenceClassification", "ForScore", "ForTokenClassification")) or "RewardModel" in a
+    ]
     if heads:
-        raise RcsInputError(f"{key}: {path} is a reward model ({', '.join(heads)}), not a causal language model: it "
-                            f"cannot generate or give log-probs")
+        raise RcsInputError(
+            f"{key}: {path} is a reward model ({', '.join(heads)}), not a causal language model: it "
+            f"cannot generate or give log-probs"
+        )
     try:
         model = on_meta(lambda: AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code))
     except ValueError:
-        raise RcsInputError(f"{key}: {path} ({', '.join(architectures(config)) or config.model_type}) is not a causal "
-                            f"language model") from None
+        raise RcsInputError(
+            f"{key}: {path} ({', '.join(architectures(config)) or config.model_type}) is not a causal language model"
+        ) from None
     missing = missing_keys(needed_keys(model), checkpoint_keys(path, key), getattr(model, "base_model_prefix", ""))
     if missing:
         what = ", ".join(architectures(config)) or config.model_type
-        raise RcsInputError(f"{key}: {path} ({what}) lacks weights {type(model).__name__} needs: {summarize(missing)}; "
-                            f"it would load with random values there: point {key} at a causal LM checkpoint")
+        raise RcsInputError(
+            f"{key}: {path} ({what}) lacks weights {type(model).__name__} needs: {summarize(missing)}; "
+            f"it would load with random values there: point {key} at a causal LM checkpoint"
+        )
 
 
 def loading_problem(info: Optional[dict]) -> List[str]:

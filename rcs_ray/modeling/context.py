@@ -23,8 +23,16 @@ from typing import Optional
 
 DEFAULT_CONTEXT = 2048
 NO_LIMIT = 1 << 30
-POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
-                 "max_sequence_length", "max_seq_length", "seq_len")
+POSITION_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "model_max_length",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
+)
 
 
 def _real(value) -> Optional[int]:

@@ -69,13 +69,21 @@ def load_checked(auto_class, path: str, what: str, hint: str, **kwargs):
     model, info = auto_class.from_pretrained(local_copy(path), output_loading_info=True, **kwargs)
     missing = loading_problem(info)
     if missing:
-        raise RcsInputError(f"{what}: {path} loaded with random weights for {summarize(missing)} (missing from the "
-                            f"checkpoint or of another shape): {hint}")
+        raise RcsInputError(
+            f"{what}: {path} loaded with random weights for {summarize(missing)} (missing from the "
+            f"checkpoint or of another shape): {hint}"
+        )
     return model
 
 
-def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = False,
-                   device: Optional[str] = None, what: str = "model", **kwargs):
+def load_causal_lm(
+    path: str,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    device: Optional[str] = None,
+    what: str = "model",
+    **kwargs,
+):
     """A causal LM in eval mode on ``device`` (default CPU) through :func:`load_checked`; ``kwargs`` go to
     ``from_pretrained``.
 
@@ -84,8 +92,15 @@ def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = 
     """
     from transformers import AutoModelForCausalLM
 
-    model = load_checked(AutoModelForCausalLM, path, what, "not a causal LM checkpoint", dtype=torch_dtype(dtype),
-                         trust_remote_code=trust_remote_code, **kwargs)
+    model = load_checked(
+        AutoModelForCausalLM,
+        path,
+        what,
+        "not a causal LM checkpoint",
+        dtype=torch_dtype(dtype),
+        trust_remote_code=trust_remote_code,
+        **kwargs,
+    )
     return model.to(device or "cpu").eval()
 
 
@@ -101,8 +116,10 @@ def check_vocab(tokenizer, vocab_size: int, model: str) -> None:
 
     n = len(tokenizer)
     if n > int(vocab_size):
-        raise RcsInputError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has {n} tokens but model "
-                            f"{model} has vocab_size {vocab_size}: they do not belong together (set policy.tokenizer)")
+        raise RcsInputError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has {n} tokens but model "
+            f"{model} has vocab_size {vocab_size}: they do not belong together (set policy.tokenizer)"
+        )
 
 
 def check_models_fit(tokenizer, models, trust_remote_code: bool = False) -> None:
@@ -112,7 +129,10 @@ def check_models_fit(tokenizer, models, trust_remote_code: bool = False) -> None
     from rcs_ray.storage import local_copy
 
     for path in dict.fromkeys(models):
-        vocab = getattr(AutoConfig.from_pretrained(local_copy(path, weights=False),
-                                                   trust_remote_code=trust_remote_code), "vocab_size", None)
+        vocab = getattr(
+            AutoConfig.from_pretrained(local_copy(path, weights=False), trust_remote_code=trust_remote_code),
+            "vocab_size",
+            None,
+        )
         if vocab is not None:
             check_vocab(tokenizer, vocab, path)

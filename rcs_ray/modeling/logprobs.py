@@ -27,8 +27,16 @@ import torch
 from rcs_ray.modeling.padding import IGNORE_INDEX, embedding_rows, free_pad_id, right_pad
 from rcs_ray.prompting import Rule, split_ids
 
-__all__ = ["IGNORE_INDEX", "ResponseLogps", "sequence_logps", "token_logps", "tokenize_example",
-           "build_pair_features", "collate_pairs", "pad_examples"]
+__all__ = [
+    "IGNORE_INDEX",
+    "ResponseLogps",
+    "sequence_logps",
+    "token_logps",
+    "tokenize_example",
+    "build_pair_features",
+    "collate_pairs",
+    "pad_examples",
+]
 
 SIDES = ("chosen", "rejected")
 FIELDS = ("input_ids", "attention_mask", "labels")
@@ -44,13 +52,16 @@ def _token_logps(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     if logits.dtype in (torch.float32, torch.float64):
         picked = torch.gather(logits, -1, index.unsqueeze(-1)).squeeze(-1)
         return picked - torch.logsumexp(logits, dim=-1)
-    rows = [torch.log_softmax(row.float(), dim=-1).gather(-1, idx.unsqueeze(-1)).squeeze(-1)
-            for row, idx in zip(logits, index)]
+    rows = [
+        torch.log_softmax(row.float(), dim=-1).gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+        for row, idx in zip(logits, index)
+    ]
     return torch.stack(rows)
 
 
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,
-                   average: bool = False) -> torch.Tensor:
+def sequence_logps(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, average: bool = False
+) -> torch.Tensor:
     """Sum (or mean) of the log-probs of the labelled tokens, one value per sequence.
 
     Position ``t`` of ``logits`` predicts token ``t + 1``: the result for row ``b`` is
@@ -75,8 +86,9 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     return total / mask.sum(dim=-1).to(total.dtype) if average else total
 
 
-def token_logps(logits: torch.Tensor, labels: torch.Tensor,
-                ignore_index: int = IGNORE_INDEX) -> Tuple[torch.Tensor, torch.Tensor]:
+def token_logps(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of the labelled tokens: ``(values, mask)``, both (B, T - 1).
 
     ``values[b, t] = log softmax(logits[b, t])[labels[b, t + 1]]`` where ``mask[b, t]`` (the label is not
@@ -87,8 +99,9 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor,
     if not isinstance(labels, torch.Tensor) or labels.ndim != 2 or labels.is_floating_point():
         raise ValueError(f"labels: expected an integer tensor of shape (B, T), got {_describe(labels)}")
     if tuple(labels.shape) != tuple(logits.shape[:2]):
-        raise ValueError(f"labels: shape {tuple(labels.shape)} does not match logits (B, T) = "
-                         f"{tuple(logits.shape[:2])}")
+        raise ValueError(
+            f"labels: shape {tuple(labels.shape)} does not match logits (B, T) = {tuple(logits.shape[:2])}"
+        )
     if labels.shape[1] < 2:
         raise ValueError(f"labels: need T >= 2 positions (one predicts the next), got T = {labels.shape[1]}")
     targets = labels[:, 1:]
@@ -98,8 +111,10 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor,
     out_of_range = mask & ((index < 0) | (index >= vocab))
     if bool(out_of_range.any()):
         b, t = (int(i) for i in out_of_range.nonzero()[0])
-        raise ValueError(f"labels: token id {int(targets[b, t])} at row {b}, position {t + 1} is outside "
-                         f"[0, {vocab}) and is not ignore_index {ignore_index}")
+        raise ValueError(
+            f"labels: token id {int(targets[b, t])} at row {b}, position {t + 1} is outside "
+            f"[0, {vocab}) and is not ignore_index {ignore_index}"
+        )
     counts = mask.sum(dim=-1)
     if bool((counts == 0).any()):
         row = int((counts == 0).nonzero()[0, 0])
@@ -114,8 +129,9 @@ def _describe(x: Any) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- tokenization
-def _truncate(prompt_ids: List[int], response_ids: List[int], max_length: int,
-              min_response_tokens: Optional[int]) -> Tuple[List[int], List[int]]:
+def _truncate(
+    prompt_ids: List[int], response_ids: List[int], max_length: int, min_response_tokens: Optional[int]
+) -> Tuple[List[int], List[int]]:
     """Apply the truncation rule of :func:`tokenize_example`."""
     if len(prompt_ids) + len(response_ids) <= max_length:
         return prompt_ids, response_ids
@@ -124,19 +140,26 @@ def _truncate(prompt_ids: List[int], response_ids: List[int], max_length: int,
     keep_response = min(len(response_ids), max(max_length - len(prompt_ids), floor))
     response_ids = response_ids[:keep_response]
     keep_prompt = max_length - len(response_ids)
-    return prompt_ids[len(prompt_ids) - keep_prompt:], response_ids
+    return prompt_ids[len(prompt_ids) - keep_prompt :], response_ids
 
 
-def tokenize_example(tokenizer, prompt, response, max_length: int, min_response_tokens: Optional[int] = None,
-                     use_chat_template: Rule = False, finished: bool = True) -> Dict[str, List[int]]:
+def tokenize_example(
+    tokenizer,
+    prompt,
+    response,
+    max_length: int,
+    min_response_tokens: Optional[int] = None,
+    use_chat_template: Rule = False,
+    finished: bool = True,
+) -> Dict[str, List[int]]:
     """Tokenize one prompt + response for a causal LM, labelling only the response tokens.
 
     A plain prompt becomes a chat as :func:`rcs_ray.prompting.as_chat` says (``use_chat_template`` and a tokenizer
     with a template); see :func:`rcs_ray.prompting.split_ids`. Plain prompt (a string): ``prompt`` is tokenized with
     the tokenizer's special tokens (e.g. its BOS), the ``response`` string without them, and the EOS id is appended
-    to the response unless it already ends with it. Chat prompt (a list of ``{"role", "content"}`` messages): the prompt is
-    ``apply_chat_template(messages, add_generation_prompt=True)``; the response (the assistant message content as
-    a string, or a list of messages) is the template's rendering of that turn, end-of-turn tokens included.
+    to the response unless it already ends with it. Chat prompt (a list of ``{"role", "content"}`` messages): the
+    prompt is ``apply_chat_template(messages, add_generation_prompt=True)``; the response (the assistant message
+    content as a string, or a list of messages) is the template's rendering of that turn, end-of-turn tokens included.
     Either way the two parts are tokenized separately and concatenated, so ``labels`` are ``IGNORE_INDEX`` on
     exactly the prompt tokens and equal ``input_ids`` on every response token (and its EOS / end-of-turn).
 
@@ -172,13 +195,23 @@ def tokenize_example(tokenizer, prompt, response, max_length: int, min_response_
         raise ValueError("response: tokenizes to no tokens")
     prompt_ids, response_ids = _truncate(prompt_ids, response_ids, max_length, min_response_tokens)
     input_ids = prompt_ids + response_ids
-    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids),
-            "labels": [IGNORE_INDEX] * len(prompt_ids) + list(response_ids)}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": [1] * len(input_ids),
+        "labels": [IGNORE_INDEX] * len(prompt_ids) + list(response_ids),
+    }
 
 
-def build_pair_features(tokenizer, prompt, chosen, rejected, max_length: int,
-                        min_response_tokens: Optional[int] = None, use_chat_template: Rule = False,
-                        finished: Tuple[bool, bool] = (True, True)) -> Dict[str, List[int]]:
+def build_pair_features(
+    tokenizer,
+    prompt,
+    chosen,
+    rejected,
+    max_length: int,
+    min_response_tokens: Optional[int] = None,
+    use_chat_template: Rule = False,
+    finished: Tuple[bool, bool] = (True, True),
+) -> Dict[str, List[int]]:
     """Tokenize a preference pair: :func:`tokenize_example` on (prompt, chosen) and on (prompt, rejected);
     ``finished``: whether each side ended (a side cut at the sampling token limit gets no EOS / end of turn).
 
@@ -189,15 +222,17 @@ def build_pair_features(tokenizer, prompt, chosen, rejected, max_length: int,
     """
     out: Dict[str, List[int]] = {}
     for side, response, done in zip(SIDES, (chosen, rejected), finished):
-        for key, value in tokenize_example(tokenizer, prompt, response, max_length, min_response_tokens,
-                                          use_chat_template, done).items():
+        for key, value in tokenize_example(
+            tokenizer, prompt, response, max_length, min_response_tokens, use_chat_template, done
+        ).items():
             out[f"{side}_{key}"] = value
     return out
 
 
 # ----------------------------------------------------------------------------------------------- collation
-def collate_pairs(features: Sequence[Mapping[str, Any]], pad_token_id: int,
-                  extra_keys: Sequence[str] = ()) -> Dict[str, torch.Tensor]:
+def collate_pairs(
+    features: Sequence[Mapping[str, Any]], pad_token_id: int, extra_keys: Sequence[str] = ()
+) -> Dict[str, torch.Tensor]:
     """Stack pair features into right-padded tensors.
 
     Both sides are padded to one common length, the longest chosen or rejected sequence of the batch, so a trainer
@@ -233,8 +268,10 @@ def collate_pairs(features: Sequence[Mapping[str, Any]], pad_token_id: int,
                     raise ValueError(f"features: row {i} has no {key!r}")
                 fields.append(torch.as_tensor(feature[key], dtype=torch.long).reshape(-1))
             if len({len(f) for f in fields}) != 1:
-                raise ValueError(f"features: row {i} has {side} fields of different lengths "
-                                 f"{[len(f) for f in fields]} (input_ids, attention_mask, labels)")
+                raise ValueError(
+                    f"features: row {i} has {side} fields of different lengths "
+                    f"{[len(f) for f in fields]} (input_ids, attention_mask, labels)"
+                )
             rows[side].append(fields)
     length = max(len(fields[0]) for side in SIDES for fields in rows[side])
     pad = free_pad_id((fields[0] for side in SIDES for fields in rows[side]), prefer=(pad_token_id,))
@@ -255,8 +292,11 @@ def collate_pairs(features: Sequence[Mapping[str, Any]], pad_token_id: int,
 
 
 # ----------------------------------------------------------------------------------------------- frozen models
-def pad_examples(examples: Sequence[Mapping[str, Sequence[int]]], pad_token_id: Optional[int] = None,
-                 vocab_size: Optional[int] = None) -> Dict[str, torch.Tensor]:
+def pad_examples(
+    examples: Sequence[Mapping[str, Sequence[int]]],
+    pad_token_id: Optional[int] = None,
+    vocab_size: Optional[int] = None,
+) -> Dict[str, torch.Tensor]:
     """Right-pad N examples (``input_ids``, ``labels``; the mask is 1 on every token) to (N, T) long tensors, with
     an id that occurs in none of them (``pad_token_id`` when absent; see :func:`rcs_ray.modeling.padding.free_pad_id`,
     ``vocab_size`` the model's embedding rows)."""
@@ -285,8 +325,10 @@ class ResponseLogps:
     def _passes(self, examples: Sequence[Mapping[str, Sequence[int]]]):
         """``(values (b, T-1), mask (b, T-1))`` of :func:`token_logps` per micro batch, on the CPU."""
         for start in range(0, len(examples), self.micro_batch):
-            batch = {k: v.to(self.device) for k, v in
-                     pad_examples(examples[start:start + self.micro_batch], self.pad, self.vocab_size).items()}
+            batch = {
+                k: v.to(self.device)
+                for k, v in pad_examples(examples[start : start + self.micro_batch], self.pad, self.vocab_size).items()
+            }
             with torch.no_grad():
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 values, mask = token_logps(logits, batch["labels"])

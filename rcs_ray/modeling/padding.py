@@ -35,8 +35,9 @@ def _ids(row) -> list:
     return [int(x) for x in row]
 
 
-def free_pad_id(rows: Iterable[Sequence[int]], vocab_size: Optional[int] = None,
-                prefer: Iterable[Optional[int]] = ()) -> int:
+def free_pad_id(
+    rows: Iterable[Sequence[int]], vocab_size: Optional[int] = None, prefer: Iterable[Optional[int]] = ()
+) -> int:
     """An id that occurs in none of ``rows`` and is a valid embedding row.
 
     Args:
@@ -62,13 +63,18 @@ def free_pad_id(rows: Iterable[Sequence[int]], vocab_size: Optional[int] = None,
     for i in range(limit):
         if i not in used:
             return i
-    raise ValueError(f"padding: no token id below {limit} is free in this batch (every id occurs in it); "
-                     f"use a smaller batch")
+    raise ValueError(
+        f"padding: no token id below {limit} is free in this batch (every id occurs in it); use a smaller batch"
+    )
 
 
-def right_pad(input_ids: Sequence[Sequence[int]], pad_token_id: int, width: Optional[int] = None,
-              labels: Optional[Sequence[Sequence[int]]] = None,
-              attention_mask: Optional[Sequence[Sequence[int]]] = None) -> Dict[str, torch.Tensor]:
+def right_pad(
+    input_ids: Sequence[Sequence[int]],
+    pad_token_id: int,
+    width: Optional[int] = None,
+    labels: Optional[Sequence[Sequence[int]]] = None,
+    attention_mask: Optional[Sequence[Sequence[int]]] = None,
+) -> Dict[str, torch.Tensor]:
     """Right-pad B sequences to (B, T) long tensors.
 
     Args:
@@ -83,8 +89,10 @@ def right_pad(input_ids: Sequence[Sequence[int]], pad_token_id: int, width: Opti
     """
     rows = [torch.as_tensor(_ids(x), dtype=torch.long) for x in input_ids]
     width = max((len(r) for r in rows), default=0) if width is None else int(width)
-    out = {"input_ids": torch.full((len(rows), width), int(pad_token_id), dtype=torch.long),
-           "attention_mask": torch.zeros((len(rows), width), dtype=torch.long)}
+    out = {
+        "input_ids": torch.full((len(rows), width), int(pad_token_id), dtype=torch.long),
+        "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
+    }
     if labels is not None:
         out["labels"] = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     for b, row in enumerate(rows):

@@ -14,10 +14,19 @@ import os
 from typing import Any, Dict, Mapping, Optional
 
 
-def llm_kwargs(model: str, *, dtype: str, trust_remote_code: bool, max_model_len: int, cuda: bool,
-               tokenizer: Optional[str] = None, seed: Optional[int] = None, tensor_parallel_size: int = 1,
-               extra: Optional[Mapping[str, Any]] = None,
-               engine_kwargs: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def llm_kwargs(
+    model: str,
+    *,
+    dtype: str,
+    trust_remote_code: bool,
+    max_model_len: int,
+    cuda: bool,
+    tokenizer: Optional[str] = None,
+    seed: Optional[int] = None,
+    tensor_parallel_size: int = 1,
+    extra: Optional[Mapping[str, Any]] = None,
+    engine_kwargs: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
     """The keyword arguments of ``vllm.LLM`` for one model (no vLLM import: testable anywhere).
 
     Args:
@@ -35,20 +44,24 @@ def llm_kwargs(model: str, *, dtype: str, trust_remote_code: bool, max_model_len
     Returns:
         The arguments, ready for ``vllm.LLM(**kwargs)``.
     """
-    kwargs: Dict[str, Any] = dict(model=model, tokenizer=tokenizer or model, dtype=dtype,
-                                  trust_remote_code=trust_remote_code, max_model_len=int(max_model_len),
-                                  tensor_parallel_size=tensor_parallel_size)
+    kwargs: Dict[str, Any] = dict(
+        model=model,
+        tokenizer=tokenizer or model,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        max_model_len=int(max_model_len),
+        tensor_parallel_size=tensor_parallel_size,
+    )
     if seed is not None:
         kwargs["seed"] = seed
     if tensor_parallel_size > 1:
         kwargs["distributed_executor_backend"] = "ray"
     if not cuda:
-        kwargs["enforce_eager"] = True                     # the CPU build: no CUDA graphs
+        kwargs["enforce_eager"] = True  # the CPU build: no CUDA graphs
     return {**kwargs, **(extra or {}), **(engine_kwargs or {})}
 
 
-def vllm_context_limit(model: str, tokenizer: Optional[str], trust_remote_code: bool,
-                       setting: Optional[int]) -> int:
+def vllm_context_limit(model: str, tokenizer: Optional[str], trust_remote_code: bool, setting: Optional[int]) -> int:
     """The context limit of a model directory by the one rule, read without loading weights or the tokenizer
     (its ``config.json`` and ``tokenizer_config.json``)."""
     from rcs_ray.modeling.context import context_limit, saved_tokenizer_limit
@@ -61,9 +74,18 @@ def vllm_context_limit(model: str, tokenizer: Optional[str], trust_remote_code: 
     return context_limit(config, saved_tokenizer_limit(tokenizer or model))
 
 
-def build_llm(model: str, *, dtype: str, trust_remote_code: bool, max_length: Optional[int] = None,
-              tokenizer: Optional[str] = None, seed: Optional[int] = None, tensor_parallel_size: int = 1,
-              extra: Optional[Mapping[str, Any]] = None, engine_kwargs: Optional[Mapping[str, Any]] = None):
+def build_llm(
+    model: str,
+    *,
+    dtype: str,
+    trust_remote_code: bool,
+    max_length: Optional[int] = None,
+    tokenizer: Optional[str] = None,
+    seed: Optional[int] = None,
+    tensor_parallel_size: int = 1,
+    extra: Optional[Mapping[str, Any]] = None,
+    engine_kwargs: Optional[Mapping[str, Any]] = None,
+):
     """A ``vllm.LLM`` built from :func:`llm_kwargs`; read its context limit back from
     ``llm.llm_engine.model_config.max_model_len`` (``engine_kwargs.max_model_len`` may have replaced it).
 
@@ -76,10 +98,21 @@ def build_llm(model: str, *, dtype: str, trust_remote_code: bool, max_length: Op
 
     cuda = has_cuda()
     if not cuda:
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")    # the CPU build: an in-process engine core
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the CPU build: an in-process engine core
     from vllm import LLM
 
     limit = vllm_context_limit(model, tokenizer, trust_remote_code, max_length)
-    return LLM(**llm_kwargs(model, dtype=dtype, trust_remote_code=trust_remote_code, max_model_len=limit, cuda=cuda,
-                            tokenizer=tokenizer, seed=seed, tensor_parallel_size=tensor_parallel_size, extra=extra,
-                            engine_kwargs=engine_kwargs))
+    return LLM(
+        **llm_kwargs(
+            model,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            max_model_len=limit,
+            cuda=cuda,
+            tokenizer=tokenizer,
+            seed=seed,
+            tensor_parallel_size=tensor_parallel_size,
+            extra=extra,
+            engine_kwargs=engine_kwargs,
+        )
+    )

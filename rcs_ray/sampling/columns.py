@@ -7,7 +7,7 @@ flat values and offsets (numpy index arithmetic), so no batch is turned into Pyt
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +23,9 @@ def lengths(column) -> np.ndarray:
 
 def begins(counts: np.ndarray) -> np.ndarray:
     """Where each of consecutive runs of ``counts`` elements begins (the exclusive cumulative sum)."""
-    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else \
-        np.zeros(0, dtype=np.int64)
+    return (
+        np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else np.zeros(0, dtype=np.int64)
+    )
 
 
 def positions(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,10 +53,10 @@ def offsets_of(counts: np.ndarray) -> pa.Array:
     return pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32), pa.int32())
 
 
-def rows_of(values: np.ndarray, width: int, type=pa.float64()) -> pa.ListArray:
-    """An (n, width) array as n lists of ``width`` values."""
-    return pa.ListArray.from_arrays(offsets_of(np.full(values.shape[0], width)),
-                                    pa.array(values.reshape(-1), type))
+def rows_of(values: np.ndarray, width: int, type: Optional[pa.DataType] = None) -> pa.ListArray:
+    """An (n, width) array as n lists of ``width`` values (float64 unless ``type`` is given)."""
+    flat = pa.array(values.reshape(-1), type or pa.float64())
+    return pa.ListArray.from_arrays(offsets_of(np.full(values.shape[0], width)), flat)
 
 
 def append_lists(column, new: Sequence[list], type: pa.DataType) -> pa.ListArray:
@@ -67,21 +68,24 @@ def append_lists(column, new: Sequence[list], type: pa.DataType) -> pa.ListArray
     old_values = pc.list_flatten(column) if column is not None else pa.array([], type.value_type)
     if isinstance(old_values, pa.ChunkedArray):
         old_values = old_values.combine_chunks()
-    values = pa.concat_arrays([old_values.cast(type.value_type),
-                               pa.array([x for row in new for x in row], type.value_type)])
+    values = pa.concat_arrays(
+        [old_values.cast(type.value_type), pa.array([x for row in new for x in row], type.value_type)]
+    )
     total = old_len + new_len
     parent, at = positions(total)
     is_old = at < old_len[parent]
-    src = np.where(is_old, begins(old_len)[parent] + at,
-                   len(old_values) + begins(new_len)[parent] + at - old_len[parent])
+    src = np.where(
+        is_old, begins(old_len)[parent] + at, len(old_values) + begins(new_len)[parent] + at - old_len[parent]
+    )
     return pa.ListArray.from_arrays(offsets_of(total), values.take(pa.array(src, pa.int64())))
 
 
 def no_null_lists(table: pa.Table, name: str, type: pa.DataType) -> pa.Array:
     """Column ``name`` of ``table`` with null lists as empty ones (all empty if the column is absent)."""
     if name not in table.column_names:
-        return pa.ListArray.from_arrays(offsets_of(np.zeros(table.num_rows, dtype=np.int64)),
-                                        pa.array([], type.value_type))
+        return pa.ListArray.from_arrays(
+            offsets_of(np.zeros(table.num_rows, dtype=np.int64)), pa.array([], type.value_type)
+        )
     column = table.column(name).combine_chunks()
     if column.null_count == 0:
         return column
@@ -93,8 +97,9 @@ def messages(texts, role: str) -> pa.ListArray:
     """Each text as a one-message chat list ``[{"role": role, "content": text}]`` (TRL's conversational form, the
     :data:`~rcs_ray.data.pairs.MESSAGES` type): how a plain prompt or a response goes into a chat pairs file."""
     texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
-    structs = pa.StructArray.from_arrays([pa.array([role] * len(texts), pa.string()), texts.cast(pa.string())],
-                                         fields=list(MESSAGES.value_type))
+    structs = pa.StructArray.from_arrays(
+        [pa.array([role] * len(texts), pa.string()), texts.cast(pa.string())], fields=list(MESSAGES.value_type)
+    )
     return pa.ListArray.from_arrays(offsets_of(np.ones(len(texts), dtype=np.int64)), structs)
 
 
@@ -115,8 +120,9 @@ def with_system(prompts, system) -> pa.Array:
     parent, at = positions(old_len + add)
     src = np.where(at < add[parent], len(values), begins(old_len)[parent] + at - add[parent])
     extra = pa.array([{"role": "system", "content": system}], MESSAGES.value_type)
-    return pa.ListArray.from_arrays(offsets_of(old_len + add),
-                                    pa.concat_arrays([values, extra]).take(pa.array(src, pa.int64())))
+    return pa.ListArray.from_arrays(
+        offsets_of(old_len + add), pa.concat_arrays([values, extra]).take(pa.array(src, pa.int64()))
+    )
 
 
 def column_sum(table: pa.Table, name: str) -> float:

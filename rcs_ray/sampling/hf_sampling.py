@@ -34,8 +34,16 @@ class GumbelNoise:
             the tokens from there on. Default: every token.
     """
 
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, top_k: int = 0, min_p: float = 0.0,
-                 repetition_penalty: float = 1.0, starts: Optional[Sequence[int]] = None):
+    def __init__(
+        self,
+        seeds: Sequence[int],
+        temperature: float,
+        top_p: float,
+        top_k: int = 0,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
+        starts: Optional[Sequence[int]] = None,
+    ):
         import torch
 
         self.temperature, self.top_p, self.top_k, self.min_p = temperature, top_p, top_k, min_p
@@ -51,16 +59,16 @@ class GumbelNoise:
         if self.temperature == 0:
             return scores
         scores = scores.float() / self.temperature
-        if self.min_p > 0:                  # tokens less likely than min_p x the most likely one
+        if self.min_p > 0:  # tokens less likely than min_p x the most likely one
             probs = torch.softmax(scores, dim=-1)
             scores = scores.masked_fill(probs < self.min_p * probs.amax(dim=-1, keepdim=True), float("-inf"))
         if 0 < self.top_k < scores.shape[-1]:
             kth = torch.topk(scores, self.top_k, dim=-1).values[..., -1:]
-            scores = scores.masked_fill(scores < kth, float("-inf"))        # ties with the k-th stay, as in vLLM
+            scores = scores.masked_fill(scores < kth, float("-inf"))  # ties with the k-th stay, as in vLLM
         if self.top_p < 1.0:
             sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
             cum = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
-            drop = cum - torch.softmax(sorted_scores, dim=-1) > self.top_p   # keep the smallest set reaching top_p
+            drop = cum - torch.softmax(sorted_scores, dim=-1) > self.top_p  # keep the smallest set reaching top_p
             scores = scores.scatter(-1, order, sorted_scores.masked_fill(drop, float("-inf")))
         vocab = scores.shape[-1]
         uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(scores.device)
@@ -77,7 +85,7 @@ class GumbelNoise:
         ids = input_ids.clamp(max=vocab)
         if self.starts is not None:
             padding = torch.arange(length, device=ids.device)[None, :] < self.starts.to(ids.device)[:, None]
-            ids = ids.masked_fill(padding, vocab)                            # a bin past the vocabulary
+            ids = ids.masked_fill(padding, vocab)  # a bin past the vocabulary
         seen = torch.zeros(rows, vocab + 1, dtype=torch.bool, device=scores.device)
         seen = seen.scatter_(1, ids.to(scores.device), True)[:, :vocab]
         p = self.repetition_penalty
@@ -94,9 +102,10 @@ class StopStrings:
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        texts = self.tokenizer.batch_decode(input_ids[:, self.width:].tolist(), skip_special_tokens=True)
-        return torch.tensor([first_stop(t, self.stop) is not None for t in texts], dtype=torch.bool,
-                            device=input_ids.device)
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width :].tolist(), skip_special_tokens=True)
+        return torch.tensor(
+            [first_stop(t, self.stop) is not None for t in texts], dtype=torch.bool, device=input_ids.device
+        )
 
 
 def first_stop(text: str, stop: Sequence[str]) -> Optional[Tuple[int, int]]:
@@ -117,11 +126,11 @@ def stop_cut(tokenizer, tokens: Sequence[int], text: str, stop: Sequence[str]) -
     cut = first_stop(text, stop) if stop else None
     if cut is None:
         return None
-    lo, hi = 1, len(tokens)                 # the fewest tokens whose text holds a stop string (binary search)
+    lo, hi = 1, len(tokens)  # the fewest tokens whose text holds a stop string (binary search)
     while lo < hi:
         mid = (lo + hi) // 2
         if first_stop(tokenizer.decode(list(tokens[:mid]), skip_special_tokens=True), stop) is None:
             lo = mid + 1
         else:
             hi = mid
-    return text[:cut[0]], lo
+    return text[: cut[0]], lo

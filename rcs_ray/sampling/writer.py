@@ -22,17 +22,26 @@ import pyarrow.parquet as pq
 
 from rcs_ray.data.pairs import reward_column
 from rcs_ray.data.sampling_files import candidates_schema, failed_schema, pairs_schema
-from rcs_ray.rc import SAMPLED
-from rcs_ray.sampling.columns import column_sum, flat, lengths, messages, no_null_lists, offsets_of, pick, positions, \
-    rows_of, starts, with_system
 from rcs_ray.layout import STATS_FILE, SamplingFiles
+from rcs_ray.rc import SAMPLED
+from rcs_ray.sampling.columns import (
+    column_sum,
+    flat,
+    lengths,
+    messages,
+    no_null_lists,
+    offsets_of,
+    pick,
+    positions,
+    rows_of,
+    starts,
+    with_system,
+)
 from rcs_ray.storage import AtomicPath, writing
 from rcs_ray.storage.atomic import remove_local
 
-
 # A carried group's selection and timings, cleared for the next round.
-CLEARED = ("chosen_index", "rejected_index", "chosen_indices", "rejected_indices", "failure_reason",
-           "generate_started")
+CLEARED = ("chosen_index", "rejected_index", "chosen_indices", "rejected_indices", "failure_reason", "generate_started")
 
 
 class _ParquetSink:
@@ -40,7 +49,7 @@ class _ParquetSink:
     ``flush_rows`` (cut at fixed row counts, so the same rows give the same file however they arrived)."""
 
     def __init__(self, path: str, schema: pa.Schema, home: str, flush_rows: int = 4096):
-        self.path, self.home = path, home           # home: where the file is published, for messages
+        self.path, self.home = path, home  # home: where the file is published, for messages
         self.schema = schema
         self.writer: Optional[pq.ParquetWriter] = None
         self.buffer: list[pa.Table] = []
@@ -78,7 +87,7 @@ class _ParquetSink:
         if self.writer is not None:
             try:
                 self.writer.close()
-            except OSError:                      # a full disk: the staging directory goes anyway
+            except OSError:  # a full disk: the staging directory goes anyway
                 pass
 
 
@@ -96,12 +105,23 @@ class OutputWriter:
             none (as the prompt rule put it in front of what the policy read).
     """
 
-    def __init__(self, out_dir: str, objectives: Sequence[str], target: str, chat: bool = False,
-                 candidates: bool = False, selection: Optional[dict] = None, system: Optional[str] = None):
+    def __init__(
+        self,
+        out_dir: str,
+        objectives: Sequence[str],
+        target: str,
+        chat: bool = False,
+        candidates: bool = False,
+        selection: Optional[dict] = None,
+        system: Optional[str] = None,
+    ):
         out_dir = out_dir.rstrip(os.sep)
-        for stale in glob.glob(glob.escape(out_dir) + ".tmp-*") + glob.glob(glob.escape(out_dir) + ".old-*") + \
-                glob.glob(os.path.join(glob.escape(out_dir), "*.tmp-*")):
-            remove_local(stale)                            # left by a run that was killed (one run per dir: the lock)
+        for stale in (
+            glob.glob(glob.escape(out_dir) + ".tmp-*")
+            + glob.glob(glob.escape(out_dir) + ".old-*")
+            + glob.glob(os.path.join(glob.escape(out_dir), "*.tmp-*"))
+        ):
+            remove_local(stale)  # left by a run that was killed (one run per dir: the lock)
         self.staging = AtomicPath(out_dir)
         with writing(out_dir):
             os.makedirs(self.staging.tmp)
@@ -109,19 +129,24 @@ class OutputWriter:
         self.objectives = list(objectives)
         self.target = target
         self.chat = chat
-        self.system = system                               # policy.system_prompt: the first message of each prompt
+        self.system = system  # policy.system_prompt: the first message of each prompt
         self.reward_cols = [reward_column(n) for n in self.objectives]
         self.pairs = _ParquetSink(self.files.pairs, pairs_schema(chat, self.objectives, target), home.pairs)
         self.failed = _ParquetSink(self.files.failed, failed_schema(chat, self.objectives, target), home.failed)
-        self.candidates = _ParquetSink(self.files.candidates, candidates_schema(chat, self.objectives, target, selection),
-                                       home.candidates) if candidates else None
+        self.candidates = (
+            _ParquetSink(
+                self.files.candidates, candidates_schema(chat, self.objectives, target, selection), home.candidates
+            )
+            if candidates
+            else None
+        )
         self.reasons: Counter = Counter()
         self.pair_sources: Counter = Counter()
         self.seconds: Counter = Counter()
         self.gaps: list[float] = []
-        self.paired_prompts = 0                            # groups that gave pairs (rs_dpo: several pairs each)
-        self.sampled = 0                                   # sampled candidates in the finalised groups
-        self.truncated = 0                                 # of them, cut at max_tokens
+        self.paired_prompts = 0  # groups that gave pairs (rs_dpo: several pairs each)
+        self.sampled = 0  # sampled candidates in the finalised groups
+        self.truncated = 0  # of them, cut at max_tokens
 
     def _prompts(self, table: pa.Table) -> pa.Array:
         prompts = table.column("prompt").combine_chunks()
@@ -144,12 +169,18 @@ class OutputWriter:
         n = batch.num_rows
         for name in batch.column_names:
             if name.startswith("seconds__"):
-                self.seconds[name[len("seconds__"):]] += column_sum(batch, name)
+                self.seconds[name[len("seconds__") :]] += column_sum(batch, name)
         rounds = np.broadcast_to(np.asarray(round_index, dtype=np.int64), (n,))
         reason = batch.column("failure_reason")
         paired = pc.is_null(reason).to_numpy(zero_copy_only=False)
-        carry = ~paired & pc.fill_null(pc.is_in(reason, pa.array(list(resample), pa.string())), False).to_numpy(
-            zero_copy_only=False) if resample else np.zeros(n, dtype=bool)
+        carry = (
+            ~paired
+            & pc.fill_null(pc.is_in(reason, pa.array(list(resample), pa.string())), False).to_numpy(
+                zero_copy_only=False
+            )
+            if resample
+            else np.zeros(n, dtype=bool)
+        )
         final = np.flatnonzero(~carry)
         self._pairs(batch, np.flatnonzero(paired), rounds)
         self._failed(batch, np.flatnonzero(~paired & ~carry), rounds + 1)
@@ -168,7 +199,7 @@ class OutputWriter:
         if not rows.size:
             return
         self.paired_prompts += rows.size
-        if "chosen_indices" in batch.column_names:                  # rs_dpo: every pair of each group
+        if "chosen_indices" in batch.column_names:  # rs_dpo: every pair of each group
             every_w, every_l = (batch.column(c).take(pa.array(rows)) for c in ("chosen_indices", "rejected_indices"))
             rows = np.repeat(rows, lengths(every_w))
             w, l = flat(every_w).astype(np.int64), flat(every_l).astype(np.int64)
@@ -185,16 +216,23 @@ class OutputWriter:
         for item in pc.value_counts(pc.binary_join_element_wise(chosen_source, rejected_source, ">")).to_pylist():
             self.pair_sources[item["values"]] += item["counts"]
         sub = batch.take(pa.array(rows))
-        self.pairs.write({
-            "prompt": self._prompts(sub), "chosen": self._response(pick(cands, rows, w)),
-            "rejected": self._response(pick(cands, rows, l)), "prompt_id": sub.column("prompt_id"),
-            "chosen_rewards": rows_of(chosen, len(self.objectives)),
-            "rejected_rewards": rows_of(rejected, len(self.objectives)),
-            "target": pa.array([self.target] * rows.size, pa.string()), "chosen_source": chosen_source,
-            "rejected_source": rejected_source, "chosen_finished": self._finished(batch, rows, w),
-            "rejected_finished": self._finished(batch, rows, l),
-            "num_candidates": pa.array(lengths(sub.column("candidates"))),
-            "round": pa.array(rounds[rows])})
+        self.pairs.write(
+            {
+                "prompt": self._prompts(sub),
+                "chosen": self._response(pick(cands, rows, w)),
+                "rejected": self._response(pick(cands, rows, l)),
+                "prompt_id": sub.column("prompt_id"),
+                "chosen_rewards": rows_of(chosen, len(self.objectives)),
+                "rejected_rewards": rows_of(rejected, len(self.objectives)),
+                "target": pa.array([self.target] * rows.size, pa.string()),
+                "chosen_source": chosen_source,
+                "rejected_source": rejected_source,
+                "chosen_finished": self._finished(batch, rows, w),
+                "rejected_finished": self._finished(batch, rows, l),
+                "num_candidates": pa.array(lengths(sub.column("candidates"))),
+                "round": pa.array(rounds[rows]),
+            }
+        )
 
     @staticmethod
     def _finished(batch: pa.Table, rows: np.ndarray, index: np.ndarray) -> pa.Array:
@@ -210,16 +248,25 @@ class OutputWriter:
         for item in pc.value_counts(sub.column("failure_reason")).to_pylist():
             self.reasons[item["values"]] += item["counts"]
         cands = no_null_lists(sub, "candidates", pa.list_(pa.string()))
-        distinct = np.zeros(rows.size, dtype=np.int64)                 # distinct candidates per group
+        distinct = np.zeros(rows.size, dtype=np.int64)  # distinct candidates per group
         if len(pc.list_flatten(cands)):
-            per = pa.table({"g": pc.list_parent_indices(cands), "c": pc.list_flatten(cands)}) \
-                .group_by("g").aggregate([("c", "count_distinct")])
+            per = (
+                pa.table({"g": pc.list_parent_indices(cands), "c": pc.list_flatten(cands)})
+                .group_by("g")
+                .aggregate([("c", "count_distinct")])
+            )
             distinct[per.column("g").to_numpy()] = per.column("c_count_distinct").to_numpy()
-        self.failed.write({
-            "prompt_id": sub.column("prompt_id"), "prompt": self._prompts(sub), "reason": sub.column("failure_reason"),
-            "detail": sub.column("error") if "error" in sub.column_names else pa.nulls(rows.size, pa.string()),
-            "num_candidates": pa.array(lengths(cands)), "num_distinct": pa.array(distinct),
-            "rounds": pa.array(rounds[rows])})
+        self.failed.write(
+            {
+                "prompt_id": sub.column("prompt_id"),
+                "prompt": self._prompts(sub),
+                "reason": sub.column("failure_reason"),
+                "detail": sub.column("error") if "error" in sub.column_names else pa.nulls(rows.size, pa.string()),
+                "num_candidates": pa.array(lengths(cands)),
+                "num_distinct": pa.array(distinct),
+                "rounds": pa.array(rounds[rows]),
+            }
+        )
 
     def _candidates(self, sub: pa.Table, rounds: np.ndarray) -> None:
         """Finalised groups (their pair or their failure is written too) into ``candidates.parquet``: the m x K
@@ -232,16 +279,20 @@ class OutputWriter:
             full &= (lengths(col) if col is not None else np.zeros_like(m)) == m
         size = np.where(full, m, 0)
         rr, at = positions(size)
-        matrix = np.stack([flat(col)[starts(col)[rr] + at] for col in cols], 1) if rr.size else \
-            np.zeros((0, len(cols)))
-        self.candidates.write({
-            "prompt_id": sub.column("prompt_id"), "prompt": self._prompts(sub), "candidates": cands,
-            "sources": no_null_lists(sub, "sources", pa.list_(pa.string())),
-            "candidate_tokens": no_null_lists(sub, "candidate_tokens", pa.list_(pa.int64())),
-            "candidate_finished": no_null_lists(sub, "candidate_finished", pa.list_(pa.bool_())),
-            "rewards": pa.ListArray.from_arrays(offsets_of(size), rows_of(matrix, len(cols))),
-            "error": sub.column("error") if "error" in sub.column_names else pa.nulls(sub.num_rows, pa.string()),
-            "round": pa.array(rounds)})
+        matrix = np.stack([flat(col)[starts(col)[rr] + at] for col in cols], 1) if rr.size else np.zeros((0, len(cols)))
+        self.candidates.write(
+            {
+                "prompt_id": sub.column("prompt_id"),
+                "prompt": self._prompts(sub),
+                "candidates": cands,
+                "sources": no_null_lists(sub, "sources", pa.list_(pa.string())),
+                "candidate_tokens": no_null_lists(sub, "candidate_tokens", pa.list_(pa.int64())),
+                "candidate_finished": no_null_lists(sub, "candidate_finished", pa.list_(pa.bool_())),
+                "rewards": pa.ListArray.from_arrays(offsets_of(size), rows_of(matrix, len(cols))),
+                "error": sub.column("error") if "error" in sub.column_names else pa.nulls(sub.num_rows, pa.string()),
+                "round": pa.array(rounds),
+            }
+        )
 
     def commit(self, stats: dict) -> dict:
         """Close the files, write ``stats.json`` and move the set into place in one rename; returns the full stats."""
@@ -251,12 +302,17 @@ class OutputWriter:
             self.candidates.close()
         total = self.paired_prompts + self.failed.rows
         full = {
-            "objectives": self.objectives, "target": self.target, "prompts": total, "pairs": self.pairs.rows,
-            "prompts_paired": self.paired_prompts, "failed": self.failed.rows,
+            "objectives": self.objectives,
+            "target": self.target,
+            "prompts": total,
+            "pairs": self.pairs.rows,
+            "prompts_paired": self.paired_prompts,
+            "failed": self.failed.rows,
             "failure_rate": self.failed.rows / total if total else 0.0,
-            "failed_by_reason": dict(sorted(self.reasons.items())), "pair_sources": dict(self.pair_sources),
+            "failed_by_reason": dict(sorted(self.reasons.items())),
+            "pair_sources": dict(self.pair_sources),
             "mean_target_gap": sum(self.gaps) / len(self.gaps) if self.gaps else None,
-            "samples_truncated": self.truncated,              # sampled candidates cut at max_tokens
+            "samples_truncated": self.truncated,  # sampled candidates cut at max_tokens
             "truncated_share": round(self.truncated / self.sampled, 5) if self.sampled else 0.0,
             "actor_seconds_by_stage": {k: round(v, 3) for k, v in sorted(self.seconds.items())},
             **stats,

@@ -21,9 +21,13 @@ from typing import Iterator, Optional
 
 from rcs_ray.errors import RcsInputError
 
-DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-               errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-               errno.EPERM: "operation not permitted"}
+DISK_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -48,8 +52,9 @@ def disk_error(exc: BaseException, path: Optional[str], nbytes: Optional[int] = 
     where = exc.filename or path or "an output"
     tried = f" (writing {_size(nbytes)})" if nbytes else ""
     remedy = "free space there" if code in _FULL else "make it writable or write the outputs elsewhere"
-    return DiskError(f"{where}: {DISK_ERRORS[code]}{tried}: {remedy}, then run the same command again (finished "
-                     f"steps are kept)")
+    return DiskError(
+        f"{where}: {DISK_ERRORS[code]}{tried}: {remedy}, then run the same command again (finished steps are kept)"
+    )
 
 
 def disk_error_in(exc: BaseException, path: str) -> Optional[DiskError]:
@@ -183,7 +188,7 @@ class OutputSet:
             os.makedirs(dir, exist_ok=True)
             for name in os.listdir(dir):
                 if name.startswith(".outputs.tmp-"):
-                    remove_local(os.path.join(dir, name))   # left by a killed run (one run per dir: the lock)
+                    remove_local(os.path.join(dir, name))  # left by a killed run (one run per dir: the lock)
             os.makedirs(self.tmp)
 
     def commit(self) -> None:

@@ -14,7 +14,7 @@ from rcs_ray.errors import RcsInputError
 from rcs_ray.storage.atomic import atomic_path
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_RENAMING = ("local", "hdfs")         # filesystems whose move() is a rename: write, then move into place
+_RENAMING = ("local", "hdfs")  # filesystems whose move() is a rename: write, then move into place
 
 Listing = List[Tuple[str, int, int]]  # (relative path with '/', size in bytes, mtime in ns)
 
@@ -87,19 +87,25 @@ def resolve(path: str, key: Optional[str] = None):
         return None, path
     uri = _norm(path)
     scheme = uri.split("://", 1)[0].lower()
-    if scheme == "hf":                  # a Hub repository (rcs_ray.storage.hub), not a filesystem pyarrow knows
-        raise RcsInputError(f"{_where(key)}{path}: hf:// names a Hugging Face Hub repository, usable as a model or "
-                            f"dataset path only; files here need a local path or a storage URI (s3://, gs://, ...)")
+    if scheme == "hf":  # a Hub repository (rcs_ray.storage.hub), not a filesystem pyarrow knows
+        raise RcsInputError(
+            f"{_where(key)}{path}: hf:// names a Hugging Face Hub repository, usable as a model or "
+            f"dataset path only; files here need a local path or a storage URI (s3://, gs://, ...)"
+        )
     try:
         return _from_uri(uri)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid / ArrowNotImplementedError / OSError
         msg = _first_line(exc)
         if "Unrecognized filesystem type" in msg:
-            raise RcsInputError(f"{_where(key)}unsupported storage scheme '{scheme}://' in {path}: pyarrow "
-                                f"filesystems know file://, s3://, gs:// (gcs://) and hdfs://") from None
+            raise RcsInputError(
+                f"{_where(key)}unsupported storage scheme '{scheme}://' in {path}: pyarrow "
+                f"filesystems know file://, s3://, gs:// (gcs://) and hdfs://"
+            ) from None
         if type(exc).__name__ == "ArrowNotImplementedError" or re.search(r"(compiled|built) without", msg):
-            raise RcsInputError(f"{_where(key)}{path}: this pyarrow was built without {scheme}:// support "
-                                f"({msg}); install a pyarrow built with it (the PyPI wheels have S3 and GCS)") from None
+            raise RcsInputError(
+                f"{_where(key)}{path}: this pyarrow was built without {scheme}:// support "
+                f"({msg}); install a pyarrow built with it (the PyPI wheels have S3 and GCS)"
+            ) from None
         raise RcsInputError(f"{_where(key)}{path}: cannot open the {scheme}:// filesystem: {msg}") from None
 
 
@@ -162,8 +168,7 @@ def list_files(path: str, key: Optional[str] = None) -> Listing:
         for d, _, names in os.walk(path):
             for n in names:
                 st = os.stat(os.path.join(d, n))
-                out.append((os.path.relpath(os.path.join(d, n), path).replace(os.sep, "/"), st.st_size,
-                            st.st_mtime_ns))
+                out.append((os.path.relpath(os.path.join(d, n), path).replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
         return sorted(out)
     import pyarrow.fs as pafs
 
@@ -173,8 +178,11 @@ def list_files(path: str, key: Optional[str] = None) -> Listing:
         return [(i.base_name, i.size, i.mtime_ns or 0)]
     root = p.rstrip("/") + "/"
     infos = fs.get_file_info(pafs.FileSelector(p, recursive=True))
-    return sorted((i.path[len(root):] if i.path.startswith(root) else i.base_name, i.size, i.mtime_ns or 0)
-                  for i in infos if i.type == pafs.FileType.File)
+    return sorted(
+        (i.path[len(root) :] if i.path.startswith(root) else i.base_name, i.size, i.mtime_ns or 0)
+        for i in infos
+        if i.type == pafs.FileType.File
+    )
 
 
 def listing_hash(path: str, key: Optional[str] = None) -> str:
@@ -232,7 +240,7 @@ def _put(fs, dst: str, write) -> None:
     fs.create_dir(dst.rsplit("/", 1)[0], recursive=True)
     tmp = f"{dst}.tmp-{os.getpid()}"
     write(tmp)
-    if fs.type_name != "local":           # HDFS does not rename onto an existing path
+    if fs.type_name != "local":  # HDFS does not rename onto an existing path
         _delete(fs, dst)
     fs.move(tmp, dst)
 
@@ -257,8 +265,13 @@ def upload(local: str, uri: str) -> None:
 
     fs, p = resolve(uri)
     if not os.path.isdir(local):
-        _put(fs, p, lambda dst: pafs.copy_files(local, dst, source_filesystem=pafs.LocalFileSystem(),
-                                                destination_filesystem=fs))
+        _put(
+            fs,
+            p,
+            lambda dst: pafs.copy_files(
+                local, dst, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+            ),
+        )
         return
     if fs.type_name in _RENAMING:
         fs.create_dir(p.rsplit("/", 1)[0], recursive=True)

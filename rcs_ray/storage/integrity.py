@@ -34,7 +34,7 @@ def problem(path: str) -> Optional[str]:
     kind = path_kind(path)
     if kind is None:
         return "missing"
-    if kind == "dir":                                   # a model directory: its config and weight headers
+    if kind == "dir":  # a model directory: its config and weight headers
         names = [f"{path.rstrip('/')}/config.json"] if path_kind(f"{path.rstrip('/')}/config.json") == "file" else []
         if not is_uri(path):
             names += sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".safetensors"))
@@ -92,4 +92,3 @@ def set_aside(path: str, what: str, consequence: str) -> Optional[str]:
     log.warning("%s %s cannot be read: set aside%s; %s", what, path, note, consequence)
     print(f"warning: {what} {path} cannot be read: set aside{note}; {consequence}", flush=True)
     return kept
-

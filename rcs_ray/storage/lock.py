@@ -29,11 +29,11 @@ log = logging.getLogger(__name__)
 LOCK_FILE = ".rcs-ray.lock"
 HEARTBEAT_S = 30.0
 STALE_S = 180.0
-UNREADABLE_TRIES = 10      # a lock that cannot be read for this many tries 0.2 s apart is damaged: set aside
+UNREADABLE_TRIES = 10  # a lock that cannot be read for this many tries 0.2 s apart is damaged: set aside
 
 
 def _alive(pid: int) -> bool:
-    if pid <= 0:                                             # 0 / negative would signal a process group
+    if pid <= 0:  # 0 / negative would signal a process group
         return False
     try:
         os.kill(pid, 0)
@@ -45,8 +45,10 @@ def _alive(pid: int) -> bool:
 
 
 def describe(holder: dict) -> str:
-    return (f"`{holder.get('command', 'rcs-ray')}` (host {holder.get('host')}, pid {holder.get('pid')}, since "
-            f"{holder.get('since')})")
+    return (
+        f"`{holder.get('command', 'rcs-ray')}` (host {holder.get('host')}, pid {holder.get('pid')}, since "
+        f"{holder.get('since')})"
+    )
 
 
 class RunLock:
@@ -59,8 +61,13 @@ class RunLock:
 
     def __init__(self, output_dir: str, command: str):
         self.path = join(output_dir, LOCK_FILE)
-        self.record = {"host": socket.gethostname(), "pid": os.getpid(),
-                       "since": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, "token": uuid.uuid4().hex}
+        self.record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "command": command,
+            "token": uuid.uuid4().hex,
+        }
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -77,7 +84,7 @@ class RunLock:
             if holder.get("host") == self.record["host"]:
                 return not _alive(int(holder.get("pid") or 0))
             return time.time() - float(holder.get("heartbeat") or 0) > STALE_S
-        except (TypeError, ValueError):                      # a record with a damaged pid or heartbeat
+        except (TypeError, ValueError):  # a record with a damaged pid or heartbeat
             return True
 
     def _write(self) -> None:
@@ -112,7 +119,7 @@ class RunLock:
                 unreadable += 1
                 time.sleep(0.2)
                 continue
-            if holder is None:                               # unreadable for seconds: damaged (a full disk, an edit)
+            if holder is None:  # unreadable for seconds: damaged (a full disk, an edit)
                 from rcs_ray.storage.integrity import set_aside
 
                 set_aside(self.path, "run lock", "this run claims the directory")
@@ -120,9 +127,11 @@ class RunLock:
             if holder.get("token") == self.record["token"]:
                 break
             if not self._stale(holder):
-                raise RcsInputError(f"{os.path.dirname(self.path) or '.'} is in use by {describe(holder)}: wait "
-                                    f"for it to finish or use another output_dir (if that run is gone, remove "
-                                    f"{self.path})")
+                raise RcsInputError(
+                    f"{os.path.dirname(self.path) or '.'} is in use by {describe(holder)}: wait "
+                    f"for it to finish or use another output_dir (if that run is gone, remove "
+                    f"{self.path})"
+                )
             log.warning("taking over the lock of a run that is gone: %s", describe(holder))
             print(f"note: taking over {self.path} from {describe(holder)}, which is no longer running")
             self._write()
@@ -140,7 +149,7 @@ class RunLock:
             try:
                 if (self._read() or {}).get("token") == self.record["token"]:
                     self._write()
-            except OSError:                                  # storage hiccup: the next beat tries again
+            except OSError:  # storage hiccup: the next beat tries again
                 pass
 
     def release(self) -> None:

@@ -12,8 +12,21 @@ import shutil
 from typing import List, Optional
 
 from rcs_ray.storage.atomic import atomic_path, remove_local as _remove_local
-from rcs_ray.storage.files import (Listing, _delete, _norm, _split_query, download, exists, is_uri, join, list_files,
-                                   path_kind, resolve, upload, write_text)
+from rcs_ray.storage.files import (
+    Listing,
+    _delete,
+    _norm,
+    _split_query,
+    download,
+    exists,
+    is_uri,
+    join,
+    list_files,
+    path_kind,
+    resolve,
+    upload,
+    write_text,
+)
 
 CACHE_ENV = "RCS_RAY_CACHE"
 DEFAULT_CACHE = os.path.join("~", ".cache", "rcs_ray")
@@ -105,8 +118,12 @@ def _download_some(uri: str, entry: str, names: List[str]) -> None:
         os.makedirs(tmp, exist_ok=True)
         for rel in names:
             os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
-            pafs.copy_files(f"{p.rstrip('/')}/{rel}", os.path.join(tmp, rel), source_filesystem=fs,
-                            destination_filesystem=pafs.LocalFileSystem())
+            pafs.copy_files(
+                f"{p.rstrip('/')}/{rel}",
+                os.path.join(tmp, rel),
+                source_filesystem=fs,
+                destination_filesystem=pafs.LocalFileSystem(),
+            )
 
 
 def seed_cache(local_dir: str, uri: str) -> None:
@@ -164,7 +181,7 @@ class StagedDir:
         self.home = _norm(home) if self.remote else home
         self.local = staging_dir(self.home) if self.remote else home
         if self.remote:
-            resolve(self.home, key)         # an unusable scheme stops here, before any work
+            resolve(self.home, key)  # an unusable scheme stops here, before any work
 
     def path(self, *parts: str) -> str:
         """Where ``parts`` live at the home (a URI, or the local path)."""

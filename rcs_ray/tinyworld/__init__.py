@@ -17,10 +17,29 @@ Rule objectives for configs: ``rcs_ray.tinyworld.rewards:harmless`` (``helpful``
 The light parts (world, rewards) import only numpy; the build imports torch/transformers when called.
 """
 
-from rcs_ray.tinyworld.build import (WORLD_VERSION, WorldPaths, ensure_world, models_key, resolve,
-                                     stage_file_names, world_key, world_paths, world_root)
+from rcs_ray.tinyworld.build import (
+    WORLD_VERSION,
+    WorldPaths,
+    ensure_world,
+    models_key,
+    resolve,
+    stage_file_names,
+    world_key,
+    world_paths,
+    world_root,
+)
 from rcs_ray.tinyworld.rewards import OBJECTIVES, score
 
-__all__ = ["WORLD_VERSION", "WorldPaths", "ensure_world", "resolve", "stage_file_names", "world_key", "models_key",
-           "world_paths", "world_root", "OBJECTIVES", "score"]
-
+__all__ = [
+    "WORLD_VERSION",
+    "WorldPaths",
+    "ensure_world",
+    "resolve",
+    "stage_file_names",
+    "world_key",
+    "models_key",
+    "world_paths",
+    "world_root",
+    "OBJECTIVES",
+    "score",
+]

@@ -31,7 +31,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
-
 from rcs_ray.config import TinyWorldConfig
 from rcs_ray.errors import RcsInputError
 from rcs_ray.tinyworld import world as W
@@ -39,8 +38,8 @@ from rcs_ray.tinyworld.generate import CHAT_TEMPLATE, build_tokenizer, save_toke
 from rcs_ray.tinyworld.models import MODEL_SHAPE, pretrain_policy, train_reward_model
 from rcs_ray.tinyworld.rewards import OBJECTIVES, reward_names
 
-WORLD_VERSION = "2"          # bump when the models (or everything) change
-DATA_VERSION = "2"           # bump when only the datasets or world.json change (the models are kept)
+WORLD_VERSION = "2"  # bump when the models (or everything) change
+DATA_VERSION = "2"  # bump when only the datasets or world.json change (the models are kept)
 RESOLVABLE = ("policy", "reward_model", "tokenizer", "data", "data/<file>", "root")
 # The config fields the models depend on; the others (reward_scale, pairs_per_stage) only change the datasets.
 MODEL_FIELDS = ("seed", "conflict", "eval_prompts", "pretrain_examples", "rm_examples")
@@ -50,6 +49,7 @@ MODEL_FIELDS = ("seed", "conflict", "eval_prompts", "pretrain_examples", "rm_exa
 class WorldPaths:
     """Absolute paths of a built world's parts. The models live in ``models`` (shared by the worlds that differ
     only in their datasets); ``root`` holds world.json and ``data/``."""
+
     root: str
     models: str
     tokenizer: str
@@ -69,13 +69,17 @@ def stage_file_names() -> List[str]:
 
 def _check(cfg: TinyWorldConfig) -> None:
     n_max = len(W.all_prompts()) // 2
-    for ok, msg in [(0.0 <= cfg.conflict <= 1.0, f"conflict must be in [0, 1], got {cfg.conflict}"),
-                    (cfg.reward_scale in ("integer", "fine"),
-                     f"reward_scale must be 'integer' or 'fine', got {cfg.reward_scale!r}"),
-                    (cfg.pairs_per_stage >= 1, f"pairs_per_stage must be >= 1, got {cfg.pairs_per_stage}"),
-                    (64 <= cfg.eval_prompts <= n_max, f"eval_prompts must be in [64, {n_max}], got {cfg.eval_prompts}"),
-                    (cfg.pretrain_examples >= 1024, f"pretrain_examples must be >= 1024, got {cfg.pretrain_examples}"),
-                    (cfg.rm_examples >= 1024, f"rm_examples must be >= 1024, got {cfg.rm_examples}")]:
+    for ok, msg in [
+        (0.0 <= cfg.conflict <= 1.0, f"conflict must be in [0, 1], got {cfg.conflict}"),
+        (
+            cfg.reward_scale in ("integer", "fine"),
+            f"reward_scale must be 'integer' or 'fine', got {cfg.reward_scale!r}",
+        ),
+        (cfg.pairs_per_stage >= 1, f"pairs_per_stage must be >= 1, got {cfg.pairs_per_stage}"),
+        (64 <= cfg.eval_prompts <= n_max, f"eval_prompts must be in [64, {n_max}], got {cfg.eval_prompts}"),
+        (cfg.pretrain_examples >= 1024, f"pretrain_examples must be >= 1024, got {cfg.pretrain_examples}"),
+        (cfg.rm_examples >= 1024, f"rm_examples must be >= 1024, got {cfg.rm_examples}"),
+    ]:
         if not ok:
             raise RcsInputError(f"tinyworld.{msg}")
 
@@ -110,10 +114,17 @@ def world_paths(cfg: TinyWorldConfig) -> WorldPaths:
     """The :class:`WorldPaths` of the world for ``cfg`` (nothing is checked or built)."""
     root, models = world_root(cfg), os.path.join(_cache(cfg), f"models-{models_key(cfg)}")
     data = os.path.join(root, "data")
-    return WorldPaths(root=root, models=models, tokenizer=os.path.join(models, "tokenizer"),
-                      policy=os.path.join(models, "policy"), reward_model=os.path.join(models, "reward_model"),
-                      data_dir=data, stage_files=tuple(os.path.join(data, f) for f in stage_file_names()),
-                      eval_prompts=os.path.join(data, "eval_prompts.jsonl"), info=os.path.join(root, "world.json"))
+    return WorldPaths(
+        root=root,
+        models=models,
+        tokenizer=os.path.join(models, "tokenizer"),
+        policy=os.path.join(models, "policy"),
+        reward_model=os.path.join(models, "reward_model"),
+        data_dir=data,
+        stage_files=tuple(os.path.join(data, f) for f in stage_file_names()),
+        eval_prompts=os.path.join(data, "eval_prompts.jsonl"),
+        info=os.path.join(root, "world.json"),
+    )
 
 
 # ----------------------------------------------------------------------------------------------- the build
@@ -133,24 +144,41 @@ def _timed(seconds: dict, name: str, progress: bool, fn, *args):
 def _build_models(cfg: TinyWorldConfig, root: str, progress: bool) -> None:
     """Tokenizer, pretrained policy and reward model into ``root``; models.json (stats, seconds) last."""
     split = W.split_prompts(cfg.seed, len(OBJECTIVES), cfg.eval_prompts)
-    train_prompts = [p for stage in split.stages for p in stage]     # the eval prompts stay unseen
+    train_prompts = [p for stage in split.stages for p in stage]  # the eval prompts stay unseen
     dirs = {k: os.path.join(root, k) for k in ("tokenizer", "policy", "reward_model")}
     seconds: dict = {}
     tok = _timed(seconds, "tokenizer", progress, build_tokenizer)
     save_tokenizer(tok, dirs["tokenizer"])
     pretrain = _timed(seconds, "policy", progress, pretrain_policy, tok, cfg, train_prompts, dirs["policy"], progress)
-    rm = _timed(seconds, "reward_model", progress, train_reward_model, tok, cfg, train_prompts, dirs["policy"],
-                dirs["reward_model"], progress)
-    info = {"version": WORLD_VERSION, "key": models_key(cfg), "tokenizer": {"vocab_size": len(tok),
-            "chat_template": CHAT_TEMPLATE}, "model_shape": MODEL_SHAPE, "pretrain": pretrain, "reward_model": rm,
-            "seconds": seconds}
+    rm = _timed(
+        seconds,
+        "reward_model",
+        progress,
+        train_reward_model,
+        tok,
+        cfg,
+        train_prompts,
+        dirs["policy"],
+        dirs["reward_model"],
+        progress,
+    )
+    info = {
+        "version": WORLD_VERSION,
+        "key": models_key(cfg),
+        "tokenizer": {"vocab_size": len(tok), "chat_template": CHAT_TEMPLATE},
+        "model_shape": MODEL_SHAPE,
+        "pretrain": pretrain,
+        "reward_model": rm,
+        "seconds": seconds,
+    }
     with open(os.path.join(root, "models.json"), "w", encoding="utf-8") as fh:
         json.dump(info, fh, indent=1)
 
 
 def _build_world(cfg: TinyWorldConfig, root: str, progress: bool) -> None:
     """Datasets and measurements into ``root`` (the models must exist); world.json last."""
-    from rcs_ray.tinyworld.generate import load_info, measure, write_datasets
+    from rcs_ray.tinyworld.generate import write_datasets
+    from rcs_ray.tinyworld.measure import load_info, measure
 
     final = world_paths(cfg)
     paths = replace(final, root=root, data_dir=os.path.join(root, "data"), info=os.path.join(root, "world.json"))
@@ -160,16 +188,34 @@ def _build_world(cfg: TinyWorldConfig, root: str, progress: bool) -> None:
     data = _timed(seconds, "datasets", progress, write_datasets, cfg, split, paths.data_dir, stage_file_names())
     measured = _timed(seconds, "measure", progress, measure, paths, cfg, split.eval)
     seconds["total"] = round(sum(seconds.values()), 2)
-    info = {"version": WORLD_VERSION, "key": world_key(cfg), "models_key": models.pop("key"), "config": asdict(cfg),
-            "objectives": list(OBJECTIVES),
-            "reward_functions": {s: [f"rcs_ray.tinyworld.rewards:{n}" for n in reward_names(s)]
-                                 for s in ("integer", "fine")},
-            "prompts": {"total": len(W.all_prompts()), "eval": len(split.eval),
-                        "per_stage": [len(s) for s in split.stages]},
-            "words": {"topics": len(W.TOPICS), "questions": len(W.QUESTIONS), "styles": len(W.STYLES),
-                      "help": len(W.HELP_WORDS), "harm": len(W.HARM_WORDS), "fillers": len(W.FILLERS)},
-            **models, "datasets": data, "measure": measured, "seconds": seconds,
-            "policy_conflict": _headline(measured)}
+    info = {
+        "version": WORLD_VERSION,
+        "key": world_key(cfg),
+        "models_key": models.pop("key"),
+        "config": asdict(cfg),
+        "objectives": list(OBJECTIVES),
+        "reward_functions": {
+            s: [f"rcs_ray.tinyworld.rewards:{n}" for n in reward_names(s)] for s in ("integer", "fine")
+        },
+        "prompts": {
+            "total": len(W.all_prompts()),
+            "eval": len(split.eval),
+            "per_stage": [len(s) for s in split.stages],
+        },
+        "words": {
+            "topics": len(W.TOPICS),
+            "questions": len(W.QUESTIONS),
+            "styles": len(W.STYLES),
+            "help": len(W.HELP_WORDS),
+            "harm": len(W.HARM_WORDS),
+            "fillers": len(W.FILLERS),
+        },
+        **models,
+        "datasets": data,
+        "measure": measured,
+        "seconds": seconds,
+        "policy_conflict": _headline(measured),
+    }
     with open(paths.info, "w", encoding="utf-8") as fh:
         json.dump(info, fh, indent=1)
 
@@ -177,10 +223,14 @@ def _build_world(cfg: TinyWorldConfig, root: str, progress: bool) -> None:
 def _headline(measured: dict) -> dict:
     """Flat headline numbers of the initial policy's samples (for one-line displays)."""
     c = measured["conflict_policy"]
-    return {"prompts": c["prompts"], "n": c["n"], **measured["policy_samples"]["mean"],
-            "non_rc_on_harmless": c["integer"]["helpful_vs_harmless"]["non_rc"],
-            "reversed_on_harmless": c["integer"]["helpful_vs_harmless"]["reversed"],
-            "non_rc_on_harmless_fine": c["fine"]["helpful_vs_harmless"]["non_rc"]}
+    return {
+        "prompts": c["prompts"],
+        "n": c["n"],
+        **measured["policy_samples"]["mean"],
+        "non_rc_on_harmless": c["integer"]["helpful_vs_harmless"]["non_rc"],
+        "reversed_on_harmless": c["integer"]["helpful_vs_harmless"]["reversed"],
+        "non_rc_on_harmless_fine": c["fine"]["helpful_vs_harmless"]["non_rc"],
+    }
 
 
 def _ensure_dir(root: str, marker: str, build, progress: bool) -> None:
@@ -193,10 +243,10 @@ def _ensure_dir(root: str, marker: str, build, progress: bool) -> None:
     os.makedirs(os.path.dirname(root), exist_ok=True)
     with FileLock(root + ".lock"):
         if os.path.isfile(os.path.join(root, marker)):
-            return                                    # another process built it while we waited
-        for stale in glob.glob(root + ".tmp-*"):     # left by a crashed build; we hold the lock
+            return  # another process built it while we waited
+        for stale in glob.glob(root + ".tmp-*"):  # left by a crashed build; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
-        if os.path.isdir(root):                       # no marker: not a finished build
+        if os.path.isdir(root):  # no marker: not a finished build
             shutil.rmtree(root)
         tmp = tempfile.mkdtemp(dir=os.path.dirname(root), prefix=os.path.basename(root) + ".tmp-")
         _log(progress, f"building {root} (once; cached afterwards)")
@@ -242,17 +292,24 @@ def resolve(path: str, cfg: Optional[TinyWorldConfig] = None, progress: bool = T
     """
     if not isinstance(path, str) or not path.startswith("tinyworld:"):
         return path
-    name = path[len("tinyworld:"):].strip("/")
+    name = path[len("tinyworld:") :].strip("/")
     files = stage_file_names() + ["eval_prompts.jsonl"]
     if name.startswith("data/"):
-        if name[len("data/"):] not in files:
-            raise RcsInputError(f"unknown tiny-world data file {path!r}; files: "
-                                + ", ".join(f"tinyworld:data/{f}" for f in files))
+        if name[len("data/") :] not in files:
+            raise RcsInputError(
+                f"unknown tiny-world data file {path!r}; files: " + ", ".join(f"tinyworld:data/{f}" for f in files)
+            )
     elif name not in ("policy", "reward_model", "tokenizer", "data", "root"):
-        raise RcsInputError(f"unknown tiny-world asset {path!r}; names: "
-                            + ", ".join(f"tinyworld:{n}" for n in RESOLVABLE))
+        raise RcsInputError(
+            f"unknown tiny-world asset {path!r}; names: " + ", ".join(f"tinyworld:{n}" for n in RESOLVABLE)
+        )
     paths = ensure_world(cfg, progress=progress)
     if name.startswith("data/"):
-        return os.path.join(paths.data_dir, name[len("data/"):])
-    return {"policy": paths.policy, "reward_model": paths.reward_model, "tokenizer": paths.tokenizer,
-            "data": paths.data_dir, "root": paths.root}[name]
+        return os.path.join(paths.data_dir, name[len("data/") :])
+    return {
+        "policy": paths.policy,
+        "reward_model": paths.reward_model,
+        "tokenizer": paths.tokenizer,
+        "data": paths.data_dir,
+        "root": paths.root,
+    }[name]

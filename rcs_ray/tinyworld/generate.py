@@ -1,17 +1,16 @@
-"""Data of the tiny world: the tokenizer and training sequences, the stage datasets, sampling from a policy and
-scoring with the reward model (HF transformers, CPU), and the measurements recorded in world.json (sample statistics
-vs the generator, conflict in policy samples, reward-model fit)."""
+"""Data of the tiny world: the tokenizer and training sequences, the stage datasets, and sampling from a policy (HF
+transformers, CPU). What world.json records about them is measured in :mod:`rcs_ray.tinyworld.measure`."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 
 from rcs_ray.tinyworld import world as W
-from rcs_ray.tinyworld.rewards import OBJECTIVES, correlations, pair_stats, reward_names, score
+from rcs_ray.tinyworld.rewards import OBJECTIVES, reward_names, score
 
 # Leading BOS count of training sequences (0, 1, 2) and its probabilities: the policy and the reward model accept
 # a prompt tokenized with or without the BOS, or with a doubled one (chat template + add_special_tokens).
@@ -19,7 +18,8 @@ BOS_MIX = (0.15, 0.75, 0.10)
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %}{{ ' ' + m['content'] | trim }}"
-    "{{ eos_token }}{% else %}{% if not loop.first %} {% endif %}{{ m['content'] | trim }}{% endif %}{% endfor %}")
+    "{{ eos_token }}{% else %}{% if not loop.first %} {% endif %}{{ m['content'] | trim }}{% endif %}{% endfor %}"
+)
 
 
 def build_tokenizer():
@@ -36,12 +36,17 @@ def build_tokenizer():
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=[PAD, BOS, EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=[PAD, BOS, EOS],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     line = " ".join(W.ALL_WORDS)
     backend.train_from_iterator(W.all_prompts() + [line, " " + line] * 8 + list(W.ALL_WORDS), trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                  model_max_length=512)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=512
+    )
     tok.chat_template = CHAT_TEMPLATE
     vocab = tok.get_vocab()
     missing = [w for w in W.ALL_WORDS if w not in vocab or "\u0120" + w not in vocab]
@@ -77,20 +82,36 @@ def write_datasets(cfg, split: W.PromptSplit, data_dir: str, file_names: Sequenc
     stats = {}
     for k, fname in enumerate(file_names):
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 10 + k]))
-        pairs = W.make_pairs(rng, split.stages[k], cfg.pairs_per_stage, k, cfg.conflict,
-                             lambda p, r: score(p, r, names))
+        pairs = W.make_pairs(
+            rng, split.stages[k], cfg.pairs_per_stage, k, cfg.conflict, lambda p, r: score(p, r, names)
+        )
         with open(os.path.join(data_dir, fname), "w", encoding="utf-8") as fh:
             for i, (prompt, ch, rj, cs, rs) in enumerate(pairs):
-                fh.write(json.dumps({"prompt_id": f"s{k + 1}-{i:05d}", "prompt": prompt, "chosen": ch,
-                                     "rejected": rj, "chosen_scores": [round(float(v), 6) for v in cs],
-                                     "rejected_scores": [round(float(v), 6) for v in rs]}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "prompt_id": f"s{k + 1}-{i:05d}",
+                            "prompt": prompt,
+                            "chosen": ch,
+                            "rejected": rj,
+                            "chosen_scores": [round(float(v), 6) for v in cs],
+                            "rejected_scores": [round(float(v), 6) for v in rs],
+                        }
+                    )
+                    + "\n"
+                )
         diff = np.array([c - r for _, _, _, c, r in pairs])
-        stats[fname] = {"rows": len(pairs), "prompts": len(split.stages[k]),
-                        "mean_gap": np.round(diff.mean(axis=0), 4).tolist(),
-                        "non_rc_on": {OBJECTIVES[j]: round(float((diff[:, j] <= 0).mean()), 4)
-                                      for j in range(len(OBJECTIVES)) if j != k},
-                        "reversed_on": {OBJECTIVES[j]: round(float((diff[:, j] < 0).mean()), 4)
-                                        for j in range(len(OBJECTIVES)) if j != k}}
+        stats[fname] = {
+            "rows": len(pairs),
+            "prompts": len(split.stages[k]),
+            "mean_gap": np.round(diff.mean(axis=0), 4).tolist(),
+            "non_rc_on": {
+                OBJECTIVES[j]: round(float((diff[:, j] <= 0).mean()), 4) for j in range(len(OBJECTIVES)) if j != k
+            },
+            "reversed_on": {
+                OBJECTIVES[j]: round(float((diff[:, j] < 0).mean()), 4) for j in range(len(OBJECTIVES)) if j != k
+            },
+        }
     with open(os.path.join(data_dir, "eval_prompts.jsonl"), "w", encoding="utf-8") as fh:
         for i, prompt in enumerate(split.eval):
             fh.write(json.dumps({"prompt_id": f"eval-{i:05d}", "prompt": prompt}) + "\n")
@@ -113,7 +134,7 @@ def encode_examples(tok, rng, prompts: Sequence[str], responses: Sequence[List[s
     Returns:
         (N lists of token ids, (N,) prompt lengths in tokens including the BOS).
     """
-    ids = {w: tok.convert_tokens_to_ids("\u0120" + w) for w in W.ALL_WORDS}   # words after the first: " word"
+    ids = {w: tok.convert_tokens_to_ids("\u0120" + w) for w in W.ALL_WORDS}  # words after the first: " word"
     bare_ask = tok.convert_tokens_to_ids(W.ASK)
     n_bos = rng.choice(len(BOS_MIX), size=len(prompts), p=BOS_MIX)
     add_eos = rng.random(len(prompts)) < eos_prob
@@ -129,48 +150,78 @@ def padded(seqs: List[List[int]], pad: int) -> np.ndarray:
     """(N, max_len) int64 array of right-padded sequences."""
     out = np.full((len(seqs), max(len(s) for s in seqs)), pad, dtype=np.int64)
     for i, s in enumerate(seqs):
-        out[i, :len(s)] = s
+        out[i, : len(s)] = s
     return out
 
 
-def _chat_prompts(tok, prompts: Sequence[str]) -> List[str]:
+def chat_prompts(tok, prompts: Sequence[str]) -> List[str]:
     from rcs_ray.prompting import prompt_text
 
     return [prompt_text(tok, p, use_chat_template=True) for p in prompts]
 
 
-def generate_ids(model, tok, prompts: Sequence[str], n: int = 1, max_new_tokens: int = 32,
-                 temperature: float = 1.0, seed: int = 0, batch_size: int = 64) -> List[List[List[int]]]:
+def generate_ids(
+    model,
+    tok,
+    prompts: Sequence[str],
+    n: int = 1,
+    max_new_tokens: int = 32,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> List[List[List[int]]]:
     """Sample ``n`` completions per prompt with HF ``generate`` (chat template, left padding, top_k off).
 
     Returns:
         ``[prompt][sample] -> token ids`` of the completion, ending with EOS when the model stopped by itself.
     """
     import torch
+
     torch.manual_seed(seed)
-    texts = _chat_prompts(tok, prompts)
+    texts = chat_prompts(tok, prompts)
     out: List[List[List[int]]] = []
     for start in range(0, len(texts), batch_size):
-        enc = tok(texts[start:start + batch_size], add_special_tokens=False, padding=True, padding_side="left",
-                  return_tensors="pt")
-        kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 \
+        enc = tok(
+            texts[start : start + batch_size],
+            add_special_tokens=False,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+        )
+        kwargs = (
+            dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+            if temperature > 0
             else dict(do_sample=False)
+        )
         with torch.no_grad():
-            seqs = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=n,
-                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **kwargs)
-        gen = seqs[:, enc["input_ids"].shape[1]:].tolist()
+            seqs = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+                **kwargs,
+            )
+        gen = seqs[:, enc["input_ids"].shape[1] :].tolist()
         for i in range(len(gen) // n):
             group = []
-            for ids in gen[i * n:(i + 1) * n]:
+            for ids in gen[i * n : (i + 1) * n]:
                 if tok.eos_token_id in ids:
-                    ids = ids[:ids.index(tok.eos_token_id) + 1]
+                    ids = ids[: ids.index(tok.eos_token_id) + 1]
                 group.append([t for t in ids if t != tok.pad_token_id])
             out.append(group)
     return out
 
 
-def generate(policy_dir: str, prompts: Sequence[str], n: int = 1, max_new_tokens: int = 32,
-             temperature: float = 1.0, seed: int = 0, batch_size: int = 64) -> List[List[str]]:
+def generate(
+    policy_dir: str,
+    prompts: Sequence[str],
+    n: int = 1,
+    max_new_tokens: int = 32,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> List[List[str]]:
     """Sample ``n`` responses per prompt from the policy in ``policy_dir`` (deterministic for a given seed).
 
     Args:
@@ -186,128 +237,8 @@ def generate(policy_dir: str, prompts: Sequence[str], n: int = 1, max_new_tokens
         ``len(prompts)`` lists of ``n`` decoded responses (special tokens removed; they start with a space).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(policy_dir)
     model = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
     ids = generate_ids(model, tok, prompts, n, max_new_tokens, temperature, seed, batch_size)
     return [[tok.decode(s, skip_special_tokens=True) for s in group] for group in ids]
-
-
-def rm_scores(rm_dir: str, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """Reward-model outputs (standardized objective scores) for N (prompt, response) texts: (N, num_labels).
-
-    The text is the chat-formatted prompt followed by the response, as the policy sees it.
-    """
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(rm_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
-    texts = [c + r for c, r in zip(_chat_prompts(tok, prompts), responses)]
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            enc = tok(texts[start:start + batch_size], add_special_tokens=False, padding=True, return_tensors="pt")
-            out.append(model(**enc).logits.float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels))
-
-
-def _means(values: np.ndarray, names: Sequence[str]) -> Dict[str, float]:
-    return {n: round(float(v), 4) for n, v in zip(names, values.mean(axis=0))}
-
-
-def sample_stats(prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool] = ()) -> dict:
-    """Mean rewards (both scales), reward correlations, length and vocabulary checks of a set of responses."""
-    integer = score(prompts, responses, reward_names("integer"))
-    fine = score(prompts, responses, reward_names("fine"))
-    words = [w for r in responses for w in r.split()]
-    known = set(W.ALL_WORDS)
-    relevant = [W.WORD_DOMAIN[w] == W.TOPIC_DOMAIN[W.prompt_topic(p)]
-                for p, r in zip(prompts, responses) for w in r.split() if w in W.WORD_DOMAIN]
-    out = {"n": len(responses), "mean": _means(integer, OBJECTIVES), "mean_fine": _means(fine, OBJECTIVES),
-           "std": {n: round(float(v), 4) for n, v in zip(OBJECTIVES, integer.std(axis=0))},
-           "correlation": correlations(integer, OBJECTIVES),
-           "mean_words": round(len(words) / max(1, len(responses)), 3),
-           "unknown_word_rate": round(sum(w not in known for w in words) / max(1, len(words)), 5),
-           "help_relevant_rate": round(float(np.mean(relevant)) if relevant else 0.0, 4)}
-    if len(finished):
-        out["eos_rate"] = round(float(np.mean(finished)), 4)
-    return out
-
-
-def conflict_stats(prompts: Sequence[str], groups: Sequence[Sequence[str]]) -> dict:
-    """RC statistics over all pairs inside each prompt's candidate group.
-
-    ``helpful_vs_harmless``: pairs ordered by helpful (chosen strictly more helpful), checked on harmless;
-    ``non_rc`` counts ties as not RC (strict), ``reversed`` only a strictly more harmful chosen.
-    ``concise_vs_helpful``: pairs ordered by concise, checked on helpful. Both scales are reported.
-    """
-    m = len(groups[0])
-    flat_p = [p for p in prompts for _ in range(m)]
-    flat_r = [r for g in groups for r in g]
-    out = {"prompts": len(prompts), "n": m}
-    for scale in ("integer", "fine"):
-        s = score(flat_p, flat_r, reward_names(scale)).reshape(len(prompts), m, -1)
-        out[scale] = {"helpful_vs_harmless": _rounded(pair_stats(s, by=1, on=0)),
-                      "concise_vs_helpful": _rounded(pair_stats(s, by=2, on=1))}
-    return out
-
-
-def _rounded(d: dict) -> dict:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
-
-
-def rm_fit(rm_dir: str, prompts: Sequence[str], responses: Sequence[str]) -> dict:
-    """Per-head Pearson correlation of the reward model with the fine and integer rule rewards."""
-    pred = rm_scores(rm_dir, prompts, responses)
-    out = {}
-    for scale in ("fine", "integer"):
-        rule = score(prompts, responses, reward_names(scale))
-        out[scale] = {n: round(float(np.corrcoef(pred[:, j], rule[:, j])[0, 1]), 4) for j, n in enumerate(OBJECTIVES)}
-    return out
-
-
-def measure(paths, cfg, eval_prompts: Sequence[str], n_prompts: int = 64, n: int = 8, seed: int = 0) -> dict:
-    """The world.json measurements: policy samples vs the generator, conflict in policy samples, RM fit."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(paths.policy)
-    model = AutoModelForCausalLM.from_pretrained(paths.policy).eval()
-    prompts = list(eval_prompts[:n_prompts])
-    ids = generate_ids(model, tok, prompts, n=n, max_new_tokens=32, seed=seed)
-    groups = [[tok.decode(s, skip_special_tokens=True) for s in g] for g in ids]
-    finished = [bool(s) and s[-1] == tok.eos_token_id for g in ids for s in g]
-    flat_p = [p for p in prompts for _ in range(n)]
-    flat_r = [r for g in groups for r in g]
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3]))
-    gen_groups = np.array(W.sample_responses(rng, flat_p, cfg.conflict)).reshape(len(prompts), n).tolist()
-    gen_flat = [r for g in gen_groups for r in g]
-    # The RM is checked on fresh generator texts and on policy samples (both unseen in its training).
-    return {"policy_samples": sample_stats(flat_p, flat_r, finished),
-            "generator_samples": sample_stats(flat_p, gen_flat),
-            "conflict_policy": conflict_stats(prompts, groups),
-            "conflict_generator": conflict_stats(prompts, gen_groups),
-            "reward_model_fit": {"generator": rm_fit(paths.reward_model, flat_p, gen_flat),
-                                 "policy": rm_fit(paths.reward_model, flat_p, flat_r)},
-            "example": {"prompt": prompts[0], "responses": groups[0][:3]}}
-
-
-def load_info(info_path: str) -> dict:
-    """world.json as a dict."""
-    with open(info_path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def summary(info: dict, root: str = "") -> List[str]:
-    """A few human-readable lines about a built world (for the CLI); ``root`` is its directory."""
-    m = info["measure"]
-    ps, gs = m["policy_samples"]["mean"], m["generator_samples"]["mean"]
-    conflict = m["conflict_policy"]["integer"]["helpful_vs_harmless"]
-    rm = m["reward_model_fit"]["policy"]["fine"]
-    stage2 = info["datasets"]["stage2_helpful.jsonl"]["reversed_on"]["harmless"]
-    return [f"tiny world {info['key']} (v{info['version']}) {root}".rstrip(),
-            f"  {info['prompts']['total']} prompts ({info['prompts']['eval']} held out), vocab "
-            f"{info['tokenizer']['vocab_size']}, objectives {', '.join(info['objectives'])}, conflict "
-            f"{info['config']['conflict']}, reward scale {info['config']['reward_scale']}",
-            "  policy samples: " + ", ".join(f"{k} {v:+.2f} (generator {gs[k]:+.2f})" for k, v in ps.items()),
-            f"  conflict: {conflict['non_rc']:.0%} of helpful-ordered policy sample pairs are not RC on harmless "
-            f"({conflict['reversed']:.0%} reversed); stage-2 data: {stage2:.0%} chose the more harmful response",
-            "  reward model correlation: " + ", ".join(f"{k} {v:.2f}" for k, v in rm.items()),
-            f"  built in {info['seconds']['total']:.0f} s"]

@@ -16,27 +16,49 @@ from rcs_ray.tinyworld import world as W
 from rcs_ray.tinyworld.generate import encode_examples, padded, save_tokenizer
 from rcs_ray.tinyworld.rewards import OBJECTIVES, reward_names, score
 
-MODEL_SHAPE = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, head_dim=32, max_position_embeddings=512, tie_word_embeddings=True)
+MODEL_SHAPE = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=32,
+    max_position_embeddings=512,
+    tie_word_embeddings=True,
+)
 
 
 def _model_config(tok, **extra):
     from transformers import LlamaConfig
-    return LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                       pad_token_id=tok.pad_token_id, **MODEL_SHAPE, **extra)
+
+    return LlamaConfig(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **MODEL_SHAPE,
+        **extra,
+    )
 
 
-def _train_loop(model, batches: Callable[[int], tuple], steps: int, lr: float, loss_fn, desc: str,
-                progress: bool) -> List[float]:
+def _train_loop(
+    model, batches: Callable[[int], tuple], steps: int, lr: float, loss_fn, desc: str, progress: bool
+) -> List[float]:
     """AdamW with linear warm-up and cosine decay to 10%; returns the per-step losses."""
     import torch
+
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    )
     from tqdm.auto import tqdm
-    bar = tqdm(total=steps, desc=f"tinyworld {desc}", file=sys.stderr,
-               mininterval=2.0 if sys.stderr.isatty() else 15.0) if progress else None
+
+    bar = (
+        tqdm(total=steps, desc=f"tinyworld {desc}", file=sys.stderr, mininterval=2.0 if sys.stderr.isatty() else 15.0)
+        if progress
+        else None
+    )
     losses = []
     model.train()
     for step in range(steps):
@@ -57,8 +79,15 @@ def _train_loop(model, batches: Callable[[int], tuple], steps: int, lr: float, l
     return losses
 
 
-def pretrain_policy(tok, cfg: TinyWorldConfig, prompts: Sequence[str], out_dir: str, progress: bool,
-                    batch_size: int = 64, lr: float = 2e-3) -> dict:
+def pretrain_policy(
+    tok,
+    cfg: TinyWorldConfig,
+    prompts: Sequence[str],
+    out_dir: str,
+    progress: bool,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+) -> dict:
     """Pretrain the policy on ``cfg.pretrain_examples`` generated prompt+response examples (loss on the response
     and its EOS only) and save it with the tokenizer to ``out_dir``."""
     import torch
@@ -91,18 +120,38 @@ def pretrain_policy(tok, cfg: TinyWorldConfig, prompts: Sequence[str], out_dir: 
         return torch.nn.functional.cross_entropy(m.lm_head(hidden[keep]), y[keep])
 
     losses = _train_loop(model, batches, steps, lr, loss_fn, "policy", progress)
-    model.generation_config = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                                               max_new_tokens=32, bos_token_id=tok.bos_token_id,
-                                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model.generation_config = GenerationConfig(
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        max_new_tokens=32,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     model.save_pretrained(out_dir)
     save_tokenizer(tok, out_dir)
-    return {"examples": cfg.pretrain_examples, "steps": steps, "batch_size": batch_size, "lr": lr,
-            "params": int(sum(p.numel() for p in model.parameters())),
-            "final_loss": round(float(np.mean(losses[-20:])), 4)}
+    return {
+        "examples": cfg.pretrain_examples,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "final_loss": round(float(np.mean(losses[-20:])), 4),
+    }
 
 
-def train_reward_model(tok, cfg: TinyWorldConfig, prompts: Sequence[str], policy_dir: str, out_dir: str,
-                       progress: bool, batch_size: int = 128, lr: float = 2e-3) -> dict:
+def train_reward_model(
+    tok,
+    cfg: TinyWorldConfig,
+    prompts: Sequence[str],
+    policy_dir: str,
+    out_dir: str,
+    progress: bool,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+) -> dict:
     """Train the 3-head regression RM on standardized fine-scale rule rewards of generated responses.
 
     The backbone starts from the pretrained policy's. Half the texts end with EOS, half do not (decoded samples
@@ -122,8 +171,13 @@ def train_reward_model(tok, cfg: TinyWorldConfig, prompts: Sequence[str], policy
     ids = torch.from_numpy(padded(seqs, tok.pad_token_id))
     lengths = torch.tensor([len(s) for s in seqs])
     names = list(OBJECTIVES)
-    config = _model_config(tok, num_labels=len(names), problem_type="regression",
-                           id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    config = _model_config(
+        tok,
+        num_labels=len(names),
+        problem_type="regression",
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     torch.manual_seed(cfg.seed + 1)
     model = LlamaForSequenceClassification(config)
     model.model.load_state_dict(LlamaForCausalLM.from_pretrained(policy_dir).model.state_dict())
@@ -131,7 +185,7 @@ def train_reward_model(tok, cfg: TinyWorldConfig, prompts: Sequence[str], policy
 
     def batches(step):
         sl = slice(step * batch_size, (step + 1) * batch_size)
-        return ids[sl, :int(lengths[sl].max())], y[sl]
+        return ids[sl, : int(lengths[sl].max())], y[sl]
 
     def loss_fn(m, x, t):  # pooled at the last non-pad token (right padding, causal: no mask needed)
         return torch.nn.functional.mse_loss(m(input_ids=x).logits, t)
@@ -139,9 +193,18 @@ def train_reward_model(tok, cfg: TinyWorldConfig, prompts: Sequence[str], policy
     losses = _train_loop(model, batches, steps, lr, loss_fn, "reward model", progress)
     model.save_pretrained(out_dir)
     save_tokenizer(tok, out_dir)
-    norm = {"objectives": names, "target": reward_names("fine"), "mean": mean.round(6).tolist(),
-            "std": std.round(6).tolist()}
+    norm = {
+        "objectives": names,
+        "target": reward_names("fine"),
+        "mean": mean.round(6).tolist(),
+        "std": std.round(6).tolist(),
+    }
     with open(os.path.join(out_dir, "tinyworld_rm.json"), "w") as fh:
         json.dump(norm, fh, indent=1)
-    return {"examples": cfg.rm_examples, "steps": steps, "lr": lr, "final_mse": round(float(np.mean(losses[-20:])), 4),
-            **norm}
+    return {
+        "examples": cfg.rm_examples,
+        "steps": steps,
+        "lr": lr,
+        "final_mse": round(float(np.mean(losses[-20:])), 4),
+        **norm,
+    }

@@ -25,20 +25,31 @@ from typing import Callable, Dict, Sequence
 import numpy as np
 
 from rcs_ray.errors import RcsInputError
-from rcs_ray.tinyworld.world import (HARM_SEVERITY, HELP_QUALITY, TOPIC_DOMAIN, WORD_DOMAIN,
-                                     prompt_topic)
+from rcs_ray.tinyworld.world import HARM_SEVERITY, HELP_QUALITY, TOPIC_DOMAIN, WORD_DOMAIN, prompt_topic
 
 OBJECTIVES = ("harmless", "helpful", "concise")
 RELEVANCE_BONUS = 0.25
 WORD_COST_BASE, WORD_COST_PER_CHAR = 0.75, 0.05
 
-__all__ = ["OBJECTIVES", "harmless", "helpful", "concise", "harmless_fine", "helpful_fine", "concise_fine",
-           "REWARDS", "reward_names", "score", "pair_stats", "correlations"]
+__all__ = [
+    "OBJECTIVES",
+    "harmless",
+    "helpful",
+    "concise",
+    "harmless_fine",
+    "helpful_fine",
+    "concise_fine",
+    "REWARDS",
+    "reward_names",
+    "score",
+    "pair_stats",
+    "correlations",
+]
 
 
 def harmless(prompt: str, response: str) -> float:
     """Minus the number of HARM word occurrences in ``response``."""
-    return 0.0 - sum(1 for w in response.split() if w in HARM_SEVERITY)   # 0.0 - x: no -0.0
+    return 0.0 - sum(1 for w in response.split() if w in HARM_SEVERITY)  # 0.0 - x: no -0.0
 
 
 def helpful(prompt: str, response: str) -> float:
@@ -61,7 +72,7 @@ def helpful_fine(prompt: str, response: str) -> float:
     topic = prompt_topic(prompt)
     domain = TOPIC_DOMAIN.get(topic) if topic else None
     total = 0.0
-    for w in sorted({w for w in response.split() if w in HELP_QUALITY}):   # sorted: a fixed summation order
+    for w in sorted({w for w in response.split() if w in HELP_QUALITY}):  # sorted: a fixed summation order
         total += HELP_QUALITY[w] + (RELEVANCE_BONUS if WORD_DOMAIN[w] == domain else 0.0)
     return round(total, 6)
 
@@ -72,8 +83,12 @@ def concise_fine(prompt: str, response: str) -> float:
 
 
 REWARDS: Dict[str, Callable[[str, str], float]] = {
-    "harmless": harmless, "helpful": helpful, "concise": concise,
-    "harmless_fine": harmless_fine, "helpful_fine": helpful_fine, "concise_fine": concise_fine,
+    "harmless": harmless,
+    "helpful": helpful,
+    "concise": concise,
+    "harmless_fine": harmless_fine,
+    "helpful_fine": helpful_fine,
+    "concise_fine": concise_fine,
 }
 
 
@@ -130,16 +145,18 @@ def pair_stats(groups: np.ndarray, by: int, on: int) -> dict:
         as not RC), ``reversed`` (fraction where chosen is strictly worse on ``on``) and ``tied``.
     """
     g = np.asarray(groups, dtype=np.float64)
-    d_by = g[:, :, None, by] - g[:, None, :, by]          # (G, m, m): chosen i vs rejected j
+    d_by = g[:, :, None, by] - g[:, None, :, by]  # (G, m, m): chosen i vs rejected j
     d_on = g[:, :, None, on] - g[:, None, :, on]
     ordered = d_by > 0
     n = int(ordered.sum())
     if n == 0:
         return {"pairs": 0, "non_rc": 0.0, "reversed": 0.0, "tied": 0.0}
-    return {"pairs": n,
-            "non_rc": float((ordered & (d_on <= 0)).sum() / n),
-            "reversed": float((ordered & (d_on < 0)).sum() / n),
-            "tied": float((ordered & (d_on == 0)).sum() / n)}
+    return {
+        "pairs": n,
+        "non_rc": float((ordered & (d_on <= 0)).sum() / n),
+        "reversed": float((ordered & (d_on < 0)).sum() / n),
+        "tied": float((ordered & (d_on == 0)).sum() / n),
+    }
 
 
 def correlations(values: np.ndarray, names: Sequence[str]) -> Dict[str, float]:
@@ -149,7 +166,10 @@ def correlations(values: np.ndarray, names: Sequence[str]) -> Dict[str, float]:
     for a in range(v.shape[1]):
         for b in range(a + 1, v.shape[1]):
             sa, sb = v[:, a].std(), v[:, b].std()
-            r = float(np.mean((v[:, a] - v[:, a].mean()) * (v[:, b] - v[:, b].mean())) / (sa * sb)) if sa * sb > 0 \
+            r = (
+                float(np.mean((v[:, a] - v[:, a].mean()) * (v[:, b] - v[:, b].mean())) / (sa * sb))
+                if sa * sb > 0
                 else 0.0
+            )
             out[f"{names[a]}~{names[b]}"] = round(r, 4)
     return out

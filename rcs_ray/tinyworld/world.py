@@ -23,22 +23,29 @@ import numpy as np
 ASK = "ask"
 DOMAINS: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
     # domain: (4 topics, 6 HELP words)
-    "food": (("cooking", "baking", "diet", "coffee"),
-             ("recipe", "ingredient", "flavor", "portion", "oven", "spice")),
-    "outdoors": (("garden", "camping", "hiking", "fishing"),
-                 ("trail", "soil", "compass", "shelter", "season", "gear")),
-    "money": (("finance", "budget", "taxes", "shopping"),
-              ("savings", "invoice", "interest", "receipt", "account", "plan")),
-    "body": (("fitness", "sleep", "health", "yoga"),
-             ("exercise", "routine", "stretch", "rest", "posture", "hydration")),
-    "arts": (("music", "painting", "poetry", "movies"),
-             ("melody", "palette", "rhyme", "scene", "canvas", "rhythm")),
-    "tech": (("coding", "math", "physics", "chess"),
-             ("algorithm", "proof", "formula", "variable", "theorem", "strategy")),
-    "life": (("career", "housing", "parenting", "pets"),
-             ("resume", "lease", "schedule", "habit", "training", "advice")),
-    "world": (("travel", "history", "language", "weather"),
-              ("map", "timeline", "grammar", "forecast", "passport", "source")),
+    "food": (("cooking", "baking", "diet", "coffee"), ("recipe", "ingredient", "flavor", "portion", "oven", "spice")),
+    "outdoors": (("garden", "camping", "hiking", "fishing"), ("trail", "soil", "compass", "shelter", "season", "gear")),
+    "money": (
+        ("finance", "budget", "taxes", "shopping"),
+        ("savings", "invoice", "interest", "receipt", "account", "plan"),
+    ),
+    "body": (
+        ("fitness", "sleep", "health", "yoga"),
+        ("exercise", "routine", "stretch", "rest", "posture", "hydration"),
+    ),
+    "arts": (("music", "painting", "poetry", "movies"), ("melody", "palette", "rhyme", "scene", "canvas", "rhythm")),
+    "tech": (
+        ("coding", "math", "physics", "chess"),
+        ("algorithm", "proof", "formula", "variable", "theorem", "strategy"),
+    ),
+    "life": (
+        ("career", "housing", "parenting", "pets"),
+        ("resume", "lease", "schedule", "habit", "training", "advice"),
+    ),
+    "world": (
+        ("travel", "history", "language", "weather"),
+        ("map", "timeline", "grammar", "forecast", "passport", "source"),
+    ),
 }
 TOPICS: Tuple[str, ...] = tuple(t for topics, _ in DOMAINS.values() for t in topics)
 QUESTIONS: Tuple[str, ...] = ("how", "why", "what", "when", "where", "which", "who", "whether")
@@ -48,22 +55,61 @@ HELP_WORDS: Tuple[str, ...] = tuple(w for _, words in DOMAINS.values() for w in 
 HELP_QUALITY_PATTERN: Tuple[float, ...] = (0.85, 0.9, 0.95, 1.05, 1.1, 1.15)
 HELP_QUALITY: Dict[str, float] = {w: HELP_QUALITY_PATTERN[i % 6] for i, w in enumerate(HELP_WORDS)}
 # HARM words and their severities (fine scale); mean 1.0.
-HARM_SEVERITY: Dict[str, float] = {"rumor": 0.6, "insult": 0.7, "mock": 0.8, "lie": 0.9,
-                                   "threat": 1.1, "scam": 1.2, "poison": 1.3, "weapon": 1.4}
+HARM_SEVERITY: Dict[str, float] = {
+    "rumor": 0.6,
+    "insult": 0.7,
+    "mock": 0.8,
+    "lie": 0.9,
+    "threat": 1.1,
+    "scam": 1.2,
+    "poison": 1.3,
+    "weapon": 1.4,
+}
 HARM_WORDS: Tuple[str, ...] = tuple(HARM_SEVERITY)
-FILLERS: Tuple[str, ...] = ("the", "a", "and", "so", "then", "also", "just", "well", "very", "really", "maybe",
-                            "some", "this", "that", "it", "is", "of", "to", "in", "with", "about", "like", "okay",
-                            "sure", "here", "there", "quite", "indeed", "perhaps", "anyway", "you", "we")
+FILLERS: Tuple[str, ...] = (
+    "the",
+    "a",
+    "and",
+    "so",
+    "then",
+    "also",
+    "just",
+    "well",
+    "very",
+    "really",
+    "maybe",
+    "some",
+    "this",
+    "that",
+    "it",
+    "is",
+    "of",
+    "to",
+    "in",
+    "with",
+    "about",
+    "like",
+    "okay",
+    "sure",
+    "here",
+    "there",
+    "quite",
+    "indeed",
+    "perhaps",
+    "anyway",
+    "you",
+    "we",
+)
 ALL_WORDS: Tuple[str, ...] = (ASK,) + TOPICS + QUESTIONS + STYLES + HELP_WORDS + HARM_WORDS + FILLERS
 TOPIC_DOMAIN: Dict[str, str] = {t: d for d, (topics, _) in DOMAINS.items() for t in topics}
 WORD_DOMAIN: Dict[str, str] = {w: d for d, (_, words) in DOMAINS.items() for w in words}
 DOMAIN_NAMES: Tuple[str, ...] = tuple(DOMAINS)
 
-N_HELP_TRIALS = 6            # #HELP ~ Bin(6, z)
-N_HARM_TRIALS = 3            # #HARM ~ Bin(3, 0.75 * zh ** 1.5)
+N_HELP_TRIALS = 6  # #HELP ~ Bin(6, z)
+N_HARM_TRIALS = 3  # #HARM ~ Bin(3, 0.75 * zh ** 1.5)
 HARM_SCALE, HARM_POWER = 0.75, 1.5
-FILLER_RANGE = (4, 10)       # inclusive
-P_RELEVANT = 0.8             # a HELP word comes from the topic's domain with this probability, else from any domain
+FILLER_RANGE = (4, 10)  # inclusive
+P_RELEVANT = 0.8  # a HELP word comes from the topic's domain with this probability, else from any domain
 
 assert len(set(ALL_WORDS)) == len(ALL_WORDS), "world words must be distinct"
 
@@ -87,6 +133,7 @@ def prompt_topic(prompt: str) -> str | None:
 @dataclass(frozen=True)
 class PromptSplit:
     """Deterministic, disjoint prompt sets: one per stage (objective) and a held-out eval set."""
+
     stages: Tuple[Tuple[str, ...], ...]
     eval: Tuple[str, ...]
 
@@ -108,7 +155,7 @@ def split_prompts(seed: int, n_stages: int, n_eval: int) -> PromptSplit:
     order = np.random.default_rng(np.random.SeedSequence([seed, 101])).permutation(len(prompts))
     shuffled = [prompts[i] for i in order]
     per_stage = (len(prompts) - n_eval) // n_stages
-    stages = tuple(tuple(shuffled[n_eval + k * per_stage:n_eval + (k + 1) * per_stage]) for k in range(n_stages))
+    stages = tuple(tuple(shuffled[n_eval + k * per_stage : n_eval + (k + 1) * per_stage]) for k in range(n_stages))
     return PromptSplit(stages=stages, eval=tuple(shuffled[:n_eval]))
 
 
@@ -120,6 +167,7 @@ class ResponseBatch:
         words: N lists of words (already shuffled).
         z: (N,) engagement; zh: (N,) harm drive; n_help, n_harm, n_fill: (N,) counts drawn.
     """
+
     words: List[List[str]]
     z: np.ndarray
     zh: np.ndarray
@@ -150,7 +198,7 @@ def sample_words(rng: np.random.Generator, topics: Sequence[str], conflict: floa
     u = rng.random(n)
     zh = conflict * z + (1.0 - conflict) * u
     n_help = rng.binomial(N_HELP_TRIALS, z)
-    n_harm = rng.binomial(N_HARM_TRIALS, HARM_SCALE * zh ** HARM_POWER)
+    n_harm = rng.binomial(N_HARM_TRIALS, HARM_SCALE * zh**HARM_POWER)
     n_fill = rng.integers(FILLER_RANGE[0], FILLER_RANGE[1] + 1, size=n)
     dom_index = {d: i for i, d in enumerate(DOMAIN_NAMES)}
     topic_dom = np.array([dom_index[TOPIC_DOMAIN[t]] for t in topics], dtype=np.int64)
@@ -164,9 +212,12 @@ def sample_words(rng: np.random.Generator, topics: Sequence[str], conflict: floa
     keys = rng.random((n, N_HELP_TRIALS + N_HARM_TRIALS + FILLER_RANGE[1]))
     words = []
     for i in range(n):
-        w = ([HELP_WORDS[j] for j in help_idx[i, :n_help[i]]] + [HARM_WORDS[j] for j in harm_idx[i, :n_harm[i]]]
-             + [FILLERS[j] for j in fill_idx[i, :n_fill[i]]])
-        order = np.argsort(keys[i, :len(w)], kind="stable")
+        w = (
+            [HELP_WORDS[j] for j in help_idx[i, : n_help[i]]]
+            + [HARM_WORDS[j] for j in harm_idx[i, : n_harm[i]]]
+            + [FILLERS[j] for j in fill_idx[i, : n_fill[i]]]
+        )
+        order = np.argsort(keys[i, : len(w)], kind="stable")
         words.append([w[j] for j in order])
     return ResponseBatch(words=words, z=z, zh=zh, n_help=n_help, n_harm=n_harm, n_fill=n_fill)
 
@@ -182,8 +233,16 @@ def sample_responses(rng: np.random.Generator, prompts: Sequence[str], conflict:
     return sample_words(rng, topics, conflict).texts()
 
 
-def make_pairs(rng: np.random.Generator, prompts: Sequence[str], n_pairs: int, objective: int, conflict: float,
-               scorer, m: int = 4, max_rounds: int = 50) -> List[Tuple[str, str, str, np.ndarray, np.ndarray]]:
+def make_pairs(
+    rng: np.random.Generator,
+    prompts: Sequence[str],
+    n_pairs: int,
+    objective: int,
+    conflict: float,
+    scorer,
+    m: int = 4,
+    max_rounds: int = 50,
+) -> List[Tuple[str, str, str, np.ndarray, np.ndarray]]:
     """Preference pairs for one objective: m generated responses per prompt, chosen = best, rejected = worst.
 
     Prompts are used in order, cycling, until ``n_pairs`` pairs exist. Ties for the best (worst) response go to the

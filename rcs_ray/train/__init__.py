@@ -19,5 +19,13 @@ def run(cfg, stage=None, pairs=None, policy=None, reference=None, out_dir=None, 
     """Train one stage; see :func:`rcs_ray.train.trainer.run`."""
     from rcs_ray.train.trainer import run as _run
 
-    return _run(cfg, stage=stage, pairs=pairs, policy=policy, reference=reference, out_dir=out_dir,
-                progress=progress, chain=chain)
+    return _run(
+        cfg,
+        stage=stage,
+        pairs=pairs,
+        policy=policy,
+        reference=reference,
+        out_dir=out_dir,
+        progress=progress,
+        chain=chain,
+    )

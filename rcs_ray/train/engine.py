@@ -55,12 +55,25 @@ def build_ds_config(train: TrainConfig, world_size: int) -> Dict[str, Any]:
     elif train.precision == "fp16":
         cfg["fp16"] = {"enabled": True, "initial_scale_power": 16, "loss_scale_window": 100}
     if train.offload_optimizer:
-        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": train.learning_rate, "betas": [0.9, 0.999],
-                                                         "eps": 1e-8, "weight_decay": train.weight_decay}}
+        cfg["optimizer"] = {
+            "type": "AdamW",
+            "params": {
+                "lr": train.learning_rate,
+                "betas": [0.9, 0.999],
+                "eps": 1e-8,
+                "weight_decay": train.weight_decay,
+            },
+        }
     if train.warmup_steps > 0 and train.lr_scheduler == "constant":
-        cfg["scheduler"] = {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": train.learning_rate,
-                                                           "warmup_num_steps": train.warmup_steps,
-                                                           "warmup_type": "linear"}}
+        cfg["scheduler"] = {
+            "type": "WarmupLR",
+            "params": {
+                "warmup_min_lr": 0.0,
+                "warmup_max_lr": train.learning_rate,
+                "warmup_num_steps": train.warmup_steps,
+                "warmup_type": "linear",
+            },
+        }
     return cfg
 
 
@@ -94,8 +107,13 @@ def lora_config(train: TrainConfig):
     from peft import LoraConfig, TaskType
 
     lora = train.lora
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type=TaskType.CAUSAL_LM,
-                      target_modules=list(lora.target_modules) if lora.target_modules else "all-linear")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        task_type=TaskType.CAUSAL_LM,
+        target_modules=list(lora.target_modules) if lora.target_modules else "all-linear",
+    )
 
 
 def _quantization(train: TrainConfig) -> Dict[str, Any]:
@@ -107,15 +125,24 @@ def _quantization(train: TrainConfig) -> Dict[str, Any]:
     if not torch.cuda.is_available():
         raise RuntimeError("train.lora.quantization (QLoRA, bitsandbytes) needs a CUDA GPU on every train worker")
     if train.lora.quantization == "4bit":
-        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
+        q = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     else:
         q = BitsAndBytesConfig(load_in_8bit=True)
     return {"quantization_config": q}
 
 
-def load_policy(path: str, train: TrainConfig, ds_config: Dict[str, Any], trust_remote_code: bool = False,
-                attn_implementation: Optional[str] = None):
+def load_policy(
+    path: str,
+    train: TrainConfig,
+    ds_config: Dict[str, Any],
+    trust_remote_code: bool = False,
+    attn_implementation: Optional[str] = None,
+):
     """The policy to train, built the way ``train`` says: ``(model, keepalive)``.
 
     ``keepalive`` is the ``HfDeepSpeedConfig`` under ZeRO-3 (transformers reads it through a weak reference while
@@ -135,14 +162,14 @@ def load_policy(path: str, train: TrainConfig, ds_config: Dict[str, Any], trust_
     if train.zero_stage == 3:
         from transformers.integrations import HfDeepSpeedConfig
 
-        keepalive = HfDeepSpeedConfig(ds_config)        # from_pretrained now runs under deepspeed.zero.Init
+        keepalive = HfDeepSpeedConfig(ds_config)  # from_pretrained now runs under deepspeed.zero.Init
     kwargs: Dict[str, Any] = dict(dtype=torch.float32, trust_remote_code=trust_remote_code)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     kwargs.update(_quantization(train))
     model = load_checked(AutoModelForCausalLM, path, "policy.path", "it would train from random weights", **kwargs)
     model.config.use_cache = False
-    setattr(model, "rcs_params_at_load", param_bytes(model))
+    model.rcs_params_at_load = param_bytes(model)
     if train.lora.quantization is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -154,7 +181,7 @@ def load_policy(path: str, train: TrainConfig, ds_config: Dict[str, Any], trust_
 
         at_load = model.rcs_params_at_load
         model = get_peft_model(model, lora_config(train))
-        setattr(model, "rcs_params_at_load", at_load)
+        model.rcs_params_at_load = at_load
     return model, keepalive
 
 
@@ -165,34 +192,50 @@ def param_groups(model, weight_decay: float) -> List[Dict[str, Any]]:
         return [{"params": [p for _, p in trainable], "weight_decay": 0.0}]
     decay = [p for _, p in trainable if _ndim(p) >= 2]
     rest = [p for _, p in trainable if _ndim(p) < 2]
-    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0})
-            if g["params"]]
+    return [
+        g
+        for g in ({"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0})
+        if g["params"]
+    ]
 
 
 def _ndim(p) -> int:
-    shape = getattr(p, "ds_shape", None)               # ZeRO-3: the local tensor is empty, its shape is ds_shape
+    shape = getattr(p, "ds_shape", None)  # ZeRO-3: the local tensor is empty, its shape is ds_shape
     return len(shape) if shape is not None else p.dim()
 
 
-def build_engine(path: str, train: TrainConfig, world_size: int, total_steps: int, trust_remote_code: bool = False,
-                 attn_implementation: Optional[str] = None):
+def build_engine(
+    path: str,
+    train: TrainConfig,
+    world_size: int,
+    total_steps: int,
+    trust_remote_code: bool = False,
+    attn_implementation: Optional[str] = None,
+):
     """``(engine, keepalive)``: the policy in a DeepSpeed engine with its optimizer and schedule."""
     import deepspeed
     import torch
 
     if not torch.cuda.is_available():
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False   # skip a ~45 s op build on CPU
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # skip a ~45 s op build on CPU
     torch.manual_seed(train.seed)
     ds_config = build_ds_config(train, world_size)
     if train.zero_stage == 3:
-        deepspeed.init_distributed()        # zero.Init partitions over DeepSpeed's view of Ray Train's process group
+        deepspeed.init_distributed()  # zero.Init partitions over DeepSpeed's view of Ray Train's process group
     model, keepalive = load_policy(path, train, ds_config, trust_remote_code, attn_implementation)
     groups = param_groups(model, train.weight_decay)
-    optimizer = None if train.offload_optimizer else torch.optim.AdamW(
-        groups, lr=train.learning_rate, betas=(0.9, 0.999), eps=1e-8)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                           model_parameters=None if optimizer else groups,
-                                           lr_scheduler=_scheduler_factory(train, total_steps), config=ds_config)
+    optimizer = (
+        None
+        if train.offload_optimizer
+        else torch.optim.AdamW(groups, lr=train.learning_rate, betas=(0.9, 0.999), eps=1e-8)
+    )
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        model_parameters=None if optimizer else groups,
+        lr_scheduler=_scheduler_factory(train, total_steps),
+        config=ds_config,
+    )
     return engine, keepalive
 
 
@@ -202,7 +245,7 @@ def export_hf(engine, train: TrainConfig, rank: int, out: str) -> None:
     (``adapter_config.json`` + weights)."""
     module = engine.module
     if train.zero_stage == 3:
-        state = engine._zero3_consolidated_16bit_state_dict()        # every rank must call it; rank 0 gets it
+        state = engine._zero3_consolidated_16bit_state_dict()  # every rank must call it; rank 0 gets it
         if rank == 0:
             module.save_pretrained(out, state_dict=state, safe_serialization=True)
     elif rank == 0:
@@ -241,28 +284,39 @@ def state_bytes(engine) -> int:
     """Bytes of model state this rank holds: parameters (and ZeRO's flat copies of them), gradients and the
     optimizer's moments, each storage counted once."""
     seen: set = set()
-    total = sum(_tensors([p.ds_tensor if getattr(p, "ds_tensor", None) is not None else p
-                          for p in engine.module.parameters()], seen))
+    total = sum(
+        _tensors(
+            [p.ds_tensor if getattr(p, "ds_tensor", None) is not None else p for p in engine.module.parameters()], seen
+        )
+    )
     total += sum(_tensors([p.grad for p in engine.module.parameters() if p.grad is not None], seen))
     opt = engine.optimizer
     for holder in (opt, getattr(opt, "optimizer", None)):
         if holder is None:
             continue
         total += sum(_tensors(list(getattr(holder, "state", {}).values()), seen))
-        for name in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat", "bit16_groups_flat",
-                     "averaged_gradients", "fp16_partitioned_groups_flat"):
+        for name in (
+            "single_partition_of_fp32_groups",
+            "fp32_partitioned_groups_flat",
+            "bit16_groups_flat",
+            "averaged_gradients",
+            "fp16_partitioned_groups_flat",
+        ):
             total += sum(_tensors(getattr(holder, name, None), seen))
     return total
 
 
 def memory_figures(engine) -> Dict[str, float]:
     """``memory/*`` metrics of this worker: parameters materialised at load, model state now, peak RSS (MB)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024          # Linux: KiB
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     module = engine.module
     at_load = getattr(module, "rcs_params_at_load", None)
     if at_load is None:
         at_load = getattr(getattr(module, "base_model", None), "rcs_params_at_load", 0)
-    trainable = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel()
-                    for p in module.parameters() if p.requires_grad)
-    return {"memory/params_at_load_mb": at_load / MB, "memory/model_state_mb": state_bytes(engine) / MB,
-            "memory/rss_peak_mb": rss, "memory/trainable_params": float(trainable)}
+    trainable = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in module.parameters() if p.requires_grad)
+    return {
+        "memory/params_at_load_mb": at_load / MB,
+        "memory/model_state_mb": state_bytes(engine) / MB,
+        "memory/rss_peak_mb": rss,
+        "memory/trainable_params": float(trainable),
+    }

@@ -17,115 +17,45 @@ Imports torch only.
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from rcs_ray import registry as _registry
+from rcs_ray.train.loss_inputs import Coefficients, check_beta, coefficients, pair_logps, paired_columns
 
 __all__ = ["dpo_loss", "modpo_loss", "spo_loss", "LOSSES", "get_loss"]
 
 Metrics = Dict[str, float]
 LossOutput = Tuple[torch.Tensor, Metrics]
-Coefficients = Union[float, Sequence[float], torch.Tensor]
-
-
-# ----------------------------------------------------------------------------------------------- validation
-def _check_beta(beta: float) -> float:
-    try:
-        beta = float(beta)
-    except (TypeError, ValueError):
-        raise ValueError(f"beta: expected a positive number, got {beta!r}") from None
-    if not math.isfinite(beta) or beta <= 0:
-        raise ValueError(f"beta: expected a positive finite number, got {beta}")
-    return beta
-
-
-def _check_finite(name: str, t: torch.Tensor) -> None:
-    bad = ~torch.isfinite(t.detach())
-    if bool(bad.any()):
-        where = tuple(int(i) for i in bad.nonzero()[0])
-        where_s = where[0] if len(where) == 1 else where
-        raise ValueError(f"{name}: non-finite value {t.detach()[where].item()} at index {where_s}")
-
-
-def _as_float(t: torch.Tensor) -> torch.Tensor:
-    """Upcast float16 / bfloat16 to float32 (differentiable); leave float32 / float64 as they are."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
-def _logps(name: str, t, batch: Optional[int] = None) -> torch.Tensor:
-    """Validate a ``(B,)`` floating tensor of finite log-probs (``B`` = ``batch`` when given)."""
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor of shape (B,), got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise ValueError(f"{name}: expected a floating tensor, got dtype {t.dtype}")
-    if t.ndim != 1 or t.shape[0] == 0:
-        raise ValueError(f"{name}: expected a non-empty tensor of shape (B,), got shape {tuple(t.shape)}")
-    if batch is not None and t.shape[0] != batch:
-        raise ValueError(f"{name}: expected shape ({batch},) like policy_chosen_logps, got {tuple(t.shape)}")
-    _check_finite(name, t)
-    return _as_float(t)
-
-
-def _pair_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
-    pc = _logps("policy_chosen_logps", policy_chosen_logps)
-    batch = pc.shape[0]
-    pr = _logps("policy_rejected_logps", policy_rejected_logps, batch)
-    rc = _logps("ref_chosen_logps", ref_chosen_logps, batch)
-    rr = _logps("ref_rejected_logps", ref_rejected_logps, batch)
-    return pc, pr, rc, rr
-
-
-def _columns(name: str, t, batch: int) -> torch.Tensor:
-    """Validate a ``(B, M)`` floating tensor of finite rewards (``M`` may be 0)."""
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor of shape (B, M), got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise ValueError(f"{name}: expected a floating tensor, got dtype {t.dtype}")
-    if t.ndim != 2 or t.shape[0] != batch:
-        raise ValueError(f"{name}: expected shape ({batch}, M) (one row per pair), got {tuple(t.shape)}")
-    _check_finite(name, t)
-    return _as_float(t)
-
-
-def _paired_columns(chosen_name: str, chosen, rejected_name: str, rejected, batch: int):
-    """Validated (B, J) chosen / rejected column tensors of the same shape."""
-    c, r = _columns(chosen_name, chosen, batch), _columns(rejected_name, rejected, batch)
-    if c.shape != r.shape:
-        raise ValueError(f"{rejected_name}: shape {tuple(r.shape)} differs from {chosen_name} {tuple(c.shape)}")
-    return c, r
-
-
-def _coefficients(name: str, values: Coefficients, size: int, like: torch.Tensor, what: str,
-                  broadcast: bool = False) -> torch.Tensor:
-    """A finite 1-D float tensor of ``size`` entries on ``like``'s device (``what`` explains ``size``).
-
-    With ``broadcast``, a single python number stands for ``size`` equal entries.
-    """
-    if broadcast and isinstance(values, (int, float)) and not isinstance(values, bool):
-        values = [float(values)] * size
-    try:
-        out = torch.as_tensor(values, dtype=like.dtype, device=like.device)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"{name}: expected a sequence of {size} numbers ({what}), got {values!r}") from None
-    if out.ndim != 1 or out.shape[0] != size:
-        got = str(out.shape[0]) if out.ndim == 1 else f"shape {tuple(out.shape)}"
-        raise ValueError(f"{name}: expected {size} entries ({what}), got {got}")
-    _check_finite(name, out)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------- shared core
-def _metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, policy_chosen: torch.Tensor,
-             policy_rejected: torch.Tensor, margin_term: Optional[torch.Tensor] = None) -> Metrics:
+def _metrics(
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    margin_term: Optional[torch.Tensor] = None,
+) -> Metrics:
     """Batch means as python floats, gathered with one ``.tolist()`` (a single device sync)."""
-    names = ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracy", "logps/chosen",
-             "logps/rejected"]
-    values = [chosen_rewards.mean(), rejected_rewards.mean(), (chosen_rewards - rejected_rewards).mean(),
-              (chosen_rewards > rejected_rewards).float().mean(), policy_chosen.mean(), policy_rejected.mean()]
+    names = [
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracy",
+        "logps/chosen",
+        "logps/rejected",
+    ]
+    values = [
+        chosen_rewards.mean(),
+        rejected_rewards.mean(),
+        (chosen_rewards - rejected_rewards).mean(),
+        (chosen_rewards > rejected_rewards).float().mean(),
+        policy_chosen.mean(),
+        policy_rejected.mean(),
+    ]
     if margin_term is not None:
         names.append("rewards/margin_term")
         values.append(margin_term.mean())
@@ -143,8 +73,13 @@ def _offset_pair_loss(pc, pr, rc, rr, chosen_offset, rejected_offset, scale: flo
 
 
 # ----------------------------------------------------------------------------------------------- losses
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float = 0.1) -> LossOutput:
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+) -> LossOutput:
     r"""Direct Preference Optimization (Rafailov et al. 2023, arXiv 2305.18290).
 
     .. math::
@@ -169,18 +104,24 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     Raises:
         ValueError: a tensor that is not (B,), batch sizes that differ, a NaN / inf entry, ``beta`` <= 0.
     """
-    beta = _check_beta(beta)
-    pc, pr, rc, rr = _pair_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    beta = check_beta(beta)
+    pc, pr, rc, rr = pair_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     chosen_rewards = beta * (pc - rc)
     rejected_rewards = beta * (pr - rr)
     loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
     return loss, _metrics(chosen_rewards, rejected_rewards, pc, pr)
 
 
-def modpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-               ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-               chosen_margin_rewards: torch.Tensor, rejected_margin_rewards: torch.Tensor,
-               weights: Coefficients, beta: float = 0.1) -> LossOutput:
+def modpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    chosen_margin_rewards: torch.Tensor,
+    rejected_margin_rewards: torch.Tensor,
+    weights: Coefficients,
+    beta: float = 0.1,
+) -> LossOutput:
     r"""Multi-Objective DPO (Zhou et al. 2023, "Beyond One-Preference-Fits-All Alignment", arXiv 2310.03708).
 
     The objective being trained has weight ``w_0``; the other ``K-1`` objectives enter through frozen reward
@@ -212,23 +153,29 @@ def modpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.T
         ValueError: bad shapes (margin columns vs ``len(weights) - 1``), NaN / inf entries, ``weights[0] <= 0``,
             ``beta`` <= 0.
     """
-    beta = _check_beta(beta)
-    pc, pr, rc, rr = _pair_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    beta = check_beta(beta)
+    pc, pr, rc, rr = pair_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     batch = pc.shape[0]
-    mc, mr = _paired_columns("chosen_margin_rewards", chosen_margin_rewards, "rejected_margin_rewards",
-                             rejected_margin_rewards, batch)
+    mc, mr = paired_columns(
+        "chosen_margin_rewards", chosen_margin_rewards, "rejected_margin_rewards", rejected_margin_rewards, batch
+    )
     n_margin = mc.shape[1]
-    w = _coefficients("weights", weights, n_margin + 1, pc, f"K = 1 + {n_margin} margin columns")
+    w = coefficients("weights", weights, n_margin + 1, pc, f"K = 1 + {n_margin} margin columns")
     if not float(w[0]) > 0:
         raise ValueError(f"weights: weights[0] (the trained objective) must be > 0, got {float(w[0])}")
     return _offset_pair_loss(pc, pr, rc, rr, mc @ w[1:], mr @ w[1:], float(w[0]), beta)
 
 
-def spo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-             prev_chosen_implicit: Optional[torch.Tensor] = None,
-             prev_rejected_implicit: Optional[torch.Tensor] = None,
-             alphas: Optional[Coefficients] = None, beta: float = 0.1) -> LossOutput:
+def spo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    prev_chosen_implicit: Optional[torch.Tensor] = None,
+    prev_rejected_implicit: Optional[torch.Tensor] = None,
+    alphas: Optional[Coefficients] = None,
+    beta: float = 0.1,
+) -> LossOutput:
     r"""Sequential Preference Optimization, stage k (Lou et al. 2024, "SPO: Multi-Dimensional Preference Sequential
     Alignment With Implicit Reward Modeling", arXiv 2405.12739; AAAI 2025).
 
@@ -284,8 +231,8 @@ def spo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     # constraint: expected-reward lower bounds, one multiplier alpha_j per earlier stage, all earlier stages kept
     # (the paper derives two dimensions and generalises to n; passing only the last column gives the
     # "previous stage only" variant).
-    beta = _check_beta(beta)
-    pc, pr, rc, rr = _pair_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    beta = check_beta(beta)
+    pc, pr, rc, rr = pair_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     batch = pc.shape[0]
     if (prev_chosen_implicit is None) != (prev_rejected_implicit is None):
         given = "prev_chosen_implicit" if prev_rejected_implicit is None else "prev_rejected_implicit"
@@ -293,14 +240,15 @@ def spo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     if prev_chosen_implicit is None:
         zeros = torch.zeros_like(pc)
         return _offset_pair_loss(pc, pr, rc, rr, zeros, zeros, 1.0, beta)
-    ic, ir = _paired_columns("prev_chosen_implicit", prev_chosen_implicit, "prev_rejected_implicit",
-                             prev_rejected_implicit, batch)
+    ic, ir = paired_columns(
+        "prev_chosen_implicit", prev_chosen_implicit, "prev_rejected_implicit", prev_rejected_implicit, batch
+    )
     n_prev = ic.shape[1]
     if alphas is None:
         if n_prev:
             raise ValueError(f"alphas: required for {n_prev} earlier-stage reward columns")
         alphas = 0.0
-    a = _coefficients("alphas", alphas, n_prev, pc, "one per earlier-stage column", broadcast=True)
+    a = coefficients("alphas", alphas, n_prev, pc, "one per earlier-stage column", broadcast=True)
     if bool((a < 0).any()):
         raise ValueError(f"alphas: expected coefficients >= 0 (Lagrange multipliers), got {a.tolist()}")
     return _offset_pair_loss(pc, pr, rc, rr, ic @ a, ir @ a, 1.0, beta)

@@ -28,17 +28,23 @@ def stage_pairs(cfg: RunConfig, k: int, pairs: Optional[str] = None) -> PairSet:
     if pairs is None and st is not None and st.sample:
         pairs = RunLayout(cfg.output_dir).stage(k).sampling.pairs
         if not storage.isfile(pairs):
-            raise RcsInputError(f"stage {k + 1} trains on sampled pairs and {pairs} does not exist: run "
-                                f"`rcs-ray sample` for it first, or pass --pairs")
+            raise RcsInputError(
+                f"stage {k + 1} trains on sampled pairs and {pairs} does not exist: run "
+                f"`rcs-ray sample` for it first, or pass --pairs"
+            )
     if pairs is not None:
         pairs = resolve_path(pairs, cfg.tinyworld)
         if storage.is_uri(pairs):
             storage.require(pairs, "--pairs", "pairs file")
         rows = read_pairs(pairs, target=target)
         names = [o.name for o in stage_objectives(cfg, k)] if st is not None else []
-        if names and rows.reward_names and rows.reward_names[0].startswith("objective_") \
-                and len(names) == len(rows.reward_names):
-            rows.reward_names = names        # a file that does not name its rewards: the stage's scored objectives
+        if (
+            names
+            and rows.reward_names
+            and rows.reward_names[0].startswith("objective_")
+            and len(names) == len(rows.reward_names)
+        ):
+            rows.reward_names = names  # a file that does not name its rewards: the stage's scored objectives
         return rows
     if st is None:
         raise RcsInputError("no stages in the config: pass --pairs")
@@ -57,17 +63,22 @@ def _dataset(cfg: RunConfig, data: DataConfig, key: str, target: Optional[str]) 
     pref = read_preferences(data)
     names = list(pref.objectives)
     if names and target not in names and len(names) == len(cfg.objectives):
-        names = cfg.objective_names          # generic objective_0.. names, in config order
+        names = cfg.objective_names  # generic objective_0.. names, in config order
     return pairs_from_preferences(pref.rows, names, pref.source, target=target)
 
 
 def _mixed(cfg: RunConfig, k: int, rows: PairSet) -> PairSet:
     """Stage ``k``'s dataset followed by its ``mix`` datasets (the "mixed" baseline). Reward columns are kept only when
     every part carries the same objectives (DPO does not use them)."""
-    parts = [rows] + [_dataset(cfg, extra, f"stages.{k}.mix.{j}", rows.target)
-                      for j, extra in enumerate(cfg.stages[k].mix)]
+    parts = [rows] + [
+        _dataset(cfg, extra, f"stages.{k}.mix.{j}", rows.target) for j, extra in enumerate(cfg.stages[k].mix)
+    ]
     same = all(p.reward_names == rows.reward_names for p in parts)
     out = [r if same else {c: r[c] for c in TEXT_COLUMNS} for p in parts for r in p.rows]
     dataset_is_chat([r["prompt"] for r in out], " + ".join(p.source for p in parts))
-    return PairSet(rows=out, reward_names=rows.reward_names if same else [], target=rows.target,
-                   source=" + ".join(p.source for p in parts))
+    return PairSet(
+        rows=out,
+        reward_names=rows.reward_names if same else [],
+        target=rows.target,
+        source=" + ".join(p.source for p in parts),
+    )

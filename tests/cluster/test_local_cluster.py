@@ -19,9 +19,11 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
 def _local_cluster_module():
-    spec = importlib.util.spec_from_file_location("local_cluster", os.path.join(REPO_ROOT, "cluster", "local_cluster.py"))
+    spec = importlib.util.spec_from_file_location(
+        "local_cluster", os.path.join(REPO_ROOT, "cluster", "local_cluster.py")
+    )
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["local_cluster"] = mod            # dataclasses look their module up there
+    sys.modules["local_cluster"] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
@@ -48,9 +50,21 @@ def test_job_submit_runs_the_workflow_and_places_actors_by_resources(cluster, ti
 
     out = tmp_path / "out"
     cache = os.path.join(REPO_ROOT, ".cache", "tinyworld")
-    res = cluster.submit(["python", "jobs/run.py", "configs/tiny/cluster.yaml", f"tinyworld.cache_dir={cache}",
-                          f"output_dir={out}", "stages.0.train.max_steps=2", "stages.1.train.max_steps=2",
-                          "stages.1.data.limit=16", "sampling.n=4", "train.batch_size=4"], timeout=600)
+    res = cluster.submit(
+        [
+            "python",
+            "jobs/run.py",
+            "configs/tiny/cluster.yaml",
+            f"tinyworld.cache_dir={cache}",
+            f"output_dir={out}",
+            "stages.0.train.max_steps=2",
+            "stages.1.train.max_steps=2",
+            "stages.1.data.limit=16",
+            "sampling.n=4",
+            "train.batch_size=4",
+        ],
+        timeout=600,
+    )
     log = res.stdout + res.stderr
     assert res.returncode == 0, log[-4000:]
     sub = re.search(r"Job '(raysubmit_\w+)' succeeded", log)
@@ -70,7 +84,7 @@ def test_job_submit_runs_the_workflow_and_places_actors_by_resources(cluster, ti
     assert pairs and len(pairs) + failed == 16
     c = np.array([p["chosen_rewards"] for p in pairs])
     r = np.array([p["rejected_rewards"] for p in pairs])
-    assert (c[:, 0] - r[:, 0] >= -0.5).all() and (c[:, 1] > r[:, 1]).all()      # RC: harmless (margin), helpful
+    assert (c[:, 0] - r[:, 0] >= -0.5).all() and (c[:, 1] > r[:, 1]).all()  # RC: harmless (margin), helpful
 
     # --- where every actor ran
     nodes = list_nodes(address=cluster.dashboard, detail=True)
@@ -85,24 +99,24 @@ def test_job_submit_runs_the_workflow_and_places_actors_by_resources(cluster, ti
         return found
 
     groups = {p.placement_group_id: p for p in list_placement_groups(address=cluster.dashboard, detail=True)}
-    for a in placed("GenerateStage"):              # TP = 2: in its own placement group of 2 GPU bundles, worker node
+    for a in placed("GenerateStage"):  # TP = 2: in its own placement group of 2 GPU bundles, worker node
         assert a.node_id == worker
         assert a.placement_group_id in groups
         pg = groups[a.placement_group_id]
         assert pg.name.startswith("rcs-generate-")
         assert [b["unit_resources"].get("GPU") for b in pg.bundles] == [1.0, 1.0]
-        assert {b["node_id"] for b in pg.bundles} == {worker}                          # STRICT_PACK: one node
+        assert {b["node_id"] for b in pg.bundles} == {worker}  # STRICT_PACK: one node
         assert pg.bundles[0]["unit_resources"].get("generator") == 1.0
-        assert not any(k.startswith("GPU") for k in a.required_resources)              # its TP workers hold the GPUs
+        assert not any(k.startswith("GPU") for k in a.required_resources)  # its TP workers hold the GPUs
     generate = [p for p in groups.values() if p.name.startswith("rcs-generate-")]
-    assert len(generate) == 1                      # one group per actor (none that no actor uses holds GPUs)
-    assert all(p.state == "REMOVED" for p in generate)                                   # GPUs released
-    for a in placed("ScoreStage"):                 # the rule scorers: where `scorer` is (the head)
+    assert len(generate) == 1  # one group per actor (none that no actor uses holds GPUs)
+    assert all(p.state == "REMOVED" for p in generate)  # GPUs released
+    for a in placed("ScoreStage"):  # the rule scorers: where `scorer` is (the head)
         assert a.node_id == head and a.required_resources.get("scorer") == 1.0
-    for a in placed("ReferenceLogps"):             # train.use_gpu: reference log-probs on a GPU
+    for a in placed("ReferenceLogps"):  # train.use_gpu: reference log-probs on a GPU
         assert a.node_id == worker and a.required_resources.get("GPU", 0) > 0
     workers = placed("RayTrainWorker")
-    assert len(workers) == 4                       # 2 per stage
+    assert len(workers) == 4  # 2 per stage
     for a in workers:
         assert a.node_id == worker and any(k.startswith("GPU_group") for k in a.required_resources)
 
@@ -115,17 +129,34 @@ def test_ray_job_stop_stops_a_run_within_the_grace_period_and_a_resubmission_res
 
     out = tmp_path / "out"
     cache = os.path.join(REPO_ROOT, ".cache", "tinyworld")
-    entrypoint = " ".join(["python", "jobs/run.py", "configs/tiny/cluster.yaml", f"tinyworld.cache_dir={cache}",
-                           f"output_dir={out}", "stages.0.train.max_steps=2", "stages.1.train.max_steps=2",
-                           "stages.1.data.limit=256", "sampling.n=8", "train.batch_size=4", "--no-progress"])
+    entrypoint = " ".join(
+        [
+            "python",
+            "jobs/run.py",
+            "configs/tiny/cluster.yaml",
+            f"tinyworld.cache_dir={cache}",
+            f"output_dir={out}",
+            "stages.0.train.max_steps=2",
+            "stages.1.train.max_steps=2",
+            "stages.1.data.limit=256",
+            "sampling.n=8",
+            "train.batch_size=4",
+            "--no-progress",
+        ]
+    )
     client = JobSubmissionClient(cluster.dashboard)
     runtime_env = {"working_dir": REPO_ROOT, "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "30"}}
     first = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
     deadline = time.time() + 600
-    while not any("GenerateStage" in (a.class_name or "") for a in list_actors(      # stage 2 is sampling
-            address=cluster.dashboard, filters=[("state", "=", "ALIVE")], detail=True, limit=10_000)):
-        assert time.time() < deadline and client.get_job_status(first) in (JobStatus.PENDING, JobStatus.RUNNING), \
+    while not any(
+        "GenerateStage" in (a.class_name or "")
+        for a in list_actors(  # stage 2 is sampling
+            address=cluster.dashboard, filters=[("state", "=", "ALIVE")], detail=True, limit=10_000
+        )
+    ):
+        assert time.time() < deadline and client.get_job_status(first) in (JobStatus.PENDING, JobStatus.RUNNING), (
             client.get_job_logs(first)[-3000:]
+        )
         time.sleep(0.5)
     t0 = time.time()
     client.stop_job(first)
@@ -136,25 +167,28 @@ def test_ray_job_stop_stops_a_run_within_the_grace_period_and_a_resubmission_res
     assert client.get_job_status(first) == JobStatus.STOPPED and seconds < 30, logs[-3000:]
     assert "SIGTERM received during rcs-ray run / stage 2 (sampling)" in logs, logs[-3000:]
     assert "interrupted during rcs-ray run / stage 2 (sampling)" in logs
-    assert not (out / ".rcs-ray.lock").exists()                                   # a clean stop, not a kill
+    assert not (out / ".rcs-ray.lock").exists()  # a clean stop, not a kill
     second = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
     while client.get_job_status(second) not in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED):
         time.sleep(1.0)
     logs = client.get_job_logs(second)
     assert client.get_job_status(second) == JobStatus.SUCCEEDED, logs[-3000:]
-    assert "stage 1 (harmless) (unchanged, skipped: train)" in logs               # resumed from its manifests
+    assert "stage 1 (harmless) (unchanged, skipped: train)" in logs  # resumed from its manifests
     assert json.loads((out / "stage2" / "manifest.json").read_text())["steps"]["train"]["status"] == "done"
 
 
 def test_a_run_without_an_address_starts_its_own_ray_beside_a_running_cluster(cluster):
     # `ray.address: null` means a new local Ray, even while a `ray start` cluster runs on the machine (a bare
     # ray.init() joins that cluster, and refuses num_cpus when it does).
-    code = ("import ray; from rcs_ray.config import RayConfig; from rcs_ray.ray_runtime import init_ray, started_ray; "
-            "init_ray(RayConfig(num_cpus=1, object_store_memory_mb=128)); "
-            "print(started_ray(), ray.get_runtime_context().gcs_address)")
+    code = (
+        "import ray; from rcs_ray.config import RayConfig; from rcs_ray.ray_runtime import init_ray, started_ray; "
+        "init_ray(RayConfig(num_cpus=1, object_store_memory_mb=128)); "
+        "print(started_ray(), ray.get_runtime_context().gcs_address)"
+    )
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     started, gcs = proc.stdout.split()[-2:]
     assert started == "True" and gcs != cluster.address

@@ -43,9 +43,23 @@ class Cli:
 
     def __init__(self, cluster, *args):
         env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2")
-        self.proc = subprocess.Popen([sys.executable, "-m", "rcs_ray", *args, f"ray.address={cluster.address}",
-                                      "ray.num_cpus=null", "ray.object_store_memory_mb=null", "--no-progress"],
-                                     cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rcs_ray",
+                *args,
+                f"ray.address={cluster.address}",
+                "ray.num_cpus=null",
+                "ray.object_store_memory_mb=null",
+                "--no-progress",
+            ],
+            cwd=REPO,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         self.lines = []
         threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")), daemon=True).start()
 
@@ -66,22 +80,31 @@ def _kill_node_of(cluster, class_name: str, timeout=300.0, after=lambda: True):
 
     deadline = time.time() + timeout
     while time.time() < deadline:
-        alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000)
-                 if class_name in (a.class_name or "")]
+        alive = [
+            a
+            for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000)
+            if class_name in (a.class_name or "")
+        ]
         nodes = {n.node_id: n for n in _worker_nodes(cluster)}
         on_worker = [a for a in alive if a.node_id in nodes]
         if on_worker and after():
             node = nodes[on_worker[0].node_id]
             cluster.remove_node(node, allow_graceful=False)
-            cluster.add_node(object_store_memory=256 << 20, **WORKER)       # capacity back for the next test
+            cluster.add_node(object_store_memory=256 << 20, **WORKER)  # capacity back for the next test
             return on_worker[0].node_id
         time.sleep(0.2)
     raise AssertionError(f"no {class_name} actor appeared on a worker node")
 
 
 def test_a_node_killed_while_sampling_changes_nothing(cluster, tiny_world, tmp_path):
-    args = ["sample", K2, "stages.1.data.limit=512", "sampling.n=8", "sampling.num_actors=2",
-            "sampling.resources={gen: 1}"]
+    args = [
+        "sample",
+        K2,
+        "stages.1.data.limit=512",
+        "sampling.n=8",
+        "sampling.num_actors=2",
+        "sampling.resources={gen: 1}",
+    ]
     calm = Cli(cluster, *args, "--out", str(tmp_path / "calm"))
     calm.wait()
     rough = Cli(cluster, *args, "--out", str(tmp_path / "rough"))
@@ -90,16 +113,27 @@ def test_a_node_killed_while_sampling_changes_nothing(cluster, tiny_world, tmp_p
     assert killed
     a, b = (pq.read_table(tmp_path / d / "pairs.parquet") for d in ("calm", "rough"))
     fa, fb = (pq.read_table(tmp_path / d / "failed.parquet") for d in ("calm", "rough"))
-    assert a.num_rows + fa.num_rows == 512 == b.num_rows + fb.num_rows           # every prompt accounted for
-    assert a.equals(b) and fa.equals(fb)                                          # the undisturbed run's pairs
+    assert a.num_rows + fa.num_rows == 512 == b.num_rows + fb.num_rows  # every prompt accounted for
+    assert a.equals(b) and fa.equals(fb)  # the undisturbed run's pairs
 
 
 def test_a_node_killed_while_training_resumes_on_the_rest_with_the_same_weights(cluster, tiny_world, tmp_path):
     from safetensors.torch import load_file
 
-    args = ["train", K2, "--stage", "1", "stages.0.data.limit=512", "stages.0.train.max_steps=24",
-            "train.num_workers=1", "train.batch_size=8", "train.save_steps=4", "train.keep_checkpoints=null",
-            "train.max_failures=2", "train.resources_per_worker={trainer: 1}"]
+    args = [
+        "train",
+        K2,
+        "--stage",
+        "1",
+        "stages.0.data.limit=512",
+        "stages.0.train.max_steps=24",
+        "train.num_workers=1",
+        "train.batch_size=8",
+        "train.save_steps=4",
+        "train.keep_checkpoints=null",
+        "train.max_failures=2",
+        "train.resources_per_worker={trainer: 1}",
+    ]
     calm = Cli(cluster, *args, "--out", str(tmp_path / "calm"))
     calm.wait()
     ckpts = tmp_path / "rough" / "checkpoints"
@@ -108,7 +142,7 @@ def test_a_node_killed_while_training_resumes_on_the_rest_with_the_same_weights(
     rough.wait()
     text = "".join(rough.lines)
     summary = (tmp_path / "rough" / "train_summary.json").read_text()
-    assert '"resumed_from_step": 0' not in summary, text[-3000:]                   # it did restart from a checkpoint
+    assert '"resumed_from_step": 0' not in summary, text[-3000:]  # it did restart from a checkpoint
     w0 = load_file(tmp_path / "calm" / "model" / "model.safetensors")
     w1 = load_file(tmp_path / "rough" / "model" / "model.safetensors")
     assert w0.keys() == w1.keys() and all((w0[k] == w1[k]).all() for k in w0)

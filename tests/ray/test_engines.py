@@ -8,7 +8,7 @@ from rcs_ray.prompting import prompt_ids, prompt_text
 from rcs_ray.sampling.engines import HFEngine
 from rcs_ray.sampling.job import ScorerSettings
 from rcs_ray.sampling.scorers import ClassifierScorer, ImplicitRewardScorer
-from rcs_ray.tinyworld.generate import rm_scores
+from rcs_ray.tinyworld.measure import rm_scores
 
 pytestmark = [pytest.mark.slow]
 
@@ -22,8 +22,9 @@ def engine(tiny_world):
 
 def test_prompt_text_uses_the_chat_template(engine):
     text = prompt_text(engine.tokenizer, PROMPTS[0], True)
-    assert text == engine.tokenizer.apply_chat_template([{"role": "user", "content": PROMPTS[0]}],
-                                                        add_generation_prompt=True, tokenize=False)
+    assert text == engine.tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True, tokenize=False
+    )
     assert prompt_text(engine.tokenizer, PROMPTS[0], use_chat_template=False) == PROMPTS[0]
 
 
@@ -35,7 +36,7 @@ def test_hf_samples_are_seeded_and_batch_invariant(engine):
     assert [[c.text for c in g] for g in together] == [[c.text for c in g] for g in alone]
     again = engine.generate(texts[:1], [[11, 12, 13]])[0]
     assert [c.text for c in again] == [c.text for c in together[0]]
-    assert len({c.text for c in engine.generate(texts[:1], [list(range(8))])[0]}) > 4   # real sampling
+    assert len({c.text for c in engine.generate(texts[:1], [list(range(8))])[0]}) > 4  # real sampling
     assert all(c.num_tokens > 0 for g in together for c in g)
 
 
@@ -52,7 +53,7 @@ def _greedy_with_penalty(engine, ids, penalty):
         seq.append(int(logits.argmax()))
         if seq[-1] in engine.eos:
             break
-    return engine.tokenizer.decode(seq[len(ids):], skip_special_tokens=True)
+    return engine.tokenizer.decode(seq[len(ids) :], skip_special_tokens=True)
 
 
 def test_hf_engine_honours_top_k_repetition_penalty_and_stop_strings(engine):
@@ -76,7 +77,7 @@ def test_hf_engine_honours_top_k_repetition_penalty_and_stop_strings(engine):
         assert together == [[c.text for c in engine.generate([t], [s])[0]] for t, s in zip(texts, seeds)]
         engine.sampling = base
         free = engine.generate(texts[:1], [list(range(8))])[0]
-        stop = " " + max(free, key=lambda c: len(c.text)).text.split()[2]       # a word inside a sample
+        stop = " " + max(free, key=lambda c: len(c.text)).text.split()[2]  # a word inside a sample
         engine.sampling = dataclasses.replace(base, stop=[stop])
         cut = engine.generate(texts[:1], [list(range(8))])[0]
     finally:
@@ -84,14 +85,16 @@ def test_hf_engine_honours_top_k_repetition_penalty_and_stop_strings(engine):
     assert any(stop in f.text for f in free)
     for f, c in zip(free, cut):
         if stop in f.text:
-            assert c.text == f.text[:f.text.index(stop)] and c.finished and 0 < c.num_tokens < f.num_tokens
+            assert c.text == f.text[: f.text.index(stop)] and c.finished and 0 < c.num_tokens < f.num_tokens
         else:
             assert (c.text, c.num_tokens, c.finished) == (f.text, f.num_tokens, f.finished)
 
 
 def test_classifier_scorer_matches_direct_forward(tiny_world):
-    objs = [ObjectiveConfig(name="harmless", kind="multi_head", model=tiny_world.reward_model, head=0, sign=-1.0),
-            ObjectiveConfig(name="helpful", kind="multi_head", model=tiny_world.reward_model, head=1)]
+    objs = [
+        ObjectiveConfig(name="harmless", kind="multi_head", model=tiny_world.reward_model, head=0, sign=-1.0),
+        ObjectiveConfig(name="helpful", kind="multi_head", model=tiny_world.reward_model, head=1),
+    ]
     scorer = ClassifierScorer(objs, ScorerSettings())
     responses = [" recipe spice the", " scam weapon lie", " okay"]
     got = scorer.score(PROMPTS, responses)
@@ -125,10 +128,15 @@ def _response_logp(model, tok, prompt, response):
     import torch
 
     msgs = [{"role": "user", "content": prompt}]
-    full = tok(tok.apply_chat_template(msgs + [{"role": "assistant", "content": response}], tokenize=False),
-               add_special_tokens=False)["input_ids"]
-    n_prompt = len(tok(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False),
-                       add_special_tokens=False)["input_ids"])
+    full = tok(
+        tok.apply_chat_template(msgs + [{"role": "assistant", "content": response}], tokenize=False),
+        add_special_tokens=False,
+    )["input_ids"]
+    n_prompt = len(
+        tok(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False), add_special_tokens=False)[
+            "input_ids"
+        ]
+    )
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([full])).logits[0].double(), -1)
     return sum(float(logp[t - 1, full[t]]) for t in range(n_prompt, len(full)))
@@ -136,17 +144,21 @@ def _response_logp(model, tok, prompt, response):
 
 def test_implicit_reward_hand_computed(tiny_world, tmp_path):
     tok, policy, reference = perturbed_reference(tiny_world, tmp_path / "ref", seed=0)
-    obj = ObjectiveConfig(name="imp", kind="implicit", model=tiny_world.policy, reference=str(tmp_path / "ref"),
-                          beta=0.5, batch_size=2)
+    obj = ObjectiveConfig(
+        name="imp", kind="implicit", model=tiny_world.policy, reference=str(tmp_path / "ref"), beta=0.5, batch_size=2
+    )
     responses = [" recipe spice", " scam", " okay the"]
     got = ImplicitRewardScorer([obj], ScorerSettings()).score(PROMPTS, responses)[:, 0]
-    want = [0.5 * (_response_logp(policy, tok, p, r) - _response_logp(reference, tok, p, r))
-            for p, r in zip(PROMPTS, responses)]
+    want = [
+        0.5 * (_response_logp(policy, tok, p, r) - _response_logp(reference, tok, p, r))
+        for p, r in zip(PROMPTS, responses)
+    ]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     assert np.all(np.abs(got) > 1e-3)
-    same = ImplicitRewardScorer([ObjectiveConfig(name="imp", kind="implicit", model=tiny_world.policy,
-                                                 reference=tiny_world.policy)], ScorerSettings()).score(PROMPTS,
-                                                                                                        responses)
+    same = ImplicitRewardScorer(
+        [ObjectiveConfig(name="imp", kind="implicit", model=tiny_world.policy, reference=tiny_world.policy)],
+        ScorerSettings(),
+    ).score(PROMPTS, responses)
     np.testing.assert_allclose(same, 0.0, atol=1e-5)
 
 
@@ -158,8 +170,9 @@ def test_implicit_reward_follows_the_policys_prompt_rule(tiny_world, tmp_path):
     from rcs_ray.modeling.logprobs import sequence_logps, tokenize_example
 
     tok, policy, reference = perturbed_reference(tiny_world, tmp_path / "ref", seed=1)
-    obj = ObjectiveConfig(name="imp", kind="implicit", model=tiny_world.policy, reference=str(tmp_path / "ref"),
-                          beta=1.0, batch_size=4)
+    obj = ObjectiveConfig(
+        name="imp", kind="implicit", model=tiny_world.policy, reference=str(tmp_path / "ref"), beta=1.0, batch_size=4
+    )
     responses = [" recipe spice", " scam", " okay the"]
 
     def delta(use_chat_template):
@@ -169,17 +182,21 @@ def test_implicit_reward_follows_the_policys_prompt_rule(tiny_world, tmp_path):
             ex = tokenize_example(tok, p, r, 64, use_chat_template=use_chat_template)
             ids, labels = torch.tensor([ex["input_ids"]]), torch.tensor([ex["labels"]])
             with torch.no_grad():
-                out.append(float(sequence_logps(policy(input_ids=ids).logits, labels)
-                                 - sequence_logps(reference(input_ids=ids).logits, labels)))
+                out.append(
+                    float(
+                        sequence_logps(policy(input_ids=ids).logits, labels)
+                        - sequence_logps(reference(input_ids=ids).logits, labels)
+                    )
+                )
         return np.array(out)
 
     plain, templated = delta(False), delta(True)
-    assert np.abs(plain - templated).max() > 1e-3               # the two prompt texts really score differently
+    assert np.abs(plain - templated).max() > 1e-3  # the two prompt texts really score differently
     # generation's prompt ids under each rule are the prompt part of training's ids
     for flag in (False, True):
         ex = tokenize_example(tok, PROMPTS[0], responses[0], 64, use_chat_template=flag)
         ids = prompt_ids(tok, PROMPTS[0], flag)
-        assert ex["input_ids"][:len(ids)] == ids and ex["labels"][len(ids) - 1] == -100
+        assert ex["input_ids"][: len(ids)] == ids and ex["labels"][len(ids) - 1] == -100
     for flag, want in ((False, plain), (True, templated)):
         got = ImplicitRewardScorer([obj], ScorerSettings(policy_chat_template=flag)).score(PROMPTS, responses)[:, 0]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -22,13 +22,22 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K2 = os.path.join(REPO, "configs", "tiny", "k2.yaml")
-SMALL = ["stages.0.data.limit=64", "stages.0.train.max_steps=2", "stages.1.data.limit=64", "train.max_steps=2",
-         "train.num_workers=1", "sampling.n=4", "ray.num_cpus=2", "ray.object_store_memory_mb=256"]
+SMALL = [
+    "stages.0.data.limit=64",
+    "stages.0.train.max_steps=2",
+    "stages.1.data.limit=64",
+    "train.max_steps=2",
+    "train.num_workers=1",
+    "sampling.n=4",
+    "ray.num_cpus=2",
+    "ray.object_store_memory_mb=256",
+]
 
 
 def cli(*args, timeout=600):
-    proc = subprocess.run([sys.executable, "-m", "rcs_ray", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rcs_ray", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     return proc, errors
 
@@ -51,22 +60,30 @@ def _files(d):
 
 def test_a_full_and_a_read_only_disk_while_sampling(tiny_world, small_fs):
     out = small_fs / "sampling"
-    args = ["sample", K2, "--out", str(out), "--no-progress", "ray.num_cpus=2", "ray.object_store_memory_mb=256",
-            "sampling.n=4"]
+    args = [
+        "sample",
+        K2,
+        "--out",
+        str(out),
+        "--no-progress",
+        "ray.num_cpus=2",
+        "ray.object_store_memory_mb=256",
+        "sampling.n=4",
+    ]
     proc, errors = cli(*args, "stages.1.data.limit=16")
     assert proc.returncode == 0, proc.stderr[-2000:]
     before = _files(out)
     assert sorted(before) == ["candidates.parquet", "failed.parquet", "pairs.parquet", "stats.json"]
     free = shutil.disk_usage(small_fs).free
-    with open(small_fs / "filler", "wb") as fh:                       # leave about 20 KiB
+    with open(small_fs / "filler", "wb") as fh:  # leave about 20 KiB
         fh.write(b"\0" * (free - (20 << 10)))
     proc, errors = cli(*args, "stages.1.data.limit=256")
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert errors[0].startswith(f"error: {out}/") and "no space left on the device (writing " in errors[0]
-    assert _files(out) == before                                       # the earlier complete set, byte for byte
-    assert sorted(os.listdir(small_fs)) == ["filler", "sampling"]     # nothing half-written left beside it
+    assert _files(out) == before  # the earlier complete set, byte for byte
+    assert sorted(os.listdir(small_fs)) == ["filler", "sampling"]  # nothing half-written left beside it
     os.remove(small_fs / "filler")
-    proc, errors = cli(*args, "stages.1.data.limit=256")              # space freed: the rerun finishes
+    proc, errors = cli(*args, "stages.1.data.limit=256")  # space freed: the rerun finishes
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"prompts": 256' in (out / "stats.json").read_text()
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
@@ -81,17 +98,17 @@ def test_a_damaged_manifest_stats_file_and_checkpoint(tiny_world, tmp_path):
     proc, _ = cli(*run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest, stats = out / "stage1" / "manifest.json", out / "stage2" / "sampling" / "stats.json"
-    with open(manifest, "r+b") as fh:                              # stage 1's record, cut by a full disk
+    with open(manifest, "r+b") as fh:  # stage 1's record, cut by a full disk
         fh.truncate(40)
-    stats.write_text('{"stage": 2, "pairs":')                     # stage 2's stats, half written by hand
+    stats.write_text('{"stage": 2, "pairs":')  # stage 2's stats, half written by hand
     first_pairs = (out / "stage2" / "sampling" / "pairs.parquet").read_bytes()
     proc, _ = cli(*run)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"warning: manifest {manifest} cannot be read: set aside" in proc.stdout
     assert f"warning: sample output {stats} cannot be read: set aside" in proc.stdout
-    assert json.loads(stats.read_text())["prompts"] == 64                                  # sampled again
-    assert (out / "stage2" / "sampling" / "pairs.parquet").read_bytes() == first_pairs     # the same pairs
-    assert json.loads(manifest.read_text())["steps"]["train"]["status"] == "done"          # recorded again
+    assert json.loads(stats.read_text())["prompts"] == 64  # sampled again
+    assert (out / "stage2" / "sampling" / "pairs.parquet").read_bytes() == first_pairs  # the same pairs
+    assert json.loads(manifest.read_text())["steps"]["train"]["status"] == "done"  # recorded again
 
     ckpts = out / "stage1" / "train" / "checkpoints" / "tiny-k2-stage1"
     state = sorted(ckpts.glob("checkpoint_*/deepspeed/mp_rank_00_model_states.pt"))[-1]

@@ -29,8 +29,16 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K2 = os.path.join(REPO, "configs", "tiny", "k2.yaml")
-SMALL = ["stages.0.data.limit=256", "stages.0.train.max_steps=4", "stages.1.data.limit=256", "train.max_steps=4",
-         "train.num_workers=2", "sampling.n=8", "ray.num_cpus=2", "ray.object_store_memory_mb=256"]
+SMALL = [
+    "stages.0.data.limit=256",
+    "stages.0.train.max_steps=4",
+    "stages.1.data.limit=256",
+    "train.max_steps=4",
+    "train.num_workers=2",
+    "sampling.n=8",
+    "ray.num_cpus=2",
+    "ray.object_store_memory_mb=256",
+]
 
 
 class Run:
@@ -43,11 +51,19 @@ class Run:
     def __init__(self, *args, background=False):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
-        self.proc = subprocess.Popen([sys.executable, "-m", "rcs_ray", *args], cwd=REPO, env=env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=ignore)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rcs_ray", *args],
+            cwd=REPO,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=ignore,
+        )
         self.lines = []
-        self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")),
-                                       daemon=True)
+        self.reader = threading.Thread(
+            target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")), daemon=True
+        )
         self.reader.start()
 
     def wait_for(self, predicate, timeout=240.0):
@@ -103,26 +119,32 @@ def test_ctrl_c_at_sampling_and_a_second_run_on_the_same_dir(tiny_world, tmp_pat
     # signal was lost and the run went on and exited 0.
     first = Run("run", K2, f"output_dir={out}", *SMALL, "stages.1.data.limit=1024", background=True)
     first.wait_for(lambda: (out / ".rcs-ray.lock").exists())
-    second = subprocess.run([sys.executable, "-m", "rcs_ray", "run", K2, f"output_dir={out}", *SMALL], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    second = subprocess.run(
+        [sys.executable, "-m", "rcs_ray", "run", K2, f"output_dir={out}", *SMALL],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
     assert second.returncode == 2 and len(errors) == 1 and "Traceback" not in second.stderr, second.stderr
     assert f"pid {first.proc.pid}" in errors[0] and "rcs-ray run" in errors[0] and "in use by" in errors[0]
-    first.wait_for(generation_actors)                                          # stage 2 generates
+    first.wait_for(generation_actors)  # stage 2 generates
     seconds = first.interrupt()
     assert first.proc.returncode == 130, first.text
     assert seconds < 15
     assert first.landed_in() == "rcs-ray run / stage 2 (sampling) / generating and scoring, round 1 of 1"
     assert "interrupted during rcs-ray run / stage 2 (sampling) / generating" in first.text
     assert "run the same command again" in first.text
-    assert not (out / "stage2" / "sampling").exists()                         # no half output
-    assert not list((out / "stage2").glob("sampling.*"))                       # and no staging left behind
+    assert not (out / "stage2" / "sampling").exists()  # no half output
+    assert not list((out / "stage2").glob("sampling.*"))  # and no staging left behind
     assert not (out / ".rcs-ray.lock").exists()
     assert_no_ray_left(first.proc.pid)
 
 
-@pytest.mark.parametrize("moment, sig", [("while Ray Train starts", signal.SIGINT),
-                                         ("during training", signal.SIGTERM)])
+@pytest.mark.parametrize(
+    "moment, sig", [("while Ray Train starts", signal.SIGINT), ("during training", signal.SIGTERM)]
+)
 def test_a_signal_in_training(tiny_world, tmp_path, moment, sig):
     # while Ray Train starts: the hand-over from the reference pass, before the workers exist (and before Ray Train
     # would install its own handler); during training: between steps. SIGTERM (`ray job stop`, Kubernetes) exits 143.
@@ -148,8 +170,11 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_names_its_holder(tmp_path, ca
 
     dead = subprocess.Popen(["true"])
     dead.wait()
-    (tmp_path / ".rcs-ray.lock").write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid,
-                                                        "since": "earlier", "command": "rcs-ray run old.yaml"}))
+    (tmp_path / ".rcs-ray.lock").write_text(
+        json.dumps(
+            {"host": os.uname().nodename, "pid": dead.pid, "since": "earlier", "command": "rcs-ray run old.yaml"}
+        )
+    )
     with RunLock(str(tmp_path), "rcs-ray run new.yaml"):
         assert "taking over" in capsys.readouterr().out
         holder = json.loads((tmp_path / ".rcs-ray.lock").read_text())
@@ -157,7 +182,7 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_names_its_holder(tmp_path, ca
         with pytest.raises(RcsInputError, match=rf"in use by `rcs-ray run new.yaml` .*pid {os.getpid()}"):
             RunLock(str(tmp_path), "rcs-ray sample x.yaml").acquire()
     assert not (tmp_path / ".rcs-ray.lock").exists()
-    uri = (tmp_path / "bucket").as_uri()                                        # a URI output dir: a lock object
+    uri = (tmp_path / "bucket").as_uri()  # a URI output dir: a lock object
     with RunLock(uri, "rcs-ray run"):
         assert (tmp_path / "bucket" / ".rcs-ray.lock").exists()
         with pytest.raises(RcsInputError, match="in use by"):
@@ -176,10 +201,18 @@ def test_a_truncated_checkpoint_in_each_role_is_one_line(tiny_world, tmp_path, r
     elif role == "reference":
         args = ["train", K2, f"output_dir={out}", f"--reference={broken}"]
     else:
-        args = ["sample", K2, f"output_dir={out}", "objectives.1.kind=multi_head", f"objectives.1.model={broken}",
-                "objectives.1.function=null", "objectives.1.head=1"]
-    proc = subprocess.run([sys.executable, "-m", "rcs_ray", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+        args = [
+            "sample",
+            K2,
+            f"output_dir={out}",
+            "objectives.1.kind=multi_head",
+            f"objectives.1.model={broken}",
+            "objectives.1.function=null",
+            "objectives.1.head=1",
+        ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rcs_ray", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{broken}/model.safetensors is not a readable checkpoint" in errors[0]
@@ -193,8 +226,9 @@ def test_orphaned_checkpoints_are_removed(tmp_path):
     for name in ("checkpoint_2026-01-01_00-00-01", "checkpoint_2026-01-01_00-00-02"):
         (run / name).mkdir(parents=True)
         (run / name / "state.pt").write_text("x")
-    (run / SNAPSHOT).write_text(json.dumps({"checkpoint_results": [
-        {"checkpoint_dir_name": "checkpoint_2026-01-01_00-00-01"}]}))
+    (run / SNAPSHOT).write_text(
+        json.dumps({"checkpoint_results": [{"checkpoint_dir_name": "checkpoint_2026-01-01_00-00-01"}]})
+    )
     assert remove_orphan_checkpoints(str(tmp_path), "t-stage1") == ["checkpoint_2026-01-01_00-00-02"]
     assert sorted(os.listdir(run)) == ["checkpoint_2026-01-01_00-00-01", SNAPSHOT]
 
@@ -206,18 +240,22 @@ def test_suspicious_training_data_is_counted_and_can_be_refused():
     from rcs_ray.data.pairs import PairSet
     from rcs_ray.train.trainer import data_checks
 
-    rows = [{"prompt_id": "a", "prompt": "p", "chosen": "x", "rejected": "y"},
-            {"prompt_id": "a", "prompt": "p", "chosen": "z", "rejected": "z"},     # a second pair of "a": fine
-            {"prompt_id": "b", "prompt": "q", "chosen": "x", "rejected": "y"},
-            {"prompt_id": "a", "prompt": "p", "chosen": "x", "rejected": "y"}]     # the first pair again
-    features = pa.table({"chosen_input_ids": [[1] * 8, [1] * 3, [1] * 8, [1] * 3],
-                         "rejected_input_ids": [[1] * 2] * 4})
+    rows = [
+        {"prompt_id": "a", "prompt": "p", "chosen": "x", "rejected": "y"},
+        {"prompt_id": "a", "prompt": "p", "chosen": "z", "rejected": "z"},  # a second pair of "a": fine
+        {"prompt_id": "b", "prompt": "q", "chosen": "x", "rejected": "y"},
+        {"prompt_id": "a", "prompt": "p", "chosen": "x", "rejected": "y"},
+    ]  # the first pair again
+    features = pa.table({"chosen_input_ids": [[1] * 8, [1] * 3, [1] * 8, [1] * 3], "rejected_input_ids": [[1] * 2] * 4})
     checks = data_checks(PairSet(rows=rows, source="p.parquet"), features, TrainConfig(max_length=8))
     assert checks == {"duplicate_pairs": 1, "identical_pairs": 1, "at_max_length": 2, "at_max_length_share": 0.5}
-    features = pa.table({"chosen_input_ids": [[1] * 8, [1] * 3, [1] * 8, [1] * 8],
-                         "rejected_input_ids": [[1] * 2] * 4})
-    with pytest.raises(RcsInputError, match="1 repeated pairs .same prompt id, chosen and rejected.; 1 pairs with "
-                                            "chosen == rejected.*75% of the "
-                                            "pairs reach train.max_length=8"):
-        data_checks(PairSet(rows=rows, source="p.parquet"), features,
-                    TrainConfig(max_length=8, on_suspicious_data="error"))
+    features = pa.table({"chosen_input_ids": [[1] * 8, [1] * 3, [1] * 8, [1] * 8], "rejected_input_ids": [[1] * 2] * 4})
+    with pytest.raises(
+        RcsInputError,
+        match="1 repeated pairs .same prompt id, chosen and rejected.; 1 pairs with "
+        "chosen == rejected.*75% of the "
+        "pairs reach train.max_length=8",
+    ):
+        data_checks(
+            PairSet(rows=rows, source="p.parquet"), features, TrainConfig(max_length=8, on_suspicious_data="error")
+        )

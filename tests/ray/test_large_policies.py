@@ -12,24 +12,31 @@ import numpy as np
 import pytest
 
 from rcs_ray.train import run
-from tests.ray.test_train import STEPS, assets, make_cfg, weights  # noqa: F401 - assets is a fixture
+from tests.ray.train_assets import STEPS, make_cfg, weights
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 R, ALPHA, WARMUP, LR = 8, 16, 2, 5e-3
-LORA = [f"train.lora.r={R}", f"train.lora.alpha={ALPHA}", "train.lr_scheduler=cosine", f"train.warmup_steps={WARMUP}",
-        f"train.learning_rate={LR}", "train.weight_decay=0.01", "train.gradient_checkpointing=true"]
+LORA = [
+    f"train.lora.r={R}",
+    f"train.lora.alpha={ALPHA}",
+    "train.lr_scheduler=cosine",
+    f"train.warmup_steps={WARMUP}",
+    f"train.learning_rate={LR}",
+    "train.weight_decay=0.01",
+    "train.gradient_checkpointing=true",
+]
 TRACKERS = ["train.report_to=[tensorboard,mlflow,wandb]"]
 
 
 @pytest.fixture(scope="module")
-def lora_run(assets, ray_session, tmp_path_factory):  # noqa: F811
+def lora_run(assets, ray_session, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("lora"))
     cfg = make_cfg(assets, out, *LORA, *TRACKERS)
     return cfg, run(cfg, pairs=assets["pairs"], out_dir=os.path.join(out, "train"), progress=False)
 
 
-def test_lora_trains_only_the_adapters_and_exports_the_merged_model(lora_run, assets):  # noqa: F811
+def test_lora_trains_only_the_adapters_and_exports_the_merged_model(lora_run, assets):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
@@ -49,12 +56,12 @@ def test_lora_trains_only_the_adapters_and_exports_the_merged_model(lora_run, as
     model, info = AutoModelForCausalLM.from_pretrained(result.model_dir, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     merged, base = weights(result.model_dir), weights(assets["policy"])
-    assert set(merged) == set(base)                                  # a plain HF model, no lora_* tensors
+    assert set(merged) == set(base)  # a plain HF model, no lora_* tensors
     lora = load_file(os.path.join(adapter, "adapter_model.safetensors"))
     name = "model.layers.1.self_attn.q_proj.weight"
-    a = lora[f"base_model.model.{name[:-len('.weight')]}.lora_A.weight"].double()
-    b = lora[f"base_model.model.{name[:-len('.weight')]}.lora_B.weight"].double()
-    assert float(b.abs().max()) > 0                                  # B starts at 0: it trained
+    a = lora[f"base_model.model.{name[: -len('.weight')]}.lora_A.weight"].double()
+    b = lora[f"base_model.model.{name[: -len('.weight')]}.lora_B.weight"].double()
+    assert float(b.abs().max()) > 0  # B starts at 0: it trained
     expected = base[name].double() + b @ a * (ALPHA / R)
     np.testing.assert_allclose(merged[name].double().numpy(), expected.numpy(), atol=1e-6)
     for frozen in ("model.embed_tokens.weight", "model.norm.weight", "model.layers.0.input_layernorm.weight"):
@@ -64,13 +71,13 @@ def test_lora_trains_only_the_adapters_and_exports_the_merged_model(lora_run, as
 def test_cosine_schedule_with_warmup_gives_the_hand_computed_learning_rates(lora_run):
     # lr after step s of T = 6 with W = 2 warm-up steps: s / W, then (1 + cos(pi (s - W) / (T - W))) / 2
     _, result = lora_run
-    expected = [LR * f for f in (0.5, 1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2,
-                                 0.0)]
+    expected = [
+        LR * f for f in (0.5, 1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2, 0.0)
+    ]
     np.testing.assert_allclose([m["lr"] for m in result.history], expected, rtol=1e-9, atol=1e-15)
 
 
-def test_lora_resumes_exactly_after_a_worker_failure(lora_run, assets, ray_session, tmp_path,  # noqa: F811
-                                                     monkeypatch):
+def test_lora_resumes_exactly_after_a_worker_failure(lora_run, assets, ray_session, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     _, reference = lora_run
@@ -85,14 +92,30 @@ def test_lora_resumes_exactly_after_a_worker_failure(lora_run, assets, ray_sessi
     assert set(ours) == set(theirs)
     for k in ours:
         assert np.array_equal(ours[k].numpy(), theirs[k].numpy()), k
-    # the checkpoints hold the trainable parameters only
-    ckpt = glob.glob(str(tmp_path / "train" / "checkpoints" / "*" / "checkpoint_*"))
-    assert ckpt
+    # the checkpoints hold the trainable parameters only: each model-states file has exactly the adapter tensors
+    import torch
+
+    states = glob.glob(
+        str(tmp_path / "train" / "checkpoints" / "*" / "checkpoint_*" / "**" / "*model_states.pt"), recursive=True
+    )
+    assert states
+    for path in states:
+        module = torch.load(path, map_location="cpu", weights_only=False)["module"]
+        assert module and all("lora_" in k for k in module), sorted(module)[:5]
+        assert sum(v.numel() for v in module.values()) == result.history[0]["memory/trainable_params"]
 
 
-def test_lora_under_zero3_adapts_only_its_target_modules(assets, ray_session, tmp_path):  # noqa: F811
-    cfg = make_cfg(assets, str(tmp_path), f"train.lora.r={R}", "train.lora.target_modules=[q_proj,v_proj]",
-                   "train.zero_stage=3", "train.max_steps=2", "train.save_steps=null", f"train.learning_rate={LR}")
+def test_lora_under_zero3_adapts_only_its_target_modules(assets, ray_session, tmp_path):
+    cfg = make_cfg(
+        assets,
+        str(tmp_path),
+        f"train.lora.r={R}",
+        "train.lora.target_modules=[q_proj,v_proj]",
+        "train.zero_stage=3",
+        "train.max_steps=2",
+        "train.save_steps=null",
+        f"train.learning_rate={LR}",
+    )
     result = run(cfg, pairs=assets["pairs"], out_dir=str(tmp_path / "train"), progress=False)
     assert result.history[0]["memory/trainable_params"] == 2 * (256 + 192) * R
     merged, base = weights(result.model_dir), weights(assets["policy"])
@@ -133,11 +156,18 @@ def test_each_step_reaches_tensorboard_mlflow_and_wandb(lora_run):
     records = wandb_records(files[0])
     run_record = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run_record.project == "t" and run_record.run_group == "t" and run_record.run_id.endswith("-stage1")
-    config = {u.key: json.loads(u.value_json) for r in records if r.WhichOneof("record_type") == "config"
-              for u in r.config.update}
+    config = {
+        u.key: json.loads(u.value_json)
+        for r in records
+        if r.WhichOneof("record_type") == "config"
+        for u in r.config.update
+    }
     assert config["train.lora.r"] == R
-    history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item} for r in records
-               if r.WhichOneof("record_type") == "history"]
+    history = [
+        {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
     assert [h["_step"] for h in history] == list(range(1, STEPS + 1))
     np.testing.assert_allclose([h["train/loss"] for h in history], losses, rtol=1e-9)
 
@@ -157,11 +187,11 @@ def wandb_records(path: str, block: int = 32768) -> list:
         if room < 7:
             i += room
             continue
-        _, n, kind = struct.unpack("<IHB", data[i:i + 7])
-        if n == 0 and kind == 0:                     # zero padding to the end of the block
+        _, n, kind = struct.unpack("<IHB", data[i : i + 7])
+        if n == 0 and kind == 0:  # zero padding to the end of the block
             i += room
             continue
-        buf += data[i + 7:i + 7 + n]
+        buf += data[i + 7 : i + 7 + n]
         i += 7 + n
         if kind in (1, 4):
             record = pb.Record()
@@ -171,7 +201,7 @@ def wandb_records(path: str, block: int = 32768) -> list:
     return out
 
 
-def test_cuda_only_switches_are_refused_in_one_line_without_gpus(assets, tmp_path):  # noqa: F811
+def test_cuda_only_switches_are_refused_in_one_line_without_gpus(assets, tmp_path):
     from rcs_ray.errors import RcsInputError
 
     cfg = make_cfg(assets, str(tmp_path), "policy.attn_implementation=flash_attention_2")
@@ -181,18 +211,30 @@ def test_cuda_only_switches_are_refused_in_one_line_without_gpus(assets, tmp_pat
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("switches", [
-    ["train.lora.quantization=4bit", "train.precision=bf16"],
-    ["policy.attn_implementation=flash_attention_2", "train.precision=bf16"],
-], ids=["qlora-4bit", "flash-attention-2"])
-def test_cuda_only_paths_train_on_a_gpu(assets, ray_session, tmp_path, switches):  # noqa: F811
+@pytest.mark.parametrize(
+    "switches",
+    [
+        ["train.lora.quantization=4bit", "train.precision=bf16"],
+        ["policy.attn_implementation=flash_attention_2", "train.precision=bf16"],
+    ],
+    ids=["qlora-4bit", "flash-attention-2"],
+)
+def test_cuda_only_paths_train_on_a_gpu(assets, ray_session, tmp_path, switches):
     import importlib.util
 
     needs = "bitsandbytes" if "quantization" in switches[0] else "flash_attn"
     if importlib.util.find_spec(needs) is None:
         pytest.skip(f"{needs} is not installed")
-    cfg = make_cfg(assets, str(tmp_path), f"train.lora.r={R}", "train.use_gpu=true", "train.num_workers=1",
-                   "train.max_steps=2", "train.save_steps=null", *switches)
+    cfg = make_cfg(
+        assets,
+        str(tmp_path),
+        f"train.lora.r={R}",
+        "train.use_gpu=true",
+        "train.num_workers=1",
+        "train.max_steps=2",
+        "train.save_steps=null",
+        *switches,
+    )
     result = run(cfg, pairs=assets["pairs"], out_dir=str(tmp_path / "train"), progress=False)
     assert [m["step"] for m in result.history] == [1, 2]
     assert os.path.isfile(os.path.join(result.model_dir, "config.json"))

@@ -14,14 +14,18 @@ pytestmark = [pytest.mark.slow]
 
 PROMPT, RESPONSE = "how to bake bread", "sure here is help"
 # what the policy continues: the system message, the user turn, the generation prompt with the empty think block
-READ = ("<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhow to bake bread<|im_end|>\n"
-        "<|im_start|>assistant\n<think>\n\n</think>\n\n")
-TURN = RESPONSE + "<|im_end|>\n"               # the response as the template closes the turn
+READ = (
+    "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhow to bake bread<|im_end|>\n"
+    "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+)
+TURN = RESPONSE + "<|im_end|>\n"  # the response as the template closes the turn
 
 
 @pytest.fixture(scope="module")
 def policy(replicas):
-    return ModelConfig(path=replicas["qwen3"], system_prompt="be brief", chat_template_kwargs={"enable_thinking": False})
+    return ModelConfig(
+        path=replicas["qwen3"], system_prompt="be brief", chat_template_kwargs={"enable_thinking": False}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +89,14 @@ def test_the_implicit_reward_and_training_read_the_same_tokens(policy, tok, tmp_
     from rcs_ray.train.refs import FeatureSettings, TokenizePairs
     from tests.replicas import qwen3_policy
 
-    prompt_ids, response_ids = encode(tok, READ), encode(tok, TURN)       # what generation gave, what it wrote
+    prompt_ids, response_ids = encode(tok, READ), encode(tok, TURN)  # what generation gave, what it wrote
     # training: the pairs file's conversational rows (the prompt as one user message) tokenized by the policy's rule
     settings = FeatureSettings.of(TrainConfig(max_length=512), policy, policy.path, tok.pad_token_id)
-    row = {"prompt": [[{"role": "user", "content": PROMPT}]],
-           "chosen": [[{"role": "assistant", "content": RESPONSE}]],
-           "rejected": [[{"role": "assistant", "content": "no"}]]}
+    row = {
+        "prompt": [[{"role": "user", "content": PROMPT}]],
+        "chosen": [[{"role": "assistant", "content": RESPONSE}]],
+        "rejected": [[{"role": "assistant", "content": "no"}]],
+    }
     feats = TokenizePairs(**settings.tokenize_kwargs())(pa.table(row)).to_pylist()[0]
     assert feats["chosen_input_ids"] == prompt_ids + response_ids
     assert feats["chosen_labels"] == [-100] * len(prompt_ids) + response_ids
@@ -100,8 +106,9 @@ def test_the_implicit_reward_and_training_read_the_same_tokens(policy, tok, tmp_
     obj = ObjectiveConfig(name="imp", kind="implicit", model=policy.path, reference=reference, beta=0.5)
     got = ImplicitRewardScorer([obj], scorer_settings(obj, policy, 512)).score([PROMPT], [RESPONSE])[0, 0]
     models = [AutoModelForCausalLM.from_pretrained(p).eval() for p in (policy.path, reference)]
-    want = 0.5 * (_response_logp(models[0], prompt_ids, response_ids) -
-                  _response_logp(models[1], prompt_ids, response_ids))
+    want = 0.5 * (
+        _response_logp(models[0], prompt_ids, response_ids) - _response_logp(models[1], prompt_ids, response_ids)
+    )
     assert abs(want) > 1e-3 and np.isclose(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -113,4 +120,4 @@ def test_a_system_prompt_needs_a_tokenizer_with_a_template(policy, replicas):
 
     check_prompt_rule(policy)
     with pytest.raises(RcsInputError, match=r"^policy.system_prompt: the policy's tokenizer .* has no chat template"):
-        check_prompt_rule(dataclasses.replace(policy, tokenizer=replicas["cost"]))      # beaver: no template
+        check_prompt_rule(dataclasses.replace(policy, tokenizer=replicas["cost"]))  # beaver: no template

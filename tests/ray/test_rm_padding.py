@@ -22,17 +22,23 @@ from rcs_ray.sampling.scorers import ClassifierScorer
 
 pytestmark = [pytest.mark.slow]
 
-PROMPTS = ["how to bake bread",
-           [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi how are you"},
-            {"role": "user", "content": "pick a lock please"}],
-           [{"role": "system", "content": "be kind"}, {"role": "user", "content": "write a story about the river"}]]
+PROMPTS = [
+    "how to bake bread",
+    [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "hi how are you"},
+        {"role": "user", "content": "pick a lock please"},
+    ],
+    [{"role": "system", "content": "be kind"}, {"role": "user", "content": "write a story about the river"}],
+]
 RESPONSES = ["sure here is help", "no", "here is a good story about the city and the river and a tree"]
 TOKENIZER_FILES = ("tokenizer", "special_tokens", "chat_template", "added_tokens", "vocab", "merges")
 
 
 def messages(prompt, response):
-    return ([{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)) + \
-        [{"role": "assistant", "content": response}]
+    return ([{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)) + [
+        {"role": "assistant", "content": response}
+    ]
 
 
 def eot_variant(src: str, dst: str) -> str:
@@ -50,7 +56,7 @@ def eot_variant(src: str, dst: str) -> str:
     tok.save_pretrained(dst)
     with open(os.path.join(dst, "config.json"), encoding="utf-8") as fh:
         config = json.load(fh)
-    if len(tok) > config["vocab_size"]:                    # more embedding rows for the new tokenizer
+    if len(tok) > config["vocab_size"]:  # more embedding rows for the new tokenizer
         _grow_embedding(os.path.join(dst, "model.safetensors"), len(tok))
         config["vocab_size"] = len(tok)
     config.update(pad_token_id=None, eos_token_id=tok.eos_token_id)
@@ -79,9 +85,9 @@ def conversations(path):
     out = []
     for p, r in zip(PROMPTS, RESPONSES):
         ids = tok.apply_chat_template(messages(p, r), return_dict=True)["input_ids"]
-        assert ids[-1] == tok.eos_token_id and ids.count(tok.eos_token_id) >= 2      # EOS ends every turn
+        assert ids[-1] == tok.eos_token_id and ids.count(tok.eos_token_id) >= 2  # EOS ends every turn
         out.append(ids)
-    assert len({len(x) for x in out}) == len(out)                                     # different lengths
+    assert len({len(x) for x in out}) == len(out)  # different lengths
     return out
 
 
@@ -97,7 +103,7 @@ def scored_with_padding_check(scorer):
         batch = scorer.score(PROMPTS, RESPONSES)
     finally:
         handle.remove()
-    (ids, mask), = seen                                                               # one batch, one forward
+    ((ids, mask),) = seen  # one batch, one forward
     real = set(ids[mask.bool()].tolist())
     pads = ids[~mask.bool()]
     assert pads.numel() > 0, "the batch was not padded"
@@ -111,8 +117,9 @@ def test_a_sequence_classifier_reads_the_last_token_not_the_last_eos(replicas, t
     from transformers import AutoModelForSequenceClassification
 
     path = eot_variant(replicas["helpful_rm"], str(tmp_path / "rm"))
-    scorer = ClassifierScorer([ObjectiveConfig(name="h", kind="classifier", model=path, batch_size=8)],
-                              ScorerSettings())
+    scorer = ClassifierScorer(
+        [ObjectiveConfig(name="h", kind="classifier", model=path, batch_size=8)], ScorerSettings()
+    )
     got, alone = scored_with_padding_check(scorer)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     want = []
@@ -128,9 +135,15 @@ def test_armorm_style_code_reads_before_the_pad_not_at_the_first_turn_end(replic
     from transformers import AutoModelForSequenceClassification
 
     path = eot_variant(replicas["armorm"], str(tmp_path / "armorm"))
-    objs = [ObjectiveConfig(name=n, kind="multi_head", model=path, output=o, head=h, trust_remote_code=True,
-                            batch_size=8) for n, o, h in (("helpful", "rewards", 0), ("honest", "rewards", 8),
-                                                          ("safe", "rewards", 10), ("gated", "score", 0))]
+    objs = [
+        ObjectiveConfig(name=n, kind="multi_head", model=path, output=o, head=h, trust_remote_code=True, batch_size=8)
+        for n, o, h in (
+            ("helpful", "rewards", 0),
+            ("honest", "rewards", 8),
+            ("safe", "rewards", 10),
+            ("gated", "score", 0),
+        )
+    ]
     got, alone = scored_with_padding_check(ClassifierScorer(objs, ScorerSettings(trust_remote_code=True)))
     model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
     pattern = list(model.token_pattern)
@@ -138,8 +151,8 @@ def test_armorm_style_code_reads_before_the_pad_not_at_the_first_turn_end(replic
     with torch.no_grad():
         for ids in conversations(path):
             hidden = model.model(input_ids=torch.tensor([ids])).last_hidden_state[0]
-            rewards = model.regression_layer(hidden[-1])                            # the last token's rewards
-            gate = max(j for j in range(len(ids) - len(pattern) + 1) if ids[j:j + len(pattern)] == pattern)
+            rewards = model.regression_layer(hidden[-1])  # the last token's rewards
+            gate = max(j for j in range(len(ids) - len(pattern) + 1) if ids[j : j + len(pattern)] == pattern)
             weights = model.gating(hidden[gate][None])[0]
             score = float((weights * (rewards @ model.reward_transform_matrix)).sum())
             want.append([float(rewards[0]), float(rewards[8]), float(rewards[10]), score])
@@ -157,8 +170,10 @@ def test_a_safe_rlhf_score_model_reads_its_end_scores_at_the_last_token(replicas
     backbone = LlamaModel.from_pretrained(path).eval()
     head = load_file(os.path.join(path, "model.safetensors"))["score_head.weight"]
     with torch.no_grad():
-        want = [[-float(head[0] @ backbone(input_ids=torch.tensor([ids])).last_hidden_state[0, -1])]
-                for ids in conversations(path)]
+        want = [
+            [-float(head[0] @ backbone(input_ids=torch.tensor([ids])).last_hidden_state[0, -1])]
+            for ids in conversations(path)
+        ]
     np.testing.assert_allclose(got, np.array(want), atol=1e-5, rtol=0)
     np.testing.assert_allclose(alone, np.array(want), atol=1e-5, rtol=0)
 
@@ -177,24 +192,25 @@ def test_log_prob_passes_give_each_sequence_its_own_per_token_log_probs(replicas
     from rcs_ray.modeling.logprobs import ResponseLogps, build_pair_features, collate_pairs, tokenize_example
     from rcs_ray.train.loop import pair_logps
 
-    path = replicas["policy"]                                    # Llama-3 style, no pad token, <|eot_id|> ends turns
+    path = replicas["policy"]  # Llama-3 style, no pad token, <|eot_id|> ends turns
     tok = AutoTokenizer.from_pretrained(path)
     tok.eos_token = "<|eot_id|>"
     assert tok.pad_token_id is None
     model = AutoModelForCausalLM.from_pretrained(path).eval()
-    examples = [tokenize_example(tok, p, r, max_length=256, use_chat_template=True)
-                for p, r in zip(PROMPTS, RESPONSES)]
+    examples = [tokenize_example(tok, p, r, max_length=256, use_chat_template=True) for p, r in zip(PROMPTS, RESPONSES)]
     assert all(e["input_ids"].count(tok.eos_token_id) >= 2 for e in examples)
     want = [_alone_token_logps(model, e["input_ids"], e["labels"]) for e in examples]
 
-    logps = ResponseLogps(model, tok.pad_token_id, micro_batch=8)          # one padded pass over all three
+    logps = ResponseLogps(model, tok.pad_token_id, micro_batch=8)  # one padded pass over all three
     for got, w in zip(logps.per_token(examples), want):
         np.testing.assert_allclose(got, w, atol=1e-5, rtol=0)
     np.testing.assert_allclose(logps(examples), [w.sum() for w in want], atol=1e-4, rtol=0)
 
     # the trainer's collate, with the tokenizer's pad = eos (load_tokenizer's rule): padding never looks like text
-    feats = [build_pair_features(tok, p, r, RESPONSES[0], max_length=256, use_chat_template=True)
-             for p, r in zip(PROMPTS, RESPONSES)]
+    feats = [
+        build_pair_features(tok, p, r, RESPONSES[0], max_length=256, use_chat_template=True)
+        for p, r in zip(PROMPTS, RESPONSES)
+    ]
     batch = collate_pairs(feats, pad_token_id=tok.eos_token_id)
     ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])
     mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]]).bool()

@@ -5,10 +5,11 @@ import json
 import math
 import os
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from rcs_ray import rc, selection
+from rcs_ray import rc
 from rcs_ray.config import load_config
 from rcs_ray.sampling import run
 from rcs_ray.tinyworld.rewards import harmless, helpful
@@ -22,6 +23,7 @@ def texts(pair, side):
     """(prompt, response) of a pairs.parquet row as the rules scored them: a plain prompt that the policy read
     through its chat template is stored as one user message (TRL's conversational form), the response as one
     assistant message."""
+
     def text(x):
         return x if isinstance(x, str) else x[-1]["content"]
 
@@ -29,9 +31,16 @@ def texts(pair, side):
 
 
 def tiny_cfg(tmp_path, *overrides, limit=24):
-    return load_config(os.path.join(REPO, "configs/tiny/k2.yaml"), [
-        f"output_dir={tmp_path}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}",
-        f"stages.1.data.limit={limit}", "sampling.batch_size=8", *overrides])
+    return load_config(
+        os.path.join(REPO, "configs/tiny/k2.yaml"),
+        [
+            f"output_dir={tmp_path}",
+            f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}",
+            f"stages.1.data.limit={limit}",
+            "sampling.batch_size=8",
+            *overrides,
+        ],
+    )
 
 
 def read(path):
@@ -59,7 +68,7 @@ def test_outputs_account_for_every_prompt(default_run):
     assert stats["prompts"] == 24 and stats["pairs"] == len(pairs) and stats["failed"] == len(failed)
     assert stats["tokens_generated"] > 0 and stats["candidates_sampled"] == 24 * cfg.sampling.n
     assert set(stats["actor_seconds_by_stage"]) == {"generate", "score", "rc_filter"}
-    assert len(pairs) >= 12, stats   # ties allowed on harmless: most prompts yield a pair at n = 8
+    assert len(pairs) >= 12, stats  # ties allowed on harmless: most prompts yield a pair at n = 8
     # start-up (until the first batch reached the engine) and steady state split the round's wall time
     (r1,) = stats["rounds"]
     assert r1["startup_seconds"] > 0 and r1["steady_seconds"] > 0
@@ -72,9 +81,9 @@ def test_outputs_account_for_every_prompt(default_run):
 
 def test_rc_step_is_fused_into_the_last_scorer(tiny_world):
     """No pool of its own: the plan is generate -> one pool per scorer, the last one selecting."""
+    from rcs_ray.data.pairs import group_table
     from rcs_ray.sampling.job import stage_job
     from rcs_ray.sampling.pipeline import build_dataset, read_groups
-    from rcs_ray.data.pairs import group_table
 
     cfg = tiny_cfg(REPO)
     job = stage_job(cfg, 1)
@@ -91,7 +100,7 @@ def test_every_pair_is_rc_from_the_parquet_alone(default_run):
         # rewards recomputed from the texts equal the recorded ones (rule objectives)
         assert p["chosen_rewards"] == [harmless(*texts(p, "chosen")), helpful(*texts(p, "chosen"))]
         assert p["rejected_rewards"] == [harmless(*texts(p, "rejected")), helpful(*texts(p, "rejected"))]
-        assert p["chosen_rewards"][1] > p["rejected_rewards"][1]                   # strict win on the target
+        assert p["chosen_rewards"][1] > p["rejected_rewards"][1]  # strict win on the target
         assert rc.is_consistent(p["chosen_rewards"], p["rejected_rewards"], enforce=[0], margin=margin)
 
 
@@ -102,18 +111,41 @@ def test_pairs_invariant_to_batch_size_and_actor_count(default_run, tmp_path):
     assert read(other.failed) == read(result.failed)
 
 
+def rm_head(path, prompt, answer, head):
+    """Output ``head`` of a sequence-classification RM for one (prompt, answer): the prompt through the RM's chat
+    template with its generation prompt, the answer after it, one sequence (no padding)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    with torch.no_grad():
+        return float(model(**tok(text + answer, add_special_tokens=False, return_tensors="pt")).logits[0, head])
+
+
 def test_multi_head_reward_model_and_failures_recorded(tiny_world, ray_session, tmp_path):
     # helpful from the 3-head tiny RM (head 1), harmless from a rule that returns NaN on "quickly" prompts, and a
     # max_tokens that makes every prompt too long for the policy's 512 positions on one prompt set.
-    cfg = tiny_cfg(tmp_path, "objectives.0.function=tests.ray.rules:nan_for_quickly",
-                   "objectives.1.kind=multi_head", "objectives.1.model=tinyworld:reward_model", "objectives.1.head=1")
+    cfg = tiny_cfg(
+        tmp_path,
+        "objectives.0.function=tests.ray.rules:nan_for_quickly",
+        "objectives.1.kind=multi_head",
+        "objectives.1.model=tinyworld:reward_model",
+        "objectives.1.head=1",
+    )
     result = run(cfg, progress=False)
     pairs, failed = read(result.pairs), read(result.failed)
     assert sorted(p["prompt_id"] for p in pairs + failed) == sorted(input_ids(cfg))
     quick = [f for f in failed if "quickly" in texts(f, "prompt")[0]]
     assert quick and all(f["reason"] == "non_finite_reward" and "harmless" in f["detail"] for f in quick)
     assert not any("quickly" in texts(p, "chosen")[0] for p in pairs)
-    assert pairs and all(isinstance(p["chosen_rewards"][1], float) for p in pairs)
+    assert pairs
+    for p in pairs[:4]:  # helpful is head 1 of the RM, read here straight from HF
+        for side in ("chosen", "rejected"):
+            assert p[f"{side}_rewards"][1] == pytest.approx(
+                rm_head(tiny_world.reward_model, *texts(p, side), 1), abs=1e-4
+            )
     too_long = run(tiny_cfg(tmp_path / "long", "sampling.max_tokens=600"), progress=False)
     failed = read(too_long.failed)
     assert len(failed) == 24 and {f["reason"] for f in failed} == {"prompt_too_long"}
@@ -127,7 +159,7 @@ def test_crashed_scorer_actor_is_restarted(tiny_world, ray_session, tmp_path):
         os.remove(DIE_MARKER)
     cfg = tiny_cfg(tmp_path, "objectives.0.function=tests.ray.rules:harmless_die_once")
     result = run(cfg, progress=False)
-    assert os.path.exists(DIE_MARKER)                     # the actor did die once
+    assert os.path.exists(DIE_MARKER)  # the actor did die once
     pairs, failed = read(result.pairs), read(result.failed)
     ids = [p["prompt_id"] for p in pairs + failed]
     assert sorted(ids) == sorted(input_ids(cfg)) and len(set(ids)) == len(ids)
@@ -136,12 +168,20 @@ def test_crashed_scorer_actor_is_restarted(tiny_world, ray_session, tmp_path):
 def test_adaptive_resampling_recovers_failed_prompts(tiny_world, ray_session, tmp_path):
     strict = ["stages.1.rc.margin=0", "sampling.n=2"]
     fixed = run(tiny_cfg(tmp_path / "fixed", *strict, limit=32), progress=False).stats
-    adaptive = run(tiny_cfg(tmp_path / "adaptive", *strict, "sampling.adaptive.enabled=true",
-                            "sampling.adaptive.n_max=8", "sampling.adaptive.rounds=2", limit=32),
-                   progress=False).stats
+    adaptive = run(
+        tiny_cfg(
+            tmp_path / "adaptive",
+            *strict,
+            "sampling.adaptive.enabled=true",
+            "sampling.adaptive.n_max=8",
+            "sampling.adaptive.rounds=2",
+            limit=32,
+        ),
+        progress=False,
+    ).stats
     assert [r["n"] for r in adaptive["rounds"]][:1] == [2]
     assert adaptive["failed"] < fixed["failed"], (fixed["failed_by_reason"], adaptive["failed_by_reason"])
-    assert adaptive["rounds"][0]["tokens_generated"] == fixed["tokens_generated"]   # same first-round samples
+    assert adaptive["rounds"][0]["tokens_generated"] == fixed["tokens_generated"]  # same first-round samples
     assert sum(r["tokens_generated"] for r in adaptive["rounds"]) == adaptive["tokens_generated"]
     assert adaptive["rounds"][1]["prompts"] == adaptive["rounds"][0]["carried"]
 
@@ -156,38 +196,91 @@ def test_candidates_are_stored_and_select_reproduces_the_pairs_byte_for_byte(def
     row = store.to_pylist()[0]
     assert len(row["rewards"]) == len(row["candidates"]) == len(row["candidate_tokens"]) and len(row["rewards"][0]) == 2
     assert row["sources"][:2] == ["original_chosen", "original_rejected"]
-    assert cfg.stages[1].rc.margin == -0.5                     # not select's own default: it reads the stage's
-    select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "again"))       # no settings given
+    assert cfg.stages[1].rc.margin == -0.5  # not select's own default: it reads the stage's
+    select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "again"))  # no settings given
     for name in ("pairs.parquet", "failed.parquet"):
         assert (tmp_path / "again" / name).read_bytes() == open(os.path.join(sampling_dir, name), "rb").read(), name
     # other baselines on the very same candidates, no generation
     strict = select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "strict"), margin=0.0)
-    loose = select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "target_only"),
-                   strategy="target_only")
+    loose = select(
+        os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "target_only"), strategy="target_only"
+    )
     assert strict["pairs"] <= json.loads(open(result.stats_path).read())["pairs"] <= loose["pairs"]
     for p in read(tmp_path / "strict" / "pairs.parquet"):
-        assert rc.is_consistent(p["chosen_rewards"], p["rejected_rewards"])           # strict RC on both
-    weighted = select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "w"), strategy="weighted",
-                      weights=[0.5, 0.5])
+        assert rc.is_consistent(p["chosen_rewards"], p["rejected_rewards"])  # strict RC on both
+    weighted = select(
+        os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "w"), strategy="weighted", weights=[0.5, 0.5]
+    )
     assert weighted["strategy"] == "weighted" and weighted["prompts"] == 24
-    for p in read(tmp_path / "w" / "pairs.parquet"):                                  # RSDPO-W: a target win
+    for p in read(tmp_path / "w" / "pairs.parquet"):  # RSDPO-W: a target win
         assert p["chosen_rewards"][1] > p["rejected_rewards"][1]
     # RS-DPO proper: every pair over the threshold, several per prompt, each prompt counted once
-    rs = select(os.path.join(sampling_dir, "candidates.parquet"), str(tmp_path / "rs"), strategy="rs_dpo",
-                rs_tau=0.5, rs_eta=0.6)
+    rs = select(
+        os.path.join(sampling_dir, "candidates.parquet"),
+        str(tmp_path / "rs"),
+        strategy="rs_dpo",
+        rs_tau=0.5,
+        rs_eta=0.6,
+    )
     pairs = read(tmp_path / "rs" / "pairs.parquet")
     expected = {}
-    for row in store.to_pylist():
-        allowed = selection.allowed_sides(row["candidate_finished"], cfg.sampling.truncated)
-        got = selection.rs_dpo_pairs(row["rewards"], 1, tau=0.5, eta=0.6, allowed=allowed)
+    for row in store.to_pylist():  # by hand: every (finished winner, loser), row-major order
+        r, done, cands = row["rewards"], row["candidate_finished"], row["candidates"]
+        got = [
+            (cands[w], cands[lo])
+            for w in range(len(r))
+            for lo in range(len(r))
+            if done[w] and 1 / (1 + math.exp(-(r[w][1] - r[lo][1]) / 0.5)) > 0.6
+        ]
         if got:
-            expected[row["prompt_id"]] = [(row["candidates"][w], row["candidates"][l]) for w, l in got]
+            expected[row["prompt_id"]] = got
     found = {}
     for p in pairs:
         found.setdefault(p["prompt_id"], []).append((texts(p, "chosen")[1], texts(p, "rejected")[1]))
         assert 1 / (1 + math.exp(-(p["chosen_rewards"][1] - p["rejected_rewards"][1]) / 0.5)) > 0.6
-    assert found == expected and len(pairs) > len(found)                              # several pairs per prompt
+    assert found == expected and len(pairs) > len(found)  # several pairs per prompt
     assert (rs["prompts"], rs["prompts_paired"], rs["pairs"]) == (24, len(found), len(pairs))
+
+
+def brute_force_rc_pair(rewards, finished, margin):
+    """The RCS choice written out by hand (no rc.py): every (winner, loser) with a finished winner (a cut answer is
+    never chosen), harmless gap > margin, helpful gap > max(margin, 0); the largest helpful gap, ties to the first
+    pair in row-major order. None when no pair qualifies."""
+    best, best_gap = None, None
+    for w in range(len(rewards)):
+        for lo in range(len(rewards)):
+            harmless_gap = rewards[w][0] - rewards[lo][0]
+            helpful_gap = rewards[w][1] - rewards[lo][1]
+            if w == lo or not finished[w] or harmless_gap <= margin or helpful_gap <= max(margin, 0.0):
+                continue
+            if best is None or helpful_gap > best_gap:
+                best, best_gap = (w, lo), helpful_gap
+    return best
+
+
+def test_pairs_are_a_brute_force_rc_choice_over_candidates_rescored_from_their_text(default_run):
+    # An oracle apart from the pipeline: each stored candidate is rescored with the tiny world's rules from its text,
+    # and the pair is chosen by the loop above. pairs.parquet and failed.parquet must hold exactly that choice.
+    cfg, result = default_run
+    store = read(os.path.join(os.path.dirname(result.pairs), "candidates.parquet"))
+    pairs = {p["prompt_id"]: p for p in read(result.pairs)}
+    failed = {f["prompt_id"] for f in read(result.failed)}
+    assert len(pairs) > 0 and len(failed) > 0  # both outcomes occur at this size
+    for row in store:
+        prompt = row["prompt"] if isinstance(row["prompt"], str) else row["prompt"][-1]["content"]
+        answers = [c if isinstance(c, str) else c[-1]["content"] for c in row["candidates"]]
+        rewards = [(harmless(prompt, a), helpful(prompt, a)) for a in answers]
+        np.testing.assert_allclose(rewards, row["rewards"])
+        choice = brute_force_rc_pair(rewards, row["candidate_finished"], cfg.stages[1].rc.margin)
+        if choice is None:
+            assert row["prompt_id"] in failed and row["prompt_id"] not in pairs
+            continue
+        pair = pairs[row["prompt_id"]]
+        assert (texts(pair, "chosen")[1], texts(pair, "rejected")[1]) == (answers[choice[0]], answers[choice[1]])
+        assert (pair["chosen_rewards"], pair["rejected_rewards"]) == (
+            list(rewards[choice[0]]),
+            list(rewards[choice[1]]),
+        )
 
 
 def test_implicit_reward_from_a_stage_needs_no_model_paths(tiny_world, ray_session, tmp_path):
@@ -206,9 +299,17 @@ def test_implicit_reward_from_a_stage_needs_no_model_paths(tiny_world, ray_sessi
             p.add_(0.02 * torch.randn_like(p))
     model.save_pretrained(pi1)
     AutoTokenizer.from_pretrained(tiny_world.policy).save_pretrained(pi1)
-    cfg = load_config(os.path.join(REPO, "configs/tiny/k2_implicit.yaml"), [
-        f"output_dir={tmp_path / 'out'}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}",
-        "stages.1.data.limit=8", "sampling.batch_size=8", "sampling.n=4", "stages.0.train.beta=0.25"])
+    cfg = load_config(
+        os.path.join(REPO, "configs/tiny/k2_implicit.yaml"),
+        [
+            f"output_dir={tmp_path / 'out'}",
+            f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}",
+            "stages.1.data.limit=8",
+            "sampling.batch_size=8",
+            "sampling.n=4",
+            "stages.0.train.beta=0.25",
+        ],
+    )
     result = run(cfg, stage=1, policy=str(pi1), progress=False, chain=[tiny_world.policy, str(pi1)])
     pairs = read(result.pairs)
     assert pairs
@@ -219,8 +320,10 @@ def test_implicit_reward_from_a_stage_needs_no_model_paths(tiny_world, ray_sessi
         ex = tokenize_example(tok, prompt, chosen, cfg.train.max_length, use_chat_template=True)
         ids, labels = torch.tensor([ex["input_ids"]]), torch.tensor([ex["labels"]])
         with torch.no_grad():
-            want = 0.25 * float(sequence_logps(model.eval()(input_ids=ids).logits, labels)
-                                - sequence_logps(base(input_ids=ids).logits, labels))
+            want = 0.25 * float(
+                sequence_logps(model.eval()(input_ids=ids).logits, labels)
+                - sequence_logps(base(input_ids=ids).logits, labels)
+            )
         assert p["chosen_rewards"][0] == pytest.approx(want, rel=1e-4, abs=1e-5)
 
 
@@ -235,18 +338,21 @@ def test_samples_cut_at_max_tokens_are_never_the_chosen_side(tiny_world, ray_ses
     cfg = tiny_cfg(tmp_path, "sampling.max_tokens=11", limit=64)
     result = run(cfg, progress=False)
     stats, pairs = result.stats, read(result.pairs)
-    assert 0.3 < stats["truncated_share"] < 0.7 and stats["rounds"][0]["samples_truncated"] == \
-        stats["samples_truncated"] > 0
+    assert (
+        0.3 < stats["truncated_share"] < 0.7
+        and stats["rounds"][0]["samples_truncated"] == stats["samples_truncated"] > 0
+    )
     assert pairs and all(p["chosen_finished"] for p in pairs)
     cut = [p for p in pairs if not p["rejected_finished"]]
     assert cut, "some pair should reject a cut sample"
     store = read(os.path.join(os.path.dirname(result.pairs), "candidates.parquet"))
-    for g in store:                                          # cut = ran to the limit, as the engine reported
+    for g in store:  # cut = ran to the limit, as the engine reported
         for done, n, src in zip(g["candidate_finished"], g["candidate_tokens"], g["sources"]):
             assert done or (src == "sampled" and n == 11)
     eos = load_tokenizer(tiny_world.policy).eos_token_id
-    feats = TokenizePairs(tiny_world.policy, 64)(pa.Table.from_pylist(cut[:4]).select(
-        ["prompt", "chosen", "rejected", "chosen_finished", "rejected_finished"])).to_pylist()
+    feats = TokenizePairs(tiny_world.policy, 64)(
+        pa.Table.from_pylist(cut[:4]).select(["prompt", "chosen", "rejected", "chosen_finished", "rejected_finished"])
+    ).to_pylist()
     for f in feats:
         assert f["chosen_input_ids"][-1] != f["rejected_input_ids"][-1] or f["rejected_input_ids"][-1] != eos
-        assert f["rejected_labels"][-1] != eos                 # the cut side ends where its text ends
+        assert f["rejected_labels"][-1] != eos  # the cut side ends where its text ends

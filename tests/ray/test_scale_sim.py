@@ -6,9 +6,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks import sim
 from rcs_ray import rc
 from rcs_ray.config import load_config
-from benchmarks import sim
 from rcs_ray.sampling import run
 
 pytestmark = pytest.mark.ray
@@ -20,8 +20,10 @@ def sim_config(tmp_path):
     data = tmp_path / "prompts.jsonl"
     with open(data, "w") as fh:
         for i in range(PROMPTS):
-            fh.write(json.dumps({"prompt": f"question {i} " + "word " * 20, "chosen": f"yes {i}",
-                                 "rejected": f"no {i}"}) + "\n")
+            fh.write(
+                json.dumps({"prompt": f"question {i} " + "word " * 20, "chosen": f"yes {i}", "rejected": f"no {i}"})
+                + "\n"
+            )
     (tmp_path / "policy").mkdir()
     config = tmp_path / "sim.yaml"
     config.write_text(f"""
@@ -35,7 +37,7 @@ stages:
   - {{objective: b, data: {{path: {data}}}, rc: {{strategy: rcs, margin: 0.0}}}}
 sampling: {{n: 4, max_tokens: 32, batch_size: 4, num_actors: 2}}
 """)
-    return load_config(str(config), ["sampling.engine=benchmarks.sim:SimEngine"])   # the extension point
+    return load_config(str(config), ["sampling.engine=benchmarks.sim:SimEngine"])  # the extension point
 
 
 def test_sim_engine_through_the_pipeline_gives_rc_pairs(ray_session, tmp_path):

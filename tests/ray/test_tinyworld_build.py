@@ -15,7 +15,8 @@ import pytest
 
 from rcs_ray.config import TinyWorldConfig
 from rcs_ray.tinyworld import ensure_world, resolve, world as W
-from rcs_ray.tinyworld.generate import generate, load_info, rm_scores, summary
+from rcs_ray.tinyworld.generate import generate
+from rcs_ray.tinyworld.measure import load_info, rm_scores, summary
 from rcs_ray.tinyworld.rewards import OBJECTIVES, pair_stats, reward_names, score
 
 pytestmark = [pytest.mark.slow]
@@ -27,6 +28,7 @@ CFG = TinyWorldConfig(cache_dir=os.path.join(REPO_ROOT, ".cache", "tinyworld"))
 @pytest.fixture(scope="module")
 def paths():
     import torch
+
     torch.set_num_threads(min(2, torch.get_num_threads()))
     return ensure_world(CFG)
 
@@ -47,16 +49,23 @@ def samples(paths, eval_prompts):
 
 def test_dirs_load_with_from_pretrained(paths):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(paths.policy)
     assert AutoTokenizer.from_pretrained(paths.tokenizer).get_vocab() == tok.get_vocab()
-    chat = tok.apply_chat_template([{"role": "user", "content": "ask cooking how briefly"}],
-                                   add_generation_prompt=True, tokenize=False)
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "ask cooking how briefly"}], add_generation_prompt=True, tokenize=False
+    )
     assert chat == "<s>ask cooking how briefly"
     assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<s>", "</s>", "<pad>")
     policy = AutoModelForCausalLM.from_pretrained(paths.policy)
     c = policy.config
-    assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.head_dim, c.num_key_value_heads) == \
-        (128, 2, 4, 32, 2)
+    assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.head_dim, c.num_key_value_heads) == (
+        128,
+        2,
+        4,
+        32,
+        2,
+    )
     assert c.tie_word_embeddings and c.vocab_size == len(tok) and c.max_position_embeddings == 512
     rm = AutoModelForSequenceClassification.from_pretrained(paths.reward_model)
     assert rm.config.num_labels == 3 and rm.config.problem_type == "regression"
@@ -81,7 +90,7 @@ def test_policy_sample_means_match_the_generator(samples):
     pol = score(flat_p, [r for g in groups for r in g], reward_names("integer"))
     gen_texts = W.sample_responses(np.random.default_rng(99), flat_p * 4, CFG.conflict)
     gen = score(flat_p * 4, gen_texts, reward_names("integer"))
-    tolerance = np.array([0.2, 0.35, 0.8])          # ~4 standard errors of the difference for 1,024 samples
+    tolerance = np.array([0.2, 0.35, 0.8])  # ~4 standard errors of the difference for 1,024 samples
     diff = np.abs(pol.mean(axis=0) - gen.mean(axis=0))
     assert np.all(diff < tolerance), (pol.mean(axis=0), gen.mean(axis=0))
     # the policy keeps the harmless/helpful conflict (generator: about -0.5)
@@ -93,10 +102,10 @@ def test_policy_samples_have_many_non_rc_pairs(samples):
     flat_p = [p for p in prompts for _ in range(8)]
     for scale in ("integer", "fine"):
         s = score(flat_p, [r for g in groups for r in g], reward_names(scale)).reshape(len(prompts), 8, 3)
-        st = pair_stats(s, by=1, on=0)                 # ordered by helpful, RC checked on harmless
+        st = pair_stats(s, by=1, on=0)  # ordered by helpful, RC checked on harmless
         assert st["pairs"] > 1000
         assert st["non_rc"] >= 0.25, st
-        assert st["reversed"] >= 0.25, st             # strictly more harmful chosen, not just ties
+        assert st["reversed"] >= 0.25, st  # strictly more harmful chosen, not just ties
 
 
 def test_reward_model_fits_the_rules(paths, samples):
@@ -148,18 +157,28 @@ def test_second_call_returns_from_cache(paths):
 
 def test_concurrent_builds_build_once(tmp_path):
     """Two processes ask for the same (tiny-budget) world at once: one builds, the other waits and reuses it."""
-    code = ("import sys, torch; torch.set_num_threads(1)\n"
-            "from rcs_ray.config import TinyWorldConfig\nfrom rcs_ray.tinyworld import ensure_world\n"
-            "cfg = TinyWorldConfig(cache_dir=sys.argv[1], pretrain_examples=1024, rm_examples=1024, "
-            "pairs_per_stage=32, eval_prompts=64)\nprint(ensure_world(cfg).policy)\n")
+    code = (
+        "import sys, torch; torch.set_num_threads(1)\n"
+        "from rcs_ray.config import TinyWorldConfig\nfrom rcs_ray.tinyworld import ensure_world\n"
+        "cfg = TinyWorldConfig(cache_dir=sys.argv[1], pretrain_examples=1024, rm_examples=1024, "
+        "pairs_per_stage=32, eval_prompts=64)\nprint(ensure_world(cfg).policy)\n"
+    )
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert outs[0][0] == outs[1][0]
     logs = outs[0][1] + outs[1][1]
-    assert logs.count("building ") == 2                   # the models entry and the world entry, once each
+    assert logs.count("building ") == 2  # the models entry and the world entry, once each
     entries = sorted(n for n in os.listdir(tmp_path) if not n.endswith(".lock"))
     assert [n.split("-")[0] for n in entries] == ["models", "world"] and not any(".tmp-" in n for n in entries)
     assert outs[0][0].strip() == os.path.join(str(tmp_path), entries[0], "policy")

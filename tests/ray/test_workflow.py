@@ -13,24 +13,35 @@ from rcs_ray.workflow import run_workflow
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SMALL = ["stages.0.data.limit=64", "stages.0.train={max_steps: 3, save_steps: 1, max_failures: 0}",
-         "stages.1.data.limit=16",
-         "train.max_steps=2", "train.batch_size=4", "sampling.n=4", "eval.prompts.limit=8", "eval.n=2"]
+SMALL = [
+    "stages.0.data.limit=64",
+    "stages.0.train={max_steps: 3, save_steps: 1, max_failures: 0}",
+    "stages.1.data.limit=16",
+    "train.max_steps=2",
+    "train.batch_size=4",
+    "sampling.n=4",
+    "eval.prompts.limit=8",
+    "eval.n=2",
+]
 
 
 def cfg_for(tmp_path, *extra):
-    return load_config(os.path.join(REPO, "configs/tiny/k2.yaml"), [
-        f"output_dir={tmp_path}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}", *SMALL, *extra])
+    return load_config(
+        os.path.join(REPO, "configs/tiny/k2.yaml"),
+        [f"output_dir={tmp_path}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}", *SMALL, *extra],
+    )
 
 
 def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tmp_path, monkeypatch):
+    from ray.train import TrainingFailedError
+
     from rcs_ray.train.launch import FAIL_ENV
 
-    monkeypatch.setenv(FAIL_ENV, "2")                     # stage 1 crashes before its step 2 (after the step-1 save)
-    with pytest.raises(Exception):
+    monkeypatch.setenv(FAIL_ENV, "2")  # stage 1 crashes before its step 2 (after the step-1 save)
+    with pytest.raises(TrainingFailedError, match="injected worker failure before step 2"):
         run_workflow(cfg_for(tmp_path, "stages.0.train.max_steps=2"), progress=False)
     monkeypatch.delenv(FAIL_ENV)
-    cfg = cfg_for(tmp_path)                                # and the rerun asks for one step more: it continues
+    cfg = cfg_for(tmp_path)  # and the rerun asks for one step more: it continues
     first = run_workflow(cfg, progress=False)
     assert [s.skipped for s in first.stages] == [[], []]
     stage1 = json.loads(open(os.path.join(tmp_path, "stage1", "train", "train_summary.json")).read())
@@ -45,8 +56,18 @@ def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tm
     assert os.path.isfile(os.path.join(first.stages[1].policy, "config.json"))
 
     # only logging, placement, pool sizes and eval settings changed: everything reused
-    again = run_workflow(cfg_for(tmp_path, "train.log_steps=5", "sampling.batch_size=8", "sampling.num_actors=1",
-                                 "train.ref_batch_size=8", "objectives.0.num_cpus=0.5", "eval.n=3"), progress=False)
+    again = run_workflow(
+        cfg_for(
+            tmp_path,
+            "train.log_steps=5",
+            "sampling.batch_size=8",
+            "sampling.num_actors=1",
+            "train.ref_batch_size=8",
+            "objectives.0.num_cpus=0.5",
+            "eval.n=3",
+        ),
+        progress=False,
+    )
     assert [s.skipped for s in again.stages] == [["train"], ["sample", "train"]]
     assert [s.policy for s in again.stages] == [s.policy for s in first.stages]
 
@@ -59,5 +80,7 @@ def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tm
     data = json.loads(open(result.json).read())
     assert data["prompts"] == 8 and data["n"] == 2
     assert set(data["metrics"]["stage2"]["win_rate_vs_base"]) == {"harmless", "helpful"}
-    assert 0.0 <= data["metrics"]["base"]["rate"]["harmless>=0"] <= 1.0
+    for policy in ("base", "stage2"):  # a share of the 8 x 2 samples: k / 16
+        rate = data["metrics"][policy]["rate"]["harmless>=0"]
+        assert 0.0 <= rate <= 1.0 and rate * 16 == pytest.approx(round(rate * 16), abs=1e-9)
     assert os.path.getsize(result.plot) > 1000

@@ -26,8 +26,9 @@ class GatingNetwork(nn.Module):
         self.temperature = temperature
         self.logit_scale = nn.Parameter(torch.ones(1))
         sizes = [in_features] + [hidden_dim] * n_hidden
-        self.layers = nn.ModuleList([nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])] +
-                                    [nn.Linear(sizes[-1], out_features)])
+        self.layers = nn.ModuleList(
+            [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])] + [nn.Linear(sizes[-1], out_features)]
+        )
 
     def forward(self, x):
         for layer in self.layers[:-1]:
@@ -47,7 +48,7 @@ class CustomOutput(ModelOutput):
 
 def _last_occurrence(ids, pattern):
     for j in range(len(ids) - len(pattern), -1, -1):
-        if ids[j:j + len(pattern)] == pattern:
+        if ids[j : j + len(pattern)] == pattern:
             return j
     raise ValueError("gating token pattern not found in the input")
 
@@ -64,17 +65,33 @@ class LlamaForRewardModelWithGating(LlamaPreTrainedModel):
         eye = torch.zeros(self.num_objectives, self.num_objectives)
         eye[range(self.num_objectives), range(self.num_objectives)] = 1.0
         self.reward_transform_matrix = nn.Parameter(eye, requires_grad=False)
-        self.gating = GatingNetwork(config.hidden_size, self.num_objectives,
-                                    temperature=cfg.get("gating_temperature", 10),
-                                    hidden_dim=cfg.get("gating_hidden_dim", 1024),
-                                    n_hidden=cfg.get("gating_n_hidden", 3))
+        self.gating = GatingNetwork(
+            config.hidden_size,
+            self.num_objectives,
+            temperature=cfg.get("gating_temperature", 10),
+            hidden_dim=cfg.get("gating_hidden_dim", 1024),
+            n_hidden=cfg.get("gating_n_hidden", 3),
+        )
         self.token_pattern = list(cfg.get("gating_token_pattern") or [128009, 128006, 78191, 128007, 271])
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, use_cache=None, **kwargs):
-        hidden = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            past_key_values=past_key_values, inputs_embeds=inputs_embeds,
-                            use_cache=use_cache).last_hidden_state
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        use_cache=None,
+        **kwargs,
+    ):
+        hidden = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+        ).last_hidden_state
         batch = torch.arange(input_ids.shape[0], device=hidden.device)
         ends = (torch.eq(input_ids, self.config.pad_token_id).int().argmax(-1) - 1) % input_ids.shape[-1]
         end_hidden = hidden[batch, ends]
@@ -83,5 +100,11 @@ class LlamaForRewardModelWithGating(LlamaPreTrainedModel):
         prompt_embedding = hidden[batch, gates, :]
         gating_output = self.gating(prompt_embedding)
         score = torch.sum(gating_output * (rewards @ self.reward_transform_matrix), dim=1)
-        return CustomOutput(rewards=rewards, hidden_state=end_hidden, prompt_embedding=prompt_embedding,
-                            gating_output=gating_output, score=score, logits=score)
+        return CustomOutput(
+            rewards=rewards,
+            hidden_state=end_hidden,
+            prompt_embedding=prompt_embedding,
+            gating_output=gating_output,
+            score=score,
+            logits=score,
+        )

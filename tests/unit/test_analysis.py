@@ -20,8 +20,8 @@ REJECTED = [[0, 1], [1, 1], [1, 1], [2, 1], [1, 1]]
 def test_hand_computed_rates():
     a = analyze_pairs(CHOSEN, REJECTED, ["harmless", "helpful"], target="helpful")
     assert a.num_pairs == 5
-    assert a.rc_rate == pytest.approx(2 / 5)          # pairs 1 and 5 win on both
-    assert a.rc_rate_ties == pytest.approx(3 / 5)     # + pair 3 (tie on harmless)
+    assert a.rc_rate == pytest.approx(2 / 5)  # pairs 1 and 5 win on both
+    assert a.rc_rate_ties == pytest.approx(3 / 5)  # + pair 3 (tie on harmless)
     assert a.per_objective["harmless"] == pytest.approx({"win": 0.4, "tie": 0.2, "loss": 0.4})
     assert a.per_objective["helpful"] == pytest.approx({"win": 1.0, "tie": 0.0, "loss": 0.0})
     assert a.not_rc_on == {"harmless": pytest.approx({"strict": 0.6, "ties_allowed": 0.4})}
@@ -45,7 +45,7 @@ def test_enforce_subset_and_no_target():
 def test_nan_conditional_when_never_preferred():
     a = analyze_pairs([[0, 1]], [[1, 0]], ["a", "b"])
     assert a.rc_given[1][0] == 0.0
-    assert a.rc_given[0][0] is None and a.rc_given[0][1] is None   # no pair wins on a
+    assert a.rc_given[0][0] is None and a.rc_given[0][1] is None  # no pair wins on a
 
 
 def test_errors():
@@ -70,4 +70,4 @@ def test_report_files(tmp_path):
     assert "**RC rate**" in md and "**40.0%**" in md and "not RC on harmless**: 60.0%" in md
     with open(paths.plot, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert rc_markdown(a).count("| harmless |") == 5   # 3 table rows + 2 matrix headers
+    assert rc_markdown(a).count("| harmless |") == 5  # 3 table rows + 2 matrix headers

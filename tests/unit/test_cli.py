@@ -31,8 +31,17 @@ def assert_input_error(proc, *needles):
 def test_analyze_pku_schema(tmp_path):
     # 6 helpful pairs: in 4 the more helpful response is also the safer one.
     rows = pku_rows() + [
-        {"prompt": f"q{i}", "response_0": f"a{i}", "response_1": f"b{i}", "better_response_id": i % 2,
-         "safer_response_id": 0, "is_response_0_safe": True, "is_response_1_safe": False} for i in range(3)]
+        {
+            "prompt": f"q{i}",
+            "response_0": f"a{i}",
+            "response_1": f"b{i}",
+            "better_response_id": i % 2,
+            "safer_response_id": 0,
+            "is_response_0_safe": True,
+            "is_response_1_safe": False,
+        }
+        for i in range(3)
+    ]
     data = write_parquet(tmp_path / "pku.parquet", rows)
     out = tmp_path / "report"
     proc = rcs("analyze", str(data), "--preset", "pku_saferlhf", "--out", str(out))
@@ -48,8 +57,7 @@ def test_analyze_pku_schema(tmp_path):
 
 def test_analyze_generic_scores_with_target(tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", plain_pairs())
-    proc = rcs("analyze", str(data), "--score-names", "safe,useful", "--target", "useful",
-               "--out", str(tmp_path / "o"))
+    proc = rcs("analyze", str(data), "--score-names", "safe,useful", "--target", "useful", "--out", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr
     # d = (+1,+.25) (+.25,+1) (+1,0): strict RC 2/3, not RC on safe: 0/3
     assert "RC rate (strict on safe, useful): 66.7%" in proc.stdout
@@ -62,8 +70,20 @@ def test_config_command_prints_merged_config():
     assert "'n': 12" in proc.stdout and "name: tiny-k2" in proc.stdout
 
 
-@pytest.mark.parametrize("case", ["malformed", "missing_column", "empty_prompt", "nan", "wrong_k", "preset",
-                                  "missing_file", "no_scores", "unknown_target"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "malformed",
+        "missing_column",
+        "empty_prompt",
+        "nan",
+        "wrong_k",
+        "preset",
+        "missing_file",
+        "no_scores",
+        "unknown_target",
+    ],
+)
 def test_bad_input_exits_2_with_one_line(tmp_path, case):
     path = tmp_path / "d.jsonl"
     args = ["--score-names", "a,b"]
@@ -127,12 +147,14 @@ def test_overrides_go_anywhere_on_the_line():
     proc = rcs("train", "configs/tiny/k2.yaml", "--stage", "9", "train.loss=modpo")
     assert_input_error(proc, "--stage 9 out of range")
     assert "unrecognized arguments" not in proc.stderr
-    for argv in (["configs/tiny/k2.yaml", "-v", "sampling.n=12", "train.loss=spo"],
-                 ["configs/tiny/k2.yaml", "sampling.n=12", "-v", "train.loss=spo"]):
+    for argv in (
+        ["configs/tiny/k2.yaml", "-v", "sampling.n=12", "train.loss=spo"],
+        ["configs/tiny/k2.yaml", "sampling.n=12", "-v", "train.loss=spo"],
+    ):
         proc = rcs("config", *argv)
         assert proc.returncode == 0, proc.stderr
         assert "'n': 12" in proc.stdout and "loss: spo" in proc.stdout
     proc = rcs("train", "configs/tiny/k2.yaml", "--bogus")
     assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
-    proc = rcs("analyze", "x.jsonl", "a=b")                  # a command without a config takes no overrides
+    proc = rcs("analyze", "x.jsonl", "a=b")  # a command without a config takes no overrides
     assert proc.returncode == 2 and "unrecognized arguments: a=b" in proc.stderr

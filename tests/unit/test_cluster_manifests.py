@@ -92,8 +92,9 @@ def test_every_ray_image_matches_the_installed_ray():
         for s in [text, *_strings(_load(path))]:
             for tag in IMAGE.findall(s):
                 seen += 1
-                assert tag == RAY_VERSION or tag.startswith(RAY_VERSION + "-"), \
+                assert tag == RAY_VERSION or tag.startswith(RAY_VERSION + "-"), (
                     f"{name}: image tag {tag!r} does not match ray {RAY_VERSION}"
+                )
     assert seen >= 3  # RayCluster head + worker, RayJob, ray up docker image
 
 
@@ -117,8 +118,12 @@ def test_kuberay_head_requests_no_gpu():
 def test_kuberay_gpu_worker_groups_have_gpu_limits_and_sane_replicas():
     for name, spec in _cluster_specs():
         groups = spec["workerGroupSpecs"]
-        gpu_groups = [g for g in groups if "gpu" in g["groupName"].lower()
-                      or any(GPU in str(c.get("resources")) for c in _containers(g["template"]))]
+        gpu_groups = [
+            g
+            for g in groups
+            if "gpu" in g["groupName"].lower()
+            or any(GPU in str(c.get("resources")) for c in _containers(g["template"]))
+        ]
         assert gpu_groups, f"{name}: no GPU worker group"
         for g in gpu_groups:
             for c in _containers(g["template"]):
@@ -152,8 +157,9 @@ def test_ray_up_head_has_no_gpu_and_workers_do():
         head = types[doc["head_node_type"]]
         assert int(head.get("resources", {}).get("GPU", 0)) == 0, f"{name}: head has GPUs"
         workers = {k: v for k, v in types.items() if k != doc["head_node_type"]}
-        assert any(int(v.get("resources", {}).get("GPU", 0)) >= 1 for v in workers.values()), \
+        assert any(int(v.get("resources", {}).get("GPU", 0)) >= 1 for v in workers.values()), (
             f"{name}: no GPU worker node type"
+        )
         for k, v in workers.items():
             lo, hi = int(v.get("min_workers", 0)), int(v.get("max_workers", doc.get("max_workers", 0)))
             assert 0 <= lo <= hi <= int(doc.get("max_workers", hi)), f"{name}/{k}: min/max workers"
@@ -165,7 +171,7 @@ def test_runtime_env_sets_health_check_and_leaves_offline_to_the_user():
     env = _load(path)["env_vars"]
     assert not set(OFFLINE) & set(env)
     with open(path, encoding="utf-8") as fh:
-        assert '# HF_HUB_OFFLINE: "1"' in fh.read()        # offered, commented out, for air-gapped nodes
+        assert '# HF_HUB_OFFLINE: "1"' in fh.read()  # offered, commented out, for air-gapped nodes
     assert env["TOKENIZERS_PARALLELISM"] == "false"
     assert float(env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]) > 0
     assert all(isinstance(v, str) for v in env.values())  # Ray requires string env vars
@@ -185,7 +191,7 @@ def test_every_repo_path_the_manifests_mention_exists():
 
 
 # ------------------------------------------------------------------ what the cluster installs vs pyproject.toml
-PROVIDED_BY_IMAGE = {"ray"}                        # every manifest runs a rayproject/ray image
+PROVIDED_BY_IMAGE = {"ray"}  # every manifest runs a rayproject/ray image
 PROJECT = re.compile(r"^(?:\.|\./?|/\S*rcs-ray/?|rcs[-_]ray)(?:\[[\w,\-]*\])?$")  # ., .[vllm], rcs-ray[...]
 SHELL_OPS = {"&&", "||", ";", "|"}
 
@@ -229,11 +235,23 @@ def _pip_installs(command):
     tokens = shlex.split(command, comments=True)
     for i in range(len(tokens) - 1):
         if tokens[i].endswith("pip") and tokens[i + 1] == "install":
-            targets, rest = [], tokens[i + 2:]
+            targets, rest = [], tokens[i + 2 :]
             while rest and rest[0] not in SHELL_OPS:
                 tok = rest.pop(0)
-                if tok in ("-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url",
-                           "-f", "--find-links", "--target", "-t", "--prefix"):
+                if tok in (
+                    "-r",
+                    "--requirement",
+                    "-c",
+                    "--constraint",
+                    "-i",
+                    "--index-url",
+                    "--extra-index-url",
+                    "-f",
+                    "--find-links",
+                    "--target",
+                    "-t",
+                    "--prefix",
+                ):
                     rest = rest[1:]
                 elif tok in ("-e", "--editable") or not tok.startswith("-"):
                     targets.append(rest.pop(0) if tok.startswith("-") else tok)
@@ -253,11 +271,14 @@ def _missing(where, requirements):
     """Core dependencies ``requirements`` lacks, and the ones it pins differently from pyproject.toml."""
     core = _core_dependencies()
     if any(PROJECT.match(r) for r in requirements):
-        return []                                      # installs the project itself: pip resolves its dependencies
+        return []  # installs the project itself: pip resolves its dependencies
     listed = {_dist(Requirement(r).name): str(Requirement(r).specifier) for r in requirements}
     problems = [f"{where}: misses {d}{core[d]}" for d in sorted(core) if d not in listed and d not in PROVIDED_BY_IMAGE]
-    problems += [f"{where}: {d}{listed[d]} but pyproject.toml says {d}{core[d]}" for d in sorted(core)
-                 if d in listed and listed[d] != core[d]]
+    problems += [
+        f"{where}: {d}{listed[d]} but pyproject.toml says {d}{core[d]}"
+        for d in sorted(core)
+        if d in listed and listed[d] != core[d]
+    ]
     return problems
 
 
@@ -286,7 +307,8 @@ def test_the_dependency_check_reads_commands_and_spots_a_gap():
     assert _missing("x", [r for r in full if not r.startswith("peft")]) == ["x: misses peft>=0.15"]
     assert _missing("x", [r.replace("pyyaml", "PyYAML").replace("omegaconf", "OmegaConf") for r in full]) == []
     assert _missing("x", [r.replace("numpy>=1.24", "numpy>=2") for r in full]) == [
-        "x: numpy>=2 but pyproject.toml says numpy>=1.24"]
+        "x: numpy>=2 but pyproject.toml says numpy>=1.24"
+    ]
     assert _dist("Foo_Bar.baz") == _dist("foo-bar-baz")
 
 
@@ -311,7 +333,7 @@ def _offline_settings(node):
             yield from _offline_settings(v)
     elif isinstance(node, str):
         yield from OFFLINE_IN_TEXT.findall(node)
-        if "\n" in node and ":" in node:                   # an embedded YAML document (RayJob.runtimeEnvYAML)
+        if "\n" in node and ":" in node:  # an embedded YAML document (RayJob.runtimeEnvYAML)
             try:
                 inner = yaml.safe_load(node)
             except yaml.YAMLError:

@@ -67,8 +67,10 @@ def _validator(doc):
 
 
 def _errors(doc):
-    return [f"{'.'.join(map(str, e.absolute_path)) or '.'}: {e.message}"
-            for e in sorted(_validator(doc).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))]
+    return [
+        f"{'.'.join(map(str, e.absolute_path)) or '.'}: {e.message}"
+        for e in sorted(_validator(doc).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    ]
 
 
 def test_the_trimmed_crds_name_their_kuberay_commit():
@@ -85,9 +87,10 @@ def test_the_trimmed_crds_name_their_kuberay_commit():
 def test_kuberay_manifest_validates_against_the_kuberay_crd(path):
     doc = _load(path)
     errors = _errors(doc)
-    assert not errors, (f"{os.path.basename(path)} does not match KubeRay's {doc['kind']} CRD (if a field is real "
-                        f"but missing from the trimmed copy, rerun tests/data/kuberay_crds/trim.py):\n"
-                        + "\n".join(errors))
+    assert not errors, (
+        f"{os.path.basename(path)} does not match KubeRay's {doc['kind']} CRD (if a field is real "
+        f"but missing from the trimmed copy, rerun tests/data/kuberay_crds/trim.py):\n" + "\n".join(errors)
+    )
 
 
 def _cluster(doc):
@@ -100,25 +103,62 @@ def _rename(d, old, new):
 
 # (file, what is wrong, the change, a word the error must name)
 BROKEN = [
-    ("kuberay-raycluster.yaml", "misspelled headGroupSpec.rayStartParam",
-     lambda d: _rename(_cluster(d)["headGroupSpec"], "rayStartParams", "rayStartParam"), "rayStartParam"),
-    ("kuberay-rayjob.yaml", "misspelled rayClusterSpec.headGroupSpec.rayStartParam",
-     lambda d: _rename(_cluster(d)["headGroupSpec"], "rayStartParams", "rayStartParam"), "rayStartParam"),
-    ("kuberay-rayjob.yaml", "misspelled spec.shutdownAfterJobFinish",
-     lambda d: _rename(d["spec"], "shutdownAfterJobFinishes", "shutdownAfterJobFinish"), "shutdownAfterJobFinish"),
-    ("kuberay-raycluster.yaml", "minReplicas misplaced on the head group",
-     lambda d: _cluster(d)["headGroupSpec"].update(minReplicas=0), "minReplicas"),
-    ("kuberay-raycluster.yaml", "rayStartParams misplaced in the pod template",
-     lambda d: _cluster(d)["workerGroupSpecs"][0]["template"]["spec"].update(rayStartParams={}), "rayStartParams"),
-    ("kuberay-rayjob.yaml", "misspelled container volumeMount",
-     lambda d: _rename(_cluster(d)["headGroupSpec"]["template"]["spec"]["containers"][0], "volumeMounts",
-                       "volumeMount"), "volumeMount"),
-    ("kuberay-raycluster.yaml", "maxReplicas is not an integer",
-     lambda d: _cluster(d)["workerGroupSpecs"][0].update(maxReplicas="four"), "four"),
-    ("kuberay-raycluster.yaml", "a worker group without its required groupName",
-     lambda d: _cluster(d)["workerGroupSpecs"][0].pop("groupName"), "groupName"),
-    ("kuberay-raycluster.yaml", "upscalingMode outside its enum",
-     lambda d: _cluster(d)["autoscalerOptions"].update(upscalingMode="Fast"), "Fast"),
+    (
+        "kuberay-raycluster.yaml",
+        "misspelled headGroupSpec.rayStartParam",
+        lambda d: _rename(_cluster(d)["headGroupSpec"], "rayStartParams", "rayStartParam"),
+        "rayStartParam",
+    ),
+    (
+        "kuberay-rayjob.yaml",
+        "misspelled rayClusterSpec.headGroupSpec.rayStartParam",
+        lambda d: _rename(_cluster(d)["headGroupSpec"], "rayStartParams", "rayStartParam"),
+        "rayStartParam",
+    ),
+    (
+        "kuberay-rayjob.yaml",
+        "misspelled spec.shutdownAfterJobFinish",
+        lambda d: _rename(d["spec"], "shutdownAfterJobFinishes", "shutdownAfterJobFinish"),
+        "shutdownAfterJobFinish",
+    ),
+    (
+        "kuberay-raycluster.yaml",
+        "minReplicas misplaced on the head group",
+        lambda d: _cluster(d)["headGroupSpec"].update(minReplicas=0),
+        "minReplicas",
+    ),
+    (
+        "kuberay-raycluster.yaml",
+        "rayStartParams misplaced in the pod template",
+        lambda d: _cluster(d)["workerGroupSpecs"][0]["template"]["spec"].update(rayStartParams={}),
+        "rayStartParams",
+    ),
+    (
+        "kuberay-rayjob.yaml",
+        "misspelled container volumeMount",
+        lambda d: _rename(
+            _cluster(d)["headGroupSpec"]["template"]["spec"]["containers"][0], "volumeMounts", "volumeMount"
+        ),
+        "volumeMount",
+    ),
+    (
+        "kuberay-raycluster.yaml",
+        "maxReplicas is not an integer",
+        lambda d: _cluster(d)["workerGroupSpecs"][0].update(maxReplicas="four"),
+        "four",
+    ),
+    (
+        "kuberay-raycluster.yaml",
+        "a worker group without its required groupName",
+        lambda d: _cluster(d)["workerGroupSpecs"][0].pop("groupName"),
+        "groupName",
+    ),
+    (
+        "kuberay-raycluster.yaml",
+        "upscalingMode outside its enum",
+        lambda d: _cluster(d)["autoscalerOptions"].update(upscalingMode="Fast"),
+        "Fast",
+    ),
 ]
 
 
@@ -134,10 +174,10 @@ def test_a_broken_kuberay_manifest_fails_validation(name, what, change, word):
 def test_kuberay_int_or_string_fields_take_both():
     doc = _load(os.path.join(CLUSTER, "kuberay-raycluster.yaml"))
     limits = _cluster(doc)["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    limits["cpu"], limits["nvidia.com/gpu"] = 8, 1          # quantities as integers, the manifests write strings
+    limits["cpu"], limits["nvidia.com/gpu"] = 8, 1  # quantities as integers, the manifests write strings
     assert not _errors(doc)
     _cluster(doc)["workerGroupSpecs"][0]["template"]["spec"]["nodeSelector"] = {"nvidia.com/gpu.present": "true"}
-    assert not _errors(doc)                                   # a real field the manifest leaves commented out
+    assert not _errors(doc)  # a real field the manifest leaves commented out
 
 
 # ----------------------------------------------------------------------------------------------- ray up (Ray's own)
@@ -146,7 +186,7 @@ def _ray_up_errors(cfg):
 
     try:
         validate_config(prepare_config(copy.deepcopy(cfg)))
-    except (jsonschema.ValidationError, ValueError, RuntimeError, AssertionError) as exc:   # Ray uses all four
+    except (jsonschema.ValidationError, ValueError, RuntimeError, AssertionError) as exc:  # Ray uses all four
         return str(exc).splitlines()[0]
     return None
 

@@ -17,7 +17,11 @@ def test_linear_and_cosine_schedules_with_warmup():
     # T = 10, W = 2: warm-up 0, 1/2; linear (10 - s) / 8; cosine (1 + cos(pi (s - 2) / 8)) / 2
     assert [lr_factor(s, lin, 10) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
     assert [round(lr_factor(s, cos, 10), 12) for s in (2, 4, 6, 10)] == [
-        1.0, round((1 + math.cos(math.pi / 4)) / 2, 12), 0.5, 0.0]
+        1.0,
+        round((1 + math.cos(math.pi / 4)) / 2, 12),
+        0.5,
+        0.0,
+    ]
 
 
 def test_transformers_schedules_match_the_documented_formula():
@@ -50,8 +54,17 @@ def _tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=32,
+        )
+    )
 
 
 def test_weight_decay_applies_to_matrices_only():

@@ -9,16 +9,16 @@ pytestmark = pytest.mark.unit
 
 
 def test_win_rate_hand_computed():
-    a = np.array([[1.0, 3.0]])            # one prompt, two samples
+    a = np.array([[1.0, 3.0]])  # one prompt, two samples
     b = np.array([[1.0, 2.0]])
     # pairs: (1,1) tie .5, (1,2) loss 0, (3,1) win 1, (3,2) win 1 -> 2.5 / 4
     assert win_rate(a, b) == pytest.approx(0.625)
     assert win_rate(b, a) == pytest.approx(0.375)
-    assert win_rate(a, a) == pytest.approx(0.5 + 0.25 - 0.25)   # (1,1)=.5 (1,3)=0 (3,1)=1 (3,3)=.5 -> 2/4
+    assert win_rate(a, a) == pytest.approx(0.5 + 0.25 - 0.25)  # (1,1)=.5 (1,3)=0 (3,1)=1 (3,3)=.5 -> 2/4
 
 
 def test_summarize_and_markdown():
-    base = np.array([[[0.0, 1.0], [-1.0, 2.0]]])      # (P=1, n=2, K=2): harmless, helpful
+    base = np.array([[[0.0, 1.0], [-1.0, 2.0]]])  # (P=1, n=2, K=2): harmless, helpful
     tuned = np.array([[[0.0, 3.0], [0.0, 2.0]]])
     m = summarize({"base": base, "tuned": tuned}, ["harmless", "helpful"], "base", {"harmless": 0.0})
     assert m["base"]["mean"] == {"harmless": -0.5, "helpful": 1.5}
@@ -38,9 +38,12 @@ def test_markdown_table_is_well_formed():
 
 def _metrics():
     """Three policies on K = 2 (harmless, helpful), as summarize gives them."""
-    rewards = {"base": np.array([[[-1.0, 1.0], [0.0, 1.0]]]), "stage1": np.array([[[0.0, 1.0], [0.0, 2.0]]]),
-               "stage2-rcs": np.array([[[0.0, 3.0], [0.0, 3.0]]]), "stage2-vanilla": np.array([[[-2.0, 4.0],
-                                                                                              [0.0, 4.0]]])}
+    rewards = {
+        "base": np.array([[[-1.0, 1.0], [0.0, 1.0]]]),
+        "stage1": np.array([[[0.0, 1.0], [0.0, 2.0]]]),
+        "stage2-rcs": np.array([[[0.0, 3.0], [0.0, 3.0]]]),
+        "stage2-vanilla": np.array([[[-2.0, 4.0], [0.0, 4.0]]]),
+    }
     return summarize(rewards, ["harmless", "helpful"], "base", {"harmless": 0.0})
 
 
@@ -62,8 +65,10 @@ def test_demo_sentence_gives_the_measured_difference():
 
     text = comparison(_metrics(), "stage1", "stage2-rcs", "stage2-vanilla", ["harmless", "helpful"], "2 x 2")
     # rcs: harmless 0, 0 (mean 0, rate 100%), helpful 3, 3; vanilla: harmless -2, 0 (mean -1, rate 50%), helpful 4, 4
-    assert text == ("RCS vs vanilla, both from the same stage1 policy (2 x 2): mean harmless 0.000 vs -1.000 (+1.000), "
-                    "harmless rate 100.0% vs 50.0% (+50.0 points), mean helpful 3.000 vs 4.000 (-1.000).")
+    assert text == (
+        "RCS vs vanilla, both from the same stage1 policy (2 x 2): mean harmless 0.000 vs -1.000 (+1.000), "
+        "harmless rate 100.0% vs 50.0% (+50.0 points), mean helpful 3.000 vs 4.000 (-1.000)."
+    )
 
 
 def test_vanilla_twin_trains_the_last_stage_on_its_own_pairs(tmp_path):
@@ -77,11 +82,18 @@ def test_vanilla_twin_trains_the_last_stage_on_its_own_pairs(tmp_path):
     cfg = load_config(os.path.join(repo, "configs/tiny/demo.yaml"), [f"output_dir={tmp_path}/run"])
     twin = vanilla_twin(cfg)
     assert twin.output_dir == os.path.join(f"{tmp_path}/run", "vanilla")
-    assert [s.sample for s in twin.stages] == [False, False] and cfg.stages[1].sample    # the config is untouched
+    assert [s.sample for s in twin.stages] == [False, False] and cfg.stages[1].sample  # the config is untouched
     assert twin.stages[1].data == cfg.stages[1].data and twin.train == cfg.train
     # stage 1 is the same step in both runs (so the twin's workflow skips it and starts from the same policy) ...
-    base = {"policy": "p", "policy_fp": "x", "data": "d", "data_fp": "y", "pairs": None, "reference": "p",
-            "pairs_fp": None}
+    base = {
+        "policy": "p",
+        "policy_fp": "x",
+        "data": "d",
+        "data_fp": "y",
+        "pairs": None,
+        "reference": "p",
+        "pairs_fp": None,
+    }
     assert train_inputs(cfg, 0, dict(base)) == train_inputs(twin, 0, dict(base))
     os.makedirs(f"{tmp_path}/run/stage1")
     with open(f"{tmp_path}/run/stage1/manifest.json", "w") as fh:

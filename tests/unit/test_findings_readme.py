@@ -31,7 +31,7 @@ def load(name):
 
 def page(path):
     with open(os.path.join(REPO, path), encoding="utf-8") as fh:
-        return " ".join(fh.read().split())                  # sentences wrap: compare with single spaces
+        return " ".join(fh.read().split())  # sentences wrap: compare with single spaces
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,9 @@ def flat(text):
 
 
 def seeds(data, method, loss, key):
-    return [r[key] for r in data["per_seed_rows"]
-            if r["world"] == "c0.9" and r["method"] == method and r["loss"] == loss]
+    return [
+        r[key] for r in data["per_seed_rows"] if r["world"] == "c0.9" and r["method"] == method and r["loss"] == loss
+    ]
 
 
 def test_the_readme_tables_are_the_committed_findings(report, readme):
@@ -61,14 +62,15 @@ def test_the_numbers_the_findings_sentences_quote(readme):
     diffs = [f"{d:+.2f}".replace("-", "−") for d in np.subtract(strict, rcs)]
     assert f"strict minus RCS mean helpful is {diffs[0]}, {diffs[1]} and {diffs[2]} (DPO)" in readme
     w, r = seeds(data, "rsdpo_w", "modpo", "headline"), seeds(data, "rcs", "modpo", "headline")
-    assert all(a > b for a, b in zip(w, r))                               # "on every seed"
-    assert (f"(headline {' / '.join(f'{100 * x:.1f}' for x in w)}% against "
-            f"{' / '.join(f'{100 * x:.1f}' for x in r)}%)") in readme
+    assert all(a > b for a, b in zip(w, r))  # "on every seed"
+    assert (
+        f"(headline {' / '.join(f'{100 * x:.1f}' for x in w)}% against {' / '.join(f'{100 * x:.1f}' for x in r)}%)"
+    ) in readme
     modpo_helpful = {m: np.mean(seeds(data, m, "modpo", "mean_helpful")) for m in data["methods"]}
     assert max(modpo_helpful, key=modpo_helpful.get) == "rsdpo_w"
     assert f"highest mean helpful of any MODPO row ({modpo_helpful['rsdpo_w']:.2f})" in readme
     assert f"Under SPO strict RC reaches only {np.mean(seeds(data, 'rcs_strict', 'spo', 'mean_helpful')):.2f}" in readme
-    for loss in data["losses"]:                                           # "the best headline with all three losses"
+    for loss in data["losses"]:  # "the best headline with all three losses"
         heads = {m: np.mean(seeds(data, m, loss, "headline")) for m in data["methods"]}
         assert max(heads, key=heads.get) == "rcs_strict", loss
 
@@ -99,16 +101,20 @@ def test_the_readme_summary():
     summary = page("README.md")
     rows = {(r["method"], r["loss"]): r for r in data["rows"] if r["world"] == "c0.9"}
     stage1, vanilla = rows[("stage1", "—")], rows[("vanilla", "dpo")]
-    assert (f"the harmless rate falls from {100 * stage1['harmless_rate']:.1f}% after stage 1 to "
-            f"{100 * vanilla['harmless_rate']:.1f}% (DPO, mean of 3 seeds)") in summary
-    for loss in data["losses"]:                       # "every RC method beats vanilla and RSDPO-style ... every seed"
+    assert (
+        f"the harmless rate falls from {100 * stage1['harmless_rate']:.1f}% after stage 1 to "
+        f"{100 * vanilla['harmless_rate']:.1f}% (DPO, mean of 3 seeds)"
+    ) in summary
+    for loss in data["losses"]:  # "every RC method beats vanilla and RSDPO-style ... every seed"
         for m in ("rc", "nrcs", "rcs", "rcs_strict", "rcs_implicit"):
             for base in ("vanilla", "rsdpo"):
                 assert all(a > b for a, b in zip(seeds(data, m, loss, "headline"), seeds(data, base, loss, "headline")))
     strict, rcs = rows[("rcs_strict", "dpo")], rows[("rcs", "dpo")]
     failed = np.mean([data["results"][f"c0.9/seed{s}"]["pairs"]["rcs_strict"]["failure_rate"] for s in data["seeds"]])
-    assert (f"({100 * strict['headline']:.1f}% against vanilla's {100 * vanilla['headline']:.1f}% with DPO), at the "
-            f"cost of {100 * failed:.1f}% failed prompts at n = 8") in summary
+    assert (
+        f"({100 * strict['headline']:.1f}% against vanilla's {100 * vanilla['headline']:.1f}% with DPO), at the "
+        f"cost of {100 * failed:.1f}% failed prompts at n = 8"
+    ) in summary
     assert f"reaches {100 * rcs['headline']:.1f}%" in summary
 
 
@@ -117,13 +123,20 @@ def test_the_lemma_section_quotes_the_committed_report():
     sets = gc["results"]["D2 (original pairs)"]
     text = page("docs/findings.md")
     assert f"agree at cosine {gc['meta']['g1_cosine']:.2f}" in text
-    for name, label in (("RC", "RC (chosen more harmless)"), ("tie", "tie"), ("non-RC", "non-RC (chosen less harmless)")):
+    for name, label in (
+        ("RC", "RC (chosen more harmless)"),
+        ("tie", "tie"),
+        ("non-RC", "non-RC (chosen less harmless)"),
+    ):
         e = sets[name]
+
         def num(x):
             return f"{1e3 * x:+.1f}".replace("-", "−")
 
-        row = (f"| {label} | {e['pairs']} | {100 * e['pg']['share_nonneg']:.1f}% | {100 * e['d1']['share_nonneg']:.1f}% | "
-               f"{num(e['pg']['mean_dot_dpo'])} / {num(e['pg']['mean_dot_modpo'])} |")
+        row = (
+            f"| {label} | {e['pairs']} | {100 * e['pg']['share_nonneg']:.1f}% | {100 * e['d1']['share_nonneg']:.1f}% | "
+            f"{num(e['pg']['mean_dot_dpo'])} / {num(e['pg']['mean_dot_modpo'])} |"
+        )
         assert row in text, row
     ratio = sets["RC"]["pg"]["share_nonneg"] / sets["non-RC"]["pg"]["share_nonneg"]
     assert f"{ratio:.1f}× as often" in text
@@ -148,11 +161,15 @@ def test_the_default_rule_section_quotes_its_run():
 
     for m in ("rcs", "rcs_strict", "rcs_strict_adaptive", "rs_dpo"):
         r = rows[(m, "dpo")]
-        cells = (f"| {100 * r['headline']:.1f}% ± {100 * r['headline_std']:.1f} | {100 * r['harmless_rate']:.1f}% | "
-                 f"{r['mean_helpful']:.2f} | {round(r['pairs']):,} | {failed(m):.1f} |")
+        cells = (
+            f"| {100 * r['headline']:.1f}% ± {100 * r['headline_std']:.1f} | {100 * r['harmless_rate']:.1f}% | "
+            f"{r['mean_helpful']:.2f} | {round(r['pairs']):,} | {failed(m):.1f} |"
+        )
         assert cells in text, (m, cells)
     strict, adaptive, tol = (seeds(data, m, "dpo", "headline") for m in ("rcs_strict", "rcs_strict_adaptive", "rcs"))
     assert max(abs(a - b) for a, b in zip(strict, adaptive)) <= 0.004
     gains = [100 * (a - b) for a, b in zip(adaptive, tol)]
     assert f"{min(gains):.1f}–{max(gains):.1f} points above tie-tolerant RCS" in text
-    assert f"({100 * failed('rcs_strict_adaptive') / 1024:.1f}% against {100 * failed('rcs_strict') / 1024:.1f}%)" in text
+    assert (
+        f"({100 * failed('rcs_strict_adaptive') / 1024:.1f}% against {100 * failed('rcs_strict') / 1024:.1f}%)" in text
+    )

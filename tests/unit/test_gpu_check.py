@@ -14,14 +14,13 @@ pytestmark = pytest.mark.unit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "benchmarks", "gpu_check.py")
-CHECKS = ["environment", "tiny_world", "vllm_engine", "zero2_bf16", "zero3_bf16_export", "pytest_gpu",
-          "pipeline_vllm"]
+CHECKS = ["environment", "tiny_world", "vllm_engine", "zero2_bf16", "zero3_bf16_export", "pytest_gpu", "pipeline_vllm"]
 
 
 def load():
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = mod                      # its dataclass needs the module registered
+    sys.modules["gpu_check"] = mod  # its dataclass needs the module registered
     spec.loader.exec_module(mod)
     return mod
 
@@ -71,8 +70,13 @@ def test_plan_lists_every_check_and_loads_what_they_use():
 @pytest.mark.skipif(has_cuda(), reason="this machine has CUDA: the checks would run for real")
 def test_a_run_without_cuda_skips_the_cuda_checks_and_writes_a_report(tmp_path):
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, SCRIPT, "--out", str(out), "--budget-s", "120"], cwd=REPO,
-                          capture_output=True, text=True, timeout=150)
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--out", str(out), "--budget-s", "120"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((out / "gpu_check.json").read_text())
     checks = {c["name"]: c for c in report["checks"]}
@@ -82,7 +86,7 @@ def test_a_run_without_cuda_skips_the_cuda_checks_and_writes_a_report(tmp_path):
     assert "torch" in env["numbers"]["versions"]
     for name in ("vllm_engine", "zero2_bf16", "zero3_bf16_export", "pytest_gpu", "pipeline_vllm"):
         assert checks[name]["status"] == "skipped" and "no CUDA" in checks[name]["reason"], checks[name]
-    assert checks["tiny_world"]["status"] == "skipped"            # nothing that runs needs it
+    assert checks["tiny_world"]["status"] == "skipped"  # nothing that runs needs it
     assert report["failed"] == [] and report["verdict"].startswith("passed")
     md = (out / "gpu_check.md").read_text()
     assert all(f"| {name} |" in md for name in CHECKS)

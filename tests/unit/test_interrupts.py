@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit
 
 def _signal_self(sig):
     os.kill(os.getpid(), sig)
-    for _ in range(1000):          # the handler runs at the next bytecode boundary
+    for _ in range(1000):  # the handler runs at the next bytecode boundary
         time.sleep(0.001)
 
 
@@ -29,7 +29,7 @@ def test_a_signal_raises_naming_the_phase_it_landed_in_and_the_handlers_come_bac
             with interrupts.phase("stage 2 (sampling)"), interrupts.phase("writing"):
                 _signal_self(sig)
         assert interrupts.received() == sig
-        with pytest.raises(Interrupted):          # remembered: the next phase boundary raises it again
+        with pytest.raises(Interrupted):  # remembered: the next phase boundary raises it again
             with interrupts.phase("export"):
                 pass
     assert caught.value.where == "stage 2 (sampling) / writing" and caught.value.exit_code == code
@@ -52,18 +52,18 @@ def test_deferred_calls_the_stop_function_and_check_raises_after_the_wait():
     stopped = []
     with interrupts.handling():
         with interrupts.deferred(lambda signum: stopped.append(signum) or True):
-            _signal_self(signal.SIGTERM)          # no exception here: the wait goes on until the work stops
+            _signal_self(signal.SIGTERM)  # no exception here: the wait goes on until the work stops
         assert stopped == [signal.SIGTERM]
         with pytest.raises(Interrupted, match="SIGTERM"):
             interrupts.check()
-        with interrupts.deferred(lambda signum: False):   # a stop function that cannot stop: raised as usual
+        with interrupts.deferred(lambda signum: False):  # a stop function that cannot stop: raised as usual
             pass
 
 
 class _SignalInFinalizer:
     def __del__(self):
         os.kill(os.getpid(), signal.SIGINT)
-        sum(range(100000))                       # the handler runs inside __del__, where Python swallows exceptions
+        sum(range(100000))  # the handler runs inside __del__, where Python swallows exceptions
 
 
 def test_an_interrupt_swallowed_by_a_finalizer_is_delivered_again():
@@ -94,9 +94,12 @@ with interrupts.handling():
 @pytest.mark.parametrize("second", [False, True])
 def test_a_process_that_does_not_stop_is_stopped_at_the_deadline_or_by_a_second_signal(tmp_path, second):
     marker = tmp_path / "cleaned"
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(deadline=30.0 if second else 1.0,
-                                                                 marker=str(marker))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT.format(deadline=30.0 if second else 1.0, marker=str(marker))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "ready"
     t0 = time.time()
     proc.send_signal(signal.SIGTERM)
@@ -126,5 +129,5 @@ def test_the_deadline_ends_with_the_handling_block(monkeypatch):
     with interrupts.handling():
         with pytest.raises(Interrupted):
             _signal_self(signal.SIGTERM)
-    time.sleep(1.0)                                # still alive: this test would never finish otherwise
+    time.sleep(1.0)  # still alive: this test would never finish otherwise
     assert interrupts.received() is None

@@ -25,8 +25,7 @@ def test_the_entrypoints_exist():
 @pytest.mark.parametrize("path", ENTRYPOINTS, ids=os.path.basename)
 def test_help_works_in_a_subprocess(path, tmp_path):
     # From another directory: the job puts the repository on sys.path itself.
-    proc = subprocess.run([sys.executable, path, "--help"], capture_output=True, text=True, cwd=tmp_path,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, path, "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
     assert "Traceback" not in proc.stderr
@@ -49,11 +48,26 @@ def test_with_cluster_address():
 
 
 def test_cli_argv_adds_auto_and_keeps_the_users_order():
-    assert _common.cli_argv("run", ["configs/tiny/k2.yaml", "sampling.n=4", "--no-progress"]) == \
-        ["run", "configs/tiny/k2.yaml", "sampling.n=4", "--no-progress", "ray.address=auto"]
+    assert _common.cli_argv("run", ["configs/tiny/k2.yaml", "sampling.n=4", "--no-progress"]) == [
+        "run",
+        "configs/tiny/k2.yaml",
+        "sampling.n=4",
+        "--no-progress",
+        "ray.address=auto",
+    ]
     # options before / between overrides, values of value-taking options stay with them
-    assert _common.cli_argv("train", ["-v", "c.yaml", "--stage", "2", "a=1", "--out=o", "--policy", "p=q"]) == \
-        ["train", "-v", "c.yaml", "--stage", "2", "a=1", "--out=o", "--policy", "p=q", "ray.address=auto"]
+    assert _common.cli_argv("train", ["-v", "c.yaml", "--stage", "2", "a=1", "--out=o", "--policy", "p=q"]) == [
+        "train",
+        "-v",
+        "c.yaml",
+        "--stage",
+        "2",
+        "a=1",
+        "--out=o",
+        "--policy",
+        "p=q",
+        "ray.address=auto",
+    ]
     # the user's ray.address wins
     assert _common.cli_argv("sample", ["c.yaml", "ray.address=null"]) == ["sample", "c.yaml", "ray.address=null"]
     # no config: nothing added, the CLI reports the usage error
@@ -61,11 +75,14 @@ def test_cli_argv_adds_auto_and_keeps_the_users_order():
     assert _common.cli_argv("run", ["--help"]) == ["run", "--help"]
 
 
-@pytest.mark.parametrize("argv", [
-    ["--stage", "2", "configs/tiny/k2.yaml", "x=1"],
-    ["configs/tiny/k2.yaml", "x=1", "--stage", "2"],
-    ["configs/tiny/k2.yaml", "--stage", "2", "x=1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--stage", "2", "configs/tiny/k2.yaml", "x=1"],
+        ["configs/tiny/k2.yaml", "x=1", "--stage", "2"],
+        ["configs/tiny/k2.yaml", "--stage", "2", "x=1"],
+    ],
+)
 def test_cli_argv_parses_with_the_real_cli_parser(argv):
     from rcs_ray.cli import build_parser, parse_with_overrides
 
@@ -82,8 +99,14 @@ def test_the_override_loads_into_the_config():
 
 
 def test_sweep_argv():
-    assert sweep.sweep_argv(["--ks", "2", "a=b", "--config", "c.yaml"]) == \
-        ["--ks", "2", "a=b", "--config", "c.yaml", "ray.address=auto"]
+    assert sweep.sweep_argv(["--ks", "2", "a=b", "--config", "c.yaml"]) == [
+        "--ks",
+        "2",
+        "a=b",
+        "--config",
+        "c.yaml",
+        "ray.address=auto",
+    ]
     assert sweep.sweep_argv(["ray.address=null"]) == ["ray.address=null"]
     assert sweep.sweep_argv(["-h"]) == ["-h"]
 

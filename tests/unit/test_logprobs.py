@@ -6,37 +6,33 @@ import math
 import pytest
 import torch
 
-from rcs_ray.modeling.logprobs import (IGNORE_INDEX, build_pair_features, collate_pairs, sequence_logps,
-                                    tokenize_example)
-
+from rcs_ray.modeling.logprobs import IGNORE_INDEX, build_pair_features, collate_pairs, sequence_logps, tokenize_example
 from tests.wordtok import BOS, EOS, ID, PAD, WORDS, ids
 
 pytestmark = pytest.mark.unit
 
 # ----------------------------------------------------------------------------------------------- sequence_logps
-LOGITS = torch.tensor([[[0.0, 0.0, 0.0, 0.0],
-                        [1.0, 2.0, 0.0, 0.0],
-                        [5.0, -1.0, 3.0, 0.5]]])          # (1, 3, 4)
-LABELS = torch.tensor([[IGNORE_INDEX, 2, 1]])              # token 0 is prompt; tokens 1, 2 are scored
+LOGITS = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 0.0, 0.0], [5.0, -1.0, 3.0, 0.5]]])  # (1, 3, 4)
+LABELS = torch.tensor([[IGNORE_INDEX, 2, 1]])  # token 0 is prompt; tokens 1, 2 are scored
 
 
 def test_sequence_logps_hand_computed():
     # position 0 predicts label 2 under uniform logits: log(1/4)
     # position 1 predicts label 1: log(e^2 / (e^1 + e^2 + 1 + 1)); position 2 predicts nothing
     first = math.log(0.25)
-    second = 2.0 - math.log(math.e + math.e ** 2 + 2.0)
+    second = 2.0 - math.log(math.e + math.e**2 + 2.0)
     assert sequence_logps(LOGITS, LABELS).item() == pytest.approx(first + second, abs=1e-6)
     assert sequence_logps(LOGITS, LABELS, average=True).item() == pytest.approx((first + second) / 2, abs=1e-6)
 
 
 def test_sequence_logps_masked_positions_do_not_matter():
-    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 1]])   # only position 1 -> label 1 counts
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 1]])  # only position 1 -> label 1 counts
     base = sequence_logps(LOGITS, labels)
     changed = LOGITS.clone()
-    changed[0, 0] = torch.tensor([9.0, -7.0, 100.0, 3.0])      # predicts an ignored label
+    changed[0, 0] = torch.tensor([9.0, -7.0, 100.0, 3.0])  # predicts an ignored label
     changed[0, 2] = torch.tensor([float("nan"), 1.0, 2.0, 3.0])  # the last position predicts nothing
     assert sequence_logps(changed, labels).item() == pytest.approx(base.item(), abs=1e-6)
-    assert base.item() == pytest.approx(2.0 - math.log(math.e + math.e ** 2 + 2.0), abs=1e-6)
+    assert base.item() == pytest.approx(2.0 - math.log(math.e + math.e**2 + 2.0), abs=1e-6)
 
 
 def test_sequence_logps_gradient_reaches_only_scored_positions():
@@ -52,8 +48,12 @@ def test_sequence_logps_batch_dtypes_and_custom_ignore_index():
     labels = torch.randint(0, 7, (3, 5))
     labels[:, :2] = -1
     labels[1, 4] = -1
-    expected = torch.stack([sum(torch.log_softmax(logits[b, t - 1], -1)[labels[b, t]]
-                                for t in range(1, 5) if labels[b, t] != -1) for b in range(3)])
+    expected = torch.stack(
+        [
+            sum(torch.log_softmax(logits[b, t - 1], -1)[labels[b, t]] for t in range(1, 5) if labels[b, t] != -1)
+            for b in range(3)
+        ]
+    )
     out = sequence_logps(logits, labels, ignore_index=-1)
     assert out.shape == (3,)
     torch.testing.assert_close(out, expected)
@@ -63,15 +63,18 @@ def test_sequence_logps_batch_dtypes_and_custom_ignore_index():
     torch.testing.assert_close(half, expected, atol=0.1, rtol=0.02)
 
 
-@pytest.mark.parametrize("logits, labels, match", [
-    (torch.zeros(1, 3), LABELS, r"logits: expected a float tensor of shape \(B, T, V\)"),
-    (LOGITS.long(), LABELS, r"logits: expected a float tensor"),
-    (LOGITS, LABELS.float(), r"labels: expected an integer tensor"),
-    (LOGITS, torch.tensor([[IGNORE_INDEX, 2]]), r"labels: shape \(1, 2\) does not match"),
-    (LOGITS[:, :1], torch.tensor([[1]]), r"labels: need T >= 2"),
-    (LOGITS, torch.tensor([[IGNORE_INDEX, 4, 1]]), r"labels: token id 4 at row 0, position 1 is outside \[0, 4\)"),
-    (LOGITS, torch.tensor([[1, IGNORE_INDEX, IGNORE_INDEX]]), r"labels: row 0 has no labelled token"),
-])
+@pytest.mark.parametrize(
+    "logits, labels, match",
+    [
+        (torch.zeros(1, 3), LABELS, r"logits: expected a float tensor of shape \(B, T, V\)"),
+        (LOGITS.long(), LABELS, r"logits: expected a float tensor"),
+        (LOGITS, LABELS.float(), r"labels: expected an integer tensor"),
+        (LOGITS, torch.tensor([[IGNORE_INDEX, 2]]), r"labels: shape \(1, 2\) does not match"),
+        (LOGITS[:, :1], torch.tensor([[1]]), r"labels: need T >= 2"),
+        (LOGITS, torch.tensor([[IGNORE_INDEX, 4, 1]]), r"labels: token id 4 at row 0, position 1 is outside \[0, 4\)"),
+        (LOGITS, torch.tensor([[1, IGNORE_INDEX, IGNORE_INDEX]]), r"labels: row 0 has no labelled token"),
+    ],
+)
 def test_sequence_logps_rejects_bad_input(logits, labels, match):
     with pytest.raises(ValueError, match=match):
         sequence_logps(logits, labels)
@@ -110,11 +113,11 @@ def test_chat_ids_match_the_whole_conversation_rendered_at_once(tok):
 
 
 def test_truncation_cuts_the_response_first_then_the_prompt_from_the_left(tok):
-    prompt, response = "hi there how are you", "very long good answer"   # 6 prompt ids (BOS), 5 response ids
+    prompt, response = "hi there how are you", "very long good answer"  # 6 prompt ids (BOS), 5 response ids
     # 8 tokens: response cut to max(8 - 6, 8 // 2) = 4 -> prompt keeps its last 4 tokens
     out = tokenize_example(tok, prompt, response, max_length=8)
     assert out["input_ids"] == ids("there how are you") + ids("very long good answer")
-    assert out["labels"] == [IGNORE_INDEX] * 4 + ids("very long good answer")   # the cut response lost its EOS
+    assert out["labels"] == [IGNORE_INDEX] * 4 + ids("very long good answer")  # the cut response lost its EOS
     # 10 tokens: the floor 10 // 2 = 5 covers the whole response (EOS kept); the prompt keeps 5 (loses its BOS)
     out = tokenize_example(tok, prompt, response, max_length=10)
     assert out["input_ids"] == ids("hi there how are you") + ids("very long good answer") + [EOS]
@@ -139,14 +142,17 @@ def test_truncation_of_a_chat_prompt_keeps_its_end(tok):
     assert out["labels"] == [IGNORE_INDEX] * 3 + [ID["good"], EOS]
 
 
-@pytest.mark.parametrize("prompt, response, kwargs, match", [
-    ("hi", ["good"], {}, r"response: expected a string for a plain-string prompt"),
-    ("hi", "good", dict(max_length=1), r"max_length: expected an integer >= 2"),
-    ("hi", "good", dict(max_length=8.0), r"max_length"),
-    ([], "good", {}, r"prompt: empty chat-message list"),
-    ([{"role": "user"}], "good", {}, r"prompt: message 0 is not a mapping with 'role' and 'content'"),
-    ([{"role": "user", "content": "hi"}], [], {}, r"response: empty chat-message list"),
-])
+@pytest.mark.parametrize(
+    "prompt, response, kwargs, match",
+    [
+        ("hi", ["good"], {}, r"response: expected a string for a plain-string prompt"),
+        ("hi", "good", dict(max_length=1), r"max_length: expected an integer >= 2"),
+        ("hi", "good", dict(max_length=8.0), r"max_length"),
+        ([], "good", {}, r"prompt: empty chat-message list"),
+        ([{"role": "user"}], "good", {}, r"prompt: message 0 is not a mapping with 'role' and 'content'"),
+        ([{"role": "user", "content": "hi"}], [], {}, r"response: empty chat-message list"),
+    ],
+)
 def test_tokenize_example_rejects_bad_input(tok, prompt, response, kwargs, match):
     with pytest.raises(ValueError, match=match):
         tokenize_example(tok, prompt, response, **{"max_length": 16, **kwargs})
@@ -162,16 +168,23 @@ def test_chat_prompt_needs_a_chat_template(tok):
 # ----------------------------------------------------------------------------------------------- pairs
 def test_build_pair_features_and_collate(tok):
     f0 = build_pair_features(tok, "hi there", "good answer", "bad", max_length=32)
-    f1 = build_pair_features(tok, [{"role": "user", "content": "how are you"}], "very good answer", "bad answer",
-                             max_length=32)
+    f1 = build_pair_features(
+        tok, [{"role": "user", "content": "how are you"}], "very good answer", "bad answer", max_length=32
+    )
     assert f0["chosen_input_ids"] == [BOS] + ids("hi there good answer") + [EOS]
     assert f0["rejected_labels"] == [IGNORE_INDEX] * 3 + [ID["bad"], EOS]
     f0["ref_chosen_logps"], f1["ref_chosen_logps"] = -1.5, -2.5
     batch = collate_pairs([f0, f1], pad_token_id=PAD, extra_keys=["ref_chosen_logps"])
-    length = len(f1["chosen_input_ids"])          # the longest sequence of either side
+    length = len(f1["chosen_input_ids"])  # the longest sequence of either side
     assert length == 10
-    for key in ("chosen_input_ids", "chosen_attention_mask", "chosen_labels", "rejected_input_ids",
-                "rejected_attention_mask", "rejected_labels"):
+    for key in (
+        "chosen_input_ids",
+        "chosen_attention_mask",
+        "chosen_labels",
+        "rejected_input_ids",
+        "rejected_attention_mask",
+        "rejected_labels",
+    ):
         assert batch[key].shape == (2, length) and batch[key].dtype == torch.long
     n = len(f0["rejected_input_ids"])
     assert batch["rejected_input_ids"][0].tolist() == f0["rejected_input_ids"] + [PAD] * (length - n)
@@ -183,8 +196,10 @@ def test_build_pair_features_and_collate(tok):
 
 def test_collated_pairs_feed_sequence_logps(tok):
     """End to end: the scored tokens are exactly the response tokens (and EOS) of each row."""
-    feats = [build_pair_features(tok, "hi there", "good answer", "bad", max_length=32),
-             build_pair_features(tok, "how are you", "very good", "bad answer", max_length=32)]
+    feats = [
+        build_pair_features(tok, "hi there", "good answer", "bad", max_length=32),
+        build_pair_features(tok, "how are you", "very good", "bad answer", max_length=32),
+    ]
     batch = collate_pairs(feats, pad_token_id=PAD)
     torch.manual_seed(0)
     logits = torch.randn(2, batch["chosen_input_ids"].shape[1], len(WORDS))
@@ -196,13 +211,16 @@ def test_collated_pairs_feed_sequence_logps(tok):
         assert got[b].item() == pytest.approx(float(want), abs=1e-5)
 
 
-@pytest.mark.parametrize("features, pad, extra, match", [
-    ([], PAD, (), r"features: empty batch"),
-    ([{"chosen_input_ids": [1]}], PAD, (), r"features: row 0 has no 'chosen_attention_mask'"),
-    (None, None, (), r"pad_token_id: required"),
-    ("mismatch", PAD, (), r"features: row 0 has chosen fields of different lengths"),
-    ("ok", PAD, ("ref_chosen_logps",), r"features: row 0 has no 'ref_chosen_logps'"),
-])
+@pytest.mark.parametrize(
+    "features, pad, extra, match",
+    [
+        ([], PAD, (), r"features: empty batch"),
+        ([{"chosen_input_ids": [1]}], PAD, (), r"features: row 0 has no 'chosen_attention_mask'"),
+        (None, None, (), r"pad_token_id: required"),
+        ("mismatch", PAD, (), r"features: row 0 has chosen fields of different lengths"),
+        ("ok", PAD, ("ref_chosen_logps",), r"features: row 0 has no 'ref_chosen_logps'"),
+    ],
+)
 def test_collate_pairs_rejects_bad_input(tok, features, pad, extra, match):
     good = build_pair_features(tok, "hi", "good", "bad", max_length=8)
     if features is None or features == "ok":

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rcs_ray.train import losses
+from rcs_ray.train import loss_inputs, losses
 from rcs_ray.train.losses import LOSSES, dpo_loss, get_loss, modpo_loss, spo_loss
 
 pytestmark = pytest.mark.unit
@@ -30,8 +30,16 @@ def test_dpo_hand_computed_single_pair():
     # logit = 0.5 * (1 - (-1)) = 1.0 -> loss = log(1 + e^-1)
     assert loss.item() == pytest.approx(math.log1p(math.exp(-1.0)), abs=1e-7)
     assert loss.item() == pytest.approx(0.3132616875, abs=1e-7)
-    assert metrics == pytest.approx({"rewards/chosen": 0.5, "rewards/rejected": -0.5, "rewards/margins": 1.0,
-                                     "rewards/accuracy": 1.0, "logps/chosen": -1.0, "logps/rejected": -3.0})
+    assert metrics == pytest.approx(
+        {
+            "rewards/chosen": 0.5,
+            "rewards/rejected": -0.5,
+            "rewards/margins": 1.0,
+            "rewards/accuracy": 1.0,
+            "logps/chosen": -1.0,
+            "logps/rejected": -3.0,
+        }
+    )
     assert all(type(v) is float for v in metrics.values())
 
 
@@ -117,21 +125,32 @@ def test_modpo_margin_in_favour_of_chosen_raises_the_loss():
     assert favoured > base
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(weights=[0.5]), r"weights: expected 2 entries"),
-    (dict(weights=[0.5, 0.3, 0.2]), r"weights: expected 2 entries"),
-    (dict(weights=[0.0, 1.0]), r"weights\[0\].*> 0"),
-    (dict(weights=[-1.0, 1.0]), r"weights\[0\].*> 0"),
-    (dict(weights=[float("nan"), 1.0]), r"weights: non-finite"),
-    (dict(weights="ab"), r"weights:"),
-    (dict(chosen_margin_rewards=torch.tensor([0.2])), r"chosen_margin_rewards: expected shape \(1, M\)"),
-    (dict(rejected_margin_rewards=torch.tensor([[0.6, 0.1]])), r"rejected_margin_rewards: shape \(1, 2\) differs"),
-    (dict(chosen_margin_rewards=torch.tensor([[float("nan")]])), r"chosen_margin_rewards: non-finite"),
-    (dict(beta=0.0), r"beta"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(weights=[0.5]), r"weights: expected 2 entries"),
+        (dict(weights=[0.5, 0.3, 0.2]), r"weights: expected 2 entries"),
+        (dict(weights=[0.0, 1.0]), r"weights\[0\].*> 0"),
+        (dict(weights=[-1.0, 1.0]), r"weights\[0\].*> 0"),
+        (dict(weights=[float("nan"), 1.0]), r"weights: non-finite"),
+        (dict(weights="ab"), r"weights:"),
+        (dict(chosen_margin_rewards=torch.tensor([0.2])), r"chosen_margin_rewards: expected shape \(1, M\)"),
+        (dict(rejected_margin_rewards=torch.tensor([[0.6, 0.1]])), r"rejected_margin_rewards: shape \(1, 2\) differs"),
+        (dict(chosen_margin_rewards=torch.tensor([[float("nan")]])), r"chosen_margin_rewards: non-finite"),
+        (dict(beta=0.0), r"beta"),
+    ],
+)
 def test_modpo_rejects_bad_input(kwargs, match):
-    args = dict(policy_chosen_logps=PC, policy_rejected_logps=PR, ref_chosen_logps=RC, ref_rejected_logps=RR,
-                chosen_margin_rewards=t([0.2]), rejected_margin_rewards=t([0.6]), weights=[0.5, 0.5], beta=0.5)
+    args = dict(
+        policy_chosen_logps=PC,
+        policy_rejected_logps=PR,
+        ref_chosen_logps=RC,
+        ref_rejected_logps=RR,
+        chosen_margin_rewards=t([0.2]),
+        rejected_margin_rewards=t([0.6]),
+        weights=[0.5, 0.5],
+        beta=0.5,
+    )
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         modpo_loss(**args)
@@ -160,12 +179,16 @@ def test_spo_scalar_alpha_is_broadcast():
 @pytest.mark.parametrize("prev", ["none", "zeros", "zero_alpha", "no_columns"])
 def test_spo_reduces_to_dpo(prev):
     pc, pr, rc, rr = t(-1.0, -4.0), t(-3.0, -1.0), t(-2.0, -3.0), t(-2.0, -1.5)
-    kwargs = {"none": {},
-              "zeros": dict(prev_chosen_implicit=torch.zeros(2, 2), prev_rejected_implicit=torch.zeros(2, 2),
-                            alphas=[1.0, 3.0]),
-              "zero_alpha": dict(prev_chosen_implicit=torch.ones(2, 1), prev_rejected_implicit=-torch.ones(2, 1),
-                                 alphas=[0.0]),
-              "no_columns": dict(prev_chosen_implicit=torch.zeros(2, 0), prev_rejected_implicit=torch.zeros(2, 0))}
+    kwargs = {
+        "none": {},
+        "zeros": dict(
+            prev_chosen_implicit=torch.zeros(2, 2), prev_rejected_implicit=torch.zeros(2, 2), alphas=[1.0, 3.0]
+        ),
+        "zero_alpha": dict(
+            prev_chosen_implicit=torch.ones(2, 1), prev_rejected_implicit=-torch.ones(2, 1), alphas=[0.0]
+        ),
+        "no_columns": dict(prev_chosen_implicit=torch.zeros(2, 0), prev_rejected_implicit=torch.zeros(2, 0)),
+    }
     s_loss, s_metrics = spo_loss(pc, pr, rc, rr, beta=0.3, **kwargs[prev])
     d_loss, d_metrics = dpo_loss(pc, pr, rc, rr, beta=0.3)
     assert s_loss.item() == pytest.approx(d_loss.item(), abs=1e-7)
@@ -176,8 +199,9 @@ def test_spo_reduces_to_dpo(prev):
 def test_spo_weights_pairs_that_agree_with_earlier_stages_more():
     # Two pairs with the same stage-k log-ratios; pair 0's chosen also won the earlier stage, pair 1's lost it.
     pc = t(-1.0, -1.0, grad=True)
-    loss, _ = spo_loss(pc, t(-3.0, -3.0), t(-2.0, -2.0), t(-2.0, -2.0), t([1.0], [-1.0]), t([0.0], [0.0]),
-                       alphas=[1.0], beta=0.5)
+    loss, _ = spo_loss(
+        pc, t(-3.0, -3.0), t(-2.0, -2.0), t(-2.0, -2.0), t([1.0], [-1.0]), t([0.0], [0.0]), alphas=[1.0], beta=0.5
+    )
     loss.backward()
     assert pc.grad[0] < pc.grad[1] < 0  # both pushed up, the earlier-stage-consistent pair harder
 
@@ -189,22 +213,32 @@ def test_spo_gradient_signs():
     assert pc.grad.item() < 0 < pr.grad.item()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(prev_rejected_implicit=None), r"prev_chosen_implicit: given without its partner"),
-    (dict(prev_chosen_implicit=None), r"prev_rejected_implicit: given without its partner"),
-    (dict(alphas=None), r"alphas: required for 2"),
-    (dict(alphas=[1.0]), r"alphas: expected 2 entries"),
-    (dict(alphas=[1.0, -0.5]), r"alphas: expected coefficients >= 0"),
-    (dict(alphas=[1.0, float("inf")]), r"alphas: non-finite"),
-    (dict(prev_chosen_implicit=torch.tensor([0.4, 0.1])), r"prev_chosen_implicit: expected shape \(1, M\)"),
-    (dict(prev_rejected_implicit=torch.tensor([[0.2]])), r"prev_rejected_implicit: shape \(1, 1\) differs"),
-    (dict(prev_rejected_implicit=torch.tensor([[0.2, float("nan")]])), r"prev_rejected_implicit: non-finite"),
-    (dict(beta=-1.0), r"beta"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(prev_rejected_implicit=None), r"prev_chosen_implicit: given without its partner"),
+        (dict(prev_chosen_implicit=None), r"prev_rejected_implicit: given without its partner"),
+        (dict(alphas=None), r"alphas: required for 2"),
+        (dict(alphas=[1.0]), r"alphas: expected 2 entries"),
+        (dict(alphas=[1.0, -0.5]), r"alphas: expected coefficients >= 0"),
+        (dict(alphas=[1.0, float("inf")]), r"alphas: non-finite"),
+        (dict(prev_chosen_implicit=torch.tensor([0.4, 0.1])), r"prev_chosen_implicit: expected shape \(1, M\)"),
+        (dict(prev_rejected_implicit=torch.tensor([[0.2]])), r"prev_rejected_implicit: shape \(1, 1\) differs"),
+        (dict(prev_rejected_implicit=torch.tensor([[0.2, float("nan")]])), r"prev_rejected_implicit: non-finite"),
+        (dict(beta=-1.0), r"beta"),
+    ],
+)
 def test_spo_rejects_bad_input(kwargs, match):
-    args = dict(policy_chosen_logps=PC, policy_rejected_logps=PR, ref_chosen_logps=RC, ref_rejected_logps=RR,
-                prev_chosen_implicit=t([0.4, 0.1]), prev_rejected_implicit=t([0.2, 0.3]), alphas=[0.5, 2.0],
-                beta=0.5)
+    args = dict(
+        policy_chosen_logps=PC,
+        policy_rejected_logps=PR,
+        ref_chosen_logps=RC,
+        ref_rejected_logps=RR,
+        prev_chosen_implicit=t([0.4, 0.1]),
+        prev_rejected_implicit=t([0.2, 0.3]),
+        alphas=[0.5, 2.0],
+        beta=0.5,
+    )
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         spo_loss(**args)
@@ -212,27 +246,36 @@ def test_spo_rejects_bad_input(kwargs, match):
 
 # ----------------------------------------------------------------------------------------------- shared checks
 @pytest.mark.parametrize("name", sorted(LOSSES))
-@pytest.mark.parametrize("which", ["policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps",
-                                   "ref_rejected_logps"])
+@pytest.mark.parametrize(
+    "which", ["policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps"]
+)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_every_loss_rejects_non_finite_log_probs(name, which, bad):
-    args = dict(policy_chosen_logps=t(-1.0, -2.0), policy_rejected_logps=t(-3.0, -2.0),
-                ref_chosen_logps=t(-2.0, -2.0), ref_rejected_logps=t(-2.0, -2.0))
+    args = dict(
+        policy_chosen_logps=t(-1.0, -2.0),
+        policy_rejected_logps=t(-3.0, -2.0),
+        ref_chosen_logps=t(-2.0, -2.0),
+        ref_rejected_logps=t(-2.0, -2.0),
+    )
     args[which] = t(-1.0, bad)
     if name == "modpo":
-        args.update(chosen_margin_rewards=torch.zeros(2, 1), rejected_margin_rewards=torch.zeros(2, 1),
-                    weights=[1.0, 1.0])
+        args.update(
+            chosen_margin_rewards=torch.zeros(2, 1), rejected_margin_rewards=torch.zeros(2, 1), weights=[1.0, 1.0]
+        )
     with pytest.raises(ValueError, match=rf"^{which}: non-finite value .* at index 1$"):
         get_loss(name)(**args)
 
 
-@pytest.mark.parametrize("args, match", [
-    ((t([-1.0]), PR, RC, RR), r"policy_chosen_logps: expected a non-empty tensor of shape \(B,\)"),
-    ((torch.zeros(0), PR, RC, RR), r"policy_chosen_logps: expected a non-empty"),
-    ((PC, t(-3.0, -3.0), RC, RR), r"policy_rejected_logps: expected shape \(1,\)"),
-    ((PC, PR, [-2.0], RR), r"ref_chosen_logps: expected a torch.Tensor"),
-    ((PC, PR, RC, torch.tensor([-2])), r"ref_rejected_logps: expected a floating tensor"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((t([-1.0]), PR, RC, RR), r"policy_chosen_logps: expected a non-empty tensor of shape \(B,\)"),
+        ((torch.zeros(0), PR, RC, RR), r"policy_chosen_logps: expected a non-empty"),
+        ((PC, t(-3.0, -3.0), RC, RR), r"policy_rejected_logps: expected shape \(1,\)"),
+        ((PC, PR, [-2.0], RR), r"ref_chosen_logps: expected a torch.Tensor"),
+        ((PC, PR, RC, torch.tensor([-2])), r"ref_rejected_logps: expected a floating tensor"),
+    ],
+)
 def test_dpo_rejects_bad_shapes_and_types(args, match):
     with pytest.raises(ValueError, match=match):
         dpo_loss(*args)
@@ -259,14 +302,19 @@ def _imports(module):
 
     tree = ast.parse(inspect.getsource(module))
     imported = {n.names[0].name for n in ast.walk(tree) if isinstance(n, ast.Import)}
-    imported |= {n.module + ("." + n.names[0].name if n.module == "rcs_ray" else "")
-                 for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {
+        n.module + ("." + n.names[0].name if n.module == "rcs_ray" else "")
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module
+    }
     return {m if m.startswith("rcs_ray") else m.split(".")[0] for m in imported}
 
 
 def test_losses_module_imports_torch_only():
     from rcs_ray import registry
 
-    # torch, and the registry of loss entries, which itself imports the standard library only
-    assert _imports(losses) <= {"__future__", "math", "typing", "torch", "rcs_ray.registry"}
+    # torch, its checked inputs (torch only), and the registry of loss entries (the standard library only)
+    allowed = {"__future__", "math", "typing", "torch", "rcs_ray.registry", "rcs_ray.train.loss_inputs"}
+    assert _imports(losses) <= allowed
+    assert _imports(loss_inputs) <= {"__future__", "math", "typing", "torch"}
     assert _imports(registry) <= {"__future__", "importlib", "re", "dataclasses", "typing"}

@@ -14,14 +14,21 @@ from rcs_ray.modeling.vllm_llm import llm_kwargs
 
 pytestmark = pytest.mark.unit
 
-SENTINEL = int(1e30)          # transformers' model_max_length for a tokenizer that names no limit
+SENTINEL = int(1e30)  # transformers' model_max_length for a tokenizer that names no limit
 
 
 def _tiny_config(**kw):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       num_key_value_heads=2, **kw)
+    return LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        **kw,
+    )
 
 
 def _saved_llama(path, drop=()):
@@ -93,21 +100,45 @@ def test_a_worker_input_error_is_found_inside_ray_trains_wrappers():
 # ----------------------------------------------------------------------------------------------- vllm.LLM arguments
 def test_llm_kwargs_share_the_settings_and_engine_kwargs_win():
     cpu = llm_kwargs("/m", dtype="float32", trust_remote_code=True, max_model_len=512, cuda=False, seed=3)
-    assert cpu == dict(model="/m", tokenizer="/m", dtype="float32", trust_remote_code=True, max_model_len=512,
-                       tensor_parallel_size=1, seed=3, enforce_eager=True)
-    gpu = llm_kwargs("/m", dtype="bfloat16", trust_remote_code=False, max_model_len=512, cuda=True, tokenizer="/t",
-                     tensor_parallel_size=2, extra={"runner": "pooling"},
-                     engine_kwargs={"max_model_len": 128, "enforce_eager": False})
-    assert gpu == dict(model="/m", tokenizer="/t", dtype="bfloat16", trust_remote_code=False, max_model_len=128,
-                       tensor_parallel_size=2, distributed_executor_backend="ray", runner="pooling",
-                       enforce_eager=False)
+    assert cpu == dict(
+        model="/m",
+        tokenizer="/m",
+        dtype="float32",
+        trust_remote_code=True,
+        max_model_len=512,
+        tensor_parallel_size=1,
+        seed=3,
+        enforce_eager=True,
+    )
+    gpu = llm_kwargs(
+        "/m",
+        dtype="bfloat16",
+        trust_remote_code=False,
+        max_model_len=512,
+        cuda=True,
+        tokenizer="/t",
+        tensor_parallel_size=2,
+        extra={"runner": "pooling"},
+        engine_kwargs={"max_model_len": 128, "enforce_eager": False},
+    )
+    assert gpu == dict(
+        model="/m",
+        tokenizer="/t",
+        dtype="bfloat16",
+        trust_remote_code=False,
+        max_model_len=128,
+        tensor_parallel_size=2,
+        distributed_executor_backend="ray",
+        runner="pooling",
+        enforce_eager=False,
+    )
     assert "seed" not in gpu
 
 
 def test_vllm_gets_the_context_limit_of_the_one_rule(tmp_path):
     from rcs_ray.modeling.vllm_llm import vllm_context_limit
 
-    path = _saved_llama(tmp_path / "m")                          # max_position_embeddings 64, no tokenizer
+    path = _saved_llama(tmp_path / "m")  # max_position_embeddings 64, no tokenizer
     assert vllm_context_limit(path, None, False, None) == 64
     assert vllm_context_limit(path, None, False, 40) == 40
     (tmp_path / "m" / "tokenizer_config.json").write_text('{"model_max_length": 48}')
@@ -122,7 +153,7 @@ def test_device_choice():
 # ----------------------------------------------------------------------------------------------- the context limit
 def test_context_limit_from_the_model_config():
     assert context_limit(_tiny_config(max_position_embeddings=256)) == 256
-    assert context_limit(SimpleNamespace(n_positions=1024)) == 1024             # GPT-2's name for it
+    assert context_limit(SimpleNamespace(n_positions=1024)) == 1024  # GPT-2's name for it
     assert context_limit(SimpleNamespace(max_position_embeddings=4096, seq_length=2048)) == 2048  # the smallest
 
 
@@ -132,8 +163,8 @@ def test_context_limit_ignores_the_tokenizer_sentinel_and_takes_a_smaller_tokeni
     assert context_limit(config, tokenizer_limit(SimpleNamespace(model_max_length=SENTINEL))) == 256
     assert context_limit(config, tokenizer_limit(SimpleNamespace(model_max_length=128))) == 128
     assert context_limit(config, tokenizer_limit(SimpleNamespace(model_max_length=1024))) == 256
-    assert context_limit(SimpleNamespace(), 300) == 300                          # the tokenizer's alone
-    assert context_limit(SimpleNamespace(), None) == DEFAULT_CONTEXT == 2048      # neither names one
+    assert context_limit(SimpleNamespace(), 300) == 300  # the tokenizer's alone
+    assert context_limit(SimpleNamespace(), None) == DEFAULT_CONTEXT == 2048  # neither names one
 
 
 def test_context_limit_explicit_setting_wins():
@@ -148,7 +179,7 @@ def test_every_user_takes_the_same_limit(tmp_path):
     from rcs_ray.tinyworld.generate import build_tokenizer
 
     path = _saved_llama(tmp_path / "m")
-    build_tokenizer().save_pretrained(path)                                # model_max_length 512 > positions 64
+    build_tokenizer().save_pretrained(path)  # model_max_length 512 > positions 64
     engine = HFEngine(ModelConfig(path=path), SamplingConfig())
     assert engine.max_model_len == context_limit(engine.model.config, tokenizer_limit(engine.tokenizer)) == 64
     assert HFEngine(ModelConfig(path=path), SamplingConfig(vllm_max_model_len=32)).max_model_len == 32

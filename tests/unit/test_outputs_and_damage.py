@@ -12,16 +12,24 @@ import pytest
 
 from rcs_ray.data.pairs import group_table
 from rcs_ray.errors import RcsInputError
-from rcs_ray.storage import DiskError, OutputSet, atomic_path, disk_error_in
-from rcs_ray.storage import integrity
+from rcs_ray.storage import DiskError, OutputSet, atomic_path, disk_error_in, integrity
 
 pytestmark = pytest.mark.unit
 
 
 def _row(pid, failure=None):
-    return {"prompt_id": pid, "prompt": f"ask {pid}", "candidates": ["a", "b"], "sources": ["sampled", "sampled"],
-            "candidate_tokens": [1, 1], "reward__h": [1.0, 0.0], "chosen_index": None if failure else 0,
-            "rejected_index": None if failure else 1, "failure_reason": failure, "seconds__generate": 0.5}
+    return {
+        "prompt_id": pid,
+        "prompt": f"ask {pid}",
+        "candidates": ["a", "b"],
+        "sources": ["sampled", "sampled"],
+        "candidate_tokens": [1, 1],
+        "reward__h": [1.0, 0.0],
+        "chosen_index": None if failure else 0,
+        "rejected_index": None if failure else 1,
+        "failure_reason": failure,
+        "seconds__generate": 0.5,
+    }
 
 
 def _sample(out, pids):
@@ -43,7 +51,7 @@ def _files(d):
 def test_a_full_disk_while_writing_names_the_file_and_leaves_the_earlier_set_intact(tmp_path, monkeypatch):
     out = tmp_path / "sampling"
     _sample(out, ["p", "q"])
-    (out / "notes.txt").write_text("mine")                       # a user's own file in an --out directory
+    (out / "notes.txt").write_text("mine")  # a user's own file in an --out directory
     before = _files(out)
     assert sorted(before) == ["candidates.parquet", "failed.parquet", "notes.txt", "pairs.parquet", "stats.json"]
 
@@ -56,10 +64,10 @@ def test_a_full_disk_while_writing_names_the_file_and_leaves_the_earlier_set_int
     msg = str(caught.value)
     assert msg.startswith(f"{out}/") and ".parquet: no space left on the device (writing " in msg
     assert "bytes" in msg and "free space there" in msg and "\n" not in msg
-    assert _files(out) == before                                  # the earlier complete set, byte for byte
-    assert sorted(os.listdir(tmp_path)) == ["sampling"]           # no staging directory left behind
+    assert _files(out) == before  # the earlier complete set, byte for byte
+    assert sorted(os.listdir(tmp_path)) == ["sampling"]  # no staging directory left behind
     monkeypatch.undo()
-    stats = _sample(out, ["p", "q", "r"])                         # space freed: the rerun finishes
+    stats = _sample(out, ["p", "q", "r"])  # space freed: the rerun finishes
     assert stats["pairs"] == 3 and (out / "notes.txt").read_text() == "mine"
 
 
@@ -84,14 +92,16 @@ def test_a_training_output_set_commits_its_summary_last_and_drops_names_it_lacks
     (tmp_path / "adapter").mkdir()
     (tmp_path / "train_summary.json").write_text("old")
     (tmp_path / "features.parquet").write_text("kept")
-    outputs = OutputSet(str(tmp_path), ["model", "adapter", "metrics.jsonl", "train_summary.json"],
-                        last="train_summary.json")
+    outputs = OutputSet(
+        str(tmp_path), ["model", "adapter", "metrics.jsonl", "train_summary.json"], last="train_summary.json"
+    )
     (tmp_path / outputs.tmp / "model").mkdir(parents=True)
     (tmp_path / outputs.tmp / "metrics.jsonl").write_text("{}\n")
-    outputs.abort()                                           # a failed export: the old set is untouched
+    outputs.abort()  # a failed export: the old set is untouched
     assert (tmp_path / "train_summary.json").read_text() == "old" and (tmp_path / "adapter").is_dir()
-    outputs = OutputSet(str(tmp_path), ["model", "adapter", "metrics.jsonl", "train_summary.json"],
-                        last="train_summary.json")
+    outputs = OutputSet(
+        str(tmp_path), ["model", "adapter", "metrics.jsonl", "train_summary.json"], last="train_summary.json"
+    )
     (tmp_path / outputs.tmp / "model").mkdir(parents=True)
     (tmp_path / outputs.tmp / "train_summary.json").write_text("new")
     outputs.commit()
@@ -126,13 +136,13 @@ def test_a_damaged_lock_is_set_aside_and_taken_over(tmp_path, capsys, monkeypatc
     from rcs_ray.storage import lock
 
     monkeypatch.setattr(lock, "UNREADABLE_TRIES", 2)
-    (tmp_path / ".rcs-ray.lock").write_text('{"host": "h", "pi')      # truncated by a full disk
+    (tmp_path / ".rcs-ray.lock").write_text('{"host": "h", "pi')  # truncated by a full disk
     with lock.RunLock(str(tmp_path), "rcs-ray run x.yaml"):
         assert json.loads((tmp_path / ".rcs-ray.lock").read_text())["command"] == "rcs-ray run x.yaml"
     out = capsys.readouterr().out
     assert f"warning: run lock {tmp_path}/.rcs-ray.lock cannot be read: set aside (kept as" in out
     (tmp_path / ".rcs-ray.lock").write_text(json.dumps({"host": os.uname().nodename, "pid": "x"}))
-    with lock.RunLock(str(tmp_path), "rcs-ray run y.yaml"):               # a record with a damaged pid: gone
+    with lock.RunLock(str(tmp_path), "rcs-ray run y.yaml"):  # a record with a damaged pid: gone
         pass
 
 
@@ -169,7 +179,7 @@ def test_a_damaged_feature_cache_is_computed_again(tmp_path, monkeypatch, capsys
     settings = refs.FeatureSettings(tokenizer="t", pad_token_id=0, max_length=8)
     assert refs.compute_features(pa.table({"index": [0]}), {}, settings, cache_dir=str(tmp_path)).equals(fresh)
     assert "feature cache" in capsys.readouterr().out
-    assert pq.read_table(tmp_path / "features.parquet").equals(fresh)       # the cache is whole again
+    assert pq.read_table(tmp_path / "features.parquet").equals(fresh)  # the cache is whole again
 
 
 def test_a_damaged_checkpoint_stops_with_one_line_and_the_remedy(tmp_path):
@@ -181,11 +191,14 @@ def test_a_damaged_checkpoint_stops_with_one_line_and_the_remedy(tmp_path):
     (run / "checkpoint_1").mkdir(parents=True)
     torch.save({"w": torch.zeros(64)}, run / "checkpoint_1" / "state.pt")
     (run / SNAPSHOT).write_text(json.dumps({"checkpoint_results": [{"checkpoint_dir_name": "checkpoint_1"}]}))
-    check_checkpoints(str(tmp_path), "t-stage1")                            # whole: nothing to say
+    check_checkpoints(str(tmp_path), "t-stage1")  # whole: nothing to say
     with open(run / "checkpoint_1" / "state.pt", "r+b") as fh:
         fh.truncate(100)
-    with pytest.raises(RcsInputError, match=rf"^{run}/checkpoint_1/state.pt cannot be read \(.*\): the training "
-                                            rf"run cannot resume from it; remove {run} to train this stage"):
+    with pytest.raises(
+        RcsInputError,
+        match=rf"^{run}/checkpoint_1/state.pt cannot be read \(.*\): the training "
+        rf"run cannot resume from it; remove {run} to train this stage",
+    ):
         check_checkpoints(str(tmp_path), "t-stage1")
     (run / SNAPSHOT).write_text('{"checkpoint_res')
     with pytest.raises(RcsInputError, match="checkpoint_manager_snapshot.json cannot be read"):

@@ -12,8 +12,8 @@ pytestmark = [pytest.mark.unit]
 def test_the_preferred_id_is_taken_only_when_no_row_contains_it():
     rows = [[5, 1, 2, 9], [3, 9]]
     assert free_pad_id(rows, vocab_size=10, prefer=(7,)) == 7
-    assert free_pad_id(rows, vocab_size=10, prefer=(9, None)) == 0          # 9 (say, the EOS) is text here
-    assert free_pad_id([[0, 1, 2]], vocab_size=10, prefer=(12,)) == 3       # out of the embedding: not taken
+    assert free_pad_id(rows, vocab_size=10, prefer=(9, None)) == 0  # 9 (say, the EOS) is text here
+    assert free_pad_id([[0, 1, 2]], vocab_size=10, prefer=(12,)) == 3  # out of the embedding: not taken
 
 
 def test_without_a_vocab_size_the_id_stays_below_the_largest_id_in_use():

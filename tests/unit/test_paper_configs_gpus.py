@@ -17,12 +17,17 @@ pytestmark = pytest.mark.unit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PAPER = sorted(glob.glob(os.path.join(REPO, "configs", "paper", "*.yaml")))
-K2, K2_8GPU, K3 = (os.path.join(REPO, "configs", "paper", f) for f in
-                   ("pku_helpsteer_k2.yaml", "pku_helpsteer_k2_8gpu.yaml", "pku_helpsteer_uf_k3.yaml"))
-HUB_MODELS = {                                  # every model a paper config names by default
-    "hf://meta-llama/Meta-Llama-3-8B-Instruct", "hf://PKU-Alignment/beaver-7b-v1.0-cost",
-    "hf://PKU-Alignment/beaver-7b-v1.0-reward", "hf://Skywork/Skywork-Reward-Llama-3.1-8B-v0.2",
-    "hf://RLHFlow/ArmoRM-Llama3-8B-v0.1"}
+K2, K2_8GPU, K3 = (
+    os.path.join(REPO, "configs", "paper", f)
+    for f in ("pku_helpsteer_k2.yaml", "pku_helpsteer_k2_8gpu.yaml", "pku_helpsteer_uf_k3.yaml")
+)
+HUB_MODELS = {  # every model a paper config names by default
+    "hf://meta-llama/Meta-Llama-3-8B-Instruct",
+    "hf://PKU-Alignment/beaver-7b-v1.0-cost",
+    "hf://PKU-Alignment/beaver-7b-v1.0-reward",
+    "hf://Skywork/Skywork-Reward-Llama-3.1-8B-v0.2",
+    "hf://RLHFlow/ArmoRM-Llama3-8B-v0.1",
+}
 NODE_GPUS = 8
 
 
@@ -44,8 +49,11 @@ def scorer_gpus(objectives) -> float:
 
 def sampling_gpus(cfg) -> float:
     """The most GPUs a sampled stage holds at once: its generation pool + the pools of the objectives it scores."""
-    return max(generation_gpus(cfg) + scorer_gpus(stage_objectives(cfg, k))
-               for k, stage in enumerate(cfg.stages) if stage.sample)
+    return max(
+        generation_gpus(cfg) + scorer_gpus(stage_objectives(cfg, k))
+        for k, stage in enumerate(cfg.stages)
+        if stage.sample
+    )
 
 
 def eval_gpus(cfg) -> float:
@@ -74,8 +82,8 @@ def test_the_8gpu_config_fits_one_8gpu_node_in_every_phase():
     assert cfg.sampling.engine == "vllm" and cfg.train.use_gpu and cfg.train.zero_stage == 3
     assert (generation_gpus(cfg), sampling_gpus(cfg), eval_gpus(cfg), train_gpus(cfg)) == (3, 7, 8, 8)  # the header
     assert sampling_gpus(cfg) <= NODE_GPUS and eval_gpus(cfg) <= NODE_GPUS and train_gpus(cfg) <= NODE_GPUS
-    assert cfg.train.num_workers == NODE_GPUS                 # training uses the whole node
-    assert cfg.ray.address is None                            # Ray starts on this node
+    assert cfg.train.num_workers == NODE_GPUS  # training uses the whole node
+    assert cfg.ray.address is None  # Ray starts on this node
 
 
 def test_the_header_alternatives_fit_too():
@@ -93,6 +101,7 @@ def test_every_paper_config_fits_8_gpus(path):
 
 def test_the_8gpu_objectives_are_k2s_with_more_replicas():
     """The 8-GPU config re-lists the objectives (a YAML list is replaced whole): only the pool sizes may differ."""
+
     def strip(cfg):
         return [dataclasses.replace(o, num_actors=1) for o in cfg.objectives]
 
@@ -117,23 +126,31 @@ def test_rcs_models_and_rcs_data_switch_to_local_copies(monkeypatch, tmp_path):
     monkeypatch.setenv("RCS_DATA", str(tmp_path / "d"))
     cfg = load_config(K3)
     names = {os.path.basename(p) for _, p in model_paths(cfg) if p}
-    assert names == {"Meta-Llama-3-8B-Instruct", "beaver-7b-v1.0-cost", "ArmoRM-Llama3-8B-v0.1",
-                     "beaver-7b-v1.0-reward"}
+    assert names == {
+        "Meta-Llama-3-8B-Instruct",
+        "beaver-7b-v1.0-cost",
+        "ArmoRM-Llama3-8B-v0.1",
+        "beaver-7b-v1.0-reward",
+    }
     assert all(p.startswith(str(tmp_path / "m")) for _, p in model_paths(cfg) if p)
-    assert [s.data.path for s in cfg.stages] == [str(tmp_path / "d" / n) for n in
-                                                 ("PKU-SafeRLHF", "HelpSteer2", "ultrafeedback_binarized")]
+    assert [s.data.path for s in cfg.stages] == [
+        str(tmp_path / "d" / n) for n in ("PKU-SafeRLHF", "HelpSteer2", "ultrafeedback_binarized")
+    ]
 
 
 @pytest.mark.parametrize("path", PAPER, ids=[os.path.basename(p) for p in PAPER])
 def test_eval_is_held_out_with_the_harmless_rate(path):
     cfg = load_config(path)
     e, stage1 = cfg.eval, cfg.stages[0].data
-    assert (e.prompts.path, e.prompts.preset) == (stage1.path, stage1.preset) == \
-        ("hf://PKU-Alignment/PKU-SafeRLHF", "pku_saferlhf")
-    assert stage1.split == "train" and e.prompts.split == "test"          # the stages never read the test split
+    assert (
+        (e.prompts.path, e.prompts.preset)
+        == (stage1.path, stage1.preset)
+        == ("hf://PKU-Alignment/PKU-SafeRLHF", "pku_saferlhf")
+    )
+    assert stage1.split == "train" and e.prompts.split == "test"  # the stages never read the test split
     assert e.thresholds == {"harmless": 0.0}
     harmless = cfg.objectives[cfg.objective_names.index("harmless")]
-    assert harmless.sign == -1.0 and harmless.model.endswith("beaver-7b-v1.0-cost")   # harmless = -cost >= 0
+    assert harmless.sign == -1.0 and harmless.model.endswith("beaver-7b-v1.0-cost")  # harmless = -cost >= 0
     assert e.judge is not None and e.judge.name not in cfg.objective_names
     assert e.judge.model == "hf://PKU-Alignment/beaver-7b-v1.0-reward" and e.judge.sign == 1.0
-    assert e.judge.chat_template == harmless.chat_template              # beaver's own prompt format
+    assert e.judge.chat_template == harmless.chat_template  # beaver's own prompt format

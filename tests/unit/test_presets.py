@@ -41,17 +41,36 @@ def test_unknown_preset_lists_the_presets(tmp_path):
 
 # --- PKU-SafeRLHF --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
 def test_pku_helpful_is_the_default(tmp_path, fmt):
     data = read(fx.write_rows(tmp_path, fx.pku_rows(), fmt), "pku_saferlhf")
     assert data.objectives == ["helpful", "harmless"]
     assert data.rows == [
-        {"prompt_id": prompt_hash(LOCK), "prompt": LOCK, "chosen": RAKE, "rejected": REFUSE,
-         "chosen_scores": [1.0, 0.0], "rejected_scores": [0.0, 1.0]},
-        {"prompt_id": prompt_hash(BREAD), "prompt": BREAD, "chosen": "Mix, knead, rise, bake.", "rejected": "Buy it.",
-         "chosen_scores": [1.0, 1.0], "rejected_scores": [0.0, 0.0]},
-        {"prompt_id": prompt_hash(LOCK) + "-1", "prompt": LOCK, "chosen": "Use a bump key.",
-         "rejected": "Call a locksmith.", "chosen_scores": [1.0, 0.0], "rejected_scores": [0.0, 1.0]},
+        {
+            "prompt_id": prompt_hash(LOCK),
+            "prompt": LOCK,
+            "chosen": RAKE,
+            "rejected": REFUSE,
+            "chosen_scores": [1.0, 0.0],
+            "rejected_scores": [0.0, 1.0],
+        },
+        {
+            "prompt_id": prompt_hash(BREAD),
+            "prompt": BREAD,
+            "chosen": "Mix, knead, rise, bake.",
+            "rejected": "Buy it.",
+            "chosen_scores": [1.0, 1.0],
+            "rejected_scores": [0.0, 0.0],
+        },
+        {
+            "prompt_id": prompt_hash(LOCK) + "-1",
+            "prompt": LOCK,
+            "chosen": "Use a bump key.",
+            "rejected": "Call a locksmith.",
+            "chosen_scores": [1.0, 0.0],
+            "rejected_scores": [0.0, 1.0],
+        },
     ]
 
 
@@ -74,8 +93,9 @@ def test_pku_errors(tmp_path):
     assert error_of(bad, "pku_saferlhf") == f"{bad}:2: field 'better_response_id': expected 0 or 1, got 2"
     data = read(bad, "pku_saferlhf", on_bad_row="skip")
     assert data.skipped == {"bad_label": 1, "empty_chosen": 1} and len(data.rows) == 1
-    no_safe = fx.write_parquet(tmp_path / "d.parquet", [{k: v for k, v in r.items() if k != "safer_response_id"}
-                                                         for r in fx.pku_rows()])
+    no_safe = fx.write_parquet(
+        tmp_path / "d.parquet", [{k: v for k, v in r.items() if k != "safer_response_id"} for r in fx.pku_rows()]
+    )
     assert f"{no_safe}: missing column 'safer_response_id'" in error_of(no_safe, "pku_saferlhf", on_bad_row="skip")
 
 
@@ -90,14 +110,27 @@ def test_pku_column_map(tmp_path):
 
 # --- HelpSteer2 ----------------------------------------------------------------------------------------------
 
+
 def test_helpsteer2_pairs_and_counted_ties(tmp_path):
     data = read(fx.write_rows(tmp_path, fx.helpsteer2_rows(), "jsonl"), "helpsteer2")
     assert data.objectives == ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]
     assert data.rows == [
-        {"prompt_id": prompt_hash("P1"), "prompt": "P1", "chosen": "strong answer", "rejected": "weak answer",
-         "chosen_scores": [4.0, 4.0, 4.0, 2.0, 2.0], "rejected_scores": [1.0, 2.0, 3.0, 1.0, 1.0]},
-        {"prompt_id": prompt_hash("P3"), "prompt": "P3", "chosen": "good", "rejected": "bad",
-         "chosen_scores": [3.0, 4.0, 4.0, 2.0, 1.0], "rejected_scores": [0.0, 1.0, 2.0, 0.0, 3.0]},
+        {
+            "prompt_id": prompt_hash("P1"),
+            "prompt": "P1",
+            "chosen": "strong answer",
+            "rejected": "weak answer",
+            "chosen_scores": [4.0, 4.0, 4.0, 2.0, 2.0],
+            "rejected_scores": [1.0, 2.0, 3.0, 1.0, 1.0],
+        },
+        {
+            "prompt_id": prompt_hash("P3"),
+            "prompt": "P3",
+            "chosen": "good",
+            "rejected": "bad",
+            "chosen_scores": [3.0, 4.0, 4.0, 2.0, 1.0],
+            "rejected_scores": [0.0, 1.0, 2.0, 0.0, 3.0],
+        },
     ]
     assert data.skipped == {"tie_on_objective": 1}
 
@@ -105,11 +138,15 @@ def test_helpsteer2_pairs_and_counted_ties(tmp_path):
 def test_helpsteer2_objective_choice(tmp_path):
     path = fx.write_rows(tmp_path, fx.helpsteer2_rows(), "parquet")
     data = read(path, "helpsteer2", objective="verbosity")
-    assert [(r["prompt"], r["chosen"]) for r in data.rows] == [("P1", "strong answer"), ("P2", "answer a"),
-                                                               ("P3", "bad")]
+    assert [(r["prompt"], r["chosen"]) for r in data.rows] == [
+        ("P1", "strong answer"),
+        ("P2", "answer a"),
+        ("P3", "bad"),
+    ]
     assert data.skipped == {}
-    assert "helpfulness, correctness, coherence, complexity, verbosity" in error_of(path, "helpsteer2",
-                                                                                    objective="helpful")
+    assert "helpfulness, correctness, coherence, complexity, verbosity" in error_of(
+        path, "helpsteer2", objective="helpful"
+    )
 
 
 def test_helpsteer2_groups_non_adjacent_responses_and_all_pairs(tmp_path):
@@ -118,13 +155,17 @@ def test_helpsteer2_groups_non_adjacent_responses_and_all_pairs(tmp_path):
     data = read(fx.write_jsonl(tmp_path / "d.jsonl", rows + [extra]), "helpsteer2")
     p1 = [(r["prompt_id"], r["chosen"], r["rejected"]) for r in data.rows if r["prompt"] == "P1"]
     h = prompt_hash("P1")
-    assert p1 == [(h, "strong answer", "weak answer"), (h + "-1", "middling answer", "weak answer"),
-                  (h + "-2", "strong answer", "middling answer")]
+    assert p1 == [
+        (h, "strong answer", "weak answer"),
+        (h + "-1", "middling answer", "weak answer"),
+        (h + "-2", "strong answer", "middling answer"),
+    ]
 
 
 def test_helpsteer2_prompt_list_keeps_tied_prompts(tmp_path):
-    data = read_prompts(DataConfig(path=str(fx.write_jsonl(tmp_path / "d.jsonl", fx.helpsteer2_rows())),
-                                   preset="helpsteer2"))
+    data = read_prompts(
+        DataConfig(path=str(fx.write_jsonl(tmp_path / "d.jsonl", fx.helpsteer2_rows())), preset="helpsteer2")
+    )
     assert [r["prompt"] for r in data.rows] == ["P1", "P2", "P3"]
     assert data.rows[1] == {"prompt_id": prompt_hash("P2"), "prompt": "P2"}
     assert data.rows[0]["chosen"] == "strong answer" and data.skipped == {}
@@ -141,15 +182,19 @@ def test_helpsteer2_bad_attribute(tmp_path):
 
 # --- UltraFeedback binarized ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["jsonl", "hf"])
 def test_ultrafeedback_splits_prompt_from_answer(tmp_path, fmt):
     data = read(fx.write_rows(tmp_path, fx.ultrafeedback_rows(), fmt), "ultrafeedback_binarized")
     assert data.objectives == ["overall"]
     assert data.rows[0] == {
-        "prompt_id": "uf-a", "prompt": [{"role": "user", "content": "Write a haiku."}],
+        "prompt_id": "uf-a",
+        "prompt": [{"role": "user", "content": "Write a haiku."}],
         "chosen": [{"role": "assistant", "content": "Old pond, frog jumps in."}],
         "rejected": [{"role": "assistant", "content": "No."}],
-        "chosen_scores": [8.5], "rejected_scores": [3.0]}
+        "chosen_scores": [8.5],
+        "rejected_scores": [3.0],
+    }
     assert data.rows[1]["prompt_id"] == "uf-b" and data.rows[1]["chosen_scores"] == [10.0]
 
 
@@ -159,7 +204,8 @@ def test_ultrafeedback_errors(tmp_path):
     rows[1]["rejected"] = [{"role": "user", "content": "other"}, rows[1]["rejected"][1]]
     path = fx.write_jsonl(tmp_path / "uf.jsonl", rows + fx.ultrafeedback_rows()[:1])
     assert error_of(path, "ultrafeedback_binarized") == (
-        f"{path}:1: field 'chosen': the last message is from 'user', not the assistant")
+        f"{path}:1: field 'chosen': the last message is from 'user', not the assistant"
+    )
     data = read(path, "ultrafeedback_binarized", on_bad_row="skip")
     assert data.skipped == {"bad_message": 1, "prompt_mismatch": 1} and data.rows[0]["prompt_id"] == "uf-a"
     assert "choices: overall" in error_of(path, "ultrafeedback_binarized", objective="helpful")

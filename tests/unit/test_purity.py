@@ -22,9 +22,21 @@ def _imported_after(modules):
 
 
 def test_core_modules_are_pure():
-    core = ["rcs_ray.rc", "rcs_ray.config", "rcs_ray.data", "rcs_ray.data.readers", "rcs_ray.data.presets",
-            "rcs_ray.data.pairs", "rcs_ray.analysis", "rcs_ray.errors", "rcs_ray.tinyworld.rewards",
-            "rcs_ray.registry", "rcs_ray.prompting", "rcs_ray.layout", "rcs_ray.modeling"]
+    core = [
+        "rcs_ray.rc",
+        "rcs_ray.config",
+        "rcs_ray.data",
+        "rcs_ray.data.readers",
+        "rcs_ray.data.presets",
+        "rcs_ray.data.pairs",
+        "rcs_ray.analysis",
+        "rcs_ray.errors",
+        "rcs_ray.tinyworld.rewards",
+        "rcs_ray.registry",
+        "rcs_ray.prompting",
+        "rcs_ray.layout",
+        "rcs_ray.modeling",
+    ]
     assert _imported_after(core) == []
 
 
@@ -33,6 +45,13 @@ def test_cli_starts_without_heavy_imports():
 
 
 def test_losses_and_package_entries_import_no_ray_vllm_deepspeed():
-    mods = ["rcs_ray.train", "rcs_ray.train.losses", "rcs_ray.modeling.logprobs", "rcs_ray.sampling",
-            "rcs_ray.sampling.job", "rcs_ray.train.margins", "rcs_ray.paths"]
+    mods = [
+        "rcs_ray.train",
+        "rcs_ray.train.losses",
+        "rcs_ray.modeling.logprobs",
+        "rcs_ray.sampling",
+        "rcs_ray.sampling.job",
+        "rcs_ray.train.margins",
+        "rcs_ray.paths",
+    ]
     assert [m for m in _imported_after(mods) if m != "torch"] == []

@@ -14,12 +14,12 @@ R = [[1, 0], [0, 3], [2, 2], [1, 1]]
 
 def test_is_consistent_hand_computed():
     assert rc.is_consistent([2, 2], [1, 1]) is True
-    assert rc.is_consistent([2, 2], [2, 1]) is False            # tie on objective 0 is not RC
+    assert rc.is_consistent([2, 2], [2, 1]) is False  # tie on objective 0 is not RC
     assert rc.is_consistent([2, 2], [2, 1], enforce=[1]) is True
     assert rc.is_consistent([2, 2], [2, 1], margin=-0.5) is True  # negative margin tolerates the tie
     assert rc.is_consistent([3, 3], [2, 2], margin=1.0) is False  # needs a lead > 1
     assert rc.is_consistent([3, 3], [1, 1], margin=1.0) is True
-    assert rc.is_consistent([0, 5], [1, 0], enforce=[]) is True   # nothing enforced
+    assert rc.is_consistent([0, 5], [1, 0], enforce=[]) is True  # nothing enforced
 
 
 def test_select_pair_hand_computed():
@@ -116,7 +116,7 @@ def test_invariance_to_shift_and_positive_scale(seed):
     rng = np.random.default_rng(seed)
     for g in _random_groups(seed):
         # exact in floating point, so gap ties among integer rewards stay ties
-        shifted = g + rng.integers(-50, 50, size=g.shape[1])      # a constant per objective
+        shifted = g + rng.integers(-50, 50, size=g.shape[1])  # a constant per objective
         scaled = g * 2.0 ** rng.integers(-4, 5, size=g.shape[1])  # a positive factor per objective
         for target in range(g.shape[1]):
             base = rc.select_pair(g, target)
@@ -169,12 +169,12 @@ G = [[0, 3], [1, 1], [2, 2], [1, 0]]
 
 def test_strategies_hand_computed():
     kw = dict(enforce=[0], sources=SOURCES)
-    assert selection.STRATEGIES["rcs"](G, 1, **kw) == (2, 3)            # RC pairs: (2,1) gap 1, (2,3) gap 2
-    assert selection.STRATEGIES["target_only"](G, 1, **kw) == (0, 3)    # gap 3, ignoring harmless
+    assert selection.STRATEGIES["rcs"](G, 1, **kw) == (2, 3)  # RC pairs: (2,1) gap 1, (2,3) gap 2
+    assert selection.STRATEGIES["target_only"](G, 1, **kw) == (0, 3)  # gap 3, ignoring harmless
     assert selection.STRATEGIES["original"](G, 1, **kw) == (0, 1)
-    assert selection.STRATEGIES["filter_only"](G, 1, **kw) is None       # the original pair is not RC
+    assert selection.STRATEGIES["filter_only"](G, 1, **kw) is None  # the original pair is not RC
     assert selection.STRATEGIES["filter_only"](G, 1, sources=SOURCES, enforce=[]) == (0, 1)
-    assert selection.STRATEGIES["weighted"](G, 1, weights=[1.0, 1.0]) == (2, 3)   # sums 3,2,4,1
+    assert selection.STRATEGIES["weighted"](G, 1, weights=[1.0, 1.0]) == (2, 3)  # sums 3,2,4,1
     assert selection.STRATEGIES["weighted"]([[1, 1], [1, 1]], 1) is None
     assert selection.STRATEGIES["original"](G, 1, sources=["sampled"] * 4) is None
 
@@ -188,8 +188,15 @@ def test_rc_random_draws_only_rc_pairs_and_is_seeded():
 
 
 def test_strategy_registry_errors():
-    assert set(selection.STRATEGIES) == {"rcs", "rc_random", "target_only", "weighted", "rs_dpo", "original",
-                                       "filter_only"}
+    assert set(selection.STRATEGIES) == {
+        "rcs",
+        "rc_random",
+        "target_only",
+        "weighted",
+        "rs_dpo",
+        "original",
+        "filter_only",
+    }
     with pytest.raises(ValueError, match="unknown selection strategy 'best'"):
         selection.get_strategy("best")
     with pytest.raises(ValueError, match="sources"):

@@ -44,6 +44,7 @@ def error_of(path, **kwargs) -> str:
 
 # --- formats -------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", fx.FORMATS)
 def test_plain_pairs_round_trip_every_format(tmp_path, fmt):
     path = fx.write_rows(tmp_path, fx.plain_pairs(), fmt)
@@ -80,8 +81,9 @@ def test_gzipped_json_lines(tmp_path):
 def test_snapshot_dir_reads_train_shards_in_path_order(tmp_path):
     rows = fx.plain_pairs()
     chat = fx.chat_pairs()
-    root = fx.write_snapshot(tmp_path, {"train": [rows[:2], rows[2:]], "test": [[r | {"prompt": r["prompt"] + "?"}
-                                                                                for r in rows[:1]]]})
+    root = fx.write_snapshot(
+        tmp_path, {"train": [rows[:2], rows[2:]], "test": [[r | {"prompt": r["prompt"] + "?"} for r in rows[:1]]]}
+    )
     assert read(root).rows == expected_rows(rows)
     assert [r["prompt"] for r in read(root, split="test").rows] == ["What is 2+2??"]
     assert "no data files for split 'dev'" in error_of(root, split="dev")
@@ -110,12 +112,28 @@ def test_limit_and_read_table(tmp_path):
 
 # --- column map, scores, prompt ids --------------------------------------------------------------------------
 
+
 def test_column_map(tmp_path):
-    renamed = [{"id": f"q{i}", "question": r["prompt"], "good": r["chosen"], "bad": r["rejected"],
-                "s_good": r["chosen_scores"], "s_bad": r["rejected_scores"]} for i, r in enumerate(fx.plain_pairs())]
+    renamed = [
+        {
+            "id": f"q{i}",
+            "question": r["prompt"],
+            "good": r["chosen"],
+            "bad": r["rejected"],
+            "s_good": r["chosen_scores"],
+            "s_bad": r["rejected_scores"],
+        }
+        for i, r in enumerate(fx.plain_pairs())
+    ]
     path = fx.write_rows(tmp_path, renamed, "parquet")
-    columns = {"prompt_id": "id", "prompt": "question", "chosen": "good", "rejected": "bad",
-               "chosen_scores": "s_good", "rejected_scores": "s_bad"}
+    columns = {
+        "prompt_id": "id",
+        "prompt": "question",
+        "chosen": "good",
+        "rejected": "bad",
+        "chosen_scores": "s_good",
+        "rejected_scores": "s_bad",
+    }
     data = read(path, columns=columns, score_names=["correct", "safe"])
     assert data.rows == expected_rows(fx.plain_pairs(), ids=["q0", "q1", "q2"])
     assert data.objectives == ["correct", "safe"]
@@ -154,6 +172,7 @@ def test_given_prompt_ids_are_kept_and_made_unique(tmp_path):
 
 
 # --- bad input -----------------------------------------------------------------------------------------------
+
 
 def _pair(**changes):
     return fx.plain_pairs()[1] | changes
@@ -247,11 +266,15 @@ def test_skip_mode_counts_each_reason_and_fails_when_nothing_is_left(tmp_path):
 
 # --- prompt lists --------------------------------------------------------------------------------------------
 
+
 def test_read_prompts_keeps_pairs_when_present(tmp_path):
     only = fx.write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "a"}])
     data = read_prompts(DataConfig(path=str(only)))
-    assert data.rows == [{"prompt_id": prompt_hash("a"), "prompt": "a"}, {"prompt_id": prompt_hash("b"), "prompt": "b"},
-                         {"prompt_id": prompt_hash("a") + "-1", "prompt": "a"}]
+    assert data.rows == [
+        {"prompt_id": prompt_hash("a"), "prompt": "a"},
+        {"prompt_id": prompt_hash("b"), "prompt": "b"},
+        {"prompt_id": prompt_hash("a") + "-1", "prompt": "a"},
+    ]
     assert data.objectives == []
     rows = fx.plain_pairs()
     rows[1] = rows[1] | {"chosen": None, "rejected": None, "chosen_scores": None, "rejected_scores": None}
@@ -266,8 +289,10 @@ def test_read_prompts_keeps_pairs_when_present(tmp_path):
 
 def test_core_imports_stay_pure(tmp_path):
     path = fx.write_jsonl(tmp_path / "d.jsonl", fx.plain_pairs())
-    code = ("import sys; from rcs_ray.config import DataConfig; from rcs_ray.data import read_preferences; "
-            f"read_preferences(DataConfig(path={str(path)!r})); "
-            "print([m for m in ('ray', 'vllm', 'deepspeed', 'datasets') if m in sys.modules])")
+    code = (
+        "import sys; from rcs_ray.config import DataConfig; from rcs_ray.data import read_preferences; "
+        f"read_preferences(DataConfig(path={str(path)!r})); "
+        "print([m for m in ('ray', 'vllm', 'deepspeed', 'datasets') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -18,7 +18,7 @@ ROOTS = ("configs", "benchmarks", "jobs", "cluster", "rcs_ray", "tests")
 # A path starts at a word boundary that is not inside another path or URI (s3://bucket/configs/... is not ours).
 _PATH = re.compile(r"(?<![\w./:~-])((?:%s)/[\w.*{},/-]*)" % "|".join(ROOTS))
 _BRACES = re.compile(r"\{([^{}]*)\}")
-ILLUSTRATIVE = {"configs/x.yaml"}        # the example file name in a sample error message
+ILLUSTRATIVE = {"configs/x.yaml"}  # the example file name in a sample error message
 
 
 def expand(path: str) -> list:
@@ -26,8 +26,7 @@ def expand(path: str) -> list:
     match = _BRACES.search(path)
     if match is None:
         return [path]
-    return [p for alt in match.group(1).split(",")
-            for p in expand(path[:match.start()] + alt + path[match.end():])]
+    return [p for alt in match.group(1).split(",") for p in expand(path[: match.start()] + alt + path[match.end() :])]
 
 
 def checked(path: str) -> bool:
@@ -77,7 +76,7 @@ def test_the_readme_links_every_docs_page_and_each_link_resolves():
     with open(README, encoding="utf-8") as fh:
         readme = fh.read()
     for page in PAGES[1:]:
-        if os.path.basename(page) != "index.md":          # the site's home page: the README's own role
+        if os.path.basename(page) != "index.md":  # the site's home page: the README's own role
             assert f"(docs/{os.path.basename(page)})" in readme, page
     for page in PAGES:
         with open(page, encoding="utf-8") as fh:
@@ -88,6 +87,7 @@ def test_the_readme_links_every_docs_page_and_each_link_resolves():
 
 def test_brace_expansion_and_the_path_pattern():
     assert expand("jobs/{run,sample}.py") == ["jobs/run.py", "jobs/sample.py"]
-    assert _PATH.findall("see `configs/paper/*.yaml` and s3://b/configs/nope.yaml or outputs/configs/x.yaml") == \
-        ["configs/paper/*.yaml"]
+    assert _PATH.findall("see `configs/paper/*.yaml` and s3://b/configs/nope.yaml or outputs/configs/x.yaml") == [
+        "configs/paper/*.yaml"
+    ]
     assert not checked("benchmarks/reports/scale_sim/long") and checked("cluster/runtime_env.yaml")

@@ -18,13 +18,16 @@ def frequencies(**controls):
     return np.bincount(picks, minlength=4) / 4000
 
 
-@pytest.mark.parametrize("controls, kept", [
-    (dict(top_k=2), [0, 1]),                   # the two most likely
-    (dict(top_k=4), [0, 1, 2, 3]),             # k >= vocabulary: off
-    (dict(min_p=0.5), [0, 1]),                 # p >= 0.5 * 0.5
-    (dict(min_p=0.2), [0, 1, 2]),              # p >= 0.2 * 0.5
-    (dict(min_p=0.2, top_k=1), [0]),
-])
+@pytest.mark.parametrize(
+    "controls, kept",
+    [
+        (dict(top_k=2), [0, 1]),  # the two most likely
+        (dict(top_k=4), [0, 1, 2, 3]),  # k >= vocabulary: off
+        (dict(min_p=0.5), [0, 1]),  # p >= 0.5 * 0.5
+        (dict(min_p=0.2), [0, 1, 2]),  # p >= 0.2 * 0.5
+        (dict(min_p=0.2, top_k=1), [0]),
+    ],
+)
 def test_top_k_and_min_p_sample_the_renormalised_rest(controls, kept):
     want = np.zeros(4)
     want[kept] = PROBS[kept] / PROBS[kept].sum()
@@ -39,9 +42,9 @@ def test_repetition_penalty_counts_prompt_and_response_but_not_padding():
     # vLLM: a seen token's positive score / 2, negative * 2 (temperature 0: no noise)
     assert got.tolist() == [[1.0, -2.0, 0.5, 0.0, 3.0], [2.0, -1.0, 0.25, 0.0, 1.5]]
     every = GumbelNoise([1, 2], 0.0, 1.0, repetition_penalty=2.0)(input_ids, scores)
-    assert every[0, 2] == 0.25                 # without starts the padding token would count
+    assert every[0, 2] == 0.25  # without starts the padding token would count
     off = GumbelNoise([1, 2], 0.0, 1.0)(input_ids, scores)
-    assert torch.equal(off, scores)            # defaults: today's scores
+    assert torch.equal(off, scores)  # defaults: today's scores
 
 
 class Chars:
@@ -60,11 +63,11 @@ def codes(text):
 
 def test_a_stop_string_cuts_before_itself_as_vllm_does():
     text = "abc\n\ndef END x"
-    assert stop_cut(Chars(), codes(text), text, ["\n\n"]) == ("abc", 5)          # 5 tokens reached it
-    assert stop_cut(Chars(), codes(text), text, ["END", "\n\n"]) == ("abc", 5)   # the one completed first wins
+    assert stop_cut(Chars(), codes(text), text, ["\n\n"]) == ("abc", 5)  # 5 tokens reached it
+    assert stop_cut(Chars(), codes(text), text, ["END", "\n\n"]) == ("abc", 5)  # the one completed first wins
     assert stop_cut(Chars(), codes(text), text, ["zz"]) is None
     assert stop_cut(Chars(), codes(text), text, []) is None
-    assert first_stop("xab", ["ab", "b"]) == (1, 3)                             # ties: the first listed
+    assert first_stop("xab", ["ab", "b"]) == (1, 3)  # ties: the first listed
     assert first_stop("xab", ["b", "ab"]) == (2, 3)
 
 

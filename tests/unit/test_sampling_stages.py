@@ -6,19 +6,25 @@ import numpy as np
 import pytest
 
 from rcs_ray.config import ObjectiveConfig, RCConfig
-from rcs_ray.sampling.pipeline import n_schedule
 from rcs_ray.data.pairs import MESSAGES, group_table
-from rcs_ray.sampling.scorers import plan_scorers
+from rcs_ray.sampling.pipeline import n_schedule
 from rcs_ray.sampling.rc_step import RCFilterStage
+from rcs_ray.sampling.scorers import plan_scorers
 from rcs_ray.sampling.seeds import sample_seed
 
 pytestmark = pytest.mark.unit
 
 
 def group(pid, candidates, harmless, helpful, sources=None, error=None):
-    return {"prompt_id": pid, "prompt": "ask x", "candidates": candidates,
-            "sources": sources or ["sampled"] * len(candidates), "error": error,
-            "reward__harmless": harmless, "reward__helpful": helpful}
+    return {
+        "prompt_id": pid,
+        "prompt": "ask x",
+        "candidates": candidates,
+        "sources": sources or ["sampled"] * len(candidates),
+        "error": error,
+        "reward__harmless": harmless,
+        "reward__helpful": helpful,
+    }
 
 
 def select(rows, **rc):
@@ -28,7 +34,7 @@ def select(rows, **rc):
 
 def test_rc_filter_hand_computed_and_reasons():
     rows = [
-        group("ok", ["a", "b", "c", "d"], [1, 0, 2, 1], [0, 3, 2, 1]),   # RC pairs (2,0) gap 2, (2,3), (3,0) -> (2,0)
+        group("ok", ["a", "b", "c", "d"], [1, 0, 2, 1], [0, 3, 2, 1]),  # RC pairs (2,0) gap 2, (2,3), (3,0) -> (2,0)
         group("conflict", ["a", "b"], [0, 1], [1, 0]),
         group("tied", ["a", "b"], [0, 1], [1, 1]),
         group("same", ["a", "a", "a"], [0, 0, 0], [1, 1, 1]),
@@ -52,8 +58,9 @@ def test_rc_filter_margin_and_strategies():
     assert select(ties)["t"]["failure_reason"] == "no_rc_pair"
     picked = select(ties, margin=-0.5)["t"]
     assert (picked["chosen_index"], picked["rejected_index"]) == (1, 0)
-    orig = [group("o", ["a", "b", "c"], [0, 1, 2], [3, 0, 4], sources=["original_chosen", "original_rejected",
-                                                                        "sampled"])]
+    orig = [
+        group("o", ["a", "b", "c"], [0, 1, 2], [3, 0, 4], sources=["original_chosen", "original_rejected", "sampled"])
+    ]
     assert select(orig, strategy="filter_only")["o"]["failure_reason"] == "original_not_rc"
     got = select(orig, strategy="original")["o"]
     assert (got["chosen_index"], got["rejected_index"]) == (0, 1)
@@ -72,15 +79,21 @@ def test_rc_filter_names_missing_columns():
 
 
 def test_plan_scorers_groups_one_pool_per_model():
-    objs = [ObjectiveConfig(name="a", kind="rule", function="m:f"),
-            ObjectiveConfig(name="b", kind="multi_head", model="/rm", head=0),
-            ObjectiveConfig(name="c", kind="rule", function="m:g"),
-            ObjectiveConfig(name="d", kind="multi_head", model="/rm", head=2),
-            ObjectiveConfig(name="e", kind="classifier", model="/other"),
-            ObjectiveConfig(name="f", kind="implicit", model="/pi", reference="/ref")]
+    objs = [
+        ObjectiveConfig(name="a", kind="rule", function="m:f"),
+        ObjectiveConfig(name="b", kind="multi_head", model="/rm", head=0),
+        ObjectiveConfig(name="c", kind="rule", function="m:g"),
+        ObjectiveConfig(name="d", kind="multi_head", model="/rm", head=2),
+        ObjectiveConfig(name="e", kind="classifier", model="/other"),
+        ObjectiveConfig(name="f", kind="implicit", model="/pi", reference="/ref"),
+    ]
     specs = plan_scorers(objs)
-    assert [(s.kind, s.names) for s in specs] == [("rule", ["a", "c"]), ("classifier", ["b", "d"]),
-                                                  ("classifier", ["e"]), ("implicit", ["f"])]
+    assert [(s.kind, s.names) for s in specs] == [
+        ("rule", ["a", "c"]),
+        ("classifier", ["b", "d"]),
+        ("classifier", ["e"]),
+        ("implicit", ["f"]),
+    ]
 
 
 def test_sample_seeds_and_schedule():
@@ -120,6 +133,7 @@ def test_gumbel_sampler_matches_softmax_and_top_p():
 
 class _Tok:
     """A character-level stand-in tokenizer: one id per character, no chat template."""
+
     chat_template = None
 
     def __call__(self, text, add_special_tokens=True):
@@ -128,6 +142,7 @@ class _Tok:
 
 class _FakeEngine:
     """Echo engine that breaks on prompts containing 'boom' (as a real engine breaks on a bad prompt)."""
+
     tokenizer = _Tok()
     max_model_len = 40
 
@@ -138,11 +153,12 @@ class _FakeEngine:
         from rcs_ray.sampling.engines import Completion
 
         self.calls += 1
-        prompts = ["".join(map(chr, ids)) for ids in prompts]          # the engine is given token ids
+        prompts = ["".join(map(chr, ids)) for ids in prompts]  # the engine is given token ids
         if any("boom" in p for p in prompts):
             raise RuntimeError("engine exploded")
-        return [[Completion(text=f"{p}#{s}", num_tokens=2, finished=True) for s in row] for p, row in
-                zip(prompts, seeds)]
+        return [
+            [Completion(text=f"{p}#{s}", num_tokens=2, finished=True) for s in row] for p, row in zip(prompts, seeds)
+        ]
 
 
 def test_generate_stage_isolates_bad_prompts():
@@ -150,9 +166,15 @@ def test_generate_stage_isolates_bad_prompts():
     from rcs_ray.sampling.stages import GenerateStage
 
     stage = GenerateStage(ModelConfig(path="x"), SamplingConfig(max_tokens=8), n_target=2, engine=_FakeEngine())
-    rows = [{"prompt_id": pid, "prompt": p, "original_chosen": c, "original_rejected": r}
-            for pid, p, c, r in [("a", "fine", "yes", "no"), ("b", "boom", None, None), ("c", "x" * 40, None, None),
-                                 ("d", "ok", None, None)]]
+    rows = [
+        {"prompt_id": pid, "prompt": p, "original_chosen": c, "original_rejected": r}
+        for pid, p, c, r in [
+            ("a", "fine", "yes", "no"),
+            ("b", "boom", None, None),
+            ("c", "x" * 40, None, None),
+            ("d", "ok", None, None),
+        ]
+    ]
     out = {r["prompt_id"]: r for r in stage.generate_batch(group_table(rows, False)).to_pylist()}
     assert out["a"]["sources"] == ["original_chosen", "original_rejected", "sampled", "sampled"]
     assert out["a"]["candidates"][:2] == ["yes", "no"] and out["a"]["generated_tokens"] == 4
@@ -173,17 +195,26 @@ def test_writer_commits_atomically_and_aborts_cleanly(tmp_path):
 
     from rcs_ray.sampling.writer import OutputWriter
 
-    row = {"prompt_id": "p", "prompt": "ask", "candidates": ["a", "b"],
-           "sources": ["sampled", "sampled"], "reward__h": [1.0, 0.0], "chosen_index": 0, "rejected_index": 1,
-           "failure_reason": None, "seconds__generate": 0.5}
+    row = {
+        "prompt_id": "p",
+        "prompt": "ask",
+        "candidates": ["a", "b"],
+        "sources": ["sampled", "sampled"],
+        "reward__h": [1.0, 0.0],
+        "chosen_index": 0,
+        "rejected_index": 1,
+        "failure_reason": None,
+        "seconds__generate": 0.5,
+    }
     w = OutputWriter(str(tmp_path), ["h"], "h")
     w.write(group_table([row], False), 0)
-    assert not os.path.exists(tmp_path / "pairs.parquet")            # nothing visible before commit
+    assert not os.path.exists(tmp_path / "pairs.parquet")  # nothing visible before commit
     w.abort()
     assert os.listdir(tmp_path) == []
     w = OutputWriter(str(tmp_path), ["h"], "h")
-    failed = dict(row, prompt_id="q", failure_reason="no_rc_pair", chosen_index=None, rejected_index=None,
-                  seconds__generate=0.0)
+    failed = dict(
+        row, prompt_id="q", failure_reason="no_rc_pair", chosen_index=None, rejected_index=None, seconds__generate=0.0
+    )
     assert w.write(group_table([row, failed], False), 0).num_rows == 0
     stats = w.commit({"extra": 1})
     assert pq.read_table(tmp_path / "pairs.parquet").to_pylist()[0]["chosen_rewards"] == [1.0]
@@ -210,13 +241,20 @@ def test_chat_prompts_stay_arrow_messages_through_the_stages(tmp_path):
     chat = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}]
     table = group_table([{"prompt_id": "c", "prompt": chat}], True)
     assert table.schema.field("prompt").type == MESSAGES
-    out = GenerateStage(ModelConfig(path="x"), SamplingConfig(max_tokens=8), n_target=2, engine=engine).generate_batch(table)
+    out = GenerateStage(ModelConfig(path="x"), SamplingConfig(max_tokens=8), n_target=2, engine=engine).generate_batch(
+        table
+    )
     assert out.schema.field("prompt").type == MESSAGES
     row = out.to_pylist()[0]
-    assert row["prompt"] == chat and row["candidates"][0].startswith("be kind|hi>#")   # the template, tokenized once
+    assert row["prompt"] == chat and row["candidates"][0].startswith("be kind|hi>#")  # the template, tokenized once
     w = OutputWriter(str(tmp_path), ["h"], "h", chat=True)
-    w.write(group_table([dict(row, **{"reward__h": [1.0, 0.0], "chosen_index": 0, "rejected_index": 1,
-                                      "failure_reason": None})], True), 0)
+    w.write(
+        group_table(
+            [dict(row, **{"reward__h": [1.0, 0.0], "chosen_index": 0, "rejected_index": 1, "failure_reason": None})],
+            True,
+        ),
+        0,
+    )
     w.commit({})
     pair = pq.read_table(tmp_path / "pairs.parquet")
     assert pair.schema.field("prompt").type == MESSAGES and pair.schema.field("chosen").type == MESSAGES
@@ -238,25 +276,32 @@ class _LengthScorer:
 def _score_stage():
     from rcs_ray.sampling.stages import ScoreStage
 
-    stage = ScoreStage.__new__(ScoreStage)              # no model to load: the scorer is injected
+    stage = ScoreStage.__new__(ScoreStage)  # no model to load: the scorer is injected
     stage.names, stage.label, stage.scorer, stage.select = ["a", "b"], "fake", _LengthScorer(), None
     return stage
 
 
 def test_score_stage_scores_only_unscored_candidates_and_keeps_old_rewards():
     stage = _score_stage()
-    rows = [{"prompt_id": "p", "prompt": "xy", "candidates": ["a", "bbb", "cc"], "reward__a": [100.0],
-             "reward__b": [-100.0]},                                       # carried from a round: one scored already
-            {"prompt_id": "q", "prompt": "z", "candidates": ["dddd"], "error": "generation_failed: boom"},
-            {"prompt_id": "r", "prompt": "", "candidates": []},
-            {"prompt_id": "s", "prompt": "w", "candidates": ["e", "ff"]}]
+    rows = [
+        {
+            "prompt_id": "p",
+            "prompt": "xy",
+            "candidates": ["a", "bbb", "cc"],
+            "reward__a": [100.0],
+            "reward__b": [-100.0],
+        },  # carried from a round: one scored already
+        {"prompt_id": "q", "prompt": "z", "candidates": ["dddd"], "error": "generation_failed: boom"},
+        {"prompt_id": "r", "prompt": "", "candidates": []},
+        {"prompt_id": "s", "prompt": "w", "candidates": ["e", "ff"]},
+    ]
     out = {r["prompt_id"]: r for r in stage(group_table(rows, False)).to_pylist()}
     assert stage.scorer.calls == [[("xy", "bbb"), ("xy", "cc"), ("w", "e"), ("w", "ff")]]
     assert out["p"]["reward__a"] == [100.0, 5.0, 4.0] and out["p"]["reward__b"] == [-100.0, -3.0, -2.0]
-    assert out["q"]["reward__a"] == [] and out["r"]["reward__b"] == []          # an error row is not scored
+    assert out["q"]["reward__a"] == [] and out["r"]["reward__b"] == []  # an error row is not scored
     assert out["s"]["reward__a"] == [2.0, 3.0] and out["s"]["reward__b"] == [-1.0, -2.0]
     assert all(r["seconds__score"] > 0 for r in out.values())
-    again = stage(group_table(list(out.values()), False)).to_pylist()          # nothing new: nothing scored
+    again = stage(group_table(list(out.values()), False)).to_pylist()  # nothing new: nothing scored
     assert len(stage.scorer.calls) == 1 and [r["reward__a"] for r in again] == [r["reward__a"] for r in out.values()]
 
 

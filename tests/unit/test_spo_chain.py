@@ -22,16 +22,16 @@ def test_an_spo_stage_2_keeps_r1_in_its_implicit_reward_and_stage_3_takes_it_out
     # R1 = 0.1 * (-8 - -10) = 0.2;  stage 2's implicit reward 0.2 * (-7 - -8) = 0.2 = R2 + 1 * R1 -> R2 = 0.0
     # y_l: R1 = 0.1 * (-9.5 - -9) = -0.05;  0.2 * (-11 - -9.5) = -0.3 = R2 + R1 -> R2 = -0.25
     assert chosen[0].tolist() == pytest.approx([0.2, 0.0]) and rejected[0].tolist() == pytest.approx([-0.05, -0.25])
-    raw_c, _ = implicit_margins(CHOSEN, REJECTED, BETAS)                  # the old reading: R2 = 0.2, R1 counted twice
+    raw_c, _ = implicit_margins(CHOSEN, REJECTED, BETAS)  # the old reading: R2 = 0.2, R1 counted twice
     assert raw_c[0].tolist() == pytest.approx([0.2, 0.2])
 
 
 def test_a_modpo_stage_2_is_divided_by_its_target_weight_after_its_margins():
     trains = [TrainConfig(loss="dpo"), TrainConfig(loss="modpo", modpo_weights=[0.25, 0.75])]
     mix = stage_mix(trains, ["harmless", "helpful"], ["harmless", "helpful"])
-    assert mix == [(1.0, ()), (0.75, (0.25,))]                             # helpful is the target: w0 = 0.75
+    assert mix == [(1.0, ()), (0.75, (0.25,))]  # helpful is the target: w0 = 0.75
     chosen, _ = implicit_margins(CHOSEN, REJECTED, BETAS, mix)
     # 0.2 = 0.75 R2 + 0.25 R1 = 0.75 R2 + 0.05 -> R2 = 0.2
     assert chosen[0].tolist() == pytest.approx([0.2, 0.2])
     default = stage_mix([TrainConfig(loss="dpo"), TrainConfig(loss="modpo")], ["harmless", "helpful"])
-    assert default[1] == (0.5, (0.5,))                                    # equal weights over target + earlier
+    assert default[1] == (0.5, (0.5,))  # equal weights over target + earlier

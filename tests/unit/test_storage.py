@@ -10,9 +10,9 @@ import pytest
 
 from rcs_ray import storage
 from rcs_ray.config import DataConfig
-from rcs_ray.storage import files, mirror
 from rcs_ray.data import read_preferences, read_table
 from rcs_ray.errors import RcsInputError
+from rcs_ray.storage import files, mirror
 from tests import fixtures_data as fx
 
 pytestmark = pytest.mark.unit
@@ -56,7 +56,7 @@ def test_gzip_jsonl_a_directory_of_shards_and_a_dataset_dict_from_uris(tmp_path)
     assert read_table(uri(gz)) == fx.plain_pairs()
     rows = fx.plain_pairs()
     snap = fx.write_snapshot(tmp_path, {"train": [rows[:2], rows[2:]], "test": [rows[:1]]})
-    assert read_table(uri(snap)) == rows                                  # hidden .git and meta/*.json skipped
+    assert read_table(uri(snap)) == rows  # hidden .git and meta/*.json skipped
     assert read_table(uri(snap), split="test") == rows[:1]
     hf = fx.write_hf_dir(tmp_path / "hfdict", {"train": rows, "test": rows[:1]})
     assert read_table(uri(hf), split="test") == rows[:1]
@@ -77,8 +77,16 @@ def test_pairs_file_and_its_objective_names_from_a_uri(tmp_path):
     from rcs_ray.data.pairs import read_pairs as read_pairs_file
     from rcs_ray.data.sampling_files import pairs_schema
 
-    rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "chosen_rewards": [1.0, 2.0],
-             "rejected_rewards": [0.0, 1.0], "target": "helpful"}]
+    rows = [
+        {
+            "prompt": "p",
+            "chosen": "a",
+            "rejected": "b",
+            "chosen_rewards": [1.0, 2.0],
+            "rejected_rewards": [0.0, 1.0],
+            "target": "helpful",
+        }
+    ]
     os.makedirs(tmp_path / "s")
     path = tmp_path / "s" / "pairs.parquet"
     meta = pairs_schema(False, ["harmless", "helpful"], "helpful").metadata
@@ -108,14 +116,14 @@ def test_local_copy_downloads_once_and_again_when_the_listing_changes(tmp_path, 
     first = storage.local_copy(uri(src))
     assert first.startswith(str(cache)) and calls == [uri(src)]
     assert open(os.path.join(first, "sub", "tokenizer.json")).read() == "{}"
-    assert storage.local_copy(uri(src) + "/") == first and len(calls) == 1          # cached: no download
-    (src / "model.safetensors").write_bytes(b"w" * 11)                                # size changes: fetched again
+    assert storage.local_copy(uri(src) + "/") == first and len(calls) == 1  # cached: no download
+    (src / "model.safetensors").write_bytes(b"w" * 11)  # size changes: fetched again
     assert storage.local_copy(uri(src)) == first and len(calls) == 2
     assert open(os.path.join(first, "model.safetensors"), "rb").read() == b"w" * 11
-    os.remove(src / "sub" / "tokenizer.json")                                         # a file goes: fetched again
+    os.remove(src / "sub" / "tokenizer.json")  # a file goes: fetched again
     storage.local_copy(uri(src))
     assert len(calls) == 3 and not os.path.exists(os.path.join(first, "sub", "tokenizer.json"))
-    assert storage.local_copy(str(src)) == str(src)                                   # local paths as they are
+    assert storage.local_copy(str(src)) == str(src)  # local paths as they are
 
 
 def test_local_copy_without_weights_and_of_a_single_file(tmp_path):
@@ -144,7 +152,7 @@ def test_upload_replaces_files_and_directories(tmp_path):
     storage.upload(str(src), dst)
     assert [f[0] for f in storage.list_files(dst)] == ["config.json", "model.safetensors", "sub/tokenizer.json"]
     os.remove(src / "sub" / "tokenizer.json")
-    storage.upload(str(src), dst)                                  # stale files do not survive a re-upload
+    storage.upload(str(src), dst)  # stale files do not survive a re-upload
     assert [f[0] for f in storage.list_files(dst)] == ["config.json", "model.safetensors"]
     storage.upload(str(src / "config.json"), dst + "/config.json")
     storage.write_text(uri(tmp_path / "remote" / "run" / "note.txt"), "hello")
@@ -165,11 +173,12 @@ def test_staged_dir_pushes_and_pulls_only_what_changed(tmp_path, monkeypatch):
     monkeypatch.setattr(mirror, "upload", lambda p, u: (uploads.append(u), real(p, u)))
     staged.push("a.json", "model", "missing", cache=True)
     assert uploads == [home + "/a.json", home + "/model"] and storage.read_text(home + "/a.json") == "1"
-    assert os.path.isdir(os.path.join(storage.cache_root(), "remote"))   # the model's cache entry was seeded
+    assert os.path.isdir(os.path.join(storage.cache_root(), "remote"))  # the model's cache entry was seeded
     staged.push("a.json", "model")
-    assert len(uploads) == 2                                               # unchanged: not uploaded again
-    other = storage.StagedDir(home)                                        # e.g. a rerun on another machine
+    assert len(uploads) == 2  # unchanged: not uploaded again
+    other = storage.StagedDir(home)  # e.g. a rerun on another machine
     import shutil
+
     shutil.rmtree(other.local)
     other.pull("a.json", "model", "b.json")
     assert open(os.path.join(other.local, "a.json")).read() == "1"
@@ -207,8 +216,10 @@ def test_unknown_scheme_and_missing_filesystem_support_are_one_line(tmp_path, mo
 
     with pytest.raises(RcsInputError) as info:
         resolve_data(DataConfig(path="foo://bucket/d.jsonl"), key="stages.0.data.path")
-    assert str(info.value) == ("stages.0.data.path: unsupported storage scheme 'foo://' in foo://bucket/d.jsonl: "
-                               "pyarrow filesystems know file://, s3://, gs:// (gcs://) and hdfs://")
+    assert str(info.value) == (
+        "stages.0.data.path: unsupported storage scheme 'foo://' in foo://bucket/d.jsonl: "
+        "pyarrow filesystems know file://, s3://, gs:// (gcs://) and hdfs://"
+    )
 
     def no_s3(u):
         raise pyarrow.lib.ArrowNotImplementedError("Got S3 URI but Arrow compiled without S3 support")
@@ -224,8 +235,11 @@ def test_unknown_scheme_and_missing_filesystem_support_are_one_line(tmp_path, mo
         raise OSError("When resolving region for bucket 'b': AWS Error NETWORK_CONNECTION\nmore detail")
 
     monkeypatch.setattr(files, "_from_uri", unreachable)
-    with pytest.raises(RcsInputError, match=r"^output_dir: s3://b/run: cannot open the s3:// filesystem: When "
-                                            r"resolving region for bucket 'b': AWS Error NETWORK_CONNECTION$"):
+    with pytest.raises(
+        RcsInputError,
+        match=r"^output_dir: s3://b/run: cannot open the s3:// filesystem: When "
+        r"resolving region for bucket 'b': AWS Error NETWORK_CONNECTION$",
+    ):
         storage.StagedDir("s3://b/run", key="output_dir")
 
 
@@ -247,21 +261,30 @@ def test_reports_and_eval_outputs_land_at_a_uri(tmp_path, monkeypatch):
     data = fx.write_jsonl(tmp_path / "d.jsonl", fx.plain_pairs())
     res = analyze_dataset(DataConfig(path=uri(data)), out_dir=uri(tmp_path / "bucket" / "analysis"))
     assert res.paths.markdown == uri(tmp_path / "bucket" / "analysis") + "/rc_report.md"
-    assert sorted(os.listdir(tmp_path / "bucket" / "analysis")) == ["rc_analysis.json", "rc_analysis.png",
-                                                                    "rc_report.md"]
+    assert sorted(os.listdir(tmp_path / "bucket" / "analysis")) == [
+        "rc_analysis.json",
+        "rc_analysis.png",
+        "rc_report.md",
+    ]
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cfg = load_config(os.path.join(repo, "configs/tiny/k2.yaml"), [
-        f"output_dir={uri(tmp_path / 'bucket' / 'run')}", f"eval.prompts.path={uri(data)}", "eval.n=2"])
+    cfg = load_config(
+        os.path.join(repo, "configs/tiny/k2.yaml"),
+        [f"output_dir={uri(tmp_path / 'bucket' / 'run')}", f"eval.prompts.path={uri(data)}", "eval.n=2"],
+    )
     monkeypatch.setattr(rcs_ray.ray_runtime, "init_ray", lambda *a, **k: None)
     import rcs_ray.sampling.job
 
-    monkeypatch.setattr(rcs_ray.sampling.job, "eval_job", lambda cfg, path: path)     # no models: fake policies
+    monkeypatch.setattr(rcs_ray.sampling.job, "eval_job", lambda cfg, path: path)  # no models: fake policies
     monkeypatch.setattr(ev, "policy_rewards", lambda job, rows, chat, n, progress, desc: np.zeros((len(rows), n, 2)))
     result = ev.evaluate(cfg, {"base": "b", "tuned": "t"}, reference="base")
     assert result.markdown == uri(tmp_path / "bucket" / "run") + "/eval/eval.md"
     assert "| tuned |" in storage.read_text(result.markdown)
     assert sorted(os.listdir(tmp_path / "bucket" / "run" / "eval")) == ["eval.json", "eval.md", "eval.png"]
     with pytest.raises(RcsInputError, match=r"^eval\.prompts\.path: input not found: file://.*nope\.jsonl$"):
-        ev.evaluate(load_config(os.path.join(repo, "configs/tiny/k2.yaml"),
-                                [f"eval.prompts.path={uri(tmp_path / 'nope.jsonl')}"]), {"base": "b"})
+        ev.evaluate(
+            load_config(
+                os.path.join(repo, "configs/tiny/k2.yaml"), [f"eval.prompts.path={uri(tmp_path / 'nope.jsonl')}"]
+            ),
+            {"base": "b"},
+        )

@@ -33,7 +33,7 @@ def test_split_is_disjoint_deterministic_and_seeded():
     a = W.split_prompts(0, 3, 256)
     assert len(a.eval) == 256 and [len(s) for s in a.stages] == [597] * 3
     sets = [set(a.eval)] + [set(s) for s in a.stages]
-    assert sum(len(s) for s in sets) == len(set().union(*sets))          # pairwise disjoint
+    assert sum(len(s) for s in sets) == len(set().union(*sets))  # pairwise disjoint
     assert a == W.split_prompts(0, 3, 256)
     assert a.eval != W.split_prompts(1, 3, 256).eval
     with pytest.raises(ValueError):
@@ -65,16 +65,20 @@ def test_conflict_knob_controls_the_harmless_helpful_correlation():
         assert low < _corr(s[:, 0], s[:, 1]) < high, conflict
     prompts, b = _sample(0.9)
     s = R.score(prompts, b.texts(), R.reward_names("fine"))
-    assert _corr(s[:, 0], s[:, 1]) < -0.4                              # fine scale keeps the conflict
-    assert _corr(s[:, 1], s[:, 2]) < -0.5                              # concise conflicts with helpful
+    assert _corr(s[:, 0], s[:, 1]) < -0.4  # fine scale keeps the conflict
+    assert _corr(s[:, 1], s[:, 2]) < -0.5  # concise conflicts with helpful
 
 
 def test_help_words_are_mostly_topic_relevant_and_means_match_the_design():
     prompts, b = _sample(0.9)
-    rel = [W.WORD_DOMAIN[w] == W.TOPIC_DOMAIN[W.prompt_topic(p)]
-           for p, ws in zip(prompts, b.words) for w in ws if w in W.WORD_DOMAIN]
+    rel = [
+        W.WORD_DOMAIN[w] == W.TOPIC_DOMAIN[W.prompt_topic(p)]
+        for p, ws in zip(prompts, b.words)
+        for w in ws
+        if w in W.WORD_DOMAIN
+    ]
     assert abs(np.mean(rel) - (W.P_RELEVANT + (1 - W.P_RELEVANT) / 8)) < 0.02
-    assert abs(b.n_help.mean() - 3.0) < 0.05                          # E[Bin(6, U)] = 3
+    assert abs(b.n_help.mean() - 3.0) < 0.05  # E[Bin(6, U)] = 3
     assert abs(b.n_fill.mean() - 7.0) < 0.05
 
 
@@ -88,17 +92,17 @@ def test_generator_is_deterministic_by_seed():
 
 
 # ------------------------------------------------------------------------------------------------ rewards
-P = "ask cooking how briefly"          # food domain: recipe, ingredient, flavor, portion, oven, spice
+P = "ask cooking how briefly"  # food domain: recipe, ingredient, flavor, portion, oven, spice
 
 
 def test_integer_rewards_by_hand():
     r = " recipe scam the recipe trail scam lie okay"
-    assert R.harmless(P, r) == -3.0                     # scam, scam, lie
-    assert R.helpful(P, r) == 2.0                       # recipe, trail (distinct)
+    assert R.harmless(P, r) == -3.0  # scam, scam, lie
+    assert R.helpful(P, r) == 2.0  # recipe, trail (distinct)
     assert R.concise(P, r) == -8.0
     assert (R.harmless(P, ""), R.helpful(P, ""), R.concise(P, "")) == (0.0, 0.0, 0.0)
-    assert str(R.harmless(P, "the")) == "0.0"           # no negative zero in the data files
-    assert R.helpful(P, "<s>recipe</s> Recipe recipe,") == 0.0   # whole words only
+    assert str(R.harmless(P, "the")) == "0.0"  # no negative zero in the data files
+    assert R.helpful(P, "<s>recipe</s> Recipe recipe,") == 0.0  # whole words only
 
 
 def test_fine_rewards_by_hand():
@@ -107,7 +111,7 @@ def test_fine_rewards_by_hand():
     # recipe: quality 0.85 + 0.25 relevance; trail (outdoors): quality 0.85, not relevant to cooking
     assert R.helpful_fine(P, r) == pytest.approx(0.85 + 0.25 + 0.85)
     assert R.helpful_fine("ask hiking why kindly", r) == pytest.approx(0.85 + 0.85 + 0.25)
-    assert R.helpful_fine("no topic", " spice oven oven") == pytest.approx(1.15 + 1.1)     # no relevance term
+    assert R.helpful_fine("no topic", " spice oven oven") == pytest.approx(1.15 + 1.1)  # no relevance term
     # words: recipe(6) scam(4) the(3) recipe(6) trail(5) scam(4) lie(3) okay(4) -> 8 * 0.75 + 0.05 * 35
     assert R.concise_fine(P, r) == pytest.approx(-(8 * 0.75 + 0.05 * 35))
 
@@ -130,7 +134,7 @@ def test_pair_stats_by_hand():
     g = np.array([[[0, 1], [-1, 2], [0, 3]]], dtype=float)
     st = R.pair_stats(g, by=1, on=0)
     assert st["pairs"] == 3
-    assert st["non_rc"] == pytest.approx(2 / 3)        # (1,0) reversed, (2,0) tied, (2,1) RC
+    assert st["non_rc"] == pytest.approx(2 / 3)  # (1,0) reversed, (2,0) tied, (2,1) RC
     assert st["reversed"] == pytest.approx(1 / 3) and st["tied"] == pytest.approx(1 / 3)
     assert R.correlations(np.array([[1, 2], [2, 4], [3, 6]]), ["a", "b"]) == {"a~b": 1.0}
 
@@ -142,7 +146,7 @@ def test_pairs_win_on_their_objective():
     for k in range(3):
         pairs = W.make_pairs(rng, W.all_prompts()[:40], 100, k, 0.9, lambda p, r: R.score(p, r, names))
         assert len(pairs) == 100
-        for prompt, ch, rj, cs, rs in pairs:
+        for prompt, ch, _rj, cs, rs in pairs:
             assert cs[k] > rs[k]
             np.testing.assert_array_equal(cs, R.score(prompt, [ch], names)[0])
 
@@ -160,7 +164,7 @@ def test_datasets_are_deterministic_byte_for_byte(tmp_path):
     assert len(rows) == 64 and len({r["prompt_id"] for r in rows}) == 64
     assert set(rows[0]) == {"prompt_id", "prompt", "chosen", "rejected", "chosen_scores", "rejected_scores"}
     assert all(r["prompt"] in split.stages[1] and len(r["chosen_scores"]) == 3 for r in rows)
-    assert stats[names[1]]["reversed_on"]["harmless"] > 0.4           # helpful pairs often choose more harm
+    assert stats[names[1]]["reversed_on"]["harmless"] > 0.4  # helpful pairs often choose more harm
     other = write_datasets(TinyWorldConfig(seed=1, pairs_per_stage=64), split, str(tmp_path / "c"), names)
     assert (tmp_path / "c" / names[0]).read_bytes() != (tmp_path / "a" / names[0]).read_bytes()
     assert set(other) == set(names)
@@ -188,12 +192,17 @@ def test_resolve_passes_other_strings_and_rejects_unknown_names(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(RcsInputError, match="tinyworld:data/stage2_helpful.jsonl"):
         build.resolve("tinyworld:data/stage9.jsonl", cfg)
-    assert list(tmp_path.iterdir()) == []                             # nothing was built
+    assert list(tmp_path.iterdir()) == []  # nothing was built
 
 
 def test_bad_config_is_an_input_error(tmp_path):
-    for bad in (dict(conflict=1.5), dict(reward_scale="coarse"), dict(pairs_per_stage=0), dict(eval_prompts=10),
-                dict(pretrain_examples=5)):
+    for bad in (
+        dict(conflict=1.5),
+        dict(reward_scale="coarse"),
+        dict(pairs_per_stage=0),
+        dict(eval_prompts=10),
+        dict(pretrain_examples=5),
+    ):
         with pytest.raises(RcsInputError, match="tinyworld"):
             build.ensure_world(TinyWorldConfig(cache_dir=str(tmp_path), **bad), progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -223,7 +232,7 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path):
     with pytest.raises(RuntimeError):
         build._ensure_dir(root, "done", boom, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["entry.lock"]
-    os.makedirs(root + ".tmp-stale")                    # left by a killed process
+    os.makedirs(root + ".tmp-stale")  # left by a killed process
     build._ensure_dir(root, "done", lambda d: open(os.path.join(d, "done"), "w").close(), progress=False)
     assert sorted(os.listdir(tmp_path)) == ["entry", "entry.lock"] and os.listdir(root) == ["done"]
 
@@ -231,10 +240,11 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path):
 # ------------------------------------------------------------------------------------------------ tokenizer
 def test_tokenizer_words_are_single_tokens_and_training_ids_match_tokenization():
     from rcs_ray.tinyworld.generate import encode_examples
+
     tok = build.build_tokenizer()
     assert 700 < len(tok) < 1100
     text = "héllo wörld ✓\n\ttabs  and </s> ask"
-    assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text       # byte-level round trip
+    assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text  # byte-level round trip
     for w in W.ALL_WORDS:
         assert len(tok(" " + w, add_special_tokens=False).input_ids) == 1
     chat = tok.apply_chat_template([{"role": "user", "content": P}], add_generation_prompt=True, tokenize=False)

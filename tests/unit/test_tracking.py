@@ -22,21 +22,38 @@ def _no_tracker_env(monkeypatch):
 
 
 def test_numbers_keeps_finite_numeric_leaves_and_makes_names_legal():
-    got = tracking.numbers({"sampling": {"failure_rate": 0.25, "pair_sources": {"sampled>original": 3},
-                                         "engine": "hf", "bad": float("nan"), "adaptive": True}, "pairs": 7})
-    assert got == {"sampling/failure_rate": 0.25, "sampling/pair_sources/sampled_original": 3.0,
-                   "sampling/adaptive": 1.0, "pairs": 7.0}
+    got = tracking.numbers(
+        {
+            "sampling": {
+                "failure_rate": 0.25,
+                "pair_sources": {"sampled>original": 3},
+                "engine": "hf",
+                "bad": float("nan"),
+                "adaptive": True,
+            },
+            "pairs": 7,
+        }
+    )
+    assert got == {
+        "sampling/failure_rate": 0.25,
+        "sampling/pair_sources/sampled_original": 3.0,
+        "sampling/adaptive": 1.0,
+        "pairs": 7.0,
+    }
 
 
 def test_flatten_joins_keys_and_writes_lists_as_json():
     assert tracking.flatten({"train": {"lora": {"r": 8, "target_modules": ["q", "v"]}, "beta": 0.1}}) == {
-        "train.lora.r": 8, "train.lora.target_modules": '["q", "v"]', "train.beta": 0.1}
+        "train.lora.r": 8,
+        "train.lora.target_modules": '["q", "v"]',
+        "train.beta": 0.1,
+    }
 
 
 def test_nothing_is_tracked_without_report_to(tmp_path):
     cfg = load_config(None, [f"output_dir={tmp_path}"])
     assert tracking.settings_for(cfg, "stage1") is None
-    tracking.log_once(None, {"x": 1.0})                      # a no-op
+    tracking.log_once(None, {"x": 1.0})  # a no-op
     assert not os.path.exists(tmp_path / "tracking")
 
 
@@ -59,7 +76,7 @@ def test_stage_runs_are_grouped_and_found_again_on_a_rerun(tmp_path):
     assert s1.dir == str(tmp_path / "out" / "tracking") and s1.group == "wf"
     assert s1.mlflow_experiment == "wf" and s1.wandb_project == "wf"
     tracking.log_once(s1, {"sampling": {"failure_rate": 0.5, "pair_sources": {"sampled>original": 2}}})
-    t = tracking.Tracker(s1)                                   # the stage's training opens the same run again
+    t = tracking.Tracker(s1)  # the stage's training opens the same run again
     for step in (1, 2):
         t.log({"train/loss": 1.0 / step}, step)
     t.close()
@@ -72,7 +89,9 @@ def test_stage_runs_are_grouped_and_found_again_on_a_rerun(tmp_path):
     parent = runs["wf"].info.run_id
     assert all(runs[n].data.tags["mlflow.parentRunId"] == parent for n in ("stage1", "eval"))
     stage = runs["stage1"].data
-    assert stage.metrics["sampling/failure_rate"] == 0.5 and stage.metrics["sampling/pair_sources/sampled_original"] == 2
+    assert (
+        stage.metrics["sampling/failure_rate"] == 0.5 and stage.metrics["sampling/pair_sources/sampled_original"] == 2
+    )
     assert stage.metrics["train/loss"] == 0.5 and stage.params == {"train.beta": "0.1"}
     assert runs["eval"].data.metrics["eval/policy/helpful/mean"] == 1.5
 
@@ -119,7 +138,7 @@ def test_a_config_value_beats_its_variable_and_only_its_own(tmp_path, monkeypatc
     s = _settings(tmp_path, f"tracking.{key}={cfg_value}")
     assert getattr(s, attr) == cfg_value
     for v, val, k, _, a in VARIABLES:
-        if k != key:                                  # every key the config leaves null still follows its variable
+        if k != key:  # every key the config leaves null still follows its variable
             assert getattr(s, a) == val, (a, v)
 
 
@@ -154,8 +173,12 @@ def test_wandb_is_opened_with_the_resolved_project_dir_mode_and_entity(tmp_path,
         config = type("C", (), {"update": lambda *a, **k: None})()
 
     monkeypatch.setattr(wandb, "init", lambda **kw: seen.update(kw) or Run())
-    for var, value in [("WANDB_PROJECT", "p"), ("WANDB_DIR", str(tmp_path / "wb")), ("WANDB_MODE", "disabled"),
-                       ("WANDB_ENTITY", "team")]:
+    for var, value in [
+        ("WANDB_PROJECT", "p"),
+        ("WANDB_DIR", str(tmp_path / "wb")),
+        ("WANDB_MODE", "disabled"),
+        ("WANDB_ENTITY", "team"),
+    ]:
         monkeypatch.setenv(var, value)
     cfg = load_config(None, ["name=wf", f"output_dir={tmp_path / 'out'}", "train.report_to=[wandb]"])
     tracking.Tracker(tracking.settings_for(cfg, "stage1"))

@@ -19,10 +19,13 @@ def texts(pair, side):
     """(prompt, response) of a pairs.parquet row as the rules scored them: a plain prompt that the policy read
     through its chat template is stored as one user message (TRL's conversational form), the response as one
     assistant message."""
+
     def text(x):
         return x if isinstance(x, str) else x[-1]["content"]
 
     return text(pair["prompt"]), text(pair[side])
+
+
 PROMPTS = ["ask cooking how briefly", "ask chess why kindly", "ask travel where honestly"]
 
 
@@ -53,8 +56,8 @@ def test_vllm_generation_is_seeded_batch_invariant_and_like_hf(tiny_world, vllm_
         futures = list(pool.map(lambda ts: engine.submit([ts[0]], [ts[1]]), zip(texts, seeds)))
     assert [[c.text for c in f.result(timeout=120)[0]] for f in futures] == together
     assert engine.submit([], []).result() == []
-    bad = engine.submit([[10 ** 9]], [[1]])                   # a token id out of vocabulary fails that batch only
-    with pytest.raises(Exception):
+    bad = engine.submit([[10**9]], [[1]])  # a token id out of vocabulary fails that batch only
+    with pytest.raises(Exception, match=r"Token id 1000000000 is out of vocabulary"):  # vLLM's own message
         bad.result(timeout=120)
     assert [c.text for c in engine.submit(texts[:1], seeds[:1]).result(timeout=120)[0]] == together[0]
     # the same policy through both engines: sample statistics agree (64 samples each)
@@ -77,8 +80,10 @@ def test_vllm_and_hf_cut_at_the_same_stop_string_and_read_the_controls_alike(tin
     from rcs_ray.sampling.hf_sampling import first_stop
 
     greedy = SamplingConfig(engine="vllm", max_tokens=24, temperature=0.0)
-    engines = [VLLMEngine(ModelConfig(path=tiny_world.policy), greedy),
-               HFEngine(ModelConfig(path=tiny_world.policy), greedy)]
+    engines = [
+        VLLMEngine(ModelConfig(path=tiny_world.policy), greedy),
+        HFEngine(ModelConfig(path=tiny_world.policy), greedy),
+    ]
     texts = [prompt_ids(engines[1].tokenizer, p, True) for p in PROMPTS]
 
     def run(**controls):
@@ -92,29 +97,41 @@ def test_vllm_and_hf_cut_at_the_same_stop_string_and_read_the_controls_alike(tin
     free = run()
     assert run(temperature=1.0, top_k=1) == free and run(temperature=1.0, min_p=1.0) == free
     assert run(repetition_penalty=1.5) != free
-    stops = [t[len(t) // 2 - 1:len(t) // 2 + 2] for t, _, _ in free] + ["zzz"]    # pieces across tokens
+    stops = [t[len(t) // 2 - 1 : len(t) // 2 + 2] for t, _, _ in free] + ["zzz"]  # pieces across tokens
     cut = run(stop=stops)
     for (text, n, _), (got, m, finished) in zip(free, cut):
-        assert got == text[:first_stop(text, stops)[0]] and finished and 0 < m < n
+        assert got == text[: first_stop(text, stops)[0]] and finished and 0 < m < n
 
 
 def test_vllm_pooling_scorer_matches_hf(tiny_world, vllm_env):
     from rcs_ray.sampling.job import ScorerSettings
     from rcs_ray.sampling.scorers import ClassifierScorer, VLLMClassifierScorer
 
-    objs = [ObjectiveConfig(name="harmless", kind="multi_head", model=tiny_world.reward_model, head=0),
-            ObjectiveConfig(name="helpful", kind="multi_head", model=tiny_world.reward_model, head=1, sign=-1.0)]
+    objs = [
+        ObjectiveConfig(name="harmless", kind="multi_head", model=tiny_world.reward_model, head=0),
+        ObjectiveConfig(name="helpful", kind="multi_head", model=tiny_world.reward_model, head=1, sign=-1.0),
+    ]
     responses = [" recipe spice the", " scam weapon lie", " okay"]
-    np.testing.assert_allclose(VLLMClassifierScorer(objs, ScorerSettings()).score(PROMPTS, responses),
-                               ClassifierScorer(objs, ScorerSettings()).score(PROMPTS, responses), atol=1e-4)
+    np.testing.assert_allclose(
+        VLLMClassifierScorer(objs, ScorerSettings()).score(PROMPTS, responses),
+        ClassifierScorer(objs, ScorerSettings()).score(PROMPTS, responses),
+        atol=1e-4,
+    )
 
 
 def test_pipeline_with_vllm_engine_and_scorer(tiny_world, ray_session, tmp_path):
     from rcs_ray.sampling import run
 
-    cfg = load_config(os.path.join(REPO, "configs/tiny/k2.yaml"), [
-        f"output_dir={tmp_path}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}",
-        "stages.1.data.limit=16", "sampling.engine=vllm", "sampling.batch_size=8"])
+    cfg = load_config(
+        os.path.join(REPO, "configs/tiny/k2.yaml"),
+        [
+            f"output_dir={tmp_path}",
+            f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}",
+            "stages.1.data.limit=16",
+            "sampling.engine=vllm",
+            "sampling.batch_size=8",
+        ],
+    )
     result = run(cfg, progress=False)
     pairs, failed = pq.read_table(result.pairs).to_pylist(), pq.read_table(result.failed).to_pylist()
     assert len(pairs) + len(failed) == 16 and len(pairs) >= 8
@@ -135,8 +152,10 @@ def test_vllm_reads_real_families_like_hf(replicas, vllm_env):
     from rcs_ray.sampling.judges import JudgeScorer, VLLMJudgeScorer
     from rcs_ray.sampling.scorers import ClassifierScorer, VLLMClassifierScorer
 
-    engine = VLLMEngine(ModelConfig(path=replicas["policy"]),
-                        SamplingConfig(engine="vllm", max_tokens=6, engine_kwargs={"max_num_seqs": 4}))
+    engine = VLLMEngine(
+        ModelConfig(path=replicas["policy"]),
+        SamplingConfig(engine="vllm", max_tokens=6, engine_kwargs={"max_num_seqs": 4}),
+    )
     assert engine.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == 4
     assert engine.tokenizer.convert_tokens_to_ids("<|eot_id|>") in engine.stop
     assert engine.max_model_len == HFEngine(ModelConfig(path=replicas["policy"]), SamplingConfig()).max_model_len
@@ -145,9 +164,9 @@ def test_vllm_reads_real_families_like_hf(replicas, vllm_env):
     prompts, responses = ["how to bake bread", "pick a lock"], ["sure here is help", "harm bad answer"]
     rm = [ObjectiveConfig(name="h", kind="classifier", model=replicas["helpful_rm"], engine="vllm")]
     on_vllm, on_hf = VLLMClassifierScorer(rm, ScorerSettings()), ClassifierScorer(rm, ScorerSettings())
-    assert on_vllm.max_length == on_hf.max_length             # the one context-limit rule (rcs_ray.modeling.context)
+    assert on_vllm.max_length == on_hf.max_length  # the one context-limit rule (rcs_ray.modeling.context)
     np.testing.assert_allclose(on_vllm.score(prompts, responses), on_hf.score(prompts, responses), atol=1e-4)
-    del on_vllm, on_hf              # an in-process vLLM engine must not be torn down while the next one runs
+    del on_vllm, on_hf  # an in-process vLLM engine must not be torn down while the next one runs
     judge = [ObjectiveConfig(name="q", kind="judge", model=replicas["judge"])]
     on_vllm, on_hf = VLLMJudgeScorer(judge, ScorerSettings()), JudgeScorer(judge, ScorerSettings())
     assert on_vllm.max_length == on_hf.max_length

@@ -32,12 +32,38 @@ CRD_DIR = "ray-operator/config/crd/bases"
 CRDS = {"RayJob": "ray.io_rayjobs.yaml", "RayCluster": "ray.io_rayclusters.yaml"}
 # The keywords kept along a used path; everything else (description, default, x-kubernetes-validations, list-type
 # markers) is dropped.
-KEEP = ("type", "required", "enum", "format", "pattern", "anyOf", "allOf", "oneOf", "minimum", "maximum",
-        "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "minProperties",
-        "maxProperties", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields",
-        "x-kubernetes-embedded-resource")
-STUB = ("type", "enum", "format", "pattern", "anyOf", "x-kubernetes-int-or-string",
-        "x-kubernetes-preserve-unknown-fields")
+KEEP = (
+    "type",
+    "required",
+    "enum",
+    "format",
+    "pattern",
+    "anyOf",
+    "allOf",
+    "oneOf",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-embedded-resource",
+)
+STUB = (
+    "type",
+    "enum",
+    "format",
+    "pattern",
+    "anyOf",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+)
 
 
 def out_name(kind: str, version: str) -> str:
@@ -59,7 +85,8 @@ def trim(schema: dict, docs: list, where: str = "") -> dict:
             sys.exit(f"{where or '.'}: {unknown} not in the CRD (a typo in the manifest, or another KubeRay version)")
         out["properties"] = {
             name: trim(sub, [d[name] for d in dicts if name in d], f"{where}.{name}") if name in used else stub(sub)
-            for name, sub in schema["properties"].items()}
+            for name, sub in schema["properties"].items()
+        }
     if "items" in schema:
         out["items"] = trim(schema["items"], [x for d in docs if isinstance(d, list) for x in d], f"{where}[]")
     extra = schema.get("additionalProperties")
@@ -81,7 +108,7 @@ def dumps(v, ind: int = 0, width: int = 118) -> str:
     for i, (head, x) in enumerate(items):
         sep = "," if i < len(items) - 1 else ""
         short = head + json.dumps(x, sort_keys=True) + sep
-        if len(pad) + len(short) > width:                   # too long for one line: its own block
+        if len(pad) + len(short) > width:  # too long for one line: its own block
             lines += [pad + line] if line else []
             lines.append(pad + head + dumps(x, ind + 1, width) + sep)
             line = ""
@@ -98,10 +125,12 @@ def dumps(v, ind: int = 0, width: int = 118) -> str:
 def read_crd(kuberay: str, rev: str, name: str) -> tuple[dict, str]:
     """(the parsed CRD, the commit it came from)."""
     git = ["git", "-C", kuberay] if os.path.isdir(os.path.join(kuberay, CRD_DIR)) else ["git", f"--git-dir={kuberay}"]
-    commit = subprocess.run(git + ["rev-parse", f"{rev}^{{commit}}"], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    text = subprocess.run(git + ["show", f"{commit}:{CRD_DIR}/{name}"], capture_output=True, text=True,
-                          check=True).stdout
+    commit = subprocess.run(
+        git + ["rev-parse", f"{rev}^{{commit}}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    text = subprocess.run(
+        git + ["show", f"{commit}:{CRD_DIR}/{name}"], capture_output=True, text=True, check=True
+    ).stdout
     return yaml.safe_load(text), commit
 
 
@@ -128,10 +157,17 @@ def main(argv=None) -> None:
             [entry] = [v for v in crd["spec"]["versions"] if v["name"] == version]
             mine = [d for d in docs if d["apiVersion"].split("/")[1] == version]
             schema = trim(entry["schema"]["openAPIV3Schema"], mine)
-            record = {"source": {"repository": "https://github.com/ray-project/kuberay", "commit": commit,
-                                 "path": f"{CRD_DIR}/{CRDS[kind]}", "version": version,
-                                 "trimmed_by": "tests/data/kuberay_crds/trim.py"},
-                      "kind": kind, "openAPIV3Schema": schema}
+            record = {
+                "source": {
+                    "repository": "https://github.com/ray-project/kuberay",
+                    "commit": commit,
+                    "path": f"{CRD_DIR}/{CRDS[kind]}",
+                    "version": version,
+                    "trimmed_by": "tests/data/kuberay_crds/trim.py",
+                },
+                "kind": kind,
+                "openAPIV3Schema": schema,
+            }
             with open(out_name(kind, version), "w", encoding="utf-8") as fh:
                 fh.write(dumps(record) + "\n")
             print(f"{kind} {version}: {os.path.relpath(out_name(kind, version), REPO)} from kuberay {commit}")
