@@ -123,30 +123,31 @@ class ObjectiveConfig:
         c.at_least(f"{key}.head", self.head, 0)
         c.at_least(f"{key}.batch_size", self.batch_size, 1)
         c.at_least(f"{key}.num_actors", self.num_actors, 1)
-        derived = ("model", "reference") if self.kind == "implicit" and self.from_stage is not None else ()
+        self._check_requires(c, key, source)
+        if self.beta is not None and not self.beta > 0:
+            c.fail(f"{key}.beta", f"must be > 0, got {self.beta}")
+        if self.from_stage is not None and not source.from_stage:
+            c.fail(f"{key}.from_stage", f"only {_from_stage_kinds()} objective takes its models from a stage")
+        c.choice(f"{key}.output", self.output, OUTPUTS)
+        check_config = source.hook("check_config")
+        if check_config is not None:
+            check_config(self, c, key)
+        if source.loads_model:
+            self._check_loading(c, key)
+
+    def _check_requires(self, c: Checker, key: str, source) -> None:
+        """The fields the source requires are set, except those ``from_stage`` fills (which must then be unset)."""
+        derived = source.from_stage if self.from_stage is not None else ()
         for name in derived:
             if getattr(self, name):
                 c.fail(f"{key}.{name}", f"from_stage {self.from_stage} takes the model from the workflow's own "
                                         f"policies: set one or the other")
         for name in source.requires:
             if name not in derived and not getattr(self, name):
-                c.fail(f"{key}.{name}", f"a {self.kind} objective needs {_WHAT[name]}")
-        if self.kind == "rule" and not registry.DOTTED.fullmatch(self.function):
-            c.fail(f"{key}.function", f"a rule objective needs 'package.module:function', got {self.function!r}")
-        if self.beta is not None and not self.beta > 0:
-            c.fail(f"{key}.beta", f"must be > 0, got {self.beta}")
-        if self.from_stage is not None and self.kind != "implicit":
-            c.fail(f"{key}.from_stage", "only an implicit objective takes its models from a stage")
-        c.choice(f"{key}.output", self.output, OUTPUTS)
-        if source.loads_model:
-            self._check_loading(c, key)
+                c.fail(f"{key}.{name}", f"a {self.kind} objective needs {_WHAT.get(name, name)}")
 
     def _check_loading(self, c: Checker, key: str) -> None:
-        """What a model-based source loads with: the output it reads, dtype, chat template, length, judge."""
-        if self.engine == "vllm" and self.kind in ("classifier", "multi_head") and self.output not in ("auto",
-                                                                                                      "logits"):
-            c.fail(f"{key}.output", f"{self.output!r}: vLLM's pooling runner reads classifier logits only; use "
-                                    f"engine hf")
+        """What a model-based source loads with: dtype, chat template, length."""
         c.choice(f"{key}.dtype", self.dtype, DTYPES)
         if self.chat_template not in CHAT_TEMPLATES and not ("{{" in self.chat_template
                                                              or "{%" in self.chat_template):
@@ -154,8 +155,30 @@ class ObjectiveConfig:
                                            f"Jinja template")
         if self.max_length is not None:
             c.at_least(f"{key}.max_length", self.max_length, 2)
-        if self.kind == "judge":
-            self.judge.check(c, f"{key}.judge")
+
+
+def _from_stage_kinds() -> str:
+    """``an implicit`` (the kinds whose entry takes ``from_stage``, for messages)."""
+    kinds = [k for k, s in registry.REWARD_SOURCES.items() if s.from_stage]
+    return ("an " if kinds and kinds[0][0] in "aeiou" else "a ") + " or ".join(kinds)
+
+
+# ----------------------------------------------------------------------- the built-in sources' checks (check_config)
+def check_rule(obj: ObjectiveConfig, c: Checker, key: str) -> None:
+    """A rule names its function as ``package.module:function``."""
+    if not registry.DOTTED.fullmatch(obj.function):
+        c.fail(f"{key}.function", f"a rule objective needs 'package.module:function', got {obj.function!r}")
+
+
+def check_classifier(obj: ObjectiveConfig, c: Checker, key: str) -> None:
+    """On vLLM a reward model is read through the pooling runner, which gives classifier logits only."""
+    if obj.engine == "vllm" and obj.output not in ("auto", "logits"):
+        c.fail(f"{key}.output", f"{obj.output!r}: vLLM's pooling runner reads classifier logits only; use engine hf")
+
+
+def check_judge(obj: ObjectiveConfig, c: Checker, key: str) -> None:
+    """The judge's prompt and how its answer becomes a score (:meth:`JudgeConfig.check`)."""
+    obj.judge.check(c, f"{key}.judge")
 
 
 # What objectives that share a model (one forward pass serves them) must load alike.
@@ -174,7 +197,7 @@ def check_shared_models(c: Checker, objectives: List[ObjectiveConfig]) -> None:
         source = registry.REWARD_SOURCES.get(obj.kind)
         if source is None or not source.loads_model:
             continue
-        group = (source.family, *(getattr(obj, f) for f in source.shared_by))
+        group = source.group(obj)
         if group not in first:
             first[group] = (i, obj)
             continue

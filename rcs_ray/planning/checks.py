@@ -47,9 +47,7 @@ def check_models(cfg: RunConfig, found: Found) -> None:
     """The policy (and tokenizer), every objective's models and the eval judge."""
     from rcs_ray import storage
     from rcs_ray.modeling.checkpoints import check_causal_lm
-    from rcs_ray.modeling.reward_models import check_reward_model
     from rcs_ray.sampling.job import check_prompt_rule
-    from rcs_ray.sampling.scorers import load_function
 
     def local(path):
         return path is not None and not storage.is_uri(path)
@@ -68,20 +66,37 @@ def check_models(cfg: RunConfig, found: Found) -> None:
     if cfg.eval.judge is not None:
         objectives.append(("eval.judge", cfg.eval.judge))
     for key, obj in objectives:
-        if obj.kind == "rule":
-            found.attempt(_rule, load_function, obj.function, f"{key}.function")
-        elif obj.kind in ("classifier", "multi_head"):
-            path = _model(found, obj.model, f"{key}.model", cfg)
-            if local(path):
-                found.attempt(check_reward_model, path, obj.output, [obj.head], obj.kind, obj.trust_remote_code,
-                              f"{key}.model")
-        elif obj.from_stage is None:                # implicit / judge; from_stage: the workflow's own policies
-            for what in ("model", "reference") if obj.kind == "implicit" else ("model",):
-                path = _model(found, getattr(obj, what), f"{key}.{what}", cfg)
-                if local(path):
-                    found.attempt(check_causal_lm, path, f"{key}.{what}", obj.trust_remote_code)
+        _check_objective(cfg, found, key, obj, local)
         if obj.tokenizer:
             _model(found, obj.tokenizer, f"{key}.tokenizer", cfg)
+
+
+def _check_objective(cfg: RunConfig, found: Found, key: str, obj, local: Callable) -> None:
+    """One objective by its reward source's entry: the source's ``check_plan``, then each model it loads resolved and
+    checked by its ``check_model`` (the ``from_stage`` ones come from the workflow's own policies: not checked)."""
+    from rcs_ray import registry
+
+    source = registry.REWARD_SOURCES[obj.kind]
+    check_plan, check_model = source.hook("check_plan"), source.hook("check_model")
+    if check_plan is not None:
+        found.attempt(check_plan, obj, key)
+    for name in source.models:
+        if obj.from_stage is not None and name in source.from_stage:
+            continue
+        path = _model(found, getattr(obj, name), f"{key}.{name}", cfg)
+        if local(path) and check_model is not None:
+            found.attempt(check_model, obj, path, f"{key}.{name}")
+
+
+def check_rule_function(obj, key: str) -> None:
+    """A rule's ``function`` imports and is callable (the rule source's ``check_plan``).
+
+    Raises:
+        RcsInputError: naming ``<key>.function``.
+    """
+    from rcs_ray.sampling.scorers import load_function
+
+    _rule(load_function, obj.function, f"{key}.function")
 
 
 def _rule(load, function: Optional[str], key: str):

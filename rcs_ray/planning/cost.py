@@ -81,7 +81,7 @@ def stage_costs(cfg: RunConfig, prompts: Dict[str, int], prompt_tokens: Dict[str
             gen_h = gen / (rates["gen"] * 3600) * g_engine
             p_len = prompt_tokens.get(f"stages.{k}.data", 0.0)
             for spec in plan_scorers(stage_objectives(cfg, k)):
-                if spec.kind == "rule":
+                if not spec.source.loads_model:
                     continue
                 tokens = p_count * (s.n + 2) * (p_len + length)
                 scored += tokens

@@ -63,8 +63,7 @@ def _scorers(objectives) -> List[Pool]:
     pools = []
     for spec in plan_scorers(objectives):
         first = spec.objectives[0]
-        cpus = 0.25 if spec.kind == "rule" else first.num_cpus
-        gpus = 0.0 if spec.kind == "rule" else first.num_gpus
+        cpus, gpus = spec.source.actor_resources(first)
         pools.append(Pool(f"scorer {spec.label}", first.num_actors, gpus, cpus, dict(first.resources)))
     return pools
 

@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
+from rcs_ray import registry
 from rcs_ray.config import (ModelConfig, ObjectiveConfig, RCConfig, RunConfig, SamplingConfig, TinyWorldConfig,
                             stage_objectives, stage_train)
 from rcs_ray.paths import resolve_model_dir
@@ -83,11 +84,13 @@ class SamplingJob:
 
 
 def _from_stage(obj: ObjectiveConfig, cfg: RunConfig, chain) -> ObjectiveConfig:
-    """An implicit objective's models from the workflow's policy chain: pi_j (after stage j) and pi_{j-1}, scaled by
-    stage j's own beta unless the objective sets one."""
+    """An objective's models from the workflow's policy chain: its source's ``from_stage`` fields (an implicit
+    reward's ``model`` and ``reference``) get pi_j (after stage j) and pi_{j-1}, scaled by stage j's own beta unless
+    the objective sets one."""
     j = obj.from_stage
     beta = obj.beta if obj.beta is not None else stage_train(cfg, j - 1).beta
-    return dataclasses.replace(obj, model=chain[j], reference=chain[j - 1], beta=beta)
+    fields = registry.REWARD_SOURCES[obj.kind].from_stage
+    return dataclasses.replace(obj, **dict(zip(fields, (chain[j], chain[j - 1]))), beta=beta)
 
 
 def policy_chain(cfg: RunConfig, upto: int) -> list:
@@ -108,22 +111,22 @@ def policy_chain(cfg: RunConfig, upto: int) -> list:
 
 
 def _resolve_objective(obj: ObjectiveConfig, key: str, tinyworld: TinyWorldConfig) -> ObjectiveConfig:
-    if obj.kind == "implicit" and obj.beta is None:
-        obj = dataclasses.replace(obj, beta=0.1)
-    if obj.kind != "rule":
-        obj = dataclasses.replace(obj, model=resolve_model_dir(obj.model, f"{key}.model", tinyworld))
-    if obj.kind == "implicit":
-        obj = dataclasses.replace(obj, reference=resolve_model_dir(obj.reference, f"{key}.reference", tinyworld))
+    """``obj`` with its source's ``defaults`` filled in and the paths of its ``models`` and tokenizer resolved."""
+    source = registry.REWARD_SOURCES[obj.kind]
+    unset = {name: value for name, value in source.defaults.items() if getattr(obj, name) is None}
+    obj = dataclasses.replace(obj, **unset)
+    for name in source.models:
+        obj = dataclasses.replace(obj, **{name: resolve_model_dir(getattr(obj, name), f"{key}.{name}", tinyworld)})
     if obj.tokenizer:
         obj = dataclasses.replace(obj, tokenizer=resolve_model_dir(obj.tokenizer, f"{key}.tokenizer", tinyworld))
     return obj
 
 
 def scorer_settings(obj: ObjectiveConfig, policy: ModelConfig, train_max_length: int) -> ScorerSettings:
-    """The settings of ``obj``'s scorer; an implicit reward reads up to ``train_max_length`` tokens by default, as
-    training does."""
-    max_length = obj.max_length if obj.max_length is not None else (train_max_length if obj.kind == "implicit"
-                                                                    else None)
+    """The settings of ``obj``'s scorer; a source that scores the policy's text as training reads it (``policy_text``:
+    an implicit reward) reads up to ``train_max_length`` tokens by default, as training does."""
+    max_length = obj.max_length if obj.max_length is not None else (
+        train_max_length if registry.REWARD_SOURCES[obj.kind].policy_text else None)
     return ScorerSettings(dtype=obj.dtype, trust_remote_code=obj.trust_remote_code, tokenizer=obj.tokenizer,
                           max_length=max_length, chat_template=obj.chat_template,
                           policy_chat_template=policy.chat_template, policy_tokenizer=policy.tokenizer or policy.path,
@@ -179,15 +182,14 @@ def eval_job(cfg: RunConfig, policy: str) -> SamplingJob:
 
 def preflight(job: SamplingJob, keys: Dict[str, str]) -> None:
     """Check every model of ``job`` without loading weights (local directories; a URI is checked by the actor that
-    fetches it): the policy and causal-LM scorers hold every weight, each reward model has the output and heads its
-    objectives read (:func:`rcs_ray.modeling.reward_models.check_reward_model`).
+    fetches it): the policy holds every weight, and each model an objective's source loads passes the source's
+    ``check_model`` (a causal LM holds every weight; a reward model has the output and heads its objectives read).
 
     Raises:
         RcsInputError: one line naming the config key and what to set.
     """
     from rcs_ray import storage
     from rcs_ray.modeling.checkpoints import check_causal_lm
-    from rcs_ray.modeling.reward_models import check_reward_model
 
     def local(path):
         return path and not storage.is_uri(path)
@@ -195,17 +197,12 @@ def preflight(job: SamplingJob, keys: Dict[str, str]) -> None:
     if local(job.policy.path) and job.sampling.engine in ("hf", "vllm"):
         check_causal_lm(job.policy.path, "policy.path", job.policy.trust_remote_code)
         check_prompt_rule(job.policy)
-    groups: Dict[str, list] = {}
     for obj in job.objectives:
-        if obj.kind in ("classifier", "multi_head") and local(obj.model):
-            groups.setdefault(obj.model, []).append(obj)
-        elif obj.kind in ("implicit", "judge"):
-            for path, what in ((obj.model, "model"), (obj.reference, "reference")):
-                if local(path):
-                    check_causal_lm(path, f"{keys[obj.name]}.{what}", obj.trust_remote_code)
-    for path, objs in groups.items():
-        for o in objs:
-            check_reward_model(path, o.output, [o.head], o.kind, o.trust_remote_code, f"{keys[o.name]}.model")
+        source = registry.REWARD_SOURCES[obj.kind]
+        check_model = source.hook("check_model")
+        for name in source.models if check_model is not None else ():
+            if local(getattr(obj, name)):
+                check_model(obj, getattr(obj, name), f"{keys[obj.name]}.{name}")
 
 
 def check_prompt_rule(policy: ModelConfig) -> None:

@@ -67,7 +67,7 @@ class _JudgeBase:
     def __init__(self, objectives: Sequence[ObjectiveConfig], settings, tokenizer):
         first = objectives[0]
         self.objectives, self.judge, self.tokenizer = objectives, first.judge, tokenizer
-        self.use_chat_template = chat_rule(tokenizer, settings, "judge")
+        self.use_chat_template = chat_rule(tokenizer, settings)
         self.labels = [self._encode(label_text(s)) for s in first.judge.scores]
 
     def prompt_budget(self, context: int) -> int:

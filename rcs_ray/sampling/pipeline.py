@@ -123,7 +123,7 @@ def score_samples(job: SamplingJob, table, n_target: int, include_original: bool
                                                                    select=last),
                             batch_size=s.batch_size, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=first.num_actors),
-                            **scorer_remote_args(first, spec.kind))
+                            **scorer_remote_args(first, spec.source))
     if select is not None and not specs:
         ds = ds.map_batches(rc_filter_batch, fn_kwargs=select, batch_size=s.batch_size, batch_format="pyarrow",
                             num_cpus=0.25)

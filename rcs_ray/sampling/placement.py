@@ -10,7 +10,8 @@
   ``ray.data.llm``. The groups are created by Ray Data when it starts an actor (``ray_remote_args_fn``, on the
   driver) and removed by :func:`release_placement_groups` once the dataset has been consumed, so the GPUs are free
   for the trainer that follows.
-- Scorer actors: ``objectives[i].num_gpus`` / ``num_cpus`` / ``resources`` of the first objective a scorer serves.
+- Scorer actors: ``objectives[i].num_gpus`` / ``num_cpus`` / ``resources`` of the first objective a scorer serves
+  (a source that loads no model: its entry's ``cpus`` and no GPU).
 
 Logical resources work the same way: ``ray start --num-gpus 2 --resources '{"gen": 1}'`` on a CPU machine places
 the actors exactly as on a GPU cluster (the engines fall back to CPU), which is how the local cluster test checks it.
@@ -24,6 +25,7 @@ import uuid
 from typing import Dict, List
 
 from rcs_ray.config import ObjectiveConfig, SamplingConfig
+from rcs_ray.registry import RewardSourceSpec
 
 _LOCK = threading.Lock()
 _GROUPS: list = []                     # placement groups created in this (driver) process, not yet removed
@@ -67,11 +69,11 @@ def generation_remote_args(sampling: SamplingConfig) -> dict:
     return _ray_resources(sampling.num_cpus, sampling.num_gpus, sampling.resources)
 
 
-def scorer_remote_args(objective: ObjectiveConfig, kind: str) -> dict:
-    """``map_batches`` keyword arguments that place a scorer's actors (rule scorers: a quarter CPU, no GPU)."""
-    if kind == "rule":
-        return _ray_resources(0.25, 0, objective.resources)
-    return _ray_resources(objective.num_cpus, objective.num_gpus, objective.resources)
+def scorer_remote_args(objective: ObjectiveConfig, source: RewardSourceSpec) -> dict:
+    """``map_batches`` keyword arguments that place a scorer's actors: ``objective``'s resources, and the CPUs and
+    GPUs its reward source's entry gives (:meth:`~rcs_ray.registry.RewardSourceSpec.actor_resources`: a source that
+    loads no model, such as a rule, takes a quarter CPU and no GPU)."""
+    return _ray_resources(*source.actor_resources(objective), objective.resources)
 
 
 def release_placement_groups() -> List[str]:

@@ -10,15 +10,16 @@
 
 Which scorer serves a kind of objective, what it requires and which objectives share one scorer is declared by the
 kind's entry in :data:`rcs_ray.registry.REWARD_SOURCES`; :func:`plan_scorers` groups the objectives by those
-entries (one actor pool per scorer, each model loaded once) and :func:`make_scorer` builds one. Every scorer is
-built as ``Scorer(objectives, settings)`` with the objectives' own settings (:class:`rcs_ray.sampling.job.ScorerSettings`).
+entries (one actor pool per scorer, each model loaded once) and :func:`make_scorer` builds one from the entry its
+:class:`ScorerSpec` carries. Every scorer is built as ``Scorer(objectives, settings)`` with the objectives' own
+settings (:class:`rcs_ray.sampling.job.ScorerSettings`).
 What a model reads is :mod:`rcs_ray.prompting`'s rule under the objective's ``chat_template`` (:func:`chat_rule`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -32,10 +33,13 @@ from rcs_ray.prompting import conversation_ids
 
 @dataclass
 class ScorerSpec:
-    """One scorer (one actor pool): its kind, the objectives it serves, and the engine it runs on."""
+    """One scorer (one actor pool): its family, the objectives it serves, the engine it runs on, and the registry
+    entry of its reward source, which travels with it to the scorer actors (they never look the registry up, so an
+    entry registered at runtime in the driver serves as well as a built-in one)."""
     kind: str                                      # the reward-source family: rule | classifier | implicit | judge
     objectives: list[ObjectiveConfig] = field(default_factory=list)
     engine: str = "hf"
+    source: Optional[registry.RewardSourceSpec] = None      # None: the first objective's entry, looked up
 
     @property
     def names(self) -> list[str]:
@@ -53,8 +57,9 @@ def plan_scorers(objectives: Sequence[ObjectiveConfig]) -> list[ScorerSpec]:
     specs: dict[tuple, ScorerSpec] = {}
     for obj in objectives:
         source = registry.REWARD_SOURCES[obj.kind]
-        key = (source.family, *(getattr(obj, f) for f in source.shared_by))
-        specs.setdefault(key, ScorerSpec(kind=source.family, engine=obj.engine if source.loads_model else "hf"))
+        key = source.group(obj)
+        specs.setdefault(key, ScorerSpec(kind=key[0], engine=obj.engine if source.loads_model else "hf",
+                                         source=source))
         specs[key].objectives.append(obj)
     return list(specs.values())
 
@@ -62,8 +67,8 @@ def plan_scorers(objectives: Sequence[ObjectiveConfig]) -> list[ScorerSpec]:
 def make_scorer(spec: ScorerSpec, settings):
     """The scorer of ``spec``: its reward source's scorer class for its engine, built with ``settings``."""
     kind = spec.objectives[0].kind
-    path = registry.REWARD_SOURCES[kind].scorer(spec.engine)
-    return registry.resolve(path, f"objective kind {kind!r}")(spec.objectives, settings)
+    source = spec.source if spec.source is not None else registry.REWARD_SOURCES[kind]
+    return registry.resolve(source.scorer(spec.engine), f"objective kind {kind!r}")(spec.objectives, settings)
 
 
 def load_function(path: str, what: str) -> Callable:
@@ -77,22 +82,22 @@ def load_function(path: str, what: str) -> Callable:
     return fn
 
 
-def chat_rule(tokenizer, settings, kind: str):
+def chat_rule(tokenizer, settings, policy_text: bool = False):
     """Apply an objective's ``chat_template`` setting to its tokenizer; returns the prompt rule it reads with
     (``use_chat_template`` of :mod:`rcs_ray.prompting`: a bool or a :class:`~rcs_ray.prompting.PromptRule`).
 
-    ``auto``: a reward model or judge reads through its own template when it has one; an implicit reward follows
-    the policy's rule (it scores the policy's own text). ``own``: its own template. ``policy``: the policy's rule
-    (implicit), or the policy tokenizer's template read with the policy's system prompt and template variables (the
-    policy's own text, as generation and training read it). ``none``: plain text. Anything else: a Jinja template to
-    use.
+    ``auto``: a reward model or judge reads through its own template when it has one; a scorer of the policy's own
+    text (``policy_text``: an implicit reward) follows the policy's rule. ``own``: its own template. ``policy``: the
+    policy's rule (``policy_text``), or the policy tokenizer's template read with the policy's system prompt and
+    template variables (the policy's own text, as generation and training read it). ``none``: plain text. Anything
+    else: a Jinja template to use.
     """
     import dataclasses
 
     rule = settings.chat_template
     if rule == "none":
         return False
-    if rule in ("auto", "policy") and kind == "implicit":
+    if rule in ("auto", "policy") and policy_text:
         return settings.policy_rule()
     if rule == "policy":
         tokenizer.chat_template = getattr(load_tokenizer(settings.policy_tokenizer), "chat_template", None)
@@ -143,7 +148,7 @@ class ClassifierScorer:
         first = objectives[0]
         self.batch_size = first.batch_size
         self.tokenizer = load_tokenizer(settings.tokenizer or first.model, settings.trust_remote_code)
-        self.use_chat_template = chat_rule(self.tokenizer, settings, first.kind)
+        self.use_chat_template = chat_rule(self.tokenizer, settings)
         config = read_config(first.model, f"objective {first.name!r}", settings.trust_remote_code)
         self.reads = [(resolve_output(config, o.output, o.kind)[0], o.head, o.sign) for o in objectives]
         self.outputs = sorted({r[0] for r in self.reads})
@@ -197,7 +202,7 @@ class VLLMClassifierScorer:
                              trust_remote_code=settings.trust_remote_code, max_length=settings.max_length,
                              extra=dict(runner="pooling", enforce_eager=True), engine_kwargs=settings.engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
-        self.use_chat_template = chat_rule(self.tokenizer, settings, first.kind)
+        self.use_chat_template = chat_rule(self.tokenizer, settings)
         self.max_length = int(self.llm.llm_engine.model_config.max_model_len)
         num_labels = int(getattr(self.llm.llm_engine.model_config.hf_config, "num_labels", 1))
         for o in objectives:
@@ -233,7 +238,7 @@ class ImplicitRewardScorer:
         self.objectives = objectives
         self.max_length = settings.max_length or 1024
         self.tokenizer = load_tokenizer(settings.tokenizer or first.model, settings.trust_remote_code)
-        self.use_chat_template = chat_rule(self.tokenizer, settings, "implicit")
+        self.use_chat_template = chat_rule(self.tokenizer, settings, policy_text=True)
         device = device_for(first.num_gpus > 0)
         models = [load_causal_lm(path, settings.dtype, settings.trust_remote_code, device, f"objective {first.name!r}")
                   for path in (first.model, first.reference)]

@@ -7,6 +7,7 @@ import pytest
 
 from rcs_ray.config import ObjectiveConfig, SamplingConfig, load_config
 from rcs_ray.errors import RcsInputError
+from rcs_ray.registry import REWARD_SOURCES
 from rcs_ray.sampling.placement import generation_remote_args, scorer_remote_args
 
 pytestmark = pytest.mark.unit
@@ -30,9 +31,11 @@ def test_tensor_parallel_engine_gets_a_placement_group_per_actor():
 
 def test_scorer_pools():
     rm = ObjectiveConfig(name="h", kind="classifier", model="m", num_gpus=0.5, num_cpus=1, resources={"rm": 1})
-    assert scorer_remote_args(rm, "classifier") == {"num_cpus": 1, "num_gpus": 0.5, "resources": {"rm": 1}}
+    assert scorer_remote_args(rm, REWARD_SOURCES["classifier"]) == {"num_cpus": 1, "num_gpus": 0.5,
+                                                                     "resources": {"rm": 1}}
     rule = ObjectiveConfig(name="h", function="m:f", num_gpus=1)
-    assert scorer_remote_args(rule, "rule") == {"num_cpus": 0.25, "num_gpus": 0}     # a rule never needs a GPU
+    # a rule never needs a GPU
+    assert scorer_remote_args(rule, REWARD_SOURCES["rule"]) == {"num_cpus": 0.25, "num_gpus": 0}
 
 
 @pytest.mark.parametrize("override,match", [
