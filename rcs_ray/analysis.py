@@ -43,8 +43,13 @@ def _none_if_nan(x: float) -> Optional[float]:
     return None if np.isnan(x) else float(x)
 
 
-def analyze_pairs(chosen_scores, rejected_scores, objectives: Sequence[str], target: Optional[str] = None,
-                  enforce: Optional[Sequence[str]] = None) -> RCAnalysis:
+def analyze_pairs(
+    chosen_scores,
+    rejected_scores,
+    objectives: Sequence[str],
+    target: Optional[str] = None,
+    enforce: Optional[Sequence[str]] = None,
+) -> RCAnalysis:
     """RC statistics of N preference pairs; see the module docstring.
 
     Args:
@@ -57,17 +62,9 @@ def analyze_pairs(chosen_scores, rejected_scores, objectives: Sequence[str], tar
     Raises:
         RcsInputError: on a shape mismatch, non-finite scores, no pairs, or an unknown objective name.
     """
-    c = np.asarray(chosen_scores, dtype=np.float64)
-    r = np.asarray(rejected_scores, dtype=np.float64)
     names = list(objectives)
     k = len(names)
-    if c.ndim != 2 or c.shape != r.shape or c.shape[1] != k:
-        raise RcsInputError(f"scores must be (N, {k}) for objectives {names}; got {c.shape} and {r.shape}")
-    if c.shape[0] == 0:
-        raise RcsInputError("no preference pairs to analyze")
-    if not (np.all(np.isfinite(c)) and np.all(np.isfinite(r))):
-        row = int(np.argwhere(~(np.isfinite(c) & np.isfinite(r)))[0, 0])
-        raise RcsInputError(f"non-finite score in pair {row + 1}")
+    c, r = _checked_scores(chosen_scores, rejected_scores, names)
 
     def index(name: str, what: str) -> int:
         if name not in names:
@@ -88,6 +85,50 @@ def analyze_pairs(chosen_scores, rejected_scores, objectives: Sequence[str], tar
         name: {"win": float(win[:, j].mean()), "tie": float(tie[:, j].mean()), "loss": float((d[:, j] < 0).mean())}
         for j, name in enumerate(names)
     }
+    rc_given, conflict = _pairwise(d)
+    not_rc_on = {}
+    if t is not None:
+        for j, name in enumerate(names):
+            if j != t:
+                not_rc_on[name] = {"strict": float(np.mean(d[:, j] <= 0)), "ties_allowed": float(np.mean(d[:, j] < 0))}
+    return RCAnalysis(
+        objectives=names,
+        num_pairs=int(len(d)),
+        target=target,
+        enforce=[names[j] for j in enforced],
+        rc_rate=rc_rate,
+        rc_rate_ties=rc_rate_ties,
+        per_objective=per_objective,
+        rc_given=[[_none_if_nan(x) for x in row] for row in rc_given],
+        conflict=conflict.tolist(),
+        not_rc_on=not_rc_on,
+    )
+
+
+def _checked_scores(chosen_scores, rejected_scores, names: list) -> tuple:
+    """The (N, K) chosen and rejected scores as float64 arrays, refused unless both are (N, K) with N > 0 and finite.
+
+    Raises:
+        RcsInputError: on a shape mismatch, no pairs, or a non-finite score (naming the 1-based pair).
+    """
+    c = np.asarray(chosen_scores, dtype=np.float64)
+    r = np.asarray(rejected_scores, dtype=np.float64)
+    k = len(names)
+    if c.ndim != 2 or c.shape != r.shape or c.shape[1] != k:
+        raise RcsInputError(f"scores must be (N, {k}) for objectives {names}; got {c.shape} and {r.shape}")
+    if c.shape[0] == 0:
+        raise RcsInputError("no preference pairs to analyze")
+    if not (np.all(np.isfinite(c)) and np.all(np.isfinite(r))):
+        row = int(np.argwhere(~(np.isfinite(c) & np.isfinite(r)))[0, 0])
+        raise RcsInputError(f"non-finite score in pair {row + 1}")
+    return c, r
+
+
+def _pairwise(d: np.ndarray) -> tuple:
+    """K×K ``rc_given`` (P(d_j > 0 | d_i > 0), NaN where no pair is preferred on i) and ``conflict`` (the share of
+    pairs with d_i · d_j < 0) of the (N, K) score differences ``d``."""
+    k = d.shape[1]
+    win = d > 0
     rc_given = np.full((k, k), np.nan)
     conflict = np.zeros((k, k))
     sign = np.sign(d)
@@ -97,26 +138,28 @@ def analyze_pairs(chosen_scores, rejected_scores, objectives: Sequence[str], tar
             if base.any():
                 rc_given[i, j] = win[base, j].mean()
             conflict[i, j] = np.mean(sign[:, i] * sign[:, j] < 0)
-    not_rc_on = {}
-    if t is not None:
-        for j, name in enumerate(names):
-            if j != t:
-                not_rc_on[name] = {"strict": float(np.mean(d[:, j] <= 0)), "ties_allowed": float(np.mean(d[:, j] < 0))}
-    return RCAnalysis(
-        objectives=names, num_pairs=int(len(d)), target=target, enforce=[names[j] for j in enforced],
-        rc_rate=rc_rate, rc_rate_ties=rc_rate_ties, per_objective=per_objective,
-        rc_given=[[_none_if_nan(x) for x in row] for row in rc_given],
-        conflict=conflict.tolist(), not_rc_on=not_rc_on,
-    )
+    return rc_given, conflict
 
 
-def analyze_rows(rows: Sequence[dict], objectives: Sequence[str], target: Optional[str] = None,
-                 enforce: Optional[Sequence[str]] = None, source: str = "data") -> RCAnalysis:
+def analyze_rows(
+    rows: Sequence[dict],
+    objectives: Sequence[str],
+    target: Optional[str] = None,
+    enforce: Optional[Sequence[str]] = None,
+    source: str = "data",
+) -> RCAnalysis:
     """:func:`analyze_pairs` over canonical preference rows (``chosen_scores`` / ``rejected_scores``)."""
     if not objectives:
-        raise RcsInputError(f"{source}: the data carries no per-objective scores (chosen_scores/rejected_scores "
-                            f"or a preset with labels); RC analysis needs them")
+        raise RcsInputError(
+            f"{source}: the data carries no per-objective scores (chosen_scores/rejected_scores "
+            f"or a preset with labels); RC analysis needs them"
+        )
     if not rows:
         raise RcsInputError(f"{source}: no preference pairs to analyze")
-    return analyze_pairs([row["chosen_scores"] for row in rows], [row["rejected_scores"] for row in rows],
-                         objectives, target=target, enforce=enforce)
+    return analyze_pairs(
+        [row["chosen_scores"] for row in rows],
+        [row["rejected_scores"] for row in rows],
+        objectives,
+        target=target,
+        enforce=enforce,
+    )

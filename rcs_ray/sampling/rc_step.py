@@ -37,8 +37,9 @@ class RCFilterStage:
         truncated: ``sampling.truncated`` (what selection may do with cut candidates).
     """
 
-    def __init__(self, objectives: Sequence[str], target: str, rc_cfg: RCConfig, seed: int = 0,
-                 truncated: str = "not_chosen"):
+    def __init__(
+        self, objectives: Sequence[str], target: str, rc_cfg: RCConfig, seed: int = 0, truncated: str = "not_chosen"
+    ):
         self.objectives = list(objectives)
         self.columns = [reward_column(n) for n in self.objectives]
         self.target = self.objectives.index(target)
@@ -46,8 +47,8 @@ class RCFilterStage:
         self.enforce = [self.objectives.index(n) for n in enforce]
         self.margin = rc_cfg.margin
         self.strategy_name = rc_cfg.strategy
-        selection.get_strategy(rc_cfg.strategy)       # an unknown name fails here, not per batch
-        selection.allowed_sides([True], truncated)    # and so does an unknown truncation rule
+        selection.get_strategy(rc_cfg.strategy)  # an unknown name fails here, not per batch
+        selection.allowed_sides([True], truncated)  # and so does an unknown truncation rule
         self.weights = rc_cfg.weights
         self.tau, self.eta = rc_cfg.rs_tau, rc_cfg.rs_eta
         self.seed = seed
@@ -62,18 +63,21 @@ class RCFilterStage:
             return "original_not_rc" if ORIGINAL_CHOSEN in sources else "no_original_pair"
         if self.strategy_name in selection.MULTI_PAIR:
             every = selection.MULTI_PAIR[self.strategy_name]
-            if selection.allowed_sides(finished, self.truncated) is not None and \
-                    every(rewards, self.target, tau=self.tau, eta=self.eta):
+            if selection.allowed_sides(finished, self.truncated) is not None and every(
+                rewards, self.target, tau=self.tau, eta=self.eta
+            ):
                 return "truncated_only"
             if rc.select_pair(rewards, self.target, enforce=[self.target]) is None:
                 return "tied_on_target"
             return "below_threshold"
         if self.strategy_name in selection.MAX_GAP_RULES:
             enforce, margin = selection.MAX_GAP_RULES[self.strategy_name](self.target, self.enforce, self.margin)
-            return rc.failure_reason(rewards, self.target, enforce, margin,
-                                     selection.allowed_sides(finished, self.truncated))
-        return rc.failure_reason(rewards, self.target, self.enforce, self.margin,
-                                 selection.allowed_sides(finished, self.truncated))
+            return rc.failure_reason(
+                rewards, self.target, enforce, margin, selection.allowed_sides(finished, self.truncated)
+            )
+        return rc.failure_reason(
+            rewards, self.target, self.enforce, self.margin, selection.allowed_sides(finished, self.truncated)
+        )
 
     def _allowed(self, batch: pa.Table, rows: np.ndarray, size: int) -> np.ndarray:
         """(N, 2) may-win / may-lose of the selected groups' candidates (all true without ``candidate_finished``)."""
@@ -90,8 +94,14 @@ class RCFilterStage:
         allowed = self._allowed(batch, rows, values.shape[0])
         if self.strategy_name in selection.MULTI_PAIR:
             bounds = list(zip(offsets[:-1], offsets[1:]))
-            every = selection.select_all(self.strategy_name, [values[a:b] for a, b in bounds], self.target,
-                                         tau=self.tau, eta=self.eta, allowed=[allowed[a:b] for a, b in bounds])
+            every = selection.select_all(
+                self.strategy_name,
+                [values[a:b] for a, b in bounds],
+                self.target,
+                tau=self.tau,
+                eta=self.eta,
+                allowed=[allowed[a:b] for a, b in bounds],
+            )
             best = np.array([p[0] if p else (-1, -1) for p in every], dtype=np.int64).reshape(-1, 2)
             return best, every
         if self.strategy_name in selection.MAX_GAP_RULES:
@@ -100,10 +110,17 @@ class RCFilterStage:
         sources = batch.column("sources").take(pa.array(rows)).to_pylist()
         ids = batch.column("prompt_id").take(pa.array(rows)).to_pylist()
         bounds = list(zip(offsets[:-1], offsets[1:]))
-        picked = selection.select_batch(self.strategy_name, [values[a:b] for a, b in bounds], self.target,
-                                        enforce=self.enforce, margin=self.margin, sources=sources,
-                                        weights=self.weights, seeds=lambda i: rc_seed(self.seed, ids[i]),
-                                        allowed=[allowed[a:b] for a, b in bounds])
+        picked = selection.select_batch(
+            self.strategy_name,
+            [values[a:b] for a, b in bounds],
+            self.target,
+            enforce=self.enforce,
+            margin=self.margin,
+            sources=sources,
+            weights=self.weights,
+            seeds=lambda i: rc_seed(self.seed, ids[i]),
+            allowed=[allowed[a:b] for a, b in bounds],
+        )
         return np.array([(-1, -1) if p is None else p for p in picked], dtype=np.int64).reshape(-1, 2), None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -114,39 +131,59 @@ class RCFilterStage:
         n = batch.num_rows
         m = lengths(batch.column("candidates"))
         errors = batch.column("error").to_pylist() if "error" in batch.column_names else [None] * n
-        has_error = np.array([bool(e) for e in errors], dtype=bool)        # as the score stage: "" is no error
+        has_error = np.array([bool(e) for e in errors], dtype=bool)  # as the score stage: "" is no error
         ok = ~has_error
-        for col in self.columns:                                   # a reward list shorter than the group: missing
+        for col in self.columns:  # a reward list shorter than the group: missing
             ok &= lengths(batch.column(col)) == m
         rows = np.flatnonzero(ok)
-        sub = batch.select(self.columns) if rows.size == n else batch.select(self.columns).take(pa.array(rows))
-        values = np.stack([flat(sub.column(c)) for c in self.columns], axis=1) if rows.size else \
-            np.zeros((0, len(self.columns)))
-        offsets = np.concatenate([[0], np.cumsum(m[rows])]).astype(np.int64)
-        nonfinite = (~np.all(np.isfinite(values), axis=1)).astype(float)
-        bad = np.bincount(np.repeat(np.arange(rows.size), m[rows]), weights=nonfinite, minlength=rows.size) > 0
+        values, offsets, bad = self._rewards(batch, rows, m)
         chosen, rejected = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
-        reasons: list = [None] * n
-        every: list = [[] for _ in range(n)]                       # a multi-pair strategy's pairs, per row
+        every: list = [[] for _ in range(n)]  # a multi-pair strategy's pairs, per row
         keep = np.flatnonzero(~bad)
         if keep.size:
             lo, hi = offsets[:-1][keep], offsets[1:][keep]
             size = hi - lo
             if keep.size == rows.size:
                 at = np.arange(values.shape[0])
-            else:                                                  # the kept groups' rows of values
+            else:  # the kept groups' rows of values
                 group, within = positions(size)
                 at = lo[group] + within
             picked, pairs = self._pairs(values[at], np.concatenate([[0], np.cumsum(size)]), rows[keep], batch)
             chosen[rows[keep]], rejected[rows[keep]] = picked[:, 0], picked[:, 1]
             for i, group_pairs in zip(rows[keep], pairs or []):
                 every[i] = group_pairs
+        reasons = self._reasons(batch, errors, has_error, ok, m, rows, (values, offsets, bad), chosen)
+        return add_seconds(self._output(batch, errors, chosen, rejected, reasons, every), "rc_filter", start)
+
+    def _rewards(self, batch: pa.Table, rows: np.ndarray, m: np.ndarray):
+        """The reward rows of the groups ``rows`` (those with every reward list complete) as one (sum m, K) array,
+        the groups' offsets into it, and per group whether any of its rewards is not finite."""
+        sub = batch.select(self.columns)
+        if rows.size != batch.num_rows:
+            sub = sub.take(pa.array(rows))
+        values = (
+            np.stack([flat(sub.column(c)) for c in self.columns], axis=1)
+            if rows.size
+            else np.zeros((0, len(self.columns)))
+        )
+        offsets = np.concatenate([[0], np.cumsum(m[rows])]).astype(np.int64)
+        nonfinite = (~np.all(np.isfinite(values), axis=1)).astype(float)
+        bad = np.bincount(np.repeat(np.arange(rows.size), m[rows]), weights=nonfinite, minlength=rows.size) > 0
+        return values, offsets, bad
+
+    def _reasons(self, batch: pa.Table, errors: list, has_error: np.ndarray, ok: np.ndarray, m: np.ndarray,
+                 rows: np.ndarray, rewards: tuple, chosen: np.ndarray) -> list:
+        """Each row's failure reason (None where it has a pair): an upstream error's kind, missing rewards, a
+        non-finite reward (its objectives are written into ``errors``), or why no pair passed. ``rewards``: what
+        :meth:`_rewards` returned."""
+        values, offsets, bad = rewards
+        reasons: list = [None] * batch.num_rows
         for i in np.flatnonzero(has_error):
             reasons[i] = errors[i].split(":", 1)[0]
         for i in np.flatnonzero(~ok & ~has_error):
             reasons[i] = "missing_rewards"
-        for r in np.flatnonzero(bad):                              # record which objectives are not finite
-            i, group = rows[r], values[offsets[r]:offsets[r + 1]]
+        for r in np.flatnonzero(bad):  # record which objectives are not finite
+            i, group = rows[r], values[offsets[r] : offsets[r + 1]]
             names = sorted({self.objectives[j] for j in np.argwhere(~np.isfinite(group))[:, 1]})
             reasons[i], errors[i] = "non_finite_reward", f"non_finite_reward: objective(s) {', '.join(names)}"
         finished = batch.column("candidate_finished") if "candidate_finished" in batch.column_names else None
@@ -154,17 +191,27 @@ class RCFilterStage:
             i = rows[r]
             if chosen[i] < 0:
                 done = finished[i].as_py() if finished is not None else [True] * int(m[i])
-                reasons[i] = self._reason(batch.column("candidates")[i].as_py(), batch.column("sources")[i].as_py(),
-                                          values[offsets[r]:offsets[r + 1]], done)
+                reasons[i] = self._reason(
+                    batch.column("candidates")[i].as_py(),
+                    batch.column("sources")[i].as_py(),
+                    values[offsets[r] : offsets[r + 1]],
+                    done,
+                )
+        return reasons
+
+    def _output(self, batch: pa.Table, errors: list, chosen: np.ndarray, rejected: np.ndarray, reasons: list,
+                every: list) -> pa.Table:
+        """``batch`` with the selection's columns: ``error``, ``chosen_index`` / ``rejected_index`` (null without a
+        pair), ``failure_reason`` and, for a multi-pair strategy, every pair's indices."""
         found = chosen >= 0
         out = put(batch, "error", pa.array(errors, pa.string()))
         out = put(out, "chosen_index", pa.array(chosen, mask=~found))
         out = put(out, "rejected_index", pa.array(rejected, mask=~found))
         out = put(out, "failure_reason", pa.array(reasons, pa.string()))
-        if self.strategy_name in selection.MULTI_PAIR:           # the writer writes every pair of a row
+        if self.strategy_name in selection.MULTI_PAIR:  # the writer writes every pair of a row
             out = put(out, "chosen_indices", pa.array([[w for w, _ in p] for p in every], pa.list_(pa.int64())))
             out = put(out, "rejected_indices", pa.array([[l for _, l in p] for p in every], pa.list_(pa.int64())))
-        return add_seconds(out, "rc_filter", start)
+        return out
 
 
 def rc_filter_batch(batch: pa.Table, **select) -> pa.Table:

@@ -31,9 +31,9 @@ HF = "hf://"
 HF_SHAPE = "not a Hub repository; write hf://org/name or hf://org/name@revision"
 _ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[\w./-]+))?$")
 _SNAPSHOT = re.compile(r"(?P<kind>models|datasets)--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<rev>[0-9a-f]{40})")
-IGNORE = ["original/*", "*.pth", "*.msgpack", "*.h5", "*.onnx"]     # weights in formats transformers does not load
+IGNORE = ["original/*", "*.pth", "*.msgpack", "*.h5", "*.onnx"]  # weights in formats transformers does not load
 _LOCAL_WHAT = {"model": "directory", "dataset": "file or directory"}
-_NOT_FOUND = {"model": "model directory not found", "dataset": "data not found"}     # as rcs_ray.paths says it
+_NOT_FOUND = {"model": "model directory not found", "dataset": "data not found"}  # as rcs_ray.paths says it
 
 
 def cache_dir() -> Optional[str]:
@@ -68,7 +68,7 @@ def is_hf(path: Optional[str]) -> bool:
 
 def hf_repo(path: str) -> Optional[str]:
     """``org/name[@revision]`` of ``hf://org/name[@revision]``; None when the rest is not that shape."""
-    rest = path[len(HF):] if is_hf(path) else None
+    rest = path[len(HF) :] if is_hf(path) else None
     return rest if rest is not None and _ID.match(rest) else None
 
 
@@ -104,8 +104,9 @@ def split_id(path: str) -> Tuple[str, Optional[str]]:
     return match.group("repo"), match.group("rev")
 
 
-def snapshot(path: str, kind: str = "model", key: Optional[str] = None, shown: Optional[str] = None,
-             local: Optional[str] = None) -> str:
+def snapshot(
+    path: str, kind: str = "model", key: Optional[str] = None, shown: Optional[str] = None, local: Optional[str] = None
+) -> str:
     """The local snapshot directory of Hub ID ``path`` (``org/name[@revision]``; ``kind``: ``model`` | ``dataset``).
 
     Args:
@@ -118,46 +119,81 @@ def snapshot(path: str, kind: str = "model", key: Optional[str] = None, shown: O
             a gated repository without a token, no network.
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     repo, revision = split_id(path)
     where, shown = (f"{key}: " if key else ""), shown or path
-
-    def neither(hub_reading: str) -> RcsInputError:
-        return RcsInputError(f"{where}{path} is neither a local {_LOCAL_WHAT[kind]} (not found: {local}) nor a {kind} "
-                             f"{hub_reading}; write ./{path} or {HF}{path} to say which you mean")
-
     try:
-        return snapshot_download(repo, revision=revision, repo_type=kind, local_files_only=offline(),
-                                 cache_dir=cache_dir(), ignore_patterns=IGNORE if kind == "model" else None)
+        return snapshot_download(
+            repo,
+            revision=revision,
+            repo_type=kind,
+            local_files_only=offline(),
+            cache_dir=cache_dir(),
+            ignore_patterns=IGNORE if kind == "model" else None,
+        )
     except LocalEntryNotFoundError:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        cache = cache_dir() or HF_HUB_CACHE
-        if local is not None:
-            raise neither("in the Hugging Face cache (HF_HUB_OFFLINE=1: not downloaded)" if offline() else
-                          "in the Hugging Face cache or on the Hub (could not be downloaded: no network?)") from None
-        if offline():
-            raise RcsInputError(f"{where}Hub {kind} {shown!r} is not in the HF cache ({cache}) and HF_HUB_OFFLINE=1: "
-                                f"download it first (hf download {'--repo-type dataset ' if kind == 'dataset' else ''}"
-                                f"{repo}) or unset HF_HUB_OFFLINE") from None
-        raise RcsInputError(f"{where}Hub {kind} {shown!r} could not be downloaded (no network?) and is not in the HF "
-                            f"cache ({cache})") from None
+        raise _not_downloaded(path, kind, where, shown, local) from None
     except GatedRepoError:
-        raise RcsInputError(f"{where}Hub {kind} {shown!r} is gated: accept its terms on the Hub and set HF_TOKEN") \
-            from None
+        raise RcsInputError(
+            f"{where}Hub {kind} {shown!r} is gated: accept its terms on the Hub and set HF_TOKEN"
+        ) from None
     except RevisionNotFoundError:
         raise RcsInputError(f"{where}Hub {kind} {shown!r}: revision {revision!r} not found") from None
     except RepositoryNotFoundError:
         if local is not None:
-            raise neither("on the Hugging Face Hub (no such repository; a private one needs HF_TOKEN)") from None
-        raise RcsInputError(f"{where}Hub {kind} {shown!r}: no such repository on the Hub (or it is private: set "
-                            f"HF_TOKEN)") from None
+            raise _neither(
+                path, kind, where, local, "on the Hugging Face Hub (no such repository; a private one needs HF_TOKEN)"
+            ) from None
+        raise RcsInputError(
+            f"{where}Hub {kind} {shown!r}: no such repository on the Hub (or it is private: set HF_TOKEN)"
+        ) from None
     except HFValidationError as exc:
         if local is not None:
             raise RcsInputError(f"{where}{_NOT_FOUND[kind]}: {local}") from None
         raise RcsInputError(f"{where}{shown}: not a valid Hub repository ID ({str(exc).splitlines()[0]})") from None
+
+
+def _neither(path: str, kind: str, where: str, local: str, hub_reading: str) -> RcsInputError:
+    """A bare ID that names neither a local path (``local``) nor a Hub repository (``hub_reading``: where it was
+    looked for): one line naming both readings and how to choose."""
+    return RcsInputError(
+        f"{where}{path} is neither a local {_LOCAL_WHAT[kind]} (not found: {local}) nor a {kind} "
+        f"{hub_reading}; write ./{path} or {HF}{path} to say which you mean"
+    )
+
+
+def _not_downloaded(path: str, kind: str, where: str, shown: str, local: Optional[str]) -> RcsInputError:
+    """The error for a snapshot neither in the HF cache nor downloadable: offline, or no network."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    repo, _ = split_id(path)
+    cache = cache_dir() or HF_HUB_CACHE
+    if local is not None:
+        return _neither(
+            path,
+            kind,
+            where,
+            local,
+            "in the Hugging Face cache (HF_HUB_OFFLINE=1: not downloaded)"
+            if offline()
+            else "in the Hugging Face cache or on the Hub (could not be downloaded: no network?)",
+        )
+    if offline():
+        return RcsInputError(
+            f"{where}Hub {kind} {shown!r} is not in the HF cache ({cache}) and HF_HUB_OFFLINE=1: "
+            f"download it first (hf download {'--repo-type dataset ' if kind == 'dataset' else ''}"
+            f"{repo}) or unset HF_HUB_OFFLINE"
+        )
+    return RcsInputError(
+        f"{where}Hub {kind} {shown!r} could not be downloaded (no network?) and is not in the HF cache ({cache})"
+    )
 
 
 def snapshot_of(path: str) -> Optional[Tuple[str, str, str]]:
@@ -171,8 +207,11 @@ def snapshot_of(path: str) -> Optional[Tuple[str, str, str]]:
 def is_snapshot_root(path: Optional[str], kind: str) -> bool:
     """``path`` is a snapshot directory itself (``.../<kind>s--org--name/snapshots/<commit>``), of ``kind``."""
     found = snapshot_of(path) if path else None
-    return found is not None and found[1] == kind and \
-        path.replace(os.sep, "/").rstrip("/").endswith(f"/snapshots/{found[2]}")
+    return (
+        found is not None
+        and found[1] == kind
+        and path.replace(os.sep, "/").rstrip("/").endswith(f"/snapshots/{found[2]}")
+    )
 
 
 def ensure_local(path: str) -> str:

@@ -91,18 +91,14 @@ def pretrain_policy(
     """Pretrain the policy on ``cfg.pretrain_examples`` generated prompt+response examples (loss on the response
     and its EOS only) and save it with the tokenizer to ``out_dir``."""
     import torch
-    from transformers import GenerationConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
     chosen = [prompts[i] for i in rng.integers(0, len(prompts), size=cfg.pretrain_examples)]
     batch = W.sample_words(rng, [W.prompt_topic(p) for p in chosen], cfg.conflict)
     seqs, plen = encode_examples(tok, rng, chosen, batch.words)
     ids = torch.from_numpy(padded(seqs, tok.pad_token_id))
-    # target[t] = the token at t + 1 when it is part of the response (or its EOS), else -100
-    target = torch.full_like(ids, -100)
-    target[:, :-1] = ids[:, 1:]
-    target[torch.arange(ids.shape[1])[None, :] < torch.from_numpy(plen - 1)[:, None]] = -100
-    target[target == tok.pad_token_id] = -100
+    target = _response_targets(ids, plen, tok.pad_token_id)
     lengths = torch.tensor([len(s) for s in seqs])
     torch.manual_seed(cfg.seed)
     model = LlamaForCausalLM(_model_config(tok))
@@ -120,16 +116,7 @@ def pretrain_policy(
         return torch.nn.functional.cross_entropy(m.lm_head(hidden[keep]), y[keep])
 
     losses = _train_loop(model, batches, steps, lr, loss_fn, "policy", progress)
-    model.generation_config = GenerationConfig(
-        do_sample=True,
-        temperature=1.0,
-        top_p=1.0,
-        top_k=0,
-        max_new_tokens=32,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
+    model.generation_config = _generation_config(tok)
     model.save_pretrained(out_dir)
     save_tokenizer(tok, out_dir)
     return {
@@ -171,13 +158,7 @@ def train_reward_model(
     ids = torch.from_numpy(padded(seqs, tok.pad_token_id))
     lengths = torch.tensor([len(s) for s in seqs])
     names = list(OBJECTIVES)
-    config = _model_config(
-        tok,
-        num_labels=len(names),
-        problem_type="regression",
-        id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)},
-    )
+    config = _rm_config(tok, names)
     torch.manual_seed(cfg.seed + 1)
     model = LlamaForSequenceClassification(config)
     model.model.load_state_dict(LlamaForCausalLM.from_pretrained(policy_dir).model.state_dict())
@@ -193,6 +174,58 @@ def train_reward_model(
     losses = _train_loop(model, batches, steps, lr, loss_fn, "reward model", progress)
     model.save_pretrained(out_dir)
     save_tokenizer(tok, out_dir)
+    norm = _save_normalization(out_dir, names, mean, std)
+    return {
+        "examples": cfg.rm_examples,
+        "steps": steps,
+        "lr": lr,
+        "final_mse": round(float(np.mean(losses[-20:])), 4),
+        **norm,
+    }
+
+
+def _response_targets(ids, plen, pad_token_id: int):
+    """LM targets of padded (B, T) example ids: ``target[t]`` = the token at t + 1 when it is part of the response
+    (or its EOS), else -100 (prompt ``plen`` (B,) tokens long, and padding)."""
+    import torch
+
+    target = torch.full_like(ids, -100)
+    target[:, :-1] = ids[:, 1:]
+    target[torch.arange(ids.shape[1])[None, :] < torch.from_numpy(plen - 1)[:, None]] = -100
+    target[target == pad_token_id] = -100
+    return target
+
+
+def _generation_config(tok):
+    """The policy's sampling defaults: plain sampling (temperature 1, no top-p / top-k), up to 32 new tokens."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        max_new_tokens=32,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+
+
+def _rm_config(tok, names: list):
+    """The reward model's config: the policy's shape with one regression head per objective in ``names``."""
+    return _model_config(
+        tok,
+        num_labels=len(names),
+        problem_type="regression",
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
+
+
+def _save_normalization(out_dir: str, names: list, mean, std) -> dict:
+    """Write ``tinyworld_rm.json`` (each head's objective, the fine-scale reward it predicts, and the mean and std
+    its target was standardized with) into ``out_dir``; returns it."""
     norm = {
         "objectives": names,
         "target": reward_names("fine"),
@@ -201,10 +234,4 @@ def train_reward_model(
     }
     with open(os.path.join(out_dir, "tinyworld_rm.json"), "w") as fh:
         json.dump(norm, fh, indent=1)
-    return {
-        "examples": cfg.rm_examples,
-        "steps": steps,
-        "lr": lr,
-        "final_mse": round(float(np.mean(losses[-20:])), 4),
-        **norm,
-    }
+    return norm
