@@ -17,7 +17,8 @@ template -- so the real loading code runs on them:
 - :func:`classifier_rm` -- a standard one-label ``LlamaForSequenceClassification`` RM with its own chat template;
 - :func:`judge` -- a small generative judge (Llama-3-style);
 - datasets in the public schemas of PKU-SafeRLHF, HelpSteer2 and UltraFeedback-binarized, as ``save_to_disk``
-  directories (:func:`datasets_dir`) and in an HF hub cache (:func:`hub_cache`).
+  directories (:func:`datasets_dir`, from :mod:`tests.replicas.public_datasets`) and in an HF hub cache
+  (:func:`hub_cache`).
 """
 
 from __future__ import annotations
@@ -27,21 +28,28 @@ import os
 import shutil
 from typing import Dict, List
 
-WORDS = ("hello world how are you today the a an is to of and in it that for on with as was good bad help safe "
-         "harm answer question please thanks sure here bread bake lock pick door key water plant sun tree city "
-         "river book story write code python list sort number one two three four five six seven eight nine ten "
-         "score rate response request best worst").split()
+from tests.replicas.public_datasets import (  # noqa: F401 - re-exported: the replicas' datasets
+    DATASETS,
+    WORDS,
+    datasets_dir,
+    helpsteer2_rows,
+    pku_rows,
+    ultrafeedback_rows,
+)
+
 LLAMA3_TEMPLATE = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
     "message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
     "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
 QWEN2_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\n"
     "You are a helpful assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + "
     "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant"
-    "\\n' }}{% endif %}")
-QWEN3_TEMPLATE = (                       # Qwen3's rules for system, user, the last assistant turn and thinking
+    "\\n' }}{% endif %}"
+)
+QWEN3_TEMPLATE = (  # Qwen3's rules for system, user, the last assistant turn and thinking
     "{%- for message in messages %}{%- if message['role'] == 'assistant' %}{%- set content = message['content'] %}"
     "{%- set reasoning = '' %}{%- if '</think>' in content %}"
     "{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
@@ -51,11 +59,21 @@ QWEN3_TEMPLATE = (                       # Qwen3's rules for system, user, the l
     "{%- else %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{%- endif %}"
     "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
     "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
-    "{%- endif %}")
-RM_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\\n{{ m['content'] | trim }}"
-               "<end_of_turn>\\n{% endfor %}")
-SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-             head_dim=32, max_position_embeddings=512)
+    "{%- endif %}"
+)
+RM_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\\n{{ m['content'] | trim }}"
+    "<end_of_turn>\\n{% endfor %}"
+)
+SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=32,
+    max_position_embeddings=512,
+)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -67,8 +85,12 @@ def _bpe(specials: List[str], **tokens):
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     line = " ".join(WORDS)
     backend.train_from_iterator([line, " " + line, "\n\n" + line] * 4 + WORDS, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=512, **tokens)
@@ -80,9 +102,11 @@ def llama3_tokenizer():
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     tok = _bpe(specials, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
     bos = tok.convert_tokens_to_ids("<|begin_of_text|>")
-    tok._tokenizer.post_processor = processors.TemplateProcessing(           # Llama 3 prepends BOS to plain text
-        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
-        special_tokens=[("<|begin_of_text|>", bos)])
+    tok._tokenizer.post_processor = processors.TemplateProcessing(  # Llama 3 prepends BOS to plain text
+        single="<|begin_of_text|> $A",
+        pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        special_tokens=[("<|begin_of_text|>", bos)],
+    )
     tok.chat_template = LLAMA3_TEMPLATE
     return tok
 
@@ -95,19 +119,31 @@ def _save_causal(tok, path: str, cls: str, eos: List[str], seed: int, **config) 
     torch.manual_seed(seed)
     conf_cls = getattr(transformers, cls.replace("ForCausalLM", "Config"))
     pad = tok.pad_token_id if tok.pad_token_id is not None else None
-    model = getattr(transformers, cls)(conf_cls(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                                                eos_token_id=tok.convert_tokens_to_ids(eos), pad_token_id=pad,
-                                                **{**SHAPE, **config}))
-    model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, do_sample=True, temperature=0.6,
-                                               top_p=0.9, eos_token_id=tok.convert_tokens_to_ids(eos))
+    model = getattr(transformers, cls)(
+        conf_cls(
+            vocab_size=len(tok),
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.convert_tokens_to_ids(eos),
+            pad_token_id=pad,
+            **{**SHAPE, **config},
+        )
+    )
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id,
+        do_sample=True,
+        temperature=0.6,
+        top_p=0.9,
+        eos_token_id=tok.convert_tokens_to_ids(eos),
+    )
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
 
 def llama3_policy(path: str, seed: int = 0) -> str:
-    return _save_causal(llama3_tokenizer(), path, "LlamaForCausalLM", ["<|end_of_text|>", "<|eot_id|>"], seed,
-                        tie_word_embeddings=False)
+    return _save_causal(
+        llama3_tokenizer(), path, "LlamaForCausalLM", ["<|end_of_text|>", "<|eot_id|>"], seed, tie_word_embeddings=False
+    )
 
 
 def qwen2_policy(path: str, seed: int = 1, template: str = QWEN2_TEMPLATE) -> str:
@@ -137,19 +173,32 @@ def armorm(path: str, seed: int = 4) -> str:
     os.makedirs(path, exist_ok=True)
     shutil.copy(os.path.join(HERE, "armorm_modeling.py"), os.path.join(path, "modeling_custom.py"))
     pattern = tok("<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", add_special_tokens=False)["input_ids"]
-    config = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.convert_tokens_to_ids("<|eot_id|>"), num_labels=1, **SHAPE)
-    config.update({"architectures": ["LlamaForRewardModelWithGating"], "num_objectives": 19, "gating_temperature": 10,
-                   "gating_hidden_dim": 32, "gating_n_hidden": 1, "gating_token_pattern": pattern,
-                   "auto_map": {"AutoModelForSequenceClassification":
-                                "modeling_custom.LlamaForRewardModelWithGating"}})
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.convert_tokens_to_ids("<|eot_id|>"),
+        num_labels=1,
+        **SHAPE,
+    )
+    config.update(
+        {
+            "architectures": ["LlamaForRewardModelWithGating"],
+            "num_objectives": 19,
+            "gating_temperature": 10,
+            "gating_hidden_dim": 32,
+            "gating_n_hidden": 1,
+            "gating_token_pattern": pattern,
+            "auto_map": {"AutoModelForSequenceClassification": "modeling_custom.LlamaForRewardModelWithGating"},
+        }
+    )
     spec = importlib.util.spec_from_file_location("armorm_replica", os.path.join(path, "modeling_custom.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     torch.manual_seed(seed)
     model = module.LlamaForRewardModelWithGating(config)
     model.save_pretrained(path)
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:       # save_pretrained drops auto_map
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:  # save_pretrained drops auto_map
         saved = json.load(fh)
     saved["auto_map"] = config.auto_map
     with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as fh:
@@ -164,12 +213,26 @@ def safe_rlhf_cost(path: str, seed: int = 5) -> str:
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaModel
 
-    tok = _bpe(["<unk>", "<s>", "</s>", "<pad>"], bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-               pad_token="<pad>")
-    config = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, **SHAPE)
-    config.update({"architectures": ["LlamaModelForScore"], "score_dim": 1, "bias": False, "score_type": "cost",
-                   "do_normalize": False, "normalizer_type": None})
+    tok = _bpe(
+        ["<unk>", "<s>", "</s>", "<pad>"], bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **SHAPE,
+    )
+    config.update(
+        {
+            "architectures": ["LlamaModelForScore"],
+            "score_dim": 1,
+            "bias": False,
+            "score_type": "cost",
+            "do_normalize": False,
+            "normalizer_type": None,
+        }
+    )
     torch.manual_seed(seed)
     backbone = LlamaModel(config)
     state = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
@@ -185,73 +248,27 @@ def classifier_rm(path: str, seed: int = 6) -> str:
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    tok = _bpe(["<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"], bos_token="<bos>", eos_token="<eos>",
-               pad_token="<pad>")
+    tok = _bpe(
+        ["<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"],
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+    )
     tok.chat_template = RM_TEMPLATE
     torch.manual_seed(seed)
-    model = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), num_labels=1, pad_token_id=tok.pad_token_id,
-                                                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                                       **SHAPE))
+    model = LlamaForSequenceClassification(
+        LlamaConfig(
+            vocab_size=len(tok),
+            num_labels=1,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            **SHAPE,
+        )
+    )
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
-
-
-# ----------------------------------------------------------------------------------------------- datasets
-def pku_rows(n: int = 24) -> List[dict]:
-    rows = []
-    for i in range(n):
-        w = WORDS[i % len(WORDS)]
-        rows.append({"prompt": f"how to {w} {WORDS[(i * 7) % len(WORDS)]}", "prompt_source": "replica",
-                     "response_0": f"sure here is help {w}", "response_1": f"harm {w} bad answer",
-                     "is_response_0_safe": True, "is_response_1_safe": i % 3 == 0,
-                     "better_response_id": i % 2, "safer_response_id": 0 if i % 3 else 1,
-                     "response_0_harm_category": {"Violence": False, "Privacy Violation": False},
-                     "response_1_harm_category": {"Violence": i % 2 == 0, "Privacy Violation": i % 3 == 0},
-                     "response_0_severity_level": 0, "response_1_severity_level": 1})
-    return rows
-
-
-def helpsteer2_rows(n_prompts: int = 16) -> List[dict]:
-    rows = []
-    for i in range(n_prompts):
-        p = f"please write a {WORDS[(i * 3) % len(WORDS)]} story about the {WORDS[(i * 5) % len(WORDS)]}"
-        for j in range(2):
-            rows.append({"prompt": p, "response": f"here is a {'good' if j else 'bad'} story {WORDS[i % 40]}",
-                         "helpfulness": (i + j) % 5, "correctness": (i + 2 * j) % 5, "coherence": 3 + j,
-                         "complexity": 1, "verbosity": (i * j) % 5})
-    return rows
-
-
-def ultrafeedback_rows(n: int = 16) -> List[dict]:
-    rows = []
-    for i in range(n):
-        p = f"question {WORDS[(i * 11) % len(WORDS)]} how does the {WORDS[i % len(WORDS)]} work"
-        user = {"role": "user", "content": p}
-        chosen = [user, {"role": "assistant", "content": f"good answer {WORDS[(i + 1) % 40]}"}]
-        rejected = [user, {"role": "assistant", "content": f"bad answer {WORDS[(i + 2) % 40]}"}]
-        rows.append({"prompt": p, "prompt_id": f"uf{i:04d}", "chosen": chosen, "rejected": rejected,
-                     "messages": chosen, "score_chosen": 8.0, "score_rejected": 4.0 + (i % 3)})
-    return rows
-
-
-DATASETS: Dict[str, tuple] = {        # local name, Hub ID, {split: rows}
-    "pku": ("PKU-SafeRLHF", "PKU-Alignment/PKU-SafeRLHF", lambda: {"train": pku_rows(), "test": pku_rows(8)}),
-    "helpsteer2": ("HelpSteer2", "nvidia/HelpSteer2", lambda: {"train": helpsteer2_rows(),
-                                                                "validation": helpsteer2_rows(4)}),
-    "ultrafeedback": ("ultrafeedback_binarized", "HuggingFaceH4/ultrafeedback_binarized",
-                      lambda: {"train_prefs": ultrafeedback_rows(), "test_prefs": ultrafeedback_rows(4)}),
-}
-
-
-def datasets_dir(root: str) -> str:
-    """Each dataset as a ``save_to_disk`` DatasetDict under ``root/<local name>``."""
-    import datasets
-
-    for name, _, splits in DATASETS.values():
-        datasets.DatasetDict({s: datasets.Dataset.from_list(rows) for s, rows in splits().items()}).save_to_disk(
-            os.path.join(root, name))
-    return root
 
 
 def _commit(name: str) -> str:
@@ -290,15 +307,23 @@ def build_all(root: str) -> Dict[str, str]:
     """Every replica under ``root``; returns name -> path (``models`` and ``data`` are the RCS_MODELS / RCS_DATA
     directories of the paper configs)."""
     models = os.path.join(root, "models")
-    out = {"models": models, "data": datasets_dir(os.path.join(root, "data")),
-           "policy": llama3_policy(os.path.join(models, "policy-sft")),
-           "qwen2": qwen2_policy(os.path.join(root, "qwen2-policy")),
-           "qwen3": qwen3_policy(os.path.join(root, "qwen3-policy")),
-           "cost": safe_rlhf_cost(os.path.join(models, "beaver-7b-v1.0-cost")),
-           "helpful_rm": classifier_rm(os.path.join(models, "helpfulness-rm")),
-           "armorm": armorm(os.path.join(models, "ArmoRM-Llama3-8B-v0.1")),
-           "judge": judge(os.path.join(root, "judge"))}
-    out["hub"] = hub_cache(os.path.join(root, "hub"), {"meta-llama/Meta-Llama-3-8B-Instruct": out["policy"],
-                                                       "PKU-Alignment/beaver-7b-v1.0-cost": out["cost"],
-                                                       "RLHFlow/ArmoRM-Llama3-8B-v0.1": out["armorm"]})
+    out = {
+        "models": models,
+        "data": datasets_dir(os.path.join(root, "data")),
+        "policy": llama3_policy(os.path.join(models, "policy-sft")),
+        "qwen2": qwen2_policy(os.path.join(root, "qwen2-policy")),
+        "qwen3": qwen3_policy(os.path.join(root, "qwen3-policy")),
+        "cost": safe_rlhf_cost(os.path.join(models, "beaver-7b-v1.0-cost")),
+        "helpful_rm": classifier_rm(os.path.join(models, "helpfulness-rm")),
+        "armorm": armorm(os.path.join(models, "ArmoRM-Llama3-8B-v0.1")),
+        "judge": judge(os.path.join(root, "judge")),
+    }
+    out["hub"] = hub_cache(
+        os.path.join(root, "hub"),
+        {
+            "meta-llama/Meta-Llama-3-8B-Instruct": out["policy"],
+            "PKU-Alignment/beaver-7b-v1.0-cost": out["cost"],
+            "RLHFlow/ArmoRM-Llama3-8B-v0.1": out["armorm"],
+        },
+    )
     return out
