@@ -112,16 +112,17 @@ def test_pairs_invariant_to_batch_size_and_actor_count(default_run, tmp_path):
 
 
 def rm_head(path, prompt, answer, head):
-    """Output ``head`` of a sequence-classification RM for one (prompt, answer): the prompt through the RM's chat
-    template with its generation prompt, the answer after it, one sequence (no padding)."""
+    """Output ``head`` of a sequence-classification RM for one (prompt, answer), read as HF documents for reward
+    models: the whole conversation through the RM's chat template, one sequence (no padding)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    text = tok.apply_chat_template(chat, tokenize=False)
     with torch.no_grad():
-        return float(model(**tok(text + answer, add_special_tokens=False, return_tensors="pt")).logits[0, head])
+        return float(model(**tok(text, add_special_tokens=False, return_tensors="pt")).logits[0, head])
 
 
 def test_multi_head_reward_model_and_failures_recorded(tiny_world, ray_session, tmp_path):
@@ -224,16 +225,16 @@ def test_candidates_are_stored_and_select_reproduces_the_pairs_byte_for_byte(def
     )
     pairs = read(tmp_path / "rs" / "pairs.parquet")
     expected = {}
-    for row in store.to_pylist():  # by hand: every (finished winner, loser), row-major order
+    for row in store.to_pylist():  # by hand: every (finished winner, loser); largest gap first, then row-major
         r, done, cands = row["rewards"], row["candidate_finished"], row["candidates"]
-        got = [
-            (cands[w], cands[lo])
+        kept = [
+            (-(r[w][1] - r[lo][1]), w, lo)
             for w in range(len(r))
             for lo in range(len(r))
             if done[w] and 1 / (1 + math.exp(-(r[w][1] - r[lo][1]) / 0.5)) > 0.6
         ]
-        if got:
-            expected[row["prompt_id"]] = got
+        if kept:
+            expected[row["prompt_id"]] = [(cands[w], cands[lo]) for _, w, lo in sorted(kept)]
     found = {}
     for p in pairs:
         found.setdefault(p["prompt_id"], []).append((texts(p, "chosen")[1], texts(p, "rejected")[1]))
@@ -265,7 +266,7 @@ def test_pairs_are_a_brute_force_rc_choice_over_candidates_rescored_from_their_t
     store = read(os.path.join(os.path.dirname(result.pairs), "candidates.parquet"))
     pairs = {p["prompt_id"]: p for p in read(result.pairs)}
     failed = {f["prompt_id"] for f in read(result.failed)}
-    assert len(pairs) > 0 and len(failed) > 0  # both outcomes occur at this size
+    assert len(pairs) + len(failed) == len(store) and pairs
     for row in store:
         prompt = row["prompt"] if isinstance(row["prompt"], str) else row["prompt"][-1]["content"]
         answers = [c if isinstance(c, str) else c[-1]["content"] for c in row["candidates"]]
