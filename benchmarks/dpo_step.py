@@ -1,4 +1,5 @@
-"""DPO step time: our step (DeepSpeed engine, the loop's forward / loss) vs TRL's ``DPOTrainer`` and a plain PyTorch step.
+"""DPO step time: our step (DeepSpeed engine, the loop's forward / loss) vs TRL's ``DPOTrainer`` and a plain PyTorch
+step.
 
 Same tiny Llama (the tiny world's shape: hidden 128, 2 layers), same tokenized pairs, same batches, same AdamW
 (no weight decay, constant LR) and clipping at 1.0, fp32 on the CPU. Variants:
@@ -33,140 +34,22 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+# benchmarks/ is on sys.path as a script
+from dpo_step_variants import BETA, LR, batches, build_assets, ours_step_fn, plain_step_fn, reference_logps
 
-BETA, LR = 0.1, 1e-4
 NOTES = {
     "plain": "one process: policy forward of chosen+rejected concatenated, log-softmax gather, DPO loss, backward, "
-             "clip, torch AdamW; precomputed reference log-probs; batch already collated.",
+    "clip, torch AdamW; precomputed reference log-probs; batch already collated.",
     "ours_zero0": "rcs_ray.train.loop pair_logps + preference_loss('dpo') under a DeepSpeed engine (ZeRO-0, world 1): "
-                  "engine.backward + engine.step (clip, torch AdamW); precomputed reference log-probs; batch already "
-                  "collated.",
+    "engine.backward + engine.step (clip, torch AdamW); precomputed reference log-probs; batch already "
+    "collated.",
     "ours_zero2": "the same under ZeRO-2.",
     "ray_train_2w": "rcs_ray.train.run on 2 Ray Train workers (ZeRO-2), per-step seconds from the workers' metrics; "
-                    "includes the gradient all-reduce and the loop's own collation; start-up in seconds_by_part.",
+    "includes the gradient all-reduce and the loop's own collation; start-up in seconds_by_part.",
 }
 
 
-def build_assets(root: str, n_pairs: int, max_length: int):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from rcs_ray.tinyworld import world as W
-    from rcs_ray.tinyworld.build import MODEL_SHAPE, build_tokenizer
-    from rcs_ray.modeling.logprobs import build_pair_features
-
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, **MODEL_SHAPE)
-    policy = os.path.join(root, "policy")
-    LlamaForCausalLM(config).save_pretrained(policy)
-    tok.save_pretrained(policy)
-    rng = np.random.default_rng(0)
-    rows = []
-    for p in W.all_prompts()[:n_pairs]:
-        k = int(rng.integers(4, 12))
-        rows.append({"prompt": p, "chosen": " ".join(rng.choice(W.HELP_WORDS, k)),
-                     "rejected": " ".join(rng.choice(W.HARM_WORDS, k))})
-    feats = [build_pair_features(tok, [{"role": "user", "content": r["prompt"]}], r["chosen"], r["rejected"],
-                                 max_length) for r in rows]
-    return tok, policy, rows, feats
-
-
-def batches(feats, ref, batch: int, steps: int, pad: int):
-    from rcs_ray.modeling.logprobs import collate_pairs
-
-    out = []
-    for s in range(steps):
-        idx = [(s * batch + i) % len(feats) for i in range(batch)]
-        b = collate_pairs([{**feats[i], "ref_chosen_logps": ref[0][i], "ref_rejected_logps": ref[1][i]}
-                           for i in idx], pad, extra_keys=("ref_chosen_logps", "ref_rejected_logps"))
-        b["tokens"] = int(b["chosen_attention_mask"].sum() + b["rejected_attention_mask"].sum())
-        out.append(b)
-    return out
-
-
-def reference_logps(policy: str, feats, pad: int):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from rcs_ray.modeling.logprobs import collate_pairs
-    from rcs_ray.train.loop import pair_logps
-
-    model = AutoModelForCausalLM.from_pretrained(policy).eval()
-    chosen, rejected = [], []
-    with torch.no_grad():
-        for i in range(0, len(feats), 32):
-            c, r = pair_logps(model, collate_pairs(feats[i:i + 32], pad))
-            chosen += c.tolist()
-            rejected += r.tolist()
-    return chosen, rejected
-
-
-def plain_step_fn(policy: str):
-    """A textbook single-process DPO step (what a hand-rolled script does)."""
-    import torch
-    import torch.nn.functional as F
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(policy).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
-
-    def logps(logits, labels):
-        labels = labels[:, 1:]
-        mask = labels != -100
-        lp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return (lp * mask).sum(-1)
-
-    def step(b):
-        ids = torch.cat([b["chosen_input_ids"], b["rejected_input_ids"]])
-        mask = torch.cat([b["chosen_attention_mask"], b["rejected_attention_mask"]])
-        labels = torch.cat([b["chosen_labels"], b["rejected_labels"]])
-        lp = logps(model(input_ids=ids, attention_mask=mask).logits, labels)
-        n = b["chosen_input_ids"].shape[0]
-        logits = BETA * ((lp[:n] - b["ref_chosen_logps"]) - (lp[n:] - b["ref_rejected_logps"]))
-        loss = -F.logsigmoid(logits).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return float(loss.detach())
-
-    return step
-
-
-def ours_step_fn(policy: str, zero_stage: int, batch: int):
-    import deepspeed
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from rcs_ray.config import TrainConfig
-    from rcs_ray.train.loop import build_ds_config, pair_logps, preference_loss
-
-    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": "29533"}.items():
-        os.environ.setdefault(k, v)
-    if not torch.cuda.is_available():
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    train = TrainConfig(batch_size=batch, zero_stage=zero_stage, learning_rate=LR, beta=BETA)
-    model = AutoModelForCausalLM.from_pretrained(policy)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=build_ds_config(train, 1))
-    engine.train()
-
-    def step(b):
-        b = {k: (v.to(engine.device) if hasattr(v, "to") else v) for k, v in b.items()}
-        chosen, rejected = pair_logps(engine, b)
-        loss, _ = preference_loss("dpo", chosen, rejected, b, BETA)
-        engine.backward(loss)
-        engine.step()
-        return float(loss.detach())
-
-    return step
-
-
-WARMUP = 3                 # steps of each variant that are not timed
+WARMUP = 3  # steps of each variant that are not timed
 
 
 def measure(steps: dict, data, warmup: int = WARMUP) -> dict:
@@ -176,7 +59,7 @@ def measure(steps: dict, data, warmup: int = WARMUP) -> dict:
     times = {n: [] for n in names}
     losses = {n: [] for n in names}
     for i, b in enumerate(data):
-        for n in names[i % len(names):] + names[:i % len(names)]:
+        for n in names[i % len(names) :] + names[: i % len(names)]:
             t0 = time.perf_counter()
             losses[n].append(steps[n](b))
             if i >= warmup:
@@ -188,9 +71,13 @@ def measure(steps: dict, data, warmup: int = WARMUP) -> dict:
         own = getattr(steps[n], "step_seconds", None)
         med = statistics.median(own[warmup:] if own else times[n])
         tokens = statistics.mean(getattr(steps[n], "tokens", None) or [b["tokens"] for b in data])
-        out[n] = {"ms_per_step": round(1000 * med, 3), "tokens_per_second": round(tokens / med, 1),
-                  "first_loss": round(losses[n][0], 5), "last_loss": round(losses[n][-1], 5),
-                  "steps_timed": len(times[n])}
+        out[n] = {
+            "ms_per_step": round(1000 * med, 3),
+            "tokens_per_second": round(tokens / med, 1),
+            "first_loss": round(losses[n][0], 5),
+            "last_loss": round(losses[n][-1], 5),
+            "steps_timed": len(times[n]),
+        }
         if own:
             out[n]["ms_per_call"] = round(1000 * statistics.median(times[n]), 3)
     return out
@@ -206,10 +93,22 @@ def ray_train(root: str, policy: str, rows, batch: int, steps: int, max_length: 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     pairs = os.path.join(root, "pairs.parquet")
     pq.write_table(pa.Table.from_pylist(rows), pairs)
-    cfg = load_config(None, [f"output_dir={root}/out", f"policy.path={policy}", f"train.batch_size={batch}",
-                             f"train.max_steps={steps}", f"train.learning_rate={LR}", f"train.beta={BETA}",
-                             f"train.max_length={max_length}", "train.zero_stage=2", "train.num_workers=2",
-                             "ray.num_cpus=2", "ray.object_store_memory_mb=256"])
+    cfg = load_config(
+        None,
+        [
+            f"output_dir={root}/out",
+            f"policy.path={policy}",
+            f"train.batch_size={batch}",
+            f"train.max_steps={steps}",
+            f"train.learning_rate={LR}",
+            f"train.beta={BETA}",
+            f"train.max_length={max_length}",
+            "train.zero_stage=2",
+            "train.num_workers=2",
+            "ray.num_cpus=2",
+            "ray.object_store_memory_mb=256",
+        ],
+    )
     t0 = time.time()
     result = run(cfg, pairs=pairs, progress=False)
     wall = time.time() - t0
@@ -218,10 +117,15 @@ def ray_train(root: str, policy: str, rows, batch: int, steps: int, max_length: 
     ray.shutdown()
     timed = [m for m in result.history[3:]]
     med = statistics.median(m["seconds"] for m in timed)
-    return {"ms_per_step": round(1000 * med, 3), "global_batch": 2 * batch,
-            "tokens_per_second": round(statistics.median(m["tokens_per_second"] for m in timed), 1),
-            "first_loss": round(result.history[0]["loss"], 5), "last_loss": round(result.history[-1]["loss"], 5),
-            "wall_seconds": round(wall, 1), "seconds_by_part": result.summary["seconds_by_part"]}
+    return {
+        "ms_per_step": round(1000 * med, 3),
+        "global_batch": 2 * batch,
+        "tokens_per_second": round(statistics.median(m["tokens_per_second"] for m in timed), 1),
+        "first_loss": round(result.history[0]["loss"], 5),
+        "last_loss": round(result.history[-1]["loss"], 5),
+        "wall_seconds": round(wall, 1),
+        "seconds_by_part": result.summary["seconds_by_part"],
+    }
 
 
 def trl_variants(root, policy, tok, rows, feats, ref, args):
@@ -235,8 +139,7 @@ def trl_variants(root, policy, tok, rows, feats, ref, args):
         return {}, {"available": False, "note": "skipped (--no-trl)" if args.no_trl else T.TRL_MISSING}
     steps, info = {}, {"available": True, "version": version, "notes": T.NOTES, "setup_seconds": {}, "checks": {}}
     for name, precompute in (("trl", True), ("trl_ref_in_step", False)):
-        fn = T.LockstepTRL(root, name, policy, tok, rows, args.batch, args.steps, args.max_length, LR, BETA,
-                           precompute)
+        fn = T.LockstepTRL(root, name, policy, tok, rows, args.batch, args.steps, args.max_length, LR, BETA, precompute)
         info["setup_seconds"][name] = round(fn.setup_seconds, 2)
         info["checks"][name] = fn.check(feats, ref if precompute else None)
         fn.start()
@@ -281,20 +184,36 @@ def main(argv=None):
         r["ratio_to_plain"] = round(per_pair[name] / per_pair["plain"], 3)
         if "trl" in results:
             r["ratio_to_trl"] = round(per_pair[name] / per_pair["trl"], 3)
-    if "trl" in results:   # the issue's number: our step time / TRL's, per pair
-        trl["ours_div_trl"] = {f"{o} / {t}": round(per_pair[o] / per_pair[t], 3)
-                               for o in ("ours_zero0", "ours_zero2", "ray_train_2w") if o in results
-                               for t in ("trl", "trl_ref_in_step")}
+    if "trl" in results:  # the issue's number: our step time / TRL's, per pair
+        trl["ours_div_trl"] = {
+            f"{o} / {t}": round(per_pair[o] / per_pair[t], 3)
+            for o in ("ours_zero0", "ours_zero2", "ray_train_2w")
+            if o in results
+            for t in ("trl", "trl_ref_in_step")
+        }
     notes = {**NOTES, **trl.get("notes", {})}
-    report = {"benchmark": "dpo_step", "pairs": args.pairs, "batch": args.batch, "steps": args.steps,
-              "max_length": args.max_length, "torch_threads": torch.get_num_threads(),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "results": results, "trl": trl,
-              "notes": {n: notes[n] for n in results}}
-    print(f"{'variant':<17}{'ms/step':>9}{'tokens/s':>10}{'/plain':>8}{'/trl':>8}{'last loss':>11}"
-          "  (ratios: step time per pair)")
+    report = {
+        "benchmark": "dpo_step",
+        "pairs": args.pairs,
+        "batch": args.batch,
+        "steps": args.steps,
+        "max_length": args.max_length,
+        "torch_threads": torch.get_num_threads(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "results": results,
+        "trl": trl,
+        "notes": {n: notes[n] for n in results},
+    }
+    print(
+        f"{'variant':<17}{'ms/step':>9}{'tokens/s':>10}{'/plain':>8}{'/trl':>8}{'last loss':>11}"
+        "  (ratios: step time per pair)"
+    )
     for name, r in results.items():
-        print(f"{name:<17}{r['ms_per_step']:>9.1f}{r['tokens_per_second']:>10.0f}{r['ratio_to_plain']:>8.2f}"
-              + (f"{r['ratio_to_trl']:>8.2f}" if "ratio_to_trl" in r else f"{'-':>8}") + f"{r['last_loss']:>11.5f}")
+        print(
+            f"{name:<17}{r['ms_per_step']:>9.1f}{r['tokens_per_second']:>10.0f}{r['ratio_to_plain']:>8.2f}"
+            + (f"{r['ratio_to_trl']:>8.2f}" if "ratio_to_trl" in r else f"{'-':>8}")
+            + f"{r['last_loss']:>11.5f}"
+        )
     if trl["available"]:
         print("ours / TRL DPOTrainer: " + ", ".join(f"{k} = {v:.2f}" for k, v in trl["ours_div_trl"].items()))
         print(f"TRL {trl['version']}: checks {trl['checks']}, set-up seconds {trl['setup_seconds']}")

@@ -20,13 +20,12 @@ Checks, cheapest and most informative first (bodies: ``benchmarks/gpu_check_task
 A check is skipped, with the reason, where it cannot run ("no CUDA", "vllm not installed", "budget exhausted"...).
 Writes ``gpu_check.json``, ``gpu_check.md`` and ``gpu_check.log`` (every check's output) to ``--out``; exits 0
 when every check that ran passed. ``--plan`` prints the checks and loads every module and config they use (no
-CUDA needed), exit 0 when all load.
+CUDA needed), exit 0 when all load (``benchmarks/gpu_check_plan.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib.util
 import json
 import os
@@ -42,16 +41,17 @@ from dataclasses import dataclass
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _tasks():
-    """``gpu_check_tasks.py`` beside this file (it imports the standard library only), without touching sys.path."""
-    if "gpu_check_tasks" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gpu_check_tasks", os.path.join(HERE, "gpu_check_tasks.py"))
-        sys.modules["gpu_check_tasks"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["gpu_check_tasks"])
-    return sys.modules["gpu_check_tasks"]
+def _beside(name: str):
+    """``<name>.py`` beside this file (it imports the standard library only), without touching sys.path."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
 
-T = _tasks()
+T = _beside("gpu_check_tasks")  # each check's body, run in its own process
+P = _beside("gpu_check_plan")  # --plan
 
 ROOT = T.ROOT
 OUT = os.path.join(ROOT, "benchmarks", "reports", "gpu_check")
@@ -126,15 +126,8 @@ CHECKS = (
 NAMES = tuple(c.name for c in CHECKS)
 
 
-def missing(c: Check) -> list:
-    gone = [f"{m} not installed" for m in c.modules if importlib.util.find_spec(m) is None]
-    if c.any_of and all(importlib.util.find_spec(m) is None for m in c.any_of):
-        gone += [f"{m} not installed" for m in c.any_of]
-    return gone
-
-
 def skip_reason(c: Check, cuda: bool, allow_cpu: bool) -> str | None:
-    reasons = (["no CUDA"] if c.cuda and not cuda and not allow_cpu else []) + missing(c)
+    reasons = (["no CUDA"] if c.cuda and not cuda and not allow_cpu else []) + P.missing(c)
     return "; ".join(reasons) or None
 
 
@@ -322,86 +315,6 @@ def run_all(checks: list, args) -> int:
     return 1 if report["failed"] else 0
 
 
-# ------------------------------------------------------------------------------------------------ --plan
-def gpu_tests() -> list:
-    """``file::test`` of every function marked ``gpu`` in the files :func:`gpu_check_tasks.gpu_test_files` lists."""
-    found = []
-    for rel in T.gpu_test_files():
-        tree = ast.parse(open(os.path.join(ROOT, rel)).read())
-        found += [
-            f"{rel}::{f.name}"
-            for f in ast.walk(tree)
-            if isinstance(f, ast.FunctionDef) and any("gpu" in ast.unparse(d) for d in f.decorator_list)
-        ]
-    return found
-
-
-def plan(checks: list, args) -> int:
-    problems = []
-    print(f"GPU check plan: budget {args.budget_s} s, checks in this order (each in its own process):")
-    for i, c in enumerate(checks, 1):
-        needs = ", ".join(
-            list(c.modules)
-            + ([" | ".join(c.any_of)] if c.any_of else [])
-            + (["CUDA"] if c.cuda else [])
-            + (["tiny world"] if c.world else [])
-        )
-        print(f"{i}. {c.name:<18} timeout {c.timeout_s:>3} s  needs {needs}\n   {c.what}")
-        if c.name not in ("environment", "tiny_world", "pytest_gpu"):
-            print(f"   overrides: {' '.join(T.overrides(c.name, 'cuda', args.world, '<work>'))}")
-        gone = missing(c)
-        if gone:
-            print(f"   here: will be skipped ({'; '.join(gone)})")
-        for mod in c.imports if not any(importlib.util.find_spec(m) is None for m in c.modules) else ():
-            try:
-                importlib.import_module(mod)
-            except Exception as exc:  # noqa: BLE001 - every broken import is reported
-                problems.append(f"{c.name}: import {mod}: {type(exc).__name__}: {exc}")
-        if (c.world or c.name == "pytest_gpu") and importlib.util.find_spec("omegaconf") is not None:
-            try:
-                from rcs_ray.config import load_config
-
-                load_config(os.path.join(ROOT, T.CONFIG), T.overrides(c.name, "cuda", args.world, "/tmp/w"))
-            except Exception as exc:  # noqa: BLE001
-                problems.append(f"{c.name}: {T.CONFIG} with its overrides: {type(exc).__name__}: {exc}")
-        if c.name == "pytest_gpu":
-            tests = gpu_tests()
-            print(f"   tests: {', '.join(tests) or 'none'}")
-            problems += [] if tests else ["pytest_gpu: no gpu-marked test found"]
-        if c.name == "pipeline_vllm" and "omegaconf not installed" not in gone:
-            problems += pipeline_script_flags()
-    print(
-        f"work dir: a new temporary dir; world: {args.world} "
-        f"({'built' if os.path.isdir(args.world) and os.listdir(args.world) else 'not built yet'}); out: {args.out}"
-    )
-    for p in problems:
-        print(f"PROBLEM: {p}")
-    print("plan: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
-    return 1 if problems else 0
-
-
-def pipeline_script_flags() -> list:
-    """benchmarks/pipeline_throughput.py loads and takes the flags the check passes."""
-    import contextlib
-    import io
-
-    path = os.path.join(HERE, "pipeline_throughput.py")
-    try:
-        spec = importlib.util.spec_from_file_location("pipeline_throughput", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
-            mod.main(["--help"])
-    except Exception as exc:  # noqa: BLE001
-        return [f"pipeline_vllm: {path}: {type(exc).__name__}: {exc}"]
-    return [
-        f"pipeline_vllm: {path} has no {flag}"
-        for flag in ("--engines", "--prompts", "--repeats", "--out")
-        if flag not in buf.getvalue()
-    ]
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=OUT, help=f"report dir (default {os.path.relpath(OUT, ROOT)})")
@@ -429,7 +342,7 @@ def main(argv=None) -> int:
     if any(c.world for c in CHECKS if c.name in picked) and "tiny_world" not in args.skip.split(","):
         picked.add("tiny_world")
     checks = [c for c in CHECKS if c.name in picked]
-    return plan(checks, args) if args.plan else run_all(checks, args)
+    return P.plan(checks, args, T) if args.plan else run_all(checks, args)
 
 
 if __name__ == "__main__":

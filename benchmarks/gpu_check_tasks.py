@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -172,157 +171,20 @@ def tiny_world(args, numbers: dict, problems: list) -> None:
 
 
 def vllm_engine(args, numbers: dict, problems: list) -> None:
-    from rcs_ray.config import load_config
-    from rcs_ray.prompting import PromptRule, prompt_ids
-    from rcs_ray.sampling.engines import VLLMEngine, make_engine
-    from rcs_ray.sampling.job import stage_job
-    from rcs_ray.sampling.pipeline import read_groups
-    from rcs_ray.sampling.seeds import sample_seed
+    """The vLLM engine check: :func:`gpu_check_vllm.engine_check` with this file's config, its sampled stage and the
+    check's overrides."""
+    from gpu_check_vllm import engine_check  # benchmarks/ is on sys.path: this file runs as a script
 
-    if args.mode == "cpu":
-        from rcs_ray.ray_runtime import worker_env
-
-        for key, value in worker_env(False).items():
-            os.environ.setdefault(key, value)
-    cfg = load_config(CONFIG, overrides("vllm_engine", args.mode, args.world, args.work))
-    sp = cfg.sampling
-    rows, _ = read_groups(cfg.stages[SAMPLED_STAGE].data, cfg.tinyworld)
-    model = stage_job(cfg, SAMPLED_STAGE).policy
-    t = time.perf_counter()
-    engine = make_engine(model, sp)
-    numbers["engine_start_s"] = round(time.perf_counter() - t, 1)
-    if not isinstance(engine, VLLMEngine):
-        problems.append(f"make_engine gave {type(engine).__name__}, not VLLMEngine")
-    device = getattr(
-        getattr(getattr(engine.llm.llm_engine, "vllm_config", None), "device_config", None), "device_type", None
-    )
-    numbers.update(device_type=str(device), max_model_len=engine.max_model_len)
-    if args.mode == "cuda" and device not in (None, "cuda"):
-        problems.append(f"vLLM runs on {device}, not cuda")
-    ids = [prompt_ids(engine.tokenizer, r["prompt"], PromptRule.of(model)) for r in rows]
-    seeds = [[sample_seed(sp.seed, r["prompt_id"], i) for i in range(sp.n)] for r in rows]
-    engine.generate(ids[:1], [seeds[0][:1]])  # warm-up
-    t = time.perf_counter()
-    out = engine.generate(ids, seeds)
-    seconds = time.perf_counter() - t
-    flat = [c for group in out for c in group]
-    tokens = sum(c.num_tokens for c in flat)
-    numbers.update(
-        prompts=len(rows),
-        n=sp.n,
-        samples=len(flat),
-        tokens=tokens,
-        generate_s=round(seconds, 3),
-        tokens_per_s=round(tokens / seconds, 1),
-        max_tokens=sp.max_tokens,
-        finished_fraction=round(sum(c.finished for c in flat) / max(1, len(flat)), 3),
-        mean_tokens=round(tokens / max(1, len(flat)), 2),
-        mean_distinct_per_prompt=round(statistics.mean(len({c.text for c in g}) for g in out), 2),
-    )
-    if len(out) != len(rows) or any(len(g) != sp.n for g in out):
-        problems.append(f"expected {len(rows)} prompts x {sp.n} samples, got {[len(g) for g in out][:8]}...")
-    bad = [
-        c for c in flat if not 1 <= c.num_tokens <= sp.max_tokens or (not c.finished and c.num_tokens != sp.max_tokens)
-    ]
-    if bad:
-        problems.append(f"{len(bad)} samples with impossible token counts (e.g. {bad[0]})")
-    if not any(c.finished for c in flat):
-        problems.append("no sample finished (EOS never generated)")
-    if numbers["mean_distinct_per_prompt"] < 2:
-        problems.append("the samples of a prompt are (nearly) all the same: the per-sample seeds do not sample")
-    future = engine.submit(ids[:8], seeds[:8])  # the pipeline's path: the engine loop
-    again = future.result(timeout=120)
-    if [len(g) for g in again] != [len(g) for g in out[:8]]:
-        problems.append("submit() returned other shapes than generate()")
-    numbers["submit_same_texts_fraction"] = round(
-        statistics.mean(a.text == b.text for ga, gb in zip(again, out[:8]) for a, b in zip(ga, gb)), 3
-    )
-
-
-def _weights(model_dir: str) -> dict:
-    from safetensors.torch import load_file
-
-    out = {}
-    for f in sorted(glob.glob(os.path.join(model_dir, "*.safetensors"))):
-        out.update(load_file(f))
-    return out
+    ov = overrides("vllm_engine", args.mode, args.world, args.work)
+    engine_check(args, numbers, problems, CONFIG, ov, SAMPLED_STAGE)
 
 
 def _train(args, numbers: dict, problems: list, zero: int) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from rcs_ray.config import load_config
-    from rcs_ray.layout import TrainFiles
-    from rcs_ray.tinyworld import resolve
-    from rcs_ray.train.loop import DS_TAG
+    """A training check: :func:`gpu_check_train.train_check` with this file's config and the check's overrides."""
+    from gpu_check_train import train_check  # benchmarks/ is on sys.path: this file runs as a script
 
     name = "zero2_bf16" if zero == 2 else "zero3_bf16_export"
-    out = os.path.join(args.work, name)
-    ov = overrides(name, args.mode, args.world, args.work)
-    shutil.rmtree(out, ignore_errors=True)  # a --work dir used before: train afresh, not resume
-    t = time.perf_counter()
-    rc = subprocess.call(
-        [sys.executable, "-m", "rcs_ray", "train", CONFIG, "--stage", "1", "--out", out, *ov], cwd=ROOT
-    )
-    numbers["train_command_s"] = round(time.perf_counter() - t, 1)
-    if rc != 0:
-        raise RuntimeError(f"rcs-ray train exited {rc}")
-    files = TrainFiles(out)
-    summary = json.load(open(files.summary))
-    history = [json.loads(line) for line in open(files.metrics) if line.strip()]
-    steps = [m["seconds"] for m in history[1:]] or [history[0]["seconds"]]
-    numbers.update(
-        steps=summary["steps"],
-        zero_stage=summary["zero_stage"],
-        precision=summary["precision"],
-        first_loss=round(history[0]["loss"], 4),
-        last_loss=round(history[-1]["loss"], 4),
-        step_s=round(statistics.median(steps), 3),
-        tokens_per_s=round(history[-1]["tokens_per_second"]),
-        memory_mb=summary["memory_mb"],
-        seconds_by_part=summary["seconds_by_part"],
-    )
-    want = int(load_config(CONFIG, ov).stages[0].train["max_steps"])
-    if summary["steps"] != want or not all(map(lambda m: m["loss"] == m["loss"], history)):
-        problems.append(f"expected {want} steps with finite losses, got {[m['loss'] for m in history]}")
-    model, info = AutoModelForCausalLM.from_pretrained(files.model, output_loading_info=True, dtype="auto")
-    numbers["export_dtype"] = str(next(model.parameters()).dtype)
-    if info["missing_keys"] or info["unexpected_keys"]:
-        problems.append(f"the export loads with missing {info['missing_keys']} / unexpected {info['unexpected_keys']}")
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        problems.append("the exported weights are not all finite")
-    exported = _weights(files.model)
-    start = _weights(resolve("tinyworld:policy", load_config(CONFIG, ov).tinyworld, progress=False))
-    changed = sum(int((exported[k] != start[k].to(exported[k].dtype)).sum()) for k in exported if k in start)
-    numbers["changed_fraction"] = round(changed / sum(v.numel() for v in exported.values()), 4)
-    if changed == 0:
-        problems.append("training changed no exported weight")
-    # round trip: the fp32 master weights in the DeepSpeed checkpoint, rounded to the export's dtype, are the export
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    master = {
-        k: v.detach() for k, v in get_fp32_state_dict_from_zero_checkpoint(summary["checkpoint"], tag=DS_TAG).items()
-    }
-    common = [k for k in exported if k in master]
-    gaps = {k: (master[k].to(exported[k].dtype).float() - exported[k].float()).abs() for k in common}
-    far = sum(int((gaps[k] > torch.finfo(exported[k].dtype).eps * master[k].abs()).sum()) for k in common)
-    diff = max(float(g.max()) for g in gaps.values())
-    numbers["export_round_trip"] = {
-        "tensors": len(common),
-        "of": len(exported),
-        "max_abs_diff": diff,
-        "equal": diff == 0.0,
-        "beyond_one_rounding_step": far,
-    }
-    if len(common) < len(exported) - 1 or far:  # -1: a tied head may be stored once
-        problems.append(f"the export differs from the checkpoint's master weights: {numbers['export_round_trip']}")
-    other = os.path.join(args.work, "zero2_bf16", "model")
-    if zero == 3 and os.path.isdir(other):  # same data, seed and steps: about the same weights
-        z2 = _weights(other)
-        upd = sum(float((z2[k].float() - start[k].float()).norm() ** 2) for k in z2 if k in start) ** 0.5
-        gap = sum(float((z2[k].float() - exported[k].float()).norm() ** 2) for k in z2 if k in exported) ** 0.5
-        numbers["zero3_vs_zero2"] = {"update_norm": round(upd, 5), "difference_norm": round(gap, 5)}
+    train_check(args, numbers, problems, zero, CONFIG, overrides(name, args.mode, args.world, args.work))
 
 
 def zero2_bf16(args, numbers: dict, problems: list) -> None:

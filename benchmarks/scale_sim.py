@@ -32,8 +32,11 @@ import resource
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 
-from scale_sim_report import STAGES, report, verdict   # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from scale_sim_probe import Probe, cpu_times, engine_timeline
+from scale_sim_report import STAGES, report, verdict
 
 SIM_ENGINE = "benchmarks.sim:SimEngine"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,137 +75,6 @@ sampling: {{n: {args.n}, max_tokens: {args.max_tokens}, batch_size: {args.batch_
     return load_config(path, [f"sampling.engine={SIM_ENGINE}", *overrides])
 
 
-class Probe:
-    """Instruments one pipeline run without changing it: the datasets it builds (for Ray Data's stats), the time
-    the driver spends blocked in ``iter_batches`` vs in its own loop, and the writer's own time."""
-
-    def __init__(self):
-        import rcs_ray.sampling.pipeline as pipeline
-        import rcs_ray.sampling.writer as writer
-
-        self.pipeline, self.writer = pipeline, writer
-        self.datasets, self.blocked, self.driver, self.writer_s, self.t_end = [], 0.0, 0.0, 0.0, None
-
-    def __enter__(self):
-        probe = self
-        self.orig_build, self.orig_writer = self.pipeline.build_dataset, self.writer.OutputWriter
-
-        def build_dataset(*a, **k):
-            ds = probe.orig_build(*a, **k)
-            probe.datasets.append(ds)
-            inner = ds.iter_batches
-
-            def iter_batches(*ia, **ik):
-                it = iter(inner(*ia, **ik))
-                while True:
-                    t0 = time.perf_counter()
-                    try:
-                        batch = next(it)
-                    except StopIteration:
-                        probe.blocked += time.perf_counter() - t0
-                        probe.t_end = time.perf_counter()
-                        return
-                    t1 = time.perf_counter()
-                    probe.blocked += t1 - t0
-                    yield batch
-                    probe.driver += time.perf_counter() - t1
-
-            ds.iter_batches = iter_batches
-            return ds
-
-        def timed(method):
-            def wrapper(*a, **kw):                     # write(batch, round, resample=...): keywords pass through
-                t0 = time.perf_counter()
-                try:
-                    return method(*a, **kw)
-                finally:
-                    probe.writer_s += time.perf_counter() - t0
-            return wrapper
-
-        TimedWriter = type("TimedWriter", (self.orig_writer,), {
-            name: timed(getattr(self.orig_writer, name)) for name in ("write",)})
-        self.pipeline.build_dataset, self.writer.OutputWriter = build_dataset, TimedWriter
-        return self
-
-    def __exit__(self, *exc):
-        self.pipeline.build_dataset, self.writer.OutputWriter = self.orig_build, self.orig_writer
-
-    def operators(self) -> dict:
-        """Ray Data's per-operator stats, summed over the run's datasets (rounds); times on ``perf_counter``."""
-        ops: dict = {}
-
-        def walk(summary):
-            for parent in summary.parents:
-                walk(parent)
-            m = summary.extra_metrics or {}
-            for op in summary.operators_stats:
-                name = op.operator_name.replace("MapBatches(", "").rstrip(")")
-                d = ops.setdefault(name, {"wall_s": 0.0, "task_wall_s": 0.0, "task_cpu_s": 0.0, "rows": 0,
-                                          "submission_backpressure_s": 0.0, "task_scheduling_s": 0.0,
-                                          "start": math.inf, "end": -math.inf})
-                d["wall_s"] += op.time_total_s or 0.0
-                d["task_wall_s"] += op.wall_time.sum if op.wall_time else 0.0
-                d["task_cpu_s"] += op.cpu_time.sum if op.cpu_time else 0.0
-                d["rows"] += op.output_num_rows.sum if op.output_num_rows else 0
-                d["start"] = min(d["start"], op.earliest_start_time or math.inf)
-                d["end"] = max(d["end"], op.latest_end_time or -math.inf)
-                if len(summary.operators_stats) == 1:
-                    d["submission_backpressure_s"] += m.get("task_submission_backpressure_time", 0.0) or 0.0
-                    d["task_scheduling_s"] += m.get("task_scheduling_time_s", 0.0) or 0.0
-
-        spilled = 0
-        for ds in self.datasets:
-            summary = ds.get_stats_summary()
-            walk(summary)
-            spilled = max(spilled, summary.global_bytes_spilled or 0)
-        return {"operators": ops, "bytes_spilled": spilled}
-
-
-def cpu_times() -> tuple[float, float]:
-    """(busy, total) jiffies of the host from /proc/stat (zeros where it does not exist)."""
-    try:
-        with open("/proc/stat") as fh:
-            vals = [float(x) for x in fh.readline().split()[1:]]
-    except OSError:
-        return 0.0, 0.0
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
-    return sum(vals) - idle, sum(vals)
-
-
-def engine_timeline(log_dir: str, t_end: float, offset: float) -> dict:
-    """Generation actors' time from the engines' call logs (``time.time() - offset`` puts them on the driver's
-    ``perf_counter``), in the window [first generate call, t_end]."""
-    calls: dict = {}
-    ready = []
-    for name in os.listdir(log_dir):
-        if not name.endswith(".jsonl"):
-            continue
-        with open(os.path.join(log_dir, name)) as fh:
-            for line in fh:
-                rec = json.loads(line)
-                rec["t0"], rec["t1"] = rec["t0"] - offset, rec["t1"] - offset
-                if rec["event"] == "ready":
-                    ready.append(rec)
-                else:
-                    calls.setdefault(rec["pid"], []).append(rec)
-    if not calls:
-        return {}
-    t0 = min(c["t0"] for cs in calls.values() for c in cs)
-    last = max(c["t1"] for cs in calls.values() for c in cs)
-    out = {"t_first_call": t0, "t_last_call": last, "busy_s": 0.0, "ramp_s": 0.0, "gaps_s": 0.0, "tail_s": 0.0,
-           "calls": 0, "engines_used": len(calls),
-           "engine_start_spread_s": (max(r["t1"] for r in ready) - min(r["t1"] for r in ready)) if ready else 0.0}
-    for cs in calls.values():
-        cs.sort(key=lambda c: c["t0"])
-        busy = sum(c["busy"] for c in cs)
-        out["busy_s"] += busy
-        out["ramp_s"] += cs[0]["t0"] - t0
-        out["gaps_s"] += (cs[-1]["t1"] - cs[0]["t0"]) - busy
-        out["tail_s"] += t_end - cs[-1]["t1"]
-        out["calls"] += len(cs)
-    return out
-
-
 def start_ray(args, actors: int, scorers: int, env: dict) -> None:
     """A fresh local Ray per point: logical resources as on a cluster (a GPU and a CPU per engine; rule scorers ask
     a quarter CPU) and the simulation's knobs in every worker's environment."""
@@ -218,15 +90,39 @@ def start_ray(args, actors: int, scorers: int, env: dict) -> None:
                                                                      if p)}})
 
 
-
-
 def one_run(args, actors: int, overrides=()) -> dict:
+    """One point: ``actors`` simulated engines on a fresh Ray, the pipeline run over their prompts, measured."""
+    scorers = max(1, math.ceil(actors / args.gen_per_scorer))
+    prompts = actors * args.batches_per_actor * args.batch_size
+    m = measure(args, actors, scorers, prompts, overrides)
+    return point_row(args, actors, scorers, prompts, m)
+
+
+@dataclass
+class Measured:
+    """What one run measured: the pipeline's stats, Ray Data's operators and the engines' timeline (times on the
+    driver's ``perf_counter``), the probe's driver loop and writer seconds, and the host's CPU and the driver's
+    rusage before and after the run."""
+    stats: dict
+    ops: dict
+    timeline: dict
+    t0: float
+    t1: float
+    t_end: float
+    cpu0: tuple
+    cpu1: tuple
+    ru0: object
+    ru1: object
+    driver_s: float
+    writer_s: float
+
+
+def measure(args, actors: int, scorers: int, prompts: int, overrides=()) -> Measured:
+    """Run the real sampling pipeline once in a temporary work dir on a fresh Ray, with the probe around it."""
     import ray
 
     from rcs_ray.sampling.pipeline import run
 
-    scorers = max(1, math.ceil(actors / args.gen_per_scorer))
-    prompts = actors * args.batches_per_actor * args.batch_size
     work = tempfile.mkdtemp(prefix=f"scale_sim_{actors}_")
     try:
         log_dir = os.path.join(work, "engine_logs")
@@ -247,17 +143,23 @@ def one_run(args, actors: int, overrides=()) -> dict:
         ray.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return Measured(stats=stats, ops=ops, timeline=tl, t0=t0, t1=t1, t_end=t_end, cpu0=cpu0, cpu1=cpu1, ru0=ru0,
+                    ru1=ru1, driver_s=probe.driver, writer_s=probe.writer_s)
+
+
+def point_row(args, actors: int, scorers: int, prompts: int, m: Measured) -> dict:
+    """One point's row: efficiency against the ideal rate, where the generation actors' time went, the drain and
+    the host's load; then each later stage's figures (:func:`add_stage_figures`)."""
+    stats, tl, t0, t_end = m.stats, m.timeline, m.t0, m.t_end
     cands, tokens = stats["candidates_sampled"], stats["tokens_generated"]
     mean_tokens = tokens / max(cands, 1)
     ideal = actors * args.tokens_per_s / mean_tokens
-    ideal_rows = ideal / max(cands / prompts, 1e-9)                  # prompts/s the later stages must take
     t_first = tl.get("t_first_call", t0)
     window = t_end - t_first
     cap = actors * window
-    o = ops["operators"]
+    o = m.ops["operators"]
     ends = {"generate": tl.get("t_last_call", t_first), **{k: o.get(name, {}).get("end", t_first)
                                                           for k, name in STAGES}, "driver": t_end}
-    chain = ["generate", "score", "rc", "driver"]
     row = {
         "actors": actors, "scorer_actors": scorers, "prompts": prompts, "candidates": cands,
         "mean_tokens_per_candidate": round(mean_tokens, 1), "pairs": stats["pairs"], "failed": stats["failed"],
@@ -270,13 +172,26 @@ def one_run(args, actors: int, overrides=()) -> dict:
         "gen_busy": round(tl.get("busy_s", 0.0) / cap, 3), "gen_ramp": round(tl.get("ramp_s", 0.0) / cap, 3),
         "gen_gaps": round(tl.get("gaps_s", 0.0) / cap, 3), "gen_tail": round(tl.get("tail_s", 0.0) / cap, 3),
         "engine_start_spread_s": round(tl.get("engine_start_spread_s", 0.0), 2),
-        "driver_cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 2),
-        "writer_s": round(probe.writer_s, 3), "driver_loop_s": round(probe.driver, 3),
-        "host_cpu_util": round((cpu1[0] - cpu0[0]) / max(cpu1[1] - cpu0[1], 1e-9), 3),
+        "driver_cpu_s": round(m.ru1.ru_utime + m.ru1.ru_stime - m.ru0.ru_utime - m.ru0.ru_stime, 2),
+        "writer_s": round(m.writer_s, 3), "driver_loop_s": round(m.driver_s, 3),
+        "host_cpu_util": round((m.cpu1[0] - m.cpu0[0]) / max(m.cpu1[1] - m.cpu0[1], 1e-9), 3),
         "host_load_1min": round(os.getloadavg()[0], 1),
         "gen_submission_backpressure_s": round(o.get("GenerateStage", {}).get("submission_backpressure_s", 0.0), 2),
-        "bytes_spilled": ops["bytes_spilled"],
+        "bytes_spilled": m.ops["bytes_spilled"],
     }
+    add_stage_figures(row, o, ends, ideal / max(cands / prompts, 1e-9), scorers, prompts, m.driver_s)
+    row["stalls_at"] = verdict(row)
+    row["operators"] = {k: {kk: (round(vv - t_first, 3) if kk in ("start", "end") else round(vv, 3))
+                            for kk, vv in v.items()} for k, v in o.items()}
+    row["actor_seconds_by_stage"] = stats["actor_seconds_by_stage"]
+    return row
+
+
+def add_stage_figures(row: dict, o: dict, ends: dict, ideal_rows: float, scorers: int, prompts: int,
+                      driver_s: float) -> None:
+    """Each later stage's lag after the one before it, its per-prompt cost, capacity and load at the ideal rate
+    ``ideal_rows`` (prompts/s the later stages must take), and the prompts/s it delivered while active."""
+    chain = ["generate", "score", "rc", "driver"]
     # how long each stage kept going after the one before it finished (the drain, stage by stage)
     for i, stage in enumerate(chain[1:], 1):
         row[f"lag_{stage}_s"] = round(max(0.0, ends[stage] - max(ends[p] for p in chain[:i])), 2)
@@ -284,7 +199,7 @@ def one_run(args, actors: int, overrides=()) -> dict:
     # rate: > 1 means it cannot keep up with the engines however long the run
     pools = {"score": scorers, "rc": 1, "driver": 1}
     costs = {k: o.get(name, {}).get("task_wall_s", 0.0) / max(prompts, 1) for k, name in STAGES}
-    costs["driver"] = probe.driver / max(prompts, 1)
+    costs["driver"] = driver_s / max(prompts, 1)
     row["ideal_prompts_per_s"] = round(ideal_rows, 1)
     for k, c in costs.items():
         row[f"{k}_ms_per_prompt"] = round(1000 * c, 3)
@@ -293,11 +208,6 @@ def one_run(args, actors: int, overrides=()) -> dict:
     for k, name in STAGES:       # what the stage delivered while it was active (its capacity, when backlogged)
         wall = o.get(name, {}).get("wall_s", 0.0)
         row[f"{k}_observed_prompts_per_s"] = round(o.get(name, {}).get("rows", 0) / wall, 1) if wall else None
-    row["stalls_at"] = verdict(row)
-    row["operators"] = {k: {kk: (round(vv - t_first, 3) if kk in ("start", "end") else round(vv, 3))
-                            for kk, vv in v.items()} for k, v in o.items()}
-    row["actor_seconds_by_stage"] = stats["actor_seconds_by_stage"]
-    return row
 
 
 def main(argv=None):

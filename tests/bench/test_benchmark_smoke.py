@@ -19,8 +19,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.bench]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCH = os.path.join(REPO, "benchmarks")
-HELPERS = {"sim", "scale_sim_report", "tinyworld_findings_report", "gradient_conflict_report", "gpu_check_tasks",
-           "dpo_step_trl"}
+HELPERS = {"sim", "scale_sim_report", "scale_sim_probe", "tinyworld_findings_report", "tinyworld_findings_world",
+           "tinyworld_findings_methods", "gradient_conflict_gradients", "gradient_conflict_report", "gpu_check_tasks",
+           "gpu_check_plan", "gpu_check_train", "gpu_check_vllm", "dpo_step_trl", "dpo_step_variants"}
 ELSEWHERE = {"interrupt_stress", "gpu_check"}
 TINY = "tinyworld.cache_dir=" + os.path.join(REPO, ".cache", "tinyworld")
 
