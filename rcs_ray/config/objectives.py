@@ -74,7 +74,8 @@ class ObjectiveConfig:
     """
     name: str = doc_field(MISSING, "The objective's name (required, unique): stages, rc.enforce and eval.thresholds "
                                    "name it.")
-    kind: str = doc_field("rule", "The reward source: rule | classifier | multi_head | implicit | judge.")
+    kind: str = doc_field("rule", "The reward source: rule | classifier | multi_head | implicit | judge, or any kind "
+                                  "in rcs_ray.registry.REWARD_SOURCES.")
     function: Optional[str] = doc_field(None, "rule: \"package.module:function\"(prompt, response) -> float.")
     model: Optional[str] = doc_field(None, "A reward model, the aligned policy (implicit) or the judge; dir or Hub ID.")
     reference: Optional[str] = doc_field(None, "implicit: the reference policy.")

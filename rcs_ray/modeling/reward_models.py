@@ -13,8 +13,8 @@ served by one forward pass):
                 ``score_head``): the head's value at the last attended token, ``score_dim`` values; loaded here
                 without the safe-rlhf package, normalised as its config says (``do_normalize``)
 ``auto``        decided from the config: ``*ForScore`` architectures (or ``score_dim``) -> ``end_scores``; custom code
-                with ``num_objectives`` -> ``rewards`` for a ``multi_head`` objective, ``score`` otherwise; else
-                ``logits``. The decision is logged.
+                with ``num_objectives`` -> the kind's ``auto_output`` (``multi_head``: ``rewards``) or ``score``;
+                else ``logits``. The decision is logged.
 ==============  ==================================================================================================
 
 :func:`check_reward_model` is the pre-flight check (no weights loaded): the output exists, every head is in range,
@@ -42,6 +42,15 @@ OUTPUTS = ("logits", "rewards", "score", "end_scores")
 _CAUSAL = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 
 
+def multi_objective_output(kind: str) -> str:
+    """What ``output: auto`` reads from a multi-objective reward model for an objective of ``kind``: its registry
+    entry's ``options["auto_output"]`` (``multi_head``: ``rewards``, one value per objective), else ``score``."""
+    from rcs_ray import registry
+
+    source = registry.REWARD_SOURCES.get(kind)
+    return source.options.get("auto_output", "score") if source is not None else "score"
+
+
 def resolve_output(config, requested: str, kind: str) -> Tuple[str, str]:
     """``(output, why)``: ``requested`` itself, or what ``auto`` decides from the config."""
     if requested != "auto":
@@ -50,7 +59,7 @@ def resolve_output(config, requested: str, kind: str) -> Tuple[str, str]:
     if any(a.endswith("ForScore") for a in arch) or hasattr(config, "score_dim"):
         return "end_scores", f"auto: a safe-rlhf score model ({', '.join(arch) or 'score_dim in its config'})"
     if getattr(config, "num_objectives", None) and getattr(config, "auto_map", None):
-        out = "rewards" if kind == "multi_head" else "score"
+        out = multi_objective_output(kind)
         return out, f"auto: a multi-objective reward model ({config.num_objectives} objectives, {', '.join(arch)})"
     return "logits", f"auto: a sequence classifier ({', '.join(arch) or config.model_type})"
 
