@@ -29,15 +29,15 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rcs_ray import interrupts, storage
-from rcs_ray.storage import integrity
 from rcs_ray.config import RunConfig
 from rcs_ray.errors import RcsInputError
 from rcs_ray.fingerprints import sample_inputs, schedule_shrank, train_inputs
 from rcs_ray.layout import RunLayout
+from rcs_ray.storage import integrity
 
 log = logging.getLogger(__name__)
 
-_SMALL = 64 << 20     # files up to this size are fingerprinted by content, larger ones by size and mtime
+_SMALL = 64 << 20  # files up to this size are fingerprinted by content, larger ones by size and mtime
 
 
 def fingerprint(path: str, key: Optional[str] = None) -> str:
@@ -49,8 +49,11 @@ def fingerprint(path: str, key: Optional[str] = None) -> str:
     h = hashlib.sha256()
     if not os.path.exists(path):
         raise RcsInputError(f"input not found: {path}")
-    files = [path] if os.path.isfile(path) else sorted(
-        os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if not f.startswith("."))
+    files = (
+        [path]
+        if os.path.isfile(path)
+        else sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if not f.startswith("."))
+    )
     for f in files:
         st = os.stat(f)
         h.update(os.path.relpath(f, path).encode() + b"\0" + str(st.st_size).encode())
@@ -66,7 +69,7 @@ def fingerprint(path: str, key: Optional[str] = None) -> str:
 class StageOutcome:
     stage: int
     objective: str
-    policy: str                                   # the trained policy (HF dir)
+    policy: str  # the trained policy (HF dir)
     manifest: str
     skipped: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
@@ -92,8 +95,11 @@ class _Manifest:
                     raise ValueError("no steps")
                 self.data = data
             except Exception:  # noqa: BLE001 - a full disk, a sync tool or a hand edit damaged it
-                integrity.set_aside(path, "manifest", f"stage {stage}'s steps are checked again (finished "
-                                                      f"training resumes from its checkpoints)")
+                integrity.set_aside(
+                    path,
+                    "manifest",
+                    f"stage {stage}'s steps are checked again (finished training resumes from its checkpoints)",
+                )
 
     def done(self, step: str, inputs: dict) -> Optional[dict]:
         """The step's entry when it finished with these inputs and every output it recorded can be read (a damaged
@@ -112,13 +118,22 @@ class _Manifest:
         return entry
 
     def start(self, step: str, inputs: dict) -> None:
-        self.data["steps"][step] = {"status": "running", "inputs": inputs,
-                                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.data["steps"][step] = {
+            "status": "running",
+            "inputs": inputs,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         self._write()
 
     def record(self, step: str, inputs: dict, outputs: dict, stats: dict, seconds: float) -> dict:
-        entry = {"status": "done", "inputs": inputs, "outputs": outputs, "stats": stats, "seconds": round(seconds, 2),
-                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        entry = {
+            "status": "done",
+            "inputs": inputs,
+            "outputs": outputs,
+            "stats": stats,
+            "seconds": round(seconds, 2),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         self.data["steps"][step] = entry
         self._write()
         return entry
@@ -134,75 +149,151 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
         cfg: the run config; ``cfg.policy.path`` is the starting policy.
         progress: progress bars and per-step log lines.
     """
-    from rcs_ray.paths import resolve_data, resolve_model_dir
-    from rcs_ray.sampling import run as sample
-    from rcs_ray.train import run as train
+    from rcs_ray.paths import resolve_model_dir
 
     if not cfg.stages:
         raise RcsInputError("the config has no stages")
     start = time.time()
     layout = RunLayout(cfg.output_dir)
     policy = resolve_model_dir(cfg.policy.path, "policy.path", cfg.tinyworld)
-    chain = [policy]                               # pi_0 .. pi_k: the policy each stage starts from, then its result
+    chain = [policy]  # pi_0 .. pi_k: the policy each stage starts from, then its result
     outcomes: list[StageOutcome] = []
     for k, st in enumerate(cfg.stages):
         stage = layout.stage(k)
         manifest = _Manifest(stage.manifest, k + 1, st.objective)
-        data = resolve_data(st.data, cfg.tinyworld, key=f"stages.{k}.data.path").path if st.data.path else None
-        base = {"policy": policy, "policy_fp": fingerprint(policy),
-                "data": data, "data_fp": fingerprint(data, f"stages.{k}.data.path") if data else None}
-        if st.mix:
-            mixed = [(j, resolve_data(m, cfg.tinyworld, key=f"stages.{k}.mix.{j}.path").path)
-                     for j, m in enumerate(st.mix) if m.path]
-            base["mix"] = [{"data": m, "data_fp": fingerprint(m, f"stages.{k}.mix.{j}.path")} for j, m in mixed]
+        base = _stage_inputs(cfg, k, policy)
         outcome = StageOutcome(stage=k + 1, objective=st.objective, policy="", manifest=manifest.path)
-        pairs = None
-        if st.sample:
-            inputs = sample_inputs(cfg, k, base)
-            entry = manifest.done("sample", inputs)
-            if entry is None:
-                t0 = time.time()
-                with interrupts.phase(f"stage {k + 1} (sampling)"):
-                    res = sample(cfg, stage=k, policy=policy, progress=progress, chain=list(chain))
-                entry = manifest.record("sample", inputs, {"pairs": res.pairs, "failed": res.failed,
-                                                           "stats": res.stats_path}, _sample_stats(res.stats),
-                                        time.time() - t0)
-            else:
-                outcome.skipped.append("sample")
-            pairs = entry["outputs"]["pairs"]
-            outcome.stats["sample"] = entry["stats"]
-        identity, schedule = train_inputs(cfg, k, dict(base, pairs=pairs, reference=policy,
-                                                       pairs_fp=fingerprint(pairs) if pairs else None))
-        inputs = {"identity": identity, "schedule": schedule}
-        entry = manifest.done("train", inputs)
-        if entry is None:
-            previous = manifest.data["steps"].get("train") or {}
-            before = previous.get("inputs") or {}
-            if before and (before.get("identity") != identity or schedule_shrank(before.get("schedule"), schedule)):
-                storage.remove(stage.train.dir)           # other inputs (or less training): start afresh
-            manifest.start("train", inputs)               # same inputs after a crash, or a longer schedule: resume
-            t0 = time.time()
-            with interrupts.phase(f"stage {k + 1} (training)"):
-                res = train(cfg, stage=k, pairs=pairs, policy=policy, reference=policy, out_dir=stage.train.dir,
-                            progress=progress, chain=list(chain))
-            last = res.summary.get("last") or {}
-            entry = manifest.record("train", inputs, {"model": res.model_dir, "metrics": res.metrics_path,
-                                                      "summary": res.summary_path},
-                                    {"loss": res.summary["loss"], "pairs": res.summary["pairs"],
-                                     "steps": res.summary["steps"], "final_loss": last.get("loss"),
-                                     "final_reward_accuracy": last.get("rewards/accuracy")}, time.time() - t0)
-        else:
-            outcome.skipped.append("train")
+        pairs = _sample_step(cfg, k, manifest, base, outcome, chain, progress) if st.sample else None
+        entry = _train_step(cfg, k, manifest, base, pairs, outcome, chain, progress)
         outcome.stats["train"] = entry["stats"]
         policy = outcome.policy = entry["outputs"]["model"]
         chain.append(policy)
         outcomes.append(outcome)
-        log.info("stage %d (%s) done%s: policy %s", k + 1, st.objective,
-                 f" (skipped {', '.join(outcome.skipped)}: unchanged)" if outcome.skipped else "", policy)
+        log.info(
+            "stage %d (%s) done%s: policy %s",
+            k + 1,
+            st.objective,
+            f" (skipped {', '.join(outcome.skipped)}: unchanged)" if outcome.skipped else "",
+            policy,
+        )
     return WorkflowResult(output_dir=cfg.output_dir, stages=outcomes, seconds=time.time() - start)
 
 
+def _stage_inputs(cfg: RunConfig, k: int, policy: str) -> dict:
+    """Stage ``k``'s inputs common to its steps: the policy it starts from, its data and any ``mix:`` datasets, each
+    with its fingerprint."""
+    from rcs_ray.paths import resolve_data
+
+    st = cfg.stages[k]
+    data = resolve_data(st.data, cfg.tinyworld, key=f"stages.{k}.data.path").path if st.data.path else None
+    base = {
+        "policy": policy,
+        "policy_fp": fingerprint(policy),
+        "data": data,
+        "data_fp": fingerprint(data, f"stages.{k}.data.path") if data else None,
+    }
+    if st.mix:
+        mixed = [
+            (j, resolve_data(m, cfg.tinyworld, key=f"stages.{k}.mix.{j}.path").path)
+            for j, m in enumerate(st.mix)
+            if m.path
+        ]
+        base["mix"] = [{"data": m, "data_fp": fingerprint(m, f"stages.{k}.mix.{j}.path")} for j, m in mixed]
+    return base
+
+
+def _sample_step(
+    cfg: RunConfig, k: int, manifest: _Manifest, base: dict, outcome: StageOutcome, chain: list, progress: bool
+) -> str:
+    """Stage ``k``'s sampling step, skipped when its manifest entry is done with the same inputs; returns the pairs
+    file."""
+    from rcs_ray.sampling import run as sample
+
+    policy = base["policy"]
+    inputs = sample_inputs(cfg, k, base)
+    entry = manifest.done("sample", inputs)
+    if entry is None:
+        t0 = time.time()
+        with interrupts.phase(f"stage {k + 1} (sampling)"):
+            res = sample(cfg, stage=k, policy=policy, progress=progress, chain=list(chain))
+        entry = manifest.record(
+            "sample",
+            inputs,
+            {"pairs": res.pairs, "failed": res.failed, "stats": res.stats_path},
+            _sample_stats(res.stats),
+            time.time() - t0,
+        )
+    else:
+        outcome.skipped.append("sample")
+    outcome.stats["sample"] = entry["stats"]
+    return entry["outputs"]["pairs"]
+
+
+def _train_step(
+    cfg: RunConfig,
+    k: int,
+    manifest: _Manifest,
+    base: dict,
+    pairs: Optional[str],
+    outcome: StageOutcome,
+    chain: list,
+    progress: bool,
+) -> dict:
+    """Stage ``k``'s training step, skipped when its manifest entry is done with the same inputs; resumed after a
+    crash or with a longer schedule, started afresh when other inputs changed. Returns its manifest entry."""
+    from rcs_ray.train import run as train
+
+    policy, stage = base["policy"], RunLayout(cfg.output_dir).stage(k)
+    identity, schedule = train_inputs(
+        cfg, k, dict(base, pairs=pairs, reference=policy, pairs_fp=fingerprint(pairs) if pairs else None)
+    )
+    inputs = {"identity": identity, "schedule": schedule}
+    entry = manifest.done("train", inputs)
+    if entry is not None:
+        outcome.skipped.append("train")
+        return entry
+    previous = manifest.data["steps"].get("train") or {}
+    before = previous.get("inputs") or {}
+    if before and (before.get("identity") != identity or schedule_shrank(before.get("schedule"), schedule)):
+        storage.remove(stage.train.dir)  # other inputs (or less training): start afresh
+    manifest.start("train", inputs)  # same inputs after a crash, or a longer schedule: resume
+    t0 = time.time()
+    with interrupts.phase(f"stage {k + 1} (training)"):
+        res = train(
+            cfg,
+            stage=k,
+            pairs=pairs,
+            policy=policy,
+            reference=policy,
+            out_dir=stage.train.dir,
+            progress=progress,
+            chain=list(chain),
+        )
+    last = res.summary.get("last") or {}
+    return manifest.record(
+        "train",
+        inputs,
+        {"model": res.model_dir, "metrics": res.metrics_path, "summary": res.summary_path},
+        {
+            "loss": res.summary["loss"],
+            "pairs": res.summary["pairs"],
+            "steps": res.summary["steps"],
+            "final_loss": last.get("loss"),
+            "final_reward_accuracy": last.get("rewards/accuracy"),
+        },
+        time.time() - t0,
+    )
+
+
 def _sample_stats(stats: dict) -> dict:
-    keys = ("prompts", "pairs", "failed", "failure_rate", "failed_by_reason", "tokens_generated", "seconds",
-            "mean_target_gap")
+    keys = (
+        "prompts",
+        "pairs",
+        "failed",
+        "failure_rate",
+        "failed_by_reason",
+        "tokens_generated",
+        "seconds",
+        "mean_target_gap",
+    )
     return {k: stats.get(k) for k in keys}

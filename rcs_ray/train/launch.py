@@ -30,7 +30,7 @@ from rcs_ray.layout import RUN_FILE, TrainFiles
 
 log = logging.getLogger(__name__)
 
-FAIL_ENV = "RCS_RAY_TEST_FAIL_AT_STEPS"      # test hook: "3,5": the last worker raises once before each step
+FAIL_ENV = "RCS_RAY_TEST_FAIL_AT_STEPS"  # test hook: "3,5": the last worker raises once before each step
 
 
 def resume_free(t: TrainConfig):
@@ -42,6 +42,7 @@ def resume_free(t: TrainConfig):
 class LaunchSpec:
     """What the workers train: the policy to start from, its tokenizer's pad id, the loss's hyperparameters, how the
     policy loads, and where rank 0 reports its metrics (:class:`rcs_ray.tracking.TrackingSettings` dict)."""
+
     policy: str
     pad_token_id: int
     loss_params: dict
@@ -56,16 +57,20 @@ class ProgressLog(UserCallback):
     def after_report(self, run_context, metrics, checkpoint):
         m = metrics[0] if metrics else {}
         if "loss" in m:
-            print(f"[train] step {m['step']}/{m['total_steps']} loss {m['loss']:.4f} "
-                  f"acc {m['rewards/accuracy']:.3f} margin {m['rewards/margins']:+.4f} lr {m['lr']:.2e} "
-                  f"{m['tokens_per_second']:.0f} tok/s" + ("  [checkpoint]" if checkpoint else ""), flush=True)
+            print(
+                f"[train] step {m['step']}/{m['total_steps']} loss {m['loss']:.4f} "
+                f"acc {m['rewards/accuracy']:.3f} margin {m['rewards/margins']:+.4f} lr {m['lr']:.2e} "
+                f"{m['tokens_per_second']:.0f} tok/s" + ("  [checkpoint]" if checkpoint else ""),
+                flush=True,
+            )
 
     def after_exception(self, run_context, worker_exceptions):
         pass
 
 
-def check_resumable(local: str, home: str, run_name: str, t: TrainConfig, spec: LaunchSpec,
-                    features_key: Optional[str]) -> None:
+def check_resumable(
+    local: str, home: str, run_name: str, t: TrainConfig, spec: LaunchSpec, features_key: Optional[str]
+) -> None:
     """Refuse to resume checkpoints of a run trained on other inputs; record this run's inputs otherwise.
 
     The fingerprint is the feature cache key (pairs, tokenizer, reference models) plus the policy, the loss's
@@ -73,17 +78,26 @@ def check_resumable(local: str, home: str, run_name: str, t: TrainConfig, spec: 
     resumed (and re-exported) as it is. ``local``: where ``run.json`` is; ``home``: where the checkpoints live (a
     URI or ``local``).
     """
-    fingerprint = json.loads(json.dumps({
-        "features": features_key, "policy": spec.policy, "loss_kwargs": spec.loss_params,
-        "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in resume_free(t)}}))
+    fingerprint = json.loads(
+        json.dumps(
+            {
+                "features": features_key,
+                "policy": spec.policy,
+                "loss_kwargs": spec.loss_params,
+                "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in resume_free(t)},
+            }
+        )
+    )
     path = os.path.join(local, RUN_FILE)
     if storage.isdir(storage.join(TrainFiles(home).checkpoints, run_name)) and os.path.isfile(path):
         with open(path, encoding="utf-8") as fh:
             old = json.load(fh)
         if old != fingerprint:
             diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
-            raise RcsInputError(f"{home} holds checkpoints of run {run_name!r} trained with other inputs ({diff} "
-                                f"differ): remove it, pass another --out, or change 'name'")
+            raise RcsInputError(
+                f"{home} holds checkpoints of run {run_name!r} trained with other inputs ({diff} "
+                f"differ): remove it, pass another --out, or change 'name'"
+            )
     storage.write_text(path, json.dumps(fingerprint, indent=1))
 
 
@@ -95,9 +109,9 @@ def _interruptible(base):
     class Trainer(base):
         controller = None
 
-        def _register_sigint_handler(self, controller):   # Ray Train 2.60's hook, called inside fit()
+        def _register_sigint_handler(self, controller):  # Ray Train 2.60's hook, called inside fit()
             self.controller = controller
-            if interrupts.received() is not None:          # the signal came while the controller started
+            if interrupts.received() is not None:  # the signal came while the controller started
                 self.abort(interrupts.received())
 
         def abort(self, signum) -> bool:
@@ -121,7 +135,7 @@ def _interruptible(base):
     return Trainer
 
 
-SNAPSHOT = "checkpoint_manager_snapshot.json"          # Ray Train 2.60's record of the checkpoints it reported
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train 2.60's record of the checkpoints it reported
 
 
 def remove_orphan_checkpoints(home: str, run_name: str) -> List[str]:
@@ -131,8 +145,13 @@ def remove_orphan_checkpoints(home: str, run_name: str) -> List[str]:
     run_dir = storage.join(TrainFiles(home).checkpoints, run_name)
     if not storage.isdir(run_dir):
         return []
-    names = sorted({rel.split("/", 1)[0] for rel, _, _ in storage.list_files(run_dir)
-                    if rel.startswith("checkpoint_") and "/" in rel})
+    names = sorted(
+        {
+            rel.split("/", 1)[0]
+            for rel, _, _ in storage.list_files(run_dir)
+            if rel.startswith("checkpoint_") and "/" in rel
+        }
+    )
     snapshot = storage.join(run_dir, SNAPSHOT)
     known = storage.read_text(snapshot) if storage.isfile(snapshot) else ""
     orphans = [n for n in names if n not in known]
@@ -159,18 +178,24 @@ def check_checkpoints(home: str, run_name: str) -> None:
     why = integrity.problem(snapshot)
     if why is not None:
         raise RcsInputError(f"{snapshot} cannot be read ({why}): the training run cannot resume; {remedy}")
-    names = [r.get("checkpoint_dir_name") for r in json.loads(storage.read_text(snapshot)).get(
-        "checkpoint_results", []) if isinstance(r, dict)]
+    names = [
+        r.get("checkpoint_dir_name")
+        for r in json.loads(storage.read_text(snapshot)).get("checkpoint_results", [])
+        if isinstance(r, dict)
+    ]
     for name in filter(None, names):
         checkpoint = storage.join(run_dir, name)
         if not storage.isdir(checkpoint):
-            raise RcsInputError(f"{checkpoint} is missing, but {snapshot} lists it: the training run cannot resume "
-                                f"from it; {remedy}")
+            raise RcsInputError(
+                f"{checkpoint} is missing, but {snapshot} lists it: the training run cannot resume from it; {remedy}"
+            )
         for rel, _, _ in storage.list_files(checkpoint):
             why = integrity.problem(storage.join(checkpoint, rel))
             if why is not None:
-                raise RcsInputError(f"{storage.join(checkpoint, rel)} cannot be read ({why}): the training run "
-                                    f"cannot resume from it; {remedy}")
+                raise RcsInputError(
+                    f"{storage.join(checkpoint, rel)} cannot be read ({why}): the training run "
+                    f"cannot resume from it; {remedy}"
+                )
 
 
 def worker_input_error(exc: BaseException) -> Optional[RcsInputError]:
@@ -192,8 +217,9 @@ def worker_input_error(exc: BaseException) -> Optional[RcsInputError]:
     return None
 
 
-def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str, marker_dir: str,
-           progress: bool = True):
+def launch(
+    features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str, marker_dir: str, progress: bool = True
+):
     """Train on ``features`` with ``TorchTrainer`` (``t.num_workers`` workers, DeepSpeed inside); returns Ray Train's
     ``Result``. Checkpoints go to ``<home>/checkpoints/<run_name>`` (``home`` may be a URI).
 
@@ -210,32 +236,32 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
     remove_orphan_checkpoints(home, run_name)
     check_checkpoints(home, run_name)
 
-    fail_at = os.environ.get(FAIL_ENV, "")
-    loop_config = {"train": dataclasses.asdict(t), "policy": spec.policy, "pad_token_id": spec.pad_token_id,
-                   "loss_kwargs": spec.loss_params, "trust_remote_code": spec.trust_remote_code,
-                   "attn_implementation": spec.attn_implementation, "tracking": spec.tracking,
-                   "fail_at_steps": [int(x) for x in fail_at.split(",") if x.strip()], "fail_marker_dir": marker_dir,
-                   "fail_snapshot": None if storage.is_uri(home) else storage.join(TrainFiles(home).checkpoints,
-                                                                                   run_name, SNAPSHOT)}
+    loop_config = _loop_config(t, spec, run_name, home, marker_dir)
     resources = {"CPU": 1, **({"GPU": 1} if t.use_gpu else {}), **t.resources_per_worker}
     trainer = _interruptible(TorchTrainer)(
-        train_loop_per_worker, train_loop_config=loop_config,
+        train_loop_per_worker,
+        train_loop_config=loop_config,
         torch_config=TorchConfig(backend=t.backend) if t.backend else None,
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
-        run_config=RayRunConfig(name=run_name, storage_path=TrainFiles(home).checkpoints,
-                                failure_config=FailureConfig(max_failures=t.max_failures),
-                                checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
-                                callbacks=[ProgressLog()] if progress else None),
-        datasets={"train": ray.data.from_arrow(features)}, dataset_config=DataConfig(datasets_to_split=[]))
+        run_config=RayRunConfig(
+            name=run_name,
+            storage_path=TrainFiles(home).checkpoints,
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            callbacks=[ProgressLog()] if progress else None,
+        ),
+        datasets={"train": ray.data.from_arrow(features)},
+        dataset_config=DataConfig(datasets_to_split=[]),
+    )
     with interrupts.handling(), interrupts.deferred(trainer.abort):
         try:
             result = trainer.fit()
         except Exception as exc:
-            interrupts.check()                           # the aborted controller dies: that is the signal
-            full = storage.disk_error_in(exc, TrainFiles(home).checkpoints)     # a checkpoint on a full disk
+            interrupts.check()  # the aborted controller dies: that is the signal
+            full = storage.disk_error_in(exc, TrainFiles(home).checkpoints)  # a checkpoint on a full disk
             if full is not None:
                 raise full from None
-            wrong = worker_input_error(exc)               # a worker's one-line input error: the CLI's exit 2
+            wrong = worker_input_error(exc)  # a worker's one-line input error: the CLI's exit 2
             if wrong is not None:
                 raise wrong from None
             raise
@@ -245,6 +271,26 @@ def launch(features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str,
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name} produced no checkpoint")
     return result
+
+
+def _loop_config(t: TrainConfig, spec: LaunchSpec, run_name: str, home: str, marker_dir: str) -> dict:
+    """The workers' ``train_loop_config`` (see :func:`rcs_ray.train.loop.train_loop_per_worker`): the train settings,
+    the launch spec, and the test hook (the steps ``FAIL_ENV`` names, its markers and snapshot)."""
+    fail_at = os.environ.get(FAIL_ENV, "")
+    return {
+        "train": dataclasses.asdict(t),
+        "policy": spec.policy,
+        "pad_token_id": spec.pad_token_id,
+        "loss_kwargs": spec.loss_params,
+        "trust_remote_code": spec.trust_remote_code,
+        "attn_implementation": spec.attn_implementation,
+        "tracking": spec.tracking,
+        "fail_at_steps": [int(x) for x in fail_at.split(",") if x.strip()],
+        "fail_marker_dir": marker_dir,
+        "fail_snapshot": None
+        if storage.is_uri(home)
+        else storage.join(TrainFiles(home).checkpoints, run_name, SNAPSHOT),
+    }
 
 
 def export(result, local: str, tokenizer, spec: Optional[LaunchSpec] = None) -> List[dict]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from rcs_ray.config import TrainConfig
 from rcs_ray.registry import LOSSES
-from rcs_ray.train.engine import build_ds_config  # noqa: F401 - re-exported (benchmarks/dpo_step.py)
+from rcs_ray.train.engine import build_ds_config  # noqa: F401 - re-exported (benchmarks/dpo_step_variants.py)
 
 DS_TAG = "deepspeed"
 HF_DIR = "hf_model"
@@ -45,9 +45,11 @@ def schedule(num_rows: int, train: TrainConfig, world_size: int) -> Tuple[int, i
     global_batch = train.batch_size * train.gradient_accumulation_steps * world_size
     per_epoch = num_rows // global_batch
     if per_epoch == 0:
-        raise ValueError(f"{num_rows} pairs are fewer than one global batch of {global_batch} (batch_size "
-                         f"{train.batch_size} x accumulation {train.gradient_accumulation_steps} x {world_size} "
-                         f"workers)")
+        raise ValueError(
+            f"{num_rows} pairs are fewer than one global batch of {global_batch} (batch_size "
+            f"{train.batch_size} x accumulation {train.gradient_accumulation_steps} x {world_size} "
+            f"workers)"
+        )
     return per_epoch, (train.max_steps if train.max_steps is not None else train.num_epochs * per_epoch)
 
 
@@ -66,7 +68,7 @@ def batch_rows(step: int, micro: int, rank: int, num_rows: int, train: TrainConf
     order = epoch_order(train.seed, epoch, num_rows)
     global_batch = train.batch_size * train.gradient_accumulation_steps * world_size
     start = within * global_batch + (rank * train.gradient_accumulation_steps + micro) * train.batch_size
-    return order[start:start + train.batch_size]
+    return order[start : start + train.batch_size]
 
 
 # ----------------------------------------------------------------------------------------------- one step
@@ -85,17 +87,18 @@ def pair_logps(model, batch: Dict[str, Any]):
 
     from rcs_ray.modeling.logprobs import sequence_logps
 
-    ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])          # (2B, T)
+    ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])  # (2B, T)
     mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
     labels = torch.cat([batch["chosen_labels"], batch["rejected_labels"]])
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits          # (2B, T, V)
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (2B, T, V)
     logps = sequence_logps(logits, labels)
     b = batch["chosen_input_ids"].shape[0]
     return logps[:b], logps[b:]
 
 
-def preference_loss(loss_name: str, chosen, rejected, batch: Dict[str, Any], beta: float,
-                    loss_kwargs: Optional[Dict[str, Any]] = None):
+def preference_loss(
+    loss_name: str, chosen, rejected, batch: Dict[str, Any], beta: float, loss_kwargs: Optional[Dict[str, Any]] = None
+):
     """The registered loss on one batch, called the same way for every loss: policy log-probs, the reference
     log-probs (B,) from ``batch``, ``beta``, the loss's hyperparameters ``loss_kwargs``, and its per-pair margin
     columns (B, M) from ``batch`` under the argument names its registry entry declares."""
@@ -145,8 +148,16 @@ def _reduce(values: List[float], device, world: int, op: str = "mean") -> List[f
     return t.tolist()
 
 
-METRIC_KEYS = ("loss", "rewards/accuracy", "rewards/margins", "rewards/chosen", "rewards/rejected",
-               "logps/chosen", "logps/rejected", "rewards/margin_term")
+METRIC_KEYS = (
+    "loss",
+    "rewards/accuracy",
+    "rewards/margins",
+    "rewards/chosen",
+    "rewards/rejected",
+    "logps/chosen",
+    "logps/rejected",
+    "rewards/margin_term",
+)
 
 
 def _save(engine, train: TrainConfig, rank: int, step: int, history: list, metrics: dict, final: bool) -> None:
@@ -156,8 +167,9 @@ def _save(engine, train: TrainConfig, rank: int, step: int, history: list, metri
     from rcs_ray.train.engine import export_hf
 
     with tempfile.TemporaryDirectory(prefix="rcs-ckpt-") as tmp:
-        engine.save_checkpoint(tmp, tag=DS_TAG, client_state={"step": step, "history": history},
-                               exclude_frozen_parameters=train.uses_lora)
+        engine.save_checkpoint(
+            tmp, tag=DS_TAG, client_state={"step": step, "history": history}, exclude_frozen_parameters=train.uses_lora
+        )
         if final:
             export_hf(engine, train, rank, os.path.join(tmp, HF_DIR))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
@@ -206,7 +218,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
     import ray.train
 
     from rcs_ray import tracking
-    from rcs_ray.train.engine import build_engine, memory_figures
+    from rcs_ray.train.engine import build_engine
 
     train = TrainConfig.from_dict(config["train"])
     ctx = ray.train.get_context()
@@ -214,40 +226,31 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
     table = load_features(ray.train.get_dataset_shard("train"))
     n = len(table["index"])
     per_epoch, total = schedule(n, train, world)
-    engine, _keepalive = build_engine(config["policy"], train, world, total, config.get("trust_remote_code", False),
-                                      config.get("attn_implementation"))
-    step, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            _, client = engine.load_checkpoint(d, tag=DS_TAG, load_module_strict=not train.uses_lora)
-        step, history = int(client["step"]), list(client["history"])
+    engine, _keepalive = build_engine(
+        config["policy"], train, world, total, config.get("trust_remote_code", False), config.get("attn_implementation")
+    )
+    step, history = _restore(engine, train)
     tracker = tracking.Tracker.open(config.get("tracking")) if rank == 0 else tracking.Tracker.none()
-    resumed_from = step                      # 0: a fresh run; else the checkpoint's step this run continued from
+    resumed_from = step  # 0: a fresh run; else the checkpoint's step this run continued from
     engine.train()
-    loss_name, beta = train.loss, train.beta
     metrics: Dict[str, float] = {}
     while step < total:
         _maybe_fail(config, step + 1, rank, world)
-        t0, sums, tokens = time.perf_counter(), np.zeros(len(METRIC_KEYS)), 0
-        for micro in range(train.gradient_accumulation_steps):
-            batch = collate_rows(table, batch_rows(step, micro, rank, n, train, world), config["pad_token_id"],
-                                 engine.device)
-            chosen, rejected = pair_logps(engine, batch)
-            loss, m = preference_loss(loss_name, chosen, rejected, batch, beta, config.get("loss_kwargs"))
-            engine.backward(loss)
-            engine.step()
-            m["loss"] = float(loss.detach())
-            sums += [m.get(k, 0.0) for k in METRIC_KEYS]
-            tokens += int(batch["chosen_attention_mask"].sum() + batch["rejected_attention_mask"].sum())
+        t0 = time.perf_counter()
+        sums, tokens = _optimizer_step(engine, table, config, train, step, rank, world)
         step += 1
-        means = _reduce(list(sums / train.gradient_accumulation_steps) + [tokens], engine.device, world)
-        seconds = time.perf_counter() - t0
-        metrics = dict(zip(METRIC_KEYS, means[:-1]))
-        metrics.update(step=step, total_steps=total, epoch=step / per_epoch, resumed_from=resumed_from,
-                       lr=float(engine.get_lr()[0]), seconds=seconds, tokens_per_second=means[-1] * world / seconds)
-        memory = memory_figures(engine)
-        metrics.update(zip(memory, _reduce(list(memory.values()), engine.device, world, op="max")))
+        metrics = _step_metrics(
+            engine,
+            sums,
+            tokens,
+            t0,
+            train,
+            world,
+            step=step,
+            total_steps=total,
+            epoch=step / per_epoch,
+            resumed_from=resumed_from,
+        )
         if not math.isfinite(metrics["loss"]):
             raise FloatingPointError(f"non-finite loss {metrics['loss']} at step {step}")
         history.append(metrics)
@@ -256,7 +259,61 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
             _save(engine, train, rank, step, history, metrics, final=step == total)
         elif step % train.log_steps == 0:
             ray.train.report(metrics)
-    if not metrics:     # restored from the final checkpoint of a finished run: report (and export) it again
+    if not metrics:  # restored from the final checkpoint of a finished run: report (and export) it again
         _save(engine, train, rank, step, history, history[-1] if history else {"step": step}, final=True)
     tracker.close()
     return history
+
+
+def _restore(engine, train: TrainConfig) -> Tuple[int, List[dict]]:
+    """The step and metric history of the checkpoint Ray Train resumes from, its DeepSpeed state loaded into
+    ``engine``; ``(0, [])`` for a fresh run."""
+    import ray.train
+
+    step, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            _, client = engine.load_checkpoint(d, tag=DS_TAG, load_module_strict=not train.uses_lora)
+        step, history = int(client["step"]), list(client["history"])
+    return step, history
+
+
+def _optimizer_step(
+    engine, table, config: Dict[str, Any], train: TrainConfig, step: int, rank: int, world: int
+) -> Tuple[np.ndarray, int]:
+    """One optimizer step: ``train.gradient_accumulation_steps`` micro-batches of this worker's rows, each a
+    backward and a DeepSpeed step; returns the summed :data:`METRIC_KEYS` and the tokens seen."""
+    n = len(table["index"])
+    sums, tokens = np.zeros(len(METRIC_KEYS)), 0
+    for micro in range(train.gradient_accumulation_steps):
+        batch = collate_rows(
+            table, batch_rows(step, micro, rank, n, train, world), config["pad_token_id"], engine.device
+        )
+        chosen, rejected = pair_logps(engine, batch)
+        loss, m = preference_loss(train.loss, chosen, rejected, batch, train.beta, config.get("loss_kwargs"))
+        engine.backward(loss)
+        engine.step()
+        m["loss"] = float(loss.detach())
+        sums += [m.get(k, 0.0) for k in METRIC_KEYS]
+        tokens += int(batch["chosen_attention_mask"].sum() + batch["rejected_attention_mask"].sum())
+    return sums, tokens
+
+
+def _step_metrics(
+    engine, sums: np.ndarray, tokens: int, t0: float, train: TrainConfig, world: int, **progress
+) -> Dict[str, float]:
+    """One step's metrics, the same on every worker: the loss's means over micro-batches and workers, ``progress``
+    (step, total_steps, epoch, resumed_from), ``lr``, ``seconds`` since ``t0``, ``tokens_per_second`` and the
+    workers' largest ``memory/*``."""
+    from rcs_ray.train.engine import memory_figures
+
+    means = _reduce(list(sums / train.gradient_accumulation_steps) + [tokens], engine.device, world)
+    seconds = time.perf_counter() - t0
+    metrics = dict(zip(METRIC_KEYS, means[:-1]))
+    metrics.update(
+        **progress, lr=float(engine.get_lr()[0]), seconds=seconds, tokens_per_second=means[-1] * world / seconds
+    )
+    memory = memory_figures(engine)
+    metrics.update(zip(memory, _reduce(list(memory.values()), engine.device, world, op="max")))
+    return metrics

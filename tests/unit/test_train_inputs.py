@@ -19,9 +19,17 @@ pytestmark = pytest.mark.unit
 
 
 def rows(n=4):
-    return [{"prompt": f"ask p{i}", "chosen": "good answer", "rejected": "bad answer",
-             "chosen_rewards": [1.0, 2.0, 0.5], "rejected_rewards": [0.0, 1.0, 1.5], "target": "helpful"}
-            for i in range(n)]
+    return [
+        {
+            "prompt": f"ask p{i}",
+            "chosen": "good answer",
+            "rejected": "bad answer",
+            "chosen_rewards": [1.0, 2.0, 0.5],
+            "rejected_rewards": [0.0, 1.0, 1.5],
+            "target": "helpful",
+        }
+        for i in range(n)
+    ]
 
 
 def one_line(fn, *match):
@@ -42,15 +50,18 @@ class FakeTokenizer:
 
 def test_vocab_check():
     check_vocab(FakeTokenizer(), 1000, "m")
-    check_vocab(FakeTokenizer(), 1024, "m")          # padded embedding: fine
+    check_vocab(FakeTokenizer(), 1024, "m")  # padded embedding: fine
     one_line(lambda: check_vocab(FakeTokenizer(), 900, "m"), "1000 tokens", "vocab_size 900")
 
 
 def test_finite_logps_check():
     check_finite_logps(np.array([-1.0, -2.0]), "ref_chosen_logps", "m")
-    one_line(lambda: check_finite_logps(np.array([-1.0, np.nan, np.inf]), "ref_chosen_logps", "/ref"),
-             "/ref", "row 1", "2 non-finite of 3")
-
+    one_line(
+        lambda: check_finite_logps(np.array([-1.0, np.nan, np.inf]), "ref_chosen_logps", "/ref"),
+        "/ref",
+        "row 1",
+        "2 non-finite of 3",
+    )
 
 
 # ----------------------------------------------------------------------------------------------- margins
@@ -59,8 +70,13 @@ def pairs3():
 
 
 def ctx(pairs, stage=1, earlier=("harmless",), **train):
-    return LossContext(pairs=pairs, train=TrainConfig(**train), stage=stage,
-                       objective_names=["harmless", "helpful", "concise"], earlier_objectives=list(earlier))
+    return LossContext(
+        pairs=pairs,
+        train=TrainConfig(**train),
+        stage=stage,
+        objective_names=["harmless", "helpful", "concise"],
+        earlier_objectives=list(earlier),
+    )
 
 
 def test_modpo_margins_are_the_earlier_stages_objectives_only():
@@ -74,7 +90,8 @@ def test_modpo_margins_are_the_earlier_stages_objectives_only():
     first = modpo_inputs(ctx(pairs3(), stage=0, earlier=()))
     assert first.margin_names == [] and first.margins[0].shape == (2, 0) and first.params["weights"] == [1.0]
     # and a dataset without scores at all trains at stage 1
-    assert modpo_inputs(ctx(PairSet(rows=rows(2), target="helpful", source="d"), stage=0, earlier=())).margin_names == []
+    unscored = modpo_inputs(ctx(PairSet(rows=rows(2), target="helpful", source="d"), stage=0, earlier=()))
+    assert unscored.margin_names == []
 
 
 def test_modpo_inputs_errors():
@@ -85,8 +102,9 @@ def test_modpo_inputs_errors():
     c.objective_names = ["concise", "helpful"]
     one_line(lambda: modpo_inputs(c), "no weight", "harmless")
     one_line(lambda: modpo_inputs(ctx(pairs3(), modpo_weights=[1, 0, 1])), "weight > 0")
-    bare = PairSet(rows=[{k: v for k, v in r.items() if "rewards" not in k} for r in rows(2)], target="helpful",
-                   source="d2.jsonl")
+    bare = PairSet(
+        rows=[{k: v for k, v in r.items() if "rewards" not in k} for r in rows(2)], target="helpful", source="d2.jsonl"
+    )
     one_line(lambda: modpo_inputs(ctx(bare)), "d2.jsonl", "earlier objectives ['harmless']", "sample: true")
 
 
@@ -94,13 +112,15 @@ def test_spo_inputs_recorded_and_implicit():
     inputs = spo_inputs(ctx(pairs3(), spo_reward_source="recorded"))
     mc, mr = inputs.margins
     assert mc.tolist() == [[1.0], [1.0]] and mr.tolist() == [[0.0], [0.0]] and inputs.params == {"alphas": [1.0]}
-    one_line(lambda: spo_inputs(ctx(PairSet(rows=rows(1), source="s"), spo_reward_source="recorded")), "spo",
-             "rewards")
+    one_line(lambda: spo_inputs(ctx(PairSet(rows=rows(1), source="s"), spo_reward_source="recorded")), "spo", "rewards")
     one_line(lambda: spo_inputs(ctx(pairs3(), spo_alphas=[1.0, 2.0])), "spo_alphas", "1 earlier stage")
-    assert spo_inputs(ctx(pairs3(), stage=0)).params == {}          # stage 1: SPO is DPO
+    assert spo_inputs(ctx(pairs3(), stage=0)).params == {}  # stage 1: SPO is DPO
     # r_j = beta * (log pi_j - log pi_{j-1}); chain of 3 models -> 2 columns
-    mc, mr = implicit_margins([np.array([-10.0, -4.0]), np.array([-8.0, -5.0]), np.array([-7.0, -5.0])],
-                              [np.array([-9.0, -3.0]), np.array([-9.0, -3.0]), np.array([-10.0, -2.0])], 0.5)
+    mc, mr = implicit_margins(
+        [np.array([-10.0, -4.0]), np.array([-8.0, -5.0]), np.array([-7.0, -5.0])],
+        [np.array([-9.0, -3.0]), np.array([-9.0, -3.0]), np.array([-10.0, -2.0])],
+        0.5,
+    )
     assert mc.tolist() == [[1.0, 0.5], [-0.5, 0.0]] and mr.tolist() == [[0.0, -0.5], [0.0, 0.5]]
     # implicit: the loss asks the reference pass for the chain's log-probs, then turns them into margins, each
     # earlier stage's reward scaled by that stage's own beta (0.5 and 2.0 here; this stage's beta is 0.1)
@@ -108,8 +128,11 @@ def test_spo_inputs_recorded_and_implicit():
     c.policy_chain, c.earlier_betas = (lambda: ["pi0", "pi1", "pi2"]), [0.5, 2.0]
     inputs = spo_inputs(c)
     assert inputs.models == {"spo0": "pi0", "spo1": "pi1", "spo2": "pi2"} and inputs.margins is None
-    lp = {"spo0": (np.array([-10.0]), np.array([-9.0])), "spo1": (np.array([-8.0]), np.array([-9.0])),
-          "spo2": (np.array([-7.0]), np.array([-10.0]))}
+    lp = {
+        "spo0": (np.array([-10.0]), np.array([-9.0])),
+        "spo1": (np.array([-8.0]), np.array([-9.0])),
+        "spo2": (np.array([-7.0]), np.array([-10.0])),
+    }
     mc, mr = inputs.from_logps(lp)
     assert mc.tolist() == [[0.5 * 2.0, 2.0 * 1.0]] and mr.tolist() == [[0.0, 2.0 * -1.0]]
 
@@ -128,8 +151,7 @@ def test_ds_config_zero_stages(stage):
 def test_ds_config_precision_offload_warmup():
     assert build_ds_config(TrainConfig(precision="bf16"), 1)["bf16"] == {"enabled": True}
     assert build_ds_config(TrainConfig(precision="fp16"), 1)["fp16"]["enabled"] is True
-    cfg = build_ds_config(TrainConfig(offload_optimizer=True, learning_rate=1e-4, warmup_steps=5,
-                                      max_grad_norm=0.0), 8)
+    cfg = build_ds_config(TrainConfig(offload_optimizer=True, learning_rate=1e-4, warmup_steps=5, max_grad_norm=0.0), 8)
     assert cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert cfg["optimizer"]["type"] == "AdamW" and cfg["optimizer"]["params"]["lr"] == 1e-4
     assert cfg["scheduler"]["params"]["warmup_num_steps"] == 5 and cfg["gradient_clipping"] == 0.0
@@ -145,18 +167,18 @@ def test_config_validation_of_new_train_keys():
 # ----------------------------------------------------------------------------------------------- batch schedule
 def test_schedule_and_seeded_batches():
     t = TrainConfig(batch_size=2, gradient_accumulation_steps=2, seed=3, max_steps=None, num_epochs=2)
-    assert schedule(17, t, 2) == (2, 4)                  # global batch 8: 2 steps per epoch, tail of 1 dropped
+    assert schedule(17, t, 2) == (2, 4)  # global batch 8: 2 steps per epoch, tail of 1 dropped
     assert schedule(17, TrainConfig(batch_size=2, max_steps=7), 2) == (4, 7)
     with pytest.raises(ValueError, match="fewer than one global batch"):
         schedule(7, t, 2)
     step0 = [batch_rows(0, a, r, 17, t, 2) for r in range(2) for a in range(2)]
     flat = np.concatenate(step0)
-    assert len(set(flat.tolist())) == 8                  # workers and micro steps see disjoint rows
+    assert len(set(flat.tolist())) == 8  # workers and micro steps see disjoint rows
     step1 = np.concatenate([batch_rows(1, a, r, 17, t, 2) for r in range(2) for a in range(2)])
     assert not set(flat.tolist()) & set(step1.tolist())
-    assert np.array_equal(batch_rows(0, 1, 1, 17, t, 2), step0[3])   # deterministic
+    assert np.array_equal(batch_rows(0, 1, 1, 17, t, 2), step0[3])  # deterministic
     epoch1 = np.concatenate([batch_rows(2, a, r, 17, t, 2) for r in range(2) for a in range(2)])
-    assert not np.array_equal(epoch1, flat)                           # a new order each epoch
+    assert not np.array_equal(epoch1, flat)  # a new order each epoch
 
 
 # ----------------------------------------------------------------------------------------------- stages, no Ray
@@ -170,9 +192,18 @@ def tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "m"
     tok = build_tokenizer()
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-                                 max_position_embeddings=64)).save_pretrained(path)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=32,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path), tok
 
@@ -185,13 +216,28 @@ def test_tokenize_and_reference_stages_called_directly(tiny_model):
     from rcs_ray.train.refs import ReferenceLogps
 
     path, tok = tiny_model
-    prs = PairSet(rows=[{"prompt": "ask cooking how briefly", "chosen": "recipe oven", "rejected": "rumor"},
-                                {"prompt": "ask cooking how clearly", "chosen": "flavor", "rejected": "mock lie"}])
-    stage = ReferenceLogps(path, pad_token_id=tok.pad_token_id, micro_batch=1,
-                           tokenize=dict(tokenizer=path, max_length=32, chat_template=True))
+    prs = PairSet(
+        rows=[
+            {"prompt": "ask cooking how briefly", "chosen": "recipe oven", "rejected": "rumor"},
+            {"prompt": "ask cooking how clearly", "chosen": "flavor", "rejected": "mock lie"},
+        ]
+    )
+    stage = ReferenceLogps(
+        path,
+        pad_token_id=tok.pad_token_id,
+        micro_batch=1,
+        tokenize=dict(tokenizer=path, max_length=32, chat_template=True),
+    )
     out = stage(prs.table())
-    assert out.column_names == ["index", "chosen_input_ids", "chosen_labels", "rejected_input_ids",
-                                "rejected_labels", "ref_chosen_logps", "ref_rejected_logps"]
+    assert out.column_names == [
+        "index",
+        "chosen_input_ids",
+        "chosen_labels",
+        "rejected_input_ids",
+        "rejected_labels",
+        "ref_chosen_logps",
+        "ref_rejected_logps",
+    ]
     # plain prompts went through the chat template (as the policy saw them): the template's BOS leads
     chat = [{"role": "user", "content": "ask cooking how clearly"}]
     expected = tokenize_example(tok, chat, "mock lie", 32)
@@ -218,7 +264,7 @@ def test_feature_cache_key_follows_content(tiny_model):
 
 # ----------------------------------------------------------------------------------------------- SPO's policy chain
 def test_spo_policy_chain(tmp_path):
-    from rcs_ray.train.trainer import policy_chain
+    from rcs_ray.train.features import policy_chain
 
     a, b = str(tmp_path / "pi0"), str(tmp_path / "pi1")
     os.makedirs(a), os.makedirs(b)
