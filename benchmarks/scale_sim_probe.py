@@ -49,16 +49,18 @@ class Probe:
             return ds
 
         def timed(method):
-            def wrapper(*a, **kw):                     # write(batch, round, resample=...): keywords pass through
+            def wrapper(*a, **kw):  # write(batch, round, resample=...): keywords pass through
                 t0 = time.perf_counter()
                 try:
                     return method(*a, **kw)
                 finally:
                     probe.writer_s += time.perf_counter() - t0
+
             return wrapper
 
-        TimedWriter = type("TimedWriter", (self.orig_writer,), {
-            name: timed(getattr(self.orig_writer, name)) for name in ("write",)})
+        TimedWriter = type(
+            "TimedWriter", (self.orig_writer,), {name: timed(getattr(self.orig_writer, name)) for name in ("write",)}
+        )
         self.pipeline.build_dataset, self.writer.OutputWriter = build_dataset, TimedWriter
         return self
 
@@ -75,9 +77,19 @@ class Probe:
             m = summary.extra_metrics or {}
             for op in summary.operators_stats:
                 name = op.operator_name.replace("MapBatches(", "").rstrip(")")
-                d = ops.setdefault(name, {"wall_s": 0.0, "task_wall_s": 0.0, "task_cpu_s": 0.0, "rows": 0,
-                                          "submission_backpressure_s": 0.0, "task_scheduling_s": 0.0,
-                                          "start": math.inf, "end": -math.inf})
+                d = ops.setdefault(
+                    name,
+                    {
+                        "wall_s": 0.0,
+                        "task_wall_s": 0.0,
+                        "task_cpu_s": 0.0,
+                        "rows": 0,
+                        "submission_backpressure_s": 0.0,
+                        "task_scheduling_s": 0.0,
+                        "start": math.inf,
+                        "end": -math.inf,
+                    },
+                )
                 d["wall_s"] += op.time_total_s or 0.0
                 d["task_wall_s"] += op.wall_time.sum if op.wall_time else 0.0
                 d["task_cpu_s"] += op.cpu_time.sum if op.cpu_time else 0.0
@@ -127,9 +139,17 @@ def engine_timeline(log_dir: str, t_end: float, offset: float) -> dict:
         return {}
     t0 = min(c["t0"] for cs in calls.values() for c in cs)
     last = max(c["t1"] for cs in calls.values() for c in cs)
-    out = {"t_first_call": t0, "t_last_call": last, "busy_s": 0.0, "ramp_s": 0.0, "gaps_s": 0.0, "tail_s": 0.0,
-           "calls": 0, "engines_used": len(calls),
-           "engine_start_spread_s": (max(r["t1"] for r in ready) - min(r["t1"] for r in ready)) if ready else 0.0}
+    out = {
+        "t_first_call": t0,
+        "t_last_call": last,
+        "busy_s": 0.0,
+        "ramp_s": 0.0,
+        "gaps_s": 0.0,
+        "tail_s": 0.0,
+        "calls": 0,
+        "engines_used": len(calls),
+        "engine_start_spread_s": (max(r["t1"] for r in ready) - min(r["t1"] for r in ready)) if ready else 0.0,
+    }
     for cs in calls.values():
         cs.sort(key=lambda c: c["t0"])
         busy = sum(c["busy"] for c in cs)

@@ -71,8 +71,9 @@ from tinyworld_findings_world import SETTINGS, World, cached_json, log
 
 
 def render(data: dict) -> str:
-    return report(data, {m: v[0] for m, v in K2_METHODS.items()}, {m: v[0] for m, v in K3_METHODS.items()}, LOSSES,
-                  list(SETTINGS))
+    return report(
+        data, {m: v[0] for m, v in K2_METHODS.items()}, {m: v[0] for m, v in K3_METHODS.items()}, LOSSES, list(SETTINGS)
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,8 +94,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--fresh", action="store_true", help="remove --work first")
     ap.add_argument("--report-only", action="store_true", help="rewrite findings.md from --out/findings.json")
     ap.add_argument("--merge", metavar="FINDINGS_JSON", help="add this run's seeds to an earlier findings.json's")
-    ap.add_argument("--sweep-only", action="store_true",
-                    help="only the validation sweep (on the first seed); with --merge it joins an earlier report")
+    ap.add_argument(
+        "--sweep-only",
+        action="store_true",
+        help="only the validation sweep (on the first seed); with --merge it joins an earlier report",
+    )
     ap.epilog = "key=value config overrides (every run of every world) go anywhere on the line"
     return ap
 
@@ -129,16 +133,28 @@ def main(argv=None):
     earlier = []
     if a.merge:
         rows, results, seeds, wall, sweep_result, earlier = merged(ap, a, rows, results, seeds, wall, sweep_result)
-    data = {"argv": sys.argv[1:] if argv is None else list(argv), "wall_seconds": wall,
-            "earlier_argv": earlier, "cpus": os.cpu_count(), "seeds": seeds, "limit": limit,
-            "eval_prompts": eval_prompts, "eval_n": a.eval_n,
-            "methods": methods, "losses": losses, "sweep": sweep_result, "per_seed_rows": rows,
-            "rows": aggregate(rows), "results": results}
+    data = {
+        "argv": sys.argv[1:] if argv is None else list(argv),
+        "wall_seconds": wall,
+        "earlier_argv": earlier,
+        "cpus": os.cpu_count(),
+        "seeds": seeds,
+        "limit": limit,
+        "eval_prompts": eval_prompts,
+        "eval_n": a.eval_n,
+        "methods": methods,
+        "losses": losses,
+        "sweep": sweep_result,
+        "per_seed_rows": rows,
+        "rows": aggregate(rows),
+        "results": results,
+    }
     write_findings(out, data)
 
 
-def run_seeds(a: argparse.Namespace, work: str, seeds: list, common: list, methods: list, losses: list,
-              limit: int) -> tuple:
+def run_seeds(
+    a: argparse.Namespace, work: str, seeds: list, common: list, methods: list, losses: list, limit: int
+) -> tuple:
     """Every seed's worlds (the sweep first when asked, on the first seed): the per-seed rows, the results by world
     and seed, and the sweep's result (None without one)."""
     rows, results, best, sweep_result = [], {}, {}, None
@@ -148,8 +164,9 @@ def run_seeds(a: argparse.Namespace, work: str, seeds: list, common: list, metho
         if (a.sweep or a.sweep_only) and not best:
             w = World(K2, os.path.join(work, f"seed{seed}", "c0.9"), so, limit)
             s1 = w.stage_policy(0)
-            sweep_result = cached_json(os.path.join(work, "sweep.json"),
-                                       lambda w=w, s1=s1: sweep(w, methods, s1, k2_pairs(w, sampled, s1)))
+            sweep_result = cached_json(
+                os.path.join(work, "sweep.json"), lambda w=w, s1=s1: sweep(w, methods, s1, k2_pairs(w, sampled, s1))
+            )
             best = sweep_result["best"]
             log(f"sweep: chosen settings {best}")
         if a.sweep_only:
@@ -158,8 +175,14 @@ def run_seeds(a: argparse.Namespace, work: str, seeds: list, common: list, metho
         results[f"c0.9/seed{seed}"] = res
         rows += rows_of("c0.9", res, "stage1", DEFAULT_SETTING)
         if a.control:
-            res = run_k2(os.path.join(work, f"seed{seed}", "c0"), so + ["tinyworld.conflict=0"],
-                         [m for m in CONTROL if m in methods], ["dpo"], limit, {})
+            res = run_k2(
+                os.path.join(work, f"seed{seed}", "c0"),
+                so + ["tinyworld.conflict=0"],
+                [m for m in CONTROL if m in methods],
+                ["dpo"],
+                limit,
+                {},
+            )
             results[f"c0/seed{seed}"] = res
             rows += rows_of("c0", res, "stage1", DEFAULT_SETTING)
         if a.k3:
@@ -169,8 +192,15 @@ def run_seeds(a: argparse.Namespace, work: str, seeds: list, common: list, metho
     return rows, results, sweep_result
 
 
-def merged(ap: argparse.ArgumentParser, a: argparse.Namespace, rows: list, results: dict, seeds: list, wall: float,
-           sweep_result) -> tuple:
+def merged(
+    ap: argparse.ArgumentParser,
+    a: argparse.Namespace,
+    rows: list,
+    results: dict,
+    seeds: list,
+    wall: float,
+    sweep_result,
+) -> tuple:
     """This run joined to the earlier ``--merge`` findings.json: rows, results, seeds, wall seconds, the sweep and
     the earlier command lines (``ap.error`` when both ran the same world and seed)."""
     old = json.load(open(a.merge))

@@ -66,10 +66,16 @@ def k2_pairs(w: World, methods, s1: str) -> dict:
             if n16 not in cands:
                 cands[n16] = w.candidates(1, s1, "n16" if n16 else "n8", *(["sampling.n=16"] if n16 else []))
             out[m] = w.select(m, cands[n16], rest[0], float(rest[1]))
-        elif kind == "adaptive":               # the stage sampled with resampling: its own pairs, no re-selection
+        elif kind == "adaptive":  # the stage sampled with resampling: its own pairs, no re-selection
             margin, n_max = float(rest[0]), int(rest[1])
-            c = w.candidates(1, s1, f"adaptive-m{rest[0]}-n{n_max}", f"stages.1.rc.margin={margin}",
-                             "sampling.adaptive.enabled=true", f"sampling.adaptive.n_max={n_max}")
+            c = w.candidates(
+                1,
+                s1,
+                f"adaptive-m{rest[0]}-n{n_max}",
+                f"stages.1.rc.margin={margin}",
+                "sampling.adaptive.enabled=true",
+                f"sampling.adaptive.n_max={n_max}",
+            )
             out[m] = os.path.join(os.path.dirname(c), "pairs.parquet")
             stats = read_json(os.path.join(os.path.dirname(c), "stats.json"))
             w.info[m] = {"failed_prompts": stats["failed"], "failure_rate": stats["failure_rate"]}
@@ -116,7 +122,7 @@ def run_k2(root: str, overrides: list, methods, losses, limit: int, best: dict) 
     pairs = k2_pairs(w, [m for m in methods if m != "mixed"], s1)
     policies = {"base": "tinyworld:policy", "stage1": s1}
     for m in methods:
-        for loss in (K2_METHODS[m][2] or LOSSES):
+        for loss in K2_METHODS[m][2] or LOSSES:
             if loss in losses:
                 policies[f"{m}/{loss}"] = train_method(w, m, pairs, s1, loss, best.get(m, DEFAULT_SETTING))
     metrics = w.evaluate("test", policies, "stage1")

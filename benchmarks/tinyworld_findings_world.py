@@ -63,12 +63,25 @@ def d2_parts(cfg, stage: int, limit: int, out_dir: str) -> dict:
     rows = read_jsonl(resolve_path(cfg.stages[stage].data.path, cfg.tinyworld), limit)
     k = len(cfg.objectives)
     target = cfg.stages[stage].objective
-    pairs = [{"prompt_id": r["prompt_id"], "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
-              "target": target, "chosen_rewards": [float(x) for x in r["chosen_scores"][:k]],
-              "rejected_rewards": [float(x) for x in r["rejected_scores"][:k]]} for r in rows]
-    return {"vanilla": write_jsonl(os.path.join(out_dir, "vanilla.jsonl"), pairs),
-            "nonrc": write_jsonl(os.path.join(out_dir, "nonrc.jsonl"),
-                                 [p for p in pairs if p["chosen_rewards"][0] < p["rejected_rewards"][0]])}
+    pairs = [
+        {
+            "prompt_id": r["prompt_id"],
+            "prompt": r["prompt"],
+            "chosen": r["chosen"],
+            "rejected": r["rejected"],
+            "target": target,
+            "chosen_rewards": [float(x) for x in r["chosen_scores"][:k]],
+            "rejected_rewards": [float(x) for x in r["rejected_scores"][:k]],
+        }
+        for r in rows
+    ]
+    return {
+        "vanilla": write_jsonl(os.path.join(out_dir, "vanilla.jsonl"), pairs),
+        "nonrc": write_jsonl(
+            os.path.join(out_dir, "nonrc.jsonl"),
+            [p for p in pairs if p["chosen_rewards"][0] < p["rejected_rewards"][0]],
+        ),
+    }
 
 
 def pair_stats(path: str, names: list) -> dict:
@@ -125,18 +138,23 @@ class World:
         done = os.path.join(out, "stats.json")
         if not os.path.exists(done):
             t0 = time.time()
-            res = sampling.run(self.load(*extra, config=config), stage=stage, policy=policy, out_dir=out,
-                               progress=False, chain=chain)
-            log(f"{self.root}: sampled {tag} in {time.time() - t0:.0f} s: {res.stats['pairs']} pairs, "
-                f"{res.stats['failed']} failed")
+            res = sampling.run(
+                self.load(*extra, config=config), stage=stage, policy=policy, out_dir=out, progress=False, chain=chain
+            )
+            log(
+                f"{self.root}: sampled {tag} in {time.time() - t0:.0f} s: {res.stats['pairs']} pairs, "
+                f"{res.stats['failed']} failed"
+            )
         return os.path.join(out, "candidates.parquet")
 
     def select(self, name: str, candidates: str, strategy: str, margin: float, enforce=None) -> str:
         from rcs_ray.sampling.select import select
 
         out = os.path.join(self.root, "select", name)
-        stats = cached_json(os.path.join(out, "select.json"),
-                            lambda: select(candidates, out, strategy=strategy, margin=margin, enforce=enforce))
+        stats = cached_json(
+            os.path.join(out, "select.json"),
+            lambda: select(candidates, out, strategy=strategy, margin=margin, enforce=enforce),
+        )
         self.info[name] = {"failed_prompts": stats["failed"], "failure_rate": stats["failure_rate"]}
         return os.path.join(out, "pairs.parquet")
 
@@ -161,8 +179,9 @@ class World:
         old = json.load(open(path)) if os.path.exists(path) else None
         if old is None or old["policies"] != policies:
             t0 = time.time()
-            ev = evaluate(self.load(*extra), policies, reference=reference,
-                          out_dir=os.path.join(self.root, "eval", tag))
+            ev = evaluate(
+                self.load(*extra), policies, reference=reference, out_dir=os.path.join(self.root, "eval", tag)
+            )
             old = {"policies": policies, "metrics": ev.metrics}
             with open(path, "w") as f:
                 json.dump(old, f, indent=1)

@@ -30,7 +30,6 @@ def _locked(cfg, out: Optional[str], args):
     return RunLock(out or cfg.output_dir, " ".join(["rcs-ray", args.command, getattr(args, "config", "") or ""]))
 
 
-
 def _cmd_config(args) -> int:
     from rcs_ray.config import explain, load_config, to_yaml
 
@@ -55,12 +54,21 @@ def _cmd_analyze(args) -> int:
         if not sep or not canon or not col:
             raise RcsInputError(f"--column {item!r} is not canonical=column (e.g. prompt=question)")
         columns[canon] = col
-    data = DataConfig(path=args.data, format=args.format, preset=args.preset, objective=args.objective,
-                      columns=columns, split=args.split, limit=args.limit, on_bad_row=args.on_bad_row,
-                      score_names=args.score_names.split(",") if args.score_names else None)
+    data = DataConfig(
+        path=args.data,
+        format=args.format,
+        preset=args.preset,
+        objective=args.objective,
+        columns=columns,
+        split=args.split,
+        limit=args.limit,
+        on_bad_row=args.on_bad_row,
+        score_names=args.score_names.split(",") if args.score_names else None,
+    )
     out = args.out or os.path.join("outputs", "analyze", _stem(args.data))
-    result = analyze_dataset(data, out_dir=out, target=args.target,
-                             enforce=args.enforce.split(",") if args.enforce else None)
+    result = analyze_dataset(
+        data, out_dir=out, target=args.target, enforce=args.enforce.split(",") if args.enforce else None
+    )
     print(result.summary())
     return 0
 
@@ -76,11 +84,18 @@ def _cmd_sample(args) -> int:
 
     cfg = load_config(_find_config(args.config), args.overrides)
     with _locked(cfg, args.out, args):
-        result = run(cfg, stage=None if args.stage is None else args.stage - 1, policy=args.policy, out_dir=args.out,
-                     progress=not args.no_progress)
+        result = run(
+            cfg,
+            stage=None if args.stage is None else args.stage - 1,
+            policy=args.policy,
+            out_dir=args.out,
+            progress=not args.no_progress,
+        )
     s = result.stats
-    print(f"stage {s['stage']}: {s['prompts']} prompts -> {s['pairs']} pairs, {s['failed']} failed "
-          f"({100 * s['failure_rate']:.2f}%), {s['tokens_generated']} tokens in {s['seconds']:.1f}s")
+    print(
+        f"stage {s['stage']}: {s['prompts']} prompts -> {s['pairs']} pairs, {s['failed']} failed "
+        f"({100 * s['failure_rate']:.2f}%), {s['tokens_generated']} tokens in {s['seconds']:.1f}s"
+    )
     if s["failed_by_reason"]:
         print("  failed by reason: " + ", ".join(f"{k}={v}" for k, v in s["failed_by_reason"].items()))
     print(f"  pairs:  {result.pairs}\n  failed: {result.failed}\n  stats:  {result.stats_path}")
@@ -95,14 +110,31 @@ def _cmd_select(args) -> int:
         return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
     staged = StagedDir(args.out, key="--out")
-    s = select(args.candidates, staged.local, strategy=args.strategy, margin=args.margin, enforce=names(args.enforce),
-               target=args.target, weights=[float(w) for w in names(args.weights)] if args.weights else None,
-               seed=args.seed, truncated=args.truncated, rs_tau=args.rs_tau, rs_eta=args.rs_eta)
+    s = select(
+        args.candidates,
+        staged.local,
+        strategy=args.strategy,
+        margin=args.margin,
+        enforce=names(args.enforce),
+        target=args.target,
+        weights=[float(w) for w in names(args.weights)] if args.weights else None,
+        seed=args.seed,
+        truncated=args.truncated,
+        rs_tau=args.rs_tau,
+        rs_eta=args.rs_eta,
+    )
     staged.push("pairs.parquet", "failed.parquet", "stats.json")
-    print(f"{s['strategy']}: {s['prompts']} groups -> {s['pairs']} pairs, {s['failed']} failed "
-          f"({100 * s['failure_rate']:.2f}%)" + ("; failed by reason: " + ", ".join(
-              f"{k}={v}" for k, v in s["failed_by_reason"].items()) if s["failed_by_reason"] else ""))
-    print(f"  pairs:  {storage.join(staged.home, 'pairs.parquet')}\n  failed: {storage.join(staged.home, 'failed.parquet')}")
+    print(
+        f"{s['strategy']}: {s['prompts']} groups -> {s['pairs']} pairs, {s['failed']} failed "
+        f"({100 * s['failure_rate']:.2f}%)"
+        + (
+            "; failed by reason: " + ", ".join(f"{k}={v}" for k, v in s["failed_by_reason"].items())
+            if s["failed_by_reason"]
+            else ""
+        )
+    )
+    print(f"  pairs:  {storage.join(staged.home, 'pairs.parquet')}")
+    print(f"  failed: {storage.join(staged.home, 'failed.parquet')}")
     return 0
 
 
@@ -112,12 +144,21 @@ def _cmd_train(args) -> int:
 
     cfg = load_config(_find_config(args.config), args.overrides)
     with _locked(cfg, args.out, args):
-        result = run(cfg, stage=None if args.stage is None else args.stage - 1, pairs=args.pairs, policy=args.policy,
-                     reference=args.reference, out_dir=args.out, progress=not args.no_progress)
+        result = run(
+            cfg,
+            stage=None if args.stage is None else args.stage - 1,
+            pairs=args.pairs,
+            policy=args.policy,
+            reference=args.reference,
+            out_dir=args.out,
+            progress=not args.no_progress,
+        )
     s, last = result.summary, result.summary["last"] or {}
-    print(f"stage {s['stage']}: {s['loss']} on {s['pairs']} pairs, {s['steps']} steps in {s['seconds']:.1f}s; "
-          f"final loss {last.get('loss', float('nan')):.4f}, reward accuracy "
-          f"{last.get('rewards/accuracy', float('nan')):.3f}")
+    print(
+        f"stage {s['stage']}: {s['loss']} on {s['pairs']} pairs, {s['steps']} steps in {s['seconds']:.1f}s; "
+        f"final loss {last.get('loss', float('nan')):.4f}, reward accuracy "
+        f"{last.get('rewards/accuracy', float('nan')):.3f}"
+    )
     print(f"  model:   {result.model_dir}\n  metrics: {result.metrics_path}\n  summary: {result.summary_path}")
     return 0
 
@@ -154,8 +195,9 @@ def _cmd_eval(args) -> int:
         if any(len(a) != 2 for a in arrows):
             raise RcsInputError(f"--arrow takes FROM:TO (two policy names), got {args.arrow}")
     with _locked(cfg, args.out, args):
-        result = evaluate(cfg, policies, reference="reference", out_dir=args.out, progress=not args.no_progress,
-                          arrows=arrows)
+        result = evaluate(
+            cfg, policies, reference="reference", out_dir=args.out, progress=not args.no_progress, arrows=arrows
+        )
     print(storage.read_text(result.markdown))
     print(f"  report: {result.markdown}\n  plot:   {result.plot}\n  json:   {result.json}")
     return 0

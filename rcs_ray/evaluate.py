@@ -62,7 +62,7 @@ def policy_rewards(job, rows: list[dict], chat: bool, n: int, progress: bool = F
     finally:
         bar.close()
         release_placement_groups()
-    return np.array([np.array(by_id[r["prompt_id"]]).T for r in rows])       # (P, n, K)
+    return np.array([np.array(by_id[r["prompt_id"]]).T for r in rows])  # (P, n, K)
 
 
 def win_rate(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,8 +80,9 @@ def _mean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def summarize(rewards: dict[str, np.ndarray], names: list[str], reference: Optional[str],
-              thresholds: dict[str, float]) -> dict:
+def summarize(
+    rewards: dict[str, np.ndarray], names: list[str], reference: Optional[str], thresholds: dict[str, float]
+) -> dict:
     """Per policy: mean reward, win rate vs the reference and threshold rates, per objective (and the judge);
     ``unscored``: responses without a finite score (a judge answer it could not parse), per objective that has any."""
     out = {}
@@ -91,8 +92,9 @@ def summarize(rewards: dict[str, np.ndarray], names: list[str], reference: Optio
         if any(unscored.values()):
             entry["unscored"] = {n: v for n, v in unscored.items() if v}
         if reference is not None and policy != reference:
-            entry["win_rate_vs_" + reference] = {n: win_rate(r[:, :, j], rewards[reference][:, :, j])
-                                                 for j, n in enumerate(names)}
+            entry["win_rate_vs_" + reference] = {
+                n: win_rate(r[:, :, j], rewards[reference][:, :, j]) for j, n in enumerate(names)
+            }
         entry["rate"] = {f"{n}>={t:g}": float(np.mean(r[:, :, names.index(n)] >= t)) for n, t in thresholds.items()}
         out[policy] = entry
     return out
@@ -115,9 +117,14 @@ def _markdown(metrics: dict, names: list[str], reference: Optional[str], meta: d
     return "\n".join(lines) + "\n"
 
 
-def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] = None,
-             out_dir: Optional[str] = None, progress: bool = False,
-             arrows: Optional[Sequence[tuple[str, str]]] = None) -> EvalResult:
+def evaluate(
+    cfg: RunConfig,
+    policies: dict[str, str],
+    reference: Optional[str] = None,
+    out_dir: Optional[str] = None,
+    progress: bool = False,
+    arrows: Optional[Sequence[tuple[str, str]]] = None,
+) -> EvalResult:
     """Evaluate ``policies`` (name -> model dir) on ``cfg.eval.prompts``; ``reference`` names one of them.
 
     ``arrows``: (from, to) policy names drawn as arrows on the trade-off plot (:mod:`rcs_ray.eval_plot`); default:
@@ -141,7 +148,7 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
     for name in e.thresholds:
         if name not in cfg.objective_names:
             raise RcsInputError(f"eval.thresholds: {name!r} is not an objective; objectives are {cfg.objective_names}")
-    jobs = {name: eval_job(cfg, path) for name, path in policies.items()}     # every model path checked up front
+    jobs = {name: eval_job(cfg, path) for name, path in policies.items()}  # every model path checked up front
     # A URI out_dir (or output_dir): write in a local mirror, then upload.
     staged = StagedDir(out_dir or RunLayout(cfg.output_dir).eval_dir, key="--out" if out_dir else "output_dir")
     rows, chat = read_groups(e.prompts, cfg.tinyworld, key="eval.prompts", pairs=False)
@@ -156,14 +163,31 @@ def evaluate(cfg: RunConfig, policies: dict[str, str], reference: Optional[str] 
     metrics = summarize(rewards, names, reference, dict(e.thresholds))
     local = staged.local
     os.makedirs(local, exist_ok=True)
-    meta = {"prompts": len(rows), "n": e.n, "reference": reference, "policies": policies,
-            "objectives": names, "arrows": [list(a) for a in arrows], "seconds": round(time.time() - start, 2)}
-    result = EvalResult(out_dir=staged.home, json=staged.path("eval.json"), markdown=staged.path("eval.md"),
-                        plot=staged.path("eval.png"), metrics=metrics)
+    meta = {
+        "prompts": len(rows),
+        "n": e.n,
+        "reference": reference,
+        "policies": policies,
+        "objectives": names,
+        "arrows": [list(a) for a in arrows],
+        "seconds": round(time.time() - start, 2),
+    }
+    result = EvalResult(
+        out_dir=staged.home,
+        json=staged.path("eval.json"),
+        markdown=staged.path("eval.md"),
+        plot=staged.path("eval.png"),
+        metrics=metrics,
+    )
     write_text(os.path.join(local, "eval.json"), json.dumps({**meta, "metrics": metrics}, indent=2) + "\n")
     write_text(os.path.join(local, "eval.md"), _markdown(metrics, names, reference, meta))
-    plot_eval(metrics, cfg.objective_names, os.path.join(local, "eval.png"), arrows,
-              judge=e.judge.name if e.judge is not None else None)
+    plot_eval(
+        metrics,
+        cfg.objective_names,
+        os.path.join(local, "eval.png"),
+        arrows,
+        judge=e.judge.name if e.judge is not None else None,
+    )
     staged.push("eval.json", "eval.md", "eval.png")
     from rcs_ray import tracking
 

@@ -25,17 +25,45 @@ from typing import Optional, Tuple
 
 from rcs_ray.config import RunConfig, stage_objectives, stage_train, to_dict
 
-SAMPLING_RUN_ONLY = ("batch_size", "num_actors", "max_concurrent_batches", "num_gpus", "num_cpus", "resources", "placement_strategy")
+SAMPLING_RUN_ONLY = (
+    "batch_size",
+    "num_actors",
+    "max_concurrent_batches",
+    "num_gpus",
+    "num_cpus",
+    "resources",
+    "placement_strategy",
+)
 OBJECTIVE_RUN_ONLY = ("batch_size", "num_actors", "num_gpus", "num_cpus", "resources")
-TRAIN_RUN_ONLY = ("log_steps", "save_steps", "keep_checkpoints", "max_failures", "ref_batch_size", "ref_num_actors",
-                  "resources_per_worker", "on_suspicious_data", "report_to", "gradient_checkpointing")
+TRAIN_RUN_ONLY = (
+    "log_steps",
+    "save_steps",
+    "keep_checkpoints",
+    "max_failures",
+    "ref_batch_size",
+    "ref_num_actors",
+    "resources_per_worker",
+    "on_suspicious_data",
+    "report_to",
+    "gradient_checkpointing",
+)
 SCHEDULE = ("max_steps", "num_epochs")
 # Settings added after runs already existed, with the value that does what rcs-ray did before the setting existed:
 # at that value a setting is left out of the digest, so a run made before it keeps its finished steps (a new key
 # enters the digest only when it changes a result; the new truncation default does: it re-selects a stage once).
-ADDED_LATER = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "stop": [], "truncated": "keep",
-               "system_prompt": None, "chat_template_kwargs": {}, "config_name": None, "data_files": None,
-               "rs_tau": 1.0, "rs_eta": 0.85}
+ADDED_LATER = {
+    "top_k": 0,
+    "min_p": 0.0,
+    "repetition_penalty": 1.0,
+    "stop": [],
+    "truncated": "keep",
+    "system_prompt": None,
+    "chat_template_kwargs": {},
+    "config_name": None,
+    "data_files": None,
+    "rs_tau": 1.0,
+    "rs_eta": 0.85,
+}
 
 
 def schedule_keys(train) -> Tuple[str, ...]:
@@ -70,10 +98,14 @@ def sample_inputs(cfg: RunConfig, k: int, models: dict) -> dict:
     setting that changes the samples, their rewards or the selection."""
     d = to_dict(cfg)
     st = d["stages"][k]
-    settings = {"stage": {key: st[key] for key in ("objective", "data", "rc")},
-                "objectives": [_objective(o) for o in stage_objectives(cfg, k)],
-                "sampling": _without(d["sampling"], SAMPLING_RUN_ONLY), "policy": _without(d["policy"], ("path",)),
-                "max_length": cfg.train.max_length, "tinyworld": d["tinyworld"]}
+    settings = {
+        "stage": {key: st[key] for key in ("objective", "data", "rc")},
+        "objectives": [_objective(o) for o in stage_objectives(cfg, k)],
+        "sampling": _without(d["sampling"], SAMPLING_RUN_ONLY),
+        "policy": _without(d["policy"], ("path",)),
+        "max_length": cfg.train.max_length,
+        "tinyworld": d["tinyworld"],
+    }
     return {"settings": digest(settings), **models}
 
 
@@ -83,11 +115,14 @@ def train_inputs(cfg: RunConfig, k: int, models: dict) -> Tuple[dict, dict]:
     st = d["stages"][k]
     t = stage_train(cfg, k)
     train, schedule = to_dict(t), schedule_keys(t)
-    settings = {"stage": {key: st[key] for key in ("objective", "data", "mix", "sample")},
-                "objectives": [_objective(o) for o in cfg.objectives],
-                "earlier": [s["objective"] for s in d["stages"][:k]],
-                "train": _without(train, TRAIN_RUN_ONLY + schedule),
-                "policy": _without(d["policy"], ("path", "attn_implementation")), "tinyworld": d["tinyworld"]}
+    settings = {
+        "stage": {key: st[key] for key in ("objective", "data", "mix", "sample")},
+        "objectives": [_objective(o) for o in cfg.objectives],
+        "earlier": [s["objective"] for s in d["stages"][:k]],
+        "train": _without(train, TRAIN_RUN_ONLY + schedule),
+        "policy": _without(d["policy"], ("path", "attn_implementation")),
+        "tinyworld": d["tinyworld"],
+    }
     return {"settings": digest(settings), **models}, {key: train[key] for key in schedule}
 
 
@@ -99,6 +134,6 @@ def schedule_shrank(old: Optional[dict], new: dict) -> bool:
         a, b = old.get(key), new.get(key)
         if a is not None and b is not None and b < a:
             return True
-        if key == "max_steps" and a is None and b is not None:       # epochs-based -> a step cap: may be shorter
+        if key == "max_steps" and a is None and b is not None:  # epochs-based -> a step cap: may be shorter
             return True
     return False

@@ -60,6 +60,7 @@ class LossSpec:
         prepare: ``(LossContext) -> LossInputs``: the hyperparameters and margin columns of one stage
             (:mod:`rcs_ray.train.margins`); ``None``: the loss needs nothing beyond ``beta``.
     """
+
     function: str
     params: Tuple[str, ...] = ()
     inputs: Optional[Tuple[str, str]] = None
@@ -71,12 +72,18 @@ class LossSpec:
 
 LOSSES: Dict[str, LossSpec] = {
     "dpo": LossSpec("rcs_ray.train.losses:dpo_loss"),
-    "modpo": LossSpec("rcs_ray.train.losses:modpo_loss", params=("modpo_weights",),
-                      inputs=("chosen_margin_rewards", "rejected_margin_rewards"),
-                      prepare="rcs_ray.train.margins:modpo_inputs"),
-    "spo": LossSpec("rcs_ray.train.losses:spo_loss", params=("spo_alphas", "spo_reward_source", "spo_policies"),
-                    inputs=("prev_chosen_implicit", "prev_rejected_implicit"),
-                    prepare="rcs_ray.train.margins:spo_inputs"),
+    "modpo": LossSpec(
+        "rcs_ray.train.losses:modpo_loss",
+        params=("modpo_weights",),
+        inputs=("chosen_margin_rewards", "rejected_margin_rewards"),
+        prepare="rcs_ray.train.margins:modpo_inputs",
+    ),
+    "spo": LossSpec(
+        "rcs_ray.train.losses:spo_loss",
+        params=("spo_alphas", "spo_reward_source", "spo_policies"),
+        inputs=("prev_chosen_implicit", "prev_rejected_implicit"),
+        prepare="rcs_ray.train.margins:spo_inputs",
+    ),
 }
 
 
@@ -132,6 +139,7 @@ class RewardSourceSpec:
         options: settings its implementation reads (classifier family: ``auto_output``, what ``output: auto`` reads
             from a multi-objective reward model).
     """
+
     scorers: Dict[Optional[str], str]
     requires: Tuple[str, ...] = ()
     family: str = ""
@@ -172,28 +180,48 @@ class RewardSourceSpec:
 
 
 _CLASSIFIER = dict(
-    scorers={"hf": "rcs_ray.sampling.scorers:ClassifierScorer",
-             "vllm": "rcs_ray.sampling.scorers:VLLMClassifierScorer"},
-    requires=("model",), family="classifier", shared_by=("model", "engine"), models=("model",),
+    scorers={
+        "hf": "rcs_ray.sampling.scorers:ClassifierScorer",
+        "vllm": "rcs_ray.sampling.scorers:VLLMClassifierScorer",
+    },
+    requires=("model",),
+    family="classifier",
+    shared_by=("model", "engine"),
+    models=("model",),
     check_model="rcs_ray.modeling.preflight:check_reward_model_of",
-    check_config="rcs_ray.config.objectives:check_classifier")
+    check_config="rcs_ray.config.objectives:check_classifier",
+)
 
 REWARD_SOURCES: Dict[str, RewardSourceSpec] = {
-    "rule": RewardSourceSpec(scorers={None: "rcs_ray.sampling.scorers:RuleScorer"}, requires=("function",),
-                             family="rule", check_config="rcs_ray.config.objectives:check_rule",
-                             check_plan="rcs_ray.planning.checks:check_rule_function"),
+    "rule": RewardSourceSpec(
+        scorers={None: "rcs_ray.sampling.scorers:RuleScorer"},
+        requires=("function",),
+        family="rule",
+        check_config="rcs_ray.config.objectives:check_rule",
+        check_plan="rcs_ray.planning.checks:check_rule_function",
+    ),
     "classifier": RewardSourceSpec(**_CLASSIFIER),
     "multi_head": RewardSourceSpec(**_CLASSIFIER, options={"auto_output": "rewards"}),
-    "implicit": RewardSourceSpec(scorers={"hf": "rcs_ray.sampling.scorers:ImplicitRewardScorer"},
-                                 requires=("model", "reference"), family="implicit", shared_by=("model", "reference"),
-                                 models=("model", "reference"),
-                                 check_model="rcs_ray.modeling.preflight:check_causal_lm_of",
-                                 from_stage=("model", "reference"), policy_text=True, defaults={"beta": 0.1}),
-    "judge": RewardSourceSpec(scorers={"hf": "rcs_ray.sampling.judges:JudgeScorer",
-                                       "vllm": "rcs_ray.sampling.judges:VLLMJudgeScorer"},
-                              requires=("model",), family="judge", shared_by=("model", "engine"), models=("model",),
-                              check_model="rcs_ray.modeling.preflight:check_causal_lm_of",
-                              check_config="rcs_ray.config.objectives:check_judge"),
+    "implicit": RewardSourceSpec(
+        scorers={"hf": "rcs_ray.sampling.scorers:ImplicitRewardScorer"},
+        requires=("model", "reference"),
+        family="implicit",
+        shared_by=("model", "reference"),
+        models=("model", "reference"),
+        check_model="rcs_ray.modeling.preflight:check_causal_lm_of",
+        from_stage=("model", "reference"),
+        policy_text=True,
+        defaults={"beta": 0.1},
+    ),
+    "judge": RewardSourceSpec(
+        scorers={"hf": "rcs_ray.sampling.judges:JudgeScorer", "vllm": "rcs_ray.sampling.judges:VLLMJudgeScorer"},
+        requires=("model",),
+        family="judge",
+        shared_by=("model", "engine"),
+        models=("model",),
+        check_model="rcs_ray.modeling.preflight:check_causal_lm_of",
+        check_config="rcs_ray.config.objectives:check_judge",
+    ),
 }
 
 __all__ = ["DOTTED", "ENGINES", "LOSSES", "LossSpec", "REWARD_SOURCES", "RewardSourceSpec", "is_engine_name", "resolve"]

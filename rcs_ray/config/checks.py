@@ -64,5 +64,8 @@ def _check_from_stage(c: Checker, key: str, obj: ObjectiveConfig, cfg: RunConfig
         c.fail(f"{key}.from_stage", f"{j} is not a stage (1..{len(cfg.stages)})")
     for k, st in enumerate(cfg.stages):
         if st.sample and obj.name in [o.name for o in stage_objectives(cfg, k)] and k + 1 <= j:
-            c.fail(f"{key}.from_stage", f"stage {k + 1} scores {obj.name!r} but stage {j}'s policy does not exist "
-                                        f"yet then: from_stage must be an earlier stage")
+            c.fail(
+                f"{key}.from_stage",
+                f"stage {k + 1} scores {obj.name!r} but stage {j}'s policy does not exist "
+                f"yet then: from_stage must be an earlier stage",
+            )

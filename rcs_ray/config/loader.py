@@ -62,7 +62,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Ru
         RcsInputError: one line naming the file and key at fault.
     """
     merged = OmegaConf.structured(RunConfig)
-    for source, data in (_layers(path) if path else []):
+    for source, data in _layers(path) if path else []:
         try:
             merged = OmegaConf.merge(merged, OmegaConf.create(data))
         except OmegaConfBaseException as exc:

@@ -17,7 +17,7 @@ from rcs_ray.config.fields import Checker, doc_field
 
 OBJECTIVE_KINDS = tuple(registry.REWARD_SOURCES)
 OUTPUTS = ("auto", "logits", "rewards", "score", "end_scores")
-CHAT_TEMPLATES = ("auto", "own", "policy", "none")         # or a Jinja template
+CHAT_TEMPLATES = ("auto", "own", "policy", "none")  # or a Jinja template
 DTYPES = ("float32", "bfloat16", "float16")
 _WHAT = {"function": "'package.module:function'", "model": "a model path", "reference": "a reference model path"}
 
@@ -25,15 +25,24 @@ _WHAT = {"function": "'package.module:function'", "model": "a model path", "refe
 @dataclass
 class JudgeConfig:
     """An LLM-as-judge reward (``kind: judge``): the judge reads ``template`` and answers with a score."""
-    template: str = doc_field(("Rate how well the response answers the request, from 1 (worst) to 10 (best).\n\n"
-                               "Request: {prompt}\n\nResponse: {response}\n\nAnswer with the number only. Score:"),
-                              "The judge's prompt: {prompt} and {response} are filled in (other braces as {{ }}).")
-    mode: str = doc_field("expected", "expected: sum_s s * P(s) over the score tokens | parse: the score read from "
-                                      "the judge's text.")
-    scores: List[float] = doc_field(factory=lambda: [float(i) for i in range(1, 11)],
-                                    doc="expected: the score labels whose next-token probabilities are averaged.")
-    pattern: str = doc_field(r"(-?\d+(?:\.\d+)?)", "parse: a regular expression; the first match's group 1 is the "
-                                                   "score.")
+
+    template: str = doc_field(
+        (
+            "Rate how well the response answers the request, from 1 (worst) to 10 (best).\n\n"
+            "Request: {prompt}\n\nResponse: {response}\n\nAnswer with the number only. Score:"
+        ),
+        "The judge's prompt: {prompt} and {response} are filled in (other braces as {{ }}).",
+    )
+    mode: str = doc_field(
+        "expected", "expected: sum_s s * P(s) over the score tokens | parse: the score read from the judge's text."
+    )
+    scores: List[float] = doc_field(
+        factory=lambda: [float(i) for i in range(1, 11)],
+        doc="expected: the score labels whose next-token probabilities are averaged.",
+    )
+    pattern: str = doc_field(
+        r"(-?\d+(?:\.\d+)?)", "parse: a regular expression; the first match's group 1 is the score."
+    )
     max_tokens: int = doc_field(16, "parse: tokens the judge may write.")
 
     def check(self, c: Checker, key: str) -> None:
@@ -49,8 +58,10 @@ class JudgeConfig:
         try:
             self.template.format(prompt="", response="")
         except (KeyError, IndexError, ValueError) as exc:
-            c.fail(f"{key}.template", f"only {{prompt}} and {{response}} may be placeholders ({exc}); write other "
-                                      f"braces as {{{{ }}}}")
+            c.fail(
+                f"{key}.template",
+                f"only {{prompt}} and {{response}} may be placeholders ({exc}); write other braces as {{{{ }}}}",
+            )
         if self.mode == "expected" and not self.scores:
             c.fail(f"{key}.scores", "needs at least one score label")
         for v in self.scores:
@@ -72,34 +83,46 @@ class ObjectiveConfig:
     ``from_pretrained`` arguments), ``engine_kwargs`` (extra ``vllm.LLM`` arguments). ``output`` says what the
     reward model's forward pass is read from (see :mod:`rcs_ray.modeling.reward_models`).
     """
-    name: str = doc_field(MISSING, "The objective's name (required, unique): stages, rc.enforce and eval.thresholds "
-                                   "name it.")
-    kind: str = doc_field("rule", "The reward source: rule | classifier | multi_head | implicit | judge, or any kind "
-                                  "in rcs_ray.registry.REWARD_SOURCES.")
-    function: Optional[str] = doc_field(None, "rule: \"package.module:function\"(prompt, response) -> float.")
+
+    name: str = doc_field(
+        MISSING, "The objective's name (required, unique): stages, rc.enforce and eval.thresholds name it."
+    )
+    kind: str = doc_field(
+        "rule",
+        "The reward source: rule | classifier | multi_head | implicit | judge, or any kind "
+        "in rcs_ray.registry.REWARD_SOURCES.",
+    )
+    function: Optional[str] = doc_field(None, 'rule: "package.module:function"(prompt, response) -> float.')
     model: Optional[str] = doc_field(None, "A reward model, the aligned policy (implicit) or the judge; dir or Hub ID.")
     reference: Optional[str] = doc_field(None, "implicit: the reference policy.")
     tokenizer: Optional[str] = doc_field(None, "The tokenizer's directory or ID; None: the model's.")
-    output: str = doc_field("auto", "What the forward pass is read from: auto | logits | rewards | score | "
-                                    "end_scores.")
+    output: str = doc_field("auto", "What the forward pass is read from: auto | logits | rewards | score | end_scores.")
     head: int = doc_field(0, "Index into the output (a label, an objective of a multi-objective RM).")
-    sign: float = doc_field(1.0, "reward = sign * output (e.g. -1 for a \"cost\" model).")
-    beta: Optional[float] = doc_field(None, "implicit: reward = beta * (log pi - log pi_ref); None: 0.1, or with "
-                                            "from_stage the beta stage j trained with.")
-    from_stage: Optional[int] = doc_field(None, "implicit: r_j = beta_j * log(pi_j / pi_{j-1}) from the workflow's "
-                                                "own policies before and after stage j (1-based): no model paths "
-                                                "needed.")
+    sign: float = doc_field(1.0, 'reward = sign * output (e.g. -1 for a "cost" model).')
+    beta: Optional[float] = doc_field(
+        None,
+        "implicit: reward = beta * (log pi - log pi_ref); None: 0.1, or with from_stage the beta stage j trained with.",
+    )
+    from_stage: Optional[int] = doc_field(
+        None,
+        "implicit: r_j = beta_j * log(pi_j / pi_{j-1}) from the workflow's "
+        "own policies before and after stage j (1-based): no model paths "
+        "needed.",
+    )
     engine: str = doc_field("hf", "hf | vllm (vLLM pooling runner; judge: generation).")
     dtype: str = doc_field("float32", "The model's dtype: float32 | bfloat16 | float16.")
     trust_remote_code: bool = doc_field(False, "Load custom model code shipped with the model (e.g. ArmoRM).")
-    max_length: Optional[int] = doc_field(None, "Tokens of prompt + response read (longer: cut from the left); "
-                                                "None: the model's limit.")
-    chat_template: str = doc_field("auto", "How prompt and response are rendered for the model: auto | own | policy "
-                                           "| none | a Jinja template.")
+    max_length: Optional[int] = doc_field(
+        None, "Tokens of prompt + response read (longer: cut from the left); None: the model's limit."
+    )
+    chat_template: str = doc_field(
+        "auto", "How prompt and response are rendered for the model: auto | own | policy | none | a Jinja template."
+    )
     model_kwargs: Dict[str, Any] = doc_field(factory=dict, doc="Extra from_pretrained keyword arguments.")
     engine_kwargs: Dict[str, Any] = doc_field(factory=dict, doc="Extra vllm.LLM keyword arguments.")
-    judge: JudgeConfig = doc_field(factory=JudgeConfig, doc="kind: judge: the judge's prompt and how its answer "
-                                                            "becomes a score.")
+    judge: JudgeConfig = doc_field(
+        factory=JudgeConfig, doc="kind: judge: the judge's prompt and how its answer becomes a score."
+    )
     batch_size: int = doc_field(16, "Prompt-response sequences per forward pass of the model.")
     num_actors: int = doc_field(1, "Scorer actor-pool size.")
     num_gpus: float = doc_field(0.0, "GPUs per scorer actor.")
@@ -141,8 +164,11 @@ class ObjectiveConfig:
         derived = source.from_stage if self.from_stage is not None else ()
         for name in derived:
             if getattr(self, name):
-                c.fail(f"{key}.{name}", f"from_stage {self.from_stage} takes the model from the workflow's own "
-                                        f"policies: set one or the other")
+                c.fail(
+                    f"{key}.{name}",
+                    f"from_stage {self.from_stage} takes the model from the workflow's own "
+                    f"policies: set one or the other",
+                )
         for name in source.requires:
             if name not in derived and not getattr(self, name):
                 c.fail(f"{key}.{name}", f"a {self.kind} objective needs {_WHAT.get(name, name)}")
@@ -150,10 +176,11 @@ class ObjectiveConfig:
     def _check_loading(self, c: Checker, key: str) -> None:
         """What a model-based source loads with: dtype, chat template, length."""
         c.choice(f"{key}.dtype", self.dtype, DTYPES)
-        if self.chat_template not in CHAT_TEMPLATES and not ("{{" in self.chat_template
-                                                             or "{%" in self.chat_template):
-            c.fail(f"{key}.chat_template", f"{self.chat_template!r} is not one of {list(CHAT_TEMPLATES)} nor a "
-                                           f"Jinja template")
+        if self.chat_template not in CHAT_TEMPLATES and not ("{{" in self.chat_template or "{%" in self.chat_template):
+            c.fail(
+                f"{key}.chat_template",
+                f"{self.chat_template!r} is not one of {list(CHAT_TEMPLATES)} nor a Jinja template",
+            )
         if self.max_length is not None:
             c.at_least(f"{key}.max_length", self.max_length, 2)
 
@@ -183,8 +210,15 @@ def check_judge(obj: ObjectiveConfig, c: Checker, key: str) -> None:
 
 
 # What objectives that share a model (one forward pass serves them) must load alike.
-SHARED_LOADING = ("dtype", "trust_remote_code", "tokenizer", "chat_template", "max_length", "model_kwargs",
-                  "engine_kwargs")
+SHARED_LOADING = (
+    "dtype",
+    "trust_remote_code",
+    "tokenizer",
+    "chat_template",
+    "max_length",
+    "model_kwargs",
+    "engine_kwargs",
+)
 
 
 def check_shared_models(c: Checker, objectives: List[ObjectiveConfig]) -> None:
@@ -205,5 +239,8 @@ def check_shared_models(c: Checker, objectives: List[ObjectiveConfig]) -> None:
         j, other = first[group]
         for name in SHARED_LOADING:
             if getattr(obj, name) != getattr(other, name):
-                c.fail(f"objectives.{i}.{name}", f"objectives {j} and {i} share {obj.model} (one forward pass "
-                                                 f"serves both) but differ in {name}: set the same")
+                c.fail(
+                    f"objectives.{i}.{name}",
+                    f"objectives {j} and {i} share {obj.model} (one forward pass "
+                    f"serves both) but differ in {name}: set the same",
+                )

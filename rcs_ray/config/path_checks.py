@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 from rcs_ray.storage import hub
 
-if TYPE_CHECKING:                     # the config modules import these checks
+if TYPE_CHECKING:  # the config modules import these checks
     from rcs_ray.config.data import DataConfig
     from rcs_ray.config.run import RunConfig
 
@@ -45,16 +45,21 @@ def validate_data_source(c, key: str, data: DataConfig) -> None:
         if hub.hf_repo(path) is None:
             c.fail(f"{key}.path", f"{path}: {hub.HF_SHAPE}")
         if data.format != "auto":
-            c.fail(f"{key}.format", f"{data.format!r}: a Hub dataset is read by datasets.load_dataset from its own "
-                                    f"files; leave format auto")
+            c.fail(
+                f"{key}.format",
+                f"{data.format!r}: a Hub dataset is read by datasets.load_dataset from its own "
+                f"files; leave format auto",
+            )
     if data.config_name is not None and not (isinstance(data.config_name, str) and data.config_name.strip()):
         c.fail(f"{key}.config_name", f"must be a configuration name, got {data.config_name!r}")
     if data.data_files is not None:
         _validate_data_files(c, key, data)
     given = [name for name in ("config_name", "data_files") if getattr(data, name) is not None]
     if given and path and not (hub.is_hf(path) or hub.is_bare_id(path)):
-        c.fail(f"{key}.{given[0]}", f"only for a Hub dataset (hf://org/name[@revision]); {path} is read as a local "
-                                    f"path or URI")
+        c.fail(
+            f"{key}.{given[0]}",
+            f"only for a Hub dataset (hf://org/name[@revision]); {path} is read as a local path or URI",
+        )
 
 
 def _files_ok(value) -> bool:
@@ -66,7 +71,7 @@ def _files_ok(value) -> bool:
 
 def _validate_data_files(c, key: str, data: DataConfig) -> None:
     files, split = data.data_files, data.split
-    base = split.split("[", 1)[0] if split else None          # load_dataset's slices: train[:10%]
+    base = split.split("[", 1)[0] if split else None  # load_dataset's slices: train[:10%]
     if isinstance(files, dict):
         if not files or not all(isinstance(k, str) and k and _files_ok(v) for k, v in files.items()):
             c.fail(f"{key}.data_files", f"a mapping needs split names to files (globs) or lists of them, got {files!r}")
@@ -78,5 +83,8 @@ def _validate_data_files(c, key: str, data: DataConfig) -> None:
     if not _files_ok(files):
         c.fail(f"{key}.data_files", f"needs a file (glob), a list of them or {{split: files}}, got {files!r}")
     if base is not None and base != "train":
-        c.fail(f"{key}.split", f"{split!r}: data_files given as files make one split, 'train'; name the split with "
-                               f"data_files: {{{base}: [...]}}")
+        c.fail(
+            f"{key}.split",
+            f"{split!r}: data_files given as files make one split, 'train'; name the split with "
+            f"data_files: {{{base}: [...]}}",
+        )

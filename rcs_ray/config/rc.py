@@ -16,14 +16,18 @@ STRATEGY_NAMES = tuple(selection.STRATEGIES)
 @dataclass
 class RCConfig:
     """How a prompt's candidate group is reduced to a pair (``rs_dpo``: to every pair above a threshold)."""
+
     strategy: str = doc_field("rcs", "rcs | rc_random | target_only | weighted | rs_dpo | original | filter_only.")
-    margin: float = doc_field(0.0, "The reward-consistency margin on the earlier objectives; < 0 tolerates ties "
-                                   "(integer rewards).")
-    enforce: Optional[List[str]] = doc_field(None, "Objective names RC must hold on; None: every objective up to "
-                                                   "the stage's own.")
-    weights: Optional[List[float]] = doc_field(None, "The \"weighted\" strategy: one weight per objective.")
-    rs_tau: float = doc_field(1.0, "rs_dpo: keep every pair with sigmoid(target gap / rs_tau) > rs_eta (several per "
-                                   "prompt).")
+    margin: float = doc_field(
+        0.0, "The reward-consistency margin on the earlier objectives; < 0 tolerates ties (integer rewards)."
+    )
+    enforce: Optional[List[str]] = doc_field(
+        None, "Objective names RC must hold on; None: every objective up to the stage's own."
+    )
+    weights: Optional[List[float]] = doc_field(None, 'The "weighted" strategy: one weight per objective.')
+    rs_tau: float = doc_field(
+        1.0, "rs_dpo: keep every pair with sigmoid(target gap / rs_tau) > rs_eta (several per prompt)."
+    )
     rs_eta: float = doc_field(0.85, "rs_dpo: the threshold on sigmoid(target gap / rs_tau), in [0.5, 1).")
     include_original: bool = doc_field(True, "Add the dataset's chosen/rejected to the candidates.")
 
@@ -48,5 +52,6 @@ class RCConfig:
         if not (math.isfinite(self.rs_tau) and self.rs_tau > 0):
             c.fail(f"{key}.rs_tau", f"must be a positive number, got {self.rs_tau}")
         if not 0.5 <= self.rs_eta < 1:
-            c.fail(f"{key}.rs_eta", f"must be in [0.5, 1) (below 0.5 a pair could lose on the target), got "
-                                    f"{self.rs_eta}")
+            c.fail(
+                f"{key}.rs_eta", f"must be in [0.5, 1) (below 0.5 a pair could lose on the target), got {self.rs_eta}"
+            )

@@ -67,17 +67,24 @@ StageTrainConfig = overrides_of(TrainConfig, "StageTrainConfig", "train", {"lora
 @dataclass
 class StageConfig:
     """Stage k: align ``objective`` on ``data``; ``sample: false`` trains on the data as it is (stage 1)."""
+
     objective: str = doc_field(MISSING, "The objective this stage aligns (required): one of objectives' names.")
-    data: DataConfig = doc_field(factory=DataConfig, doc="The stage's preference data (sample: false) or its "
-                                                         "prompts (sample: true).")
-    sample: bool = doc_field(True, "Sample candidates from the policy and RC-select pairs; false: train on the data "
-                                   "as it is.")
+    data: DataConfig = doc_field(
+        factory=DataConfig, doc="The stage's preference data (sample: false) or its prompts (sample: true)."
+    )
+    sample: bool = doc_field(
+        True, "Sample candidates from the policy and RC-select pairs; false: train on the data as it is."
+    )
     rc: RCConfig = doc_field(factory=RCConfig, doc="How a prompt's candidates become a pair.")
-    train: StageTrainConfig = doc_field(factory=StageTrainConfig, doc="This stage's overrides of the top-level "
-                                                                      "train (unset keys: inherited).")
-    mix: List[DataConfig] = doc_field(factory=list, doc="More datasets trained together with data in this stage, as "
-                                                        "they are (sample: false, DPO): the \"mixed\" baseline is one "
-                                                        "stage over every objective's data.")
+    train: StageTrainConfig = doc_field(
+        factory=StageTrainConfig, doc="This stage's overrides of the top-level train (unset keys: inherited)."
+    )
+    mix: List[DataConfig] = doc_field(
+        factory=list,
+        doc="More datasets trained together with data in this stage, as "
+        'they are (sample: false, DPO): the "mixed" baseline is one '
+        "stage over every objective's data.",
+    )
 
     def check(self, c: Checker, key: str, names: List[str], train_loss: str) -> None:
         """The objective, the data and mixed-in data, the selection (the merged ``train`` is checked apart).
@@ -103,6 +110,7 @@ class StageConfig:
                 c.fail(f"{key}.mix", "mixing datasets trains on them as they are: set sample: false for this stage")
             loss = self.train.loss if self.train.loss is not None else train_loss
             if loss != "dpo":
-                c.fail(f"{key}.mix", f"a mixed stage trains with loss dpo (its pairs have different targets), "
-                                     f"got {loss!r}")
+                c.fail(
+                    f"{key}.mix", f"a mixed stage trains with loss dpo (its pairs have different targets), got {loss!r}"
+                )
         self.rc.check(c, f"{key}.rc", names)

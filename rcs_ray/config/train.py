@@ -19,19 +19,21 @@ from rcs_ray.config.fields import Checker, doc_field
 
 LOSS_NAMES = tuple(registry.LOSSES)
 PRECISIONS = ("fp32", "bf16", "fp16")
-LR_SCHEDULERS = ("constant", "linear", "cosine")          # after train.warmup_steps of linear warm-up
-TRACKERS = ("tensorboard", "mlflow", "wandb")              # train.report_to (rcs_ray.tracking)
-QUANTIZATIONS = ("4bit", "8bit")                           # QLoRA: bitsandbytes, CUDA only
+LR_SCHEDULERS = ("constant", "linear", "cosine")  # after train.warmup_steps of linear warm-up
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # train.report_to (rcs_ray.tracking)
+QUANTIZATIONS = ("4bit", "8bit")  # QLoRA: bitsandbytes, CUDA only
 
 
 @dataclass
 class LoraConfig:
     """LoRA adapters via PEFT (``r: 0``: off, every parameter trains). The stage exports the merged model."""
+
     r: int = doc_field(0, "LoRA rank (0: off, every parameter trains).")
     alpha: float = doc_field(16.0, "LoRA scaling: the adapters' update is scaled by alpha / r.")
     dropout: float = doc_field(0.0, "Dropout on the adapters' input, in [0, 1).")
-    target_modules: Optional[List[str]] = doc_field(None, "Module names to adapt; None: every linear layer but the "
-                                                          "output head (\"all-linear\").")
+    target_modules: Optional[List[str]] = doc_field(
+        None, 'Module names to adapt; None: every linear layer but the output head ("all-linear").'
+    )
     quantization: Optional[str] = doc_field(None, "QLoRA: 4bit | 8bit base weights (bitsandbytes, CUDA, ZeRO <= 2).")
 
     def check(self, c: Checker, key: str, use_gpu: bool, zero_stage: int) -> None:
@@ -46,15 +48,18 @@ class LoraConfig:
         if not 0 <= self.dropout < 1:
             c.fail(f"{key}.dropout", f"must be in [0, 1), got {self.dropout}")
         if self.target_modules is not None and not self.target_modules:
-            c.fail(f"{key}.target_modules", "an empty list adapts nothing: name modules, or leave it unset (every "
-                                            "linear layer)")
+            c.fail(
+                f"{key}.target_modules",
+                "an empty list adapts nothing: name modules, or leave it unset (every linear layer)",
+            )
         if self.quantization is not None:
             c.choice(f"{key}.quantization", self.quantization, QUANTIZATIONS)
             if not self.r:
                 c.fail(f"{key}.quantization", "QLoRA quantizes the frozen base under LoRA adapters: set train.lora.r")
             if not use_gpu:
-                c.fail(f"{key}.quantization", "QLoRA (bitsandbytes) needs CUDA GPUs: set train.use_gpu=true, or "
-                                              "drop it")
+                c.fail(
+                    f"{key}.quantization", "QLoRA (bitsandbytes) needs CUDA GPUs: set train.use_gpu=true, or drop it"
+                )
             if zero_stage == 3:
                 c.fail(f"{key}.quantization", "QLoRA cannot be sharded by ZeRO-3: use train.zero_stage <= 2")
 
@@ -62,6 +67,7 @@ class LoraConfig:
 @dataclass
 class TrainConfig:
     """One stage's training: the loss, optimizer and schedule, DeepSpeed, Ray Train placement, the reference pass."""
+
     loss: str = doc_field("dpo", "The preference loss (rcs_ray.registry.LOSSES): dpo | modpo | spo.")
     beta: float = doc_field(0.1, "The loss's KL strength: how far from the reference the policy may move (> 0).")
     learning_rate: float = doc_field(5e-7, "AdamW's peak learning rate (> 0).")
@@ -76,23 +82,32 @@ class TrainConfig:
     num_workers: int = doc_field(2, "Ray Train workers (data-parallel ranks).")
     use_gpu: bool = doc_field(False, "One GPU per train worker.")
     resources_per_worker: Dict[str, float] = doc_field(factory=dict, doc="Custom Ray resources per train worker.")
-    backend: Optional[str] = doc_field(None, "torch.distributed backend: nccl | gloo; None: nccl with GPUs, gloo "
-                                             "without.")
-    max_length: int = doc_field(512, "Most tokens of prompt + response in a training pair (longer: the response cut "
-                                     "from the right, then the prompt from the left); also what an implicit reward "
-                                     "reads by default.")
+    backend: Optional[str] = doc_field(
+        None, "torch.distributed backend: nccl | gloo; None: nccl with GPUs, gloo without."
+    )
+    max_length: int = doc_field(
+        512,
+        "Most tokens of prompt + response in a training pair (longer: the response cut "
+        "from the right, then the prompt from the left); also what an implicit reward "
+        "reads by default.",
+    )
     seed: int = doc_field(0, "Training seed: torch's (adapter init, dropout) and the batch order.")
-    modpo_weights: Optional[List[float]] = doc_field(None, "MODPO: one weight per configured objective, in config "
-                                                           "order; None: equal weights over the target and the "
-                                                           "earlier objectives.")
+    modpo_weights: Optional[List[float]] = doc_field(
+        None,
+        "MODPO: one weight per configured objective, in config "
+        "order; None: equal weights over the target and the "
+        "earlier objectives.",
+    )
     warmup_steps: int = doc_field(0, "Linear warm-up from 0 to learning_rate, then lr_scheduler.")
     lr_scheduler: str = doc_field("constant", "constant | linear | cosine (to 0 at the last step).")
     weight_decay: float = doc_field(0.0, "AdamW decoupled weight decay (matrices only: no biases or norms).")
-    gradient_checkpointing: bool = doc_field(False, "Recompute activations in the backward pass (less memory, ~30% "
-                                                    "slower).")
+    gradient_checkpointing: bool = doc_field(
+        False, "Recompute activations in the backward pass (less memory, ~30% slower)."
+    )
     lora: LoraConfig = doc_field(factory=LoraConfig, doc="LoRA / QLoRA adapters (r: 0: off).")
-    report_to: List[str] = doc_field(factory=list, doc="Trackers: tensorboard | mlflow | wandb (see the top-level "
-                                                       "tracking).")
+    report_to: List[str] = doc_field(
+        factory=list, doc="Trackers: tensorboard | mlflow | wandb (see the top-level tracking)."
+    )
     save_steps: Optional[int] = doc_field(None, "A resumable checkpoint every N steps (None: only at the end).")
     keep_checkpoints: Optional[int] = doc_field(2, "Newest checkpoints kept (None: all).")
     max_failures: int = doc_field(0, "Worker-group restarts from the latest checkpoint (Ray Train).")
@@ -100,10 +115,12 @@ class TrainConfig:
     ref_batch_size: int = doc_field(16, "Pairs per batch of the reference log-prob pass.")
     ref_num_actors: int = doc_field(1, "Reference log-prob actor-pool size.")
     spo_alphas: Optional[List[float]] = doc_field(None, "SPO: one weight per earlier stage (default 1.0 each).")
-    spo_reward_source: str = doc_field("implicit", "SPO: implicit: beta*log(pi_j/pi_{j-1}) | recorded: the pairs' "
-                                                   "rewards.")
-    spo_policies: Optional[List[str]] = doc_field(None, "SPO implicit, stage k: pi_0..pi_{k-1} (default: from "
-                                                        "output_dir).")
+    spo_reward_source: str = doc_field(
+        "implicit", "SPO: implicit: beta*log(pi_j/pi_{j-1}) | recorded: the pairs' rewards."
+    )
+    spo_policies: Optional[List[str]] = doc_field(
+        None, "SPO implicit, stage k: pi_0..pi_{k-1} (default: from output_dir)."
+    )
     on_suspicious_data: str = doc_field("warn", "warn | error: repeated pairs, chosen == rejected, most pairs cut.")
 
     @classmethod
@@ -140,8 +157,9 @@ class TrainConfig:
         if self.max_steps is not None:
             c.at_least(f"{key}.max_steps", self.max_steps, 1)
         if self.modpo_weights is not None and len(self.modpo_weights) != len(names):
-            c.fail(f"{key}.modpo_weights",
-                   f"needs {len(names)} weights (one per objective), got {len(self.modpo_weights)}")
+            c.fail(
+                f"{key}.modpo_weights", f"needs {len(names)} weights (one per objective), got {len(self.modpo_weights)}"
+            )
         c.at_least(f"{key}.max_grad_norm", self.max_grad_norm, 0.0)
         if self.backend is not None:
             c.choice(f"{key}.backend", self.backend, ("nccl", "gloo"))

@@ -33,8 +33,16 @@ import logging
 from typing import Dict, Sequence, Tuple
 
 from rcs_ray.errors import RcsInputError
-from rcs_ray.modeling.checkpoints import (architectures, checkpoint_keys, missing_keys, needed_keys, on_meta,
-                                          read_config, summarize, weight_files)
+from rcs_ray.modeling.checkpoints import (
+    architectures,
+    checkpoint_keys,
+    missing_keys,
+    needed_keys,
+    on_meta,
+    read_config,
+    summarize,
+    weight_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +87,19 @@ def _classifier_on_meta(config, path: str, key: str, trust_remote_code: bool):
     from transformers import AutoModelForSequenceClassification
 
     try:
-        return on_meta(lambda: AutoModelForSequenceClassification.from_config(config,
-                                                                              trust_remote_code=trust_remote_code))
+        return on_meta(
+            lambda: AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+        )
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
-            raise RcsInputError(f"{key}: {path} ships its own model code (auto_map in config.json): set "
-                                f"{key.rsplit('.', 1)[0]}.trust_remote_code=true if you trust it") from None
-        raise RcsInputError(f"{key}: {path} ({', '.join(architectures(config)) or config.model_type}) has no "
-                            f"sequence-classification head: {str(exc).splitlines()[0]}") from None
+            raise RcsInputError(
+                f"{key}: {path} ships its own model code (auto_map in config.json): set "
+                f"{key.rsplit('.', 1)[0]}.trust_remote_code=true if you trust it"
+            ) from None
+        raise RcsInputError(
+            f"{key}: {path} ({', '.join(architectures(config)) or config.model_type}) has no "
+            f"sequence-classification head: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def _hint(have, objective: str, output: str, trust_remote_code: bool) -> str:
@@ -97,8 +110,9 @@ def _hint(have, objective: str, output: str, trust_remote_code: bool) -> str:
     return "the checkpoint does not belong to this model class: check the path and the output"
 
 
-def check_reward_model(path: str, output: str, heads: Sequence[int], kind: str, trust_remote_code: bool,
-                       key: str) -> str:
+def check_reward_model(
+    path: str, output: str, heads: Sequence[int], kind: str, trust_remote_code: bool, key: str
+) -> str:
     """The pre-flight check of a reward model read as ``output`` at ``heads``; returns the resolved output.
 
     Args:
@@ -118,22 +132,31 @@ def check_reward_model(path: str, output: str, heads: Sequence[int], kind: str, 
     out, why = resolve_output(config, output, kind)
     arch = architectures(config)
     if any(a.endswith(_CAUSAL) for a in arch) and out == "logits":
-        raise RcsInputError(f"{key}: {path} is a causal language model ({', '.join(arch)}), not a reward model: its "
-                            f"score head would be random; use kind implicit (beta * log pi/pi_ref) or judge")
-    model = on_meta(lambda: ScoreModel(config)) if out == "end_scores" else \
-        _classifier_on_meta(config, path, key, trust_remote_code)
+        raise RcsInputError(
+            f"{key}: {path} is a causal language model ({', '.join(arch)}), not a reward model: its "
+            f"score head would be random; use kind implicit (beta * log pi/pi_ref) or judge"
+        )
+    model = (
+        on_meta(lambda: ScoreModel(config))
+        if out == "end_scores"
+        else _classifier_on_meta(config, path, key, trust_remote_code)
+    )
     have = checkpoint_keys(path, key)
     needed = needed_keys(model)
     missing = missing_keys(needed, have, getattr(model, "base_model_prefix", ""))
     if missing:
         extra = sorted(have - needed - {f"{model.base_model_prefix}.{k}" for k in needed})
-        raise RcsInputError(f"{key}: {path} lacks weights {type(model).__name__} needs: {summarize(missing)}"
-                            + (f" (the checkpoint has {summarize(extra, 2)} instead)" if extra else "")
-                            + f"; they would be random: {_hint(have, objective, out, trust_remote_code)}")
+        raise RcsInputError(
+            f"{key}: {path} lacks weights {type(model).__name__} needs: {summarize(missing)}"
+            + (f" (the checkpoint has {summarize(extra, 2)} instead)" if extra else "")
+            + f"; they would be random: {_hint(have, objective, out, trust_remote_code)}"
+        )
     size = output_size(config, out)
     if out == "rewards" and size == 0:
-        raise RcsInputError(f"{objective}.output: rewards needs a multi-objective RM (num_objectives in its config); "
-                            f"{path} has none: use logits or score")
+        raise RcsInputError(
+            f"{objective}.output: rewards needs a multi-objective RM (num_objectives in its config); "
+            f"{path} has none: use logits or score"
+        )
     for head in heads:
         if not 0 <= head < size:
             raise RcsInputError(f"{objective}.head: {head} out of range: output {out} of {path} has {size} value(s)")
@@ -157,17 +180,18 @@ def _score_model_class():
             super().__init__()
             self.config = config
             self.model = backbone if backbone is not None else AutoModel.from_config(config)
-            self.score_head = torch.nn.Linear(config.hidden_size, int(getattr(config, "score_dim", 1)),
-                                              bias=bool(getattr(config, "bias", False)))
+            self.score_head = torch.nn.Linear(
+                config.hidden_size, int(getattr(config, "score_dim", 1)), bias=bool(getattr(config, "bias", False))
+            )
 
         def get_input_embeddings(self):
             return self.model.get_input_embeddings()
 
         def forward(self, input_ids, attention_mask):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            scores = self.score_head(hidden.to(self.score_head.weight.dtype))            # (B, L, D)
+            scores = self.score_head(hidden.to(self.score_head.weight.dtype))  # (B, L, D)
             positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-            end = (attention_mask.bool() * positions).argmax(dim=1)      # last attended token: never by the pad id
+            end = (attention_mask.bool() * positions).argmax(dim=1)  # last attended token: never by the pad id
             end_scores = scores[torch.arange(scores.shape[0], device=scores.device), end]  # (B, D)
             return {"end_scores": _normalized(end_scores, self.config)}
 
@@ -225,14 +249,21 @@ def load_score_model(path: str, dtype, trust_remote_code: bool = False, **kwargs
     from rcs_ray.modeling.loading import load_checked
 
     level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()          # score_head is "unexpected" for the backbone: loaded below instead
+    hf_logging.set_verbosity_error()  # score_head is "unexpected" for the backbone: loaded below instead
     try:
-        backbone = load_checked(AutoModel, path, "score model", "its backbone lacks them", dtype=dtype,
-                                trust_remote_code=trust_remote_code, **kwargs)
+        backbone = load_checked(
+            AutoModel,
+            path,
+            "score model",
+            "its backbone lacks them",
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            **kwargs,
+        )
     finally:
         hf_logging.set_verbosity(level)
     model = ScoreModel(backbone.config, backbone)
-    state = {k[len("score_head."):]: v for k, v in _head_tensors(path).items()}
+    state = {k[len("score_head.") :]: v for k, v in _head_tensors(path).items()}
     if "weight" not in state or (model.score_head.bias is not None and "bias" not in state):
         raise RcsInputError(f"{path}: no score_head weights in the checkpoint")
     with torch.no_grad():
@@ -252,11 +283,19 @@ def read_outputs(result, outputs: Sequence[str]) -> Dict[str, object]:
         value = result.get(name) if isinstance(result, dict) else getattr(result, name, None)
         if value is None:
             fields = list(result.keys()) if hasattr(result, "keys") else [a for a in dir(result) if not a[0] == "_"]
-            raise RcsInputError(f"the reward model's output has no {name!r} (it has {fields}): set output to one "
-                                f"of those")
+            raise RcsInputError(
+                f"the reward model's output has no {name!r} (it has {fields}): set output to one of those"
+            )
         out[name] = value.reshape(value.shape[0], -1)
     return out
 
 
-__all__ = ["OUTPUTS", "ScoreModel", "check_reward_model", "load_score_model", "output_size",
-                      "read_outputs", "resolve_output"]
+__all__ = [
+    "OUTPUTS",
+    "ScoreModel",
+    "check_reward_model",
+    "load_score_model",
+    "output_size",
+    "read_outputs",
+    "resolve_output",
+]

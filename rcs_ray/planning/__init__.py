@@ -33,14 +33,35 @@ class PlanResult:
     problems: List[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "models": self.found.models, "prompts": self.found.prompts,
-                "mean_prompt_tokens": {k: round(v, 1) for k, v in self.found.prompt_tokens.items()},
-                "capacity": None if self.capacity is None else {"source": self.capacity.source,
-                                                                "resources": self.capacity.resources},
-                "phases": [{"phase": p.name, "needs": {n: p.total(n) for n in p.names()},
-                            "pools": [{"what": q.what, "actors": q.actors, "gpus_each": q.gpus, "cpus_each": q.cpus,
-                                       "resources_each": q.resources} for q in p.pools]} for p in self.phases],
-                "costs": [c.as_dict() for c in self.costs], "rates": self.rates, "problems": self.problems}
+        return {
+            "name": self.name,
+            "models": self.found.models,
+            "prompts": self.found.prompts,
+            "mean_prompt_tokens": {k: round(v, 1) for k, v in self.found.prompt_tokens.items()},
+            "capacity": None
+            if self.capacity is None
+            else {"source": self.capacity.source, "resources": self.capacity.resources},
+            "phases": [
+                {
+                    "phase": p.name,
+                    "needs": {n: p.total(n) for n in p.names()},
+                    "pools": [
+                        {
+                            "what": q.what,
+                            "actors": q.actors,
+                            "gpus_each": q.gpus,
+                            "cpus_each": q.cpus,
+                            "resources_each": q.resources,
+                        }
+                        for q in p.pools
+                    ],
+                }
+                for p in self.phases
+            ],
+            "costs": [c.as_dict() for c in self.costs],
+            "rates": self.rates,
+            "problems": self.problems,
+        }
 
     def report(self) -> str:
         lines = [f"plan of {self.name}", "", "models:"]
@@ -50,30 +71,54 @@ class PlanResult:
             mean = self.found.prompt_tokens.get(k)
             lines.append(f"  {k:<28} {n} prompts" + (f" (prompt {mean:.0f} tokens on average)" if mean else ""))
         cap = self.capacity
-        lines += ["", "resources" + (f" ({cap.source}: " + ", ".join(f"{v:g} {k}" for k, v in sorted(
-            cap.resources.items()) if k in ("GPU", "CPU") or any(k in p.names() for p in self.phases)) + ")"
-            if cap else "") + ":"]
+        lines += [
+            "",
+            "resources"
+            + (
+                f" ({cap.source}: "
+                + ", ".join(
+                    f"{v:g} {k}"
+                    for k, v in sorted(cap.resources.items())
+                    if k in ("GPU", "CPU") or any(k in p.names() for p in self.phases)
+                )
+                + ")"
+                if cap
+                else ""
+            )
+            + ":",
+        ]
         for p in self.phases:
             needs = ", ".join(f"{p.total(n):g} {n}" for n in p.names())
             pools = "; ".join(f"{q.actors} x {q.what} ({q.gpus:g} GPU, {q.cpus:g} CPU each)" for q in p.pools)
             lines.append(f"  {p.name:<26} {needs:<22} {pools}")
         r = self.rates
-        lines += ["", f"cost (assumed rates, not measured: generation {r['gen']:g} tokens/s per engine, reward "
-                      f"model {r['rm']:g} tokens/s per replica, training {r['train']:g} pairs/s; samples "
-                      f"{r['fill']:g} x max_tokens on average; --rates to change):"]
-        lines.append(f"  {'stage':<6} {'prompts':>8} {'generated':>12} {'scored':>12} {'gen GPU-h':>10} "
-                     f"{'score GPU-h':>11} {'train GPU-h':>11} {'total':>8}")
+        lines += [
+            "",
+            f"cost (assumed rates, not measured: generation {r['gen']:g} tokens/s per engine, reward "
+            f"model {r['rm']:g} tokens/s per replica, training {r['train']:g} pairs/s; samples "
+            f"{r['fill']:g} x max_tokens on average; --rates to change):",
+        ]
+        lines.append(
+            f"  {'stage':<6} {'prompts':>8} {'generated':>12} {'scored':>12} {'gen GPU-h':>10} "
+            f"{'score GPU-h':>11} {'train GPU-h':>11} {'total':>8}"
+        )
         for c in self.costs:
-            lines.append(f"  {c.stage:<6} {c.prompts:>8} {c.generated_tokens:>12.3g} {c.scored_tokens:>12.3g} "
-                         f"{c.generation_gpu_hours:>10.3f} {c.scoring_gpu_hours:>11.3f} "
-                         f"{c.training_gpu_hours:>11.3f} {c.gpu_hours:>8.3f}")
-        lines += ["", f"{len(self.problems)} problem(s)" + (":" if self.problems else ": the config can run as planned")]
+            lines.append(
+                f"  {c.stage:<6} {c.prompts:>8} {c.generated_tokens:>12.3g} {c.scored_tokens:>12.3g} "
+                f"{c.generation_gpu_hours:>10.3f} {c.scoring_gpu_hours:>11.3f} "
+                f"{c.training_gpu_hours:>11.3f} {c.gpu_hours:>8.3f}"
+            )
+        lines += [
+            "",
+            f"{len(self.problems)} problem(s)" + (":" if self.problems else ": the config can run as planned"),
+        ]
         lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines)
 
 
-def plan(cfg: RunConfig, gpus: Optional[float] = None, cpus: Optional[float] = None,
-         rates: Optional[Dict[str, float]] = None) -> PlanResult:
+def plan(
+    cfg: RunConfig, gpus: Optional[float] = None, cpus: Optional[float] = None, rates: Optional[Dict[str, float]] = None
+) -> PlanResult:
     """Check ``cfg`` without loading weights or starting work; see the module docstring."""
     found = Found()
     check_models(cfg, found)

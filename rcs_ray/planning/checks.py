@@ -19,9 +19,10 @@ from rcs_ray.errors import RcsInputError
 @dataclass
 class Found:
     """What the checks found: resolved models and datasets, and every problem (one line each)."""
-    models: Dict[str, str] = field(default_factory=dict)        # config key -> resolved path
-    prompts: Dict[str, int] = field(default_factory=dict)       # data key -> prompts after ``limit``
-    prompt_tokens: Dict[str, float] = field(default_factory=dict)   # data key -> mean prompt tokens (policy's rule)
+
+    models: Dict[str, str] = field(default_factory=dict)  # config key -> resolved path
+    prompts: Dict[str, int] = field(default_factory=dict)  # data key -> prompts after ``limit``
+    prompt_tokens: Dict[str, float] = field(default_factory=dict)  # data key -> mean prompt tokens (policy's rule)
     problems: List[str] = field(default_factory=list)
 
     def attempt(self, fn: Callable, *args, **kwargs):
@@ -60,8 +61,10 @@ def check_models(cfg: RunConfig, found: Found) -> None:
     if local(policy):
         import dataclasses
 
-        found.attempt(check_prompt_rule, dataclasses.replace(cfg.policy, path=policy,
-                                                             tokenizer=found.models.get("policy.tokenizer")))
+        found.attempt(
+            check_prompt_rule,
+            dataclasses.replace(cfg.policy, path=policy, tokenizer=found.models.get("policy.tokenizer")),
+        )
     objectives = [(f"objectives.{i}", o) for i, o in enumerate(cfg.objectives)]
     if cfg.eval.judge is not None:
         objectives.append(("eval.judge", cfg.eval.judge))
@@ -148,6 +151,9 @@ def _policy_tokenizer(cfg: RunConfig, found: Found):
 def _mean_prompt_tokens(tokenizer, cfg: RunConfig, rows: list) -> float:
     from rcs_ray.prompting import PromptRule, prompt_ids_batch
 
-    ids = [x for x in prompt_ids_batch(tokenizer, [r["prompt"] for r in rows], PromptRule.of(cfg.policy))
-           if not isinstance(x, Exception)]
+    ids = [
+        x
+        for x in prompt_ids_batch(tokenizer, [r["prompt"] for r in rows], PromptRule.of(cfg.policy))
+        if not isinstance(x, Exception)
+    ]
     return sum(len(x) for x in ids) / len(ids) if ids else 0.0

@@ -1,5 +1,5 @@
-"""The dry run's cost estimate: the cost model of docs/cluster.md per stage (tokens and GPU-hours), with the rates it assumed
-printed beside it. The rates are assumptions, never measurements: replace them with your own (``--rates``).
+"""The dry run's cost estimate: the cost model of docs/cluster.md per stage (tokens and GPU-hours), with the rates it
+assumed printed beside it. The rates are assumptions, never measurements: replace them with your own (``--rates``).
 
 Per sampled stage with P prompts, n samples of L generated tokens (assumed ``fill`` x ``max_tokens``), prompts of p
 tokens (measured on the stage's data with the policy's tokenizer and prompt rule) and its reward-model scorers:
@@ -59,8 +59,9 @@ def parse_rates(text: str) -> Dict[str, float]:
     return rates
 
 
-def stage_costs(cfg: RunConfig, prompts: Dict[str, int], prompt_tokens: Dict[str, float],
-                rates: Dict[str, float]) -> List[StageCost]:
+def stage_costs(
+    cfg: RunConfig, prompts: Dict[str, int], prompt_tokens: Dict[str, float], rates: Dict[str, float]
+) -> List[StageCost]:
     """The cost of each stage (a stage whose data could not be read is left out)."""
     from rcs_ray.sampling.scorers import plan_scorers
 
@@ -73,7 +74,7 @@ def stage_costs(cfg: RunConfig, prompts: Dict[str, int], prompt_tokens: Dict[str
         t = stage_train(cfg, k)
         global_batch = t.batch_size * t.gradient_accumulation_steps * t.num_workers
         pairs = t.max_steps * global_batch if t.max_steps else (p_count // global_batch) * global_batch * t.num_epochs
-        train_h = pairs / (rates["train"] * 3600) * t.num_workers          # pairs processed, every epoch
+        train_h = pairs / (rates["train"] * 3600) * t.num_workers  # pairs processed, every epoch
         gen = scored = gen_h = score_h = 0.0
         if st.sample:
             length = rates["fill"] * s.max_tokens

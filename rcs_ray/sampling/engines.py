@@ -36,7 +36,7 @@ from rcs_ray.modeling.devices import device_for
 from rcs_ray.modeling.loading import load_causal_lm, load_tokenizer
 from rcs_ray.sampling.hf_sampling import GumbelNoise, StopStrings, stop_cut
 
-_GumbelNoise = GumbelNoise          # its earlier name here
+_GumbelNoise = GumbelNoise  # its earlier name here
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class Completion:
     text: str
     num_tokens: int
-    finished: bool          # stopped at EOS or a stop string (False: cut at max_tokens)
+    finished: bool  # stopped at EOS or a stop string (False: cut at max_tokens)
 
 
 class Engine(Protocol):
@@ -68,10 +68,13 @@ class HFEngine:
         if sampling.tensor_parallel_size > 1:
             logging.getLogger(__name__).warning(
                 "engine hf has no tensor parallelism: it runs on one device (tensor_parallel_size %d only places the "
-                "actor); use engine vllm", sampling.tensor_parallel_size)
+                "actor); use engine vllm",
+                sampling.tensor_parallel_size,
+            )
         self.model = load_causal_lm(model.path, model.dtype, model.trust_remote_code, self.device, "policy.path")
-        self.max_model_len = context_limit(self.model.config, tokenizer_limit(self.tokenizer),
-                                           sampling.vllm_max_model_len)
+        self.max_model_len = context_limit(
+            self.model.config, tokenizer_limit(self.tokenizer), sampling.vllm_max_model_len
+        )
         self.eos = stop_ids(self.tokenizer, self.model.generation_config)
 
     def generate(self, prompts: Sequence[Sequence[int]], seeds: Sequence[Sequence[int]]) -> list[list[Completion]]:
@@ -91,26 +94,42 @@ class HFEngine:
         width = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, (ids, _) in enumerate(rows):                      # left padding
-            input_ids[r, width - len(ids):] = torch.tensor(ids)
-            mask[r, width - len(ids):] = 1
+        for r, (ids, _) in enumerate(rows):  # left padding
+            input_ids[r, width - len(ids) :] = torch.tensor(ids)
+            mask[r, width - len(ids) :] = 1
         sp = self.sampling
-        noise = GumbelNoise([seed for _, seed in rows], sp.temperature, sp.top_p, top_k=sp.top_k, min_p=sp.min_p,
-                            repetition_penalty=sp.repetition_penalty, starts=[width - len(ids) for ids, _ in rows])
+        noise = GumbelNoise(
+            [seed for _, seed in rows],
+            sp.temperature,
+            sp.top_p,
+            top_k=sp.top_k,
+            min_p=sp.min_p,
+            repetition_penalty=sp.repetition_penalty,
+            starts=[width - len(ids) for ids, _ in rows],
+        )
         stop = StoppingCriteriaList([StopStrings(self.tokenizer, sp.stop, width)]) if sp.stop else None
         with torch.no_grad():
             seqs = self.model.generate(
-                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False,
-                num_beams=1, max_new_tokens=sp.max_tokens, logits_processor=LogitsProcessorList([noise]),
-                stopping_criteria=stop, pad_token_id=pad, eos_token_id=list(self.eos), temperature=None,
-                top_p=None, top_k=None)
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=sp.max_tokens,
+                logits_processor=LogitsProcessorList([noise]),
+                stopping_criteria=stop,
+                pad_token_id=pad,
+                eos_token_id=list(self.eos),
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
         for r, gen in enumerate(seqs[:, width:].tolist()):
             end = next((i for i, t in enumerate(gen) if t in self.eos), None)
             finished = end is not None
             gen = gen[: end + 1] if finished else gen
             text = self.tokenizer.decode(gen, skip_special_tokens=True)
             cut = stop_cut(self.tokenizer, gen, text, sp.stop)
-            if cut is not None:                                  # as vLLM: the text before it, a finished response
+            if cut is not None:  # as vLLM: the text before it, a finished response
                 (text, n), finished = cut, True
                 gen = gen[:n]
             out[owners[r]].append(Completion(text=text, num_tokens=len(gen), finished=finished))
@@ -135,10 +154,16 @@ class VLLMEngine:
         self.sampling = sampling
         # TP workers (tensor_parallel_size > 1) are Ray actors inside this actor's placement group
         # (rcs_ray.sampling.placement); sampling.engine_kwargs win
-        self.llm = build_llm(model.path, tokenizer=model.tokenizer or model.path, dtype=model.dtype,
-                             trust_remote_code=model.trust_remote_code, max_length=sampling.vllm_max_model_len,
-                             seed=sampling.seed, tensor_parallel_size=sampling.tensor_parallel_size,
-                             engine_kwargs=sampling.engine_kwargs)
+        self.llm = build_llm(
+            model.path,
+            tokenizer=model.tokenizer or model.path,
+            dtype=model.dtype,
+            trust_remote_code=model.trust_remote_code,
+            max_length=sampling.vllm_max_model_len,
+            seed=sampling.seed,
+            tensor_parallel_size=sampling.tensor_parallel_size,
+            engine_kwargs=sampling.engine_kwargs,
+        )
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.stop = stop_ids(self.tokenizer, _generation_config(model.path))
@@ -153,16 +178,24 @@ class VLLMEngine:
         for i, (ids, row_seeds) in enumerate(zip(prompts, seeds)):
             for s in row_seeds:
                 requests.append(TokensPrompt(prompt_token_ids=list(ids)))
-                params.append(SamplingParams(n=1, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
-                                             top_k=self.sampling.top_k, min_p=self.sampling.min_p,
-                                             repetition_penalty=self.sampling.repetition_penalty,
-                                             stop=list(self.sampling.stop) or None,
-                                             max_tokens=self.sampling.max_tokens, seed=int(s),
-                                             stop_token_ids=self.stop,
-                                             # finished requests only (LLM.generate sets it too): the engine loop
-                                             # would otherwise build and detokenize every running request's output
-                                             # at every step
-                                             output_kind=RequestOutputKind.FINAL_ONLY))
+                params.append(
+                    SamplingParams(
+                        n=1,
+                        temperature=self.sampling.temperature,
+                        top_p=self.sampling.top_p,
+                        top_k=self.sampling.top_k,
+                        min_p=self.sampling.min_p,
+                        repetition_penalty=self.sampling.repetition_penalty,
+                        stop=list(self.sampling.stop) or None,
+                        max_tokens=self.sampling.max_tokens,
+                        seed=int(s),
+                        stop_token_ids=self.stop,
+                        # finished requests only (LLM.generate sets it too): the engine loop
+                        # would otherwise build and detokenize every running request's output
+                        # at every step
+                        output_kind=RequestOutputKind.FINAL_ONLY,
+                    )
+                )
                 owners.append(i)
         return requests, params, owners
 
@@ -199,7 +232,7 @@ class VLLMEngine:
     def _run(self) -> None:
         """The engine loop: admit queued batches between steps, step while anything runs, resolve finished batches."""
         engine = self.llm.llm_engine
-        waiting: dict = {}                      # request id -> (batch state, owner, position)
+        waiting: dict = {}  # request id -> (batch state, owner, position)
         while True:
             block = not waiting and not engine.has_unfinished_requests()
             try:
@@ -234,7 +267,7 @@ class VLLMEngine:
         added = []
         try:
             for request, param, owner in zip(requests, params, owners):
-                rid = f"rcs-{next(self._ids)}"             # outputs carry this (external) id
+                rid = f"rcs-{next(self._ids)}"  # outputs carry this (external) id
                 engine.add_request(rid, request, param)
                 added.append(rid)
                 waiting[rid] = (state, owner, seen[owner])
@@ -274,8 +307,10 @@ def make_engine(model: ModelConfig, sampling: SamplingConfig) -> Engine:
 
     name = sampling.engine
     if not registry.is_engine_name(name):
-        raise RcsInputError(f"sampling.engine: {name!r} is not one of {sorted(registry.ENGINES)} nor a custom engine "
-                            f"'package.module:ClassName'")
+        raise RcsInputError(
+            f"sampling.engine: {name!r} is not one of {sorted(registry.ENGINES)} nor a custom engine "
+            f"'package.module:ClassName'"
+        )
     try:
         cls = registry.resolve(registry.ENGINES.get(name, name), "sampling.engine")
     except ImportError as exc:

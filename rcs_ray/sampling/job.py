@@ -15,8 +15,16 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from rcs_ray import registry
-from rcs_ray.config import (ModelConfig, ObjectiveConfig, RCConfig, RunConfig, SamplingConfig, TinyWorldConfig,
-                            stage_objectives, stage_train)
+from rcs_ray.config import (
+    ModelConfig,
+    ObjectiveConfig,
+    RCConfig,
+    RunConfig,
+    SamplingConfig,
+    TinyWorldConfig,
+    stage_objectives,
+    stage_train,
+)
 from rcs_ray.paths import resolve_model_dir
 
 
@@ -36,6 +44,7 @@ class ScorerSettings:
             policy`` reads the policy's text.
         policy_tokenizer: where the policy's template lives (``chat_template: policy`` for a reward model).
     """
+
     dtype: str = "float32"
     trust_remote_code: bool = False
     tokenizer: Optional[str] = None
@@ -52,8 +61,9 @@ class ScorerSettings:
         """The policy's :class:`~rcs_ray.prompting.PromptRule`."""
         from rcs_ray.prompting import PromptRule
 
-        return PromptRule(bool(self.policy_chat_template), self.policy_system_prompt,
-                          dict(self.policy_chat_template_kwargs))
+        return PromptRule(
+            bool(self.policy_chat_template), self.policy_system_prompt, dict(self.policy_chat_template_kwargs)
+        )
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class SamplingJob:
         target: the objective pairs are selected for; ``None``: no selection (evaluation).
         rc: the selection settings (with ``target``).
     """
+
     policy: ModelConfig
     objectives: Tuple[ObjectiveConfig, ...]
     sampling: SamplingConfig
@@ -104,8 +115,9 @@ def policy_chain(cfg: RunConfig, upto: int) -> list:
     for j in range(1, upto + 1):
         path = RunLayout(cfg.output_dir).stage(j - 1).train.model
         if not storage.isdir(path):
-            raise RcsInputError(f"an implicit reward from stage {j} needs its trained policy {path} (missing): train "
-                                f"stage {j} first")
+            raise RcsInputError(
+                f"an implicit reward from stage {j} needs its trained policy {path} (missing): train stage {j} first"
+            )
         chain.append(storage.absolute(path))
     return chain
 
@@ -125,18 +137,29 @@ def _resolve_objective(obj: ObjectiveConfig, key: str, tinyworld: TinyWorldConfi
 def scorer_settings(obj: ObjectiveConfig, policy: ModelConfig, train_max_length: int) -> ScorerSettings:
     """The settings of ``obj``'s scorer; a source that scores the policy's text as training reads it (``policy_text``:
     an implicit reward) reads up to ``train_max_length`` tokens by default, as training does."""
-    max_length = obj.max_length if obj.max_length is not None else (
-        train_max_length if registry.REWARD_SOURCES[obj.kind].policy_text else None)
-    return ScorerSettings(dtype=obj.dtype, trust_remote_code=obj.trust_remote_code, tokenizer=obj.tokenizer,
-                          max_length=max_length, chat_template=obj.chat_template,
-                          policy_chat_template=policy.chat_template, policy_tokenizer=policy.tokenizer or policy.path,
-                          model_kwargs=dict(obj.model_kwargs), engine_kwargs=dict(obj.engine_kwargs),
-                          policy_system_prompt=policy.system_prompt,
-                          policy_chat_template_kwargs=dict(policy.chat_template_kwargs))
+    max_length = (
+        obj.max_length
+        if obj.max_length is not None
+        else (train_max_length if registry.REWARD_SOURCES[obj.kind].policy_text else None)
+    )
+    return ScorerSettings(
+        dtype=obj.dtype,
+        trust_remote_code=obj.trust_remote_code,
+        tokenizer=obj.tokenizer,
+        max_length=max_length,
+        chat_template=obj.chat_template,
+        policy_chat_template=policy.chat_template,
+        policy_tokenizer=policy.tokenizer or policy.path,
+        model_kwargs=dict(obj.model_kwargs),
+        engine_kwargs=dict(obj.engine_kwargs),
+        policy_system_prompt=policy.system_prompt,
+        policy_chat_template_kwargs=dict(policy.chat_template_kwargs),
+    )
 
 
-def _job(cfg: RunConfig, objectives, policy: Optional[str], keys: Dict[str, str], chain=None,
-         **selection) -> SamplingJob:
+def _job(
+    cfg: RunConfig, objectives, policy: Optional[str], keys: Dict[str, str], chain=None, **selection
+) -> SamplingJob:
     tw = cfg.tinyworld
     if any(o.from_stage for o in objectives):
         chain = list(chain) if chain else policy_chain(cfg, max(o.from_stage or 0 for o in objectives))
@@ -217,11 +240,18 @@ def check_prompt_rule(policy: ModelConfig) -> None:
     from rcs_ray.modeling.loading import load_tokenizer
     from rcs_ray.prompting import has_template
 
-    key = "policy.system_prompt" if policy.system_prompt is not None else \
-        "policy.chat_template_kwargs" if policy.chat_template_kwargs else None
+    key = (
+        "policy.system_prompt"
+        if policy.system_prompt is not None
+        else "policy.chat_template_kwargs"
+        if policy.chat_template_kwargs
+        else None
+    )
     path = policy.tokenizer or policy.path
-    if key is None or storage.is_uri(path):        # a URI is checked where it is fetched (the engine's actor)
+    if key is None or storage.is_uri(path):  # a URI is checked where it is fetched (the engine's actor)
         return
     if not has_template(load_tokenizer(path, policy.trust_remote_code)):
-        raise RcsInputError(f"{key}: the policy's tokenizer ({path}) has no chat template to apply it with: set "
-                            f"policy.tokenizer to one that has, or drop {key}")
+        raise RcsInputError(
+            f"{key}: the policy's tokenizer ({path}) has no chat template to apply it with: set "
+            f"policy.tokenizer to one that has, or drop {key}"
+        )

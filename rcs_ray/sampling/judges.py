@@ -93,21 +93,30 @@ class JudgeScorer(_JudgeBase):
         from rcs_ray.modeling.logprobs import ResponseLogps
 
         first = objectives[0]
-        super().__init__(objectives, settings, load_tokenizer(settings.tokenizer or first.model,
-                                                                settings.trust_remote_code))
+        super().__init__(
+            objectives, settings, load_tokenizer(settings.tokenizer or first.model, settings.trust_remote_code)
+        )
         self.device = device_for(first.num_gpus > 0)
-        self.model = load_causal_lm(first.model, settings.dtype, settings.trust_remote_code, self.device,
-                                    f"objective {first.name!r}", **settings.model_kwargs)
-        self.max_length = self.prompt_budget(context_limit(self.model.config, tokenizer_limit(self.tokenizer),
-                                                           settings.max_length))
+        self.model = load_causal_lm(
+            first.model,
+            settings.dtype,
+            settings.trust_remote_code,
+            self.device,
+            f"objective {first.name!r}",
+            **settings.model_kwargs,
+        )
+        self.max_length = self.prompt_budget(
+            context_limit(self.model.config, tokenizer_limit(self.tokenizer), settings.max_length)
+        )
         self.logps = ResponseLogps(self.model, self.tokenizer.pad_token_id, first.batch_size, self.device)
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
         heads = [self.judge_ids(p, r) for p, r in zip(prompts, responses)]
         if self.judge.mode == "parse":
             return self._signed(np.array([parse_score(self._answer(ids), self.judge.pattern) for ids in heads]))
-        examples = [{"input_ids": ids + label, "labels": [-100] * len(ids) + label}
-                    for ids in heads for label in self.labels]
+        examples = [
+            {"input_ids": ids + label, "labels": [-100] * len(ids) + label} for ids in heads for label in self.labels
+        ]
         lp = self.logps(examples).reshape(len(heads), len(self.labels)) if heads else np.zeros((0, len(self.labels)))
         return self._signed(expected_score(lp, self.judge.scores))
 
@@ -115,10 +124,16 @@ class JudgeScorer(_JudgeBase):
         import torch
 
         with torch.no_grad():
-            out = self.model.generate(input_ids=torch.tensor([ids], device=self.device), do_sample=False,
-                                      max_new_tokens=self.judge.max_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                      temperature=None, top_p=None, top_k=None)
-        return self.tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True)
+            out = self.model.generate(
+                input_ids=torch.tensor([ids], device=self.device),
+                do_sample=False,
+                max_new_tokens=self.judge.max_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        return self.tokenizer.decode(out[0, len(ids) :].tolist(), skip_special_tokens=True)
 
 
 class VLLMJudgeScorer(_JudgeBase):
@@ -128,9 +143,15 @@ class VLLMJudgeScorer(_JudgeBase):
         from rcs_ray.modeling.vllm_llm import build_llm
 
         first = objectives[0]
-        self.llm = build_llm(first.model, tokenizer=settings.tokenizer, dtype=settings.dtype,
-                             trust_remote_code=settings.trust_remote_code, max_length=settings.max_length, seed=0,
-                             engine_kwargs=settings.engine_kwargs)
+        self.llm = build_llm(
+            first.model,
+            tokenizer=settings.tokenizer,
+            dtype=settings.dtype,
+            trust_remote_code=settings.trust_remote_code,
+            max_length=settings.max_length,
+            seed=0,
+            engine_kwargs=settings.engine_kwargs,
+        )
         super().__init__(objectives, settings, self.llm.get_tokenizer())
         self.max_length = self.prompt_budget(int(self.llm.llm_engine.model_config.max_model_len))
 
@@ -146,10 +167,11 @@ class VLLMJudgeScorer(_JudgeBase):
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in heads], params, use_tqdm=False)
             return self._signed(np.array([parse_score(o.outputs[0].text, self.judge.pattern) for o in outs]))
         requests = [TokensPrompt(prompt_token_ids=ids + label) for ids in heads for label in self.labels]
-        outs = self.llm.generate(requests, SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0),
-                                 use_tqdm=False)
+        outs = self.llm.generate(
+            requests, SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False
+        )
         lp = []
         for (ids, label), out in zip(((ids, label) for ids in heads for label in self.labels), outs):
-            steps = out.prompt_logprobs[len(ids):]
+            steps = out.prompt_logprobs[len(ids) :]
             lp.append(sum(step[tok].logprob for step, tok in zip(steps, label)))
         return self._signed(expected_score(np.array(lp).reshape(len(heads), len(self.labels)), self.judge.scores))

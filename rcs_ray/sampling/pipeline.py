@@ -42,8 +42,9 @@ class SamplingResult:
     stats: dict
 
 
-def read_groups(data: DataConfig, tinyworld: TinyWorldConfig, key: Optional[str] = None,
-                pairs: bool = True) -> Tuple[List[dict], bool]:
+def read_groups(
+    data: DataConfig, tinyworld: TinyWorldConfig, key: Optional[str] = None, pairs: bool = True
+) -> Tuple[List[dict], bool]:
     """The prompts of ``data`` as prompt-group rows (``prompt_id, prompt`` and, with ``pairs``, the dataset's
     ``original_chosen, original_rejected`` texts), and whether the prompts are chat.
 
@@ -71,8 +72,9 @@ def templated(policy) -> bool:
     from rcs_ray.modeling.loading import load_tokenizer
     from rcs_ray.prompting import has_template
 
-    return bool(policy.chat_template) and has_template(load_tokenizer(policy.tokenizer or policy.path,
-                                                                      policy.trust_remote_code))
+    return bool(policy.chat_template) and has_template(
+        load_tokenizer(policy.tokenizer or policy.path, policy.trust_remote_code)
+    )
 
 
 def _blocks(table, rows_per_block: int) -> list:
@@ -96,54 +98,73 @@ def generation_stage(s: SamplingConfig) -> Tuple[type, dict]:
     return GenerateStage, {}
 
 
-def score_samples(job: SamplingJob, table, n_target: int, include_original: bool = True,
-                  select: Optional[dict] = None):
+def score_samples(job: SamplingJob, table, n_target: int, include_original: bool = True, select: Optional[dict] = None):
     """The lazy Ray Dataset that generates up to ``n_target`` samples per group and scores every candidate; with
     ``select`` (:class:`~rcs_ray.sampling.rc_step.RCFilterStage` arguments) the last scorer also RC-selects."""
     import ray
 
     from rcs_ray.sampling.placement import generation_remote_args, scorer_remote_args
-    from rcs_ray.sampling.scorers import plan_scorers
     from rcs_ray.sampling.rc_step import rc_filter_batch
+    from rcs_ray.sampling.scorers import plan_scorers
     from rcs_ray.sampling.stages import ScoreStage
 
     s = job.sampling
     stage, pool = generation_stage(s)
     ds = ray.data.from_arrow(_blocks(table, s.batch_size))
-    ds = ds.map_batches(stage, fn_constructor_kwargs=dict(model=job.policy, sampling=s, n_target=n_target,
-                                                          include_original=include_original),
-                        batch_size=s.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-                        compute=ray.data.ActorPoolStrategy(size=s.num_actors, **pool),
-                        **generation_remote_args(s))
+    ds = ds.map_batches(
+        stage,
+        fn_constructor_kwargs=dict(model=job.policy, sampling=s, n_target=n_target, include_original=include_original),
+        batch_size=s.batch_size,
+        batch_format="pyarrow",
+        zero_copy_batch=True,
+        compute=ray.data.ActorPoolStrategy(size=s.num_actors, **pool),
+        **generation_remote_args(s),
+    )
     specs = plan_scorers(job.objectives)
     for i, spec in enumerate(specs):
         first = spec.objectives[0]
         last = select if i == len(specs) - 1 else None
-        ds = ds.map_batches(ScoreStage, fn_constructor_kwargs=dict(spec=spec, settings=job.settings(first),
-                                                                   select=last),
-                            batch_size=s.batch_size, batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(size=first.num_actors),
-                            **scorer_remote_args(first, spec.source))
+        ds = ds.map_batches(
+            ScoreStage,
+            fn_constructor_kwargs=dict(spec=spec, settings=job.settings(first), select=last),
+            batch_size=s.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=first.num_actors),
+            **scorer_remote_args(first, spec.source),
+        )
     if select is not None and not specs:
-        ds = ds.map_batches(rc_filter_batch, fn_kwargs=select, batch_size=s.batch_size, batch_format="pyarrow",
-                            num_cpus=0.25)
+        ds = ds.map_batches(
+            rc_filter_batch, fn_kwargs=select, batch_size=s.batch_size, batch_format="pyarrow", num_cpus=0.25
+        )
     return ds
 
 
 def build_dataset(job: SamplingJob, table, n_target: int):
     """The lazy Ray Dataset of one round: generate -> score (one pool per scorer; the last one RC-selects too)."""
-    select = dict(objectives=job.objective_names, target=job.target, rc_cfg=job.rc, seed=job.sampling.seed,
-                  truncated=job.sampling.truncated)
+    select = dict(
+        objectives=job.objective_names,
+        target=job.target,
+        rc_cfg=job.rc,
+        seed=job.sampling.seed,
+        truncated=job.sampling.truncated,
+    )
     return score_samples(job, table, n_target, include_original=job.rc.include_original, select=select)
 
 
 def selection_settings(job: SamplingJob) -> dict:
     """The stage's selection settings, recorded in ``candidates.parquet`` (``rcs-ray select`` defaults to them)."""
     rc_cfg = job.rc
-    return {"strategy": rc_cfg.strategy, "margin": rc_cfg.margin, "enforce": rc_cfg.enforce,
-            "weights": rc_cfg.weights, "rs_tau": rc_cfg.rs_tau, "rs_eta": rc_cfg.rs_eta,
-            "include_original": rc_cfg.include_original,
-            "truncated": job.sampling.truncated, "seed": job.sampling.seed}
+    return {
+        "strategy": rc_cfg.strategy,
+        "margin": rc_cfg.margin,
+        "enforce": rc_cfg.enforce,
+        "weights": rc_cfg.weights,
+        "rs_tau": rc_cfg.rs_tau,
+        "rs_eta": rc_cfg.rs_eta,
+        "include_original": rc_cfg.include_original,
+        "truncated": job.sampling.truncated,
+        "seed": job.sampling.seed,
+    }
 
 
 def n_schedule(s: SamplingConfig) -> list[int]:
@@ -171,8 +192,9 @@ def _round(job: SamplingJob, table, n_target: int, writer, r: int, final: bool, 
     with tqdm(total=table.num_rows, desc=desc, unit="prompt", disable=desc is None) as bar:
         for batch in build_dataset(job, table, n_target).iter_batches(batch_size=None, batch_format="pyarrow"):
             interrupts.check()
-            started = pc.min(batch.column("generate_started")).as_py() \
-                if "generate_started" in batch.column_names else None
+            started = (
+                pc.min(batch.column("generate_started")).as_py() if "generate_started" in batch.column_names else None
+            )
             if started:
                 first = min(first or started, started)
             tokens_out += column_sum(batch, "generated_tokens")
@@ -182,14 +204,21 @@ def _round(job: SamplingJob, table, n_target: int, writer, r: int, final: bool, 
                 carry.append(kept)
             bar.update(batch.num_rows)
     end = time.time()
-    first = min(max(first or end, t0), end)      # start-up: until the first batch reached an engine
+    first = min(max(first or end, t0), end)  # start-up: until the first batch reached an engine
     tokens = tokens_out - tokens_in
-    return carry, {"round": r + 1, "n": n_target, "prompts": table.num_rows, "pairs": writer.pairs.rows - paired,
-                   "carried": sum(t.num_rows for t in carry), "tokens_generated": tokens,
-                   "samples_truncated": int(cut_out - cut_in),
-                   "seconds": round(end - t0, 3), "startup_seconds": round(first - t0, 3),
-                   "steady_seconds": round(end - first, 3),
-                   "steady_tokens_per_second": round(tokens / (end - first), 2) if end > first else None}
+    return carry, {
+        "round": r + 1,
+        "n": n_target,
+        "prompts": table.num_rows,
+        "pairs": writer.pairs.rows - paired,
+        "carried": sum(t.num_rows for t in carry),
+        "tokens_generated": tokens,
+        "samples_truncated": int(cut_out - cut_in),
+        "seconds": round(end - t0, 3),
+        "startup_seconds": round(first - t0, 3),
+        "steady_seconds": round(end - first, 3),
+        "steady_tokens_per_second": round(tokens / (end - first), 2) if end > first else None,
+    }
 
 
 def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: int, progress: bool = True) -> dict:
@@ -202,10 +231,16 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
     from rcs_ray.sampling.writer import OutputWriter
 
     data_context()
-    builtin = job.sampling.engine in registry.ENGINES            # a custom engine brings its own tokenizer
-    writer = OutputWriter(out_dir, job.objective_names, job.target, chat=chat or (builtin and templated(job.policy)),
-                          candidates=job.sampling.store_candidates, selection=selection_settings(job),
-                          system=job.policy.system_prompt)
+    builtin = job.sampling.engine in registry.ENGINES  # a custom engine brings its own tokenizer
+    writer = OutputWriter(
+        out_dir,
+        job.objective_names,
+        job.target,
+        chat=chat or (builtin and templated(job.policy)),
+        candidates=job.sampling.store_candidates,
+        selection=selection_settings(job),
+        system=job.policy.system_prompt,
+    )
     schedule = n_schedule(job.sampling)
     rounds, start = [], time.time()
     table = group_table(rows, chat)
@@ -214,7 +249,7 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
             desc = f"stage {stage + 1} round {r + 1} (n={n_target})" if progress else None
             with interrupts.phase(f"generating and scoring, round {r + 1} of {len(schedule)}"):
                 carry, stats = _round(job, table, n_target, writer, r, r == len(schedule) - 1, desc)
-            release_placement_groups()                   # the round's TP engines are gone: free their GPUs
+            release_placement_groups()  # the round's TP engines are gone: free their GPUs
             rounds.append(stats)
             if not carry:
                 break
@@ -233,21 +268,35 @@ def _stats(job: SamplingJob, stage: int, rounds: List[dict], writer, wall: float
     steady = sum(x["steady_seconds"] for x in rounds)
     rc_seconds = writer.seconds.get("rc_filter", 0.0)
     s = job.sampling
-    return {"stage": stage + 1, "engine": s.engine, "n": s.n, "margin": job.rc.margin, "strategy": job.rc.strategy,
-            "rounds": rounds, "tokens_generated": tokens, "seconds": round(wall, 3),
-            "candidates_sampled": writer.sampled,
-            "candidates_per_second": round(writer.sampled / wall, 2) if wall else None,
-            "tokens_per_second": round(tokens / wall, 2) if wall else None,
-            "startup_seconds": round(sum(x["startup_seconds"] for x in rounds), 3),
-            "steady_state_seconds": round(steady, 3),
-            "steady_state_tokens_per_second": round(tokens / steady, 2) if steady else None,
-            "rc_select_seconds": round(rc_seconds, 4),
-            "rc_select_share_of_wall": round(rc_seconds / wall, 5) if wall else None,
-            "max_concurrent_batches": s.max_concurrent_batches}
+    return {
+        "stage": stage + 1,
+        "engine": s.engine,
+        "n": s.n,
+        "margin": job.rc.margin,
+        "strategy": job.rc.strategy,
+        "rounds": rounds,
+        "tokens_generated": tokens,
+        "seconds": round(wall, 3),
+        "candidates_sampled": writer.sampled,
+        "candidates_per_second": round(writer.sampled / wall, 2) if wall else None,
+        "tokens_per_second": round(tokens / wall, 2) if wall else None,
+        "startup_seconds": round(sum(x["startup_seconds"] for x in rounds), 3),
+        "steady_state_seconds": round(steady, 3),
+        "steady_state_tokens_per_second": round(tokens / steady, 2) if steady else None,
+        "rc_select_seconds": round(rc_seconds, 4),
+        "rc_select_share_of_wall": round(rc_seconds / wall, 5) if wall else None,
+        "max_concurrent_batches": s.max_concurrent_batches,
+    }
 
 
-def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = None, out_dir: Optional[str] = None,
-        progress: bool = True, chain: Optional[List[str]] = None) -> SamplingResult:
+def run(
+    cfg: RunConfig,
+    stage: Optional[int] = None,
+    policy: Optional[str] = None,
+    out_dir: Optional[str] = None,
+    progress: bool = True,
+    chain: Optional[List[str]] = None,
+) -> SamplingResult:
     """Sample, score and RC-select one stage's prompts; write pairs / failed / stats into ``out_dir``.
 
     Args:
@@ -265,13 +314,14 @@ def run(cfg: RunConfig, stage: Optional[int] = None, policy: Optional[str] = Non
     with interrupts.phase("reading prompts"):
         rows, chat = read_groups(cfg.stages[k].data, cfg.tinyworld, key=f"stages.{k}.data")
     # A URI out_dir (or output_dir): write in a local mirror, upload the three files at the end.
-    staged = StagedDir(out_dir or RunLayout(cfg.output_dir).stage(k).sampling.dir,
-                       key="--out" if out_dir else "output_dir")
+    staged = StagedDir(
+        out_dir or RunLayout(cfg.output_dir).stage(k).sampling.dir, key="--out" if out_dir else "output_dir"
+    )
     init_ray(cfg.ray, use_gpu=job.sampling.num_gpus > 0)
     stats = sample(job, rows, chat, staged.local, k, progress)
     staged.push(*SamplingFiles.NAMES)
-    tracking.log_once(tracking.settings_for(cfg, f"stage{k + 1}", stage_train(cfg, k).report_to),
-                      {"sampling": stats})
+    tracking.log_once(tracking.settings_for(cfg, f"stage{k + 1}", stage_train(cfg, k).report_to), {"sampling": stats})
     files = SamplingFiles(staged.home)
-    return SamplingResult(out_dir=staged.home, pairs=files.pairs, failed=files.failed, stats_path=files.stats,
-                          stats=stats)
+    return SamplingResult(
+        out_dir=staged.home, pairs=files.pairs, failed=files.failed, stats_path=files.stats, stats=stats
+    )

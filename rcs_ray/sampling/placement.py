@@ -28,8 +28,8 @@ from rcs_ray.config import ObjectiveConfig, SamplingConfig
 from rcs_ray.registry import RewardSourceSpec
 
 _LOCK = threading.Lock()
-_GROUPS: list = []                     # placement groups created in this (driver) process, not yet removed
-_SERIAL = itertools.count()            # placement-group names must be unique
+_GROUPS: list = []  # placement groups created in this (driver) process, not yet removed
+_SERIAL = itertools.count()  # placement-group names must be unique
 
 
 def _ray_resources(num_cpus: float, num_gpus: float, resources: Dict[str, float]) -> dict:
@@ -43,8 +43,13 @@ class _TensorParallelGroup:
     """``ray_remote_args_fn`` of the generation pool with TP > 1: a fresh placement group per actor."""
 
     def __init__(self, sampling: SamplingConfig, key: str):
-        self.bundles = [{"GPU": float(sampling.num_gpus), "CPU": float(sampling.num_cpus),
-                         **{k: float(v) for k, v in sampling.resources.items()}}]
+        self.bundles = [
+            {
+                "GPU": float(sampling.num_gpus),
+                "CPU": float(sampling.num_cpus),
+                **{k: float(v) for k, v in sampling.resources.items()},
+            }
+        ]
         self.bundles += [{"GPU": float(sampling.num_gpus)} for _ in range(sampling.tensor_parallel_size - 1)]
         self.strategy = sampling.placement_strategy
         self.key = key
@@ -56,8 +61,11 @@ class _TensorParallelGroup:
         with _LOCK:
             pg = placement_group(self.bundles, strategy=self.strategy, name=f"rcs-generate-{self.key}-{next(_SERIAL)}")
             _GROUPS.append(pg)
-        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
-            pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True)}
+        return {
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+            )
+        }
 
 
 def generation_remote_args(sampling: SamplingConfig) -> dict:

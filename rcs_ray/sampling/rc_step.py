@@ -171,8 +171,17 @@ class RCFilterStage:
         bad = np.bincount(np.repeat(np.arange(rows.size), m[rows]), weights=nonfinite, minlength=rows.size) > 0
         return values, offsets, bad
 
-    def _reasons(self, batch: pa.Table, errors: list, has_error: np.ndarray, ok: np.ndarray, m: np.ndarray,
-                 rows: np.ndarray, rewards: tuple, chosen: np.ndarray) -> list:
+    def _reasons(
+        self,
+        batch: pa.Table,
+        errors: list,
+        has_error: np.ndarray,
+        ok: np.ndarray,
+        m: np.ndarray,
+        rows: np.ndarray,
+        rewards: tuple,
+        chosen: np.ndarray,
+    ) -> list:
         """Each row's failure reason (None where it has a pair): an upstream error's kind, missing rewards, a
         non-finite reward (its objectives are written into ``errors``), or why no pair passed. ``rewards``: what
         :meth:`_rewards` returned."""
@@ -199,8 +208,9 @@ class RCFilterStage:
                 )
         return reasons
 
-    def _output(self, batch: pa.Table, errors: list, chosen: np.ndarray, rejected: np.ndarray, reasons: list,
-                every: list) -> pa.Table:
+    def _output(
+        self, batch: pa.Table, errors: list, chosen: np.ndarray, rejected: np.ndarray, reasons: list, every: list
+    ) -> pa.Table:
         """``batch`` with the selection's columns: ``error``, ``chosen_index`` / ``rejected_index`` (null without a
         pair), ``failure_reason`` and, for a multi-pair strategy, every pair's indices."""
         found = chosen >= 0

@@ -36,10 +36,11 @@ class ScorerSpec:
     """One scorer (one actor pool): its family, the objectives it serves, the engine it runs on, and the registry
     entry of its reward source, which travels with it to the scorer actors (they never look the registry up, so an
     entry registered at runtime in the driver serves as well as a built-in one)."""
-    kind: str                                      # the reward-source family: rule | classifier | implicit | judge
+
+    kind: str  # the reward-source family: rule | classifier | implicit | judge
     objectives: list[ObjectiveConfig] = field(default_factory=list)
     engine: str = "hf"
-    source: Optional[registry.RewardSourceSpec] = None      # None: the first objective's entry, looked up
+    source: Optional[registry.RewardSourceSpec] = None  # None: the first objective's entry, looked up
 
     @property
     def names(self) -> list[str]:
@@ -58,8 +59,7 @@ def plan_scorers(objectives: Sequence[ObjectiveConfig]) -> list[ScorerSpec]:
     for obj in objectives:
         source = registry.REWARD_SOURCES[obj.kind]
         key = source.group(obj)
-        specs.setdefault(key, ScorerSpec(kind=key[0], engine=obj.engine if source.loads_model else "hf",
-                                         source=source))
+        specs.setdefault(key, ScorerSpec(kind=key[0], engine=obj.engine if source.loads_model else "hf", source=source))
         specs[key].objectives.append(obj)
     return list(specs.values())
 
@@ -131,9 +131,15 @@ def load_classifier(path: str, settings, objective: str):
 
     from rcs_ray.modeling.loading import load_checked
 
-    return load_checked(AutoModelForSequenceClassification, path, f"{objective}.model", f"check {objective}.output",
-                        dtype=torch_dtype(settings.dtype), trust_remote_code=settings.trust_remote_code,
-                        **settings.model_kwargs)
+    return load_checked(
+        AutoModelForSequenceClassification,
+        path,
+        f"{objective}.model",
+        f"check {objective}.output",
+        dtype=torch_dtype(settings.dtype),
+        trust_remote_code=settings.trust_remote_code,
+        **settings.model_kwargs,
+    )
 
 
 class ClassifierScorer:
@@ -153,12 +159,15 @@ class ClassifierScorer:
         self.reads = [(resolve_output(config, o.output, o.kind)[0], o.head, o.sign) for o in objectives]
         self.outputs = sorted({r[0] for r in self.reads})
         if "end_scores" in self.outputs and len(self.outputs) > 1:
-            raise RcsInputError(f"objectives {[o.name for o in objectives]} share {first.model} but read "
-                                f"{self.outputs}: end_scores (a safe-rlhf model) cannot be read with other outputs")
+            raise RcsInputError(
+                f"objectives {[o.name for o in objectives]} share {first.model} but read "
+                f"{self.outputs}: end_scores (a safe-rlhf model) cannot be read with other outputs"
+            )
         self.device = device_for(first.num_gpus > 0)
         if self.outputs == ["end_scores"]:
-            model = load_score_model(first.model, torch_dtype(settings.dtype), settings.trust_remote_code,
-                                     **settings.model_kwargs)
+            model = load_score_model(
+                first.model, torch_dtype(settings.dtype), settings.trust_remote_code, **settings.model_kwargs
+            )
         else:
             model = load_classifier(first.model, settings, f"objective {first.name!r}")
         self.model = model.to(self.device).eval()
@@ -175,18 +184,21 @@ class ClassifierScorer:
         from rcs_ray.modeling.padding import free_pad_id, right_pad, tell_pad_id
         from rcs_ray.modeling.reward_models import read_outputs
 
-        ids = [keep_end(conversation_ids(self.tokenizer, p, r, self.use_chat_template), self.max_length)
-               for p, r in zip(prompts, responses)]
+        ids = [
+            keep_end(conversation_ids(self.tokenizer, p, r, self.use_chat_template), self.max_length)
+            for p, r in zip(prompts, responses)
+        ]
         out = []
         with torch.no_grad():
             for start in range(0, len(ids), self.batch_size):
-                chunk = ids[start:start + self.batch_size]
+                chunk = ids[start : start + self.batch_size]
                 pad = free_pad_id(chunk, self.vocab_size, prefer=(self.pad, self.tokenizer.pad_token_id))
                 tell_pad_id(self.model, pad)
                 enc = {k: v.to(self.device) for k, v in right_pad(chunk, pad).items()}
                 values = read_outputs(self.model(**enc), self.outputs)
-                out.append(np.stack([sign * values[o][:, head].float().cpu().numpy() for o, head, sign in self.reads],
-                                    axis=1))
+                out.append(
+                    np.stack([sign * values[o][:, head].float().cpu().numpy() for o, head, sign in self.reads], axis=1)
+                )
         return np.concatenate(out) if out else np.zeros((0, len(self.reads)))
 
 
@@ -198,26 +210,38 @@ class VLLMClassifierScorer:
 
         first = objectives[0]
         # eager on GPUs too, as this scorer has always run
-        self.llm = build_llm(first.model, tokenizer=settings.tokenizer, dtype=settings.dtype,
-                             trust_remote_code=settings.trust_remote_code, max_length=settings.max_length,
-                             extra=dict(runner="pooling", enforce_eager=True), engine_kwargs=settings.engine_kwargs)
+        self.llm = build_llm(
+            first.model,
+            tokenizer=settings.tokenizer,
+            dtype=settings.dtype,
+            trust_remote_code=settings.trust_remote_code,
+            max_length=settings.max_length,
+            extra=dict(runner="pooling", enforce_eager=True),
+            engine_kwargs=settings.engine_kwargs,
+        )
         self.tokenizer = self.llm.get_tokenizer()
         self.use_chat_template = chat_rule(self.tokenizer, settings)
         self.max_length = int(self.llm.llm_engine.model_config.max_model_len)
         num_labels = int(getattr(self.llm.llm_engine.model_config.hf_config, "num_labels", 1))
         for o in objectives:
             if o.head >= num_labels:
-                raise RcsInputError(f"objective {o.name!r}: head {o.head} out of range; {first.model} has "
-                                    f"{num_labels} outputs")
+                raise RcsInputError(
+                    f"objective {o.name!r}: head {o.head} out of range; {first.model} has {num_labels} outputs"
+                )
         self.heads, self.signs = [o.head for o in objectives], np.array([o.sign for o in objectives])
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
         from vllm import PoolingParams
         from vllm.inputs import TokensPrompt
 
-        requests = [TokensPrompt(prompt_token_ids=keep_end(conversation_ids(self.tokenizer, p, r,
-                                                                            self.use_chat_template), self.max_length))
-                    for p, r in zip(prompts, responses)]
+        requests = [
+            TokensPrompt(
+                prompt_token_ids=keep_end(
+                    conversation_ids(self.tokenizer, p, r, self.use_chat_template), self.max_length
+                )
+            )
+            for p, r in zip(prompts, responses)
+        ]
         outputs = self.llm.classify(requests, pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
         logits = np.array([o.outputs.probs for o in outputs], dtype=np.float64).reshape(len(requests), -1)
         return logits[:, self.heads] * self.signs
@@ -240,15 +264,20 @@ class ImplicitRewardScorer:
         self.tokenizer = load_tokenizer(settings.tokenizer or first.model, settings.trust_remote_code)
         self.use_chat_template = chat_rule(self.tokenizer, settings, policy_text=True)
         device = device_for(first.num_gpus > 0)
-        models = [load_causal_lm(path, settings.dtype, settings.trust_remote_code, device, f"objective {first.name!r}")
-                  for path in (first.model, first.reference)]
-        self.policy, self.reference = (ResponseLogps(m, self.tokenizer.pad_token_id, first.batch_size, device)
-                                       for m in models)
+        models = [
+            load_causal_lm(path, settings.dtype, settings.trust_remote_code, device, f"objective {first.name!r}")
+            for path in (first.model, first.reference)
+        ]
+        self.policy, self.reference = (
+            ResponseLogps(m, self.tokenizer.pad_token_id, first.batch_size, device) for m in models
+        )
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
         from rcs_ray.modeling.logprobs import tokenize_example
 
-        examples = [tokenize_example(self.tokenizer, p, r, self.max_length, use_chat_template=self.use_chat_template)
-                    for p, r in zip(prompts, responses)]
+        examples = [
+            tokenize_example(self.tokenizer, p, r, self.max_length, use_chat_template=self.use_chat_template)
+            for p, r in zip(prompts, responses)
+        ]
         delta = self.policy(examples) - self.reference(examples) if examples else np.zeros(0)
         return np.stack([o.sign * (0.1 if o.beta is None else o.beta) * delta for o in self.objectives], axis=1)

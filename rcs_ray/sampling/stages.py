@@ -45,8 +45,9 @@ class GenerateStage:
 
     INPUTS = ("prompt_id", "prompt")
 
-    def __init__(self, model: ModelConfig, sampling: SamplingConfig, n_target: int, include_original: bool = True,
-                 engine=None):
+    def __init__(
+        self, model: ModelConfig, sampling: SamplingConfig, n_target: int, include_original: bool = True, engine=None
+    ):
         from rcs_ray.sampling.engines import make_engine
         from rcs_ray.storage import local_copy
 
@@ -55,19 +56,24 @@ class GenerateStage:
         self.sampling = sampling
         self.n_target = n_target
         self.include_original = include_original
-        self.use_chat_template = PromptRule.of(model)        # chat template, system prompt, template variables
+        self.use_chat_template = PromptRule.of(model)  # chat template, system prompt, template variables
         self.engine = engine if engine is not None else make_engine(model, sampling)
 
     def _counts_of(self, originals: list) -> list:
         """Token counts of the originals added per row (informative only: 0 where the tokenizer fails)."""
-        counts = iter(len(x) if isinstance(x, list) else 0
-                      for x in encode_batch(self.engine.tokenizer, [t for o in originals for t in o], False))
+        counts = iter(
+            len(x) if isinstance(x, list) else 0
+            for x in encode_batch(self.engine.tokenizer, [t for o in originals for t in o], False)
+        )
         return [[next(counts) for _ in o] for o in originals]
 
     def _originals(self, batch: pa.Table) -> list:
         """Per row: the dataset's (chosen, rejected) to add as candidates -- on a group's first pass only."""
-        first = batch.column("candidates").is_null().to_pylist() if "candidates" in batch.column_names else \
-            [True] * batch.num_rows
+        first = (
+            batch.column("candidates").is_null().to_pylist()
+            if "candidates" in batch.column_names
+            else [True] * batch.num_rows
+        )
         if not self.include_original or "original_chosen" not in batch.column_names:
             return [()] * batch.num_rows
         pairs = zip(batch.column("original_chosen").to_pylist(), batch.column("original_rejected").to_pylist())
@@ -77,16 +83,23 @@ class GenerateStage:
         """Per prompt ``((token ids, seeds), None)``, or ``(None, error)``: rendered and tokenized once, as a batch,
         and checked against the engine's context."""
         out, limit = [], self.engine.max_model_len
-        for ids, pid, k in zip(prompt_ids_batch(self.engine.tokenizer, prompts, self.use_chat_template), prompt_ids,
-                               have):
-            if isinstance(ids, Exception):   # a template or tokenizer failure fails this prompt only
+        for ids, pid, k in zip(
+            prompt_ids_batch(self.engine.tokenizer, prompts, self.use_chat_template), prompt_ids, have
+        ):
+            if isinstance(ids, Exception):  # a template or tokenizer failure fails this prompt only
                 out.append((None, f"prompt_render_failed: {type(ids).__name__}: {ids}"))
             elif len(ids) + self.sampling.max_tokens > limit:
-                out.append((None, f"prompt_too_long: {len(ids)} prompt tokens + max_tokens "
-                                  f"{self.sampling.max_tokens} > max_model_len {limit}"))
+                out.append(
+                    (
+                        None,
+                        f"prompt_too_long: {len(ids)} prompt tokens + max_tokens "
+                        f"{self.sampling.max_tokens} > max_model_len {limit}",
+                    )
+                )
             else:
-                out.append(((ids, [sample_seed(self.sampling.seed, pid, i) for i in range(int(k), self.n_target)]),
-                            None))
+                out.append(
+                    ((ids, [sample_seed(self.sampling.seed, pid, i) for i in range(int(k), self.n_target)]), None)
+                )
         return out
 
     def generate_batch(self, batch: pa.Table) -> pa.Table:
@@ -119,7 +132,7 @@ class GenerateStage:
         results = await self._generate([job for _, job in todo])
         texts = [list(o) for o in originals]
         sources = [[ORIGINAL_CHOSEN, ORIGINAL_REJECTED] if o else [] for o in originals]
-        finished = [[True] * len(o) for o in originals]          # the dataset's responses are finished answers
+        finished = [[True] * len(o) for o in originals]  # the dataset's responses are finished answers
         tokens = self._counts_of(originals)
         generated, cut = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         for (i, _), result in zip(todo, results):
@@ -132,14 +145,17 @@ class GenerateStage:
             tokens[i] += [c.num_tokens for c in result]
             generated[i] = sum(c.num_tokens for c in result)
             cut[i] = sum(not c.finished for c in result)
-        old = {c: batch.column(c) if c in batch.column_names else None
-               for c in ("candidates", "sources", "candidate_tokens", "candidate_finished")}
+        old = {
+            c: batch.column(c) if c in batch.column_names else None
+            for c in ("candidates", "sources", "candidate_tokens", "candidate_finished")
+        }
         batch = put(batch, "candidates", append_lists(old["candidates"], texts, pa.list_(pa.string())))
         batch = put(batch, "sources", append_lists(old["sources"], sources, pa.list_(pa.string())))
         batch = put(batch, "candidate_tokens", append_lists(old["candidate_tokens"], tokens, pa.list_(pa.int64())))
-        batch = put(batch, "candidate_finished", append_lists(old["candidate_finished"], finished,
-                                                              pa.list_(pa.bool_())))
-        for name, count in (("generated_tokens", generated), ("truncated_samples", cut)):   # running totals
+        batch = put(
+            batch, "candidate_finished", append_lists(old["candidate_finished"], finished, pa.list_(pa.bool_()))
+        )
+        for name, count in (("generated_tokens", generated), ("truncated_samples", cut)):  # running totals
             if name in batch.column_names:
                 count += pc.fill_null(batch.column(name), 0).to_numpy(zero_copy_only=False)
             batch = put(batch, name, pa.array(count, pa.int64()))
@@ -188,7 +204,8 @@ class ScoreStage:
     """Scores every candidate not yet scored on the objectives of one scorer (one model, one forward pass).
 
     Args:
-        spec: the scorer: its reward source and the objectives it serves (:func:`rcs_ray.sampling.scorers.plan_scorers`).
+        spec: the scorer: its reward source and the objectives it serves
+            (:func:`rcs_ray.sampling.scorers.plan_scorers`).
         settings: how the scorer loads and tokenizes (:class:`rcs_ray.sampling.job.ScorerSettings`).
         select: the :class:`RCFilterStage` arguments when this is the last scorer: the RC step is fused into it
             (columnar, a few ms a batch), so no pool of its own holds the pipeline up.
@@ -200,13 +217,17 @@ class ScoreStage:
         from rcs_ray.sampling.scorers import make_scorer
         from rcs_ray.storage import local_copy
 
-        spec = dataclasses.replace(spec, objectives=[
-            dataclasses.replace(o, model=local_copy(o.model), reference=local_copy(o.reference))
-            for o in spec.objectives])
+        spec = dataclasses.replace(
+            spec,
+            objectives=[
+                dataclasses.replace(o, model=local_copy(o.model), reference=local_copy(o.reference))
+                for o in spec.objectives
+            ],
+        )
         self.names = spec.names
         self.label = spec.label
         self.scorer = make_scorer(spec, settings)
-        self.select = RCFilterStage(**select) if select else None     # the RC step, fused (rc_step.py)
+        self.select = RCFilterStage(**select) if select else None  # the RC step, fused (rc_step.py)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Columnar: the candidates not yet scored are taken from the flattened list column (their prompts by parent
@@ -218,11 +239,14 @@ class ScoreStage:
         cands = batch.column("candidates")
         m = lengths(cands)
         done = lengths(batch.column(cols[0])) if cols[0] in batch.column_names else np.zeros(n, dtype=np.int64)
-        failed = np.zeros(n, dtype=bool) if "error" not in batch.column_names else \
-            pc.fill_null(pc.not_equal(batch.column("error"), ""), False).to_numpy(zero_copy_only=False)
-        parent, pos = positions(m)                                  # each flat candidate's row and index in it
-        new = ~failed[parent] & (pos >= done[parent])               # the candidates this call scores
-        keep = new | (pos < done[parent])                           # every candidate that has a reward afterwards
+        failed = (
+            np.zeros(n, dtype=bool)
+            if "error" not in batch.column_names
+            else pc.fill_null(pc.not_equal(batch.column("error"), ""), False).to_numpy(zero_copy_only=False)
+        )
+        parent, pos = positions(m)  # each flat candidate's row and index in it
+        new = ~failed[parent] & (pos >= done[parent])  # the candidates this call scores
+        keep = new | (pos < done[parent])  # every candidate that has a reward afterwards
         todo = np.flatnonzero(new)
         if todo.size:
             prompts = batch.column("prompt").take(pa.array(parent[todo])).to_pylist()
@@ -231,7 +255,7 @@ class ScoreStage:
         else:
             scores = np.zeros((0, len(cols)))
         offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(parent[keep], minlength=n))]), pa.int32())
-        old_at = (begins(done)[parent] + pos)[keep & ~new]               # into the old flat lists
+        old_at = (begins(done)[parent] + pos)[keep & ~new]  # into the old flat lists
         for j, col in enumerate(cols):
             values = np.empty(parent.size)
             values[todo] = scores[:, j]

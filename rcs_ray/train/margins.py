@@ -43,6 +43,7 @@ class LossContext:
         policy_chain: returns ``pi_0 .. pi_k`` (the policy before stage 1, after each earlier stage, and the one this
             stage starts from); called only by a loss that needs it.
     """
+
     pairs: PairSet
     train: TrainConfig
     stage: int
@@ -64,6 +65,7 @@ class LossInputs:
         models: extra log-prob columns the reference pass must compute: column prefix -> model.
         from_logps: ``(prefix -> (chosen (N,), rejected (N,)) log-probs) -> margins``, once ``models`` are computed.
     """
+
     params: Dict = field(default_factory=dict)
     margin_names: List[str] = field(default_factory=list)
     margins: Optional[Margins] = None
@@ -77,14 +79,18 @@ def _rewards(pairs: PairSet, names: Sequence[str], loss: str) -> Margins:
     if not names:
         return np.zeros((n, 0)), np.zeros((n, 0))
     if not pairs.reward_names:
-        raise RcsInputError(f"{pairs.source}: train.loss={loss} needs the rewards of the earlier objectives {list(names)} "
-                            f"({list(REWARD_COLUMNS)} or chosen_scores / rejected_scores); sample this stage "
-                            f"(sample: true) to have them scored")
+        raise RcsInputError(
+            f"{pairs.source}: train.loss={loss} needs the rewards of the earlier objectives {list(names)} "
+            f"({list(REWARD_COLUMNS)} or chosen_scores / rejected_scores); sample this stage "
+            f"(sample: true) to have them scored"
+        )
     unknown = [n for n in names if n not in pairs.reward_names]
     if unknown:
-        raise RcsInputError(f"{pairs.source}: train.loss={loss}: the earlier objective(s) {unknown} are not among "
-                            f"the pairs' rewards {pairs.reward_names}; sample this stage (sample: true) to have them "
-                            f"scored, or give data with those scores")
+        raise RcsInputError(
+            f"{pairs.source}: train.loss={loss}: the earlier objective(s) {unknown} are not among "
+            f"the pairs' rewards {pairs.reward_names}; sample this stage (sample: true) to have them "
+            f"scored, or give data with those scores"
+        )
     idx = [pairs.reward_names.index(n) for n in names]
     chosen = np.array([r["chosen_rewards"] for r in pairs.rows], dtype=np.float64).reshape(n, -1)
     rejected = np.array([r["rejected_rewards"] for r in pairs.rows], dtype=np.float64).reshape(n, -1)
@@ -104,8 +110,10 @@ def modpo_inputs(ctx: LossContext) -> LossInputs:
     """
     pairs = ctx.pairs
     if pairs.target is None:
-        raise RcsInputError(f"{pairs.source}: train.loss=modpo needs the pairs' target objective (a 'target' column "
-                            f"or the stage's objective)")
+        raise RcsInputError(
+            f"{pairs.source}: train.loss=modpo needs the pairs' target objective (a 'target' column "
+            f"or the stage's objective)"
+        )
     others = [n for n in dict.fromkeys(ctx.earlier_objectives) if n != pairs.target]
     chosen, rejected = _rewards(pairs, others, "modpo")
     names = [pairs.target] + others
@@ -123,11 +131,12 @@ def modpo_inputs(ctx: LossContext) -> LossInputs:
     return LossInputs(params={"weights": w}, margin_names=others, margins=(chosen, rejected))
 
 
-Mix = Tuple[float, Tuple[float, ...]]        # (scale, coefficients on R_1 .. R_{j-1}): see stage_mix
+Mix = Tuple[float, Tuple[float, ...]]  # (scale, coefficients on R_1 .. R_{j-1}): see stage_mix
 
 
-def stage_mix(trains: Sequence[TrainConfig], objectives: Sequence[str],
-              objective_names: Sequence[str] = ()) -> List[Mix]:
+def stage_mix(
+    trains: Sequence[TrainConfig], objectives: Sequence[str], objective_names: Sequence[str] = ()
+) -> List[Mix]:
     """What each stage's implicit reward holds: ``beta_j log(pi_j / pi_{j-1}) = scale_j R_j + sum_i c_ji R_i``
     (i < j), by the loss stage j trained with (each loss's optimum, up to a term of x alone):
 
@@ -165,8 +174,9 @@ def stage_mix(trains: Sequence[TrainConfig], objectives: Sequence[str],
     return out
 
 
-def implicit_margins(chosen_logps: Sequence[np.ndarray], rejected_logps: Sequence[np.ndarray],
-                     betas, mix: Optional[Sequence[Mix]] = None) -> Margins:
+def implicit_margins(
+    chosen_logps: Sequence[np.ndarray], rejected_logps: Sequence[np.ndarray], betas, mix: Optional[Sequence[Mix]] = None
+) -> Margins:
     """SPO's margins: the earlier objectives' own rewards ``R_j``, j = 1..k, recovered from the policy chain.
 
     ``beta_j (log pi_j - log pi_{j-1})`` is stage j's implicit reward; it equals ``R_j`` only when stage j trained
@@ -183,6 +193,7 @@ def implicit_margins(chosen_logps: Sequence[np.ndarray], rejected_logps: Sequenc
     Returns:
         ``(chosen (N, k), rejected (N, k))``.
     """
+
     def recover(logps):
         lp = np.stack([np.asarray(x, dtype=np.float64) for x in logps], axis=1)
         raw = np.broadcast_to(np.asarray(betas, dtype=np.float64), (lp.shape[1] - 1,)) * np.diff(lp, axis=1)
@@ -221,5 +232,6 @@ def spo_inputs(ctx: LossContext) -> LossInputs:
     def from_logps(logps: Dict[str, Margins]) -> Margins:
         return implicit_margins([logps[p][0] for p in prefixes], [logps[p][1] for p in prefixes], betas, mix)
 
-    return LossInputs(params={"alphas": alphas}, margin_names=earlier, models=dict(zip(prefixes, chain)),
-                      from_logps=from_logps)
+    return LossInputs(
+        params={"alphas": alphas}, margin_names=earlier, models=dict(zip(prefixes, chain)), from_logps=from_logps
+    )

@@ -52,8 +52,10 @@ def check_finite_logps(values: np.ndarray, column: str, what: str) -> None:
     bad = ~np.isfinite(np.asarray(values, dtype=np.float64))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise RcsInputError(f"{what}: row {i}: {column} is {values[i]} ({int(bad.sum())} non-finite of "
-                            f"{len(values)}); the reference model's weights or inputs are broken")
+        raise RcsInputError(
+            f"{what}: row {i}: {column} is {values[i]} ({int(bad.sum())} non-finite of "
+            f"{len(values)}); the reference model's weights or inputs are broken"
+        )
 
 
 class TokenizePairs:
@@ -69,8 +71,15 @@ class TokenizePairs:
 
     INPUTS = TEXT_COLUMNS
 
-    def __init__(self, tokenizer: str, max_length: int, chat_template: bool = True, trust_remote_code: bool = False,
-                 system_prompt: Optional[str] = None, chat_template_kwargs: Optional[dict] = None):
+    def __init__(
+        self,
+        tokenizer: str,
+        max_length: int,
+        chat_template: bool = True,
+        trust_remote_code: bool = False,
+        system_prompt: Optional[str] = None,
+        chat_template_kwargs: Optional[dict] = None,
+    ):
         from rcs_ray.modeling.loading import load_tokenizer
         from rcs_ray.prompting import PromptRule
 
@@ -83,11 +92,16 @@ class TokenizePairs:
 
         require_columns(batch, self.INPUTS, "tokenize")
         cols: Dict[str, list] = {c: [] for c in TOKEN_COLUMNS}
-        finished = zip(*(batch.column(k).to_pylist() if k in batch.column_names else [True] * batch.num_rows
-                         for k in FINISHED_COLUMNS))
+        finished = zip(
+            *(
+                batch.column(k).to_pylist() if k in batch.column_names else [True] * batch.num_rows
+                for k in FINISHED_COLUMNS
+            )
+        )
         for (p, c, r), done in zip(zip(*(batch.column(k).to_pylist() for k in TEXT_COLUMNS)), finished):
-            feats = build_pair_features(self.tokenizer, p, c, r, self.max_length,
-                                        use_chat_template=self.chat_template, finished=done)
+            feats = build_pair_features(
+                self.tokenizer, p, c, r, self.max_length, use_chat_template=self.chat_template, finished=done
+            )
             for key in TOKEN_COLUMNS:
                 cols[key].append(feats[key])
         batch = batch.drop_columns([k for k in (*TEXT_COLUMNS, *FINISHED_COLUMNS) if k in batch.column_names])
@@ -117,9 +131,17 @@ class ReferenceLogps:
 
     INPUTS = TOKEN_COLUMNS
 
-    def __init__(self, model: str, prefix: str = "ref", pad_token_id: int = 0, dtype: str = "float32",
-                 micro_batch: int = 16, use_gpu: bool = False, trust_remote_code: bool = False,
-                 tokenize: Optional[dict] = None):
+    def __init__(
+        self,
+        model: str,
+        prefix: str = "ref",
+        pad_token_id: int = 0,
+        dtype: str = "float32",
+        micro_batch: int = 16,
+        use_gpu: bool = False,
+        trust_remote_code: bool = False,
+        tokenize: Optional[dict] = None,
+    ):
         from rcs_ray.modeling.devices import device_for
         from rcs_ray.modeling.loading import load_causal_lm
         from rcs_ray.modeling.logprobs import ResponseLogps
@@ -134,13 +156,19 @@ class ReferenceLogps:
         if self.tokenize is not None:
             batch = self.tokenize(batch)
         require_columns(batch, self.INPUTS, f"reference log-probs {self.prefix}")
-        sides = {side: [{"input_ids": i, "labels": y} for i, y in zip(batch.column(f"{side}_input_ids").to_pylist(),
-                                                                          batch.column(f"{side}_labels").to_pylist())]
-                 for side in ("chosen", "rejected")}
+        sides = {
+            side: [
+                {"input_ids": i, "labels": y}
+                for i, y in zip(
+                    batch.column(f"{side}_input_ids").to_pylist(), batch.column(f"{side}_labels").to_pylist()
+                )
+            ]
+            for side in ("chosen", "rejected")
+        }
         out = []
         for start in range(0, batch.num_rows, self.micro_batch):
-            chosen = sides["chosen"][start:start + self.micro_batch]
-            lp = self.logps(chosen + sides["rejected"][start:start + self.micro_batch])
+            chosen = sides["chosen"][start : start + self.micro_batch]
+            lp = self.logps(chosen + sides["rejected"][start : start + self.micro_batch])
             out.append(lp.reshape(2, len(chosen)))
         both = np.concatenate(out, axis=1) if out else np.zeros((2, 0))
         batch = batch.append_column(f"{self.prefix}_chosen_logps", pa.array(both[0], type=pa.float64()))
@@ -153,12 +181,17 @@ def _model_stamp(path: str) -> List:
     from rcs_ray import storage
 
     if storage.is_uri(path):
-        return [path] + [[rel, size, mtime] for rel, size, mtime in storage.list_files(path)
-                         if "/" not in rel and (rel.endswith((".safetensors", ".bin")) or rel == "config.json")]
-    files = sorted(glob.glob(os.path.join(path, "*.safetensors")) + glob.glob(os.path.join(path, "*.bin"))
-                   + glob.glob(os.path.join(path, "config.json")))
-    return [os.path.abspath(path)] + [[os.path.basename(f), os.path.getsize(f), os.stat(f).st_mtime_ns]
-                                      for f in files]
+        return [path] + [
+            [rel, size, mtime]
+            for rel, size, mtime in storage.list_files(path)
+            if "/" not in rel and (rel.endswith((".safetensors", ".bin")) or rel == "config.json")
+        ]
+    files = sorted(
+        glob.glob(os.path.join(path, "*.safetensors"))
+        + glob.glob(os.path.join(path, "*.bin"))
+        + glob.glob(os.path.join(path, "config.json"))
+    )
+    return [os.path.abspath(path)] + [[os.path.basename(f), os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files]
 
 
 def cache_key(table: pa.Table, models: Dict[str, str], settings: dict) -> str:
@@ -168,8 +201,11 @@ def cache_key(table: pa.Table, models: Dict[str, str], settings: dict) -> str:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     h.update(sink.getvalue().to_pybytes())
-    blob = {"version": CACHE_VERSION, "models": {k: _model_stamp(v) for k, v in sorted(models.items())},
-            "settings": settings}
+    blob = {
+        "version": CACHE_VERSION,
+        "models": {k: _model_stamp(v) for k, v in sorted(models.items())},
+        "settings": settings,
+    }
     h.update(json.dumps(blob, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
@@ -190,6 +226,7 @@ class FeatureSettings:
         num_actors: actor-pool size of each model stage (``train.ref_num_actors``).
         use_gpu: one GPU shared by the model stages (``train.use_gpu``).
     """
+
     tokenizer: str
     pad_token_id: int
     max_length: int = 512
@@ -205,11 +242,19 @@ class FeatureSettings:
     @classmethod
     def of(cls, train, policy, tokenizer: str, pad_token_id: int) -> "FeatureSettings":
         """From a :class:`~rcs_ray.config.TrainConfig` and the policy's :class:`~rcs_ray.config.ModelConfig`."""
-        return cls(tokenizer=tokenizer, pad_token_id=pad_token_id, max_length=train.max_length,
-                   chat_template=policy.chat_template, system_prompt=policy.system_prompt,
-                   chat_template_kwargs=dict(policy.chat_template_kwargs), dtype=policy.dtype,
-                   trust_remote_code=policy.trust_remote_code,
-                   batch_size=train.ref_batch_size, num_actors=train.ref_num_actors, use_gpu=train.use_gpu)
+        return cls(
+            tokenizer=tokenizer,
+            pad_token_id=pad_token_id,
+            max_length=train.max_length,
+            chat_template=policy.chat_template,
+            system_prompt=policy.system_prompt,
+            chat_template_kwargs=dict(policy.chat_template_kwargs),
+            dtype=policy.dtype,
+            trust_remote_code=policy.trust_remote_code,
+            batch_size=train.ref_batch_size,
+            num_actors=train.ref_num_actors,
+            use_gpu=train.use_gpu,
+        )
 
     def prompt_rule(self) -> dict:
         """The rule's settings beyond ``chat_template`` (in the cache key only when set: older caches stay valid)."""
@@ -218,13 +263,23 @@ class FeatureSettings:
 
     def tokenize_kwargs(self) -> dict:
         """The :class:`TokenizePairs` arguments."""
-        return dict(tokenizer=self.tokenizer, max_length=self.max_length, chat_template=self.chat_template,
-                    trust_remote_code=self.trust_remote_code, system_prompt=self.system_prompt,
-                    chat_template_kwargs=dict(self.chat_template_kwargs))
+        return dict(
+            tokenizer=self.tokenizer,
+            max_length=self.max_length,
+            chat_template=self.chat_template,
+            trust_remote_code=self.trust_remote_code,
+            system_prompt=self.system_prompt,
+            chat_template_kwargs=dict(self.chat_template_kwargs),
+        )
 
 
-def compute_features(table: pa.Table, models: Dict[str, str], settings: FeatureSettings,
-                     cache_dir: Optional[str] = None, progress: bool = False) -> pa.Table:
+def compute_features(
+    table: pa.Table,
+    models: Dict[str, str],
+    settings: FeatureSettings,
+    cache_dir: Optional[str] = None,
+    progress: bool = False,
+) -> pa.Table:
     """Tokenize the pairs and add each model's log-prob columns, in one Ray Data pass (cached in ``cache_dir``).
 
     Args:
@@ -244,8 +299,13 @@ def compute_features(table: pa.Table, models: Dict[str, str], settings: FeatureS
 
     from rcs_ray.storage import atomic_path, write_text
 
-    stamp = dict(tokenizer=_model_stamp(settings.tokenizer), max_length=settings.max_length,
-                 chat_template=settings.chat_template, dtype=settings.dtype, **settings.prompt_rule())
+    stamp = dict(
+        tokenizer=_model_stamp(settings.tokenizer),
+        max_length=settings.max_length,
+        chat_template=settings.chat_template,
+        dtype=settings.dtype,
+        **settings.prompt_rule(),
+    )
     key = cache_key(table, models, stamp) if cache_dir else None
     if key and cached_key(cache_dir) == key:
         cached = os.path.join(cache_dir, FEATURES_FILE)
@@ -263,8 +323,10 @@ def compute_features(table: pa.Table, models: Dict[str, str], settings: FeatureS
     if key:
         with atomic_path(os.path.join(cache_dir, FEATURES_FILE)) as tmp:
             pq.write_table(out, tmp)
-        write_text(os.path.join(cache_dir, FEATURES_KEY),
-                   json.dumps({"key": key, "models": models, "rows": out.num_rows}, indent=1))
+        write_text(
+            os.path.join(cache_dir, FEATURES_KEY),
+            json.dumps({"key": key, "models": models, "rows": out.num_rows}, indent=1),
+        )
     return out
 
 
@@ -293,15 +355,34 @@ def _run_pipeline(table: pa.Table, models: Dict[str, str], s: FeatureSettings, p
     ds = ray.data.from_arrow(blocks)
     tokenize = s.tokenize_kwargs()
     if not models:
-        ds = ds.map_batches(TokenizePairs, fn_constructor_kwargs=tokenize, batch_size=s.batch_size,
-                            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
-    share = 1.0 / max(1, len(models))          # the model stages stream side by side: share one CPU / GPU
+        ds = ds.map_batches(
+            TokenizePairs,
+            fn_constructor_kwargs=tokenize,
+            batch_size=s.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=0.25,
+        )
+    share = 1.0 / max(1, len(models))  # the model stages stream side by side: share one CPU / GPU
     for i, (prefix, path) in enumerate(models.items()):
-        ds = ds.map_batches(ReferenceLogps, fn_constructor_kwargs=dict(
-            model=path, prefix=prefix, pad_token_id=s.pad_token_id, dtype=s.dtype, micro_batch=s.batch_size,
-            use_gpu=s.use_gpu, trust_remote_code=s.trust_remote_code, tokenize=tokenize if i == 0 else None),
-            batch_size=s.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=s.num_actors),
-            num_cpus=0 if s.use_gpu else share, num_gpus=share if s.use_gpu else 0)
+        ds = ds.map_batches(
+            ReferenceLogps,
+            fn_constructor_kwargs=dict(
+                model=path,
+                prefix=prefix,
+                pad_token_id=s.pad_token_id,
+                dtype=s.dtype,
+                micro_batch=s.batch_size,
+                use_gpu=s.use_gpu,
+                trust_remote_code=s.trust_remote_code,
+                tokenize=tokenize if i == 0 else None,
+            ),
+            batch_size=s.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=s.num_actors),
+            num_cpus=0 if s.use_gpu else share,
+            num_gpus=share if s.use_gpu else 0,
+        )
     parts = []
     what = "reference log-probs" if models else "tokenize"
     with tqdm(total=table.num_rows, desc=what, unit="pair", disable=not progress) as bar:

@@ -15,8 +15,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The one entry: its scorer (imported by the scorer actors from the path the job carries) and its config check.
-TOY = RewardSourceSpec(scorers={None: "tests.toy_reward:WordCountScorer"}, family="toy",
-                       check_config="tests.toy_reward:check_toy")
+TOY = RewardSourceSpec(
+    scorers={None: "tests.toy_reward:WordCountScorer"}, family="toy", check_config="tests.toy_reward:check_toy"
+)
 
 
 @pytest.fixture
@@ -25,9 +26,16 @@ def toy(monkeypatch):
 
 
 def overrides(tmp_path, *extra):
-    return [f"output_dir={tmp_path}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}",
-            "stages.1.data.limit=16", "sampling.n=4", "sampling.batch_size=8",
-            "objectives.1.kind=toy", "objectives.1.function=null", *extra]
+    return [
+        f"output_dir={tmp_path}",
+        f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}",
+        "stages.1.data.limit=16",
+        "sampling.n=4",
+        "sampling.batch_size=8",
+        "objectives.1.kind=toy",
+        "objectives.1.function=null",
+        *extra,
+    ]
 
 
 def test_the_toy_source_is_checked_by_its_entry(toy, tmp_path):
@@ -48,10 +56,21 @@ def test_the_toy_source_runs_through_rcs_ray_sample(toy, tiny_world, ray_session
     from rcs_ray.cli import main
 
     out = tmp_path / "out"
-    assert main(["sample", os.path.join(REPO, "configs/tiny/k2.yaml"), *overrides(tmp_path), "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                os.path.join(REPO, "configs/tiny/k2.yaml"),
+                *overrides(tmp_path),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     pairs = pq.read_table(out / "pairs.parquet").to_pylist()
     assert pairs
-    for p in pairs:                               # helpful is the toy: the words of each side's response
+    for p in pairs:  # helpful is the toy: the words of each side's response
         assert p["chosen_rewards"][1] == words(p["chosen"]) and p["rejected_rewards"][1] == words(p["rejected"])
-        assert p["chosen_rewards"][1] > p["rejected_rewards"][1]       # stage 2 selects pairs for helpful
+        assert p["chosen_rewards"][1] > p["rejected_rewards"][1]  # stage 2 selects pairs for helpful

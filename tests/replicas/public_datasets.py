@@ -14,6 +14,7 @@ WORDS = (
     "score rate response request best worst"
 ).split()
 
+
 def pku_rows(n: int = 24) -> List[dict]:
     rows = []
     for i in range(n):

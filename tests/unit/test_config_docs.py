@@ -29,10 +29,25 @@ def _dataclasses(cls=RunConfig, seen=None):
 
 def test_every_field_of_every_config_dataclass_has_a_doc():
     classes = _dataclasses()
-    assert {"RunConfig", "TrainConfig", "LoraConfig", "StageConfig", "StageTrainConfig", "StageLoraConfig",
-            "ObjectiveConfig", "JudgeConfig", "DataConfig", "SamplingConfig", "AdaptiveConfig"} <= set(classes)
-    undocumented = [f"{name}.{f.name}" for name, cls in classes.items() for f in dataclasses.fields(cls)
-                    if not f.metadata.get("doc", "").strip()]
+    assert {
+        "RunConfig",
+        "TrainConfig",
+        "LoraConfig",
+        "StageConfig",
+        "StageTrainConfig",
+        "StageLoraConfig",
+        "ObjectiveConfig",
+        "JudgeConfig",
+        "DataConfig",
+        "SamplingConfig",
+        "AdaptiveConfig",
+    } <= set(classes)
+    undocumented = [
+        f"{name}.{f.name}"
+        for name, cls in classes.items()
+        for f in dataclasses.fields(cls)
+        if not f.metadata.get("doc", "").strip()
+    ]
     assert not undocumented
     assert all(cls.__doc__ and cls.__doc__.strip() for cls in classes.values())
 
@@ -46,14 +61,22 @@ def test_the_stage_train_overrides_have_every_train_field():
     assert StageTrainConfig().overrides() == {}
 
 
-@pytest.mark.parametrize("key, type_, default, doc", [
-    ("train.beta", "float", "0.1", "KL strength"),
-    ("sampling.n", "int", "8", "Candidates per prompt"),
-    ("stages.0.train.max_steps", "Optional[int]", "null", "This stage's train.max_steps (unset: the top-level one)"),
-    ("stages.train.lora.r", "Optional[int]", "null", "LoRA rank"),
-    ("objectives.name", "str", "required", "unique"),
-    ("eval.judge.judge.mode", "str", '"expected"', "parse"),
-])
+@pytest.mark.parametrize(
+    "key, type_, default, doc",
+    [
+        ("train.beta", "float", "0.1", "KL strength"),
+        ("sampling.n", "int", "8", "Candidates per prompt"),
+        (
+            "stages.0.train.max_steps",
+            "Optional[int]",
+            "null",
+            "This stage's train.max_steps (unset: the top-level one)",
+        ),
+        ("stages.train.lora.r", "Optional[int]", "null", "LoRA rank"),
+        ("objectives.name", "str", "required", "unique"),
+        ("eval.judge.judge.mode", "str", '"expected"', "parse"),
+    ],
+)
 def test_explain_prints_type_default_and_doc(key, type_, default, doc, capsys):
     from rcs_ray.cli import main
 
@@ -79,7 +102,7 @@ def test_explain_an_unknown_key_is_one_line_exit_2(capsys):
     assert main(["config", "--explain", "train.betta"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: unknown config key 'train.betta'")
-    assert "train.beta" in err                                    # a close match
+    assert "train.beta" in err  # a close match
 
 
 def test_unknown_key_in_a_stage_train_is_one_line_naming_it(tmp_path):
@@ -98,7 +121,7 @@ def test_a_stage_train_override_merges_onto_the_top_level():
     cfg = load_config(K2, ["stages.0.train.lora.r=4", "train.lora.alpha=32", "stages.1.train.beta=0.25"])
     first, second = stage_train(cfg, 0), stage_train(cfg, 1)
     assert (first.learning_rate, first.max_steps, first.beta) == (6e-5, 32, 0.1)
-    assert (first.lora.r, first.lora.alpha) == (4, 32.0)          # a nested key merges into the top-level lora
+    assert (first.lora.r, first.lora.alpha) == (4, 32.0)  # a nested key merges into the top-level lora
     assert (second.learning_rate, second.max_steps, second.beta, second.lora.r) == (5e-5, 64, 0.25, 0)
     assert cfg.stages[0].train.overrides() == {"learning_rate": 6e-5, "max_steps": 32, "lora": {"r": 4}}
-    assert cfg.train.beta == 0.1 and cfg.train.lora.r == 0       # the top level is untouched
+    assert cfg.train.beta == 0.1 and cfg.train.lora.r == 0  # the top level is untouched

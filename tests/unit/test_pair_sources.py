@@ -17,9 +17,17 @@ pytestmark = pytest.mark.unit
 
 
 def rows(n=4):
-    return [{"prompt": f"ask p{i}", "chosen": "good answer", "rejected": "bad answer",
-             "chosen_rewards": [1.0, 2.0, 0.5], "rejected_rewards": [0.0, 1.0, 1.5], "target": "helpful"}
-            for i in range(n)]
+    return [
+        {
+            "prompt": f"ask p{i}",
+            "chosen": "good answer",
+            "rejected": "bad answer",
+            "chosen_rewards": [1.0, 2.0, 0.5],
+            "rejected_rewards": [0.0, 1.0, 1.5],
+            "target": "helpful",
+        }
+        for i in range(n)
+    ]
 
 
 def write(path, items):
@@ -39,8 +47,7 @@ def one_line(fn, *match):
 def test_pairs_parquet_names_its_objectives_in_its_metadata(tmp_path):
     items = rows()
     schema = pairs_schema(False, ["harmless", "helpful", "concise"], "helpful")
-    table = pa.Table.from_pylist(items, schema=pa.schema([schema.field(c) for c in items[0]],
-                                                         metadata=schema.metadata))
+    table = pa.Table.from_pylist(items, schema=pa.schema([schema.field(c) for c in items[0]], metadata=schema.metadata))
     pq.write_table(table, tmp_path / "pairs.parquet")
     # a neighbouring stats.json is not where the names come from
     (tmp_path / "stats.json").write_text(json.dumps({"objectives": ["x", "y", "z"]}))
@@ -49,8 +56,11 @@ def test_pairs_parquet_names_its_objectives_in_its_metadata(tmp_path):
     assert p.reward_names == ["harmless", "helpful", "concise"]
     assert p.rows[0]["chosen_rewards"] == [1.0, 2.0, 0.5]
     # without metadata: generic names
-    assert read_pairs(write(tmp_path / "plain.parquet", items)).reward_names == ["objective_0", "objective_1",
-                                                                                  "objective_2"]
+    assert read_pairs(write(tmp_path / "plain.parquet", items)).reward_names == [
+        "objective_0",
+        "objective_1",
+        "objective_2",
+    ]
 
 
 def test_a_sampled_empty_response_is_a_pair_a_datasets_is_refused(tmp_path):
@@ -59,8 +69,7 @@ def test_a_sampled_empty_response_is_a_pair_a_datasets_is_refused(tmp_path):
     items = rows()
     items[1]["rejected"] = ""
     schema = pairs_schema(False, ["harmless", "helpful", "concise"], "helpful")
-    table = pa.Table.from_pylist(items, schema=pa.schema([schema.field(c) for c in items[0]],
-                                                         metadata=schema.metadata))
+    table = pa.Table.from_pylist(items, schema=pa.schema([schema.field(c) for c in items[0]], metadata=schema.metadata))
     pq.write_table(table, tmp_path / "pairs.parquet")
     assert read_pairs(str(tmp_path / "pairs.parquet")).rows[1]["rejected"] == ""
     one_line(lambda: read_pairs(write(tmp_path / "plain.parquet", items)), "row 2", "field 'rejected': empty rejected")
@@ -71,21 +80,30 @@ def test_a_sampled_empty_response_is_a_pair_a_datasets_is_refused(tmp_path):
 
 def test_jsonl_chat_pairs_and_generic_names(tmp_path):
     path = tmp_path / "pairs.jsonl"
-    chat = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
-            "rejected": [{"role": "assistant", "content": "go"}], "chosen_rewards": [1, 2],
-            "rejected_rewards": [0, 1], "ref_chosen_logps": -3.0, "ref_rejected_logps": -4.0}
+    chat = {
+        "prompt": [{"role": "user", "content": "hi"}],
+        "chosen": [{"role": "assistant", "content": "hello"}],
+        "rejected": [{"role": "assistant", "content": "go"}],
+        "chosen_rewards": [1, 2],
+        "rejected_rewards": [0, 1],
+        "ref_chosen_logps": -3.0,
+        "ref_rejected_logps": -4.0,
+    }
     path.write_text(json.dumps(chat) + "\n\n" + json.dumps(chat) + "\n")
     p = read_pairs(str(path), target="objective_1")
     assert p.has_ref_logps and p.reward_names == ["objective_0", "objective_1"] and p.target == "objective_1"
     assert p.rows[1]["prompt"] == [{"role": "user", "content": "hi"}] and p.rows[0]["ref_chosen_logps"] == -3.0
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda r: r.pop("rejected"), ("missing column", "rejected")),
-    (lambda r: r.pop("rejected_rewards"), ("chosen_rewards", "without", "rejected_rewards")),
-    (lambda r: r.update(chosen=""), ("row 1", "field 'chosen'", "empty")),
-    (lambda r: r.update(prompt=3), ("row 1", "field 'prompt'", "int")),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda r: r.pop("rejected"), ("missing column", "rejected")),
+        (lambda r: r.pop("rejected_rewards"), ("chosen_rewards", "without", "rejected_rewards")),
+        (lambda r: r.update(chosen=""), ("row 1", "field 'chosen'", "empty")),
+        (lambda r: r.update(prompt=3), ("row 1", "field 'prompt'", "int")),
+    ],
+)
 def test_malformed_pairs_files(tmp_path, mutate, match):
     items = rows()
     for r in items:
@@ -116,9 +134,15 @@ def test_missing_file_wrong_names_and_several_targets(tmp_path):
 
 def test_stage_data_through_read_preferences(tmp_path):
     path = tmp_path / "d1.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "a", "rejected": "b",
-                                        "chosen_scores": [1, 0], "rejected_scores": [0, 1]}) + "\n"
-                            for i in range(3)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {"prompt": f"q{i}", "chosen": "a", "rejected": "b", "chosen_scores": [1, 0], "rejected_scores": [0, 1]}
+            )
+            + "\n"
+            for i in range(3)
+        )
+    )
     from rcs_ray.data import read_preferences
     from rcs_ray.data.pairs import pairs_from_preferences
 
@@ -131,8 +155,9 @@ def test_stage_data_through_read_preferences(tmp_path):
 def test_trainer_pairs_default_for_a_sampling_stage_is_its_sampling_output(tmp_path):
     from rcs_ray.train.sources import stage_pairs
 
-    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny", "k2.yaml"),
-                      [f"output_dir={tmp_path}"])
+    cfg = load_config(
+        os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny", "k2.yaml"), [f"output_dir={tmp_path}"]
+    )
     one_line(lambda: stage_pairs(cfg, 1, None), "stage 2", "rcs-ray sample", "--pairs")
     os.makedirs(tmp_path / "stage2" / "sampling")
     items = [{k: v for k, v in r.items() if k != "target"} for r in rows()]
@@ -140,25 +165,30 @@ def test_trainer_pairs_default_for_a_sampling_stage_is_its_sampling_output(tmp_p
         r["chosen_rewards"], r["rejected_rewards"] = r["chosen_rewards"][:2], r["rejected_rewards"][:2]
     write(tmp_path / "stage2" / "sampling" / "pairs.parquet", items)
     p = stage_pairs(cfg, 1, None)
-    assert p.reward_names == ["harmless", "helpful"] and p.target == "helpful"   # names from the config
+    assert p.reward_names == ["harmless", "helpful"] and p.target == "helpful"  # names from the config
 
 
 # ----------------------------------------------------------------------------------------------- mixed stages
 def _pref_file(path, rows, scores):
     with open(path, "w") as fh:
         for (p, c, r), (cs, rs) in zip(rows, scores):
-            fh.write(json.dumps({"prompt": p, "chosen": c, "rejected": r, "chosen_scores": cs,
-                                 "rejected_scores": rs}) + "\n")
+            fh.write(
+                json.dumps({"prompt": p, "chosen": c, "rejected": r, "chosen_scores": cs, "rejected_scores": rs}) + "\n"
+            )
     return str(path)
 
 
 def _mixed_config(tmp_path, loss="dpo", sample=False):
     d2 = _pref_file(tmp_path / "d2.jsonl", [("p1", "a", "b"), ("p2", "c", "d")], [([0, 2], [0, 1])] * 2)
     d1 = _pref_file(tmp_path / "d1.jsonl", [("p3", "e", "f")], [([1, 0], [0, 0])])
-    cfg = {"objectives": [{"name": "harmless", "kind": "rule", "function": "m:f"},
-                          {"name": "helpful", "kind": "rule", "function": "m:g"}],
-           "stages": [{"objective": "helpful", "sample": sample, "data": {"path": d2}, "mix": [{"path": d1}]}],
-           "train": {"loss": loss}}
+    cfg = {
+        "objectives": [
+            {"name": "harmless", "kind": "rule", "function": "m:f"},
+            {"name": "helpful", "kind": "rule", "function": "m:g"},
+        ],
+        "stages": [{"objective": "helpful", "sample": sample, "data": {"path": d2}, "mix": [{"path": d1}]}],
+        "train": {"loss": loss},
+    }
     (tmp_path / "mixed.yaml").write_text(json.dumps(cfg))
     return load_config(str(tmp_path / "mixed.yaml"))
 
@@ -168,7 +198,10 @@ def test_mixed_stage_trains_on_every_dataset_in_order(tmp_path):
 
     pairs = stage_pairs(_mixed_config(tmp_path), 0, None)
     assert [(r["prompt"], r["chosen"], r["rejected"]) for r in pairs.rows] == [
-        ("p1", "a", "b"), ("p2", "c", "d"), ("p3", "e", "f")]
+        ("p1", "a", "b"),
+        ("p2", "c", "d"),
+        ("p3", "e", "f"),
+    ]
     assert pairs.reward_names == ["harmless", "helpful"]
     assert pairs.rows[2]["chosen_rewards"] == [1.0, 0.0]
     assert "d1.jsonl" in pairs.source and "d2.jsonl" in pairs.source

@@ -20,31 +20,38 @@ def test_one_gpu_engine_asks_for_its_gpus_cpus_and_custom_resources():
 
 
 def test_tensor_parallel_engine_gets_a_placement_group_per_actor():
-    s = SamplingConfig(num_gpus=1, num_cpus=2, tensor_parallel_size=4, resources={"gen": 1},
-                       placement_strategy="STRICT_PACK")
+    s = SamplingConfig(
+        num_gpus=1, num_cpus=2, tensor_parallel_size=4, resources={"gen": 1}, placement_strategy="STRICT_PACK"
+    )
     args = generation_remote_args(s)
     fn = args.pop("ray_remote_args_fn")
-    assert args == {"num_cpus": 2, "num_gpus": 0, "resources": {"gen": 1}}   # the actor itself takes no GPU
+    assert args == {"num_cpus": 2, "num_gpus": 0, "resources": {"gen": 1}}  # the actor itself takes no GPU
     assert fn.bundles == [{"GPU": 1.0, "CPU": 2.0, "gen": 1.0}, {"GPU": 1.0}, {"GPU": 1.0}, {"GPU": 1.0}]
     assert fn.strategy == "STRICT_PACK"
 
 
 def test_scorer_pools():
     rm = ObjectiveConfig(name="h", kind="classifier", model="m", num_gpus=0.5, num_cpus=1, resources={"rm": 1})
-    assert scorer_remote_args(rm, REWARD_SOURCES["classifier"]) == {"num_cpus": 1, "num_gpus": 0.5,
-                                                                     "resources": {"rm": 1}}
+    assert scorer_remote_args(rm, REWARD_SOURCES["classifier"]) == {
+        "num_cpus": 1,
+        "num_gpus": 0.5,
+        "resources": {"rm": 1},
+    }
     rule = ObjectiveConfig(name="h", function="m:f", num_gpus=1)
     # a rule never needs a GPU
     assert scorer_remote_args(rule, REWARD_SOURCES["rule"]) == {"num_cpus": 0.25, "num_gpus": 0}
 
 
-@pytest.mark.parametrize("override,match", [
-    ("sampling.tensor_parallel_size=2", "sampling.tensor_parallel_size.*needs GPUs"),
-    ("sampling.placement_strategy=ANYWHERE", "sampling.placement_strategy"),
-    ("sampling.resources.GPU=1", "sampling.resources.GPU.*num_gpus"),
-    ("train.backend=mpi", "train.backend"),
-    ("train.resources_per_worker.x=-1", "train.resources_per_worker.x"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("sampling.tensor_parallel_size=2", "sampling.tensor_parallel_size.*needs GPUs"),
+        ("sampling.placement_strategy=ANYWHERE", "sampling.placement_strategy"),
+        ("sampling.resources.GPU=1", "sampling.resources.GPU.*num_gpus"),
+        ("train.backend=mpi", "train.backend"),
+        ("train.resources_per_worker.x=-1", "train.resources_per_worker.x"),
+    ],
+)
 def test_placement_config_errors(tmp_path, override, match):
     (tmp_path / "c.yaml").write_text(json.dumps({"objectives": [{"name": "h", "function": "m:f"}]}))
     with pytest.raises(RcsInputError, match=match):
@@ -56,6 +63,8 @@ def test_job_runtime_env_wins_over_the_worker_env(monkeypatch):
 
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     assert _job_env_vars() == {}
-    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR",
-                       json.dumps({"runtime_env": {"env_vars": {"HF_HUB_OFFLINE": "1"}, "working_dir": "gcs://x"}}))
+    monkeypatch.setenv(
+        "RAY_JOB_CONFIG_JSON_ENV_VAR",
+        json.dumps({"runtime_env": {"env_vars": {"HF_HUB_OFFLINE": "1"}, "working_dir": "gcs://x"}}),
+    )
     assert _job_env_vars() == {"HF_HUB_OFFLINE": "1"}
