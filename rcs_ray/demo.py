@@ -36,7 +36,7 @@ class DemoResult:
     world_root: str
     analyses: list[AnalyzeResult] = field(default_factory=list)
     workflow: Optional[object] = None
-    vanilla: Optional[object] = None              # the last stage trained on its dataset's pairs (a WorkflowResult)
+    vanilla: Optional[object] = None  # the last stage trained on its dataset's pairs (a WorkflowResult)
     evaluation: Optional[object] = None
     seconds: float = 0.0
 
@@ -45,14 +45,18 @@ def describe_world(world) -> str:
     """A few lines on a built tiny world: where it is and what was measured when it was built."""
     with open(world.info, encoding="utf-8") as fh:
         info = json.load(fh)
-    lines = [f"tiny world: {world.root}",
-             f"  policy:       {world.policy}",
-             f"  reward model: {world.reward_model}",
-             f"  data:         {world.data_dir}"]
+    lines = [
+        f"tiny world: {world.root}",
+        f"  policy:       {world.policy}",
+        f"  reward model: {world.reward_model}",
+        f"  data:         {world.data_dir}",
+    ]
     measured = info.get("policy_conflict") or {}
     if measured:
-        lines.append("  initial policy's samples: "
-                     + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in measured.items()))
+        lines.append(
+            "  initial policy's samples: "
+            + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in measured.items())
+        )
     return "\n".join(lines)
 
 
@@ -82,11 +86,15 @@ def comparison(metrics: dict, start: str, rcs: str, vanilla: str, objectives: li
     r, v = metrics[rcs], metrics[vanilla]
     parts = []
     for name in objectives:
-        parts.append(f"mean {name} {r['mean'][name]:.3f} vs {v['mean'][name]:.3f} "
-                     f"({r['mean'][name] - v['mean'][name]:+.3f})")
-        parts += [f"{key.split('>=')[0]} rate {100 * r['rate'][key]:.1f}% vs {100 * v['rate'][key]:.1f}% "
-                  f"({100 * (r['rate'][key] - v['rate'][key]):+.1f} points)"
-                  for key in r["rate"] if key.split(">=")[0] == name]
+        parts.append(
+            f"mean {name} {r['mean'][name]:.3f} vs {v['mean'][name]:.3f} ({r['mean'][name] - v['mean'][name]:+.3f})"
+        )
+        parts += [
+            f"{key.split('>=')[0]} rate {100 * r['rate'][key]:.1f}% vs {100 * v['rate'][key]:.1f}% "
+            f"({100 * (r['rate'][key] - v['rate'][key]):+.1f} points)"
+            for key in r["rate"]
+            if key.split(">=")[0] == name
+        ]
     return f"RCS vs vanilla, both from the same {start} policy ({meta}): " + ", ".join(parts) + "."
 
 
@@ -99,41 +107,27 @@ def run_demo(cfg: RunConfig) -> DemoResult:
         world = ensure_world(cfg.tinyworld)
     print(describe_world(world))
     result = DemoResult(output_dir=cfg.output_dir, world_root=world.root)
-    names = cfg.objective_names
-    layout = RunLayout(cfg.output_dir)
-    for k, stage in enumerate(cfg.stages):
-        enforce = stage.rc.enforce or names[: k + 1]
-        out = layout.analysis_dir(k, stage.objective)
-        with interrupts.phase(f"analysis of stage {k + 1}'s data"):
-            res = analyze_dataset(stage.data, out_dir=out, target=stage.objective, enforce=enforce,
-                                  title=f"Stage {k + 1} data ({stage.objective}): RC on {', '.join(enforce)}",
-                                  tinyworld_cfg=cfg.tinyworld)
-        print(f"\nstage {k + 1} ({stage.objective}):")
-        print(res.summary())
-        result.analyses.append(res)
+    result.analyses = analyze_stages(cfg)
     from rcs_ray.evaluate import evaluate
     from rcs_ray.workflow import run_workflow
 
-    print(f"\nRCS workflow on local Ray: {len(cfg.stages)} stages "
-          f"({', '.join(st.objective for st in cfg.stages)}), n={cfg.sampling.n}, engine={cfg.sampling.engine}, "
-          f"loss={cfg.train.loss}")
+    print(
+        f"\nRCS workflow on local Ray: {len(cfg.stages)} stages "
+        f"({', '.join(st.objective for st in cfg.stages)}), n={cfg.sampling.n}, engine={cfg.sampling.engine}, "
+        f"loss={cfg.train.loss}"
+    )
     result.workflow = run_workflow(cfg)
     for st in result.workflow.stages:
-        sampled = st.stats.get("sample")
-        line = f"  stage {st.stage} ({st.objective}): "
-        if sampled:
-            line += (f"{sampled['prompts']} prompts -> {sampled['pairs']} RC pairs, {sampled['failed']} failed "
-                     f"({100 * sampled['failure_rate']:.1f}%); ")
-        tr = st.stats["train"]
-        line += f"{tr['loss']} {tr['steps']} steps, final loss {tr['final_loss']:.3f}"
-        print(line + ("  [unchanged: reused]" if st.skipped else ""))
+        print(stage_line(st))
     policies = {"base": world.policy, **{f"stage{st.stage}": st.policy for st in result.workflow.stages}}
     arrows = [(a, b) for a, b in zip(policies, list(policies)[1:])]
     twin = vanilla_twin(cfg)
     if twin is not None:
         last, before = f"stage{len(cfg.stages)}", f"stage{len(cfg.stages) - 1}"
-        print(f"\nvanilla {last} ({cfg.stages[-1].objective}) from the same {before} policy: its dataset's own "
-              f"pairs, the same training settings")
+        print(
+            f"\nvanilla {last} ({cfg.stages[-1].objective}) from the same {before} policy: its dataset's own "
+            f"pairs, the same training settings"
+        )
         share_earlier_stages(cfg, twin)
         with interrupts.phase(f"vanilla {last}"):
             result.vanilla = run_workflow(twin)
@@ -147,13 +141,62 @@ def run_demo(cfg: RunConfig) -> DemoResult:
         prompts = json.loads(storage.read_text(result.evaluation.json))["prompts"]
         meta = f"{prompts} held-out prompts x {cfg.eval.n} samples, one seed"
         print(comparison(result.evaluation.metrics, before, rcs_name, vanilla_name, cfg.objective_names, meta) + "\n")
-    print("outputs:")
-    for st in result.workflow.stages:
-        pairs = layout.stage(st.stage - 1).sampling.pairs
-        print(f"  stage {st.stage}: policy {st.policy}" + (f"\n           pairs  {pairs}" if storage.exists(pairs) else ""))
-    if result.vanilla is not None:
-        print(f"  stage {len(cfg.stages)} vanilla: policy {result.vanilla.stages[-1].policy}")
-    print(f"  eval report: {result.evaluation.markdown}\n  eval plot:   {result.evaluation.plot}")
+    print_outputs(cfg, result)
     result.seconds = time.time() - start
     print(f"\ndemo finished in {result.seconds:.0f}s; outputs under {storage.absolute(cfg.output_dir)}")
     return result
+
+
+def analyze_stages(cfg: RunConfig) -> list[AnalyzeResult]:
+    """Step 1: an RC report of each stage's dataset (RC on the stage's ``rc.enforce``, default its objective and
+    the earlier ones), each summary printed."""
+    names = cfg.objective_names
+    layout = RunLayout(cfg.output_dir)
+    analyses = []
+    for k, stage in enumerate(cfg.stages):
+        enforce = stage.rc.enforce or names[: k + 1]
+        out = layout.analysis_dir(k, stage.objective)
+        with interrupts.phase(f"analysis of stage {k + 1}'s data"):
+            res = analyze_dataset(
+                stage.data,
+                out_dir=out,
+                target=stage.objective,
+                enforce=enforce,
+                title=f"Stage {k + 1} data ({stage.objective}): RC on {', '.join(enforce)}",
+                tinyworld_cfg=cfg.tinyworld,
+            )
+        print(f"\nstage {k + 1} ({stage.objective}):")
+        print(res.summary())
+        analyses.append(res)
+    return analyses
+
+
+def stage_line(st) -> str:
+    """One workflow stage's outcome (a :class:`~rcs_ray.workflow.StageOutcome`) in a line: its sampling (prompts,
+    RC pairs, failures) and its training (loss, steps, final loss), marked when it was reused."""
+    sampled = st.stats.get("sample")
+    line = f"  stage {st.stage} ({st.objective}): "
+    if sampled:
+        line += (
+            f"{sampled['prompts']} prompts -> {sampled['pairs']} RC pairs, {sampled['failed']} failed "
+            f"({100 * sampled['failure_rate']:.1f}%); "
+        )
+    tr = st.stats["train"]
+    line += f"{tr['loss']} {tr['steps']} steps, final loss {tr['final_loss']:.3f}"
+    return line + ("  [unchanged: reused]" if st.skipped else "")
+
+
+def print_outputs(cfg: RunConfig, result: DemoResult) -> None:
+    """Where the demo wrote what: each stage's policy and pairs, the vanilla twin's policy, the eval report and
+    plot."""
+    layout = RunLayout(cfg.output_dir)
+    print("outputs:")
+    for st in result.workflow.stages:
+        pairs = layout.stage(st.stage - 1).sampling.pairs
+        print(
+            f"  stage {st.stage}: policy {st.policy}"
+            + (f"\n           pairs  {pairs}" if storage.exists(pairs) else "")
+        )
+    if result.vanilla is not None:
+        print(f"  stage {len(cfg.stages)} vanilla: policy {result.vanilla.stages[-1].policy}")
+    print(f"  eval report: {result.evaluation.markdown}\n  eval plot:   {result.evaluation.plot}")
