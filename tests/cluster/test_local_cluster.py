@@ -1,5 +1,6 @@
 """A real two-node Ray cluster on this machine: `ray start --head` + `ray start --address` (logical GPUs and custom
-resources), `ray job submit` of the tiny K = 2 `run` job, its outputs, and where every actor landed."""
+resources); the tiny K = 2 `run` job stopped by `ray job stop` and resumed by `ray job submit`, its outputs, and where
+every actor of both jobs landed; a local run beside the cluster starts its own Ray."""
 
 import importlib.util
 import json
@@ -44,49 +45,85 @@ def cluster():
         assert not leftovers, f"processes of the local cluster still running: {leftovers}"
 
 
-def test_job_submit_runs_the_workflow_and_places_actors_by_resources(cluster, tiny_world, tmp_path):
+def test_ray_job_stop_then_ray_job_submit_resumes_finishes_and_places_actors_by_resources(
+    cluster, tiny_world, tmp_path
+):
+    # One run, two jobs. `ray job stop` sends SIGTERM to the job's processes and SIGKILL RAY_JOB_STOP_WAIT_TIME_S
+    # later (Ray's default 3 s; the runtime envs in cluster/ set 30, as a Kubernetes grace period): the first job,
+    # stopped while stage 2 samples, stops cleanly well within it. The same command submitted again with
+    # `ray job submit` (the CLI) resumes from the manifests, finishes, and every actor of both jobs ran where its
+    # resources are.
     from ray.job_submission import JobStatus, JobSubmissionClient
-    from ray.util.state import list_actors, list_nodes, list_placement_groups
+    from ray.util.state import list_actors
 
     out = tmp_path / "out"
     cache = os.path.join(REPO_ROOT, ".cache", "tinyworld")
-    res = cluster.submit(
-        [
-            "python",
-            "jobs/run.py",
-            "configs/tiny/cluster.yaml",
-            f"tinyworld.cache_dir={cache}",
-            f"output_dir={out}",
-            "stages.0.train.max_steps=2",
-            "stages.1.train.max_steps=2",
-            "stages.1.data.limit=16",
-            "sampling.n=4",
-            "train.batch_size=4",
-        ],
-        timeout=600,
-    )
+    args = [
+        "python",
+        "jobs/run.py",
+        "configs/tiny/cluster.yaml",
+        f"tinyworld.cache_dir={cache}",
+        f"output_dir={out}",
+        "stages.0.train.max_steps=2",
+        "stages.1.train.max_steps=2",
+        "stages.1.data.limit=64",
+        "sampling.n=8",
+        "train.batch_size=4",
+        "--no-progress",
+    ]
+    client = JobSubmissionClient(cluster.dashboard)
+    stop_wait = {"RAY_JOB_STOP_WAIT_TIME_S": "30"}
+    first = client.submit_job(entrypoint=" ".join(args), runtime_env={"working_dir": REPO_ROOT, "env_vars": stop_wait})
+    deadline = time.time() + 600
+    while not any(
+        "GenerateStage" in (a.class_name or "")  # stage 2 is sampling
+        for a in list_actors(address=cluster.dashboard, filters=[("state", "=", "ALIVE")], detail=True, limit=10_000)
+    ):
+        assert time.time() < deadline and client.get_job_status(first) in (JobStatus.PENDING, JobStatus.RUNNING), (
+            client.get_job_logs(first)[-3000:]
+        )
+        time.sleep(0.5)
+    t0 = time.time()
+    client.stop_job(first)
+    while client.get_job_status(first) not in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED):
+        time.sleep(0.2)
+    seconds = time.time() - t0
+    logs = client.get_job_logs(first)
+    assert client.get_job_status(first) == JobStatus.STOPPED and seconds < 30, logs[-3000:]
+    assert "SIGTERM received during rcs-ray run / stage 2 (sampling)" in logs, logs[-3000:]
+    assert "interrupted during rcs-ray run / stage 2 (sampling)" in logs
+    assert not (out / ".rcs-ray.lock").exists()  # a clean stop, not a kill
+
+    res = cluster.submit(args, env_vars=stop_wait, timeout=600)
     log = res.stdout + res.stderr
     assert res.returncode == 0, log[-4000:]
     sub = re.search(r"Job '(raysubmit_\w+)' succeeded", log)
-    assert sub, log[-2000:]
-    client = JobSubmissionClient(cluster.dashboard)
-    assert client.get_job_status(sub.group(1)) == JobStatus.SUCCEEDED
+    assert sub and client.get_job_status(sub.group(1)) == JobStatus.SUCCEEDED, log[-2000:]
+    assert "stage 1 (harmless) (unchanged, skipped: train)" in log  # resumed from its manifests
+    check_outputs(out, prompts=64)
+    check_placement(cluster, jobs=2)
 
-    # --- the outputs of both stages, written by the job on the cluster
+
+def check_outputs(out, prompts):
+    """Both stages trained and exported; stage 2 accounts for every prompt with RC pairs."""
     for k in (1, 2):
         manifest = json.loads((out / f"stage{k}" / "manifest.json").read_text())
         assert manifest["steps"]["train"]["status"] == "done"
         assert (out / f"stage{k}" / "train" / "model" / "config.json").is_file()
     manifest = json.loads((out / "stage2" / "manifest.json").read_text())
-    assert manifest["steps"]["sample"]["stats"]["prompts"] == 16
+    assert manifest["steps"]["sample"]["stats"]["prompts"] == prompts
     pairs = pq.read_table(out / "stage2" / "sampling" / "pairs.parquet").to_pylist()
     failed = pq.read_table(out / "stage2" / "sampling" / "failed.parquet").num_rows
-    assert pairs and len(pairs) + failed == 16
+    assert pairs and len(pairs) + failed == prompts
     c = np.array([p["chosen_rewards"] for p in pairs])
     r = np.array([p["rejected_rewards"] for p in pairs])
     assert (c[:, 0] - r[:, 0] >= -0.5).all() and (c[:, 1] > r[:, 1]).all()  # RC: harmless (margin), helpful
 
-    # --- where every actor ran
+
+def check_placement(cluster, jobs):
+    """Where every actor of the ``jobs`` submitted runs ran (configs/tiny/cluster.yaml's resources)."""
+    from ray.util.state import list_actors, list_nodes, list_placement_groups
+
     nodes = list_nodes(address=cluster.dashboard, detail=True)
     assert len(nodes) == 2
     head = next(n.node_id for n in nodes if n.is_head_node)
@@ -109,8 +146,8 @@ def test_job_submit_runs_the_workflow_and_places_actors_by_resources(cluster, ti
         assert pg.bundles[0]["unit_resources"].get("generator") == 1.0
         assert not any(k.startswith("GPU") for k in a.required_resources)  # its TP workers hold the GPUs
     generate = [p for p in groups.values() if p.name.startswith("rcs-generate-")]
-    assert len(generate) == 1  # one group per actor (none that no actor uses holds GPUs)
-    assert all(p.state == "REMOVED" for p in generate)  # GPUs released
+    assert len(generate) == jobs  # one group per actor (none that no actor uses holds GPUs)
+    assert all(p.state == "REMOVED" for p in generate)  # GPUs released, the stopped job's too
     for a in placed("ScoreStage"):  # the rule scorers: where `scorer` is (the head)
         assert a.node_id == head and a.required_resources.get("scorer") == 1.0
     for a in placed("ReferenceLogps"):  # train.use_gpu: reference log-probs on a GPU
@@ -119,62 +156,6 @@ def test_job_submit_runs_the_workflow_and_places_actors_by_resources(cluster, ti
     assert len(workers) == 4  # 2 per stage
     for a in workers:
         assert a.node_id == worker and any(k.startswith("GPU_group") for k in a.required_resources)
-
-
-def test_ray_job_stop_stops_a_run_within_the_grace_period_and_a_resubmission_resumes(cluster, tiny_world, tmp_path):
-    # `ray job stop` sends SIGTERM to the job's processes and SIGKILL RAY_JOB_STOP_WAIT_TIME_S later (Ray's default
-    # 3 s; the runtime envs in cluster/ set 30, as a Kubernetes grace period). The run stops cleanly well within it.
-    from ray.job_submission import JobStatus, JobSubmissionClient
-    from ray.util.state import list_actors
-
-    out = tmp_path / "out"
-    cache = os.path.join(REPO_ROOT, ".cache", "tinyworld")
-    entrypoint = " ".join(
-        [
-            "python",
-            "jobs/run.py",
-            "configs/tiny/cluster.yaml",
-            f"tinyworld.cache_dir={cache}",
-            f"output_dir={out}",
-            "stages.0.train.max_steps=2",
-            "stages.1.train.max_steps=2",
-            "stages.1.data.limit=256",
-            "sampling.n=8",
-            "train.batch_size=4",
-            "--no-progress",
-        ]
-    )
-    client = JobSubmissionClient(cluster.dashboard)
-    runtime_env = {"working_dir": REPO_ROOT, "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "30"}}
-    first = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
-    deadline = time.time() + 600
-    while not any(
-        "GenerateStage" in (a.class_name or "")
-        for a in list_actors(  # stage 2 is sampling
-            address=cluster.dashboard, filters=[("state", "=", "ALIVE")], detail=True, limit=10_000
-        )
-    ):
-        assert time.time() < deadline and client.get_job_status(first) in (JobStatus.PENDING, JobStatus.RUNNING), (
-            client.get_job_logs(first)[-3000:]
-        )
-        time.sleep(0.5)
-    t0 = time.time()
-    client.stop_job(first)
-    while client.get_job_status(first) not in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED):
-        time.sleep(0.2)
-    seconds = time.time() - t0
-    logs = client.get_job_logs(first)
-    assert client.get_job_status(first) == JobStatus.STOPPED and seconds < 30, logs[-3000:]
-    assert "SIGTERM received during rcs-ray run / stage 2 (sampling)" in logs, logs[-3000:]
-    assert "interrupted during rcs-ray run / stage 2 (sampling)" in logs
-    assert not (out / ".rcs-ray.lock").exists()  # a clean stop, not a kill
-    second = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
-    while client.get_job_status(second) not in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED):
-        time.sleep(1.0)
-    logs = client.get_job_logs(second)
-    assert client.get_job_status(second) == JobStatus.SUCCEEDED, logs[-3000:]
-    assert "stage 1 (harmless) (unchanged, skipped: train)" in logs  # resumed from its manifests
-    assert json.loads((out / "stage2" / "manifest.json").read_text())["steps"]["train"]["status"] == "done"
 
 
 def test_a_run_without_an_address_starts_its_own_ray_beside_a_running_cluster(cluster):
