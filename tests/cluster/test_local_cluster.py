@@ -159,17 +159,32 @@ def check_placement(cluster, jobs):
 
 
 def test_a_run_without_an_address_starts_its_own_ray_beside_a_running_cluster(cluster):
-    # `ray.address: null` means a new local Ray, even while a `ray start` cluster runs on the machine (a bare
-    # ray.init() joins that cluster, and refuses num_cpus when it does).
+    # `ray.address: null` means a new local Ray, even where `ray start` left its address file (what a bare ray.init()
+    # joins, refusing num_cpus when it does). The file here names this cluster, in the Ray temp dir the run uses.
+    import shutil
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths live under it
+    os.makedirs(os.path.join(ray_tmp, "ray"))
+    with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as fh:
+        fh.write(cluster.address)
     code = (
         "import ray; from rcs_ray.config import RayConfig; from rcs_ray.ray_runtime import init_ray, started_ray; "
         "init_ray(RayConfig(num_cpus=1, object_store_memory_mb=128)); "
         "print(started_ray(), ray.get_runtime_context().gcs_address)"
     )
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO_ROOT,
+            env={**env, "RAY_TMPDIR": ray_tmp},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     started, gcs = proc.stdout.split()[-2:]
     assert started == "True" and gcs != cluster.address
