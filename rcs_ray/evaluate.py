@@ -133,21 +133,10 @@ def evaluate(
     from rcs_ray.ray_runtime import data_context, init_ray
     from rcs_ray.sampling.job import eval_job
     from rcs_ray.sampling.pipeline import read_groups
-    from rcs_ray.storage import StagedDir, write_text
+    from rcs_ray.storage import StagedDir
 
     e = cfg.eval
-    if not e.prompts.path:
-        raise RcsInputError("eval.prompts.path is required (held-out prompts)")
-    if reference is not None and reference not in policies:
-        raise RcsInputError(f"reference {reference!r} is not one of the evaluated policies {list(policies)}")
-    if arrows is None:
-        arrows = [(reference, p) for p in policies if p != reference] if reference is not None else []
-    stray = sorted({p for a in arrows for p in a} - set(policies))
-    if stray:
-        raise RcsInputError(f"arrows name {stray}, which are not among the evaluated policies {list(policies)}")
-    for name in e.thresholds:
-        if name not in cfg.objective_names:
-            raise RcsInputError(f"eval.thresholds: {name!r} is not an objective; objectives are {cfg.objective_names}")
+    arrows = _checked_arrows(cfg, policies, reference, arrows)
     jobs = {name: eval_job(cfg, path) for name, path in policies.items()}  # every model path checked up front
     # A URI out_dir (or output_dir): write in a local mirror, then upload.
     staged = StagedDir(out_dir or RunLayout(cfg.output_dir).eval_dir, key="--out" if out_dir else "output_dir")
@@ -179,6 +168,47 @@ def evaluate(
         plot=staged.path("eval.png"),
         metrics=metrics,
     )
+    _write_outputs(cfg, local, metrics, names, meta, arrows)
+    staged.push("eval.json", "eval.md", "eval.png")
+    from rcs_ray import tracking
+
+    tracking.log_once(tracking.settings_for(cfg, "eval"), {"eval": metrics})
+    return result
+
+
+def _checked_arrows(
+    cfg: RunConfig, policies: dict[str, str], reference: Optional[str], arrows: Optional[Sequence[tuple[str, str]]]
+) -> Sequence[tuple[str, str]]:
+    """The plot's arrows (default: from the reference to every other policy), once the eval settings are checked.
+
+    Raises:
+        RcsInputError: no held-out prompts, a reference or an arrow end that is not an evaluated policy, or a
+            threshold on an unknown objective.
+    """
+    e = cfg.eval
+    if not e.prompts.path:
+        raise RcsInputError("eval.prompts.path is required (held-out prompts)")
+    if reference is not None and reference not in policies:
+        raise RcsInputError(f"reference {reference!r} is not one of the evaluated policies {list(policies)}")
+    if arrows is None:
+        arrows = [(reference, p) for p in policies if p != reference] if reference is not None else []
+    stray = sorted({p for a in arrows for p in a} - set(policies))
+    if stray:
+        raise RcsInputError(f"arrows name {stray}, which are not among the evaluated policies {list(policies)}")
+    for name in e.thresholds:
+        if name not in cfg.objective_names:
+            raise RcsInputError(f"eval.thresholds: {name!r} is not an objective; objectives are {cfg.objective_names}")
+    return arrows
+
+
+def _write_outputs(
+    cfg: RunConfig, local: str, metrics: dict, names: list[str], meta: dict, arrows: Sequence[tuple[str, str]]
+) -> None:
+    """``eval.json`` (``meta`` and the metrics), ``eval.md`` and the trade-off plot ``eval.png`` (with ``arrows``)
+    into ``local``."""
+    from rcs_ray.storage import write_text
+
+    e, reference = cfg.eval, meta["reference"]
     write_text(os.path.join(local, "eval.json"), json.dumps({**meta, "metrics": metrics}, indent=2) + "\n")
     write_text(os.path.join(local, "eval.md"), _markdown(metrics, names, reference, meta))
     plot_eval(
@@ -188,8 +218,3 @@ def evaluate(
         arrows,
         judge=e.judge.name if e.judge is not None else None,
     )
-    staged.push("eval.json", "eval.md", "eval.png")
-    from rcs_ray import tracking
-
-    tracking.log_once(tracking.settings_for(cfg, "eval"), {"eval": metrics})
-    return result

@@ -22,6 +22,7 @@ from rcs_ray.layout import RunLayout
 from rcs_ray.paths import resolve_model_dir
 from rcs_ray.train import refs
 from rcs_ray.train.margins import LossContext, LossInputs
+from rcs_ray.train.ref_stages import TOKEN_COLUMNS
 
 
 def policy_chain(cfg: RunConfig, k: int, policy: str, given: Optional[List[str]] = None) -> List[str]:
@@ -138,7 +139,7 @@ def reference_features(
         chosen, rejected = inputs.from_logps(logps)
         features = features.append_column("chosen_margin", _floats(chosen))
         features = features.append_column("rejected_margin", _floats(rejected))
-    keep = ["index", *refs.TOKEN_COLUMNS, *REF_COLUMNS] + (
+    keep = ["index", *TOKEN_COLUMNS, *REF_COLUMNS] + (
         ["chosen_margin", "rejected_margin"] if "chosen_margin" in features.column_names else []
     )
     return features.select(keep)

@@ -13,7 +13,7 @@ from rcs_ray.errors import RcsInputError
 from rcs_ray.modeling.loading import check_vocab
 from rcs_ray.train.loop import batch_rows, build_ds_config, schedule
 from rcs_ray.train.margins import LossContext, implicit_margins, modpo_inputs, spo_inputs
-from rcs_ray.train.refs import check_finite_logps
+from rcs_ray.train.ref_stages import check_finite_logps
 
 pytestmark = pytest.mark.unit
 
@@ -213,7 +213,7 @@ def test_tokenize_and_reference_stages_called_directly(tiny_model):
     from transformers import AutoModelForCausalLM
 
     from rcs_ray.modeling.logprobs import sequence_logps, tokenize_example
-    from rcs_ray.train.refs import ReferenceLogps
+    from rcs_ray.train.ref_stages import ReferenceLogps
 
     path, tok = tiny_model
     prs = PairSet(
