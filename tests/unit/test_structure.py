@@ -1,5 +1,6 @@
-"""The package's shape: no import cycle between its parts (module-level and lazy imports alike), no module over 350
-lines, and the config's name lists taken from the registries they name."""
+"""The package's shape: no import cycle between its parts (module-level and lazy imports alike), no file over 350
+lines (package, tests, benchmarks, cluster, jobs) and no package function over 60, and the config's name lists taken
+from the registries they name."""
 
 import ast
 import os
@@ -73,7 +74,7 @@ def _cycle(graph: dict):
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -118,18 +119,79 @@ def test_the_cycle_finder_finds_cycles():
 def test_the_core_does_not_depend_on_the_shell():
     graph = _graph(lambda m: None if m == "rcs_ray" else unit(m))
     for core in ("rc", "registry", "errors", "prompting", "config"):
-        assert not graph.get(core, set()) & {"sampling", "train", "workflow", "evaluate", "cli", "data"}, \
-            (core, graph.get(core))
+        assert not graph.get(core, set()) & {"sampling", "train", "workflow", "evaluate", "cli", "data"}, (
+            core,
+            graph.get(core),
+        )
 
 
-def test_no_module_over_350_lines():
+# Sizes (issue 25, item 6): a file nearing 350 lines, or a function nearing 60, has a second responsibility to
+# split out. The allow-lists name exactly what is over the limit today, each to be split; they shrink to empty (a
+# name that is no longer over the limit fails the test, so it is taken off the list when its split lands).
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 350, 60
+SIZED_ROOTS = ("rcs_ray", "tests", "benchmarks", "cluster", "jobs")
+LONG_FILES_TO_SPLIT = {
+    "tests/ray/test_sampling.py",  # these two are under edit elsewhere
+    "tests/ray/test_model_families.py",
+    "cluster/local_cluster.py",  # tests/cluster loads it by path: a module beside it needs the same loading
+}
+LONG_FUNCTIONS_TO_SPLIT = {
+    "rcs_ray/cli.py::build_parser",  # the config helper is splitting it
+    "rcs_ray/train/losses.py::spo_loss",  # mostly its derivation and interpretation note: move them, never cut them
+}
+
+
+def _python_files(roots=SIZED_ROOTS):
+    """(repository-relative path, absolute path) of every ``.py`` file under ``roots``."""
+    repo = os.path.dirname(PACKAGE)
+    for top in roots:
+        for root, dirs, files in os.walk(os.path.join(repo, top)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    path = os.path.join(root, name)
+                    yield os.path.relpath(path, repo).replace(os.sep, "/"), path
+
+
+def _long_files() -> dict:
     long = {}
-    for module, path in _modules():
+    for rel, path in _python_files():
         with open(path, encoding="utf-8") as fh:
             n = sum(1 for _ in fh)
-        if n > 350:
-            long[module] = n
-    assert not long, f"modules over 350 lines: {long}"
+        if n > MAX_FILE_LINES:
+            long[rel] = n
+    return long
+
+
+def _long_functions() -> dict:
+    """``path::name`` -> lines (``def`` to its last line, docstring in) of every package function over the limit."""
+    long = {}
+    for rel, path in _python_files(("rcs_ray",)):
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long[f"{rel}::{node.name}"] = n
+    return long
+
+
+def test_no_file_over_350_lines():
+    long = _long_files()
+    assert not set(long) - LONG_FILES_TO_SPLIT, f"files over {MAX_FILE_LINES} lines: {long}"
+    assert not LONG_FILES_TO_SPLIT - set(long), (
+        f"no longer over {MAX_FILE_LINES} lines, take them off LONG_FILES_TO_SPLIT: {LONG_FILES_TO_SPLIT - set(long)}"
+    )
+
+
+def test_no_package_function_over_60_lines():
+    long = _long_functions()
+    assert not set(long) - LONG_FUNCTIONS_TO_SPLIT, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+    assert not LONG_FUNCTIONS_TO_SPLIT - set(long), (
+        f"no longer over {MAX_FUNCTION_LINES} lines, take them off LONG_FUNCTIONS_TO_SPLIT: "
+        f"{LONG_FUNCTIONS_TO_SPLIT - set(long)}"
+    )
 
 
 def test_config_choices_come_from_the_registries():
