@@ -11,8 +11,19 @@ import sys
 from typing import Optional, Sequence
 
 from rcs_ray import __version__, storage
-from rcs_ray.commands import (DEFAULT_DEMO_CONFIG, _cmd_analyze, _cmd_config, _cmd_demo, _cmd_eval, _cmd_plan,
-                              _cmd_run, _cmd_sample, _cmd_select, _cmd_train, _cmd_world)
+from rcs_ray.commands import (
+    DEFAULT_DEMO_CONFIG,
+    _cmd_analyze,
+    _cmd_config,
+    _cmd_demo,
+    _cmd_eval,
+    _cmd_plan,
+    _cmd_run,
+    _cmd_sample,
+    _cmd_select,
+    _cmd_train,
+    _cmd_world,
+)
 from rcs_ray.errors import RcsInputError
 
 OVERRIDES_HELP = "key=value config overrides (e.g. sampling.n=16) go anywhere on the line"
@@ -44,8 +55,10 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: Optional[Sequenc
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rcs-ray", description="Reward Consistency Sampling for multi-objective alignment on Ray.",
-        epilog=OVERRIDES_HELP)
+        prog="rcs-ray",
+        description="Reward Consistency Sampling for multi-objective alignment on Ray.",
+        epilog=OVERRIDES_HELP,
+    )
     parser.add_argument("--version", action="version", version=f"rcs-ray {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -53,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
     def command(name: str, help: str, overrides: bool = True, **kwargs):
-        p = sub.add_parser(name, help=help, parents=[verbose], epilog=OVERRIDES_HELP if overrides else None,
-                           **kwargs)
+        p = sub.add_parser(name, help=help, parents=[verbose], epilog=OVERRIDES_HELP if overrides else None, **kwargs)
         p.set_defaults(parser=p, accepts_overrides=overrides)
         return p
 
@@ -63,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--config", default=default, help=f"YAML config (default {default})")
         else:
             p.add_argument("config", help="YAML config, e.g. configs/tiny/k2.yaml")
-        p.usage = f"rcs-ray {p.prog.split()[-1]} {'[--config CONFIG]' if default else 'CONFIG'} [key=value ...] " \
-                  f"[options]"
+        p.usage = (
+            f"rcs-ray {p.prog.split()[-1]} {'[--config CONFIG]' if default else 'CONFIG'} [key=value ...] [options]"
+        )
 
     p = command("demo", "the tiny-world end-to-end demo on this machine")
     with_config(p, DEFAULT_DEMO_CONFIG)
@@ -77,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", help="auto | jsonl | parquet | hf")
     p.add_argument("--split", help="split of a DatasetDict directory")
     p.add_argument("--limit", type=int, help="read at most N rows")
-    p.add_argument("--column", action="append", metavar="CANON=COL",
-                   help="column map, e.g. --column prompt=question (repeatable)")
+    p.add_argument(
+        "--column", action="append", metavar="CANON=COL", help="column map, e.g. --column prompt=question (repeatable)"
+    )
     p.add_argument("--score-names", help="names of the objectives in chosen_scores, comma-separated")
     p.add_argument("--target", help="the objective that defined chosen/rejected (default: the preset's)")
     p.add_argument("--enforce", help="objectives RC must hold on, comma-separated (default: all)")
@@ -94,11 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sample)
 
-    p = command("select", "re-select pairs from a stage's candidates.parquet with any strategy (no generation)",
-                overrides=False)
+    p = command(
+        "select", "re-select pairs from a stage's candidates.parquet with any strategy (no generation)", overrides=False
+    )
     p.add_argument("candidates", help="a sampled stage's candidates.parquet")
-    p.add_argument("--strategy", help="rcs | rc_random | target_only | weighted | rs_dpo | original | filter_only "
-                                      "(default: the stage's, recorded in the file; so is every option below)")
+    p.add_argument(
+        "--strategy",
+        help="rcs | rc_random | target_only | weighted | rs_dpo | original | filter_only "
+        "(default: the stage's, recorded in the file; so is every option below)",
+    )
     p.add_argument("--margin", type=float, help="RC margin (< 0 tolerates ties on earlier objectives)")
     p.add_argument("--enforce", help="objectives RC must hold on, comma-separated (default: all stored)")
     p.add_argument("--target", help="the objective to select for (default: the stage's)")
@@ -129,17 +147,22 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--policy", action="append", metavar="[NAME=]DIR", help="a policy to evaluate (repeatable)")
     p.add_argument("--reference", help="the reference policy (default: policy.path)")
-    p.add_argument("--arrow", action="append", metavar="FROM:TO",
-                   help="an arrow on the trade-off plot between two policy names (repeatable; default: from the "
-                        "reference to each policy)")
+    p.add_argument(
+        "--arrow",
+        action="append",
+        metavar="FROM:TO",
+        help="an arrow on the trade-off plot between two policy names (repeatable; default: from the "
+        "reference to each policy)",
+    )
     p.add_argument("--out", help="output directory (default <output_dir>/eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_eval)
 
     p = command("plan", "a dry run before any GPU is spent: models, data, resources and cost, no weights loaded")
     with_config(p)
-    p.add_argument("--gpus", type=float, help="plan for this many GPUs (default: the attached cluster's, else this "
-                                              "machine's)")
+    p.add_argument(
+        "--gpus", type=float, help="plan for this many GPUs (default: the attached cluster's, else this machine's)"
+    )
     p.add_argument("--cpus", type=float, help="plan for this many CPUs")
     p.add_argument("--rates", default="", help="assumed rates, e.g. gen=5000,rm=25000,train=16,fill=0.7")
     p.add_argument("--json", help="also write the plan as JSON here")
@@ -151,8 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("config", "print a config after extends and overrides, validated; or explain a key")
     p.add_argument("config", nargs="?", help="YAML config, e.g. configs/tiny/k2.yaml")
-    p.add_argument("--explain", metavar="KEY", help="print a key's type, default and doc (e.g. train.beta, "
-                                                    "stages.0.train.max_steps) instead; no config needed")
+    p.add_argument(
+        "--explain",
+        metavar="KEY",
+        help="print a key's type, default and doc (e.g. train.beta, "
+        "stages.0.train.max_steps) instead; no config needed",
+    )
     p.usage = "rcs-ray config CONFIG [key=value ...] [options] | rcs-ray config --explain KEY"
     p.set_defaults(func=_cmd_config)
     return parser
@@ -161,10 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from rcs_ray import interrupts
 
-    with interrupts.handling():               # first of all: SIGINT / SIGTERM land from here on (rcs_ray.interrupts)
+    with interrupts.handling():  # first of all: SIGINT / SIGTERM land from here on (rcs_ray.interrupts)
         args = parse_with_overrides(build_parser(), argv)
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            datefmt="%H:%M:%S",
+        )
         from rcs_ray import ray_runtime
 
         ray_before = ray_runtime.started_ray()
@@ -173,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         finally:
             with interrupts.deferred(lambda signum: True):  # a signal during the clean-up lets it finish
                 if not ray_before:
-                    ray_runtime.shutdown_started_ray()      # leave no Ray process this command started
+                    ray_runtime.shutdown_started_ray()  # leave no Ray process this command started
         return interrupts.exit_code(code)
 
 
@@ -186,7 +216,7 @@ def _call(args) -> int:
     except RcsInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:                                 # a write that no step wrapped: still one line
+    except OSError as exc:  # a write that no step wrapped: still one line
         full = storage.disk_error_in(exc, None)
         if full is None:
             raise
@@ -194,8 +224,10 @@ def _call(args) -> int:
         return 2
     except KeyboardInterrupt as exc:
         where = exc.where if isinstance(exc, Interrupted) else "start-up"
-        print(f"interrupted during {where}: finished steps are kept; run the same command again to resume",
-              file=sys.stderr)
+        print(
+            f"interrupted during {where}: finished steps are kept; run the same command again to resume",
+            file=sys.stderr,
+        )
         return exc.exit_code if isinstance(exc, Interrupted) else 130
 
 

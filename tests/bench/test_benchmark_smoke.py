@@ -19,9 +19,22 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.bench]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCH = os.path.join(REPO, "benchmarks")
-HELPERS = {"sim", "scale_sim_report", "scale_sim_probe", "tinyworld_findings_report", "tinyworld_findings_world",
-           "tinyworld_findings_methods", "gradient_conflict_gradients", "gradient_conflict_report", "gpu_check_tasks",
-           "gpu_check_plan", "gpu_check_train", "gpu_check_vllm", "dpo_step_trl", "dpo_step_variants"}
+HELPERS = {
+    "sim",
+    "scale_sim_report",
+    "scale_sim_probe",
+    "tinyworld_findings_report",
+    "tinyworld_findings_world",
+    "tinyworld_findings_methods",
+    "gradient_conflict_gradients",
+    "gradient_conflict_report",
+    "gpu_check_tasks",
+    "gpu_check_plan",
+    "gpu_check_train",
+    "gpu_check_vllm",
+    "dpo_step_trl",
+    "dpo_step_variants",
+}
 ELSEWHERE = {"interrupt_stress", "gpu_check"}
 TINY = "tinyworld.cache_dir=" + os.path.join(REPO, ".cache", "tinyworld")
 
@@ -29,8 +42,14 @@ TINY = "tinyworld.cache_dir=" + os.path.join(REPO, ".cache", "tinyworld")
 def smoke(script: str, *args: str, timeout: int = 420) -> str:
     env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, os.path.join(BENCH, script), *args], cwd=REPO, env=env, text=True,
-                          capture_output=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, script), *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-4000:]}"
     return proc.stdout
 
@@ -43,24 +62,126 @@ def read(path):
 # script -> (arguments, the report files it must write), with {tmp} and {policy} filled in
 CASES = {
     "rc_select": (["--groups", "64", "--m", "4", "--k", "2", "--out", "{tmp}/rc_select.json"], ["rc_select.json"]),
-    "dpo_step": (["--pairs", "8", "--batch", "4", "--steps", "5", "--max-length", "32", "--no-trl",
-                  "--out", "{tmp}/dpo_step.json"], ["dpo_step.json"]),
-    "gradient_conflict": (["--policy", "{policy}", "--per-set", "4", "--pg-prompts", "4", "--pg-n", "2",
-                           "--d1-pairs", "8", "--out", "{tmp}", "--work", "{tmp}/work"],
-                          ["gradient_conflict.json", "gradient_conflict.md", "gradient_conflict.png"]),
-    "pipeline_throughput": (["--engines", "hf", "--prompts", "16", "--out", "{tmp}", TINY, "ray.num_cpus=2",
-                             "ray.object_store_memory_mb=256"], ["pipeline_throughput.json", "pipeline_throughput.md"]),
-    "sampling_budget_sweep": (["--ns", "4", "--adaptive-start", "2", "--ks", "2", "--prompts", "8", "--out", "{tmp}"],
-                              ["sweep.json", "sweep.csv", "sweep.png"]),
-    "scale_sim": (["--actors", "1,2", "--batches-per-actor", "1", "--batch-size", "4", "--n", "2", "--max-tokens", "8",
-                   "--object-store-mb", "256", "--out", "{tmp}"], ["scale_sim.json", "scale_sim.csv", "scale_sim.png"]),
-    "train_memory": (["--workers", "1", "--zero", "2", "--modes", "full", "--hidden", "64", "--layers", "1",
-                      "--mlp", "128", "--steps", "1", "--out", "{tmp}"], ["train_memory.json", "train_memory.md"]),
-    "tinyworld_findings": (["--seeds", "0", "--methods", "rs_dpo", "--losses", "dpo", "--limit", "16",
-                            "--eval-prompts", "8", "--eval-n", "1", "--out", "{tmp}", "--work", "{tmp}/work", TINY,
-                            "stages.0.train.max_steps=2", "train.max_steps=2", "train.batch_size=8",
-                            "train.num_workers=1", "sampling.n=4"],
-                           ["findings.json", "findings.md"]),
+    "dpo_step": (
+        [
+            "--pairs",
+            "8",
+            "--batch",
+            "4",
+            "--steps",
+            "5",
+            "--max-length",
+            "32",
+            "--no-trl",
+            "--out",
+            "{tmp}/dpo_step.json",
+        ],
+        ["dpo_step.json"],
+    ),
+    "gradient_conflict": (
+        [
+            "--policy",
+            "{policy}",
+            "--per-set",
+            "4",
+            "--pg-prompts",
+            "4",
+            "--pg-n",
+            "2",
+            "--d1-pairs",
+            "8",
+            "--out",
+            "{tmp}",
+            "--work",
+            "{tmp}/work",
+        ],
+        ["gradient_conflict.json", "gradient_conflict.md", "gradient_conflict.png"],
+    ),
+    "pipeline_throughput": (
+        [
+            "--engines",
+            "hf",
+            "--prompts",
+            "16",
+            "--out",
+            "{tmp}",
+            TINY,
+            "ray.num_cpus=2",
+            "ray.object_store_memory_mb=256",
+        ],
+        ["pipeline_throughput.json", "pipeline_throughput.md"],
+    ),
+    "sampling_budget_sweep": (
+        ["--ns", "4", "--adaptive-start", "2", "--ks", "2", "--rules", "strict", "--prompts", "8", "--out", "{tmp}"],
+        ["sweep.json", "sweep.csv", "sweep.png"],
+    ),
+    "scale_sim": (
+        [
+            "--actors",
+            "1,2",
+            "--batches-per-actor",
+            "1",
+            "--batch-size",
+            "4",
+            "--n",
+            "2",
+            "--max-tokens",
+            "8",
+            "--object-store-mb",
+            "256",
+            "--out",
+            "{tmp}",
+        ],
+        ["scale_sim.json", "scale_sim.csv", "scale_sim.png"],
+    ),
+    "train_memory": (
+        [
+            "--workers",
+            "1",
+            "--zero",
+            "2",
+            "--modes",
+            "full",
+            "--hidden",
+            "64",
+            "--layers",
+            "1",
+            "--mlp",
+            "128",
+            "--steps",
+            "1",
+            "--out",
+            "{tmp}",
+        ],
+        ["train_memory.json", "train_memory.md"],
+    ),
+    "tinyworld_findings": (
+        [
+            "--seeds",
+            "0",
+            "--methods",
+            "rs_dpo",
+            "--losses",
+            "dpo",
+            "--limit",
+            "16",
+            "--eval-prompts",
+            "8",
+            "--eval-n",
+            "1",
+            "--out",
+            "{tmp}",
+            "--work",
+            "{tmp}/work",
+            TINY,
+            "stages.0.train.max_steps=2",
+            "train.max_steps=2",
+            "train.batch_size=8",
+            "train.num_workers=1",
+            "sampling.n=4",
+        ],
+        ["findings.json", "findings.md"],
+    ),
 }
 
 
@@ -75,12 +196,12 @@ def test_the_script_runs_and_writes_its_report(script, tiny_world, tmp_path):
     out = smoke(f"{script}.py", *[a.format(tmp=tmp_path, policy=tiny_world.policy) for a in args])
     for name in files:
         assert (tmp_path / name).stat().st_size > 0, f"{script} wrote no {name}:\n{out[-2000:]}"
-    if script == "gradient_conflict":                      # Lemma 1 per pair: an RC pair's step never undoes its own
-        sets = read(tmp_path / "gradient_conflict.json")["results"]["D2 (original pairs)"]   # stage-1 preference
+    if script == "gradient_conflict":  # Lemma 1 per pair: an RC pair's step never undoes its own
+        sets = read(tmp_path / "gradient_conflict.json")["results"]["D2 (original pairs)"]  # stage-1 preference
         assert sets["RC"]["own_stage1"]["share_nonpositive_dpo"] == 1.0
         assert sets["non-RC"]["own_stage1"]["share_nonpositive_modpo"] == 0.0
         assert sets["tie"]["own_stage1"] == {}
-    if script == "tinyworld_findings":                     # the rows, and a report that re-renders from its json
+    if script == "tinyworld_findings":  # the rows, and a report that re-renders from its json
         data = read(tmp_path / "findings.json")
         assert {r["method"] for r in data["rows"]} >= {"base", "stage1", "rs_dpo"}
         shutil.copy(tmp_path / "findings.md", tmp_path / "first.md")
