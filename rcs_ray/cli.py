@@ -53,24 +53,26 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: Optional[Sequenc
     return args
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rcs-ray",
-        description="Reward Consistency Sampling for multi-objective alignment on Ray.",
-        epilog=OVERRIDES_HELP,
-    )
-    parser.add_argument("--version", action="version", version=f"rcs-ray {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+class _Commands:
+    """Adds the subcommands: each with the shared ``-v`` flag and, where it takes them, the overrides epilog."""
 
-    def command(name: str, help: str, overrides: bool = True, **kwargs):
-        p = sub.add_parser(name, help=help, parents=[verbose], epilog=OVERRIDES_HELP if overrides else None, **kwargs)
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+        self.verbose = argparse.ArgumentParser(add_help=False)
+        self.verbose.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+        )
+
+    def add(self, name: str, help: str, overrides: bool = True, **kwargs) -> argparse.ArgumentParser:
+        p = self.sub.add_parser(
+            name, help=help, parents=[self.verbose], epilog=OVERRIDES_HELP if overrides else None, **kwargs
+        )
         p.set_defaults(parser=p, accepts_overrides=overrides)
         return p
 
-    def with_config(p, default=None):
+    @staticmethod
+    def with_config(p: argparse.ArgumentParser, default: Optional[str] = None) -> None:
+        """The command's YAML config: positional, or ``--config`` with a default."""
         if default:
             p.add_argument("--config", default=default, help=f"YAML config (default {default})")
         else:
@@ -79,11 +81,49 @@ def build_parser() -> argparse.ArgumentParser:
             f"rcs-ray {p.prog.split()[-1]} {'[--config CONFIG]' if default else 'CONFIG'} [key=value ...] [options]"
         )
 
-    p = command("demo", "the tiny-world end-to-end demo on this machine")
-    with_config(p, DEFAULT_DEMO_CONFIG)
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rcs-ray`` parser: every command, grouped as the README's CLI table lists them."""
+    parser = argparse.ArgumentParser(
+        prog="rcs-ray",
+        description="Reward Consistency Sampling for multi-objective alignment on Ray.",
+        epilog=OVERRIDES_HELP,
+    )
+    parser.add_argument("--version", action="version", version=f"rcs-ray {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    c = _Commands(parser)
+    _add_setup_commands(c)
+    _add_data_commands(c)
+    _add_stage_commands(c)
+    _add_report_commands(c)
+    return parser
+
+
+def _add_setup_commands(c: _Commands) -> None:
+    """demo, world, config: the tiny world and configs."""
+    p = c.add("demo", "the tiny-world end-to-end demo on this machine")
+    c.with_config(p, DEFAULT_DEMO_CONFIG)
     p.set_defaults(func=_cmd_demo)
 
-    p = command("analyze", "RC analysis of a preference dataset: RC rate, conflict matrix, report", overrides=False)
+    p = c.add("world", "build (or find in the cache) the tiny world and describe it")
+    c.with_config(p, DEFAULT_DEMO_CONFIG)
+    p.set_defaults(func=_cmd_world)
+
+    p = c.add("config", "print a config after extends and overrides, validated; or explain a key")
+    p.add_argument("config", nargs="?", help="YAML config, e.g. configs/tiny/k2.yaml")
+    p.add_argument(
+        "--explain",
+        metavar="KEY",
+        help="print a key's type, default and doc (e.g. train.beta, "
+        "stages.0.train.max_steps) instead; no config needed",
+    )
+    p.usage = "rcs-ray config CONFIG [key=value ...] [options] | rcs-ray config --explain KEY"
+    p.set_defaults(func=_cmd_config)
+
+
+def _add_data_commands(c: _Commands) -> None:
+    """analyze, select: preference data and stored candidates, no generation."""
+    p = c.add("analyze", "RC analysis of a preference dataset: RC rate, conflict matrix, report", overrides=False)
     p.add_argument("data", help="jsonl | parquet | HF dataset dir | dir of data files | tinyworld:data/<file>")
     p.add_argument("--preset", help="pku_saferlhf | helpsteer2 | ultrafeedback_binarized")
     p.add_argument("--objective", help="preset: the label that defines chosen/rejected (e.g. harmless)")
@@ -100,15 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default outputs/analyze/<data name>)")
     p.set_defaults(func=_cmd_analyze)
 
-    p = command("sample", "sample, score and RC-select one stage's prompts (Ray Data)")
-    with_config(p)
-    p.add_argument("--stage", type=int, help="1-based stage (default: the first stage with sample: true)")
-    p.add_argument("--policy", help="policy to sample from (default: policy.path), e.g. a stage checkpoint")
-    p.add_argument("--out", help="output directory (default <output_dir>/stage<k>/sampling)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_sample)
-
-    p = command(
+    p = c.add(
         "select", "re-select pairs from a stage's candidates.parquet with any strategy (no generation)", overrides=False
     )
     p.add_argument("candidates", help="a sampled stage's candidates.parquet")
@@ -128,8 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (pairs.parquet, failed.parquet, stats.json)")
     p.set_defaults(func=_cmd_select)
 
-    p = command("train", "train one stage with DPO / MODPO / SPO (Ray Train + DeepSpeed)")
-    with_config(p)
+
+def _add_stage_commands(c: _Commands) -> None:
+    """sample, train, run: a stage's steps and the whole workflow."""
+    p = c.add("sample", "sample, score and RC-select one stage's prompts (Ray Data)")
+    c.with_config(p)
+    p.add_argument("--stage", type=int, help="1-based stage (default: the first stage with sample: true)")
+    p.add_argument("--policy", help="policy to sample from (default: policy.path), e.g. a stage checkpoint")
+    p.add_argument("--out", help="output directory (default <output_dir>/stage<k>/sampling)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sample)
+
+    p = c.add("train", "train one stage with DPO / MODPO / SPO (Ray Train + DeepSpeed)")
+    c.with_config(p)
     p.add_argument("--stage", type=int, help="1-based stage (default 1)")
     p.add_argument("--pairs", help="pairs file (default: the stage's data, or its sampling output)")
     p.add_argument("--policy", help="policy to start from (default: policy.path)")
@@ -138,13 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars or per-step log lines")
     p.set_defaults(func=_cmd_train)
 
-    p = command("run", "the sequential RCS workflow over the K stages (resumable)")
-    with_config(p)
+    p = c.add("run", "the sequential RCS workflow over the K stages (resumable)")
+    c.with_config(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
-    p = command("eval", "mean reward, win rate vs a reference and threshold rates on held-out prompts")
-    with_config(p)
+
+def _add_report_commands(c: _Commands) -> None:
+    """eval, plan: evaluation after training and the dry run before it."""
+    p = c.add("eval", "mean reward, win rate vs a reference and threshold rates on held-out prompts")
+    c.with_config(p)
     p.add_argument("--policy", action="append", metavar="[NAME=]DIR", help="a policy to evaluate (repeatable)")
     p.add_argument("--reference", help="the reference policy (default: policy.path)")
     p.add_argument(
@@ -158,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_eval)
 
-    p = command("plan", "a dry run before any GPU is spent: models, data, resources and cost, no weights loaded")
-    with_config(p)
+    p = c.add("plan", "a dry run before any GPU is spent: models, data, resources and cost, no weights loaded")
+    c.with_config(p)
     p.add_argument(
         "--gpus", type=float, help="plan for this many GPUs (default: the attached cluster's, else this machine's)"
     )
@@ -167,22 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rates", default="", help="assumed rates, e.g. gen=5000,rm=25000,train=16,fill=0.7")
     p.add_argument("--json", help="also write the plan as JSON here")
     p.set_defaults(func=_cmd_plan)
-
-    p = command("world", "build (or find in the cache) the tiny world and describe it")
-    with_config(p, DEFAULT_DEMO_CONFIG)
-    p.set_defaults(func=_cmd_world)
-
-    p = command("config", "print a config after extends and overrides, validated; or explain a key")
-    p.add_argument("config", nargs="?", help="YAML config, e.g. configs/tiny/k2.yaml")
-    p.add_argument(
-        "--explain",
-        metavar="KEY",
-        help="print a key's type, default and doc (e.g. train.beta, "
-        "stages.0.train.max_steps) instead; no config needed",
-    )
-    p.usage = "rcs-ray config CONFIG [key=value ...] [options] | rcs-ray config --explain KEY"
-    p.set_defaults(func=_cmd_config)
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -188,17 +188,10 @@ def spo_loss(
             \beta\log\frac{\pi_\theta(y_w|x)}{\pi_{k-1}(y_w|x)} - \beta\log\frac{\pi_\theta(y_l|x)}{\pi_{k-1}(y_l|x)}
             - \sum_{j<k} \alpha_j\,\big[r_j(x, y_w) - r_j(x, y_l)\big]\Big)
 
-    Provenance: this form is our derivation from the paper's stated set-up (sequential rounds, a KL constraint to
-    the previous round's policy, earlier dimensions kept through implicit rewards); the paper's own equations were
-    not available to check against (see the comment in the body). Derivation: stage k solves
-    ``max_pi E_{y~pi}[R_k]  s.t.  KL(pi || pi_{k-1}) <= H_0  and  E_{y~pi}[R_j] >= c_j (j < k)``.
-    The Lagrangian gives ``pi_k(y|x) propto pi_{k-1}(y|x) exp((R_k + sum_j alpha_j R_j) / beta)`` with multipliers
-    ``alpha_j >= 0``; inverting, ``R_k = beta log(pi_k / pi_{k-1}) - sum_j alpha_j R_j + beta log Z(x)``;
-    Bradley-Terry on ``R_k`` cancels ``Z(x)``, and each earlier ``R_j`` is replaced by stage j's implicit reward.
-    The earlier-stage term lowers the logit of pairs that the earlier dimensions already favour, so their
-    gradient weight ``sigma(-logit)`` grows: pairs that agree with the earlier dimensions drive the update, pairs
-    that contradict them are down-weighted. It is MODPO's margin form with ``w = (1, alpha)``, the previous
-    policy as reference and implicit rewards as margins. With no earlier stage (``k = 1``), zero earlier-stage
+    This form is this project's derivation from the set-up the paper states, not from its equations (which were not
+    available to check against): the derivation, how the earlier-stage term reweights pairs, and what was not
+    checked are in docs/method.md. It is MODPO's margin form with ``w = (1, alpha)``, the previous policy as
+    reference and the earlier objectives' rewards as margins. With no earlier stage (``k = 1``), zero earlier-stage
     rewards or ``alphas = 0`` it is exactly :func:`dpo_loss`.
 
     Args:
@@ -224,25 +217,22 @@ def spo_loss(
         ValueError: bad shapes (earlier-stage columns vs ``len(alphas)``), only one of the two earlier-stage
             tensors given, NaN / inf entries, a negative alpha, ``beta`` <= 0.
     """
-    # Interpretation: we could not read the paper's equations (only its abstract, the AAAI listing and a third-party
-    # review were reachable). Those confirm (a) one dimension per round, starting from the previous round's policy,
-    # (b) a KL(pi_n || pi_{n-1}) <= H_0 constraint to that policy, (c) a closed-form optimal policy and a loss in
-    # which the earlier rounds' implicit rewards regularise the update. Our reading of the earlier-dimension
-    # constraint: expected-reward lower bounds, one multiplier alpha_j per earlier stage, all earlier stages kept
-    # (the paper derives two dimensions and generalises to n; passing only the last column gives the
-    # "previous stage only" variant).
     beta = check_beta(beta)
     pc, pr, rc, rr = pair_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    batch = pc.shape[0]
-    if (prev_chosen_implicit is None) != (prev_rejected_implicit is None):
-        given = "prev_chosen_implicit" if prev_rejected_implicit is None else "prev_rejected_implicit"
+    chosen_offset, rejected_offset = _earlier_stage_offsets(pc, prev_chosen_implicit, prev_rejected_implicit, alphas)
+    return _offset_pair_loss(pc, pr, rc, rr, chosen_offset, rejected_offset, 1.0, beta)
+
+
+def _earlier_stage_offsets(pc: torch.Tensor, prev_chosen, prev_rejected, alphas) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SPO's earlier-stage terms ``sum_j alpha_j r_j(y)`` of the chosen and rejected sides, checked (zeros at stage 1;
+    see :func:`spo_loss` for the arguments and the errors)."""
+    if (prev_chosen is None) != (prev_rejected is None):
+        given = "prev_chosen_implicit" if prev_rejected is None else "prev_rejected_implicit"
         raise ValueError(f"{given}: given without its partner; pass both earlier-stage reward tensors or neither")
-    if prev_chosen_implicit is None:
+    if prev_chosen is None:
         zeros = torch.zeros_like(pc)
-        return _offset_pair_loss(pc, pr, rc, rr, zeros, zeros, 1.0, beta)
-    ic, ir = paired_columns(
-        "prev_chosen_implicit", prev_chosen_implicit, "prev_rejected_implicit", prev_rejected_implicit, batch
-    )
+        return zeros, zeros
+    ic, ir = paired_columns("prev_chosen_implicit", prev_chosen, "prev_rejected_implicit", prev_rejected, pc.shape[0])
     n_prev = ic.shape[1]
     if alphas is None:
         if n_prev:
@@ -251,7 +241,7 @@ def spo_loss(
     a = coefficients("alphas", alphas, n_prev, pc, "one per earlier-stage column", broadcast=True)
     if bool((a < 0).any()):
         raise ValueError(f"alphas: expected coefficients >= 0 (Lagrange multipliers), got {a.tolist()}")
-    return _offset_pair_loss(pc, pr, rc, rr, ic @ a, ir @ a, 1.0, beta)
+    return ic @ a, ir @ a
 
 
 # ----------------------------------------------------------------------------------------------- registry
