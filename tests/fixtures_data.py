@@ -123,6 +123,21 @@ def ultrafeedback_rows() -> List[dict]:
     ]
 
 
+def scored_pair_rows(n: int = 4) -> List[dict]:
+    """``n`` pairs with recorded rewards on three objectives (the target: helpful), as a sampled stage writes them."""
+    return [
+        {
+            "prompt": f"ask p{i}",
+            "chosen": "good answer",
+            "rejected": "bad answer",
+            "chosen_rewards": [1.0, 2.0, 0.5],
+            "rejected_rewards": [0.0, 1.0, 1.5],
+            "target": "helpful",
+        }
+        for i in range(n)
+    ]
+
+
 def write_jsonl(path: Union[str, Path], rows: List[dict]) -> Path:
     """One JSON object per line."""
     path = Path(path)

@@ -12,22 +12,9 @@ from rcs_ray.config import DataConfig, load_config
 from rcs_ray.data.pairs import read_pairs
 from rcs_ray.data.sampling_files import pairs_schema
 from rcs_ray.errors import RcsInputError
+from tests.fixtures_data import scored_pair_rows
 
 pytestmark = pytest.mark.unit
-
-
-def rows(n=4):
-    return [
-        {
-            "prompt": f"ask p{i}",
-            "chosen": "good answer",
-            "rejected": "bad answer",
-            "chosen_rewards": [1.0, 2.0, 0.5],
-            "rejected_rewards": [0.0, 1.0, 1.5],
-            "target": "helpful",
-        }
-        for i in range(n)
-    ]
 
 
 def write(path, items):
@@ -45,7 +32,7 @@ def one_line(fn, *match):
 
 # ----------------------------------------------------------------------------------------------- reading
 def test_pairs_parquet_names_its_objectives_in_its_metadata(tmp_path):
-    items = rows()
+    items = scored_pair_rows()
     schema = pairs_schema(False, ["harmless", "helpful", "concise"], "helpful")
     table = pa.Table.from_pylist(items, schema=pa.schema([schema.field(c) for c in items[0]], metadata=schema.metadata))
     pq.write_table(table, tmp_path / "pairs.parquet")
@@ -66,7 +53,7 @@ def test_pairs_parquet_names_its_objectives_in_its_metadata(tmp_path):
 def test_a_sampled_empty_response_is_a_pair_a_datasets_is_refused(tmp_path):
     # a policy that ends at once samples "": the pipeline may select it (RSDPO's least helpful candidate), and its own
     # pairs.parquet must train; the same row in a file the pipeline did not write is bad input
-    items = rows()
+    items = scored_pair_rows()
     items[1]["rejected"] = ""
     schema = pairs_schema(False, ["harmless", "helpful", "concise"], "helpful")
     table = pa.Table.from_pylist(items, schema=pa.schema([schema.field(c) for c in items[0]], metadata=schema.metadata))
@@ -105,29 +92,29 @@ def test_jsonl_chat_pairs_and_generic_names(tmp_path):
     ],
 )
 def test_malformed_pairs_files(tmp_path, mutate, match):
-    items = rows()
+    items = scored_pair_rows()
     for r in items:
         mutate(r)
     one_line(lambda: read_pairs(write(tmp_path / "bad.parquet", items)), *match)
 
 
 def test_nan_values_are_rejected(tmp_path):
-    items = [{**r, "ref_chosen_logps": -1.0, "ref_rejected_logps": -2.0} for r in rows()]
+    items = [{**r, "ref_chosen_logps": -1.0, "ref_rejected_logps": -2.0} for r in scored_pair_rows()]
     items[2]["ref_rejected_logps"] = float("nan")
     one_line(lambda: read_pairs(write(tmp_path / "a.parquet", items)), "row 3", "ref_rejected_logps", "nan")
-    items = rows()
+    items = scored_pair_rows()
     items[1]["chosen_rewards"] = [1.0, float("inf"), 0.0]
     one_line(lambda: read_pairs(write(tmp_path / "b.parquet", items)), "row 2", "chosen_rewards", "must be finite")
-    items = rows()
+    items = scored_pair_rows()
     items[3]["rejected_rewards"] = [1.0]
     one_line(lambda: read_pairs(write(tmp_path / "c.parquet", items)), "row 4", "expected 3 scores, got 1")
 
 
 def test_missing_file_wrong_names_and_several_targets(tmp_path):
     one_line(lambda: read_pairs(str(tmp_path / "none.parquet")), "not found")
-    path = write(tmp_path / "pairs.parquet", rows())
+    path = write(tmp_path / "pairs.parquet", scored_pair_rows())
     one_line(lambda: read_pairs(path, reward_names=["a", "b"]), "3 objectives", "2 names")
-    items = rows()
+    items = scored_pair_rows()
     items[0]["target"] = "harmless"
     one_line(lambda: read_pairs(write(tmp_path / "t.parquet", items)), "several objectives")
 
@@ -160,7 +147,7 @@ def test_trainer_pairs_default_for_a_sampling_stage_is_its_sampling_output(tmp_p
     )
     one_line(lambda: stage_pairs(cfg, 1, None), "stage 2", "rcs-ray sample", "--pairs")
     os.makedirs(tmp_path / "stage2" / "sampling")
-    items = [{k: v for k, v in r.items() if k != "target"} for r in rows()]
+    items = [{k: v for k, v in r.items() if k != "target"} for r in scored_pair_rows()]
     for r in items:
         r["chosen_rewards"], r["rejected_rewards"] = r["chosen_rewards"][:2], r["rejected_rewards"][:2]
     write(tmp_path / "stage2" / "sampling" / "pairs.parquet", items)

@@ -14,22 +14,9 @@ from rcs_ray.modeling.loading import check_vocab
 from rcs_ray.train.loop import batch_rows, build_ds_config, schedule
 from rcs_ray.train.margins import LossContext, implicit_margins, modpo_inputs, spo_inputs
 from rcs_ray.train.ref_stages import check_finite_logps
+from tests.fixtures_data import scored_pair_rows
 
 pytestmark = pytest.mark.unit
-
-
-def rows(n=4):
-    return [
-        {
-            "prompt": f"ask p{i}",
-            "chosen": "good answer",
-            "rejected": "bad answer",
-            "chosen_rewards": [1.0, 2.0, 0.5],
-            "rejected_rewards": [0.0, 1.0, 1.5],
-            "target": "helpful",
-        }
-        for i in range(n)
-    ]
 
 
 def one_line(fn, *match):
@@ -66,7 +53,9 @@ def test_finite_logps_check():
 
 # ----------------------------------------------------------------------------------------------- margins
 def pairs3():
-    return PairSet(rows=rows(2), reward_names=["harmless", "helpful", "concise"], target="helpful", source="x")
+    return PairSet(
+        rows=scored_pair_rows(2), reward_names=["harmless", "helpful", "concise"], target="helpful", source="x"
+    )
 
 
 def ctx(pairs, stage=1, earlier=("harmless",), **train):
@@ -90,7 +79,7 @@ def test_modpo_margins_are_the_earlier_stages_objectives_only():
     first = modpo_inputs(ctx(pairs3(), stage=0, earlier=()))
     assert first.margin_names == [] and first.margins[0].shape == (2, 0) and first.params["weights"] == [1.0]
     # and a dataset without scores at all trains at stage 1
-    unscored = modpo_inputs(ctx(PairSet(rows=rows(2), target="helpful", source="d"), stage=0, earlier=()))
+    unscored = modpo_inputs(ctx(PairSet(rows=scored_pair_rows(2), target="helpful", source="d"), stage=0, earlier=()))
     assert unscored.margin_names == []
 
 
@@ -103,7 +92,9 @@ def test_modpo_inputs_errors():
     one_line(lambda: modpo_inputs(c), "no weight", "harmless")
     one_line(lambda: modpo_inputs(ctx(pairs3(), modpo_weights=[1, 0, 1])), "weight > 0")
     bare = PairSet(
-        rows=[{k: v for k, v in r.items() if "rewards" not in k} for r in rows(2)], target="helpful", source="d2.jsonl"
+        rows=[{k: v for k, v in r.items() if "rewards" not in k} for r in scored_pair_rows(2)],
+        target="helpful",
+        source="d2.jsonl",
     )
     one_line(lambda: modpo_inputs(ctx(bare)), "d2.jsonl", "earlier objectives ['harmless']", "sample: true")
 
@@ -112,7 +103,11 @@ def test_spo_inputs_recorded_and_implicit():
     inputs = spo_inputs(ctx(pairs3(), spo_reward_source="recorded"))
     mc, mr = inputs.margins
     assert mc.tolist() == [[1.0], [1.0]] and mr.tolist() == [[0.0], [0.0]] and inputs.params == {"alphas": [1.0]}
-    one_line(lambda: spo_inputs(ctx(PairSet(rows=rows(1), source="s"), spo_reward_source="recorded")), "spo", "rewards")
+    one_line(
+        lambda: spo_inputs(ctx(PairSet(rows=scored_pair_rows(1), source="s"), spo_reward_source="recorded")),
+        "spo",
+        "rewards",
+    )
     one_line(lambda: spo_inputs(ctx(pairs3(), spo_alphas=[1.0, 2.0])), "spo_alphas", "1 earlier stage")
     assert spo_inputs(ctx(pairs3(), stage=0)).params == {}  # stage 1: SPO is DPO
     # r_j = beta * (log pi_j - log pi_{j-1}); chain of 3 models -> 2 columns
@@ -254,7 +249,7 @@ def test_feature_cache_key_follows_content(tiny_model):
     from rcs_ray.train.refs import cache_key
 
     path, _ = tiny_model
-    prs = PairSet(rows=rows(2))
+    prs = PairSet(rows=scored_pair_rows(2))
     key = cache_key(prs.table(), {"ref": path}, {"max_length": 32})
     assert key == cache_key(prs.table(), {"ref": path}, {"max_length": 32})
     assert key != cache_key(prs.table(), {"ref": path}, {"max_length": 33})

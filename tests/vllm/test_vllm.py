@@ -9,21 +9,11 @@ import pytest
 from rcs_ray import rc
 from rcs_ray.config import ModelConfig, ObjectiveConfig, SamplingConfig, load_config
 from rcs_ray.tinyworld.rewards import harmless, helpful
+from tests.ray.sampling_helpers import texts
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def texts(pair, side):
-    """(prompt, response) of a pairs.parquet row as the rules scored them: a plain prompt that the policy read
-    through its chat template is stored as one user message (TRL's conversational form), the response as one
-    assistant message."""
-
-    def text(x):
-        return x if isinstance(x, str) else x[-1]["content"]
-
-    return text(pair["prompt"]), text(pair[side])
 
 
 PROMPTS = ["ask cooking how briefly", "ask chess why kindly", "ask travel where honestly"]
