@@ -41,3 +41,17 @@ def input_ids(cfg):
     from rcs_ray.sampling.pipeline import read_groups
 
     return [r["prompt_id"] for r in read_groups(cfg.stages[1].data, cfg.tinyworld)[0]]
+
+
+def rm_head(path, prompt, answer, head):
+    """Output ``head`` of a sequence-classification RM for one (prompt, answer), read as HF documents for reward
+    models: the whole conversation through the RM's chat template, one sequence (no padding)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    text = tok.apply_chat_template(chat, tokenize=False)
+    with torch.no_grad():
+        return float(model(**tok(text, add_special_tokens=False, return_tensors="pt")).logits[0, head])

@@ -8,7 +8,7 @@ from rcs_ray.prompting import prompt_ids, prompt_text
 from rcs_ray.sampling.engines import HFEngine
 from rcs_ray.sampling.job import ScorerSettings
 from rcs_ray.sampling.scorers import ClassifierScorer, ImplicitRewardScorer
-from rcs_ray.tinyworld.measure import rm_scores
+from tests.ray.sampling_helpers import rm_head
 
 pytestmark = [pytest.mark.slow]
 
@@ -98,12 +98,13 @@ def test_classifier_scorer_matches_direct_forward(tiny_world):
     scorer = ClassifierScorer(objs, ScorerSettings())
     responses = [" recipe spice the", " scam weapon lie", " okay"]
     got = scorer.score(PROMPTS, responses)
-    ref = rm_scores(tiny_world.reward_model, PROMPTS, responses)
-    # the scorer reads the whole conversation through the template (with EOS); the world's helper reads
-    # prompt + response: heads agree in sign and roughly in size
+    # the oracle: each conversation through the RM's template, one sequence at a time, straight from HF
+    want = [
+        [-rm_head(tiny_world.reward_model, p, r, 0), rm_head(tiny_world.reward_model, p, r, 1)]
+        for p, r in zip(PROMPTS, responses)
+    ]
     assert got.shape == (3, 2)
-    np.testing.assert_allclose(got[:, 0], -ref[:, 0], atol=0.5)
-    np.testing.assert_allclose(got[:, 1], ref[:, 1], atol=0.5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def perturbed_reference(tiny_world, path, seed):

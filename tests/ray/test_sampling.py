@@ -11,7 +11,7 @@ from rcs_ray import rc
 from rcs_ray.config import load_config
 from rcs_ray.sampling import run
 from rcs_ray.tinyworld.rewards import harmless, helpful
-from tests.ray.sampling_helpers import REPO, input_ids, read, texts, tiny_cfg
+from tests.ray.sampling_helpers import REPO, input_ids, read, rm_head, texts, tiny_cfg
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -66,20 +66,6 @@ def test_pairs_invariant_to_batch_size_and_actor_count(default_run, tmp_path):
     other = run(tiny_cfg(tmp_path, "sampling.batch_size=5", "sampling.num_actors=2"), progress=False)
     assert read(other.pairs) == read(result.pairs)
     assert read(other.failed) == read(result.failed)
-
-
-def rm_head(path, prompt, answer, head):
-    """Output ``head`` of a sequence-classification RM for one (prompt, answer), read as HF documents for reward
-    models: the whole conversation through the RM's chat template, one sequence (no padding)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-    text = tok.apply_chat_template(chat, tokenize=False)
-    with torch.no_grad():
-        return float(model(**tok(text, add_special_tokens=False, return_tensors="pt")).logits[0, head])
 
 
 def test_multi_head_reward_model_and_failures_recorded(tiny_world, ray_session, tmp_path):
