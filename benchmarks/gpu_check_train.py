@@ -33,7 +33,7 @@ def train_check(args, numbers: dict, problems: list, zero: int, config: str, ov:
     from transformers import AutoModelForCausalLM
 
     from rcs_ray.config import load_config
-    from rcs_ray.layout import TrainFiles
+    from rcs_ray.run_layout import TrainFiles
     from rcs_ray.tinyworld import resolve
     from rcs_ray.train.loop import DS_TAG
 

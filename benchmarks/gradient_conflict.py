@@ -131,8 +131,8 @@ def main(argv=None):
 
     from rcs_ray.config import load_config
     from rcs_ray.config.stages import stage_train
-    from rcs_ray.paths import resolve_path
     from rcs_ray.prompting import PromptRule
+    from rcs_ray.user_paths import resolve_path
 
     torch.manual_seed(a.seed)
     start = time.time()

@@ -138,8 +138,8 @@ def main(argv=None):
         )
     os.makedirs(args.out, exist_ok=True)
 
-    from rcs_ray.layout import RunLayout
     from rcs_ray.ray_runtime import init_ray
+    from rcs_ray.run_layout import RunLayout
 
     init_ray(load_config(args.config or K_CONFIGS[ks[0]], args.overrides).ray)
     rows = []

@@ -88,7 +88,7 @@ def k2_pairs(w: World, methods, s1: str) -> dict:
 
 
 def validation_prompts(w: World) -> str:
-    from rcs_ray.paths import resolve_path
+    from rcs_ray.user_paths import resolve_path
 
     rows = read_jsonl(resolve_path(w.cfg.eval.prompts.path, w.cfg.tinyworld))[128:256]
     return write_jsonl(os.path.join(w.root, "validation_prompts.jsonl"), rows)

@@ -58,7 +58,7 @@ def write_jsonl(path: str, rows) -> str:
 
 def d2_parts(cfg, stage: int, limit: int, out_dir: str) -> dict:
     """The stage's first ``limit`` original pairs (``vanilla``) and their parts RC / non-RC on the first objective."""
-    from rcs_ray.paths import resolve_path
+    from rcs_ray.user_paths import resolve_path
 
     rows = read_jsonl(resolve_path(cfg.stages[stage].data.path, cfg.tinyworld), limit)
     k = len(cfg.objectives)
@@ -121,7 +121,7 @@ class World:
     def stage_policy(self, stage: int, pairs=None, policy=None, *extra) -> str:
         """Train stage ``stage`` (0-based) into the run layout (where SPO and implicit rewards look), once."""
         from rcs_ray import train
-        from rcs_ray.layout import RunLayout
+        from rcs_ray.run_layout import RunLayout
 
         model = RunLayout(self.root).stage(stage).train.model
         if not os.path.exists(os.path.join(model, "config.json")):

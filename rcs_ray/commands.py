@@ -46,7 +46,7 @@ def _cmd_config(args) -> int:
 
 def _cmd_analyze(args) -> int:
     from rcs_ray.config import DataConfig
-    from rcs_ray.report import analyze_dataset
+    from rcs_ray.dataset_analysis import analyze_dataset
 
     columns = {}
     for item in args.column or []:

@@ -24,8 +24,8 @@ from typing import Optional
 
 from rcs_ray import interrupts, storage
 from rcs_ray.config import RunConfig
-from rcs_ray.layout import RunLayout
-from rcs_ray.report import AnalyzeResult, analyze_dataset
+from rcs_ray.dataset_analysis import AnalyzeResult, analyze_dataset
+from rcs_ray.run_layout import RunLayout
 
 log = logging.getLogger(__name__)
 

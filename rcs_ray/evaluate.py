@@ -129,8 +129,8 @@ def evaluate(
 
     ``arrows``: (from, to) policy names drawn as arrows on the trade-off plot (:mod:`rcs_ray.eval_plot`); default:
     from the reference to every other policy."""
-    from rcs_ray.layout import RunLayout
     from rcs_ray.ray_runtime import data_context, init_ray
+    from rcs_ray.run_layout import RunLayout
     from rcs_ray.sampling.job import eval_job
     from rcs_ray.sampling.pipeline import read_groups
     from rcs_ray.storage import StagedDir

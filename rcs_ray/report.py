@@ -18,7 +18,7 @@ class ReportPaths:
     plot: str
 
 
-def _pct(x: Optional[float]) -> str:
+def pct(x: Optional[float]) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
 
 
@@ -31,13 +31,13 @@ def rc_markdown(a: RCAnalysis, title: str = "RC analysis", source: Optional[str]
     lines += [
         f"{a.num_pairs} pairs, objectives {', '.join(a.objectives)}{target}.",
         "",
-        f"- **RC rate** (chosen beats rejected on every one of {', '.join(a.enforce)}): **{_pct(a.rc_rate)}**",
-        f"- RC rate with ties allowed on the non-target objectives: {_pct(a.rc_rate_ties)}",
+        f"- **RC rate** (chosen beats rejected on every one of {', '.join(a.enforce)}): **{pct(a.rc_rate)}**",
+        f"- RC rate with ties allowed on the non-target objectives: {pct(a.rc_rate_ties)}",
     ]
     for name, rates in a.not_rc_on.items():
         lines.append(
-            f"- pairs **not RC on {name}**: {_pct(rates['strict'])} "
-            f"(chosen strictly worse on {name}: {_pct(rates['ties_allowed'])})"
+            f"- pairs **not RC on {name}**: {pct(rates['strict'])} "
+            f"(chosen strictly worse on {name}: {pct(rates['ties_allowed'])})"
         )
     lines += [
         "",
@@ -47,12 +47,12 @@ def rc_markdown(a: RCAnalysis, title: str = "RC analysis", source: Optional[str]
         "|---|---|---|---|",
     ]
     for name, r in a.per_objective.items():
-        lines.append(f"| {name} | {_pct(r['win'])} | {_pct(r['tie'])} | {_pct(r['loss'])} |")
+        lines.append(f"| {name} | {pct(r['win'])} | {pct(r['tie'])} | {pct(r['loss'])} |")
     header = "| | " + " | ".join(a.objectives) + " |"
     rule = "|---" * (len(a.objectives) + 1) + "|"
     lines += ["", "## P(chosen wins on column | chosen wins on row)", "", header, rule]
     for name, row in zip(a.objectives, a.rc_given):
-        lines.append(f"| {name} | " + " | ".join(_pct(x) for x in row) + " |")
+        lines.append(f"| {name} | " + " | ".join(pct(x) for x in row) + " |")
     lines += [
         "",
         "## Objective-conflict matrix (pairs whose preferences on the two objectives disagree)",
@@ -61,7 +61,7 @@ def rc_markdown(a: RCAnalysis, title: str = "RC analysis", source: Optional[str]
         rule,
     ]
     for name, row in zip(a.objectives, a.conflict):
-        lines.append(f"| {name} | " + " | ".join(_pct(x) for x in row) + " |")
+        lines.append(f"| {name} | " + " | ".join(pct(x) for x in row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -126,73 +126,3 @@ def write_rc_report(
     write_text(paths.markdown, rc_markdown(a, title, source))
     rc_plot(a, paths.plot, title)
     return paths
-
-
-@dataclass
-class AnalyzeResult:
-    analysis: RCAnalysis
-    paths: ReportPaths
-    source: str
-    skipped: dict
-
-    def summary(self) -> str:
-        a = self.analysis
-        lines = [
-            f"RC analysis of {self.source}: {a.num_pairs} pairs, objectives {', '.join(a.objectives)}"
-            + (f", target {a.target}" if a.target else "")
-        ]
-        if self.skipped:
-            lines.append("  skipped rows: " + ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())))
-        lines.append(
-            f"  RC rate (strict on {', '.join(a.enforce)}): {_pct(a.rc_rate)}"
-            f"   with ties allowed: {_pct(a.rc_rate_ties)}"
-        )
-        for name, rates in a.not_rc_on.items():
-            lines.append(
-                f"  not RC on {name}: {_pct(rates['strict'])} (chosen strictly worse: {_pct(rates['ties_allowed'])})"
-            )
-        lines.append(f"  report: {self.paths.markdown}\n  plot:   {self.paths.plot}\n  json:   {self.paths.json}")
-        return "\n".join(lines)
-
-
-def analyze_dataset(
-    data_cfg, out_dir: str, target: Optional[str] = None, enforce=None, title: Optional[str] = None, tinyworld_cfg=None
-) -> AnalyzeResult:
-    """Read a preference dataset, run the RC analysis, write the report.
-
-    Args:
-        data_cfg: a :class:`rcs_ray.config.DataConfig`; ``tinyworld:`` paths are resolved (built if needed).
-        out_dir: where ``rc_report.md``, ``rc_analysis.png`` and ``rc_analysis.json`` go.
-        target: the objective that defined chosen/rejected; default: the preset's labelling objective.
-        enforce: objectives RC must hold on (default all).
-    """
-    import dataclasses
-
-    from rcs_ray.analysis import analyze_rows
-    from rcs_ray.data import default_objective, read_preferences
-
-    if data_cfg.path and data_cfg.path.startswith("tinyworld:"):
-        from rcs_ray.paths import resolve_data
-        from rcs_ray.tinyworld.rewards import OBJECTIVES
-
-        data_cfg = dataclasses.replace(
-            resolve_data(data_cfg, tinyworld_cfg), score_names=data_cfg.score_names or list(OBJECTIVES)
-        )
-    data = read_preferences(data_cfg)
-    if target is None and data_cfg.preset:
-        target = data_cfg.objective or default_objective(data_cfg.preset)
-    analysis = analyze_rows(data.rows, data.objectives, target=target, enforce=enforce, source=data.source)
-    from rcs_ray.storage import StagedDir
-
-    staged = StagedDir(out_dir)  # a URI: write in a local mirror, then upload
-    paths = write_rc_report(
-        analysis, staged.local, title or f"RC analysis: {os.path.basename(data.source)}", source=data.source
-    )
-    if staged.remote:
-        staged.push(*(os.path.basename(p) for p in (paths.json, paths.markdown, paths.plot)))
-        paths = ReportPaths(
-            json=staged.path(os.path.basename(paths.json)),
-            markdown=staged.path(os.path.basename(paths.markdown)),
-            plot=staged.path(os.path.basename(paths.plot)),
-        )
-    return AnalyzeResult(analysis=analysis, paths=paths, source=data.source, skipped=dict(data.skipped))

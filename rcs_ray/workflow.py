@@ -32,7 +32,7 @@ from rcs_ray import interrupts, storage
 from rcs_ray.config import RunConfig
 from rcs_ray.errors import RcsInputError
 from rcs_ray.fingerprints import sample_inputs, schedule_shrank, train_inputs
-from rcs_ray.layout import RunLayout
+from rcs_ray.run_layout import RunLayout
 from rcs_ray.storage import integrity
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
         cfg: the run config; ``cfg.policy.path`` is the starting policy.
         progress: progress bars and per-step log lines.
     """
-    from rcs_ray.paths import resolve_model_dir
+    from rcs_ray.user_paths import resolve_model_dir
 
     if not cfg.stages:
         raise RcsInputError("the config has no stages")
@@ -182,7 +182,7 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
 def _stage_inputs(cfg: RunConfig, k: int, policy: str) -> dict:
     """Stage ``k``'s inputs common to its steps: the policy it starts from, its data and any ``mix:`` datasets, each
     with its fingerprint."""
-    from rcs_ray.paths import resolve_data
+    from rcs_ray.user_paths import resolve_data
 
     st = cfg.stages[k]
     data = resolve_data(st.data, cfg.tinyworld, key=f"stages.{k}.data.path").path if st.data.path else None

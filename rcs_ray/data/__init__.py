@@ -10,10 +10,10 @@ Pure: imports no Ray, vLLM or DeepSpeed; ``datasets`` is imported only to read a
   and :func:`preset_objectives` give the objectives that can define a preset's chosen/rejected.
 """
 
+from rcs_ray.data.canonical import CANONICAL_COLUMNS, PreferenceData, prompt_hash
+from rcs_ray.data.file_rows import read_table
 from rcs_ray.data.presets import PRESETS, default_objective, preset_objectives
 from rcs_ray.data.readers import read_preferences, read_prompts
-from rcs_ray.data.schema import CANONICAL_COLUMNS, PreferenceData, prompt_hash
-from rcs_ray.data.tables import read_table
 
 __all__ = [
     "CANONICAL_COLUMNS",

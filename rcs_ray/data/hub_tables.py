@@ -1,7 +1,7 @@
 """Raw rows of a Hugging Face Hub dataset, read with ``datasets.load_dataset`` from its snapshot in the HF cache.
 
 A Hub dataset (``hf://org/name[@revision]``, or a bare ``org/name`` that is not a local path) is resolved to its
-snapshot directory by :func:`rcs_ray.paths.resolve_data` (``huggingface_hub``, offline-aware). That directory is a
+snapshot directory by :func:`rcs_ray.user_paths.resolve_data` (``huggingface_hub``, offline-aware). That directory is a
 copy of the repository, so ``load_dataset`` on it applies the repository's own metadata: the ``configs:`` of its
 README (data files per config and split), else its file layout (``data/train-*.parquet``, ...). The data config
 chooses ``config_name`` (``load_dataset``'s ``name``), ``split`` (default ``train``, or the only split) and
@@ -9,7 +9,7 @@ chooses ``config_name`` (``load_dataset``'s ``name``), ``split`` (default ``trai
 directory rather than the ID because ``datasets`` does not read the hub cache offline: it only finds datasets it
 prepared itself before. Prepared Arrow copies go to ``HF_DATASETS_CACHE`` (else ``$HF_HOME/datasets``).
 
-Rows come out as :class:`~rcs_ray.data.tables.Record` named ``hf://org/name (config, split): row N``. ``datasets`` is
+Rows come out as :class:`~rcs_ray.data.file_rows.Record` named ``hf://org/name (config, split): row N``. ``datasets`` is
 imported only here, when a Hub dataset is read.
 """
 
@@ -18,13 +18,13 @@ from __future__ import annotations
 from typing import Iterator, List, Optional
 
 from rcs_ray.config import DataConfig
-from rcs_ray.data.tables import Record, dataset_records
+from rcs_ray.data.file_rows import Record, dataset_records
 from rcs_ray.errors import RcsInputError
 from rcs_ray.storage import hub
 
 
 def is_hub_dataset(path: Optional[str]) -> bool:
-    """``path`` is a dataset snapshot directory of an HF cache (what :func:`rcs_ray.paths.resolve_data` gives a Hub
+    """``path`` is a dataset snapshot directory of an HF cache (what :func:`rcs_ray.user_paths.resolve_data` gives a Hub
     dataset)."""
     return hub.is_snapshot_root(path, "dataset")
 

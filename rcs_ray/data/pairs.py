@@ -29,7 +29,7 @@ column                      type                   meaning
 The files a sampling step writes (pairs, failed, candidates) are :mod:`rcs_ray.data.sampling_files`.
 
 **Training pairs** (:class:`PairSet`): from a pairs file (:func:`read_pairs`, parquet or JSON lines, validated with
-the readers' checks of :mod:`rcs_ray.data.schema`) or a stage's dataset (:func:`pairs_from_preferences`).
+the readers' checks of :mod:`rcs_ray.data.canonical`) or a stage's dataset (:func:`pairs_from_preferences`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import pyarrow as pa
 
-from rcs_ray.data.schema import BadRow, Text, check_score, check_scores, check_text
+from rcs_ray.data.canonical import BadRow, Text, check_score, check_scores, check_text
 from rcs_ray.errors import RcsInputError
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))

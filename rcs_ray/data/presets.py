@@ -20,8 +20,8 @@ import json
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Tuple
 
 from rcs_ray.config import DataConfig
-from rcs_ray.data.schema import BadRow, BadRowPolicy, ColumnMap, Text, check_pair, check_score, check_text
-from rcs_ray.data.tables import Record, check_each_file
+from rcs_ray.data.canonical import BadRow, BadRowPolicy, ColumnMap, Text, check_pair, check_score, check_text
+from rcs_ray.data.file_rows import Record, check_each_file
 from rcs_ray.errors import RcsInputError
 
 

@@ -1,9 +1,9 @@
-"""Read preference pairs and prompt lists into canonical rows (see :mod:`rcs_ray.data.schema`).
+"""Read preference pairs and prompt lists into canonical rows (see :mod:`rcs_ray.data.canonical`).
 
 ``read_preferences(cfg)`` reads pairs (prompt, chosen, rejected, optional per-objective scores);
 ``read_prompts(cfg)`` reads prompt lists, keeping chosen/rejected where the data has them. Both take a
 :class:`~rcs_ray.config.DataConfig`: the path and format, a preset (:mod:`rcs_ray.data.presets`) or a column
-map for generic data, ``limit`` and ``on_bad_row``. Local files and URIs are read by :mod:`rcs_ray.data.tables`; a
+map for generic data, ``limit`` and ``on_bad_row``. Local files and URIs are read by :mod:`rcs_ray.data.file_rows`; a
 Hub dataset (``hf://org/name``, or a bare ``org/name`` that is not a local path) by ``datasets.load_dataset`` with
 ``config_name``, ``split`` and ``data_files`` (:mod:`rcs_ray.data.hub_tables`).
 
@@ -18,9 +18,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator, List, Optional, Sequence
 
 from rcs_ray.config import DataConfig
-from rcs_ray.data.hub_tables import hub_records, is_hub_dataset
-from rcs_ray.data.presets import RowConverter, make_preset, one_row_each
-from rcs_ray.data.schema import (
+from rcs_ray.data.canonical import (
     CANONICAL_COLUMNS,
     BadRowPolicy,
     ColumnMap,
@@ -30,7 +28,9 @@ from rcs_ray.data.schema import (
     check_scores,
     check_text,
 )
-from rcs_ray.data.tables import Record, iter_records
+from rcs_ray.data.file_rows import Record, iter_records
+from rcs_ray.data.hub_tables import hub_records, is_hub_dataset
+from rcs_ray.data.presets import RowConverter, make_preset, one_row_each
 from rcs_ray.errors import RcsInputError
 from rcs_ray.storage import hub
 
@@ -98,9 +98,9 @@ def _read(cfg: DataConfig, pairs: bool) -> PreferenceData:
 def _records(cfg: DataConfig, policy: BadRowPolicy) -> Iterator[Record]:
     """The raw rows of ``cfg``: a Hub dataset (``hf://org/name``, a bare ``org/name`` that is not a local path, or
     its resolved snapshot) through ``datasets.load_dataset`` (:mod:`rcs_ray.data.hub_tables`); local files and
-    URIs through :mod:`rcs_ray.data.tables`."""
+    URIs through :mod:`rcs_ray.data.file_rows`."""
     if hub.is_hf(cfg.path) or hub.is_hub_id(cfg.path):
-        from rcs_ray.paths import resolve_data
+        from rcs_ray.user_paths import resolve_data
 
         cfg = resolve_data(cfg)
     if is_hub_dataset(cfg.path):

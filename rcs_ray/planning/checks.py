@@ -1,10 +1,10 @@
 """The dry run's input checks: every model and dataset a config names, resolved and checked without loading weights,
 every problem collected (not only the first).
 
-Models are resolved by the one path rule (:func:`rcs_ray.paths.resolve_model_dir`: local, URI, HF cache) and checked
-on the meta device: a causal LM (policy, reference, implicit reward, judge) must hold every weight its architecture
-needs; a reward model must have the output and heads its objectives read (a head missing from the checkpoint would
-be random). Datasets are resolved and read to count their prompts (``limit`` applied).
+Models are resolved by the one path rule (:func:`rcs_ray.user_paths.resolve_model_dir`: local, URI, HF cache) and
+checked on the meta device: a causal LM (policy, reference, implicit reward, judge) must hold every weight its
+architecture needs; a reward model must have the output and heads its objectives read (a head missing from the
+checkpoint would be random). Datasets are resolved and read to count their prompts (``limit`` applied).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Found:
 
 
 def _model(found: Found, path: Optional[str], key: str, cfg: RunConfig) -> Optional[str]:
-    from rcs_ray.paths import resolve_model_dir
+    from rcs_ray.user_paths import resolve_model_dir
 
     resolved = found.attempt(resolve_model_dir, path, key, cfg.tinyworld)
     if resolved is not None:
@@ -133,7 +133,7 @@ def check_data(cfg: RunConfig, found: Found) -> None:
 
 def _read(data: DataConfig, cfg: RunConfig, key: str) -> list:
     from rcs_ray.data import read_prompts
-    from rcs_ray.paths import resolve_data
+    from rcs_ray.user_paths import resolve_data
 
     return read_prompts(resolve_data(data, cfg.tinyworld, key=f"{key}.path")).rows
 

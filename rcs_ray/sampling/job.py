@@ -25,7 +25,7 @@ from rcs_ray.config import (
     stage_objectives,
     stage_train,
 )
-from rcs_ray.paths import resolve_model_dir
+from rcs_ray.user_paths import resolve_model_dir
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def policy_chain(cfg: RunConfig, upto: int) -> list:
     outside the workflow, which passes the policies it trained)."""
     from rcs_ray import storage
     from rcs_ray.errors import RcsInputError
-    from rcs_ray.layout import RunLayout
+    from rcs_ray.run_layout import RunLayout
 
     chain = [resolve_model_dir(cfg.policy.path, "policy.path", cfg.tinyworld)]
     for j in range(1, upto + 1):

@@ -22,10 +22,10 @@ from rcs_ray import interrupts, registry, tracking
 from rcs_ray.config import DataConfig, RunConfig, SamplingConfig, TinyWorldConfig, stage_index, stage_train
 from rcs_ray.data.pairs import dataset_is_chat, group_table, response_text
 from rcs_ray.errors import RcsInputError
-from rcs_ray.layout import RunLayout, SamplingFiles
-from rcs_ray.paths import resolve_data
+from rcs_ray.run_layout import RunLayout, SamplingFiles
 from rcs_ray.sampling.job import SamplingJob, stage_job
 from rcs_ray.storage import StagedDir
+from rcs_ray.user_paths import resolve_data
 
 log = logging.getLogger(__name__)
 

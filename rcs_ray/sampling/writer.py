@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 
 from rcs_ray.data.pairs import reward_column
 from rcs_ray.data.sampling_files import candidates_schema, failed_schema, pairs_schema
-from rcs_ray.layout import STATS_FILE, SamplingFiles
 from rcs_ray.rc import SAMPLED
+from rcs_ray.run_layout import STATS_FILE, SamplingFiles
 from rcs_ray.sampling.columns import (
     column_sum,
     flat,

@@ -33,7 +33,7 @@ _ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[
 _SNAPSHOT = re.compile(r"(?P<kind>models|datasets)--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<rev>[0-9a-f]{40})")
 IGNORE = ["original/*", "*.pth", "*.msgpack", "*.h5", "*.onnx"]  # weights in formats transformers does not load
 _LOCAL_WHAT = {"model": "directory", "dataset": "file or directory"}
-_NOT_FOUND = {"model": "model directory not found", "dataset": "data not found"}  # as rcs_ray.paths says it
+_NOT_FOUND = {"model": "model directory not found", "dataset": "data not found"}  # as rcs_ray.user_paths says it
 
 
 def cache_dir() -> Optional[str]:

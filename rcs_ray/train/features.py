@@ -18,11 +18,11 @@ from rcs_ray import registry, storage
 from rcs_ray.config import RunConfig, TrainConfig, stage_train
 from rcs_ray.data.pairs import REF_COLUMNS, PairSet
 from rcs_ray.errors import RcsInputError
-from rcs_ray.layout import RunLayout
-from rcs_ray.paths import resolve_model_dir
+from rcs_ray.run_layout import RunLayout
 from rcs_ray.train import refs
 from rcs_ray.train.margins import LossContext, LossInputs
 from rcs_ray.train.ref_stages import TOKEN_COLUMNS
+from rcs_ray.user_paths import resolve_model_dir
 
 
 def policy_chain(cfg: RunConfig, k: int, policy: str, given: Optional[List[str]] = None) -> List[str]:

@@ -26,7 +26,7 @@ from rcs_ray import interrupts, storage
 from rcs_ray.config import TrainConfig
 from rcs_ray.errors import RcsInputError
 from rcs_ray.fingerprints import TRAIN_RUN_ONLY, schedule_keys
-from rcs_ray.layout import RUN_FILE, TrainFiles
+from rcs_ray.run_layout import RUN_FILE, TrainFiles
 
 log = logging.getLogger(__name__)
 

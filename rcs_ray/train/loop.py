@@ -30,7 +30,7 @@ import numpy as np
 
 from rcs_ray.config import TrainConfig
 from rcs_ray.registry import LOSSES
-from rcs_ray.train.engine import build_ds_config  # noqa: F401 - re-exported (benchmarks/dpo_step_variants.py)
+from rcs_ray.train.deepspeed_engine import build_ds_config  # noqa: F401 - re-exported (benchmarks/dpo_step_variants.py)
 
 DS_TAG = "deepspeed"
 HF_DIR = "hf_model"
@@ -164,7 +164,7 @@ def _save(engine, train: TrainConfig, rank: int, step: int, history: list, metri
     """A resumable checkpoint (with LoRA: the adapters' state only), plus the HF export when ``final``."""
     import ray.train
 
-    from rcs_ray.train.engine import export_hf
+    from rcs_ray.train.deepspeed_engine import export_hf
 
     with tempfile.TemporaryDirectory(prefix="rcs-ckpt-") as tmp:
         engine.save_checkpoint(
@@ -213,12 +213,12 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
     ``fail_at_steps`` and ``fail_marker_dir`` (a test hook, see :func:`_maybe_fail`).
 
     Metrics: the loss's, ``lr``, ``seconds``, ``tokens_per_second``, and ``memory/*`` (the largest over the
-    workers, :func:`rcs_ray.train.engine.memory_figures`).
+    workers, :func:`rcs_ray.train.deepspeed_engine.memory_figures`).
     """
     import ray.train
 
     from rcs_ray import tracking
-    from rcs_ray.train.engine import build_engine
+    from rcs_ray.train.deepspeed_engine import build_engine
 
     train = TrainConfig.from_dict(config["train"])
     ctx = ray.train.get_context()
@@ -306,7 +306,7 @@ def _step_metrics(
     """One step's metrics, the same on every worker: the loss's means over micro-batches and workers, ``progress``
     (step, total_steps, epoch, resumed_from), ``lr``, ``seconds`` since ``t0``, ``tokens_per_second`` and the
     workers' largest ``memory/*``."""
-    from rcs_ray.train.engine import memory_figures
+    from rcs_ray.train.deepspeed_engine import memory_figures
 
     means = _reduce(list(sums / train.gradient_accumulation_steps) + [tokens], engine.device, world)
     seconds = time.perf_counter() - t0

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional
 
 import pyarrow as pa
 
-from rcs_ray.layout import FEATURES_FILE, FEATURES_KEY
+from rcs_ray.run_layout import FEATURES_FILE, FEATURES_KEY
 from rcs_ray.storage import integrity
 from rcs_ray.train.ref_stages import ReferenceLogps, TokenizePairs, check_finite_logps
 

@@ -12,8 +12,8 @@ from rcs_ray import storage
 from rcs_ray.config import DataConfig, RunConfig, stage_objectives
 from rcs_ray.data.pairs import TEXT_COLUMNS, PairSet, dataset_is_chat, pairs_from_preferences, read_pairs
 from rcs_ray.errors import RcsInputError
-from rcs_ray.layout import RunLayout
-from rcs_ray.paths import resolve_data, resolve_path
+from rcs_ray.run_layout import RunLayout
+from rcs_ray.user_paths import resolve_data, resolve_path
 
 
 def stage_pairs(cfg: RunConfig, k: int, pairs: Optional[str] = None) -> PairSet:

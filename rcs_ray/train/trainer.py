@@ -10,7 +10,7 @@
    :mod:`rcs_ray.train.loop`);
 5. **export** -- the HF model, the metrics and the summary.
 
-``run(cfg, stage=k)`` writes into ``out_dir`` (default ``<output_dir>/stage<k>/train``, :mod:`rcs_ray.layout`)::
+``run(cfg, stage=k)`` writes into ``out_dir`` (default ``<output_dir>/stage<k>/train``, :mod:`rcs_ray.run_layout`)::
 
     model/               HF model + tokenizer (``from_pretrained`` loads it; LoRA: the adapter merged in)
     adapter/             LoRA runs only: the trained PEFT adapter
@@ -42,14 +42,14 @@ from rcs_ray import interrupts, storage, tracking
 from rcs_ray.config import RunConfig, TrainConfig, stage_index, stage_train, to_dict
 from rcs_ray.data.pairs import PairSet
 from rcs_ray.errors import RcsInputError
-from rcs_ray.layout import SUMMARY_FILE, RunLayout, TrainFiles
-from rcs_ray.paths import resolve_model_dir
+from rcs_ray.run_layout import SUMMARY_FILE, RunLayout, TrainFiles
 from rcs_ray.train import refs
 from rcs_ray.train.checks import check_gpu_only, check_models, check_schedule, data_checks
 from rcs_ray.train.features import PolicyChain, loss_inputs, reference_features
 from rcs_ray.train.launch import LaunchSpec, check_resumable, export, launch
 from rcs_ray.train.margins import LossInputs
 from rcs_ray.train.sources import stage_pairs
+from rcs_ray.user_paths import resolve_model_dir
 
 log = logging.getLogger(__name__)
 

@@ -171,7 +171,7 @@ def test_missing_head_stops_the_cli_in_one_line_before_anything_runs(replicas, t
 # ----------------------------------------------------------------------------------------------- Hub IDs
 def test_hub_ids_resolve_from_a_local_cache_offline(replicas, monkeypatch, tmp_path):
     from rcs_ray.data import read_preferences
-    from rcs_ray.paths import resolve_data, resolve_model_dir
+    from rcs_ray.user_paths import resolve_data, resolve_model_dir
 
     monkeypatch.setenv("HF_HUB_CACHE", replicas["hub"])
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))  # load_dataset's prepared copies

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from rcs_ray.config import LoraConfig, TrainConfig
-from rcs_ray.train.engine import build_ds_config, lr_factor, param_bytes, param_groups
+from rcs_ray.train.deepspeed_engine import build_ds_config, lr_factor, param_bytes, param_groups
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +27,7 @@ def test_linear_and_cosine_schedules_with_warmup():
 def test_transformers_schedules_match_the_documented_formula():
     import torch
 
-    from rcs_ray.train.engine import _scheduler_factory
+    from rcs_ray.train.deepspeed_engine import _scheduler_factory
 
     for kind in ("linear", "cosine"):
         t = TrainConfig(lr_scheduler=kind, warmup_steps=3, learning_rate=0.1)
@@ -79,7 +79,7 @@ def test_weight_decay_applies_to_matrices_only():
 def test_lora_adapts_every_linear_layer_but_the_head_by_default():
     from peft import get_peft_model
 
-    from rcs_ray.train.engine import lora_config
+    from rcs_ray.train.deepspeed_engine import lora_config
 
     full = param_bytes(_tiny_llama())
     assert full == sum(p.numel() for p in _tiny_llama().parameters()) * 4

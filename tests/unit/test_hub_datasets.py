@@ -11,7 +11,7 @@ import pytest
 from rcs_ray.config import DataConfig, load_config
 from rcs_ray.data import read_preferences, read_prompts
 from rcs_ray.errors import RcsInputError
-from rcs_ray.paths import resolve_data
+from rcs_ray.user_paths import resolve_data
 from tests import fixtures_hub as fh
 
 pytestmark = pytest.mark.unit

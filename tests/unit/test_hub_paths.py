@@ -9,7 +9,7 @@ import pytest
 from rcs_ray import storage
 from rcs_ray.config import DataConfig, ObjectiveConfig, TinyWorldConfig, load_config
 from rcs_ray.errors import RcsInputError
-from rcs_ray.paths import resolve_data, resolve_model_dir
+from rcs_ray.user_paths import resolve_data, resolve_model_dir
 from tests import fixtures_hub as fh
 
 pytestmark = pytest.mark.unit

@@ -79,7 +79,7 @@ def test_checked_load_passes_a_complete_checkpoint(tmp_path):
 def test_the_trainer_refuses_random_weights_as_an_input_error(tmp_path):
     """The training worker's load is the same checked load: an input error (the driver unwraps it from Ray Train)."""
     from rcs_ray.config import TrainConfig
-    from rcs_ray.train.engine import load_policy
+    from rcs_ray.train.deepspeed_engine import load_policy
 
     path = _saved_llama(tmp_path / "m", drop=("model.norm.weight",))
     with pytest.raises(RcsInputError, match="policy.path: .* random weights for model.norm.weight"):

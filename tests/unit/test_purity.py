@@ -34,7 +34,7 @@ def test_core_modules_are_pure():
         "rcs_ray.tinyworld.rewards",
         "rcs_ray.registry",
         "rcs_ray.prompting",
-        "rcs_ray.layout",
+        "rcs_ray.run_layout",
         "rcs_ray.modeling",
     ]
     assert _imported_after(core) == []
@@ -52,6 +52,6 @@ def test_losses_and_package_entries_import_no_ray_vllm_deepspeed():
         "rcs_ray.sampling",
         "rcs_ray.sampling.job",
         "rcs_ray.train.margins",
-        "rcs_ray.paths",
+        "rcs_ray.user_paths",
     ]
     assert [m for m in _imported_after(mods) if m != "torch"] == []

@@ -135,7 +135,7 @@ def test_local_copy_without_weights_and_of_a_single_file(tmp_path):
 
 
 def test_model_uris_are_checked_and_kept_as_uris(tmp_path):
-    from rcs_ray.paths import resolve_model_dir
+    from rcs_ray.user_paths import resolve_model_dir
 
     src = make_model(tmp_path / "model")
     assert resolve_model_dir(uri(src) + "/", "policy.path") == uri(src)
@@ -212,7 +212,7 @@ def test_workflow_fingerprints_of_uris_follow_the_listing(tmp_path):
 def test_unknown_scheme_and_missing_filesystem_support_are_one_line(tmp_path, monkeypatch):
     import pyarrow.lib
 
-    from rcs_ray.paths import resolve_data
+    from rcs_ray.user_paths import resolve_data
 
     with pytest.raises(RcsInputError) as info:
         resolve_data(DataConfig(path="foo://bucket/d.jsonl"), key="stages.0.data.path")
@@ -256,7 +256,7 @@ def test_reports_and_eval_outputs_land_at_a_uri(tmp_path, monkeypatch):
     import rcs_ray.evaluate as ev
     import rcs_ray.ray_runtime
     from rcs_ray.config import load_config
-    from rcs_ray.report import analyze_dataset
+    from rcs_ray.dataset_analysis import analyze_dataset
 
     data = fx.write_jsonl(tmp_path / "d.jsonl", fx.plain_pairs())
     res = analyze_dataset(DataConfig(path=uri(data)), out_dir=uri(tmp_path / "bucket" / "analysis"))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from rcs_ray import storage
-from rcs_ray.data.schema import BadRow, BadRowPolicy
+from rcs_ray.data.canonical import BadRow, BadRowPolicy
 from rcs_ray.errors import RcsInputError
 
 TABLE_FORMATS = ("auto", "jsonl", "json", "parquet", "hf")

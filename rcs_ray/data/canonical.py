@@ -251,7 +251,7 @@ class ColumnMap:
         return self._map[name] in columns
 
     def checker(self, names: Sequence[str]) -> Callable[[Any], None]:
-        """A per-file check for :func:`~rcs_ray.data.tables.check_each_file`: ``names`` must be columns."""
+        """A per-file check for :func:`~rcs_ray.data.file_rows.check_each_file`: ``names`` must be columns."""
         return lambda record: self.require(record.file, record.columns, names)
 
     def require(self, file: str, columns: Sequence[str], names: Iterable[str]) -> None:
