@@ -37,7 +37,7 @@ def cluster():
         c.up(timeout=180)
         yield c
     finally:
-        c.down()
+        c.down(timeout=10)  # `ray start --block` may take its own 30 s after SIGTERM: then its group is killed
         leftovers = c.leftovers()
         import shutil
 
