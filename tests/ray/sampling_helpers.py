@@ -1,5 +1,6 @@
 """What the sampling tests share: the tiny K = 2 config at a small size, reading outputs, the texts a rule scored."""
 
+import functools
 import os
 
 import pyarrow.parquet as pq
@@ -43,14 +44,20 @@ def input_ids(cfg):
     return [r["prompt_id"] for r in read_groups(cfg.stages[1].data, cfg.tinyworld)[0]]
 
 
+@functools.lru_cache(maxsize=4)
+def _reward_model(path):
+    """(tokenizer, model) of a sequence-classification RM, loaded once per path for the oracle below."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path), AutoModelForSequenceClassification.from_pretrained(path).eval()
+
+
 def rm_head(path, prompt, answer, head):
     """Output ``head`` of a sequence-classification RM for one (prompt, answer), read as HF documents for reward
     models: the whole conversation through the RM's chat template, one sequence (no padding)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tok, model = _reward_model(path)
     chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
     text = tok.apply_chat_template(chat, tokenize=False)
     with torch.no_grad():
