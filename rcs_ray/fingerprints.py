@@ -23,7 +23,7 @@ import hashlib
 import json
 from typing import Optional, Tuple
 
-from rcs_ray.config import RunConfig, stage_objectives, stage_train, to_dict
+from rcs_ray.config import RunConfig, aligned_before, stage_objectives, stage_train, to_dict
 
 SAMPLING_RUN_ONLY = (
     "batch_size",
@@ -118,7 +118,7 @@ def train_inputs(cfg: RunConfig, k: int, models: dict) -> Tuple[dict, dict]:
     settings = {
         "stage": {key: st[key] for key in ("objective", "data", "mix", "sample")},
         "objectives": [_objective(o) for o in cfg.objectives],
-        "earlier": [s["objective"] for s in d["stages"][:k]],
+        "earlier": aligned_before(cfg, k),
         "train": _without(train, TRAIN_RUN_ONLY + schedule),
         "policy": _without(d["policy"], ("path", "attn_implementation")),
         "tinyworld": d["tinyworld"],

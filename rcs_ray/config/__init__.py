@@ -21,7 +21,9 @@ And around them:
 - :mod:`rcs_ray.config.loader` -- YAML, ``extends``, overrides (``load_config``, ``to_yaml``, ``to_dict``);
 - :mod:`rcs_ray.config.checks` -- ``validate``: every component's check, then the checks across sections;
 - :mod:`rcs_ray.config.explain` -- ``explain(key)``: a key's type, default and doc;
-- :mod:`rcs_ray.config.stages` -- per-stage views: ``stage_index``, ``stage_objectives``, ``stage_train``.
+- :mod:`rcs_ray.config.stages` -- per-stage views: ``stage_index``, ``stage_objectives``, ``stage_train``, and the
+  two meanings of "earlier objectives": ``aligned_before`` (one per earlier stage) and ``scored_before`` (those a
+  stage keeps).
 
 Model and data paths may start with ``tinyworld:`` (e.g. ``tinyworld:policy``): they name assets of the embedded
 tiny world, which are built (and cached) on first use; see :mod:`rcs_ray.tinyworld`.
@@ -37,7 +39,14 @@ from rcs_ray.config.rc import STRATEGY_NAMES, RCConfig
 from rcs_ray.config.run import EvalConfig, RayConfig, RunConfig, TinyWorldConfig, TrackingConfig
 from rcs_ray.config.sampling import ENGINES, AdaptiveConfig, SamplingConfig
 from rcs_ray.config.stage import StageConfig, StageTrainConfig
-from rcs_ray.config.stages import earlier_objectives, stage_index, stage_objectives, stage_train, with_stage_train
+from rcs_ray.config.stages import (
+    aligned_before,
+    scored_before,
+    stage_index,
+    stage_objectives,
+    stage_train,
+    with_stage_train,
+)
 from rcs_ray.config.train import LOSS_NAMES, PRECISIONS, LoraConfig, TrainConfig
 
 __all__ = [
@@ -66,9 +75,10 @@ __all__ = [
     "TinyWorldConfig",
     "TrackingConfig",
     "TrainConfig",
-    "earlier_objectives",
+    "aligned_before",
     "explain",
     "load_config",
+    "scored_before",
     "stage_index",
     "stage_objectives",
     "stage_train",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -48,16 +48,28 @@ def stage_index(cfg: RunConfig, stage: Optional[int], default: str = "first") ->
     return stage
 
 
-def earlier_objectives(cfg: RunConfig, stage: int) -> List[str]:
-    """The objectives the stages before ``stage`` aligned, in stage order (each once)."""
-    return list(dict.fromkeys(s.objective for s in cfg.stages[:stage] if s.objective != cfg.stages[stage].objective))
+# "Earlier objectives" has two meanings; each has its name here, and every module asks these two functions.
+def aligned_before(cfg: RunConfig, stage: int) -> List[str]:
+    """The objective of each stage before ``stage``, in stage order, one per stage (an objective aligned twice is
+    listed twice): the history of the policy stage ``stage`` starts from. SPO has one implicit reward per entry
+    (:mod:`rcs_ray.train.margins`); the train step's fingerprint records it (:mod:`rcs_ray.fingerprints`)."""
+    return [s.objective for s in cfg.stages[:stage]]
+
+
+def scored_before(aligned: Sequence[str], target: str) -> List[str]:
+    """The objectives a stage keeps while it aligns ``target``: those of ``aligned`` (:func:`aligned_before`) other
+    than ``target``, each once, in the order first aligned. Its sampling scores them before the target
+    (:func:`stage_objectives`), its RC step holds pairs consistent on them (unless ``rc.enforce`` names others) and
+    MODPO takes their rewards as margins (:mod:`rcs_ray.train.margins`)."""
+    return [name for name in dict.fromkeys(aligned) if name != target]
 
 
 def stage_objectives(cfg: RunConfig, stage: int) -> List[ObjectiveConfig]:
-    """The objectives stage ``stage`` scores, in stage order: those of stages 1..k (the earlier objectives, then the
-    stage's own), plus any enforced objective named beyond them. Their order in ``objectives:`` does not matter."""
+    """The objectives stage ``stage`` scores, in stage order: :func:`scored_before` then the stage's own, plus any
+    enforced objective named beyond them. Their order in ``objectives:`` does not matter."""
     names = cfg.objective_names
-    upto = earlier_objectives(cfg, stage) + [cfg.stages[stage].objective]
+    target = cfg.stages[stage].objective
+    upto = scored_before(aligned_before(cfg, stage), target) + [target]
     extra = [n for n in (cfg.stages[stage].rc.enforce or []) if n not in upto]
     return [cfg.objectives[names.index(n)] for n in upto + extra]
 

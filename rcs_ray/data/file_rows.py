@@ -255,14 +255,38 @@ def _json_array_records(path: str, fh, policy: BadRowPolicy) -> Iterator[Record]
             )
 
 
-def _parquet_records(path: str) -> Iterator[Record]:
+def read_parquet(path: str):
+    """The whole ``pyarrow.Table`` of a parquet file or a directory of parquet files (local or URI), schema
+    metadata included.
+
+    Raises:
+        RcsInputError: ``<path>: not a readable parquet file: <pyarrow's first line>``.
+    """
+    return _parquet(path, lambda pq, fs, source: pq.read_table(source, filesystem=fs))
+
+
+def open_parquet(path: str):
+    """A ``pyarrow.parquet.ParquetFile`` of one parquet file (local or URI), to read in batches.
+
+    Raises:
+        RcsInputError: as :func:`read_parquet`.
+    """
+    return _parquet(path, lambda pq, fs, source: pq.ParquetFile(source, filesystem=fs))
+
+
+def _parquet(path: str, read):
+    """The one parquet read with its error wrapping: ``read(pq, filesystem, path on it)``."""
     import pyarrow.parquet as pq
 
     fs, source = storage.resolve(path)
     try:
-        pf = pq.ParquetFile(source, filesystem=fs)
+        return read(pq, fs, source)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for unreadable files
         raise RcsInputError(f"{path}: not a readable parquet file: {str(exc).splitlines()[0]}") from None
+
+
+def _parquet_records(path: str) -> Iterator[Record]:
+    pf = open_parquet(path)
     columns = list(pf.schema_arrow.names)
     row = 0
     for batch in pf.iter_batches(batch_size=_BATCH_ROWS):

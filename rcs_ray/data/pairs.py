@@ -46,6 +46,7 @@ from rcs_ray.errors import RcsInputError
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 TEXT_COLUMNS = ("prompt", "chosen", "rejected")
 REWARD_COLUMNS = ("chosen_rewards", "rejected_rewards")
+SCORE_COLUMNS = ("chosen_scores", "rejected_scores")  # a dataset's name for the same K numbers (docs/usage.md)
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 FINISHED_COLUMNS = ("chosen_finished", "rejected_finished")
 METADATA_KEY = b"rcs_ray"  # schema metadata of the sampling files (rcs_ray.data.sampling_files)
@@ -199,29 +200,17 @@ def _fail(path: str, row: int, problem: BadRow) -> RcsInputError:
 
 
 def _read_rows(path: str) -> tuple:
-    """(rows, schema metadata) of a parquet file / directory or a JSON lines file."""
-    import pyarrow.parquet as pq
-
+    """(rows, schema metadata) of a parquet file / directory or a JSON lines file (:mod:`rcs_ray.data.file_rows`'s
+    readers: one-line errors naming the file and the line)."""
     from rcs_ray import storage
+    from rcs_ray.data.file_rows import read_parquet, read_table
 
     if not storage.exists(path):
         raise RcsInputError(f"pairs file not found: {path}")
     if path.split("?", 1)[0].endswith(".parquet") or storage.isdir(path):
-        fs, source = storage.resolve(path)
-        try:
-            table = pq.read_table(source, filesystem=fs)
-        except Exception as exc:  # noqa: BLE001 - any parquet failure is bad input here
-            raise RcsInputError(f"{path}: cannot read as parquet: {str(exc).splitlines()[0]}") from None
+        table = read_parquet(path)
         return table.to_pylist(), file_metadata(table.schema)
-    rows = []
-    with storage.open_text(path) as fh:
-        for i, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise RcsInputError(f"{path}:{i}: invalid JSON: {exc.msg}") from None
-    return rows, {}
+    return read_table(path, format="jsonl"), {}
 
 
 def _check_text(value: Any, column: str, sampled: bool) -> Text:
@@ -235,7 +224,8 @@ def _check_text(value: Any, column: str, sampled: bool) -> Text:
         raise
 
 
-def _check_rows(path: str, rows: List[dict], has_ref: bool, has_rewards: bool, sampled: bool = False) -> List[dict]:
+def _check_rows(path: str, rows: List[dict], has_ref: bool, rewards: Sequence[str], sampled: bool) -> List[dict]:
+    """Checked rows; ``rewards``: the file's two reward columns (read into :data:`REWARD_COLUMNS`), or none."""
     out, k = [], None
     for i, r in enumerate(rows, start=1):
         try:
@@ -243,10 +233,9 @@ def _check_rows(path: str, rows: List[dict], has_ref: bool, has_rewards: bool, s
             if has_ref:
                 for c in REF_COLUMNS:
                     row[c] = check_score(r.get(c), c)
-            if has_rewards:
-                for c in REWARD_COLUMNS:
-                    row[c] = check_scores(r.get(c), c, k)
-                    k = len(row[c])
+            for c, read in zip(REWARD_COLUMNS, rewards):
+                row[c] = check_scores(r.get(read), read, k)
+                k = len(row[c])
         except BadRow as problem:
             raise _fail(path, i, problem) from None
         if r.get("prompt_id") not in (None, ""):
@@ -268,8 +257,9 @@ def read_pairs(path: str, reward_names: Optional[Sequence[str]] = None, target: 
 
     Returns:
         :class:`PairSet` in file order: ``prompt, chosen, rejected`` are required; ``chosen_rewards,
-        rejected_rewards``, ``target`` and the precomputed reference log-probs ``ref_chosen_logps,
-        ref_rejected_logps`` are optional (with the reference columns present the reference model never runs).
+        rejected_rewards`` (or, as a dataset names them, ``chosen_scores, rejected_scores``), ``target`` and the
+        precomputed reference log-probs ``ref_chosen_logps, ref_rejected_logps`` are optional (with the reference
+        columns present the reference model never runs).
 
     Raises:
         RcsInputError: a missing file or column, an empty file, a text that is not a string or message list, an empty
@@ -286,7 +276,8 @@ def read_pairs(path: str, reward_names: Optional[Sequence[str]] = None, target: 
         raise RcsInputError(
             f"{path}: missing column(s) {missing}; a pairs file needs {list(TEXT_COLUMNS)} (has {sorted(columns)})"
         )
-    for group in (REF_COLUMNS, REWARD_COLUMNS):
+    rewards = next((g for g in (REWARD_COLUMNS, SCORE_COLUMNS) if any(c in columns for c in g)), ())
+    for group in (REF_COLUMNS, rewards):
         present = [c for c in group if c in columns]
         if len(present) == 1:
             other = group[1 - group.index(present[0])]
@@ -294,11 +285,11 @@ def read_pairs(path: str, reward_names: Optional[Sequence[str]] = None, target: 
     targets = {r.get("target") for r in rows} - {None}
     if len(targets) > 1:
         raise RcsInputError(f"{path}: column 'target' holds several objectives {sorted(targets)}; train one at a time")
-    has_ref, has_rewards = REF_COLUMNS[0] in columns, REWARD_COLUMNS[0] in columns
-    out = _check_rows(path, rows, has_ref, has_rewards, sampled=bool(meta))
+    has_ref = REF_COLUMNS[0] in columns
+    out = _check_rows(path, rows, has_ref, rewards, sampled=bool(meta))
     dataset_is_chat([r["prompt"] for r in out], path)
     names: List[str] = []
-    if has_rewards:
+    if rewards:
         k = len(out[0]["chosen_rewards"])
         names = list(reward_names or meta.get("objectives") or [f"objective_{j}" for j in range(k)])
         if len(names) != k:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from rcs_ray.config import RCConfig
+from rcs_ray.data.file_rows import read_parquet
 from rcs_ray.data.pairs import is_chat, reward_column
 from rcs_ray.data.sampling_files import file_metadata
 from rcs_ray.errors import RcsInputError
@@ -149,17 +150,11 @@ def _read_candidates(candidates: str):
     Raises:
         RcsInputError: a missing or unreadable file, or one without a reward matrix or objective names.
     """
-    import pyarrow.parquet as pq
-
     from rcs_ray import storage
 
     if not storage.isfile(candidates):
         raise RcsInputError(f"candidates file not found: {candidates}")
-    fs, source = storage.resolve(candidates)
-    try:
-        table = pq.read_table(source, filesystem=fs)
-    except Exception as exc:  # noqa: BLE001 - any parquet failure is bad input here
-        raise RcsInputError(f"{candidates}: cannot read as parquet: {str(exc).splitlines()[0]}") from None
+    table = read_parquet(candidates)
     meta = file_metadata(table.schema)
     objectives = meta.get("objectives")
     if not objectives or "rewards" not in table.column_names:

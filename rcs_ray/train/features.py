@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import pyarrow as pa
 
 from rcs_ray import registry, storage
-from rcs_ray.config import RunConfig, TrainConfig, stage_train
+from rcs_ray.config import RunConfig, TrainConfig, aligned_before, stage_train
 from rcs_ray.data.pairs import REF_COLUMNS, PairSet
 from rcs_ray.errors import RcsInputError
 from rcs_ray.run_layout import RunLayout
@@ -95,7 +95,7 @@ def loss_inputs(cfg: RunConfig, t: TrainConfig, k: int, prs: PairSet, chain) -> 
         train=t,
         stage=k,
         objective_names=cfg.objective_names,
-        earlier_objectives=[s.objective for s in cfg.stages[:k]],
+        aligned_before=aligned_before(cfg, k),
         earlier_betas=[stage_train(cfg, j).beta for j in range(k)],
         earlier_trains=[stage_train(cfg, j) for j in range(k)],
         policy_chain=chain,

@@ -3,14 +3,15 @@
 The loss registry (:data:`rcs_ray.registry.LOSSES`) names one ``prepare`` function per loss that needs more than
 ``beta``; each takes a :class:`LossContext` and returns :class:`LossInputs`. Pure numpy (no torch, no Ray):
 
-- MODPO (:func:`modpo_inputs`): the rewards of the objectives of the earlier stages (never a later one), ``(N, M)``
-  per side, and the weights ``(M + 1,)`` with the target's weight first;
-- SPO (:func:`spo_inputs`): the earlier objectives' own rewards ``R_j``, ``(N, k)`` per side, recovered from the
-  sequence log-probs of the policy chain ``pi_0 .. pi_k`` (each stage's implicit reward ``beta_j * (log pi_j - log
-  pi_{j-1})`` less what its loss kept of the earlier rewards: :func:`stage_mix`, :func:`implicit_margins`; computed
-  by the reference log-prob pass, so the margins are known only after it: :attr:`LossInputs.from_logps`), or with
-  ``train.spo_reward_source: recorded`` the pairs' recorded rewards of the earlier stages' objectives as a
-  stand-in; and ``alphas``.
+- MODPO (:func:`modpo_inputs`): the rewards of the objectives the stage keeps (:func:`rcs_ray.config.scored_before`:
+  those of the earlier stages other than the target, each once; never a later one), ``(N, M)`` per side, and the
+  weights ``(M + 1,)`` with the target's weight first;
+- SPO (:func:`spo_inputs`): the earlier stages' own rewards ``R_j`` (:func:`rcs_ray.config.aligned_before`: one per
+  stage), ``(N, k)`` per side, recovered from the sequence log-probs of the policy chain ``pi_0 .. pi_k`` (each
+  stage's implicit reward ``beta_j * (log pi_j - log pi_{j-1})`` less what its loss kept of the earlier rewards:
+  :func:`stage_mix`, :func:`implicit_margins`; computed by the reference log-prob pass, so the margins are known
+  only after it: :attr:`LossInputs.from_logps`), or with ``train.spo_reward_source: recorded`` the pairs' recorded
+  rewards of the earlier stages' objectives as a stand-in; and ``alphas``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rcs_ray.config import TrainConfig
+from rcs_ray.config import TrainConfig, scored_before
 from rcs_ray.data.pairs import REWARD_COLUMNS, PairSet
 from rcs_ray.errors import RcsInputError
 
@@ -36,7 +37,8 @@ class LossContext:
         train: the stage's train settings.
         stage: the 0-based stage index.
         objective_names: the config's objectives, in config order (``train.modpo_weights`` follows it).
-        earlier_objectives: the objectives of the stages before this one, in stage order (one per stage).
+        aligned_before: the objective of each stage before this one, in stage order, one per stage
+            (:func:`rcs_ray.config.aligned_before`; MODPO's margins are :func:`rcs_ray.config.scored_before` of it).
         earlier_betas: each earlier stage's own ``train.beta`` (SPO's implicit rewards are scaled by them).
         earlier_trains: each earlier stage's train settings (which loss made its policy: what its implicit reward
             holds besides its own objective's, :func:`stage_mix`).
@@ -48,7 +50,7 @@ class LossContext:
     train: TrainConfig
     stage: int
     objective_names: List[str]
-    earlier_objectives: List[str]
+    aligned_before: List[str]
     earlier_betas: List[float] = field(default_factory=list)
     earlier_trains: List[TrainConfig] = field(default_factory=list)
     policy_chain: Callable[[], List[str]] = lambda: []
@@ -114,7 +116,7 @@ def modpo_inputs(ctx: LossContext) -> LossInputs:
             f"{pairs.source}: train.loss=modpo needs the pairs' target objective (a 'target' column "
             f"or the stage's objective)"
         )
-    others = [n for n in dict.fromkeys(ctx.earlier_objectives) if n != pairs.target]
+    others = scored_before(ctx.aligned_before, pairs.target)
     chosen, rejected = _rewards(pairs, others, "modpo")
     names = [pairs.target] + others
     weights = ctx.train.modpo_weights
@@ -160,16 +162,13 @@ def stage_mix(
         if t.loss != "modpo" or not j:
             out.append((1.0, tuple(c)))
             continue
-        first = {}
-        for i, name in enumerate(objectives[:j]):
-            if name != target:
-                first.setdefault(name, i)
-        names = [target, *first]
+        kept = scored_before(objectives[:j], target)
+        names = [target, *kept]
         w = dict(zip(names, [1.0 / len(names)] * len(names)))
         if t.modpo_weights is not None:
             w = dict(zip(objective_names, map(float, t.modpo_weights)))
-        for name, i in first.items():
-            c[i] = w[name]
+        for name in kept:
+            c[list(objectives).index(name)] = w[name]
         out.append((w[target], tuple(c)))
     return out
 
@@ -221,7 +220,7 @@ def spo_inputs(ctx: LossContext) -> LossInputs:
     alphas = list(t.spo_alphas) if t.spo_alphas is not None else [1.0] * k
     if len(alphas) != k:
         raise RcsInputError(f"train.spo_alphas: stage {k + 1} has {k} earlier stage(s), got {len(alphas)} alphas")
-    earlier = list(ctx.earlier_objectives)
+    earlier = list(ctx.aligned_before)
     if t.spo_reward_source == "recorded":
         return LossInputs(params={"alphas": alphas}, margin_names=earlier, margins=_rewards(ctx.pairs, earlier, "spo"))
     chain = ctx.policy_chain()

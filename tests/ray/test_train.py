@@ -26,6 +26,27 @@ def assert_learns(result, steps=STEPS):
     assert all(m["tokens_per_second"] > 0 and m["lr"] > 0 for m in h)
 
 
+def step1_rows(cfg, n):
+    """The pairs (row indices) of optimizer step 1, by the order rcs_ray/train/loop.py documents: the first global
+    batch (batch_size x accumulation x workers) of epoch 0's permutation ``default_rng([seed, 0])``."""
+    t = cfg.train
+    global_batch = t.batch_size * t.gradient_accumulation_steps * t.num_workers
+    return np.random.default_rng([t.seed, 0]).permutation(n)[:global_batch]
+
+
+def recorded(result):
+    """The features the run trained on (its cached reference pass), in pair order, as numpy columns."""
+    table = pq.read_table(os.path.join(result.out_dir, "features.parquet")).sort_by("index")
+    columns = [c for c in table.column_names if c.endswith(("_logps", "_margin"))]
+    return {c: np.array(table.column(c).to_pylist(), dtype=np.float64).squeeze() for c in columns}
+
+
+def mean_softplus(x):
+    """Step 1's loss when the policy is its reference (every log-ratio 0): the pair's logit is -x, the margin term
+    alone, and -log sigmoid(-x) = log(1 + e^x); the logged loss is the mean over the step's pairs."""
+    return sum(math.log1p(math.exp(v)) for v in x) / len(x)
+
+
 @pytest.fixture(scope="module")
 def dpo_run(assets, ray_session, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("dpo"))
@@ -64,6 +85,13 @@ def test_modpo_zero3_learns_with_margins_from_recorded_rewards(assets, ray_sessi
     assert result.summary["loss_kwargs"] == {"weights": [0.5, 0.5]}
     assert_learns(result)
     assert result.history[0]["rewards/margin_term"] != 0.0
+    # step 1 by hand from the recorded margins (the harmless rewards of the pairs): r = (0 - w_1 m) / w_0, so the logit
+    # is -(w_1 / w_0) (m_chosen - m_rejected) = -(m_chosen - m_rejected) with weights (0.5, 0.5)
+    f, rows = recorded(result), step1_rows(cfg, result.summary["pairs"])
+    gap = (f["chosen_margin"] - f["rejected_margin"])[rows] * (0.5 / 0.5)
+    assert f["chosen_margin"].tolist() == [r["chosen_rewards"][0] for r in pair_rows()]
+    assert result.history[0]["rewards/margin_term"] == pytest.approx(gap.mean(), abs=1e-9)
+    assert result.history[0]["loss"] == pytest.approx(mean_softplus(gap), abs=1e-5)
     exported, before = weights(result.model_dir), weights(assets["policy"])
     assert {k: v.shape for k, v in exported.items()} == {k: v.shape for k, v in before.items()}  # ZeRO-3: gathered
     # ZeRO-3 shards at load: each of the 2 workers materialised about half the parameters, never the whole model
@@ -88,6 +116,14 @@ def test_spo_stage2_uses_implicit_rewards_of_the_stage1_policy(dpo_run, assets, 
     assert s["spo_chain"] == [assets["policy"], dpo_run.model_dir] and s["loss_kwargs"] == {"alphas": [0.3]}
     # stage 1 (DPO) raised chosen over rejected: its implicit reward margin is positive and enters the loss
     assert result.history[0]["rewards/margin_term"] > 0
+    # step 1 by hand from the recorded log-probs of the chain (pi_0 = the random policy, pi_1 = stage 1's DPO model,
+    # also this stage's reference and its starting policy): R_1 = beta_1 (log pi_1 - log pi_0), DPO's own reward, and
+    # the logit is -alpha (R_1(chosen) - R_1(rejected)) with alpha = 0.3, beta_1 = 0.1
+    f, rows = recorded(result), step1_rows(cfg, result.summary["pairs"])
+    r1 = {side: 0.1 * (f[f"ref_{side}_logps"] - f[f"spo0_{side}_logps"]) for side in ("chosen", "rejected")}
+    gap = 0.3 * (r1["chosen"] - r1["rejected"])[rows]
+    assert result.history[0]["rewards/margin_term"] == pytest.approx(gap.mean(), abs=1e-6)
+    assert result.history[0]["loss"] == pytest.approx(mean_softplus(gap), abs=1e-5)
     assert_learns(result)
 
 

@@ -287,7 +287,7 @@ def test_objectives_sharing_a_model_may_read_different_outputs():
 
 
 def test_a_stage_enforces_the_objectives_of_the_stages_before_it_whatever_their_listed_order(tmp_path):
-    from rcs_ray.config import earlier_objectives, stage_objectives
+    from rcs_ray.config import aligned_before, scored_before, stage_objectives
 
     cfg = {
         "objectives": [
@@ -301,4 +301,8 @@ def test_a_stage_enforces_the_objectives_of_the_stages_before_it_whatever_their_
     c = load_config(str(tmp_path / "c.yaml"))
     assert [o.name for o in stage_objectives(c, 1)] == ["harmless", "helpful"]  # not [concise, helpful]
     assert [o.name for o in stage_objectives(c, 2)] == ["harmless", "helpful", "concise"]
-    assert earlier_objectives(c, 0) == [] and earlier_objectives(c, 2) == ["harmless", "helpful"]
+    assert aligned_before(c, 0) == [] and aligned_before(c, 2) == ["harmless", "helpful"]
+    # the two meanings of "earlier objectives": one per earlier stage (SPO's chain) vs each kept objective once
+    history = ["harmless", "helpful", "harmless", "concise"]
+    assert scored_before(history, "harmless") == ["helpful", "concise"]
+    assert scored_before(history, "verbose") == ["harmless", "helpful", "concise"]

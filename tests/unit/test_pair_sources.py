@@ -119,6 +119,38 @@ def test_missing_file_wrong_names_and_several_targets(tmp_path):
     one_line(lambda: read_pairs(write(tmp_path / "t.parquet", items)), "several objectives")
 
 
+def test_pairs_candidates_and_data_files_share_one_reader_and_its_errors(tmp_path):
+    from rcs_ray.data.file_rows import read_table
+    from rcs_ray.sampling.select import _read_candidates
+
+    jl = tmp_path / "p.jsonl"
+    jl.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{oops\n')
+    assert one_line(lambda: read_pairs(str(jl)), "invalid JSON").startswith(f"{jl}:2: invalid JSON: ")
+    jl.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n"text"\n')
+    one_line(lambda: read_pairs(str(jl)), f"{jl}:2: ", "expected a JSON object, got str")
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    for read in (read_pairs, _read_candidates, read_table):
+        assert one_line(lambda read=read: read(str(bad))).startswith(f"{bad}: not a readable parquet file: ")
+
+
+def test_a_pairs_file_may_name_its_rewards_as_a_dataset_does(tmp_path):
+    # chosen_scores / rejected_scores (a dataset's names) are read as chosen_rewards / rejected_rewards
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "chosen_scores": [1, 2], "rejected_scores": [0, 1]}]
+    pairs = read_pairs(str(fx_jsonl(tmp_path / "s.jsonl", rows)), reward_names=["harmless", "helpful"])
+    assert pairs.reward_names == ["harmless", "helpful"]
+    assert pairs.rows[0]["chosen_rewards"] == [1.0, 2.0] and pairs.rows[0]["rejected_rewards"] == [0.0, 1.0]
+    rows[0]["chosen_scores"] = [1, float("nan")]
+    one_line(lambda: read_pairs(str(fx_jsonl(tmp_path / "n.jsonl", rows))), "row 1", "field 'chosen_scores'")
+    del rows[0]["rejected_scores"]
+    one_line(lambda: read_pairs(str(fx_jsonl(tmp_path / "o.jsonl", rows))), "'chosen_scores' without")
+
+
+def fx_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def test_stage_data_through_read_preferences(tmp_path):
     path = tmp_path / "d1.jsonl"
     path.write_text(

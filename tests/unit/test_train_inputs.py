@@ -64,7 +64,7 @@ def ctx(pairs, stage=1, earlier=("harmless",), **train):
         train=TrainConfig(**train),
         stage=stage,
         objective_names=["harmless", "helpful", "concise"],
-        earlier_objectives=list(earlier),
+        aligned_before=list(earlier),
     )
 
 
