@@ -22,6 +22,8 @@ from tinyworld_findings_world import (
 K2, K3, IMPLICIT = "configs/tiny/k2.yaml", "configs/tiny/k3.yaml", "configs/tiny/k2_implicit.yaml"
 LOSSES = ("dpo", "modpo", "spo")
 # method -> (label, source, losses or None for all): d2:<part> | select:<strategy>:<margin>[:n16] | implicit | mixed
+# | adaptive:<margin>:<n_max> | iterative:<margin>:<n_max>:<iterations> (the stage run by rcs_ray.iterations: its
+# pairs depend on the policy each iteration trained, so it is sampled and trained per loss and setting)
 K2_METHODS = {
     "rc": ("D2 RC part / filter-only (Table 1)", "select:filter_only:-0.5", None),
     "nonrc": ("D2 non-RC part (Table 1)", "d2:nonrc", None),
@@ -37,6 +39,7 @@ K2_METHODS = {
     "rcs_strict_n16": ("RCS strict, n = 16", "select:rcs:0:n16", ("dpo",)),
     "rcs_strict_adaptive": ("RCS strict, adaptive n = 8 -> 16", "adaptive:0:16", ("dpo",)),
     "mixed": ("mixed (D1 + D2 at once, from base)", "mixed", ("dpo",)),
+    "rcs_iterative": ("RCS strict, adaptive, 2 iterations (iterative RCS)", "iterative:0:16:2", ("dpo",)),
 }
 QUICK = ("nonrc", "vanilla", "rsdpo", "rcs")
 CONTROL = ("nonrc", "vanilla", "rsdpo", "rcs")
@@ -79,6 +82,8 @@ def k2_pairs(w: World, methods, s1: str) -> dict:
             out[m] = os.path.join(os.path.dirname(c), "pairs.parquet")
             stats = read_json(os.path.join(os.path.dirname(c), "stats.json"))
             w.info[m] = {"failed_prompts": stats["failed"], "failure_rate": stats["failure_rate"]}
+        elif kind == "iterative":
+            continue  # sampled and trained together, per loss: train_method
         elif kind == "implicit":
             c = w.candidates(1, s1, "implicit", config=IMPLICIT)
             out[m] = w.select(m, c, "rcs", 0.0)
@@ -111,6 +116,19 @@ def sweep(w: World, methods, s1: str, pairs: dict) -> dict:
 
 
 def train_method(w: World, m: str, pairs: dict, s1: str, loss: str, setting: str) -> str:
+    kind, *rest = K2_METHODS[m][1].split(":")
+    if kind == "iterative":
+        margin, n_max, iterations = rest
+        return w.iterative(
+            m,
+            s1,
+            loss,
+            setting,
+            f"stages.1.rc.margin={float(margin)}",
+            "sampling.adaptive.enabled=true",
+            f"sampling.adaptive.n_max={int(n_max)}",
+            f"stages.1.iterations={int(iterations)}",
+        )
     if m == "mixed":
         return w.train("mixed", 0, None, None, loss, setting, config=MIXED)
     return w.train(m, 1, pairs[m], s1, loss, setting)

@@ -172,6 +172,32 @@ class World:
             log(f"{self.root}: trained {name}/{loss} ({setting}) in {time.time() - t0:.0f} s")
         return os.path.join(out, "model")
 
+    def iterative(self, name: str, start: str, loss: str, setting: str, *extra) -> str:
+        """Stage 2 run by the workflow's iterative RCS (``stages.1.iterations``, :mod:`rcs_ray.iterations`) from
+        ``start``, once per loss and setting (its pairs depend on what each iteration trained); its pair stats (the
+        iterations' pairs together) and failures go to ``info[name]``. Returns the stage's policy."""
+        import pandas as pd
+
+        from rcs_ray.user_paths import resolve_model_dir
+
+        lr, beta = SETTINGS[setting]
+        out = os.path.join(self.root, "iterative", f"{name}-{loss}-{setting}")
+        over = [f"output_dir={out}", f"train.loss={loss}", f"train.learning_rate={lr}", f"train.beta={beta}", *extra]
+        cfg = self.load(*over)
+        t0 = time.time()
+        outcome = run_alone(cfg, 1, [resolve_model_dir(cfg.policy.path, "policy.path", cfg.tinyworld), start])
+        log(f"{self.root}: {name}/{loss} ({setting}) iterations done in {time.time() - t0:.0f} s ({outcome.skipped})")
+        both = os.path.join(out, "pairs_all_iterations.parquet")
+        pd.concat([pd.read_parquet(it["pairs"]) for it in outcome.stats["iterations"]]).to_parquet(both)
+        s = outcome.stats["sample"]
+        self.info[name] = {"failed_prompts": s["failed"], "failure_rate": s["failure_rate"]}
+        self.info[name].update(pair_stats(both, self.names))
+        self.info[name]["iterations"] = [
+            {k: outcome.stats[f"iter{i}/sample"][k] for k in ("prompts", "pairs", "failed")}
+            for i in range(1, len(outcome.stats["iterations"]) + 1)
+        ]
+        return outcome.policy
+
     def evaluate(self, tag: str, policies: dict, reference: str, *extra) -> dict:
         from rcs_ray.evaluate import evaluate
 
@@ -187,3 +213,19 @@ class World:
                 json.dump(old, f, indent=1)
             log(f"{self.root}: evaluated {len(policies)} policies ({tag}) in {time.time() - t0:.0f} s")
         return old["metrics"]
+
+
+def run_alone(cfg, k: int, chain: list):
+    """Stage ``k`` of the workflow by itself, from the chain ``pi_0 .. pi_k`` of the stages before it (its own
+    manifest under ``output_dir``, resumed as the workflow resumes): the workflow's steps, from a stage-1 policy the
+    findings already have. Returns the stage's :class:`~rcs_ray.workflow.StageOutcome`."""
+    from rcs_ray.run_layout import RunLayout
+    from rcs_ray.workflow import StageOutcome, _Manifest, _stage_inputs, _stage_steps
+
+    st = cfg.stages[k]
+    manifest = _Manifest(RunLayout(cfg.output_dir).stage(k).manifest, k + 1, st.objective)
+    outcome = StageOutcome(stage=k + 1, objective=st.objective, policy="", manifest=manifest.path)
+    entry = _stage_steps(cfg, k, manifest, _stage_inputs(cfg, k, chain[-1]), outcome, list(chain), False)
+    outcome.stats["train"] = entry["stats"]
+    outcome.policy = entry["outputs"]["model"]
+    return outcome

@@ -10,6 +10,10 @@
             sampling/                     pairs.parquet, failed.parquet, stats.json, candidates.parquet
             train/                        model/, adapter/ (LoRA), metrics.jsonl, train_summary.json,
                                           features.parquet, features.json, run.json, checkpoints/<run>/
+            iter<i>/                      iterative RCS (stages.N.iterations > 1, :mod:`rcs_ray.iterations`):
+                prompts.jsonl             iteration i's slice of the prompts
+                sampling/, train/         its sampling and (iterations before the last) training; the last
+                                          iteration trains into the stage's train/
 
 Every directory may be a URI (``s3://...``); paths are joined with :func:`rcs_ray.storage.join`. Stages are
 0-based in code and named 1-based on disk (``stage1`` is stage 0). A step given its own ``--out`` directory uses
@@ -106,6 +110,30 @@ class StageDir:
     @property
     def manifest(self) -> str:
         return join(self.dir, MANIFEST_FILE)
+
+    @property
+    def sampling(self) -> SamplingFiles:
+        return SamplingFiles(join(self.dir, "sampling"))
+
+    @property
+    def train(self) -> TrainFiles:
+        return TrainFiles(join(self.dir, "train"))
+
+    def iteration(self, number: int) -> "IterationDir":
+        """Iteration ``number`` (1-based) of an iterative stage."""
+        return IterationDir(join(self.dir, f"iter{number}"), number)
+
+
+@dataclass(frozen=True)
+class IterationDir:
+    """Iteration ``number`` (1-based) of an iterative stage: its prompt slice, sampling and training."""
+
+    dir: str
+    number: int
+
+    @property
+    def prompts(self) -> str:
+        return join(self.dir, "prompts.jsonl")
 
     @property
     def sampling(self) -> SamplingFiles:

@@ -163,8 +163,7 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
         manifest = _Manifest(stage.manifest, k + 1, st.objective)
         base = _stage_inputs(cfg, k, policy)
         outcome = StageOutcome(stage=k + 1, objective=st.objective, policy="", manifest=manifest.path)
-        pairs = _sample_step(cfg, k, manifest, base, outcome, chain, progress) if st.sample else None
-        entry = _train_step(cfg, k, manifest, base, pairs, outcome, chain, progress)
+        entry = _stage_steps(cfg, k, manifest, base, outcome, chain, progress)
         outcome.stats["train"] = entry["stats"]
         policy = outcome.policy = entry["outputs"]["model"]
         chain.append(policy)
@@ -202,30 +201,52 @@ def _stage_inputs(cfg: RunConfig, k: int, policy: str) -> dict:
     return base
 
 
-def _sample_step(
+def _stage_steps(
     cfg: RunConfig, k: int, manifest: _Manifest, base: dict, outcome: StageOutcome, chain: list, progress: bool
+) -> dict:
+    """Stage ``k``'s steps: sample (``sample: true``) then train, or its iterations (:mod:`rcs_ray.iterations`);
+    returns the manifest entry of the training that made the stage's policy."""
+    from rcs_ray import iterations
+
+    if cfg.stages[k].iterations > 1:
+        steps = iterations.Steps(sample=_sample_step, train=_train_step, fingerprint=fingerprint)
+        return iterations.run_stage(cfg, k, manifest, base, outcome, chain, progress, steps)
+    pairs = _sample_step(cfg, k, manifest, base, outcome, chain, progress) if cfg.stages[k].sample else None
+    return _train_step(cfg, k, manifest, base, pairs, outcome, chain, progress)
+
+
+def _sample_step(
+    cfg: RunConfig,
+    k: int,
+    manifest: _Manifest,
+    base: dict,
+    outcome: StageOutcome,
+    chain: list,
+    progress: bool,
+    step: str = "sample",
+    out_dir: Optional[str] = None,
 ) -> str:
-    """Stage ``k``'s sampling step, skipped when its manifest entry is done with the same inputs; returns the pairs
-    file."""
+    """Stage ``k``'s sampling step (``step``: its manifest name; ``out_dir``: default the stage's sampling dir),
+    skipped when its manifest entry is done with the same inputs; returns the pairs file."""
     from rcs_ray.sampling import run as sample
 
     policy = base["policy"]
     inputs = sample_inputs(cfg, k, base)
-    entry = manifest.done("sample", inputs)
+    entry = manifest.done(step, inputs)
     if entry is None:
         t0 = time.time()
-        with interrupts.phase(f"stage {k + 1} (sampling)"):
-            res = sample(cfg, stage=k, policy=policy, progress=progress, chain=list(chain))
+        with interrupts.phase(f"stage {k + 1} ({step.replace('sample', 'sampling')})"):
+            res = sample(cfg, stage=k, policy=policy, out_dir=out_dir, progress=progress, chain=list(chain))
         entry = manifest.record(
-            "sample",
+            step,
             inputs,
             {"pairs": res.pairs, "failed": res.failed, "stats": res.stats_path},
             _sample_stats(res.stats),
             time.time() - t0,
         )
     else:
-        outcome.skipped.append("sample")
-    outcome.stats["sample"] = entry["stats"]
+        outcome.skipped.append(step)
+    outcome.stats[step] = entry["stats"]
     return entry["outputs"]["pairs"]
 
 
@@ -238,40 +259,46 @@ def _train_step(
     outcome: StageOutcome,
     chain: list,
     progress: bool,
+    step: str = "train",
+    out_dir: Optional[str] = None,
 ) -> dict:
-    """Stage ``k``'s training step, skipped when its manifest entry is done with the same inputs; resumed after a
-    crash or with a longer schedule, started afresh when other inputs changed. Returns its manifest entry."""
+    """Stage ``k``'s training step (``step``: its manifest name; ``out_dir``: default the stage's train dir; the
+    reference: ``base["reference"]``, default the policy it starts from), skipped when its manifest entry is done
+    with the same inputs; resumed after a crash or with a longer schedule, started afresh when other inputs changed.
+    Returns its manifest entry."""
     from rcs_ray.train import run as train
 
-    policy, stage = base["policy"], RunLayout(cfg.output_dir).stage(k)
+    policy = base["policy"]
+    reference = base.get("reference", policy)
+    out_dir = out_dir or RunLayout(cfg.output_dir).stage(k).train.dir
     identity, schedule = train_inputs(
-        cfg, k, dict(base, pairs=pairs, reference=policy, pairs_fp=fingerprint(pairs) if pairs else None)
+        cfg, k, dict(base, pairs=pairs, reference=reference, pairs_fp=fingerprint(pairs) if pairs else None)
     )
     inputs = {"identity": identity, "schedule": schedule}
-    entry = manifest.done("train", inputs)
+    entry = manifest.done(step, inputs)
     if entry is not None:
-        outcome.skipped.append("train")
+        outcome.skipped.append(step)
         return entry
-    previous = manifest.data["steps"].get("train") or {}
+    previous = manifest.data["steps"].get(step) or {}
     before = previous.get("inputs") or {}
     if before and (before.get("identity") != identity or schedule_shrank(before.get("schedule"), schedule)):
-        storage.remove(stage.train.dir)  # other inputs (or less training): start afresh
-    manifest.start("train", inputs)  # same inputs after a crash, or a longer schedule: resume
+        storage.remove(out_dir)  # other inputs (or less training): start afresh
+    manifest.start(step, inputs)  # same inputs after a crash, or a longer schedule: resume
     t0 = time.time()
-    with interrupts.phase(f"stage {k + 1} (training)"):
+    with interrupts.phase(f"stage {k + 1} ({step.replace('train', 'training')})"):
         res = train(
             cfg,
             stage=k,
             pairs=pairs,
             policy=policy,
-            reference=policy,
-            out_dir=stage.train.dir,
+            reference=reference,
+            out_dir=out_dir,
             progress=progress,
             chain=list(chain),
         )
     last = res.summary.get("last") or {}
     return manifest.record(
-        "train",
+        step,
         inputs,
         {"model": res.model_dir, "metrics": res.metrics_path, "summary": res.summary_path},
         {

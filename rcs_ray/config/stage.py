@@ -85,6 +85,12 @@ class StageConfig:
         'they are (sample: false, DPO): the "mixed" baseline is one '
         "stage over every objective's data.",
     )
+    iterations: int = doc_field(
+        1,
+        "Iterative RCS (sample: true): split the stage's prompts into this many disjoint slices (a seeded hash of "
+        "prompt_id) and per slice sample from the current policy, RC-select and train from it; the reference stays "
+        "the stage's starting policy, each iteration trains the stage's train schedule on its pairs. 1: one-shot.",
+    )
 
     def check(self, c: Checker, key: str, names: List[str], train_loss: str) -> None:
         """The objective, the data and mixed-in data, the selection (the merged ``train`` is checked apart).
@@ -114,3 +120,6 @@ class StageConfig:
                     f"{key}.mix", f"a mixed stage trains with loss dpo (its pairs have different targets), got {loss!r}"
                 )
         self.rc.check(c, f"{key}.rc", names)
+        c.at_least(f"{key}.iterations", self.iterations, 1)
+        if self.iterations > 1 and not self.sample:
+            c.fail(f"{key}.iterations", "iterations re-sample from the policy: set sample: true for this stage")

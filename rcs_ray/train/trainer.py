@@ -159,7 +159,9 @@ def _prepare(
     check_schedule(prs, t)
     policy_path, ref_path, tok_path = _model_paths(cfg, policy, reference)
     staged = _staged_out(cfg, k, out_dir)
-    chain_of = PolicyChain(cfg, k, policy_path, chain)
+    # a given chain ends at the stage's starting policy: the reference (an iterative stage's later iterations start
+    # from the previous iteration's weights, rcs_ray.iterations)
+    chain_of = PolicyChain(cfg, k, ref_path if chain is not None else policy_path, chain)
     inputs = loss_inputs(cfg, t, k, prs, chain_of)  # 2. loss inputs
     tok = load_tokenizer(tok_path, cfg.policy.trust_remote_code)
     check_models(cfg, tok, _loaded_models(prs, inputs, policy_path, ref_path))
