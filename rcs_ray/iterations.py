@@ -152,3 +152,28 @@ def total_sample_stats(stats: List[dict]) -> dict:
             reasons[reason] = reasons.get(reason, 0) + count
     total["failed_by_reason"] = reasons
     return total
+
+
+def forget_other_mode(cfg: RunConfig, k: int, manifest) -> None:
+    """A stage whose ``iterations`` changed: the manifest entries of the other way of running it (one-shot
+    ``sample`` / ``train``, or ``iter<i>/...`` steps of another count, whose training went elsewhere) are dropped,
+    and the stage's train dir is removed when one of them trained into it (its checkpoints belong to other inputs).
+    Nothing changes otherwise."""
+    n, stage = cfg.stages[k].iterations, RunLayout(cfg.output_dir).stage(k)
+    if n > 1:  # where each current training step puts its model
+        models = {f"iter{i}/train": stage.iteration(i).train.model for i in range(1, n)}
+        models[f"iter{n}/train"] = stage.train.model
+        current = set(models) | {f"iter{i}/sample" for i in range(1, n + 1)}
+    else:
+        models, current = {"train": stage.train.model}, {"sample", "train"}
+    steps = manifest.data["steps"]
+    stale = [s for s in steps if s not in current or (s in models and _model_of(steps[s]) not in (None, models[s]))]
+    if not stale:
+        return
+    if any(_model_of(steps[s]) == stage.train.model for s in stale):
+        storage.remove(stage.train.dir)
+    manifest.forget(stale)
+
+
+def _model_of(entry: dict):
+    return (entry.get("outputs") or {}).get("model")

@@ -138,6 +138,12 @@ class _Manifest:
         self._write()
         return entry
 
+    def forget(self, steps) -> None:
+        """Drop these steps' entries (a stage whose iterations changed: :mod:`rcs_ray.iterations`)."""
+        for step in steps:
+            del self.data["steps"][step]
+        self._write()
+
     def _write(self) -> None:
         storage.write_text(self.path, json.dumps(self.data, indent=1))
 
@@ -208,6 +214,7 @@ def _stage_steps(
     returns the manifest entry of the training that made the stage's policy."""
     from rcs_ray import iterations
 
+    iterations.forget_other_mode(cfg, k, manifest)
     if cfg.stages[k].iterations > 1:
         steps = iterations.Steps(sample=_sample_step, train=_train_step, fingerprint=fingerprint)
         return iterations.run_stage(cfg, k, manifest, base, outcome, chain, progress, steps)

@@ -111,3 +111,54 @@ def test_the_iterations_sampling_stats_add_up():
         "failure_rate": 0.125,
         "failed_by_reason": {"x": 1},
     }
+
+
+class FakeManifest:
+    def __init__(self, steps):
+        self.data, self.forgotten = {"steps": steps}, None
+
+    def forget(self, steps):
+        self.forgotten = sorted(steps)
+        for s in steps:
+            del self.data["steps"][s]
+
+
+def test_changing_iterations_drops_the_other_modes_steps_and_the_train_dir_they_wrote(tmp_path):
+    from rcs_ray.iterations import forget_other_mode
+
+    run, stage2 = tmp_path / "run", tmp_path / "run" / "stage2"
+
+    def cfg(n):
+        return load_config(K2, [f"output_dir={run}", f"stages.1.iterations={n}"])
+
+    def entry(model):
+        return {"status": "done", "outputs": {"model": str(model)}}
+
+    def train_dir():
+        (stage2 / "train" / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    one_shot = {"sample": {"status": "done", "outputs": {}}, "train": entry(stage2 / "train" / "model")}
+    same = FakeManifest(dict(one_shot))
+    forget_other_mode(cfg(1), 1, same)  # unchanged: nothing dropped, nothing written
+    assert same.forgotten is None and set(same.data["steps"]) == {"sample", "train"}
+
+    train_dir()
+    m = FakeManifest(dict(one_shot))
+    forget_other_mode(cfg(2), 1, m)  # one-shot -> 2 iterations: its steps go, with the train dir it wrote
+    assert m.forgotten == ["sample", "train"] and not (stage2 / "train").exists()
+
+    train_dir()
+    two = {
+        "iter1/sample": {},
+        "iter1/train": entry(stage2 / "iter1" / "train" / "model"),
+        "iter2/sample": {},
+        "iter2/train": entry(stage2 / "train" / "model"),
+    }
+    m = FakeManifest(dict(two))
+    forget_other_mode(cfg(3), 1, m)  # 2 -> 3: iteration 2 now trains in iter2/train, not the stage's train dir
+    assert m.forgotten == ["iter2/train"] and not (stage2 / "train").exists()
+
+    train_dir()
+    m = FakeManifest(dict(two))
+    forget_other_mode(cfg(1), 1, m)  # back to one-shot
+    assert m.forgotten == sorted(two) and not (stage2 / "train").exists()
