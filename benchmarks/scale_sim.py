@@ -223,7 +223,7 @@ def point_row(args, actors: int, scorers: int, prompts: int, m: Measured) -> dic
         "driver_loop_s": round(m.driver_s, 3),
         "host_cpu_util": round((m.cpu1[0] - m.cpu0[0]) / max(m.cpu1[1] - m.cpu0[1], 1e-9), 3),
         "host_load_1min": round(os.getloadavg()[0], 1),
-        "gen_submission_backpressure_s": round(o.get("GenerateStage", {}).get("submission_backpressure_s", 0.0), 2),
+        "gen_submission_backpressure_s": round(o.get("GenerateCall", {}).get("submission_backpressure_s", 0.0), 2),
         "bytes_spilled": m.ops["bytes_spilled"],
     }
     add_stage_figures(row, o, ends, ideal / max(cands / prompts, 1e-9), scorers, prompts, m.driver_s)

@@ -7,7 +7,7 @@ import csv
 import json
 import os
 
-STAGES = (("score", "ScoreStage"), ("rc", "RCFilterStage"))  # (row key, Ray Data operator) of the later stages
+STAGES = (("score", "ScoreCall"), ("rc", "RCFilterStage"))  # (row key, Ray Data operator) of the later stages
 
 LABELS = {"score": "scorer pool", "rc": "RC stage", "driver": "driver/writer"}
 

@@ -46,13 +46,13 @@ def policy_rewards(job, rows: list[dict], chat: bool, n: int, progress: bool = F
     from tqdm import tqdm
 
     from rcs_ray.data.pairs import group_table, reward_column
-    from rcs_ray.sampling.pipeline import score_samples
-    from rcs_ray.sampling.placement import release_placement_groups
+    from rcs_ray.sampling import hosts
+    from rcs_ray.sampling.passes import score_samples
 
-    ds = score_samples(job, group_table(rows, chat), n, include_original=False)
     by_id = {}
     bar = tqdm(total=len(rows), desc=desc, unit="prompt", disable=not progress)
     try:
+        ds = score_samples(job, group_table(rows, chat), n, include_original=False)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in batch.to_pylist():
                 if row.get("error"):
@@ -61,7 +61,7 @@ def policy_rewards(job, rows: list[dict], chat: bool, n: int, progress: bool = F
             bar.update(batch.num_rows)
     finally:
         bar.close()
-        release_placement_groups()
+        hosts.generation_done()  # this policy's engines; the reward models stay for the next policy
     return np.array([np.array(by_id[r["prompt_id"]]).T for r in rows])  # (P, n, K)
 
 
@@ -131,6 +131,7 @@ def evaluate(
     from the reference to every other policy."""
     from rcs_ray.ray_runtime import data_context, init_ray
     from rcs_ray.run_layout import RunLayout
+    from rcs_ray.sampling import hosts
     from rcs_ray.sampling.job import eval_job
     from rcs_ray.sampling.pipeline import read_groups
     from rcs_ray.storage import StagedDir
@@ -145,9 +146,10 @@ def evaluate(
     data_context()
     start = time.time()
     rewards = {}
-    for name, job in jobs.items():
-        with interrupts.phase(f"eval ({name})"):
-            rewards[name] = policy_rewards(job, rows, chat, e.n, progress, desc=f"eval {name}")
+    with hosts.scope(cfg.ray.keep_models):  # the reward models load once for every policy
+        for name, job in jobs.items():
+            with interrupts.phase(f"eval ({name})"):
+                rewards[name] = policy_rewards(job, rows, chat, e.n, progress, desc=f"eval {name}")
     names = cfg.objective_names + ([e.judge.name] if e.judge is not None else [])
     metrics = summarize(rewards, names, reference, dict(e.thresholds))
     local = staged.local

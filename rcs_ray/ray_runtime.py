@@ -119,24 +119,12 @@ def kill_started_ray() -> None:
 
 def data_context():
     """The Ray Data context every rcs-ray dataset runs under: output in input order whatever the actor timing (the
-    writer and the feature cache rely on it), and Ray Data's own progress bars off (rcs-ray shows its own).
-
-    Ray Data's high-memory issue detector is off: it calls a stage's ``ray_remote_args_fn`` outside actor creation
-    (at start and then periodically), and the generation pool's function for tensor-parallel engines creates a
-    placement group per call (:mod:`rcs_ray.sampling.placement`, as ``ray.data.llm`` does). Each extra group reserved
-    the engine's GPUs with no actor in it; measured on the local cluster: a second group took both GPUs and the
-    pool's one actor never started."""
+    writer and the feature cache rely on it), and Ray Data's own progress bars off (rcs-ray shows its own)."""
     import ray
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
-    try:
-        from ray.data._internal.issue_detection.detectors import HighMemoryIssueDetector
-    except ImportError:  # another Ray: nothing to turn off
-        return ctx
-    config = ctx.issue_detectors_config
-    config.detectors = [d for d in config.detectors if d is not HighMemoryIssueDetector]
     return ctx
 
 

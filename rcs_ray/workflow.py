@@ -155,6 +155,7 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
         cfg: the run config; ``cfg.policy.path`` is the starting policy.
         progress: progress bars and per-step log lines.
     """
+    from rcs_ray.sampling import hosts
     from rcs_ray.user_paths import resolve_model_dir
 
     if not cfg.stages:
@@ -164,23 +165,24 @@ def run_workflow(cfg: RunConfig, progress: bool = True) -> WorkflowResult:
     policy = resolve_model_dir(cfg.policy.path, "policy.path", cfg.tinyworld)
     chain = [policy]  # pi_0 .. pi_k: the policy each stage starts from, then its result
     outcomes: list[StageOutcome] = []
-    for k, st in enumerate(cfg.stages):
-        stage = layout.stage(k)
-        manifest = _Manifest(stage.manifest, k + 1, st.objective)
-        base = _stage_inputs(cfg, k, policy)
-        outcome = StageOutcome(stage=k + 1, objective=st.objective, policy="", manifest=manifest.path)
-        entry = _stage_steps(cfg, k, manifest, base, outcome, chain, progress)
-        outcome.stats["train"] = entry["stats"]
-        policy = outcome.policy = entry["outputs"]["model"]
-        chain.append(policy)
-        outcomes.append(outcome)
-        log.info(
-            "stage %d (%s) done%s: policy %s",
-            k + 1,
-            st.objective,
-            f" (skipped {', '.join(outcome.skipped)}: unchanged)" if outcome.skipped else "",
-            policy,
-        )
+    with hosts.scope(cfg.ray.keep_models):  # a reward model scoring several stages (and eval) loads once
+        for k, st in enumerate(cfg.stages):
+            stage = layout.stage(k)
+            manifest = _Manifest(stage.manifest, k + 1, st.objective)
+            base = _stage_inputs(cfg, k, policy)
+            outcome = StageOutcome(stage=k + 1, objective=st.objective, policy="", manifest=manifest.path)
+            entry = _stage_steps(cfg, k, manifest, base, outcome, chain, progress)
+            outcome.stats["train"] = entry["stats"]
+            policy = outcome.policy = entry["outputs"]["model"]
+            chain.append(policy)
+            outcomes.append(outcome)
+            log.info(
+                "stage %d (%s) done%s: policy %s",
+                k + 1,
+                st.objective,
+                f" (skipped {', '.join(outcome.skipped)}: unchanged)" if outcome.skipped else "",
+                policy,
+            )
     return WorkflowResult(output_dir=cfg.output_dir, stages=outcomes, seconds=time.time() - start)
 
 

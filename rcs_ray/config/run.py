@@ -102,6 +102,12 @@ class RayConfig:
     object_store_memory_mb: Optional[int] = doc_field(
         None, "A local Ray's object store size in MiB; None: Ray's default."
     )
+    keep_models: bool = doc_field(
+        True,
+        "Keep loaded models while they are used: a stage's engines for all its adaptive rounds, a reward model for "
+        "every stage and evaluation that scores with it (released before training when the trainer would not fit "
+        "beside them). false: every pass loads its own.",
+    )
 
 
 @dataclass

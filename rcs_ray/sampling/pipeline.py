@@ -1,14 +1,14 @@
-"""The RCS sampling pipeline on Ray Data: read prompts -> generate -> score (one pool per model) -> RC filter ->
-write pairs / failed / stats, with optional adaptive resampling of failed prompts.
+"""The RCS sampling pipeline on Ray Data: read prompts -> generate -> score (one host pool per model) -> RC filter
+-> write pairs / failed / stats, with optional adaptive resampling of failed prompts.
 
 One row per prompt group from start to end: every stage is a ``map_batches``; there is no groupby and no shuffle.
-Generation and model scorers run in actor pools (``ActorPoolStrategy``) that load their model once per actor; a dead
-actor is restarted and its batch retried (Ray Data's actor-pool default: unlimited restarts and task retries). The RC
-step runs inside the last scorer's call (columnar, over the vectorized core of :mod:`rcs_ray.rc`), and the driver
-writes each batch columnar (:class:`~rcs_ray.sampling.writer.OutputWriter`): no stage turns a batch into Python rows.
+Generation and model scorers run in model hosts (:mod:`rcs_ray.sampling.hosts`) that load their model once and serve
+every round of the stage (a dead host is restarted and its batch retried). The RC step runs in the last scorer's
+caller (columnar, over the vectorized core of :mod:`rcs_ray.rc`), and the driver writes each batch columnar
+(:class:`~rcs_ray.sampling.writer.OutputWriter`): no stage turns a batch into Python rows.
 
-Everything a pass needs comes from one :class:`~rcs_ray.sampling.job.SamplingJob`; :func:`score_samples` is the
-generate -> score part alone (what the evaluation runs).
+Everything a pass needs comes from one :class:`~rcs_ray.sampling.job.SamplingJob`;
+:func:`rcs_ray.sampling.passes.score_samples` is the generate -> score part alone (what the evaluation runs).
 """
 
 from __future__ import annotations
@@ -77,70 +77,10 @@ def templated(policy) -> bool:
     )
 
 
-def _blocks(table, rows_per_block: int) -> list:
-    return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
-
-
-def generation_stage(s: SamplingConfig) -> Tuple[type, dict]:
-    """The generation stage class and its ``ActorPoolStrategy`` arguments: for an engine with ``submit`` (vLLM)
-    :class:`~rcs_ray.sampling.stages.AsyncGenerateStage` with ``max_concurrent_batches`` batches in flight and
-    running per actor; else the blocking stage (measured: extra batches in flight only queue in front of a blocking
-    engine and slow the pipeline, ``benchmarks/scale_sim.py``)."""
-    from rcs_ray.sampling.stages import AsyncGenerateStage, GenerateStage
-
-    try:
-        cls = registry.resolve(registry.ENGINES.get(s.engine, s.engine), "sampling.engine")
-    except Exception:  # noqa: BLE001 - the actor reports a bad engine name in one line
-        cls = None
-    c = int(s.max_concurrent_batches)
-    if c > 1 and callable(getattr(cls, "submit", None)):
-        return AsyncGenerateStage, dict(max_tasks_in_flight_per_actor=c, max_concurrent_calls_per_actor=c)
-    return GenerateStage, {}
-
-
-def score_samples(job: SamplingJob, table, n_target: int, include_original: bool = True, select: Optional[dict] = None):
-    """The lazy Ray Dataset that generates up to ``n_target`` samples per group and scores every candidate; with
-    ``select`` (:class:`~rcs_ray.sampling.rc_step.RCFilterStage` arguments) the last scorer also RC-selects."""
-    import ray
-
-    from rcs_ray.sampling.placement import generation_remote_args, scorer_remote_args
-    from rcs_ray.sampling.rc_step import rc_filter_batch
-    from rcs_ray.sampling.scorers import plan_scorers
-    from rcs_ray.sampling.stages import ScoreStage
-
-    s = job.sampling
-    stage, pool = generation_stage(s)
-    ds = ray.data.from_arrow(_blocks(table, s.batch_size))
-    ds = ds.map_batches(
-        stage,
-        fn_constructor_kwargs=dict(model=job.policy, sampling=s, n_target=n_target, include_original=include_original),
-        batch_size=s.batch_size,
-        batch_format="pyarrow",
-        zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(size=s.num_actors, **pool),
-        **generation_remote_args(s),
-    )
-    specs = plan_scorers(job.objectives)
-    for i, spec in enumerate(specs):
-        first = spec.objectives[0]
-        last = select if i == len(specs) - 1 else None
-        ds = ds.map_batches(
-            ScoreStage,
-            fn_constructor_kwargs=dict(spec=spec, settings=job.settings(first), select=last),
-            batch_size=s.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=first.num_actors),
-            **scorer_remote_args(first, spec.source),
-        )
-    if select is not None and not specs:
-        ds = ds.map_batches(
-            rc_filter_batch, fn_kwargs=select, batch_size=s.batch_size, batch_format="pyarrow", num_cpus=0.25
-        )
-    return ds
-
-
 def build_dataset(job: SamplingJob, table, n_target: int):
-    """The lazy Ray Dataset of one round: generate -> score (one pool per scorer; the last one RC-selects too)."""
+    """The lazy Ray Dataset of one round: generate -> score (one host pool per scorer; the last one RC-selects too)."""
+    from rcs_ray.sampling.passes import score_samples
+
     select = dict(
         objectives=job.objective_names,
         target=job.target,
@@ -184,9 +124,11 @@ def _round(job: SamplingJob, table, n_target: int, writer, r: int, final: bool, 
     import pyarrow.compute as pc
     from tqdm import tqdm
 
+    from rcs_ray.sampling import hosts
     from rcs_ray.sampling.columns import column_sum
 
     t0, first, tokens_in = time.time(), None, column_sum(table, "generated_tokens")
+    loads = hosts.started()
     cut_in, cut_out = column_sum(table, "truncated_samples"), 0
     carry, tokens_out, paired = [], 0, writer.pairs.rows
     with tqdm(total=table.num_rows, desc=desc, unit="prompt", disable=desc is None) as bar:
@@ -205,6 +147,7 @@ def _round(job: SamplingJob, table, n_target: int, writer, r: int, final: bool, 
             bar.update(batch.num_rows)
     end = time.time()
     first = min(max(first or end, t0), end)  # start-up: until the first batch reached an engine
+    loads = {k: v - loads.get(k, 0) for k, v in hosts.started().items() if v > loads.get(k, 0)}
     tokens = tokens_out - tokens_in
     return carry, {
         "round": r + 1,
@@ -216,6 +159,7 @@ def _round(job: SamplingJob, table, n_target: int, writer, r: int, final: bool, 
         "samples_truncated": int(cut_out - cut_in),
         "seconds": round(end - t0, 3),
         "startup_seconds": round(first - t0, 3),
+        "hosts_started": loads,  # models loaded for this round, by kind (none where kept from before)
         "steady_seconds": round(end - first, 3),
         "steady_tokens_per_second": round(tokens / (end - first), 2) if end > first else None,
     }
@@ -227,7 +171,7 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
     import pyarrow as pa
 
     from rcs_ray.ray_runtime import data_context
-    from rcs_ray.sampling.placement import release_placement_groups
+    from rcs_ray.sampling import hosts
     from rcs_ray.sampling.writer import OutputWriter
 
     data_context()
@@ -249,7 +193,8 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
             desc = f"stage {stage + 1} round {r + 1} (n={n_target})" if progress else None
             with interrupts.phase(f"generating and scoring, round {r + 1} of {len(schedule)}"):
                 carry, stats = _round(job, table, n_target, writer, r, r == len(schedule) - 1, desc)
-            release_placement_groups()  # the round's TP engines are gone: free their GPUs
+            if not hosts.keeping():
+                hosts.release()  # each round starts its own models (ray.keep_models: false)
             rounds.append(stats)
             if not carry:
                 break
@@ -260,7 +205,7 @@ def sample(job: SamplingJob, rows: List[dict], chat: bool, out_dir: str, stage: 
         writer.abort()
         raise
     finally:
-        release_placement_groups()
+        hosts.generation_done()  # the engines of this policy: their GPUs are free for what follows
 
 
 def _stats(job: SamplingJob, stage: int, rounds: List[dict], writer, wall: float) -> dict:
@@ -318,7 +263,10 @@ def run(
         out_dir or RunLayout(cfg.output_dir).stage(k).sampling.dir, key="--out" if out_dir else "output_dir"
     )
     init_ray(cfg.ray, use_gpu=job.sampling.num_gpus > 0)
-    stats = sample(job, rows, chat, staged.local, k, progress)
+    from rcs_ray.sampling import hosts
+
+    with hosts.scope(cfg.ray.keep_models):
+        stats = sample(job, rows, chat, staged.local, k, progress)
     staged.push(*SamplingFiles.NAMES)
     tracking.log_once(tracking.settings_for(cfg, f"stage{k + 1}", stage_train(cfg, k).report_to), {"sampling": stats})
     files = SamplingFiles(staged.home)

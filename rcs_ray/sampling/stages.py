@@ -46,7 +46,12 @@ class GenerateStage:
     INPUTS = ("prompt_id", "prompt")
 
     def __init__(
-        self, model: ModelConfig, sampling: SamplingConfig, n_target: int, include_original: bool = True, engine=None
+        self,
+        model: ModelConfig,
+        sampling: SamplingConfig,
+        n_target: int = 0,
+        include_original: bool = True,
+        engine=None,
     ):
         from rcs_ray.sampling.engines import make_engine
         from rcs_ray.storage import local_copy
@@ -67,19 +72,19 @@ class GenerateStage:
         )
         return [[next(counts) for _ in o] for o in originals]
 
-    def _originals(self, batch: pa.Table) -> list:
+    def _originals(self, batch: pa.Table, include_original: bool) -> list:
         """Per row: the dataset's (chosen, rejected) to add as candidates -- on a group's first pass only."""
         first = (
             batch.column("candidates").is_null().to_pylist()
             if "candidates" in batch.column_names
             else [True] * batch.num_rows
         )
-        if not self.include_original or "original_chosen" not in batch.column_names:
+        if not include_original or "original_chosen" not in batch.column_names:
             return [()] * batch.num_rows
         pairs = zip(batch.column("original_chosen").to_pylist(), batch.column("original_rejected").to_pylist())
         return [(c, r) if f and c and r else () for f, (c, r) in zip(first, pairs)]
 
-    def _jobs(self, prompts: list, prompt_ids: list, have: np.ndarray) -> list:
+    def _jobs(self, prompts: list, prompt_ids: list, have: np.ndarray, n_target: int) -> list:
         """Per prompt ``((token ids, seeds), None)``, or ``(None, error)``: rendered and tokenized once, as a batch,
         and checked against the engine's context."""
         out, limit = [], self.engine.max_model_len
@@ -97,35 +102,38 @@ class GenerateStage:
                     )
                 )
             else:
-                out.append(
-                    ((ids, [sample_seed(self.sampling.seed, pid, i) for i in range(int(k), self.n_target)]), None)
-                )
+                out.append(((ids, [sample_seed(self.sampling.seed, pid, i) for i in range(int(k), n_target)]), None))
         return out
 
     def generate_batch(self, batch: pa.Table) -> pa.Table:
-        return asyncio.run(self._call(batch))
+        return asyncio.run(self._call(batch, self.n_target, self.include_original))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return asyncio.run(self._call(batch))
+        return asyncio.run(self._call(batch, self.n_target, self.include_original))
 
-    async def _call(self, batch: pa.Table) -> pa.Table:
+    async def host_call(self, batch: pa.Table, n_target: int, include_original: bool = True) -> pa.Table:
+        """A pass's call into this stage kept in a :mod:`~rcs_ray.sampling.hosts` host: each round gives its own
+        ``n_target`` (and an evaluation no originals)."""
+        return await self._call(batch, n_target, include_original)
+
+    async def _call(self, batch: pa.Table, n_target: int, include_original: bool) -> pa.Table:
         """Columnar: only the prompts that need samples are rendered (the engine takes token ids), and the new
         candidates are appended to the list columns by index; the batch never becomes Python rows."""
         require_columns(batch, self.INPUTS, "generate")
         start, started = time.perf_counter(), time.time()
         batch, n = batch.combine_chunks(), batch.num_rows
-        originals = self._originals(batch)
+        originals = self._originals(batch, include_original)
         have = np.zeros(n, dtype=np.int64)
         if "sources" in batch.column_names:
             sampled = pc.equal(pc.list_flatten(batch.column("sources")), SAMPLED).to_numpy(zero_copy_only=False)
             parents = pc.list_parent_indices(batch.column("sources")).to_numpy(zero_copy_only=False)
             have = np.bincount(parents[sampled], minlength=n).astype(np.int64)
         errors = batch.column("error").to_pylist() if "error" in batch.column_names else [None] * n
-        need = np.flatnonzero(np.array([not e for e in errors], dtype=bool) & (have < self.n_target))
+        need = np.flatnonzero(np.array([not e for e in errors], dtype=bool) & (have < n_target))
         prompts = batch.column("prompt").take(pa.array(need, pa.int64())).to_pylist()
         ids = batch.column("prompt_id").take(pa.array(need, pa.int64())).to_pylist()
         todo = []
-        for i, (job, error) in zip(need, self._jobs(prompts, ids, have[need])):
+        for i, (job, error) in zip(need, self._jobs(prompts, ids, have[need], n_target)):
             errors[i] = error
             if job is not None:
                 todo.append((i, job))
@@ -197,7 +205,7 @@ class AsyncGenerateStage(GenerateStage):
     one continuous batch). For engines with ``submit`` only: a blocking engine would just hold more batches back."""
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
-        return await self._call(batch)
+        return await self._call(batch, self.n_target, self.include_original)
 
 
 class ScoreStage:
@@ -228,6 +236,11 @@ class ScoreStage:
         self.label = spec.label
         self.scorer = make_scorer(spec, settings)
         self.select = RCFilterStage(**select) if select else None  # the RC step, fused (rc_step.py)
+
+    async def host_call(self, batch: pa.Table) -> pa.Table:
+        """A pass's call into this scorer kept in a :mod:`~rcs_ray.sampling.hosts` host (the pass applies its own RC
+        step)."""
+        return self(batch)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Columnar: the candidates not yet scored are taken from the flattened list column (their prompts by parent

@@ -237,7 +237,7 @@ def launch(
     check_checkpoints(home, run_name)
 
     loop_config = _loop_config(t, spec, run_name, home, marker_dir)
-    resources = {"CPU": 1, **({"GPU": 1} if t.use_gpu else {}), **t.resources_per_worker}
+    resources = worker_resources(t)
     trainer = _interruptible(TorchTrainer)(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -271,6 +271,11 @@ def launch(
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name} produced no checkpoint")
     return result
+
+
+def worker_resources(t) -> dict:
+    """The Ray resources of one training worker: a CPU, a GPU with ``use_gpu``, and ``resources_per_worker``."""
+    return {"CPU": 1, **({"GPU": 1} if t.use_gpu else {}), **t.resources_per_worker}
 
 
 def _loop_config(t: TrainConfig, spec: LaunchSpec, run_name: str, home: str, marker_dir: str) -> dict:

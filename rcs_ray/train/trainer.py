@@ -101,6 +101,7 @@ def run(
         RcsInputError: bad pairs, models or config values (one line); nothing has been trained then.
     """
     st = _prepare(cfg, stage, pairs, policy, reference, out_dir, chain)  # 1. pairs, 2. loss inputs
+    _make_room(st.t)
     features, checks = _features(cfg, st, progress)  # 3. reference features
     result, spec = _launch(cfg, st, features, progress)  # 4. launch
     home = TrainFiles(st.staged.home)
@@ -115,6 +116,15 @@ def run(
         history=history,
         summary=summary,
     )
+
+
+def _make_room(t: TrainConfig) -> None:
+    """Release the models the workflow kept (:mod:`rcs_ray.sampling.hosts`) if the workers would not fit beside
+    them: a GPU held by a reward model must not leave the trainer waiting."""
+    from rcs_ray.sampling import hosts
+    from rcs_ray.train.launch import worker_resources
+
+    hosts.make_room({k: v * t.num_workers for k, v in worker_resources(t).items()})
 
 
 @dataclass

@@ -37,16 +37,18 @@ def test_outputs_account_for_every_prompt(default_run):
 
 
 def test_rc_step_is_fused_into_the_last_scorer(tiny_world):
-    """No pool of its own: the plan is generate -> one pool per scorer, the last one selecting."""
+    """No pool of its own: the plan is generate -> one caller per scorer's hosts, the last one selecting."""
     from rcs_ray.data.pairs import group_table
+    from rcs_ray.sampling import hosts
     from rcs_ray.sampling.job import stage_job
     from rcs_ray.sampling.pipeline import build_dataset, read_groups
 
     cfg = tiny_cfg(REPO)
     job = stage_job(cfg, 1)
     rows, chat = read_groups(cfg.stages[1].data, cfg.tinyworld)
-    plan = str(build_dataset(job, group_table(rows, chat), 2))
-    assert "RCFilterStage" not in plan and plan.count("ScoreStage") >= 1, plan
+    with hosts.scope():
+        plan = str(build_dataset(job, group_table(rows, chat), 2))
+    assert "RCFilterStage" not in plan and plan.count("ScoreCall") >= 1 and "GenerateCall" in plan, plan
 
 
 def test_every_pair_is_rc_from_the_parquet_alone(default_run):
@@ -63,7 +65,9 @@ def test_every_pair_is_rc_from_the_parquet_alone(default_run):
 
 def test_pairs_invariant_to_batch_size_and_actor_count(default_run, tmp_path):
     cfg, result = default_run
-    other = run(tiny_cfg(tmp_path, "sampling.batch_size=5", "sampling.num_actors=2"), progress=False)
+    other = run(
+        tiny_cfg(tmp_path, "sampling.batch_size=5", "sampling.num_actors=2", "sampling.num_cpus=0.5"), progress=False
+    )
     assert read(other.pairs) == read(result.pairs)
     assert read(other.failed) == read(result.failed)
 

@@ -8,7 +8,7 @@ import pytest
 from rcs_ray.config import ObjectiveConfig, SamplingConfig, load_config
 from rcs_ray.errors import RcsInputError
 from rcs_ray.registry import REWARD_SOURCES
-from rcs_ray.sampling.placement import generation_remote_args, scorer_remote_args
+from rcs_ray.sampling.placement import generation_remote_args, scorer_remote_args, tensor_parallel_group
 
 pytestmark = pytest.mark.unit
 
@@ -24,8 +24,9 @@ def test_tensor_parallel_engine_gets_a_placement_group_per_actor():
         num_gpus=1, num_cpus=2, tensor_parallel_size=4, resources={"gen": 1}, placement_strategy="STRICT_PACK"
     )
     args = generation_remote_args(s)
-    fn = args.pop("ray_remote_args_fn")
+    fn = tensor_parallel_group(s)
     assert args == {"num_cpus": 2, "num_gpus": 0, "resources": {"gen": 1}}  # the actor itself takes no GPU
+    assert tensor_parallel_group(SamplingConfig(num_gpus=1)) is None
     assert fn.bundles == [{"GPU": 1.0, "CPU": 2.0, "gen": 1.0}, {"GPU": 1.0}, {"GPU": 1.0}, {"GPU": 1.0}]
     assert fn.strategy == "STRICT_PACK"
 

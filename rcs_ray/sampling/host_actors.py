@@ -1,0 +1,77 @@
+"""The actors of :mod:`rcs_ray.sampling.hosts`: a host holds one loaded stage; a caller is the Ray Data stage of a
+pass that hands each batch to its host.
+
+The host classes' names carry the stage's (``GenerateStageHost``, ``ScoreStageHost``): ``ray list actors`` and the
+process titles say which model a process holds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from typing import Callable, Optional
+
+
+class _ModelHost:
+    """One loaded stage. A failure to load is kept and raised by :meth:`ready` (the driver waits for it), so the
+    user's error (a missing model, random weights) reaches the CLI as itself, not as a dead actor."""
+
+    def __init__(self, factory: Callable, kwargs: dict):
+        self._token = None
+        self.error: Optional[BaseException] = None
+        try:
+            self.stage = factory(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - raised by ready()
+            self.error = exc
+
+    def ready(self) -> int:
+        if self.error is not None:
+            raise self.error
+        return os.getpid()
+
+    def claim(self, token: str) -> bool:
+        """True for the first caller of a pass (``token``) to ask: each caller of a pass gets its own host."""
+        if self._token == token:
+            return False
+        self._token = token
+        return True
+
+    async def call(self, batch, **kwargs):
+        return await self.stage.host_call(batch, **kwargs)
+
+
+class GenerateStageHost(_ModelHost):
+    """A generation engine's host (its class name shows in ``ray list actors`` and process titles)."""
+
+
+class ScoreStageHost(_ModelHost):
+    """A scorer model's host."""
+
+
+class HostCall:
+    """The Ray Data stage of a pass: hands each batch to its host (one host per caller, claimed at start) and
+    returns the host's answer; ``select`` (RC filter arguments) applies the RC step to the last scorer's answer."""
+
+    def __init__(self, hosts: list, token: str, kwargs: dict, select: Optional[dict] = None):
+        import ray
+
+        from rcs_ray.sampling.rc_step import RCFilterStage
+
+        order = random.Random(os.getpid() ^ uuid.uuid4().int).sample(range(len(hosts)), len(hosts))
+        free = [i for i in order if ray.get(hosts[i].claim.remote(token))][:1]
+        self.host = hosts[(free or order)[0]]  # a caller restarted mid-pass shares a host
+        self.kwargs = kwargs
+        self.select = RCFilterStage(**select) if select else None
+
+    async def __call__(self, batch):
+        out = await self.host.call.remote(batch, **self.kwargs)
+        return self.select(out) if self.select is not None else out
+
+
+class GenerateCall(HostCall):
+    """Calls a generation host."""
+
+
+class ScoreCall(HostCall):
+    """Calls a scorer host."""

@@ -1,0 +1,135 @@
+"""The lazy Ray Dataset of one pass over prompt groups: generate -> score (-> RC filter), every model in a
+:mod:`~rcs_ray.sampling.hosts` host and each Ray Data stage a light caller of it.
+
+:func:`score_samples` is what the sampling rounds (:mod:`rcs_ray.sampling.pipeline`, with the RC step) and the
+evaluation (without) both run; :func:`generation_hosts` and :func:`scorer_hosts` give a pass its hosts, kept from an
+earlier pass when the same model with the same settings is still loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from rcs_ray import registry
+from rcs_ray.config import SamplingConfig
+from rcs_ray.sampling.job import SamplingJob
+
+
+def _blocks(table, rows_per_block: int) -> list:
+    return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
+
+
+def generation_stage(s: SamplingConfig) -> Tuple[type, dict]:
+    """The generation stage class and its callers' ``ActorPoolStrategy`` arguments: for an engine with ``submit``
+    (vLLM) :class:`~rcs_ray.sampling.stages.AsyncGenerateStage` with ``max_concurrent_batches`` batches in flight
+    per host; else the blocking stage (measured: extra batches in flight only queue in front of a blocking engine and
+    slow the pipeline, ``benchmarks/scale_sim.py``)."""
+    from rcs_ray.sampling.stages import AsyncGenerateStage, GenerateStage
+
+    try:
+        cls = registry.resolve(registry.ENGINES.get(s.engine, s.engine), "sampling.engine")
+    except Exception:  # noqa: BLE001 - the host reports a bad engine name in one line
+        cls = None
+    c = int(s.max_concurrent_batches)
+    if c > 1 and callable(getattr(cls, "submit", None)):
+        return AsyncGenerateStage, dict(max_tasks_in_flight_per_actor=c, max_concurrent_calls_per_actor=c)
+    return GenerateStage, {}
+
+
+def _calls(ds, caller: type, handles: list, kwargs: dict, batch_size: int, pool: dict, select=None):
+    """``ds`` mapped through ``caller`` (:class:`~rcs_ray.sampling.host_actors.HostCall`): one caller per host, no
+    CPU of its own (the host holds the model and its resources)."""
+    import uuid
+
+    import ray
+
+    return ds.map_batches(
+        caller,
+        fn_constructor_kwargs=dict(hosts=handles, token=uuid.uuid4().hex, kwargs=kwargs, select=select),
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        zero_copy_batch=True,
+        compute=ray.data.ActorPoolStrategy(size=len(handles), **pool),
+        num_cpus=0,
+    )
+
+
+def score_samples(job: SamplingJob, table, n_target: int, include_original: bool = True, select: Optional[dict] = None):
+    """The lazy Ray Dataset that generates up to ``n_target`` samples per group and scores every candidate; with
+    ``select`` (:class:`~rcs_ray.sampling.rc_step.RCFilterStage` arguments) the last scorer also RC-selects.
+
+    The models run in :mod:`~rcs_ray.sampling.hosts` hosts, started here unless kept from an earlier pass (waits
+    until every one has loaded)."""
+    import ray
+
+    from rcs_ray.sampling import host_actors, hosts
+    from rcs_ray.sampling.rc_step import rc_filter_batch
+    from rcs_ray.sampling.scorers import plan_scorers
+
+    s = job.sampling
+    stage, pool = generation_stage(s)
+    specs = plan_scorers(job.objectives)
+    wanted = [generation_pool(job, stage)] + [scorer_pool(job, spec) for spec in specs]
+    calls = [(host_actors.GenerateCall, dict(n_target=n_target, include_original=include_original), pool, None)]
+    calls += [(host_actors.ScoreCall, {}, {}, select if i == len(specs) - 1 else None) for i in range(len(specs))]
+    ds = ray.data.from_blocks(_blocks(table, s.batch_size))  # metadata read here: no task needs a CPU the hosts hold
+    if hosts.fit(wanted):  # side by side, streaming (kept models not used here give way)
+        handles = [hosts.hosts(w) for w in wanted]
+        hosts.ready(*handles)  # they load side by side
+        for (caller, kwargs, strategy, last), h in zip(calls, handles):
+            ds = _calls(ds, caller, h, kwargs, s.batch_size, strategy, select=last)
+    else:  # one after another, as Ray Data runs pools that cannot start together
+        for i, (want, (caller, kwargs, strategy, last)) in enumerate(zip(wanted, calls)):
+            hosts.fit([want])
+            handles = hosts.hosts(want)
+            hosts.ready(handles)
+            ds = _calls(ds, caller, handles, kwargs, s.batch_size, strategy, select=last)
+            if i < len(wanted) - 1:
+                ds = ds.materialize()  # this model's work is done: its room goes to the next
+                hosts.release(key=want.key)
+    if select is not None and not specs:
+        ds = ds.map_batches(
+            rc_filter_batch, fn_kwargs=select, batch_size=s.batch_size, batch_format="pyarrow", num_cpus=0.25
+        )
+    return ds
+
+
+def generation_pool(job: SamplingJob, stage: type):
+    """The generation hosts of ``job``'s policy and sampling settings (kept, or started by the pass)."""
+    from rcs_ray.sampling import host_actors, hosts
+    from rcs_ray.sampling.placement import demand, generation_host_options, generation_remote_args
+
+    s = job.sampling
+    per_host = demand(generation_remote_args(s))
+    per_host["GPU"] = float(s.num_gpus) * max(1, s.tensor_parallel_size)  # a TP group's GPUs are the host's
+    return hosts.HostPool(
+        kind="generate",
+        key=repr(("generate", stage.__name__, job.policy, s, hosts.stamp(job.policy.path, job.policy.tokenizer))),
+        cls=host_actors.GenerateStageHost,
+        factory=stage,
+        kwargs=dict(model=job.policy, sampling=s),
+        count=s.num_actors,
+        place=generation_host_options(s),
+        demand=per_host,
+    )
+
+
+def scorer_pool(job: SamplingJob, spec):
+    """The hosts of one scorer (kept, or started by the pass): a reward model shared by several stages or policies
+    loads once."""
+    from rcs_ray.sampling import host_actors, hosts
+    from rcs_ray.sampling.placement import demand, scorer_host_options, scorer_remote_args
+    from rcs_ray.sampling.stages import ScoreStage
+
+    first, settings = spec.objectives[0], job.settings(spec.objectives[0])
+    paths = [getattr(o, name, None) for o in spec.objectives for name in ("model", "reference", "tokenizer")]
+    return hosts.HostPool(
+        kind=f"score:{spec.label}",
+        key=repr(("score", spec, settings, hosts.stamp(*paths))),
+        cls=host_actors.ScoreStageHost,
+        factory=ScoreStage,
+        kwargs=dict(spec=spec, settings=settings),
+        count=first.num_actors,
+        place=scorer_host_options(first, spec.source),
+        demand=demand(scorer_remote_args(first, spec.source)),
+    )
