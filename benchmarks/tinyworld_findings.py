@@ -20,6 +20,9 @@ rcs_implicit    RCS whose harmless reward is stage 1's implicit reward beta * lo
 rcs_n16 ...     RCS (and strict) from n = 16 candidates instead of 8 (DPO only)
 rcs_strict_a..  strict RCS with adaptive resampling: prompts that fail at n = 8 get 16 samples (DPO only)
 mixed           D1 and D2 in one DPO stage from the base policy (``configs/tiny/mixed.yaml``; DPO only)
+rcs_iterative   iterative RCS (``stages.1.iterations: 2``; 3 for ``rcs_iterative3``): strict adaptive RCS on disjoint
+                halves of the prompts, the second sampled from the policy the first trained (the workflow's own
+                steps, ``rcs_ray.iterations``; DPO only, the same total prompts and training steps)
 ==============  =================================================================================================
 
 The headline is the paper's metric: the harmless rate (share of responses with no harmful word) and the helpfulness

@@ -40,6 +40,7 @@ K2_METHODS = {
     "rcs_strict_adaptive": ("RCS strict, adaptive n = 8 -> 16", "adaptive:0:16", ("dpo",)),
     "mixed": ("mixed (D1 + D2 at once, from base)", "mixed", ("dpo",)),
     "rcs_iterative": ("RCS strict, adaptive, 2 iterations (iterative RCS)", "iterative:0:16:2", ("dpo",)),
+    "rcs_iterative3": ("RCS strict, adaptive, 3 iterations (iterative RCS)", "iterative:0:16:3", ("dpo",)),
 }
 QUICK = ("nonrc", "vanilla", "rsdpo", "rcs")
 CONTROL = ("nonrc", "vanilla", "rsdpo", "rcs")

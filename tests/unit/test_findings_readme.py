@@ -173,3 +173,31 @@ def test_the_default_rule_section_quotes_its_run():
     assert (
         f"({100 * failed('rcs_strict_adaptive') / 1024:.1f}% against {100 * failed('rcs_strict') / 1024:.1f}%)" in text
     )
+
+
+def test_the_iterative_rcs_section_quotes_its_run():
+    data = load("v5/findings.json")
+    text, summary = page("docs/findings.md"), page("README.md")
+    rows = {(r["method"], r["loss"]): r for r in data["rows"] if r["world"] == "c0.9"}
+
+    def failed(m):
+        return np.mean([data["results"][f"c0.9/seed{s}"]["pairs"][m]["failed_prompts"] for s in data["seeds"]])
+
+    for m in ("rcs", "rcs_strict_adaptive", "rcs_iterative", "rcs_iterative3"):
+        r, per_seed = rows[(m, "dpo")], seeds(data, m, "dpo", "headline")
+        cells = (
+            f"| {100 * r['headline']:.1f}% ± {100 * r['headline_std']:.1f} | "
+            f"{' / '.join(f'{100 * h:.1f}' for h in per_seed)} | {100 * r['harmless_rate']:.1f}% | "
+            f"{r['mean_helpful']:.2f} | {round(r['pairs']):,} | {failed(m):.1f} |"
+        )
+        assert cells in text, (m, cells)
+    one_shot = seeds(data, "rcs_strict_adaptive", "dpo", "headline")
+    for m, n in (("rcs_iterative", 2), ("rcs_iterative3", 3)):
+        diffs = ", ".join(f"{100 * (a - b):+.1f}" for a, b in zip(seeds(data, m, "dpo", "headline"), one_shot))
+        assert f"{n} iterations against one-shot, per seed: {diffs} points" in text
+    iterations = [data["results"][f"c0.9/seed{s}"]["pairs"]["rcs_iterative"]["iterations"] for s in data["seeds"]]
+    first, second = (", ".join(str(its[i]["failed"]) for its in iterations) for i in (0, 1))
+    assert all(it["prompts"] == 512 for its in iterations for it in its)  # equal total prompts: 2 x 512
+    assert f"its second iteration fails on {second} of 512 prompts against {first} in the first" in text
+    gain = 100 * (rows[("rcs_iterative", "dpo")]["headline"] - rows[("rcs_strict_adaptive", "dpo")]["headline"])
+    assert f"the same prompts and training steps) is within noise of one-shot ({gain:+.1f} points" in summary
