@@ -10,7 +10,9 @@
 (``policy.path`` must still name an existing directory; any will do). :func:`reward_a` and :func:`reward_b` are rule
 rewards (``kind: rule``, ``function: benchmarks.sim:reward_a``) that sleep ``(prompt + response tokens) /
 score_tokens_per_s`` and return deterministic, conflicting rewards (r_a ~ z + noise, r_b ~ -z + noise for a latent z
-hashed from the response), so RC selection is meaningful and a few prompts fail.
+hashed from the response), so RC selection is meaningful and a few prompts fail; :func:`reward_c` is a third
+objective, independent of both (r_c ~ z' + noise). :mod:`benchmarks.sim_rm` serves the same functions as a reward
+*model* with a load time.
 
 Everything is deterministic by the per-sample seed: the same seed gives the same text, length and rewards, whatever
 the batching or the number of actors. Knobs (environment variables, read when an actor starts or a reward is
@@ -23,9 +25,13 @@ variable                          default   meaning
 ``RCS_SIM_TOKENS_PER_S``          5000      generated tokens per second of one engine (one actor)
 ``RCS_SIM_TOKENS_PER_CANDIDATE``  (unset)   centre of the length range; unset: 3/4 of ``max_tokens``
 ``RCS_SIM_LOAD_S``                0         seconds an engine takes to start (model load)
+``RCS_SIM_RM_LOAD_S``             0         seconds a simulated reward model takes to load
+                                            (:mod:`benchmarks.sim_rm`, ``kind: sim_rm``)
 ``RCS_SIM_MAX_MODEL_LEN``         2^20      the engine's context length (longer prompts fail)
 ``RCS_SIM_SCORE_TOKENS_PER_S``    100000    tokens/s of one simulated reward model (per objective)
-``RCS_SIM_LOG_DIR``               (unset)   each engine appends one JSON line per call to a file there
+``RCS_SIM_LOG_DIR``               (unset)   each engine appends one JSON line per call to a file there;
+                                            every model load (engine or reward model) one line to
+                                            ``events.ndjson`` there (:func:`log_event`)
 ``RCS_SIM_START_BARRIER``         0         with a log dir: engines wait (at most
                                             ``RCS_SIM_BARRIER_TIMEOUT_S``, 600) until this many have
                                             started, so all start at once as on a cluster
@@ -55,6 +61,25 @@ NOISE = 0.15  # reward noise around the shared latent (smaller: more conflict, m
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     return float(raw) if raw not in (None, "") else default
+
+
+def log_event(record: dict) -> None:
+    """Append ``record`` (with this process's pid) as one JSON line to ``$RCS_SIM_LOG_DIR/events.ndjson`` (nothing
+    without a log dir): model loads, so a benchmark can count them per pool and sum their time. Not ``*.jsonl``:
+    those are the engines' call logs, which ``scale_sim_probe.engine_timeline`` reads as generate calls."""
+    log_dir = os.environ.get("RCS_SIM_LOG_DIR")
+    if log_dir:
+        line = json.dumps({**record, "pid": os.getpid()}) + "\n"
+        with open(os.path.join(log_dir, "events.ndjson"), "a", encoding="utf-8") as fh:
+            fh.write(line)  # one short append: lines of concurrent actors do not interleave
+
+
+def simulate_load(pool: str, seconds: float, **extra) -> None:
+    """Sleep ``seconds`` (a model load) and log it as ``{"event": "load", "pool": pool, "t0", "t1", ...}``."""
+    t0 = time.time()
+    if seconds > 0:
+        time.sleep(seconds)
+    log_event({"event": "load", "pool": pool, "t0": t0, "t1": time.time(), "load_s": seconds, **extra})
 
 
 class SimTokenizer:
@@ -118,9 +143,7 @@ class SimEngine:
         self.max_tokens = max(self.min_tokens, min(sampling.max_tokens, int(round(1.5 * mean))))
         self.log_dir = os.environ.get("RCS_SIM_LOG_DIR") or None
         self.started = time.time()
-        load = _env_float("RCS_SIM_LOAD_S", 0.0)
-        if load > 0:
-            time.sleep(load)
+        simulate_load("generate", _env_float("RCS_SIM_LOAD_S", 0.0))
         self._barrier(int(_env_float("RCS_SIM_START_BARRIER", 0)), _env_float("RCS_SIM_BARRIER_TIMEOUT_S", 600.0))
         self._log({"event": "ready", "t0": self.started, "t1": time.time()})
 
@@ -202,3 +225,10 @@ def reward_b(prompt: Any, response: str) -> float:
     _score_cost(prompt, response)
     z, _, e_b = latent(response)
     return -z + NOISE * e_b
+
+
+def reward_c(prompt: Any, response: str) -> float:
+    """Objective c, independent of a and b: z' + NOISE * e_c (same cost as :func:`reward_a`)."""
+    _score_cost(prompt, response)
+    digest = hashlib.sha256(b"c\x1f" + response.encode("utf-8")).digest()
+    return _normal(digest, 0) + NOISE * _normal(digest, 2)

@@ -34,6 +34,9 @@ HELPERS = {
     "gpu_check_vllm",
     "dpo_step_trl",
     "dpo_step_variants",
+    "sim_rm",
+    "workflow_sim_probe",
+    "workflow_sim_report",
 }
 ELSEWHERE = {"interrupt_stress", "gpu_check"}
 TINY = "tinyworld.cache_dir=" + os.path.join(REPO, ".cache", "tinyworld")
@@ -182,7 +185,12 @@ CASES = {
         ],
         ["findings.json", "findings.md"],
     ),
+    "workflow_sim": (
+        ["--smoke", "--label", "smoke", "--out", "{tmp}"],
+        ["workflow_sim_smoke.json", "workflow_sim_smoke.md"],
+    ),
 }
+TIMEOUTS = {"workflow_sim": 600}  # three real training steps and a pool start-up per round: minutes on 2 cores
 
 
 def test_every_script_is_covered():
@@ -193,7 +201,8 @@ def test_every_script_is_covered():
 @pytest.mark.parametrize("script", sorted(CASES))
 def test_the_script_runs_and_writes_its_report(script, tiny_world, tmp_path):
     args, files = CASES[script]
-    out = smoke(f"{script}.py", *[a.format(tmp=tmp_path, policy=tiny_world.policy) for a in args])
+    args = [a.format(tmp=tmp_path, policy=tiny_world.policy) for a in args]
+    out = smoke(f"{script}.py", *args, timeout=TIMEOUTS.get(script, 420))
     for name in files:
         assert (tmp_path / name).stat().st_size > 0, f"{script} wrote no {name}:\n{out[-2000:]}"
     if script == "gradient_conflict":  # Lemma 1 per pair: an RC pair's step never undoes its own
@@ -207,3 +216,14 @@ def test_the_script_runs_and_writes_its_report(script, tiny_world, tmp_path):
         shutil.copy(tmp_path / "findings.md", tmp_path / "first.md")
         smoke("tinyworld_findings.py", "--report-only", "--out", str(tmp_path))
         assert (tmp_path / "findings.md").read_text() == (tmp_path / "first.md").read_text()
+    if script == "workflow_sim":  # every pool's loads counted, per round and eval pass; the report re-renders
+        data = read(tmp_path / "workflow_sim_smoke.json")
+        assert {"generate", "rm:rm_a", "rm:rm_b", "rm:rm_c"} <= set(data["loads_by_pool"])
+        rounds = [w for w in data["windows"] if w["kind"] == "round"]
+        assert len(rounds) >= 2 and rounds[0]["loads"]["generate"]["count"] >= 1
+        assert any(w["kind"] == "eval" for w in data["windows"]) and 0 < data["startup_share"] < 1
+        shutil.copy(tmp_path / "workflow_sim_smoke.md", tmp_path / "first.md")
+        smoke("workflow_sim.py", "--report-only", "--label", "smoke", "--out", str(tmp_path))
+        assert (tmp_path / "workflow_sim_smoke.md").read_text() == (tmp_path / "first.md").read_text()
+        smoke("workflow_sim.py", "--report-only", "--label", "smoke", "--against", "smoke", "--out", str(tmp_path))
+        assert "## Against smoke" in (tmp_path / "workflow_sim_smoke.md").read_text()
