@@ -134,14 +134,18 @@ def _resolve_objective(obj: ObjectiveConfig, key: str, tinyworld: TinyWorldConfi
     return obj
 
 
+def _policy_tokenizer(obj: ObjectiveConfig, policy: ModelConfig, policy_text: bool) -> Optional[str]:
+    """Where a reward model reads the policy's template from, only where it does (``chat_template: policy`` on a
+    model that does not score the policy's own text): otherwise each stage's new policy would make the stage's reward
+    models look new to the hosts that keep them (:mod:`rcs_ray.sampling.hosts`)."""
+    return (policy.tokenizer or policy.path) if obj.chat_template == "policy" and not policy_text else None
+
+
 def scorer_settings(obj: ObjectiveConfig, policy: ModelConfig, train_max_length: int) -> ScorerSettings:
     """The settings of ``obj``'s scorer; a source that scores the policy's text as training reads it (``policy_text``:
     an implicit reward) reads up to ``train_max_length`` tokens by default, as training does."""
-    max_length = (
-        obj.max_length
-        if obj.max_length is not None
-        else (train_max_length if registry.REWARD_SOURCES[obj.kind].policy_text else None)
-    )
+    policy_text = registry.REWARD_SOURCES[obj.kind].policy_text
+    max_length = obj.max_length if obj.max_length is not None else (train_max_length if policy_text else None)
     return ScorerSettings(
         dtype=obj.dtype,
         trust_remote_code=obj.trust_remote_code,
@@ -149,7 +153,7 @@ def scorer_settings(obj: ObjectiveConfig, policy: ModelConfig, train_max_length:
         max_length=max_length,
         chat_template=obj.chat_template,
         policy_chat_template=policy.chat_template,
-        policy_tokenizer=policy.tokenizer or policy.path,
+        policy_tokenizer=_policy_tokenizer(obj, policy, policy_text),
         model_kwargs=dict(obj.model_kwargs),
         engine_kwargs=dict(obj.engine_kwargs),
         policy_system_prompt=policy.system_prompt,

@@ -69,3 +69,15 @@ def test_job_runtime_env_wins_over_the_worker_env(monkeypatch):
         json.dumps({"runtime_env": {"env_vars": {"HF_HUB_OFFLINE": "1"}, "working_dir": "gcs://x"}}),
     )
     assert _job_env_vars() == {"HF_HUB_OFFLINE": "1"}
+
+
+def test_a_reward_models_settings_do_not_name_the_policy_unless_it_reads_the_policys_template():
+    # the hosts keep a reward model across stages by its settings: each stage's new policy must not change them
+    from rcs_ray.config import ModelConfig
+    from rcs_ray.sampling.job import scorer_settings
+
+    rm = ObjectiveConfig(name="h", kind="classifier", model="m")
+    pi1, pi2 = ModelConfig(path="/run/stage1/model"), ModelConfig(path="/run/stage2/model")
+    assert scorer_settings(rm, pi1, 64) == scorer_settings(rm, pi2, 64)
+    own = ObjectiveConfig(name="h", kind="classifier", model="m", chat_template="policy")
+    assert scorer_settings(own, pi1, 64).policy_tokenizer == "/run/stage1/model"
