@@ -183,6 +183,7 @@ def run_once(args, work: str) -> dict:
 
     from benchmarks.sim_rm import register
     from rcs_ray.evaluate import evaluate
+    from rcs_ray.sampling import hosts
     from rcs_ray.workflow import run_workflow
 
     register()
@@ -194,13 +195,14 @@ def run_once(args, work: str) -> dict:
         load0 = os.getloadavg()[0]
         with Timeline() as tl:
             t0 = time.time()
-            res = run_workflow(cfg, progress=False)
-            policies = {"base": _base_policy(cfg)}
-            last = res.stages[-1].stage
-            policies.update(
-                {f"stage{o.stage}": o.policy for o in res.stages if args.eval_policies == "all" or o.stage == last}
-            )
-            evaluate(cfg, policies, reference="base", progress=False)
+            with hosts.scope(cfg.ray.keep_models):  # as the demo: the workflow's reward models serve its eval
+                res = run_workflow(cfg, progress=False)
+                policies = {"base": _base_policy(cfg)}
+                last = res.stages[-1].stage
+                policies.update(
+                    {f"stage{o.stage}": o.policy for o in res.stages if args.eval_policies == "all" or o.stage == last}
+                )
+                evaluate(cfg, policies, reference="base", progress=False)
             t1 = time.time()
     finally:
         ray.shutdown()
