@@ -109,6 +109,7 @@ def run_demo(cfg: RunConfig) -> DemoResult:
     result = DemoResult(output_dir=cfg.output_dir, world_root=world.root)
     result.analyses = analyze_stages(cfg)
     from rcs_ray.evaluate import evaluate
+    from rcs_ray.sampling import hosts
     from rcs_ray.workflow import run_workflow
 
     print(
@@ -116,26 +117,27 @@ def run_demo(cfg: RunConfig) -> DemoResult:
         f"({', '.join(st.objective for st in cfg.stages)}), n={cfg.sampling.n}, engine={cfg.sampling.engine}, "
         f"loss={cfg.train.loss}"
     )
-    result.workflow = run_workflow(cfg)
-    for st in result.workflow.stages:
-        print(stage_line(st))
-    policies = {"base": world.policy, **{f"stage{st.stage}": st.policy for st in result.workflow.stages}}
-    arrows = [(a, b) for a, b in zip(policies, list(policies)[1:])]
-    twin = vanilla_twin(cfg)
-    if twin is not None:
-        last, before = f"stage{len(cfg.stages)}", f"stage{len(cfg.stages) - 1}"
-        print(
-            f"\nvanilla {last} ({cfg.stages[-1].objective}) from the same {before} policy: its dataset's own "
-            f"pairs, the same training settings"
-        )
-        share_earlier_stages(cfg, twin)
-        with interrupts.phase(f"vanilla {last}"):
-            result.vanilla = run_workflow(twin)
-        rcs_name, vanilla_name = f"{last}-{cfg.stages[-1].rc.strategy}", f"{last}-vanilla"
-        policies[rcs_name] = policies.pop(last)
-        policies[vanilla_name] = result.vanilla.stages[-1].policy
-        arrows = arrows[:-1] + [(before, rcs_name), (before, vanilla_name)]
-    result.evaluation = evaluate(cfg, policies, reference="base", arrows=arrows)
+    with hosts.scope(cfg.ray.keep_models):  # the workflow's reward models serve the eval too, where they fit
+        result.workflow = run_workflow(cfg)
+        for st in result.workflow.stages:
+            print(stage_line(st))
+        policies = {"base": world.policy, **{f"stage{st.stage}": st.policy for st in result.workflow.stages}}
+        arrows = [(a, b) for a, b in zip(policies, list(policies)[1:])]
+        twin = vanilla_twin(cfg)
+        if twin is not None:
+            last, before = f"stage{len(cfg.stages)}", f"stage{len(cfg.stages) - 1}"
+            print(
+                f"\nvanilla {last} ({cfg.stages[-1].objective}) from the same {before} policy: its dataset's own "
+                f"pairs, the same training settings"
+            )
+            share_earlier_stages(cfg, twin)
+            with interrupts.phase(f"vanilla {last}"):
+                result.vanilla = run_workflow(twin)
+            rcs_name, vanilla_name = f"{last}-{cfg.stages[-1].rc.strategy}", f"{last}-vanilla"
+            policies[rcs_name] = policies.pop(last)
+            policies[vanilla_name] = result.vanilla.stages[-1].policy
+            arrows = arrows[:-1] + [(before, rcs_name), (before, vanilla_name)]
+        result.evaluation = evaluate(cfg, policies, reference="base", arrows=arrows)
     print("\n" + storage.read_text(result.evaluation.markdown))
     if twin is not None:
         prompts = json.loads(storage.read_text(result.evaluation.json))["prompts"]
