@@ -238,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _call(args) -> int:
-    from rcs_ray.interrupts import Interrupted, phase
+    from rcs_ray.interrupts import Interrupted, pending, phase, received
 
     try:
         with phase(f"rcs-ray {args.command}"):
@@ -253,6 +253,8 @@ def _call(args) -> int:
         print(f"error: {full}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        if not isinstance(exc, Interrupted) and received() is not None:
+            exc = pending()  # raised inside a Ray wait, Ray's own KeyboardInterrupt replaces ours: same signal
         where = exc.where if isinstance(exc, Interrupted) else "start-up"
         print(
             f"interrupted during {where}: finished steps are kept; run the same command again to resume",

@@ -131,3 +131,23 @@ def test_the_deadline_ends_with_the_handling_block(monkeypatch):
             _signal_self(signal.SIGTERM)
     time.sleep(1.0)  # still alive: this test would never finish otherwise
     assert interrupts.received() is None
+
+
+def test_a_signal_that_ray_turns_into_a_plain_keyboard_interrupt_still_names_its_phase_and_code(capsys):
+    # Raised inside ray.wait / ray.get, our Interrupted is caught by Ray's signal check and a bare KeyboardInterrupt
+    # raised in its place (seen: "interrupted during start-up", exit 130 for any signal).
+    import argparse
+
+    from rcs_ray.cli import _call
+
+    def command(args):
+        with interrupts.phase("stage 2 (sampling)"):
+            try:
+                _signal_self(signal.SIGTERM)
+            except Interrupted:
+                raise KeyboardInterrupt() from None  # what Ray raises
+
+    with interrupts.handling():
+        code = _call(argparse.Namespace(command="run", func=command))
+    assert code == 143
+    assert "interrupted during rcs-ray run / stage 2 (sampling):" in capsys.readouterr().err
