@@ -142,14 +142,31 @@ def hosts(want: HostPool) -> list:
         return pool.handles
 
 
-def fit(wanted: List[HostPool]) -> bool:
-    """Whether the hosts of one pass (``wanted``) fit the cluster side by side; when they do, kept hosts the pass
-    does not use are released if the new ones need their room. When they do not, the pass runs its models one after
-    another (:func:`rcs_ray.sampling.passes.score_samples`), and each must fit alone.
+def phases(wanted: List[HostPool]) -> List[int]:
+    """How many consecutive pools of ``wanted`` run together in each phase of a pass: all of them when they fit the
+    cluster side by side (one streaming phase), else as many as fit at a time (each phase's output materialized
+    before the next phase's models start, as Ray Data runs pools that cannot start together)."""
+    import ray
+
+    cap, sizes, group = ray.cluster_resources(), [], []
+    for want in wanted:
+        if group and _short(_sum([(w.count, w.demand) for w in group + [want]]), cap):
+            sizes.append(len(group))
+            group = []
+        group.append(want)
+    sizes.append(len(group))
+    if len(sizes) > 1:
+        log.info("the pass's models do not fit side by side: they run in %d phases of %s pools", len(sizes), sizes)
+    return sizes
+
+
+def fit(wanted: List[HostPool]) -> None:
+    """Make room for the hosts of one phase of a pass (``wanted``): kept hosts the phase does not use are released
+    when the new ones need their room.
 
     Raises:
-        RcsInputError: one pool alone needs more than a local Ray this process started has (fixed size). On a
-            joined cluster an autoscaler may add nodes: a warning, and the hosts wait.
+        RcsInputError: the phase needs more than a local Ray this process started has (fixed size). On a joined
+            cluster an autoscaler may add nodes: a warning, and the hosts wait.
     """
     import ray
 
@@ -158,15 +175,12 @@ def fit(wanted: List[HostPool]) -> bool:
 
     with _LOCK:
         _check_session()
-        cap = ray.cluster_resources()
-        short = _short(_sum([(w.count, w.demand) for w in wanted]), cap)
-        if short and len(wanted) > 1:
-            log.info("the pass's models do not fit side by side (%s): they run one after another", short)
-            return False
+        short = _short(_sum([(w.count, w.demand) for w in wanted]), ray.cluster_resources())
         if short:
             msg = (
-                f"{wanted[0].kind}: {wanted[0].count} model host(s) need {short}; lower sampling.num_actors, "
-                "sampling.num_cpus / num_gpus or the objective's num_actors / num_cpus / num_gpus"
+                f"{', '.join(w.kind for w in wanted)}: {sum(w.count for w in wanted)} model host(s) need {short}; "
+                "lower sampling.num_actors, sampling.num_cpus / num_gpus or the objective's num_actors / num_cpus / "
+                "num_gpus"
             )
             if started_ray():
                 raise RcsInputError(msg)
@@ -175,7 +189,6 @@ def fit(wanted: List[HostPool]) -> bool:
         if _short(_sum([(w.count, w.demand) for w in wanted if not _kept(w)]), ray.available_resources()):
             for key in [k for k in _REG.pools if k not in keys]:
                 _release_pool(key)
-        return True
 
 
 def _short(need: Dict[str, float], have: Dict[str, float]) -> str:

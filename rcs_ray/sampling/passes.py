@@ -73,20 +73,18 @@ def score_samples(job: SamplingJob, table, n_target: int, include_original: bool
     calls = [(host_actors.GenerateCall, dict(n_target=n_target, include_original=include_original), pool, None)]
     calls += [(host_actors.ScoreCall, {}, {}, select if i == len(specs) - 1 else None) for i in range(len(specs))]
     ds = ray.data.from_blocks(_blocks(table, s.batch_size))  # metadata read here: no task needs a CPU the hosts hold
-    if hosts.fit(wanted):  # side by side, streaming (kept models not used here give way)
-        handles = [hosts.hosts(w) for w in wanted]
+    steps, at = list(zip(wanted, calls)), 0
+    for size in hosts.phases(wanted):  # one phase when all fit side by side, else as many as it takes
+        part, at = steps[at : at + size], at + size
+        hosts.fit([w for w, _ in part])  # kept models not used here give way when these need their room
+        handles = [hosts.hosts(w) for w, _ in part]
         hosts.ready(*handles)  # they load side by side
-        for (caller, kwargs, strategy, last), h in zip(calls, handles):
+        for (_, (caller, kwargs, strategy, last)), h in zip(part, handles):
             ds = _calls(ds, caller, h, kwargs, s.batch_size, strategy, select=last)
-    else:  # one after another, as Ray Data runs pools that cannot start together
-        for i, (want, (caller, kwargs, strategy, last)) in enumerate(zip(wanted, calls)):
-            hosts.fit([want])
-            handles = hosts.hosts(want)
-            hosts.ready(handles)
-            ds = _calls(ds, caller, handles, kwargs, s.batch_size, strategy, select=last)
-            if i < len(wanted) - 1:
-                ds = ds.materialize()  # this model's work is done: its room goes to the next
-                hosts.release(key=want.key)
+        if at < len(steps):  # the phase's work is done: its room goes to the next models
+            ds = ds.materialize()
+            for w, _ in part:
+                hosts.release(key=w.key)
     if select is not None and not specs:
         ds = ds.map_batches(
             rc_filter_batch, fn_kwargs=select, batch_size=s.batch_size, batch_format="pyarrow", num_cpus=0.25
