@@ -269,18 +269,10 @@ def _release_pool(key: str) -> None:
             remove_placement_group(g)
 
 
-def pass_done() -> None:
-    """The end of a pass: outside a keeping scope its hosts go; inside one only the generation hosts stay (until
-    their sampling pass ends, :func:`sampling_done`)."""
-    if not keeping():
-        release()
-
-
 def generation_done() -> None:
     """The end of a sampling pass or of one policy's evaluation: its engines are released (what comes next samples
-    from another policy)."""
-    release(kind="generate")
-    pass_done()
+    from another policy); outside a keeping scope every host of the pass goes."""
+    release(kind="generate" if keeping() else None)
 
 
 def make_room(demand: Dict[str, float]) -> bool:

@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +25,6 @@ from rcs_ray.data.pairs import require_columns, reward_column
 from rcs_ray.prompting import PromptRule, encode_batch, prompt_ids_batch
 from rcs_ray.rc import ORIGINAL_CHOSEN, ORIGINAL_REJECTED, SAMPLED
 from rcs_ray.sampling.columns import add_seconds, append_lists, begins, flat, lengths, positions, put
-from rcs_ray.sampling.rc_step import RCFilterStage
 from rcs_ray.sampling.seeds import sample_seed
 
 log = logging.getLogger(__name__)
@@ -215,13 +213,14 @@ class ScoreStage:
         spec: the scorer: its reward source and the objectives it serves
             (:func:`rcs_ray.sampling.scorers.plan_scorers`).
         settings: how the scorer loads and tokenizes (:class:`rcs_ray.sampling.job.ScorerSettings`).
-        select: the :class:`RCFilterStage` arguments when this is the last scorer: the RC step is fused into it
-            (columnar, a few ms a batch), so no pool of its own holds the pipeline up.
+
+    The RC step is not here: the last scorer's caller applies it (:class:`~rcs_ray.sampling.host_actors.HostCall`),
+    so one loaded scorer serves passes that select and passes that do not (an evaluation).
     """
 
     INPUTS = ("prompt", "candidates")
 
-    def __init__(self, spec, settings, select: Optional[dict] = None):
+    def __init__(self, spec, settings):
         from rcs_ray.sampling.scorers import make_scorer
         from rcs_ray.storage import local_copy
 
@@ -235,11 +234,9 @@ class ScoreStage:
         self.names = spec.names
         self.label = spec.label
         self.scorer = make_scorer(spec, settings)
-        self.select = RCFilterStage(**select) if select else None  # the RC step, fused (rc_step.py)
 
     async def host_call(self, batch: pa.Table) -> pa.Table:
-        """A pass's call into this scorer kept in a :mod:`~rcs_ray.sampling.hosts` host (the pass applies its own RC
-        step)."""
+        """A pass's call into this scorer kept in a :mod:`~rcs_ray.sampling.hosts` host."""
         return self(batch)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -276,4 +273,4 @@ class ScoreStage:
                 values[keep & ~new] = flat(batch.column(col))[old_at]
             batch = put(batch, col, pa.ListArray.from_arrays(offsets, pa.array(values[keep], pa.float64())))
         batch = add_seconds(batch, "score", start)
-        return self.select(batch) if self.select is not None else batch
+        return batch

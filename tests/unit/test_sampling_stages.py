@@ -277,7 +277,7 @@ def _score_stage():
     from rcs_ray.sampling.stages import ScoreStage
 
     stage = ScoreStage.__new__(ScoreStage)  # no model to load: the scorer is injected
-    stage.names, stage.label, stage.scorer, stage.select = ["a", "b"], "fake", _LengthScorer(), None
+    stage.names, stage.label, stage.scorer = ["a", "b"], "fake", _LengthScorer()
     return stage
 
 
