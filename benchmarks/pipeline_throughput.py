@@ -22,7 +22,9 @@ import gc
 import json
 import os
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 
 from rcs_ray.config import load_config
 
@@ -61,6 +63,65 @@ def raw_engine(cfg, model, rows) -> dict:
     return out
 
 
+ENGINE_CORE = 0  # --pin: the engine's core; every other process runs on the rest
+
+
+def _pin(pid: int, cores: set) -> None:
+    """Every thread of ``pid`` onto ``cores`` (a thread's affinity is its own: setting the process's main thread
+    alone would leave the engine's OpenMP and loop threads where they were)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except OSError:  # the thread ended meanwhile
+            pass
+
+
+@contextmanager
+def engine_core(pin: bool):
+    """With ``pin``: this process (and so the Ray it starts: raylet, Ray Data, scorers) runs on every core but
+    ``ENGINE_CORE``, and a watcher moves each generation host (``ray::GenerateStageHost``) onto ``ENGINE_CORE`` as
+    it appears, so the engine has a core of its own as in the raw run. Linux only."""
+    if not pin:
+        yield
+        return
+    rest = set(range(os.cpu_count())) - {ENGINE_CORE}
+    _pin(os.getpid(), rest)
+    stop = threading.Event()
+
+    def watch():
+        while not stop.wait(0.1):
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                        title = fh.read(64)
+                except OSError:
+                    continue
+                if title.startswith(b"ray::GenerateStageHost"):
+                    _pin(int(pid), {ENGINE_CORE})
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+
+
+@contextmanager
+def raw_core(pin: bool):
+    """With ``pin``: the raw engine runs on ``ENGINE_CORE`` alone (nothing else runs meanwhile), as the pipeline's."""
+    if not pin:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    _pin(os.getpid(), {ENGINE_CORE})
+    try:
+        yield
+    finally:
+        _pin(os.getpid(), before)
+
+
 def one_engine(args, engine: str) -> dict:
     from rcs_ray.ray_runtime import init_ray
     from rcs_ray.sampling.job import stage_job
@@ -71,10 +132,11 @@ def one_engine(args, engine: str) -> dict:
         args.config, [f"stages.{k}.data.limit={args.prompts}", f"sampling.engine={engine}", *args.overrides]
     )
     rows, _ = read_groups(cfg.stages[k].data, cfg.tinyworld)
-    raw = raw_engine(cfg, stage_job(cfg, k).policy, rows)
+    with raw_core(args.pin):
+        raw = raw_engine(cfg, stage_job(cfg, k).policy, rows)
     best = max(raw.values(), key=lambda r: r["tokens_per_s"])
-    init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)  # Ray's own start-up is not the pipeline's
-    with tempfile.TemporaryDirectory() as out:
+    with engine_core(args.pin), tempfile.TemporaryDirectory() as out:
+        init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)  # Ray's own start-up is not the pipeline's
         stats = run(cfg, stage=k, out_dir=out, progress=False).stats
     pipe = {
         "tokens": stats["tokens_generated"],
@@ -96,6 +158,7 @@ def one_engine(args, engine: str) -> dict:
         "max_tokens": cfg.sampling.max_tokens,
         "batch_size": cfg.sampling.batch_size,
         "max_concurrent_batches": cfg.sampling.max_concurrent_batches,
+        "pinned": bool(args.pin),
         "raw": raw,
         "best_raw": max(raw, key=lambda m: raw[m]["tokens_per_s"]),
         "pipeline": pipe,
@@ -140,6 +203,12 @@ def main(argv=None):
         default=1,
         help="raw then pipeline this many times per engine, interleaved; the table shows the repeat with "
         "the median steady ratio and every repeat's ratios (this machine is noisy)",
+    )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help=f"give the engine core {ENGINE_CORE} alone, raw and in the pipeline (every other process on the rest): "
+        "tells the pipeline's cost from the cores it shares (Linux)",
     )
     ap.epilog = "key=value config overrides go anywhere on the line"
     from rcs_ray.cli import parse_with_overrides

@@ -43,6 +43,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="vLLM is not installed"))
 
 
+_TIER_SECONDS: dict = {}
+
+
+def _tier_of(nodeid: str) -> str:
+    first = nodeid.split("/", 2)[1] if nodeid.startswith("tests/") and nodeid.count("/") > 1 else ""
+    return first if first in TIERS else "other"
+
+
+def pytest_runtest_logreport(report):
+    """Each test's setup, call and teardown seconds, summed by tier (its folder)."""
+    tier = _tier_of(report.nodeid)
+    _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line of seconds per tier: the figures docs/testing.md quotes come from a CI log's line."""
+    if _TIER_SECONDS:
+        parts = ", ".join(f"{t} {s:.0f} s" for t, s in sorted(_TIER_SECONDS.items(), key=lambda kv: -kv[1]))
+        terminalreporter.write_line(f"seconds per tier (setup + call + teardown): {parts}")
+
+
 # Ray workers import test helpers (rule functions in tests/) by module path.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
 
