@@ -31,7 +31,7 @@ class _ModelHost:
         return os.getpid()
 
     def claim(self, token: str) -> bool:
-        """True for the first caller of a pass (``token``) to ask: each caller of a pass gets its own host."""
+        """True for the first caller of a pass (``token``) to ask: no two callers of a pass share a host."""
         if self._token == token:
             return False
         self._token = token
@@ -50,22 +50,37 @@ class ScoreStageHost(_ModelHost):
 
 
 class HostCall:
-    """The Ray Data stage of a pass: hands each batch to its host (one host per caller, claimed at start) and
-    returns the host's answer; ``select`` (RC filter arguments) applies the RC step to the last scorer's answer."""
+    """The Ray Data stage of a pass: hands each batch to one of its hosts and returns the host's answer; ``select``
+    (RC filter arguments) applies the RC step to the last scorer's answer.
 
-    def __init__(self, hosts: list, token: str, kwargs: dict, select: Optional[dict] = None):
+    A caller claims up to ``per`` hosts of the pass (``token``) that no other caller has claimed, and sends each batch
+    to the one of them with the fewest batches in flight. A caller restarted mid-pass finds its hosts claimed and
+    shares ``per`` of them at random."""
+
+    def __init__(self, hosts: list, token: str, kwargs: dict, select: Optional[dict] = None, per: int = 1):
         import ray
 
         from rcs_ray.sampling.rc_step import RCFilterStage
 
         order = random.Random(os.getpid() ^ uuid.uuid4().int).sample(range(len(hosts)), len(hosts))
-        free = [i for i in order if ray.get(hosts[i].claim.remote(token))][:1]
-        self.host = hosts[(free or order)[0]]  # a caller restarted mid-pass shares a host
+        mine = []
+        for i in order:
+            if len(mine) == per:
+                break
+            if ray.get(hosts[i].claim.remote(token)):
+                mine.append(i)
+        self.hosts = [hosts[i] for i in (mine or order[:per])]
+        self.in_flight = [0] * len(self.hosts)
         self.kwargs = kwargs
         self.select = RCFilterStage(**select) if select else None
 
     async def __call__(self, batch):
-        out = await self.host.call.remote(batch, **self.kwargs)
+        i = min(range(len(self.hosts)), key=self.in_flight.__getitem__)
+        self.in_flight[i] += 1
+        try:
+            out = await self.hosts[i].call.remote(batch, **self.kwargs)
+        finally:
+            self.in_flight[i] -= 1
         return self.select(out) if self.select is not None else out
 
 

@@ -2,7 +2,8 @@
 
 A host is a Ray actor that holds one loaded stage (:class:`~rcs_ray.sampling.stages.GenerateStage` or
 :class:`~rcs_ray.sampling.stages.ScoreStage`). The Ray Data stages of a pass are light callers
-(:class:`~rcs_ray.sampling.host_actors.HostCall`, no CPU of their own) that hand each batch to a host and return
+(:class:`~rcs_ray.sampling.host_actors.HostCall`, no CPU of their own, one per up to
+:data:`~rcs_ray.sampling.passes.HOSTS_PER_CALLER` hosts) that hand each batch to their least busy host and return
 its answer, so a host outlives the dataset: the engines of a stage serve every adaptive round, and a reward model
 that scores several stages, or the evaluation of several policies, is loaded once. Ray Data still batches, streams,
 keeps order and restarts a dead caller; a dead host is restarted by Ray (``max_restarts=-1``) and the call that was

@@ -19,13 +19,17 @@ def _blocks(table, rows_per_block: int) -> list:
     return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
 
 
-def generation_stage(s: SamplingConfig) -> Tuple[type, dict]:
-    """The generation stage class and its callers' ``ActorPoolStrategy`` arguments: for an engine with ``submit``
-    (vLLM) :class:`~rcs_ray.sampling.stages.AsyncGenerateStage` with ``max_concurrent_batches`` batches in flight
-    per host; else the blocking stage with 2: one runs while the next waits at the host. With 1, each batch reached
-    the host only after the previous one had gone back to Ray Data (measured with HF on 2 cores: the engine idle 10%
-    of the time between batches; ``docs/cluster.md``). More than 2 only queue in front of a blocking engine and
-    lengthen the last wave (``benchmarks/scale_sim.py``: 4 in flight measured 0.54 against 0.80 at 16 engines)."""
+BLOCKING_IN_FLIGHT = 2  # batches in flight per host of a blocking model: one runs, the next waits at the host
+HOSTS_PER_CALLER = 8  # a caller forwards to up to this many hosts: 64 engines need 8 callers, not 64
+
+
+def generation_stage(s: SamplingConfig) -> Tuple[type, int]:
+    """The generation stage class and the batches in flight per host: for an engine with ``submit`` (vLLM)
+    :class:`~rcs_ray.sampling.stages.AsyncGenerateStage` with ``max_concurrent_batches``; else the blocking stage
+    with :data:`BLOCKING_IN_FLIGHT`. With 1, each batch reached the host only after the previous one had gone back
+    to Ray Data (measured with HF on 2 cores: the engine idle 10% of the time between batches; ``docs/cluster.md``).
+    More only queue in front of a blocking engine and lengthen the last wave (``benchmarks/scale_sim.py``: 4 in
+    flight measured 0.54 against 0.80 at 16 engines)."""
     from rcs_ray.sampling.stages import AsyncGenerateStage, GenerateStage
 
     try:
@@ -34,24 +38,34 @@ def generation_stage(s: SamplingConfig) -> Tuple[type, dict]:
         cls = None
     c = int(s.max_concurrent_batches)
     if c > 1 and callable(getattr(cls, "submit", None)):
-        return AsyncGenerateStage, dict(max_tasks_in_flight_per_actor=c, max_concurrent_calls_per_actor=c)
-    return GenerateStage, dict(max_tasks_in_flight_per_actor=2, max_concurrent_calls_per_actor=2)
+        return AsyncGenerateStage, c
+    return GenerateStage, BLOCKING_IN_FLIGHT
 
 
-def _calls(ds, caller: type, handles: list, kwargs: dict, batch_size: int, pool: dict, select=None):
-    """``ds`` mapped through ``caller`` (:class:`~rcs_ray.sampling.host_actors.HostCall`): one caller per host, no
-    CPU of its own (the host holds the model and its resources)."""
+def callers_for(hosts: int) -> Tuple[int, int]:
+    """How many callers serve ``hosts`` hosts, and how many hosts each forwards to (the last may have fewer)."""
+    size = -(-hosts // HOSTS_PER_CALLER)
+    return size, -(-hosts // size)
+
+
+def _calls(ds, caller: type, handles: list, kwargs: dict, batch_size: int, in_flight: int, select=None):
+    """``ds`` mapped through ``caller`` (:class:`~rcs_ray.sampling.host_actors.HostCall`): callers with no CPU of
+    their own (the hosts hold the models and their resources), each forwarding to up to :data:`HOSTS_PER_CALLER`
+    hosts with ``in_flight`` batches in flight per host."""
     import uuid
 
     import ray
 
+    size, per = callers_for(len(handles))
     return ds.map_batches(
         caller,
-        fn_constructor_kwargs=dict(hosts=handles, token=uuid.uuid4().hex, kwargs=kwargs, select=select),
+        fn_constructor_kwargs=dict(hosts=handles, token=uuid.uuid4().hex, kwargs=kwargs, select=select, per=per),
         batch_size=batch_size,
         batch_format="pyarrow",
         zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(size=len(handles), **pool),
+        compute=ray.data.ActorPoolStrategy(
+            size=size, max_tasks_in_flight_per_actor=per * in_flight, max_concurrent_calls_per_actor=per * in_flight
+        ),
         num_cpus=0,
     )
 
@@ -69,11 +83,14 @@ def score_samples(job: SamplingJob, table, n_target: int, include_original: bool
     from rcs_ray.sampling.scorers import plan_scorers
 
     s = job.sampling
-    stage, pool = generation_stage(s)
+    stage, in_flight = generation_stage(s)
     specs = plan_scorers(job.objectives)
     wanted = [generation_pool(job, stage)] + [scorer_pool(job, spec) for spec in specs]
-    calls = [(host_actors.GenerateCall, dict(n_target=n_target, include_original=include_original), pool, None)]
-    calls += [(host_actors.ScoreCall, {}, {}, select if i == len(specs) - 1 else None) for i in range(len(specs))]
+    calls = [(host_actors.GenerateCall, dict(n_target=n_target, include_original=include_original), in_flight, None)]
+    calls += [
+        (host_actors.ScoreCall, {}, BLOCKING_IN_FLIGHT, select if i == len(specs) - 1 else None)
+        for i in range(len(specs))
+    ]
     ds = ray.data.from_blocks(_blocks(table, s.batch_size))  # metadata read here: no task needs a CPU the hosts hold
     steps, at = list(zip(wanted, calls)), 0
     for size in hosts.phases(wanted):  # one phase when all fit side by side, else as many as it takes
@@ -81,8 +98,8 @@ def score_samples(job: SamplingJob, table, n_target: int, include_original: bool
         hosts.fit([w for w, _ in part])  # kept models not used here give way when these need their room
         handles = [hosts.hosts(w) for w, _ in part]
         hosts.ready(*handles)  # they load side by side
-        for (_, (caller, kwargs, strategy, last)), h in zip(part, handles):
-            ds = _calls(ds, caller, h, kwargs, s.batch_size, strategy, select=last)
+        for (_, (caller, kwargs, in_flight, last)), h in zip(part, handles):
+            ds = _calls(ds, caller, h, kwargs, s.batch_size, in_flight, select=last)
         if at < len(steps):  # the phase's work is done: its room goes to the next models
             ds = ds.materialize()
             for w, _ in part:
