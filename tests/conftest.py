@@ -30,13 +30,19 @@ def _has_cuda() -> bool:
 TIERS = ("unit", "ray", "vllm", "cluster", "bench")
 
 
+def _tier_of(path: str) -> str:
+    """The tier of a test file by its path from the repo root (``tests/<tier>/...``); ``other`` outside the tiers."""
+    parts = path.replace(os.sep, "/").split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "tests" and parts[1] in TIERS else "other"
+
+
 def pytest_collection_modifyitems(config, items):
     has_vllm = importlib.util.find_spec("vllm") is not None
     has_gpu = any("gpu" in item.keywords for item in items) and _has_cuda()
     for item in items:
-        parts = os.path.relpath(str(item.fspath), os.path.join(REPO_ROOT, "tests")).split(os.sep)
-        if len(parts) > 1 and parts[0] in TIERS:
-            item.add_marker(getattr(pytest.mark, parts[0]))
+        tier = _tier_of(os.path.relpath(str(item.fspath), REPO_ROOT))
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
         if "vllm" in item.keywords and not has_vllm:
@@ -46,19 +52,14 @@ def pytest_collection_modifyitems(config, items):
 _TIER_SECONDS: dict = {}
 
 
-def _tier_of(nodeid: str) -> str:
-    first = nodeid.split("/", 2)[1] if nodeid.startswith("tests/") and nodeid.count("/") > 1 else ""
-    return first if first in TIERS else "other"
-
-
 def pytest_runtest_logreport(report):
     """Each test's setup, call and teardown seconds, summed by tier (its folder)."""
-    tier = _tier_of(report.nodeid)
+    tier = _tier_of(report.nodeid.split("::", 1)[0])
     _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
 
 
 def pytest_terminal_summary(terminalreporter):
-    """One line of seconds per tier: the figures docs/testing.md quotes come from a CI log's line."""
+    """One line of seconds per tier: the figures docs/architecture.md quotes come from a CI log's line."""
     if _TIER_SECONDS:
         parts = ", ".join(f"{t} {s:.0f} s" for t, s in sorted(_TIER_SECONDS.items(), key=lambda kv: -kv[1]))
         terminalreporter.write_line(f"seconds per tier (setup + call + teardown): {parts}")

@@ -151,7 +151,7 @@ def phases(wanted: List[HostPool]) -> List[int]:
 
     cap, sizes, group = ray.cluster_resources(), [], []
     for want in wanted:
-        if group and _short(_sum([(w.count, w.demand) for w in group + [want]]), cap):
+        if group and _short(_need(group + [want]), cap):
             sizes.append(len(group))
             group = []
         group.append(want)
@@ -176,7 +176,7 @@ def fit(wanted: List[HostPool]) -> None:
 
     with _LOCK:
         _check_session()
-        short = _short(_sum([(w.count, w.demand) for w in wanted]), ray.cluster_resources())
+        short = _short(_need(wanted), ray.cluster_resources())
         if short:
             msg = (
                 f"{', '.join(w.kind for w in wanted)}: {sum(w.count for w in wanted)} model host(s) need {short}; "
@@ -187,7 +187,7 @@ def fit(wanted: List[HostPool]) -> None:
                 raise RcsInputError(msg)
             log.warning("%s; waiting for the cluster to grow", msg)
         keys = {w.key for w in wanted}
-        if _short(_sum([(w.count, w.demand) for w in wanted if not _kept(w)]), ray.available_resources()):
+        if _short(_need([w for w in wanted if not _kept(w)]), ray.available_resources()):
             for key in [k for k in _REG.pools if k not in keys]:
                 _release_pool(key)
 
@@ -204,12 +204,13 @@ def _kept(want: HostPool) -> bool:
     return pool is not None and len(pool.handles) == want.count
 
 
-def _sum(items: List[tuple]) -> Dict[str, float]:
+def _need(pools: List[HostPool]) -> Dict[str, float]:
+    """The resources ``pools`` ask for together: each pool's per-host demand times its host count."""
     out: Dict[str, float] = {}
-    for count, res in items:
-        for k, v in res.items():
+    for pool in pools:
+        for k, v in pool.demand.items():
             if v:
-                out[k] = out.get(k, 0.0) + count * float(v)
+                out[k] = out.get(k, 0.0) + pool.count * float(v)
     return out
 
 
