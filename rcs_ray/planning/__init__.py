@@ -4,7 +4,9 @@
    (:mod:`rcs_ray.planning.checks`); every stage's prompts counted;
 2. the resource plan: pools, actors, GPUs per actor, tensor-parallel groups, train workers, checked against the
    attached cluster (``ray.cluster_resources()``) or the given / local capacity (:mod:`rcs_ray.planning.resources`);
-3. the cost model of docs/cluster.md per stage, with the rates it assumed (:mod:`rcs_ray.planning.cost`).
+3. the cost model of docs/cluster.md per stage, with the rates it assumed (:mod:`rcs_ray.planning.cost`);
+4. where an earlier run under ``output_dir`` recorded them, the scorer hosts that keep up with this config's engines
+   (:mod:`rcs_ray.planning.measured`).
 
 Every problem found is listed (one line each); the CLI exits 2 when there is one.
 """
@@ -17,6 +19,7 @@ from typing import Dict, List, Optional
 from rcs_ray.config import RunConfig
 from rcs_ray.planning.checks import Found, check_data, check_models
 from rcs_ray.planning.cost import DEFAULT_RATES, StageCost, stage_costs
+from rcs_ray.planning.measured import MeasuredPool, measured_pools, report_lines
 from rcs_ray.planning.resources import Capacity, Phase, capacity, check, phases
 
 __all__ = ["PlanResult", "plan"]
@@ -31,6 +34,7 @@ class PlanResult:
     costs: List[StageCost]
     rates: Dict[str, float]
     problems: List[str] = field(default_factory=list)
+    measured: List[MeasuredPool] = field(default_factory=list)  # scorer pools sized from a run's rates
 
     def as_dict(self) -> dict:
         return {
@@ -60,6 +64,7 @@ class PlanResult:
             ],
             "costs": [c.as_dict() for c in self.costs],
             "rates": self.rates,
+            "measured_pools": [p.as_dict() for p in self.measured],
             "problems": self.problems,
         }
 
@@ -108,6 +113,7 @@ class PlanResult:
                 f"{c.generation_gpu_hours:>10.3f} {c.scoring_gpu_hours:>11.3f} "
                 f"{c.training_gpu_hours:>11.3f} {c.gpu_hours:>8.3f}"
             )
+        lines += report_lines(self.measured)
         lines += [
             "",
             f"{len(self.problems)} problem(s)" + (":" if self.problems else ": the config can run as planned"),
@@ -128,7 +134,7 @@ def plan(
     rates = dict(rates or DEFAULT_RATES)
     costs = stage_costs(cfg, found.prompts, found.prompt_tokens, rates)
     problems = list(found.problems) + _schedules(cfg, found) + (check(planned, cap) if cap is not None else [])
-    return PlanResult(cfg.name, found, planned, cap, costs, rates, problems)
+    return PlanResult(cfg.name, found, planned, cap, costs, rates, problems, measured_pools(cfg))
 
 
 def _schedules(cfg: RunConfig, found: Found) -> List[str]:

@@ -139,8 +139,13 @@ def put(table: pa.Table, name: str, values) -> pa.Table:
 
 def add_seconds(table: pa.Table, stage: str, start: float) -> pa.Table:
     """``table`` with the time since ``start`` shared out over its rows, added to their ``seconds__<stage>``."""
+    return share_seconds(table, stage, time.perf_counter() - start)
+
+
+def share_seconds(table: pa.Table, stage: str, seconds: float) -> pa.Table:
+    """``table`` with ``seconds`` shared out over its rows, added to their ``seconds__<stage>``."""
     col = seconds_column(stage)
-    spent = np.full(table.num_rows, (time.perf_counter() - start) / max(1, table.num_rows))
+    spent = np.full(table.num_rows, seconds / max(1, table.num_rows))
     if col in table.column_names:
         spent += table.column(col).fill_null(0.0).to_numpy(zero_copy_only=False)
     return put(table, col, pa.array(spent, pa.float64()))

@@ -24,6 +24,7 @@ from rcs_ray.data.pairs import dataset_is_chat, group_table, response_text
 from rcs_ray.errors import RcsInputError
 from rcs_ray.run_layout import RunLayout, SamplingFiles
 from rcs_ray.sampling.job import SamplingJob, stage_job
+from rcs_ray.sampling.sizing import sizing_stats
 from rcs_ray.storage import StagedDir
 from rcs_ray.user_paths import resolve_data
 
@@ -231,6 +232,7 @@ def _stats(job: SamplingJob, stage: int, rounds: List[dict], writer, wall: float
         "rc_select_seconds": round(rc_seconds, 4),
         "rc_select_share_of_wall": round(rc_seconds / wall, 5) if wall else None,
         "max_concurrent_batches": s.max_concurrent_batches,
+        **sizing_stats(job, writer.seconds),  # pools: the scorer hosts that keep up with the engines
     }
 
 

@@ -24,7 +24,17 @@ from rcs_ray.config import ModelConfig, SamplingConfig
 from rcs_ray.data.pairs import require_columns, reward_column
 from rcs_ray.prompting import PromptRule, encode_batch, prompt_ids_batch
 from rcs_ray.rc import ORIGINAL_CHOSEN, ORIGINAL_REJECTED, SAMPLED
-from rcs_ray.sampling.columns import add_seconds, append_lists, begins, flat, lengths, positions, put
+from rcs_ray.sampling.busy import BusyClock
+from rcs_ray.sampling.columns import (
+    add_seconds,
+    append_lists,
+    begins,
+    flat,
+    lengths,
+    positions,
+    put,
+    share_seconds,
+)
 from rcs_ray.sampling.seeds import sample_seed
 
 log = logging.getLogger(__name__)
@@ -61,6 +71,7 @@ class GenerateStage:
         self.include_original = include_original
         self.use_chat_template = PromptRule.of(model)  # chat template, system prompt, template variables
         self.engine = engine if engine is not None else make_engine(model, sampling)
+        self.clock = BusyClock()  # the engine's busy time, however many batches overlap in it
 
     def _counts_of(self, originals: list) -> list:
         """Token counts of the originals added per row (informative only: 0 where the tokenizer fails)."""
@@ -115,10 +126,20 @@ class GenerateStage:
         return await self._call(batch, n_target, include_original)
 
     async def _call(self, batch: pa.Table, n_target: int, include_original: bool) -> pa.Table:
+        """The batch with its samples (:meth:`_generated`) and its share of the engine's busy time in
+        ``seconds__generate``: batches in flight together share the time once (:class:`BusyClock`)."""
+        require_columns(batch, self.INPUTS, "generate")
+        self.clock.enter()
+        try:
+            batch = await self._generated(batch, n_target, include_original)
+        finally:
+            busy = self.clock.leave()
+        return share_seconds(batch, "generate", busy)
+
+    async def _generated(self, batch: pa.Table, n_target: int, include_original: bool) -> pa.Table:
         """Columnar: only the prompts that need samples are rendered (the engine takes token ids), and the new
         candidates are appended to the list columns by index; the batch never becomes Python rows."""
-        require_columns(batch, self.INPUTS, "generate")
-        start, started = time.perf_counter(), time.time()
+        started = time.time()
         batch, n = batch.combine_chunks(), batch.num_rows
         originals = self._originals(batch, include_original)
         have = np.zeros(n, dtype=np.int64)
@@ -166,8 +187,7 @@ class GenerateStage:
                 count += pc.fill_null(batch.column(name), 0).to_numpy(zero_copy_only=False)
             batch = put(batch, name, pa.array(count, pa.int64()))
         batch = put(batch, "error", pa.array(errors, pa.string()))
-        batch = put(batch, "generate_started", pa.array(np.full(n, started), pa.float64()))
-        return add_seconds(batch, "generate", start)
+        return put(batch, "generate_started", pa.array(np.full(n, started), pa.float64()))
 
     def _engine_call(self, prompts: list, seeds: list):
         """An awaitable of the engine's completions: ``submit``'s future, else a blocking ``generate`` done inline."""
@@ -272,5 +292,4 @@ class ScoreStage:
             if old_at.size:
                 values[keep & ~new] = flat(batch.column(col))[old_at]
             batch = put(batch, col, pa.ListArray.from_arrays(offsets, pa.array(values[keep], pa.float64())))
-        batch = add_seconds(batch, "score", start)
-        return batch
+        return add_seconds(batch, f"score:{self.label}", start)  # by scorer: rcs_ray.sampling.sizing

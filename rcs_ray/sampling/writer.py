@@ -37,6 +37,7 @@ from rcs_ray.sampling.columns import (
     starts,
     with_system,
 )
+from rcs_ray.sampling.sizing import busy_figures
 from rcs_ray.storage import AtomicPath, writing
 from rcs_ray.storage.atomic import remove_local
 
@@ -314,7 +315,7 @@ class OutputWriter:
             "mean_target_gap": sum(self.gaps) / len(self.gaps) if self.gaps else None,
             "samples_truncated": self.truncated,  # sampled candidates cut at max_tokens
             "truncated_share": round(self.truncated / self.sampled, 5) if self.sampled else 0.0,
-            "actor_seconds_by_stage": {k: round(v, 3) for k, v in sorted(self.seconds.items())},
+            **busy_figures(self.seconds),  # actor_seconds_by_stage (and _by_pool)
             **stats,
         }
         text = json.dumps(full, indent=2) + "\n"

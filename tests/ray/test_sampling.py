@@ -3,6 +3,7 @@ failure recording, a crashed actor, adaptive resampling. Selection again from th
 tests/ray/test_select_from_candidates.py."""
 
 import json
+import math
 import os
 
 import pytest
@@ -25,6 +26,13 @@ def test_outputs_account_for_every_prompt(default_run):
     assert stats["prompts"] == 24 and stats["pairs"] == len(pairs) and stats["failed"] == len(failed)
     assert stats["tokens_generated"] > 0 and stats["candidates_sampled"] == 24 * cfg.sampling.n
     assert set(stats["actor_seconds_by_stage"]) == {"generate", "score", "rc_filter"}
+    # the one rule scorer's busy time by pool, and the hosts that keep up with the engine (issue 26 item 4)
+    by_pool, (pool,) = stats["actor_seconds_by_pool"], stats["pools"]
+    assert set(by_pool) == {"generate", "score:rule[harmless,helpful]"} and pool["pool"] in by_pool
+    assert by_pool[pool["pool"]] == stats["actor_seconds_by_stage"]["score"] and pool["hosts"] == 1
+    ratio = by_pool[pool["pool"]] / by_pool["generate"]
+    assert pool["scorer_seconds_per_engine_second"] == pytest.approx(ratio, abs=1e-4)
+    assert pool["hosts_to_keep_up"] == max(1, math.ceil(cfg.sampling.num_actors * pool["scorer_seconds_per_engine_second"] * 1.1))
     assert len(pairs) >= 12, stats  # ties allowed on harmless: most prompts yield a pair at n = 8
     # start-up (until the first batch reached the engine) and steady state split the round's wall time
     (r1,) = stats["rounds"]
