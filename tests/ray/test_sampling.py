@@ -30,9 +30,9 @@ def test_outputs_account_for_every_prompt(default_run):
     by_pool, (pool,) = stats["actor_seconds_by_pool"], stats["pools"]
     assert set(by_pool) == {"generate", "score:rule[harmless,helpful]"} and pool["pool"] in by_pool
     assert by_pool[pool["pool"]] == stats["actor_seconds_by_stage"]["score"] and pool["hosts"] == 1
-    ratio = by_pool[pool["pool"]] / by_pool["generate"]
-    assert pool["scorer_seconds_per_engine_second"] == pytest.approx(ratio, abs=1e-4)
-    assert pool["hosts_to_keep_up"] == max(1, math.ceil(cfg.sampling.num_actors * pool["scorer_seconds_per_engine_second"] * 1.1))
+    ratio = pool["scorer_seconds_per_engine_second"]
+    assert ratio == pytest.approx(by_pool[pool["pool"]] / by_pool["generate"], abs=1e-4)
+    assert pool["hosts_to_keep_up"] == max(1, math.ceil(cfg.sampling.num_actors * ratio * 1.1))
     assert len(pairs) >= 12, stats  # ties allowed on harmless: most prompts yield a pair at n = 8
     # start-up (until the first batch reached the engine) and steady state split the round's wall time
     (r1,) = stats["rounds"]
