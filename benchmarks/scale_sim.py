@@ -233,6 +233,10 @@ def point_row(args, actors: int, scorers: int, prompts: int, m: Measured) -> dic
         for k, v in o.items()
     }
     row["actor_seconds_by_stage"] = stats["actor_seconds_by_stage"]
+    # the pipeline's own sizing of the scorer pool from its measured rates (rcs_ray.sampling.sizing)
+    pools = stats.get("pools") or [{}]
+    row["scorer_hosts_to_keep_up"] = max((p.get("hosts_to_keep_up") or 0) for p in pools) or None
+    row["scorer_seconds_per_engine_second"] = pools[0].get("scorer_seconds_per_engine_second")
     return row
 
 

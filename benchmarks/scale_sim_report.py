@@ -61,6 +61,7 @@ def verdict(r: dict) -> str:
 COLUMNS = [
     ("actors", "A", "{}"),
     ("scorer_actors", "S", "{}"),
+    ("scorer_needed", "S to keep up (measured)", "{}"),
     ("prompts", "prompts", "{}"),
     ("ideal_cands_per_s", "ideal c/s", "{:.0f}"),
     ("achieved_cands_per_s", "got c/s", "{:.0f}"),
@@ -78,6 +79,7 @@ COLUMNS = [
 def _cells(r: dict) -> dict:
     return {
         **r,
+        "scorer_needed": r.get("scorer_hosts_to_keep_up") or "-",  # reports before the pools' sizing: none
         "drain": f"{r['drain_s']:.1f} ({r['lag_score_s']:.1f}/{r['lag_rc_s']:.1f}/{r['lag_driver_s']:.1f})",
         "rates": f"{r['score_observed_prompts_per_s'] or 0:.0f} / "
         + (f"{r['rc_observed_prompts_per_s']:.0f}" if r.get("rc_observed_prompts_per_s") else "in the last scorer")
