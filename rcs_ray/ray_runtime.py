@@ -75,6 +75,7 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
         ray.init(address=address, **kwargs)
     else:
         _STARTED = True
+        kwargs["runtime_env"] = {"env_vars": {**_local_ray_env(), **env}}
         if cfg.num_cpus is not None:
             kwargs["num_cpus"] = cfg.num_cpus
         if cfg.object_store_memory_mb is not None:
@@ -83,6 +84,14 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
         interrupts.at_exit_now(kill_started_ray)
     interrupts.reinstall()  # ray.init installs its own SIGTERM handler (sys.exit(15) wherever it lands)
     log.info("ray: %s", ray.cluster_resources())
+
+
+def _local_ray_env() -> dict:
+    """What only a local Ray (one machine, started by this process) sets in its workers. It has no node a cloud can
+    preempt, so Ray Train's preemption watcher, an actor started for every fit (about 1 CPU-s each, measured on 2
+    cores), has nothing to watch. A joined cluster keeps Ray's default; the user's own setting passes through."""
+    key = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+    return {key: os.environ.get(key, "0")}
 
 
 def started_ray() -> bool:

@@ -198,3 +198,14 @@ def test_bad_input_stops_with_one_line(assets, ray_session, tmp_path):
         "ref_chosen_logps",
         "non-finite",
     )
+
+
+def test_a_local_ray_starts_no_preemption_watcher_with_each_fit(ray_session):
+    """A local Ray has no node a cloud can preempt: its workers (Ray Train's controller among them) get Ray Train's
+    switch for the watcher actor it would start with every fit (rcs_ray.ray_runtime)."""
+
+    @ray_session.remote(num_cpus=0)
+    def setting():
+        return os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+
+    assert ray_session.get(setting.remote()) == "0"

@@ -81,3 +81,12 @@ def test_a_reward_models_settings_do_not_name_the_policy_unless_it_reads_the_pol
     assert scorer_settings(rm, pi1, 64) == scorer_settings(rm, pi2, 64)
     own = ObjectiveConfig(name="h", kind="classifier", model="m", chat_template="policy")
     assert scorer_settings(own, pi1, 64).policy_tokenizer == "/run/stage1/model"
+
+
+def test_a_local_ray_turns_the_preemption_watcher_off_unless_the_user_set_it(monkeypatch):
+    from rcs_ray.ray_runtime import _local_ray_env
+
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
+    assert _local_ray_env() == {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")
+    assert _local_ray_env() == {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1"}
