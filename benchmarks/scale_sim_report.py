@@ -30,10 +30,17 @@ def verdict(r: dict) -> str:
     slow = bottlenecks(r)
     if slow:
         k = min(slow, key=slow.get)
-        return (
+        said = (
             f"{LABELS[k]}: {slow[k]:.0f} prompts/s < {r['ideal_prompts_per_s']:.0f} needed; its backlog ran "
             f"{r[f'lag_{k}_s']:.0f}s past generation"
         )
+        need = r.get("scorer_hosts_to_keep_up")
+        if k == "score" and need and need <= r["scorer_actors"]:  # the models kept up: their calls did not
+            said += (
+                f", though its models kept up ({need} of its {r['scorer_actors']} hosts would, by the pipeline's "
+                f"own sizing; host CPU {r['host_cpu_util']:.0%})"
+            )
+        return said
     if r["efficiency"] >= 0.9:
         return "none"
     drain = r["drain_s"] / r["window_s"]
