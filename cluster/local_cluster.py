@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # run as a script (`python cluster/local_cluster.py up`): the package is cluster/
+    sys.path.insert(0, REPO)
+
+from cluster.processes import alive, free_ports, processes_marked, ray_cli, send_signal  # noqa: E402
+
 STATE = os.path.join(REPO, ".cache", "local-cluster.json")
 HEAD_RESOURCES = {"scorer": 4}
 WORKER_RESOURCES = {"generator": 4}
@@ -45,21 +49,6 @@ NODE_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
 }
-
-
-def free_ports(n: int) -> List[int]:
-    """``n`` distinct TCP ports free on 127.0.0.1 right now."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 @dataclass
@@ -95,7 +84,7 @@ class LocalCluster:
     def _start(self, name: str, args: List[str]) -> None:
         log = open(os.path.join(self.log_dir, f"{name}.log"), "w")
         proc = subprocess.Popen(
-            [_ray_cli(), "start", "--block", *args],
+            [ray_cli(), "start", "--block", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env(),
@@ -177,7 +166,7 @@ class LocalCluster:
     def _wait(self, ready, timeout: float, what: str) -> None:
         end = time.time() + timeout
         while time.time() < end:
-            dead = [n for n, pid in self.pids.items() if not _alive(pid)]
+            dead = [n for n, pid in self.pids.items() if not alive(pid)]
             if dead:
                 raise RuntimeError(f"local cluster: `ray start` for {dead} exited; logs in {self.log_dir}")
             if ready():
@@ -199,7 +188,7 @@ class LocalCluster:
         """
         runtime_env = {"env_vars": dict(env_vars or {})}
         cmd = [
-            _ray_cli(),
+            ray_cli(),
             "job",
             "submit",
             "--address",
@@ -219,14 +208,14 @@ class LocalCluster:
         import psutil
 
         for pid in self.pids.values():
-            _signal(pid, signal.SIGTERM)
+            send_signal(pid, signal.SIGTERM)
         end = time.time() + timeout
-        while time.time() < end and any(_alive(p) for p in self.pids.values()):
+        while time.time() < end and any(alive(p) for p in self.pids.values()):
             time.sleep(0.5)
         killed = []
         for pid in self.pids.values():
-            if _alive(pid):
-                _signal(-pid, signal.SIGKILL)  # its process group (start_new_session)
+            if alive(pid):
+                send_signal(-pid, signal.SIGKILL)  # its process group (start_new_session)
                 killed.append(pid)
         procs = self._processes()
         for proc in procs:
@@ -240,21 +229,8 @@ class LocalCluster:
         return killed
 
     def _processes(self) -> list:
-        """Running (not zombie) processes of this cluster: its temp dir or GCS address on the command line."""
-        import psutil
-
-        out = []
-        marks = [m for m in (self.temp_root, self.gcs_port and f"127.0.0.1:{self.gcs_port}") if m]
-        for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-            try:
-                if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
-                    continue
-                cmd = " ".join(proc.info["cmdline"] or [])
-            except (psutil.Error, TypeError):
-                continue
-            if any(m in cmd for m in marks):
-                out.append(proc)
-        return out
+        """Running processes of this cluster: its temp dir or GCS address on the command line."""
+        return processes_marked([m for m in (self.temp_root, self.gcs_port and f"127.0.0.1:{self.gcs_port}") if m])
 
     def leftovers(self) -> List[str]:
         """``pid cmdline`` of processes of this cluster still running (should be none after :meth:`down`)."""
@@ -274,35 +250,6 @@ class LocalCluster:
         shutil.rmtree(self.temp_root, ignore_errors=True)
 
 
-def _ray_cli() -> str:
-    """The ``ray`` command of this interpreter's environment (else the one on PATH)."""
-    ray = os.path.join(os.path.dirname(sys.executable), "ray")
-    return ray if os.path.exists(ray) else "ray"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap our own zombie children
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="a two-node Ray cluster on this machine (logical GPUs)")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -320,7 +267,7 @@ def main(argv=None) -> int:
         with open(STATE) as fh:
             state = LocalCluster(**json.load(fh))
     if a.command == "up":
-        if state and any(_alive(p) for p in state.pids.values()):
+        if state and any(alive(p) for p in state.pids.values()):
             print(f"already up: dashboard {state.dashboard} (state {STATE})")
             return 0
         c = LocalCluster(worker_gpus=a.worker_gpus, worker_cpus=a.worker_cpus).up()

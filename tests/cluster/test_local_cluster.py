@@ -2,7 +2,6 @@
 resources); the tiny K = 2 `run` job stopped by `ray job stop` and resumed by `ray job submit`, its outputs, and where
 every actor of both jobs landed; a local run beside the cluster starts its own Ray."""
 
-import importlib.util
 import json
 import os
 import re
@@ -19,20 +18,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
-def _local_cluster_module():
-    spec = importlib.util.spec_from_file_location(
-        "local_cluster", os.path.join(REPO_ROOT, "cluster", "local_cluster.py")
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["local_cluster"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    lc = _local_cluster_module()
-    c = lc.LocalCluster(head_cpus=2, worker_cpus=4, worker_gpus=2)
+    from cluster.local_cluster import LocalCluster
+
+    c = LocalCluster(head_cpus=2, worker_cpus=4, worker_gpus=2)
     try:
         c.up(timeout=180)
         yield c
