@@ -218,6 +218,7 @@ def point_row(args, actors: int, scorers: int, prompts: int, m: Measured) -> dic
         "gen_gaps": round(tl.get("gaps_s", 0.0) / cap, 3),
         "gen_tail": round(tl.get("tail_s", 0.0) / cap, 3),
         "engine_start_spread_s": round(tl.get("engine_start_spread_s", 0.0), 2),
+        "engines_used": tl.get("engines_used"),  # engines that got any batch (the four gen_* shares sum to used/actors)
         "driver_cpu_s": round(m.ru1.ru_utime + m.ru1.ru_stime - m.ru0.ru_utime - m.ru0.ru_stime, 2),
         "writer_s": round(m.writer_s, 3),
         "driver_loop_s": round(m.driver_s, 3),
