@@ -68,14 +68,15 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
     job_env = _job_env_vars()
     if job_env:  # a `ray job submit` driver: the job's runtime_env wins; Ray refuses to merge a key twice
         env = {k: v for k, v in env.items() if k not in job_env}
-    kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True)
     global _STARTED
     address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        env = {**_local_ray_env(), **env}
+    kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True)
     if address:
         ray.init(address=address, **kwargs)
     else:
         _STARTED = True
-        kwargs["runtime_env"] = {"env_vars": {**_local_ray_env(), **env}}
         if cfg.num_cpus is not None:
             kwargs["num_cpus"] = cfg.num_cpus
         if cfg.object_store_memory_mb is not None:

@@ -56,8 +56,8 @@ def measured_pools(cfg: RunConfig) -> List[MeasuredPool]:
         path = layout.stage(k).sampling.stats
         stats = _read(path) if st.sample else None
         for p in (stats or {}).get("pools", []):
-            name = p["objectives"][0]
-            if p.get("scorer_seconds_per_engine_second") is None or name not in names:
+            name, ratio = p["objectives"][0], p.get("scorer_seconds_per_engine_second")
+            if ratio is None or name not in names:
                 continue
             i = names.index(name)
             out.append(
@@ -65,11 +65,11 @@ def measured_pools(cfg: RunConfig) -> List[MeasuredPool]:
                     stage=k + 1,
                     pool=p["pool"],
                     key=f"objectives.{i}.num_actors",
-                    ratio=float(p["scorer_seconds_per_engine_second"]),
+                    ratio=float(ratio),
                     measured_engines=int(p["engines"]),
                     hosts=int(cfg.objectives[i].num_actors),
                     engines=engines,
-                    needed=hosts_to_keep_up(engines, float(p["scorer_seconds_per_engine_second"])),
+                    needed=hosts_to_keep_up(engines, float(ratio)),
                     source=path,
                 )
             )

@@ -136,12 +136,13 @@ def scorer_pool(job: SamplingJob, spec):
     loads once."""
     from rcs_ray.sampling import host_actors, hosts
     from rcs_ray.sampling.placement import demand, scorer_host_options, scorer_remote_args
+    from rcs_ray.sampling.sizing import scorer_kind
     from rcs_ray.sampling.stages import ScoreStage
 
     first, settings = spec.objectives[0], job.settings(spec.objectives[0])
     paths = [getattr(o, name, None) for o in spec.objectives for name in ("model", "reference", "tokenizer")]
     return hosts.HostPool(
-        kind=f"score:{spec.label}",
+        kind=scorer_kind(spec.label),
         key=repr(("score", spec, settings, hosts.stamp(*paths))),
         cls=host_actors.ScoreStageHost,
         factory=ScoreStage,

@@ -25,16 +25,28 @@ HEADROOM = 1.1  # 10% spare: a scorer at exactly the engines' pace still makes t
 GENERATE = "generate"
 
 
+def scorer_kind(label: str) -> str:
+    """A scorer's pool name: its hosts' kind (:func:`rcs_ray.sampling.passes.scorer_pool`) and the key of its busy
+    seconds (``seconds__score:<scorer>``), so the stats tie each scorer's time to its hosts."""
+    return f"score:{label}"
+
+
+def pool_seconds(seconds: Mapping[str, float]) -> Dict[str, float]:
+    """Busy seconds by pool (``generate`` and each scorer's), or ``{}`` where no scorer ran."""
+    if not any(":" in k for k in seconds):
+        return {}
+    return {k: round(v, 3) for k, v in sorted(seconds.items()) if k == GENERATE or ":" in k}
+
+
 def busy_figures(seconds: Mapping[str, float]) -> dict:
     """The stats' busy seconds: ``actor_seconds_by_stage`` (every scorer under ``score``) and, where scorers ran,
-    ``actor_seconds_by_pool`` (``generate`` and each ``score:<scorer>``)."""
+    ``actor_seconds_by_pool`` (:func:`pool_seconds`)."""
     by_stage: Counter = Counter()
     for key, value in seconds.items():
         by_stage[key.split(":", 1)[0]] += value
     out = {"actor_seconds_by_stage": {k: round(v, 3) for k, v in sorted(by_stage.items())}}
-    if any(":" in k for k in seconds):
-        out["actor_seconds_by_pool"] = {k: round(v, 3) for k, v in sorted(seconds.items()) if k == GENERATE or ":" in k}
-    return out
+    by_pool = pool_seconds(seconds)
+    return {**out, "actor_seconds_by_pool": by_pool} if by_pool else out
 
 
 def hosts_to_keep_up(engines: int, scorer_per_engine_second: Optional[float]) -> Optional[int]:
@@ -78,7 +90,7 @@ def scorers_of(job) -> List[dict]:
 
     return [
         {
-            "pool": f"score:{spec.label}",
+            "pool": scorer_kind(spec.label),
             "objectives": [o.name for o in spec.objectives],
             "hosts": int(spec.objectives[0].num_actors),
         }
@@ -106,7 +118,7 @@ def warn_short(pools: List[dict]) -> None:
 
 def sizing_stats(job, seconds: Mapping[str, float]) -> Dict[str, list]:
     """The stats' ``pools`` entry of a pass (empty without scorers), warning about the scorers that fell short."""
-    by_pool = busy_figures(seconds).get("actor_seconds_by_pool")
+    by_pool = pool_seconds(seconds)
     if not by_pool:
         return {}
     pools = pool_sizing(int(job.sampling.num_actors), scorers_of(job), by_pool)

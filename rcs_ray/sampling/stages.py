@@ -36,6 +36,7 @@ from rcs_ray.sampling.columns import (
     share_seconds,
 )
 from rcs_ray.sampling.seeds import sample_seed
+from rcs_ray.sampling.sizing import scorer_kind
 
 log = logging.getLogger(__name__)
 
@@ -292,4 +293,4 @@ class ScoreStage:
             if old_at.size:
                 values[keep & ~new] = flat(batch.column(col))[old_at]
             batch = put(batch, col, pa.ListArray.from_arrays(offsets, pa.array(values[keep], pa.float64())))
-        return add_seconds(batch, f"score:{self.label}", start)  # by scorer: rcs_ray.sampling.sizing
+        return add_seconds(batch, scorer_kind(self.label), start)  # by scorer: rcs_ray.sampling.sizing
