@@ -228,7 +228,7 @@ def launch(
         The workers' error, when training fails otherwise.
     """
     import ray
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from rcs_ray.train.loop import train_loop_per_worker
@@ -236,7 +236,9 @@ def launch(
     remove_orphan_checkpoints(home, run_name)
     check_checkpoints(home, run_name)
 
-    loop_config = _loop_config(t, spec, run_name, home, marker_dir)
+    # Every worker reads the whole (tokenized) table from one object in the store: no Ray Data dataset, so no
+    # DatasetManager actor and no streaming execution in each worker (about 1.6 s of a fit's start here).
+    loop_config = {**_loop_config(t, spec, run_name, home, marker_dir), "features": ray.put(features)}
     resources = worker_resources(t)
     trainer = _interruptible(TorchTrainer)(
         train_loop_per_worker,
@@ -250,8 +252,6 @@ def launch(
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
             callbacks=[ProgressLog()] if progress else None,
         ),
-        datasets={"train": ray.data.from_arrow(features)},
-        dataset_config=DataConfig(datasets_to_split=[]),
     )
     with interrupts.handling(), interrupts.deferred(trainer.abort):
         try:

@@ -125,12 +125,9 @@ def collate_rows(table: Dict[str, list], rows: np.ndarray, pad_token_id: int, de
     return {k: v.to(device) for k, v in collate_pairs(feats, pad_token_id, extra_keys=extra).items()}
 
 
-def load_features(shard) -> Dict[str, list]:
-    """The whole feature dataset of a ``ray.train`` dataset shard as python columns, in ``index`` order."""
-    import pyarrow as pa
-
-    parts = list(shard.iter_batches(batch_size=None, batch_format="pyarrow"))
-    table = pa.concat_tables(parts).sort_by("index")
+def load_features(table) -> Dict[str, list]:
+    """The whole feature table (a ``pyarrow.Table``) as python columns, in ``index`` order."""
+    table = table.sort_by("index")
     return {name: table.column(name).to_pylist() for name in table.column_names}
 
 
@@ -207,7 +204,8 @@ def _recorded(snapshot, last_step: int, timeout: float = 60.0) -> None:
 def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
     """Ray Train worker function: DPO / MODPO / SPO steps with DeepSpeed; returns the metric history (rank 0).
 
-    ``config`` keys: ``train`` (TrainConfig fields as a dict), ``policy`` (model dir), ``pad_token_id``,
+    ``config`` keys: ``features`` (an object ref to the feature table, see :mod:`rcs_ray.train.refs`), ``train``
+    (TrainConfig fields as a dict), ``policy`` (model dir), ``pad_token_id``,
     ``loss_kwargs`` (e.g. MODPO ``weights``, SPO ``alphas``), ``trust_remote_code``, ``attn_implementation``,
     ``tracking`` (:class:`rcs_ray.tracking.TrackingSettings` as a dict, or None: rank 0 logs every step to it),
     ``fail_at_steps`` and ``fail_marker_dir`` (a test hook, see :func:`_maybe_fail`).
@@ -215,6 +213,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
     Metrics: the loss's, ``lr``, ``seconds``, ``tokens_per_second``, and ``memory/*`` (the largest over the
     workers, :func:`rcs_ray.train.deepspeed_engine.memory_figures`).
     """
+    import ray
     import ray.train
 
     from rcs_ray import tracking
@@ -223,7 +222,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
     train = TrainConfig.from_dict(config["train"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    table = load_features(ray.train.get_dataset_shard("train"))
+    table = load_features(ray.get(config["features"]))
     n = len(table["index"])
     per_epoch, total = schedule(n, train, world)
     engine, _keepalive = build_engine(

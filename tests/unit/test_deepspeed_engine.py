@@ -91,3 +91,23 @@ def test_lora_adapts_every_linear_layer_but_the_head_by_default():
     assert trainable == 4 * (4 * 64 + 3 * 96)
     only_q = get_peft_model(_tiny_llama(), lora_config(TrainConfig(lora=LoraConfig(r=2, target_modules=["q_proj"]))))
     assert sum(p.numel() for p in only_q.parameters() if p.requires_grad) == 2 * 64
+
+
+def test_deepspeed_is_imported_without_its_autotuners_mlflow_and_mlflow_still_imports():
+    """A fresh interpreter: after ``import_deepspeed`` the autotuner runs without MLflow, ``mlflow`` is not loaded,
+    and ``import mlflow`` (MLflow tracking) still works."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from rcs_ray.train.deepspeed_engine import import_deepspeed\n"
+        "ds = import_deepspeed()\n"
+        "from deepspeed.autotuning import autotuner\n"
+        "loaded = 'mlflow' in sys.modules\n"
+        "import mlflow\n"
+        "print(json.dumps([ds is sys.modules['deepspeed'], autotuner.has_mlflow, loaded, hasattr(mlflow, 'log_metric')]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, False, False, True]
