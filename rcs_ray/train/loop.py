@@ -250,18 +250,26 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
             epoch=step / per_epoch,
             resumed_from=resumed_from,
         )
-        if not math.isfinite(metrics["loss"]):
-            raise FloatingPointError(f"non-finite loss {metrics['loss']} at step {step}")
-        history.append(metrics)
-        tracker.log({f"train/{k}": v for k, v in metrics.items() if k not in ("step", "total_steps")}, step)
-        if step == total or (train.save_steps and step % train.save_steps == 0):
-            _save(engine, train, rank, step, history, metrics, final=step == total)
-        elif step % train.log_steps == 0:
-            ray.train.report(metrics)
+        _record(engine, train, rank, step, total, history, metrics, tracker)
     if not metrics:  # restored from the final checkpoint of a finished run: report (and export) it again
         _save(engine, train, rank, step, history, history[-1] if history else {"step": step}, final=True)
     tracker.close()
     return history
+
+
+def _record(engine, train: TrainConfig, rank: int, step: int, total: int, history: List[dict], metrics, tracker):
+    """A finished step's metrics: refused when the loss is not finite, kept in ``history``, sent to the tracker, and
+    reported to Ray Train (with a checkpoint on a save step and the last step)."""
+    import ray.train
+
+    if not math.isfinite(metrics["loss"]):
+        raise FloatingPointError(f"non-finite loss {metrics['loss']} at step {step}")
+    history.append(metrics)
+    tracker.log({f"train/{k}": v for k, v in metrics.items() if k not in ("step", "total_steps")}, step)
+    if step == total or (train.save_steps and step % train.save_steps == 0):
+        _save(engine, train, rank, step, history, metrics, final=step == total)
+    elif step % train.log_steps == 0:
+        ray.train.report(metrics)
 
 
 def _restore(engine, train: TrainConfig) -> Tuple[int, List[dict]]:

@@ -29,6 +29,7 @@ def cfg_for(tmp_path, *extra):
             "stages.1.iterations=2",
             "train.max_steps=1",
             "train.batch_size=2",
+            "train.num_workers=1",  # multi-worker training: tests/ray/test_train.py and the cluster tier
             "sampling.n=4",
             *extra,
         ],

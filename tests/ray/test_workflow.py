@@ -19,6 +19,7 @@ SMALL = [
     "stages.1.data.limit=16",
     "train.max_steps=2",
     "train.batch_size=4",
+    "train.num_workers=1",  # multi-worker training: tests/ray/test_train.py and the cluster tier
     "sampling.n=4",
     "eval.prompts.limit=8",
     "eval.n=2",

@@ -107,7 +107,8 @@ def test_deepspeed_is_imported_without_its_autotuners_mlflow_and_mlflow_still_im
         "from deepspeed.autotuning import autotuner\n"
         "loaded = 'mlflow' in sys.modules\n"
         "import mlflow\n"
-        "print(json.dumps([ds is sys.modules['deepspeed'], autotuner.has_mlflow, loaded, hasattr(mlflow, 'log_metric')]))"
+        "same = ds is sys.modules['deepspeed']\n"
+        "print(json.dumps([same, autotuner.has_mlflow, loaded, hasattr(mlflow, 'log_metric')]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, False, False, True]
