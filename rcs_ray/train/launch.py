@@ -237,7 +237,8 @@ def launch(
     check_checkpoints(home, run_name)
 
     # Every worker reads the whole (tokenized) table from one object in the store: no Ray Data dataset, so no
-    # DatasetManager actor and no streaming execution in each worker (about 1.6 s of a fit's start here).
+    # DatasetManager actor and no streaming execution in each worker (a no-op fit here: 1.6 s less with one worker,
+    # 0.4 s with two; docs/architecture.md).
     loop_config = {**_loop_config(t, spec, run_name, home, marker_dir), "features": ray.put(features)}
     resources = worker_resources(t)
     trainer = _interruptible(TorchTrainer)(

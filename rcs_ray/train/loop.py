@@ -213,7 +213,6 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
     Metrics: the loss's, ``lr``, ``seconds``, ``tokens_per_second``, and ``memory/*`` (the largest over the
     workers, :func:`rcs_ray.train.deepspeed_engine.memory_figures`).
     """
-    import ray
     import ray.train
 
     from rcs_ray import tracking
