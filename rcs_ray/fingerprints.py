@@ -40,6 +40,7 @@ TRAIN_RUN_ONLY = (
     "save_steps",
     "keep_checkpoints",
     "max_failures",
+    "reference_pass",
     "ref_batch_size",
     "ref_num_actors",
     "resources_per_worker",

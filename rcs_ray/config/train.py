@@ -22,6 +22,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULERS = ("constant", "linear", "cosine")  # after train.warmup_steps of linear warm-up
 TRACKERS = ("tensorboard", "mlflow", "wandb")  # train.report_to (rcs_ray.tracking)
 QUANTIZATIONS = ("4bit", "8bit")  # QLoRA: bitsandbytes, CUDA only
+REFERENCE_PASSES = ("auto", "separate")
 
 
 @dataclass
@@ -112,8 +113,13 @@ class TrainConfig:
     keep_checkpoints: Optional[int] = doc_field(2, "Newest checkpoints kept (None: all).")
     max_failures: int = doc_field(0, "Worker-group restarts from the latest checkpoint (Ray Train).")
     log_steps: int = doc_field(1, "Report metrics every N steps.")
-    ref_batch_size: int = doc_field(16, "Pairs per batch of the reference log-prob pass.")
-    ref_num_actors: int = doc_field(1, "Reference log-prob actor-pool size.")
+    reference_pass: str = doc_field(
+        "auto",
+        "auto: the training workers compute the reference log-probs before step 1 when the reference is the policy "
+        "they start from (no model loaded twice) | separate: always a Ray Data pass (ref_batch_size, ref_num_actors).",
+    )
+    ref_batch_size: int = doc_field(16, "Pairs per batch of the separate reference log-prob pass.")
+    ref_num_actors: int = doc_field(1, "Actor-pool size of the separate reference log-prob pass.")
     spo_alphas: Optional[List[float]] = doc_field(None, "SPO: one weight per earlier stage (default 1.0 each).")
     spo_reward_source: str = doc_field(
         "implicit", "SPO: implicit: beta*log(pi_j/pi_{j-1}) | recorded: the pairs' rewards."
@@ -133,6 +139,18 @@ class TrainConfig:
     @property
     def uses_lora(self) -> bool:
         return self.lora.r > 0
+
+    def separate_reference_pass(self, stage: int) -> bool:
+        """Whether stage ``stage`` (0-based) computes its reference log-probs in a Ray Data pass of their own:
+        asked for (``reference_pass: separate``), a quantized base (QLoRA), or SPO's implicit rewards from stage 2
+        on (its policy chain's models run in that pass). Otherwise the training workers compute them before step 1,
+        unless the pairs carry them or the reference is another model than the policy (:mod:`rcs_ray.train.trainer`).
+        """
+        return (
+            self.reference_pass == "separate"
+            or self.lora.quantization is not None
+            or (self.loss == "spo" and stage > 0 and self.spo_reward_source == "implicit")
+        )
 
     def check(self, c: Checker, key: str, names: List[str]) -> None:
         """Choices and ranges, then the optimizer, loss and LoRA settings.
@@ -166,6 +184,7 @@ class TrainConfig:
         c.resources(f"{key}.resources_per_worker", self.resources_per_worker)
         for name in ("warmup_steps", "max_failures"):
             c.at_least(f"{key}.{name}", getattr(self, name), 0)
+        c.choice(f"{key}.reference_pass", self.reference_pass, REFERENCE_PASSES)
         for name in ("log_steps", "ref_batch_size", "ref_num_actors"):
             c.at_least(f"{key}.{name}", getattr(self, name), 1)
         for name in ("save_steps", "keep_checkpoints"):

@@ -2,7 +2,8 @@
 
 Phases run one after another, so each must fit alone: a stage's **sampling** (generation actors, each a
 tensor-parallel group of ``tensor_parallel_size`` x ``num_gpus`` GPUs, beside one pool per scorer), its **reference
-pass** and its **training** (``num_workers`` workers), and the **eval** (generation and every objective's scorer).
+pass** when it runs apart from the training workers (:meth:`rcs_ray.config.TrainConfig.separate_reference_pass`)
+and its **training** (``num_workers`` workers), and the **eval** (generation and every objective's scorer).
 Capacity is the attached cluster's (``ray.address``: ``ray.cluster_resources()``, and each node's GPUs for a
 tensor-parallel group that must sit on one node), else ``--gpus`` / ``--cpus``, else this machine.
 """
@@ -83,7 +84,10 @@ def phases(cfg: RunConfig) -> List[Phase]:
             out.append(Phase(f"stage {k + 1} sampling", [_generation(cfg), *_scorers(stage_objectives(cfg, k))]))
         t = stage_train(cfg, k)
         gpu = 1.0 if t.use_gpu else 0.0
-        out.append(Phase(f"stage {k + 1} reference pass", [Pool("reference log-probs", t.ref_num_actors, gpu, 1.0)]))
+        if t.separate_reference_pass(k):  # else the training workers compute the reference log-probs
+            out.append(
+                Phase(f"stage {k + 1} reference pass", [Pool("reference log-probs", t.ref_num_actors, gpu, 1.0)])
+            )
         out.append(
             Phase(
                 f"stage {k + 1} training",

@@ -4,9 +4,12 @@
   registry entries, :data:`rcs_ray.registry.LOSSES`) and ``get_loss(name)``. Imports torch only.
 - :mod:`rcs_ray.train.sources` -- where a stage's pairs come from (a pairs file, its sampling output, its dataset).
 - :mod:`rcs_ray.train.margins` -- each loss's hyperparameters and per-pair margin columns for a stage (numpy).
-- :mod:`rcs_ray.train.refs` -- reference log-probs as a Ray Data actor-pool stage (the trainer holds no reference).
+- :mod:`rcs_ray.train.refs` -- reference log-probs as a Ray Data actor-pool stage, and the feature cache.
+- :mod:`rcs_ray.train.worker_refs` -- the reference log-probs computed by the training workers before step 1, when
+  the reference is the policy they start from (no second model).
 - :mod:`rcs_ray.train.loop` -- the per-worker loop: DeepSpeed engine, seeded batches, metrics, checkpoints.
-- :mod:`rcs_ray.train.launch` -- the TorchTrainer launch, the resume check, the HF export.
+- :mod:`rcs_ray.train.launch` -- the TorchTrainer launch and the resume check.
+- :mod:`rcs_ray.train.export` -- the HF model out of the final checkpoint (a LoRA adapter merged).
 - :mod:`rcs_ray.train.trainer` -- ``run``: one stage as named steps (pairs, loss inputs, features, launch, export).
 
 Sequence log-probs and pair tokenization are shared with sampling: :mod:`rcs_ray.modeling.logprobs`.

@@ -8,7 +8,7 @@ learning-rate schedule, and the HF export.
   (every linear layer but the output head by default), the optimizer holds only the adapters' state and the
   checkpoints only the trainable parameters. The reference log-probs were computed beforehand from the very weights
   the adapters start from (:mod:`rcs_ray.train.refs`): no second model. The export writes the adapter;
-  :func:`rcs_ray.train.launch.export` merges it into an HF model the next stage samples with vLLM unchanged.
+  :func:`rcs_ray.train.export.export` merges it into an HF model the next stage samples with vLLM unchanged.
 - **QLoRA** (``lora.quantization: 4bit | 8bit``): the frozen base loads quantized with bitsandbytes (CUDA only).
 - **Memory switches**: ``train.gradient_checkpointing`` (non-reentrant activation recomputation),
   ``policy.attn_implementation`` (``sdpa`` / ``eager`` / ``flash_attention_2``), decoupled weight decay on matrices

@@ -10,6 +10,7 @@ every pair brings to training.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import pyarrow as pa
@@ -110,13 +111,37 @@ def _floats(values) -> pa.Array:
     return pa.array([list(map(float, row)) for row in values.reshape(len(values), -1)], type=pa.list_(pa.float64()))
 
 
+@dataclass
+class ReferenceFeatures:
+    """Step 3's result: the feature table, and how its reference log-probs come.
+
+    Attributes:
+        table: tokens, margin columns and (unless ``workers_key``) the reference log-probs of every pair.
+        how: ``precomputed`` (the pairs carry them), ``cached`` (an earlier run's), ``separate`` (a Ray Data pass
+            just now) or ``training workers`` (they compute them before step 1: :mod:`rcs_ray.train.worker_refs`).
+        workers_key: with ``training workers``, the cache key the workers write ``features.parquet`` under.
+    """
+
+    table: pa.Table
+    how: str
+    workers_key: Optional[str] = None
+
+
 def reference_features(
-    prs: PairSet, inputs: LossInputs, reference: str, settings: refs.FeatureSettings, cache_dir: str, progress: bool
-) -> pa.Table:
-    """Step 3: tokens, reference log-probs and margin columns of every pair (one Ray Data pass, cached).
+    prs: PairSet,
+    inputs: LossInputs,
+    reference: str,
+    settings: refs.FeatureSettings,
+    cache_dir: str,
+    progress: bool,
+    in_workers: bool = False,
+) -> ReferenceFeatures:
+    """Step 3: tokens, reference log-probs and margin columns of every pair (cached in ``cache_dir``).
 
     The reference runs unless the pairs carry its log-probs; every model the loss asks for runs once, whatever the
-    number of columns that name it.
+    number of columns that name it. ``in_workers``: the reference is the policy the training workers start from, so
+    when the loss needs no other model, the pairs are only tokenized here and the workers compute the reference
+    log-probs (no reference model loaded by a pass of its own).
     """
     extra: Dict[str, pa.Array] = {}
     if prs.has_ref_logps:
@@ -124,6 +149,9 @@ def reference_features(
             extra[c] = pa.array([r[c] for r in prs.rows], type=pa.float64())
     if inputs.margins is not None:
         extra["chosen_margin"], extra["rejected_margin"] = (_floats(m) for m in inputs.margins)
+    if in_workers and not prs.has_ref_logps and not inputs.models and inputs.from_logps is None:
+        table, key = refs.features_for_workers(prs.table(extra), reference, settings, cache_dir, progress)
+        return ReferenceFeatures(_keep(table), "cached" if key is None else "training workers", key)
     wanted = {} if prs.has_ref_logps else {"ref": reference}
     wanted.update(inputs.models)
     column_of: Dict[str, str] = {}  # requested prefix -> the prefix whose model computes it
@@ -133,13 +161,30 @@ def reference_features(
         column_of[prefix] = same or prefix
         if same is None:
             models[prefix] = path
+    before = _cache_state(cache_dir) if models else None
     features = refs.compute_features(prs.table(extra), models, settings, cache_dir=cache_dir, progress=progress)
     if inputs.from_logps is not None:
         logps = {p: refs.logps_columns(features, column_of[p]) for p in inputs.models}
         chosen, rejected = inputs.from_logps(logps)
         features = features.append_column("chosen_margin", _floats(chosen))
         features = features.append_column("rejected_margin", _floats(rejected))
-    keep = ["index", *TOKEN_COLUMNS, *REF_COLUMNS] + (
-        ["chosen_margin", "rejected_margin"] if "chosen_margin" in features.column_names else []
-    )
+    how = "precomputed" if not models else "cached" if before and before == _cache_state(cache_dir) else "separate"
+    return ReferenceFeatures(_keep(features), how)
+
+
+def _cache_state(cache_dir: str):
+    """The cache's key and its table's mtime (None: no cache): unchanged by a pass that reused it."""
+    import os
+
+    from rcs_ray.run_layout import FEATURES_FILE
+
+    key = refs.cached_key(cache_dir)
+    return key and (key, os.stat(os.path.join(cache_dir, FEATURES_FILE)).st_mtime_ns)
+
+
+def _keep(features: pa.Table) -> pa.Table:
+    """The columns the workers read: ``index``, the tokens, the reference log-probs and the margins present."""
+    keep = ["index", *TOKEN_COLUMNS] + [
+        c for c in (*REF_COLUMNS, "chosen_margin", "rejected_margin") if c in features.column_names
+    ]
     return features.select(keep)

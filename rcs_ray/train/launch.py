@@ -2,7 +2,8 @@
 
 - :func:`check_resumable` -- the run's fingerprint (``run.json``) against the one its checkpoints were trained with;
 - :func:`launch` -- ``TorchTrainer`` over :func:`rcs_ray.train.loop.train_loop_per_worker` on the features;
-- :func:`export` -- the HF model out of the final checkpoint (plus the tokenizer) and ``metrics.jsonl``.
+
+The export of the result (the HF model, ``metrics.jsonl``) is :mod:`rcs_ray.train.export`.
 
 Resume: the Ray Train run is named ``<name>-stage<k>`` under ``<out_dir>/checkpoints``. A failed worker group restarts
 from the latest checkpoint (``train.max_failures``); running the same command again after a crash continues from
@@ -15,7 +16,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import threading
 from dataclasses import dataclass
 from typing import List, Optional
@@ -41,7 +41,8 @@ def resume_free(t: TrainConfig):
 @dataclass(frozen=True)
 class LaunchSpec:
     """What the workers train: the policy to start from, its tokenizer's pad id, the loss's hyperparameters, how the
-    policy loads, and where rank 0 reports its metrics (:class:`rcs_ray.tracking.TrackingSettings` dict)."""
+    policy loads, where rank 0 reports its metrics (:class:`rcs_ray.tracking.TrackingSettings` dict), and whether the
+    workers compute the reference log-probs (:mod:`rcs_ray.train.worker_refs`)."""
 
     policy: str
     pad_token_id: int
@@ -49,6 +50,7 @@ class LaunchSpec:
     trust_remote_code: bool = False
     attn_implementation: Optional[str] = None
     tracking: Optional[dict] = None
+    reference_key: Optional[str] = None  # set: the workers compute the reference log-probs, cached under this key
 
 
 class ProgressLog(UserCallback):
@@ -291,52 +293,18 @@ def _loop_config(t: TrainConfig, spec: LaunchSpec, run_name: str, home: str, mar
         "trust_remote_code": spec.trust_remote_code,
         "attn_implementation": spec.attn_implementation,
         "tracking": spec.tracking,
+        "reference": None
+        if spec.reference_key is None
+        else {
+            "key": spec.reference_key,
+            "cache_dir": home,
+            "batch_size": t.batch_size,
+            "pad_token_id": spec.pad_token_id,
+            "model": spec.policy,
+        },
         "fail_at_steps": [int(x) for x in fail_at.split(",") if x.strip()],
         "fail_marker_dir": marker_dir,
         "fail_snapshot": None
         if storage.is_uri(home)
         else storage.join(TrainFiles(home).checkpoints, run_name, SNAPSHOT),
     }
-
-
-def export(result, local: str, tokenizer, spec: Optional[LaunchSpec] = None) -> List[dict]:
-    """The stage's policy out of the final checkpoint into ``<local>/model`` (with the tokenizer), and
-    ``metrics.jsonl``; returns the metric history. ``local`` is the staging directory of the step's
-    :class:`~rcs_ray.storage.OutputSet` (the trainer commits the set).
-
-    A LoRA run's checkpoint holds the adapter: it is kept in ``<local>/adapter`` and merged into the base weights
-    (``spec.policy``) for ``<local>/model``, a plain HF model that ``from_pretrained`` and vLLM load.
-    """
-    from rcs_ray.train.loop import HF_DIR
-
-    files = TrainFiles(local)
-    history = list(result.return_value or [])
-    with result.checkpoint.as_directory() as d:
-        src = os.path.join(d, HF_DIR)
-        if not os.path.isdir(src):
-            raise RuntimeError(f"the final checkpoint {result.checkpoint.path} has no {HF_DIR}/ export")
-        with storage.writing(local):
-            if os.path.isfile(os.path.join(src, "adapter_config.json")):
-                if spec is None:
-                    raise RuntimeError("a LoRA checkpoint needs the base policy to merge into")
-                shutil.copytree(src, files.adapter)
-                merge_adapter(spec.policy, files.adapter, files.model, spec.trust_remote_code)
-            else:
-                shutil.copytree(src, files.model)
-            tokenizer.save_pretrained(files.model)
-            with open(files.metrics, "w", encoding="utf-8") as fh:
-                fh.write("".join(json.dumps(m) + "\n" for m in history))
-    return history
-
-
-def merge_adapter(base: str, adapter: str, out: str, trust_remote_code: bool = False) -> None:
-    """``base`` + the LoRA ``adapter`` merged (W + B A alpha / r) and saved as an HF model in ``out``, in the base's
-    own dtype."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    from rcs_ray.storage import local_copy
-
-    model = AutoModelForCausalLM.from_pretrained(local_copy(base), dtype="auto", trust_remote_code=trust_remote_code)
-    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    merged.save_pretrained(out, safe_serialization=True)

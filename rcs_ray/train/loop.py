@@ -96,6 +96,18 @@ def pair_logps(model, batch: Dict[str, Any]):
     return logps[:b], logps[b:]
 
 
+def reference_forward(engine, table: Dict[str, list], pad_token_id: int, rows: np.ndarray):
+    """``(chosen (B,), rejected (B,))`` log-probs of ``rows`` under the engine's weights: eval mode, no grad."""
+    import torch
+
+    engine.eval()
+    try:
+        with torch.no_grad():
+            return pair_logps(engine, collate_rows(table, rows, pad_token_id, engine.device))
+    finally:
+        engine.train()
+
+
 def preference_loss(
     loss_name: str, chosen, rejected, batch: Dict[str, Any], beta: float, loss_kwargs: Optional[Dict[str, Any]] = None
 ):
@@ -208,6 +220,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
     (TrainConfig fields as a dict), ``policy`` (model dir), ``pad_token_id``,
     ``loss_kwargs`` (e.g. MODPO ``weights``, SPO ``alphas``), ``trust_remote_code``, ``attn_implementation``,
     ``tracking`` (:class:`rcs_ray.tracking.TrackingSettings` as a dict, or None: rank 0 logs every step to it),
+    ``reference`` (None, or how the workers compute the reference log-probs: :mod:`rcs_ray.train.worker_refs`),
     ``fail_at_steps`` and ``fail_marker_dir`` (a test hook, see :func:`_maybe_fail`).
 
     Metrics: the loss's, ``lr``, ``seconds``, ``tokens_per_second``, and ``memory/*`` (the largest over the
@@ -217,17 +230,22 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
 
     from rcs_ray import tracking
     from rcs_ray.train.deepspeed_engine import build_engine
+    from rcs_ray.train.worker_refs import add_reference_logps
 
     train = TrainConfig.from_dict(config["train"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    table = load_features(ray.get(config["features"]))
+    features = ray.get(config["features"])
+    table = load_features(features)
     n = len(table["index"])
     per_epoch, total = schedule(n, train, world)
     engine, _keepalive = build_engine(
         config["policy"], train, world, total, config.get("trust_remote_code", False), config.get("attn_implementation")
     )
     step, history = _restore(engine, train)
+    if config.get("reference") is not None:  # the reference is the starting policy: computed here, before step 1
+        forward = functools.partial(reference_forward, engine, table, config["pad_token_id"])
+        add_reference_logps(forward, table, features, config["reference"], step, rank, world)
     tracker = tracking.Tracker.open(config.get("tracking")) if rank == 0 else tracking.Tracker.none()
     resumed_from = step  # 0: a fresh run; else the checkpoint's step this run continued from
     engine.train()

@@ -1,4 +1,9 @@
-"""Reference log-probs as a Ray Data batch stage, so the trainer never holds a reference model.
+"""Reference log-probs as a Ray Data batch stage, and the feature cache every way of computing them shares.
+
+When the reference is the policy the training workers start from, they compute its log-probs themselves
+(:mod:`rcs_ray.train.worker_refs`): the driver only tokenizes (:func:`features_for_workers`) and the workers write
+the cache under the same key. The pass below runs otherwise (another reference model, SPO's policy chain, QLoRA,
+``train.reference_pass: separate``).
 
 The driver turns a :class:`~rcs_ray.data.pairs.PairSet` into a feature table in one Ray Data pass::
 
@@ -25,7 +30,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import pyarrow as pa
 
@@ -136,6 +141,17 @@ class FeatureSettings:
         )
 
 
+def _stamp(settings: FeatureSettings) -> dict:
+    """The tokenization settings of the cache key."""
+    return dict(
+        tokenizer=_model_stamp(settings.tokenizer),
+        max_length=settings.max_length,
+        chat_template=settings.chat_template,
+        dtype=settings.dtype,
+        **settings.prompt_rule(),
+    )
+
+
 def compute_features(
     table: pa.Table,
     models: Dict[str, str],
@@ -158,39 +174,89 @@ def compute_features(
     Raises:
         RcsInputError: a non-finite log-prob (NaN weights, a broken model).
     """
-    import pyarrow.parquet as pq
-
-    from rcs_ray.storage import atomic_path, write_text
-
-    stamp = dict(
-        tokenizer=_model_stamp(settings.tokenizer),
-        max_length=settings.max_length,
-        chat_template=settings.chat_template,
-        dtype=settings.dtype,
-        **settings.prompt_rule(),
-    )
-    key = cache_key(table, models, stamp) if cache_dir else None
-    if key and cached_key(cache_dir) == key:
-        cached = os.path.join(cache_dir, FEATURES_FILE)
-        try:
-            features = pq.read_table(cached)
-            log.info("reference log-probs: reusing %s", cached)
-            return features
-        except Exception as exc:  # noqa: BLE001 - a damaged cache is recomputed
-            integrity.set_aside(cached, "feature cache", f"the reference log-probs are computed again ({exc})")
+    key = cache_key(table, models, _stamp(settings)) if cache_dir else None
+    cached = read_cache(cache_dir, key) if key else None
+    if cached is not None:
+        return cached
     out = _run_pipeline(table, models, settings, progress)
     for prefix, path in models.items():
         for side in ("chosen", "rejected"):
             column = f"{prefix}_{side}_logps"
             check_finite_logps(out.column(column).to_numpy(), column, path)
     if key:
-        with atomic_path(os.path.join(cache_dir, FEATURES_FILE)) as tmp:
-            pq.write_table(out, tmp)
-        write_text(
-            os.path.join(cache_dir, FEATURES_KEY),
-            json.dumps({"key": key, "models": models, "rows": out.num_rows}, indent=1),
-        )
+        write_cache(cache_dir, out, key, models)
     return out
+
+
+def features_for_workers(
+    table: pa.Table, reference: str, settings: FeatureSettings, cache_dir: str, progress: bool = False
+) -> Tuple[pa.Table, Optional[str]]:
+    """The features of a stage whose training workers compute the reference log-probs themselves.
+
+    Returns:
+        ``(features, None)`` when ``cache_dir`` holds them for these inputs (reference columns included), else
+        ``(tokens only, key)``: tokenized here, in this process (no actor starts for it); the workers add
+        ``ref_chosen_logps`` / ``ref_rejected_logps`` before step 1 and write the cache under ``key`` (the key a
+        separate pass of ``{"ref": reference}`` would use, so either way a rerun finds it).
+    """
+    key = cache_key(table, {"ref": reference}, _stamp(settings))
+    cached = read_cache(cache_dir, key)
+    if cached is not None:
+        return cached, None
+    return tokenize_here(table, settings, progress), key
+
+
+def tokenize_here(table: pa.Table, settings: FeatureSettings, progress: bool = False) -> pa.Table:
+    """:class:`TokenizePairs` over ``table`` in this process, 1,024 pairs at a time, in ``index`` order."""
+    from tqdm import tqdm
+
+    stage, step = TokenizePairs(**settings.tokenize_kwargs()), 1024
+    parts = []
+    with tqdm(total=table.num_rows, desc="tokenize", unit="pair", disable=not progress) as bar:
+        for start in range(0, table.num_rows, step):
+            parts.append(stage(table.slice(start, step)))
+            bar.update(parts[-1].num_rows)
+    return (pa.concat_tables(parts) if parts else stage(table)).sort_by("index")
+
+
+def read_cache(cache_dir: str, key: str) -> Optional[pa.Table]:
+    """The cached features in ``cache_dir`` (a local directory) when their key is ``key``; None otherwise (a
+    damaged cache is set aside and computed again)."""
+    import pyarrow.parquet as pq
+
+    if cached_key(cache_dir) != key:
+        return None
+    cached = os.path.join(cache_dir, FEATURES_FILE)
+    try:
+        features = pq.read_table(cached)
+    except Exception as exc:  # noqa: BLE001 - a damaged cache is recomputed
+        integrity.set_aside(cached, "feature cache", f"the reference log-probs are computed again ({exc})")
+        return None
+    log.info("reference log-probs: reusing %s", cached)
+    return features
+
+
+def write_cache(cache_dir: str, features: pa.Table, key: str, models: Dict[str, str]) -> None:
+    """``features.parquet`` and its key file into ``cache_dir`` (a local directory or a URI: a training worker
+    writes the features it computed to the stage's home), the table first."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from rcs_ray import storage
+
+    target = storage.join(cache_dir, FEATURES_FILE)
+    if storage.is_uri(cache_dir):
+        with tempfile.TemporaryDirectory(prefix="rcs-features-") as tmp:
+            pq.write_table(features, os.path.join(tmp, FEATURES_FILE))
+            storage.upload(os.path.join(tmp, FEATURES_FILE), target)
+    else:
+        with storage.atomic_path(target) as tmp:
+            pq.write_table(features, tmp)
+    storage.write_text(
+        storage.join(cache_dir, FEATURES_KEY),
+        json.dumps({"key": key, "models": models, "rows": features.num_rows}, indent=1),
+    )
 
 
 def cached_key(cache_dir: str) -> Optional[str]:

@@ -5,7 +5,9 @@
    entry names (:data:`rcs_ray.registry.LOSSES`, :mod:`rcs_ray.train.features`, :mod:`rcs_ray.train.margins`);
    then every model the stage loads is checked (:mod:`rcs_ray.train.checks`);
 3. **reference features** -- tokens and the reference log-probs (and any log-probs the loss's margins need, e.g.
-   SPO's policy chain) in one Ray Data pass (:mod:`rcs_ray.train.features`, :mod:`rcs_ray.train.refs`);
+   SPO's policy chain) in one Ray Data pass (:mod:`rcs_ray.train.features`, :mod:`rcs_ray.train.refs`); when the
+   reference is the policy the workers start from, only the tokens, and the workers compute the reference log-probs
+   before step 1 (:mod:`rcs_ray.train.worker_refs`);
 4. **launch** -- ``TorchTrainer`` on ``train.num_workers`` workers (:mod:`rcs_ray.train.launch`,
    :mod:`rcs_ray.train.loop`);
 5. **export** -- the HF model, the metrics and the summary.
@@ -45,8 +47,9 @@ from rcs_ray.errors import RcsInputError
 from rcs_ray.run_layout import SUMMARY_FILE, RunLayout, TrainFiles
 from rcs_ray.train import refs
 from rcs_ray.train.checks import check_gpu_only, check_models, check_schedule, data_checks
-from rcs_ray.train.features import PolicyChain, loss_inputs, reference_features
-from rcs_ray.train.launch import LaunchSpec, check_resumable, export, launch
+from rcs_ray.train.export import export
+from rcs_ray.train.features import PolicyChain, ReferenceFeatures, loss_inputs, reference_features
+from rcs_ray.train.launch import LaunchSpec, check_resumable, launch
 from rcs_ray.train.margins import LossInputs
 from rcs_ray.train.sources import stage_pairs
 from rcs_ray.user_paths import resolve_model_dir
@@ -105,7 +108,12 @@ def run(
     features, checks = _features(cfg, st, progress)  # 3. reference features
     result, spec = _launch(cfg, st, features, progress)  # 4. launch
     home = TrainFiles(st.staged.home)
-    extra = {"checkpoint": result.checkpoint.path, "run_name": st.run_name, "data_checks": checks}
+    extra = {
+        "checkpoint": result.checkpoint.path,
+        "run_name": st.run_name,
+        "data_checks": checks,
+        "reference_pass": features.how,
+    }
     history, summary = _export_outputs(result, st.staged, st.tok, spec, lambda h: _summary(st, h, home, extra))
     return TrainResult(
         out_dir=st.staged.home,
@@ -181,22 +189,38 @@ def _prepare(
     return _Stage(k, t, prs, policy_path, ref_path, tok_path, staged, chain_of, inputs, tok, run_name, start, seconds)
 
 
-def _features(cfg: RunConfig, st: _Stage, progress: bool):
-    """Step 3: every pair's tokens, reference log-probs and margin columns (cached in the output dir), and the counts
-    of suspicious data (:func:`rcs_ray.train.checks.data_checks`)."""
+def _features(cfg: RunConfig, st: _Stage, progress: bool) -> Tuple[ReferenceFeatures, dict]:
+    """Step 3: every pair's tokens, reference log-probs and margin columns (cached in the output dir; the reference
+    log-probs left to the training workers when they start from the reference), and the counts of suspicious data
+    (:func:`rcs_ray.train.checks.data_checks`)."""
     settings = refs.FeatureSettings.of(st.t, cfg.policy, st.tokenizer_path, st.tok.pad_token_id)
-    with interrupts.phase("reference pass"):
-        features = reference_features(st.prs, st.inputs, st.reference, settings, st.staged.local, progress)
+    in_workers = _reference_in_workers(st)
+    with interrupts.phase("tokenization" if in_workers else "reference pass"):
+        features = reference_features(
+            st.prs, st.inputs, st.reference, settings, st.staged.local, progress, in_workers=in_workers
+        )
     st.seconds["features"] = time.time() - st.start - sum(st.seconds.values())
-    return features, data_checks(st.prs, features, st.t)
+    return features, data_checks(st.prs, features.table, st.t)
 
 
-def _launch(cfg: RunConfig, st: _Stage, features, progress: bool) -> Tuple[object, LaunchSpec]:
+def _reference_in_workers(st: _Stage) -> bool:
+    """The training workers can compute the reference log-probs: the reference is the policy they start from, the
+    stage's settings do not ask for a separate pass, and no checkpoint of this run exists (a resumed run's weights
+    are no longer the reference: it reads the cache the first run wrote, or runs the separate pass)."""
+    return (
+        st.reference == st.policy
+        and not st.t.separate_reference_pass(st.k)
+        and not storage.isdir(storage.join(TrainFiles(st.staged.home).checkpoints, st.run_name))
+    )
+
+
+def _launch(cfg: RunConfig, st: _Stage, features: ReferenceFeatures, progress: bool) -> Tuple[object, LaunchSpec]:
     """Step 4: ``TorchTrainer`` on the features, resuming a run of the same inputs (refused when they changed);
     returns Ray Train's result and the launch spec."""
     k, t, prs = st.k, st.t, st.prs
-    spec = _launch_spec(cfg, t, k, prs, st.inputs, st.policy, st.tok)
-    check_resumable(st.staged.local, st.staged.home, st.run_name, t, spec, refs.cached_key(st.staged.local))
+    spec = _launch_spec(cfg, t, k, prs, st.inputs, st.policy, st.tok, features.workers_key)
+    key = features.workers_key or refs.cached_key(st.staged.local)
+    check_resumable(st.staged.local, st.staged.home, st.run_name, t, spec, key)
     st.staged.push(*TrainFiles.INPUTS)
     log.info(
         "stage %d: training on %d pairs (%s, ZeRO-%d, %d workers)",
@@ -207,7 +231,7 @@ def _launch(cfg: RunConfig, st: _Stage, features, progress: bool) -> Tuple[objec
         t.num_workers,
     )
     with interrupts.phase("Ray Train"):
-        result = launch(features, t, spec, st.run_name, st.staged.home, st.staged.local, progress)
+        result = launch(features.table, t, spec, st.run_name, st.staged.home, st.staged.local, progress)
     st.seconds["fit"] = time.time() - st.start - sum(st.seconds.values())
     return result, spec
 
@@ -242,9 +266,17 @@ def _loaded_models(prs: PairSet, inputs: LossInputs, policy_path: str, ref_path:
 
 
 def _launch_spec(
-    cfg: RunConfig, t: TrainConfig, k: int, prs: PairSet, inputs: LossInputs, policy_path: str, tok
+    cfg: RunConfig,
+    t: TrainConfig,
+    k: int,
+    prs: PairSet,
+    inputs: LossInputs,
+    policy_path: str,
+    tok,
+    reference_key: Optional[str] = None,
 ) -> LaunchSpec:
-    """What every worker needs besides the features: the policy, the loss's hyperparameters, the tracking run."""
+    """What every worker needs besides the features: the policy, the loss's hyperparameters, the tracking run, and
+    the cache key of the reference log-probs when the workers compute them."""
     track = tracking.settings_for(
         cfg, f"stage{k + 1}", t.report_to, {"train": to_dict(t), "stage": k + 1, "objective": prs.target}
     )
@@ -255,6 +287,7 @@ def _launch_spec(
         trust_remote_code=cfg.policy.trust_remote_code,
         attn_implementation=cfg.policy.attn_implementation,
         tracking=track.as_dict() if track else None,
+        reference_key=reference_key,
     )
 
 

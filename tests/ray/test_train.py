@@ -71,16 +71,37 @@ def test_dpo_zero2_learns_and_exports_an_hf_model(dpo_run, assets):
     assert any(not np.allclose(before[k].numpy(), after[k].numpy()) for k in before)
     summary = json.load(open(dpo_run.summary_path))
     assert summary["steps"] == STEPS and summary["zero_stage"] == 2 and summary["pairs"] == 64
+    assert summary["reference_pass"] == "training workers"  # the reference is the policy they start from
     # ZeRO-2: every worker holds all the parameters (fp32)
     full_mb = sum(v.numel() * 4 for v in before.values()) / 2**20
     assert dpo_run.history[0]["memory/params_at_load_mb"] == pytest.approx(full_mb, rel=1e-6)
     assert summary["memory_mb"]["params_at_load_mb"] == pytest.approx(full_mb, abs=0.1)
 
 
+def test_the_workers_reference_log_probs_are_the_starting_policys(dpo_run, assets):
+    """The cache the workers wrote before step 1 holds log pi_ref(y | x) of every pair, computed here by hand from
+    the tokens: a plain forward of the starting policy, the log-softmax at each labelled position, summed."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(assets["policy"]).eval()
+    table = pq.read_table(os.path.join(dpo_run.out_dir, "features.parquet")).sort_by("index").to_pylist()
+    assert [r["index"] for r in table] == list(range(64))
+    for row in table:
+        for side in ("chosen", "rejected"):
+            ids, labels = torch.tensor([row[f"{side}_input_ids"]]), torch.tensor(row[f"{side}_labels"][1:])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+            kept = labels != -100
+            expected = float(logp[kept.nonzero().squeeze(1), labels[kept]].sum())
+            assert row[f"ref_{side}_logps"] == pytest.approx(expected, abs=1e-4), (row["index"], side)
+
+
 def test_modpo_zero3_learns_with_margins_from_recorded_rewards(assets, ray_session, tmp_path):
     cfg = make_cfg(assets, str(tmp_path), "train.loss=modpo", "train.zero_stage=3", "train.save_steps=null")
     result = run(cfg, stage=1, pairs=assets["pairs"], progress=False)
     assert result.out_dir == os.path.join(str(tmp_path), "stage2", "train")
+    assert result.summary["reference_pass"] == "training workers"  # ZeRO-3: every rank ran the same forwards
     assert result.summary["margin_objectives"] == ["harmless"]
     assert result.summary["loss_kwargs"] == {"weights": [0.5, 0.5]}
     assert_learns(result)
@@ -113,6 +134,7 @@ def test_spo_stage2_uses_implicit_rewards_of_the_stage1_policy(dpo_run, assets, 
     result = run(cfg, stage=1, pairs=assets["pairs"], policy=dpo_run.model_dir, progress=False)
     s = result.summary
     assert s["spo_reward_source"] == "implicit" and s["reference"] == dpo_run.model_dir
+    assert s["reference_pass"] == "separate"  # the chain's models run in the pass of their own
     assert s["spo_chain"] == [assets["policy"], dpo_run.model_dir] and s["loss_kwargs"] == {"alphas": [0.3]}
     # stage 1 (DPO) raised chosen over rejected: its implicit reward margin is positive and enters the loss
     assert result.history[0]["rewards/margin_term"] > 0
@@ -198,6 +220,14 @@ def test_bad_input_stops_with_one_line(assets, ray_session, tmp_path):
         "ref_chosen_logps",
         "non-finite",
     )
+    # the same model as the policy: its own reference, so the training workers find the NaN before step 1
+    _one_line_error(
+        lambda: run(cfg, pairs=assets["pairs"], policy=broken, out_dir=str(tmp_path / "w"), progress=False),
+        "ref_chosen_logps",
+        "non-finite",
+        "in the training workers",
+    )
+    assert not os.path.exists(tmp_path / "w" / "model")
 
 
 def test_a_local_ray_starts_no_preemption_watcher_with_each_fit(ray_session):

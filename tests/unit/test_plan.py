@@ -19,26 +19,23 @@ K2 = os.path.join(REPO, "configs", "tiny", "k2.yaml")
 
 
 def test_the_tiny_config_plans_with_its_phases_and_cost(tiny_world):
-    cfg = load_config(K2, [f"tinyworld.cache_dir={os.path.dirname(tiny_world.root)}"])
+    over = [f"tinyworld.cache_dir={os.path.dirname(tiny_world.root)}"]
+    cfg = load_config(K2, over)
     result = plan(cfg, gpus=0, cpus=2)
     assert result.problems == []
     assert result.found.prompts == {"stages.0.data": 2048, "stages.1.data": 2048, "eval.prompts": 128}
-    assert [p.name for p in result.phases] == [
-        "stage 1 reference pass",
-        "stage 1 training",
-        "stage 2 sampling",
-        "stage 2 reference pass",
-        "stage 2 training",
-        "eval",
-    ]
-    sampling = result.phases[2]
+    # each stage trains against the policy it starts from: its workers compute the reference log-probs
+    assert [p.name for p in result.phases] == ["stage 1 training", "stage 2 sampling", "stage 2 training", "eval"]
+    separate = plan(load_config(K2, [*over, "train.reference_pass=separate"]), gpus=0, cpus=2).phases
+    assert [p.name for p in separate if "reference" in p.name] == ["stage 1 reference pass", "stage 2 reference pass"]
+    sampling = result.phases[1]
     assert sampling.total("CPU") == 1.25 and sampling.total("GPU") == 0  # 1 engine + a rule pool
     (c1, c2) = result.costs
     # stage 1: 32 steps x global batch 64 (32 per worker x 2) pairs at 16 pairs/s, on 2 workers
     assert c1.generated_tokens == 0 and c1.training_gpu_hours == pytest.approx(32 * 64 / (16 * 3600) * 2)
     assert c2.generated_tokens == pytest.approx(2048 * 8 * 0.7 * 24)  # P x n x fill x max_tokens
     assert "0 problem(s): the config can run as planned" in result.report()
-    assert json.loads(json.dumps(result.as_dict()))["phases"][2]["needs"] == {"CPU": 1.25, "GPU": 0}
+    assert json.loads(json.dumps(result.as_dict()))["phases"][1]["needs"] == {"CPU": 1.25, "GPU": 0}
 
 
 def test_a_broken_config_lists_every_problem_and_exits_2(tiny_world):
