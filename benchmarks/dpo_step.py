@@ -5,7 +5,7 @@ Same tiny Llama (the tiny world's shape: hidden 128, 2 layers), same tokenized p
 (no weight decay, constant LR) and clipping at 1.0, fp32 on the CPU. Variants:
 
 - ``plain``: one process, ``torch.optim.AdamW``, concatenated chosen + rejected forward, hand-written DPO loss;
-- ``ours_zero0`` / ``ours_zero2``: :mod:`rcs_ray.train.loop`'s ``pair_logps`` + ``preference_loss`` under a DeepSpeed
+- ``ours_zero0`` / ``ours_zero2``: :mod:`rcs_ray.train.batches`' ``pair_logps`` + ``preference_loss`` under a DeepSpeed
   engine built by ``build_ds_config`` (world size 1, in this process);
 - ``trl``: ``trl.DPOTrainer.train()`` on the same model / pairs / batches, reference log-probs precomputed by TRL
   (``precompute_ref_log_probs=True``) -- like for like; ``trl_ref_in_step``: TRL's default, a reference-model forward
@@ -40,8 +40,8 @@ from dpo_step_variants import BETA, LR, batches, build_assets, ours_step_fn, pla
 NOTES = {
     "plain": "one process: policy forward of chosen+rejected concatenated, log-softmax gather, DPO loss, backward, "
     "clip, torch AdamW; precomputed reference log-probs; batch already collated.",
-    "ours_zero0": "rcs_ray.train.loop pair_logps + preference_loss('dpo') under a DeepSpeed engine (ZeRO-0, world 1): "
-    "engine.backward + engine.step (clip, torch AdamW); precomputed reference log-probs; batch already "
+    "ours_zero0": "rcs_ray.train.batches pair_logps + preference_loss('dpo') under a DeepSpeed engine (ZeRO-0, "
+    "world 1): engine.backward + engine.step (clip, torch AdamW); precomputed reference log-probs; batch already "
     "collated.",
     "ours_zero2": "the same under ZeRO-2.",
     "ray_train_2w": "rcs_ray.train.run on 2 Ray Train workers (ZeRO-2), per-step seconds from the workers' metrics; "

@@ -71,7 +71,7 @@ def reference_logps(policy: str, feats, pad: int):
     from transformers import AutoModelForCausalLM
 
     from rcs_ray.modeling.logprobs import collate_pairs
-    from rcs_ray.train.loop import pair_logps
+    from rcs_ray.train.batches import pair_logps
 
     model = AutoModelForCausalLM.from_pretrained(policy).eval()
     chosen, rejected = [], []
@@ -121,7 +121,8 @@ def ours_step_fn(policy: str, zero_stage: int, batch: int):
     from transformers import AutoModelForCausalLM
 
     from rcs_ray.config import TrainConfig
-    from rcs_ray.train.loop import build_ds_config, pair_logps, preference_loss
+    from rcs_ray.train.batches import pair_logps, preference_loss
+    from rcs_ray.train.deepspeed_engine import build_ds_config
 
     for k, v in {
         "RANK": "0",

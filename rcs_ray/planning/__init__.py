@@ -141,7 +141,7 @@ def _schedules(cfg: RunConfig, found: Found) -> List[str]:
     """A stage whose data holds fewer pairs than one global batch cannot train (sampled stages: at most one pair per
     prompt)."""
     from rcs_ray.config import stage_train
-    from rcs_ray.train.loop import schedule
+    from rcs_ray.train.batches import schedule
 
     out = []
     for k in range(len(cfg.stages)):

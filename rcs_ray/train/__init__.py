@@ -7,7 +7,8 @@
 - :mod:`rcs_ray.train.refs` -- reference log-probs as a Ray Data actor-pool stage, and the feature cache.
 - :mod:`rcs_ray.train.worker_refs` -- the reference log-probs computed by the training workers before step 1, when
   the reference is the policy they start from (no second model).
-- :mod:`rcs_ray.train.loop` -- the per-worker loop: DeepSpeed engine, seeded batches, metrics, checkpoints.
+- :mod:`rcs_ray.train.batches` -- what a step computes on: the seeded data order, batches, log-probs, the loss.
+- :mod:`rcs_ray.train.loop` -- the per-worker loop: DeepSpeed engine, steps, metrics, checkpoints.
 - :mod:`rcs_ray.train.launch` -- the TorchTrainer launch and the resume check.
 - :mod:`rcs_ray.train.export` -- the HF model out of the final checkpoint (a LoRA adapter merged).
 - :mod:`rcs_ray.train.trainer` -- ``run``: one stage as named steps (pairs, loss inputs, features, launch, export).

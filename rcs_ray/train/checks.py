@@ -29,7 +29,7 @@ def check_gpu_only(cfg: RunConfig, t: TrainConfig) -> None:
 
 def check_schedule(prs: PairSet, t: TrainConfig) -> None:
     """Refuse, naming the pairs, a training schedule these pairs cannot fill (the loop's own message)."""
-    from rcs_ray.train.loop import schedule
+    from rcs_ray.train.batches import schedule
 
     try:
         schedule(len(prs.rows), t, t.num_workers)

@@ -33,12 +33,12 @@ log = logging.getLogger(__name__)
 def add_reference_logps(
     forward, table: Dict[str, list], features, spec: Dict[str, Any], step: int, rank: int, world: int
 ) -> None:
-    """Add the reference log-prob columns to ``table`` (the worker's columns, :func:`rcs_ray.train.loop.
+    """Add the reference log-prob columns to ``table`` (the worker's columns, :func:`rcs_ray.train.batches.
     load_features`), computed at step 0, else read from the cache rank 0 wrote then.
 
     Args:
         forward: ``rows -> (chosen (B,), rejected (B,))`` log-prob tensors of those rows under the engine's current
-            weights, no grad, in eval mode (:func:`rcs_ray.train.loop.reference_forward`); the starting weights when
+            weights, no grad, in eval mode (:func:`rcs_ray.train.batches.reference_forward`); the starting weights when
             ``step`` is 0.
         table: the feature columns (tokens, margins), in ``index`` order; changed in place.
         features: the same table as a ``pyarrow.Table`` (rank 0 writes it with the new columns).

@@ -190,7 +190,7 @@ def test_log_prob_passes_give_each_sequence_its_own_per_token_log_probs(replicas
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rcs_ray.modeling.logprobs import ResponseLogps, build_pair_features, collate_pairs, tokenize_example
-    from rcs_ray.train.loop import pair_logps
+    from rcs_ray.train.batches import pair_logps
 
     path = replicas["policy"]  # Llama-3 style, no pad token, <|eot_id|> ends turns
     tok = AutoTokenizer.from_pretrained(path)

@@ -27,7 +27,7 @@ def assert_learns(result, steps=STEPS):
 
 
 def step1_rows(cfg, n):
-    """The pairs (row indices) of optimizer step 1, by the order rcs_ray/train/loop.py documents: the first global
+    """The pairs (row indices) of optimizer step 1, by the order rcs_ray/train/batches.py documents: the first global
     batch (batch_size x accumulation x workers) of epoch 0's permutation ``default_rng([seed, 0])``."""
     t = cfg.train
     global_batch = t.batch_size * t.gradient_accumulation_steps * t.num_workers

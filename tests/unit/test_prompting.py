@@ -169,7 +169,7 @@ def hinge_loss(
 
 def test_a_new_loss_is_one_registry_entry(monkeypatch):
     from rcs_ray.config import load_config
-    from rcs_ray.train.loop import preference_loss
+    from rcs_ray.train.batches import preference_loss
 
     spec = registry.LossSpec(
         "tests.unit.test_prompting:hinge_loss", params=(), inputs=("chosen_bonus", "rejected_bonus")
@@ -191,7 +191,7 @@ def test_a_new_loss_is_one_registry_entry(monkeypatch):
 
 
 def test_the_loop_calls_every_registered_loss_the_same_way():
-    from rcs_ray.train.loop import preference_loss
+    from rcs_ray.train.batches import preference_loss
     from rcs_ray.train.losses import dpo_loss, modpo_loss, spo_loss
 
     b = {

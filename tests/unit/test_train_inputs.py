@@ -11,7 +11,8 @@ from rcs_ray.config import TrainConfig, load_config
 from rcs_ray.data.pairs import PairSet
 from rcs_ray.errors import RcsInputError
 from rcs_ray.modeling.loading import check_vocab
-from rcs_ray.train.loop import batch_rows, build_ds_config, schedule
+from rcs_ray.train.batches import batch_rows, schedule
+from rcs_ray.train.deepspeed_engine import build_ds_config
 from rcs_ray.train.margins import LossContext, implicit_margins, modpo_inputs, spo_inputs
 from rcs_ray.train.ref_stages import check_finite_logps
 from tests.fixtures_data import scored_pair_rows
