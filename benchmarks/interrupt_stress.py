@@ -12,10 +12,10 @@ Half the trials start the command as a background job of a non-interactive shell
 cause of the Ctrl-C that used to be lost during sampling). ``--load hog`` runs one busy process per core beside each
 trial; ``--load both`` runs every trial once without and once with it.
 
-The command under test is the demo (world build, RC analysis, stage 1 reference pass, Ray Train start-up and
-training, stage 2 sampling, writing, training, evaluation) on a small tiny world built afresh in each trial, so
-every phase is on the timeline. ``--smoke`` (the suite's short version) interrupts `rcs-ray run` of the cached tiny
-world once, within its first 20 s, and reruns it.
+The command under test is the demo (world build, RC analysis, stage 1 tokenization, Ray Train start-up, the
+workers' reference log-probs and training, stage 2 sampling, writing, training, evaluation) on a small tiny world
+built afresh in each trial, so every phase is on the timeline. ``--smoke`` (the suite's short version) interrupts
+`rcs-ray run` of the cached tiny world once, within its first 20 s, and reruns it.
 
     python benchmarks/interrupt_stress.py --signals 20 --load both
     python benchmarks/interrupt_stress.py --smoke --out /tmp/stress

@@ -275,10 +275,11 @@ def _training_table(d: dict) -> list[str]:
     return lines + [
         "",
         "Hand-over: from the last sampling round's end to the first training step's start: `hand_over_gap` + `read` "
-        "+ `features` (with real models the reference pass loads the reference policy too). "
+        "+ `features` (the tokenization; the reference log-probs are computed by the training workers inside `fit`, "
+        "or, with a separate pass, in `features`, where real models load the reference policy once more). "
         "`hand_over_gap`: from the end of the window before (the last sampling round) to the training step's start "
         "(the sampling commit and the workflow's bookkeeping); `read` / `features` / `fit` / `export`: the trainer's "
-        "own parts (pairs read, reference pass, Ray Train, model export).",
+        "own parts (pairs read, tokenization or reference pass, Ray Train, model export).",
         "",
     ]
 

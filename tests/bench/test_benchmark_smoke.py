@@ -8,6 +8,7 @@ the scripts that import them; test_every_script_is_covered keeps this list compl
 """
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -185,6 +186,10 @@ CASES = {
         ],
         ["findings.json", "findings.md"],
     ),
+    "reference_pass": (
+        ["--repeats", "1", "--pairs", "32", "--steps", "1", "--batch", "8", "--out", "{tmp}"],
+        ["reference_pass.json", "reference_pass.md"],
+    ),
     "workflow_sim": (
         ["--smoke", "--label", "smoke", "--out", "{tmp}"],
         ["workflow_sim_smoke.json", "workflow_sim_smoke.md"],
@@ -216,6 +221,12 @@ def test_the_script_runs_and_writes_its_report(script, tiny_world, tmp_path):
         shutil.copy(tmp_path / "findings.md", tmp_path / "first.md")
         smoke("tinyworld_findings.py", "--report-only", "--out", str(tmp_path))
         assert (tmp_path / "findings.md").read_text() == (tmp_path / "first.md").read_text()
+    if script == "reference_pass":  # both ways give the same reference: step 1 of DPO is ln 2 in each
+        data = read(tmp_path / "reference_pass.json")
+        assert data["auto"]["how"] == ["training workers"] and data["separate"]["how"] == ["separate"]
+        assert data["max_abs_ref_diff"] < 1e-4
+        for mode in ("auto", "separate"):
+            assert data[mode]["step1_loss"][0] == pytest.approx(math.log(2), abs=1e-5)
     if script == "workflow_sim":  # every pool's loads counted, per round and eval pass; the report re-renders
         data = read(tmp_path / "workflow_sim_smoke.json")
         assert {"generate", "rm:rm_a", "rm:rm_b", "rm:rm_c"} <= set(data["loads_by_pool"])

@@ -105,6 +105,9 @@ def check_outputs(out, prompts):
     pairs = pq.read_table(out / "stage2" / "sampling" / "pairs.parquet").to_pylist()
     failed = pq.read_table(out / "stage2" / "sampling" / "failed.parquet").num_rows
     assert pairs and len(pairs) + failed == prompts
+    for k in (1, 2):
+        summary = json.loads((out / f"stage{k}" / "train" / "train_summary.json").read_text())
+        assert summary["reference_pass"] == "training workers"  # the policy it starts from is the reference
     c = np.array([p["chosen_rewards"] for p in pairs])
     r = np.array([p["rejected_rewards"] for p in pairs])
     assert (c[:, 0] - r[:, 0] >= -0.5).all() and (c[:, 1] > r[:, 1]).all()  # RC: harmless (margin), helpful
@@ -140,8 +143,9 @@ def check_placement(cluster, jobs):
     assert all(p.state == "REMOVED" for p in generate)  # GPUs released, the stopped job's too
     for a in placed("ScoreStage"):  # the rule scorers: where `scorer` is (the head)
         assert a.node_id == head and a.required_resources.get("scorer") == 1.0
-    for a in placed("ReferenceLogps"):  # train.use_gpu: reference log-probs on a GPU
-        assert a.node_id == worker and a.required_resources.get("GPU", 0) > 0
+    # each stage trains against the policy it starts from: its GPU workers computed the reference log-probs, and no
+    # separate reference actor started
+    assert not [a for a in actors if "ReferenceLogps" in (a.class_name or "")]
     workers = placed("RayTrainWorker")
     assert len(workers) == 4  # 2 per stage
     for a in workers:
