@@ -8,6 +8,8 @@
 - :mod:`rcs_ray.train.worker_refs` -- the reference log-probs computed by the training workers before step 1, when
   the reference is the policy they start from (no second model).
 - :mod:`rcs_ray.train.batches` -- what a step computes on: the seeded data order, batches, log-probs, the loss.
+- :mod:`rcs_ray.train.deepspeed_engine` -- the policy in a DeepSpeed engine (ZeRO, LoRA, QLoRA), its HF export.
+- :mod:`rcs_ray.train.memory` -- what a worker's memory holds (the ``memory/*`` metrics).
 - :mod:`rcs_ray.train.loop` -- the per-worker loop: DeepSpeed engine, steps, metrics, checkpoints.
 - :mod:`rcs_ray.train.launch` -- the TorchTrainer launch and the resume check.
 - :mod:`rcs_ray.train.export` -- the HF model out of the final checkpoint (a LoRA adapter merged).

@@ -1,5 +1,5 @@
 """The DeepSpeed engine a training worker steps: the policy (full, or LoRA adapters via PEFT), its optimizer, the
-learning-rate schedule, and the HF export.
+learning-rate schedule, and the HF export (its memory figures: :mod:`rcs_ray.train.memory`).
 
 - **ZeRO-3 shards at load**: with ``zero_stage: 3`` an ``HfDeepSpeedConfig`` is alive while the policy is built, so
   ``from_pretrained`` runs under ``deepspeed.zero.Init`` and each rank materialises only its shard of every
@@ -19,13 +19,12 @@ learning-rate schedule, and the HF export.
 
 from __future__ import annotations
 
-import resource
+import contextlib
 import sys
 from typing import Any, Dict, List, Optional
 
 from rcs_ray.config import TrainConfig
-
-MB = 1 << 20
+from rcs_ray.train.memory import param_bytes
 
 
 def build_ds_config(train: TrainConfig, world_size: int) -> Dict[str, Any]:
@@ -205,20 +204,27 @@ def _ndim(p) -> int:
     return len(shape) if shape is not None else p.dim()
 
 
+@contextlib.contextmanager
+def _blocked(module: str):
+    """Inside the block ``import <module>`` raises ImportError (unless it is loaded already); importable after."""
+    block = module not in sys.modules
+    if block:
+        sys.modules[module] = None
+    try:
+        yield
+    finally:
+        if block and module in sys.modules and sys.modules[module] is None:
+            del sys.modules[module]
+
+
 def import_deepspeed():
     """``import deepspeed`` without its autotuner's optional ``import mlflow``, which costs about 0.8 s in every
     training worker here (measured) and is used only by ``deepspeed --autotuning``, never run by a training loop.
     ``mlflow`` stays importable after: MLflow tracking imports it when it is on."""
     if "deepspeed" in sys.modules:
         return sys.modules["deepspeed"]
-    block = "mlflow" not in sys.modules
-    if block:
-        sys.modules["mlflow"] = None  # `import mlflow` raises ImportError: the autotuner sets has_mlflow = False
-    try:
+    with _blocked("mlflow"):  # `import mlflow` raises ImportError: the autotuner sets has_mlflow = False
         import deepspeed
-    finally:
-        if block and "mlflow" in sys.modules and sys.modules["mlflow"] is None:
-            del sys.modules["mlflow"]
     return deepspeed
 
 
@@ -269,73 +275,3 @@ def export_hf(engine, train: TrainConfig, rank: int, out: str) -> None:
             module.save_pretrained(out, state_dict=state, safe_serialization=True)
     elif rank == 0:
         module.save_pretrained(out, safe_serialization=True)
-
-
-# ------------------------------------------------------------------------------------------------ memory
-def param_bytes(model) -> int:
-    """Bytes of the parameters this process holds (ZeRO-3: its partitions only)."""
-    total = 0
-    for p in model.parameters():
-        local = getattr(p, "ds_tensor", None)
-        t = local if local is not None else p
-        total += t.numel() * t.element_size()
-    return total
-
-
-def _tensors(obj, seen: set, depth: int = 0):
-    import torch
-
-    if depth > 4:
-        return
-    if isinstance(obj, torch.Tensor):
-        if obj.numel() and obj.untyped_storage().data_ptr() not in seen:
-            seen.add(obj.untyped_storage().data_ptr())
-            yield obj.untyped_storage().nbytes()
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v, seen, depth + 1)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _tensors(v, seen, depth + 1)
-
-
-def state_bytes(engine) -> int:
-    """Bytes of model state this rank holds: parameters (and ZeRO's flat copies of them), gradients and the
-    optimizer's moments, each storage counted once."""
-    seen: set = set()
-    total = sum(
-        _tensors(
-            [p.ds_tensor if getattr(p, "ds_tensor", None) is not None else p for p in engine.module.parameters()], seen
-        )
-    )
-    total += sum(_tensors([p.grad for p in engine.module.parameters() if p.grad is not None], seen))
-    opt = engine.optimizer
-    for holder in (opt, getattr(opt, "optimizer", None)):
-        if holder is None:
-            continue
-        total += sum(_tensors(list(getattr(holder, "state", {}).values()), seen))
-        for name in (
-            "single_partition_of_fp32_groups",
-            "fp32_partitioned_groups_flat",
-            "bit16_groups_flat",
-            "averaged_gradients",
-            "fp16_partitioned_groups_flat",
-        ):
-            total += sum(_tensors(getattr(holder, name, None), seen))
-    return total
-
-
-def memory_figures(engine) -> Dict[str, float]:
-    """``memory/*`` metrics of this worker: parameters materialised at load, model state now, peak RSS (MB)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    module = engine.module
-    at_load = getattr(module, "rcs_params_at_load", None)
-    if at_load is None:
-        at_load = getattr(getattr(module, "base_model", None), "rcs_params_at_load", 0)
-    trainable = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in module.parameters() if p.requires_grad)
-    return {
-        "memory/params_at_load_mb": at_load / MB,
-        "memory/model_state_mb": state_bytes(engine) / MB,
-        "memory/rss_peak_mb": rss,
-        "memory/trainable_params": float(trainable),
-    }

@@ -120,7 +120,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> List[dict]:
     ``fail_at_steps`` and ``fail_marker_dir`` (a test hook, see :func:`_maybe_fail`).
 
     Metrics: the loss's, ``lr``, ``seconds``, ``tokens_per_second``, and ``memory/*`` (the largest over the
-    workers, :func:`rcs_ray.train.deepspeed_engine.memory_figures`).
+    workers, :func:`rcs_ray.train.memory.memory_figures`).
     """
     import ray.train
 
@@ -226,7 +226,7 @@ def _step_metrics(
     """One step's metrics, the same on every worker: the loss's means over micro-batches and workers, ``progress``
     (step, total_steps, epoch, resumed_from), ``lr``, ``seconds`` since ``t0``, ``tokens_per_second`` and the
     workers' largest ``memory/*``."""
-    from rcs_ray.train.deepspeed_engine import memory_figures
+    from rcs_ray.train.memory import memory_figures
 
     means = _reduce(list(sums / train.gradient_accumulation_steps) + [tokens], engine.device, world)
     seconds = time.perf_counter() - t0

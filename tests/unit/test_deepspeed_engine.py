@@ -6,7 +6,8 @@ import math
 import pytest
 
 from rcs_ray.config import LoraConfig, TrainConfig
-from rcs_ray.train.deepspeed_engine import build_ds_config, lr_factor, param_bytes, param_groups
+from rcs_ray.train.deepspeed_engine import build_ds_config, lr_factor, param_groups
+from rcs_ray.train.memory import param_bytes
 
 pytestmark = pytest.mark.unit
 
