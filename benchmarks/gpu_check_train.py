@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 import statistics
@@ -65,6 +66,12 @@ def train_check(args, numbers: dict, problems: list, zero: int, config: str, ov:
     want = int(load_config(config, ov).stages[0].train.max_steps)
     if summary["steps"] != want or not all(map(lambda m: m["loss"] == m["loss"], history)):
         problems.append(f"expected {want} steps with finite losses, got {[m['loss'] for m in history]}")
+    # the workers computed the reference log-probs (NCCL all-gather) with the engine that trains: DPO's step 1 then
+    # compares the policy with itself, ln 2 up to bf16 rounding of differently padded batches
+    numbers["reference_pass"] = summary.get("reference_pass")
+    if summary.get("reference_pass") == "training workers" and summary["loss"] == "dpo":
+        if abs(history[0]["loss"] - math.log(2)) > 1e-2:
+            problems.append(f"step 1's DPO loss {history[0]['loss']} is not ln 2 (the workers' reference)")
     model, info = AutoModelForCausalLM.from_pretrained(files.model, output_loading_info=True, dtype="auto")
     numbers["export_dtype"] = str(next(model.parameters()).dtype)
     if info["missing_keys"] or info["unexpected_keys"]:
