@@ -92,6 +92,10 @@ class TrainFiles:
     def checkpoints(self) -> str:
         return join(self.dir, CHECKPOINTS_DIR)
 
+    def run_checkpoints(self, run_name: str) -> str:
+        """Where Ray Train keeps the checkpoints of run ``run_name`` (its ``storage_path`` / ``name``)."""
+        return join(self.dir, CHECKPOINTS_DIR, run_name)
+
     OUTPUTS = (MODEL_DIR, ADAPTER_DIR, METRICS_FILE, SUMMARY_FILE)  # published when training ends
     INPUTS = (FEATURES_FILE, FEATURES_KEY, RUN_FILE)  # published before training (a rerun elsewhere reuses them)
 

@@ -161,25 +161,14 @@ def reference_features(
         column_of[prefix] = same or prefix
         if same is None:
             models[prefix] = path
-    before = _cache_state(cache_dir) if models else None
-    features = refs.compute_features(prs.table(extra), models, settings, cache_dir=cache_dir, progress=progress)
+    features, reused = refs.compute_features(prs.table(extra), models, settings, cache_dir=cache_dir, progress=progress)
     if inputs.from_logps is not None:
         logps = {p: refs.logps_columns(features, column_of[p]) for p in inputs.models}
         chosen, rejected = inputs.from_logps(logps)
         features = features.append_column("chosen_margin", _floats(chosen))
         features = features.append_column("rejected_margin", _floats(rejected))
-    how = "precomputed" if not models else "cached" if before and before == _cache_state(cache_dir) else "separate"
+    how = "precomputed" if not models else "cached" if reused else "separate"
     return ReferenceFeatures(_keep(features), how)
-
-
-def _cache_state(cache_dir: str):
-    """The cache's key and its table's mtime (None: no cache): unchanged by a pass that reused it."""
-    import os
-
-    from rcs_ray.run_layout import FEATURES_FILE
-
-    key = refs.cached_key(cache_dir)
-    return key and (key, os.stat(os.path.join(cache_dir, FEATURES_FILE)).st_mtime_ns)
 
 
 def _keep(features: pa.Table) -> pa.Table:

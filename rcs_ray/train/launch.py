@@ -91,7 +91,7 @@ def check_resumable(
         )
     )
     path = os.path.join(local, RUN_FILE)
-    if storage.isdir(storage.join(TrainFiles(home).checkpoints, run_name)) and os.path.isfile(path):
+    if storage.isdir(TrainFiles(home).run_checkpoints(run_name)) and os.path.isfile(path):
         with open(path, encoding="utf-8") as fh:
             old = json.load(fh)
         if old != fingerprint:
@@ -144,7 +144,7 @@ def remove_orphan_checkpoints(home: str, run_name: str) -> List[str]:
     """Delete checkpoint directories of run ``run_name`` that Ray Train's snapshot does not list (a driver killed
     while its workers were saving leaves one behind: it would never be resumed from or cleaned); returns their names.
     """
-    run_dir = storage.join(TrainFiles(home).checkpoints, run_name)
+    run_dir = TrainFiles(home).run_checkpoints(run_name)
     if not storage.isdir(run_dir):
         return []
     names = sorted(
@@ -172,7 +172,7 @@ def check_checkpoints(home: str, run_name: str) -> None:
     """
     from rcs_ray.storage import integrity
 
-    run_dir = storage.join(TrainFiles(home).checkpoints, run_name)
+    run_dir = TrainFiles(home).run_checkpoints(run_name)
     snapshot = storage.join(run_dir, SNAPSHOT)
     if not storage.isfile(snapshot):
         return
@@ -299,12 +299,11 @@ def _loop_config(t: TrainConfig, spec: LaunchSpec, run_name: str, home: str, mar
             "key": spec.reference_key,
             "cache_dir": home,
             "batch_size": t.batch_size,
-            "pad_token_id": spec.pad_token_id,
             "model": spec.policy,
         },
         "fail_at_steps": [int(x) for x in fail_at.split(",") if x.strip()],
         "fail_marker_dir": marker_dir,
         "fail_snapshot": None
         if storage.is_uri(home)
-        else storage.join(TrainFiles(home).checkpoints, run_name, SNAPSHOT),
+        else storage.join(TrainFiles(home).run_checkpoints(run_name), SNAPSHOT),
     }

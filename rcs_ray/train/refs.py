@@ -158,7 +158,7 @@ def compute_features(
     settings: FeatureSettings,
     cache_dir: Optional[str] = None,
     progress: bool = False,
-) -> pa.Table:
+) -> Tuple[pa.Table, bool]:
     """Tokenize the pairs and add each model's log-prob columns, in one Ray Data pass (cached in ``cache_dir``).
 
     Args:
@@ -169,7 +169,7 @@ def compute_features(
         progress: a progress bar over the pairs.
 
     Returns:
-        The feature table (see the module docstring), in ``index`` order.
+        ``(the feature table (see the module docstring) in ``index`` order, whether it came from the cache)``.
 
     Raises:
         RcsInputError: a non-finite log-prob (NaN weights, a broken model).
@@ -177,7 +177,7 @@ def compute_features(
     key = cache_key(table, models, _stamp(settings)) if cache_dir else None
     cached = read_cache(cache_dir, key) if key else None
     if cached is not None:
-        return cached
+        return cached, True
     out = _run_pipeline(table, models, settings, progress)
     for prefix, path in models.items():
         for side in ("chosen", "rejected"):
@@ -185,7 +185,7 @@ def compute_features(
             check_finite_logps(out.column(column).to_numpy(), column, path)
     if key:
         write_cache(cache_dir, out, key, models)
-    return out
+    return out, False
 
 
 def features_for_workers(

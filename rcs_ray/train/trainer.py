@@ -210,7 +210,7 @@ def _reference_in_workers(st: _Stage) -> bool:
     return (
         st.reference == st.policy
         and not st.t.separate_reference_pass(st.k)
-        and not storage.isdir(storage.join(TrainFiles(st.staged.home).checkpoints, st.run_name))
+        and not storage.isdir(TrainFiles(st.staged.home).run_checkpoints(st.run_name))
     )
 
 

@@ -177,7 +177,8 @@ def test_a_damaged_feature_cache_is_computed_again(tmp_path, monkeypatch, capsys
     (tmp_path / "features.json").write_text(json.dumps({"key": "k"}))
     (tmp_path / "features.parquet").write_bytes(b"PAR1 truncated")
     settings = refs.FeatureSettings(tokenizer="t", pad_token_id=0, max_length=8)
-    assert refs.compute_features(pa.table({"index": [0]}), {}, settings, cache_dir=str(tmp_path)).equals(fresh)
+    features, reused = refs.compute_features(pa.table({"index": [0]}), {}, settings, cache_dir=str(tmp_path))
+    assert features.equals(fresh) and not reused  # computed again, not read from the damaged cache
     assert "feature cache" in capsys.readouterr().out
     assert pq.read_table(tmp_path / "features.parquet").equals(fresh)  # the cache is whole again
 
