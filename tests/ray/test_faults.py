@@ -29,17 +29,23 @@ SMALL = [
     "train.max_steps=2",
     "train.num_workers=1",
     "sampling.n=4",
-    "ray.num_cpus=2",
-    "ray.object_store_memory_mb=256",
 ]
 
 
 def cli(*args, timeout=600):
+    """``rcs-ray ARGS`` in a subprocess; its one-line ``error:`` lines."""
     proc = subprocess.run(
         [sys.executable, "-m", "rcs_ray", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     return proc, errors
+
+
+@pytest.fixture
+def joined(ray_session):
+    """``ray.address=...`` of the test session's Ray: each CLI run joins it, as a driver joins a cluster, instead of
+    starting and stopping a local Ray of its own (the faults here are on disk, not in Ray's start-up)."""
+    return f"ray.address={ray_session.get_runtime_context().gcs_address}"
 
 
 @pytest.fixture
@@ -58,18 +64,9 @@ def _files(d):
     return {n: (d / n).read_bytes() for n in sorted(os.listdir(d))}
 
 
-def test_a_full_and_a_read_only_disk_while_sampling(tiny_world, small_fs):
+def test_a_full_and_a_read_only_disk_while_sampling(tiny_world, small_fs, joined):
     out = small_fs / "sampling"
-    args = [
-        "sample",
-        K2,
-        "--out",
-        str(out),
-        "--no-progress",
-        "ray.num_cpus=2",
-        "ray.object_store_memory_mb=256",
-        "sampling.n=4",
-    ]
+    args = ["sample", K2, "--out", str(out), "--no-progress", joined, "sampling.n=4"]
     proc, errors = cli(*args, "stages.1.data.limit=16")
     assert proc.returncode == 0, proc.stderr[-2000:]
     before = _files(out)
@@ -92,9 +89,9 @@ def test_a_full_and_a_read_only_disk_while_sampling(tiny_world, small_fs):
     assert "read-only file system" in errors[0] and str(out) in errors[0]
 
 
-def test_a_damaged_manifest_stats_file_and_checkpoint(tiny_world, tmp_path):
+def test_a_damaged_manifest_stats_file_and_checkpoint(tiny_world, tmp_path, joined):
     out = tmp_path / "run"
-    run = ["run", K2, f"output_dir={out}", "--no-progress", *SMALL]
+    run = ["run", K2, f"output_dir={out}", "--no-progress", *SMALL, joined]
     proc, _ = cli(*run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest, stats = out / "stage1" / "manifest.json", out / "stage2" / "sampling" / "stats.json"
@@ -114,6 +111,6 @@ def test_a_damaged_manifest_stats_file_and_checkpoint(tiny_world, tmp_path):
     state = sorted(ckpts.glob("checkpoint_*/deepspeed/mp_rank_00_model_states.pt"))[-1]
     with open(state, "r+b") as fh:
         fh.truncate(1000)
-    proc, errors = cli("train", K2, f"output_dir={out}", "--no-progress", *SMALL, "--stage", "1")
+    proc, errors = cli("train", K2, f"output_dir={out}", "--no-progress", *SMALL, joined, "--stage", "1")
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert errors[0].startswith(f"error: {state} cannot be read (") and f"remove {ckpts} to train" in errors[0]
