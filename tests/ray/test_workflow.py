@@ -1,10 +1,15 @@
-"""The sequential workflow on the tiny world: both stages end to end, manifests, resuming a crashed stage with a longer
-schedule, skipping what did not change (logging, placement and eval settings change nothing), re-running a changed
-stage, and the evaluation of the resulting policies."""
+"""The sequential workflow on the tiny world, one run directory through its whole life: both stages end to end,
+manifests, resuming a crashed stage with a longer schedule, skipping what did not change (logging, placement and eval
+settings change nothing), re-running a changed stage -- here stage 2 changed to iterative RCS
+(``stages.1.iterations: 2``): each iteration's files, iteration 2 sampled from iteration 1's policy and trained
+against the stage's starting policy, as many prompts as one-shot RCS, the stage's policy where eval reads it, and a
+rerun that skips every iteration -- and the evaluation of the resulting policies. (One directory for all of it: each
+run of the workflow starts Ray Train and actor pools afresh, the suite's largest fixed cost.)"""
 
 import json
 import os
 
+import pandas as pd
 import pytest
 
 from rcs_ray.config import load_config
@@ -24,6 +29,7 @@ SMALL = [
     "eval.prompts.limit=8",
     "eval.n=2",
 ]
+ITERATIONS = ["iter1/sample", "iter1/train", "iter2/sample", "iter2/train"]
 
 
 def cfg_for(tmp_path, *extra):
@@ -72,8 +78,14 @@ def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tm
     assert [s.skipped for s in again.stages] == [["train"], ["sample", "train"]]
     assert [s.policy for s in again.stages] == [s.policy for s in first.stages]
 
-    changed = run_workflow(cfg_for(tmp_path, "stages.1.rc.margin=0"), progress=False)
+    # stage 2 changed (now two iterations): stage 1 is kept, stage 2 runs again
+    iterative = cfg_for(tmp_path, "stages.1.iterations=2")
+    changed = run_workflow(iterative, progress=False)
     assert changed.stages[0].skipped == ["train"] and changed.stages[1].skipped == []
+    check_iterations(iterative, changed, tmp_path)
+    resumed = run_workflow(iterative, progress=False)
+    assert [s.skipped for s in resumed.stages] == [["train"], ITERATIONS]
+    assert resumed.stages[1].policy == changed.stages[1].policy
 
     from rcs_ray.evaluate import evaluate
 
@@ -85,3 +97,37 @@ def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tm
         rate = data["metrics"][policy]["rate"]["harmless>=0"]
         assert 0.0 <= rate <= 1.0 and rate * 16 == pytest.approx(round(rate * 16), abs=1e-9)
     assert os.path.getsize(result.plot) > 1000
+
+
+def check_iterations(cfg, result, tmp_path):
+    """Stage 2 as two iterations: each iteration's files; iteration 1 samples from the stage-1 policy, iteration 2 from
+    iteration 1's; every iteration trains against the stage's starting policy; the slices are disjoint and together
+    the one-shot stage's prompts; the last iteration trains into stage2/train."""
+    from rcs_ray.data import read_prompts
+    from rcs_ray.user_paths import resolve_data
+
+    stage1, stage2 = result.stages
+    steps = json.loads(open(stage2.manifest).read())["steps"]
+    assert sorted(steps) == ITERATIONS and all(e["status"] == "done" for e in steps.values())
+    it1, it2 = (os.path.join(tmp_path, "stage2", f"iter{i}") for i in (1, 2))
+    for d in (it1, it2):
+        assert os.path.isfile(os.path.join(d, "prompts.jsonl"))
+        assert os.path.isfile(os.path.join(d, "sampling", "pairs.parquet"))
+    iter1_model = os.path.join(it1, "train", "model")
+    assert steps["iter1/sample"]["inputs"]["policy"] == stage1.policy
+    assert steps["iter1/train"]["outputs"]["model"] == iter1_model and os.path.isfile(iter1_model + "/config.json")
+    assert steps["iter2/sample"]["inputs"]["policy"] == iter1_model
+    assert steps["iter2/train"]["inputs"]["identity"]["policy"] == iter1_model
+    assert stage2.policy == os.path.join(tmp_path, "stage2", "train", "model")
+    for i, d in ((1, os.path.join(it1, "train")), (2, os.path.join(tmp_path, "stage2", "train"))):
+        assert steps[f"iter{i}/train"]["inputs"]["identity"]["reference"] == stage1.policy
+        summary = json.loads(open(os.path.join(d, "train_summary.json")).read())
+        assert summary["reference"] in (stage1.policy, "precomputed") and summary["pairs"] > 0
+    slices = [pd.read_json(os.path.join(d, "prompts.jsonl"), lines=True)["prompt_id"].tolist() for d in (it1, it2)]
+    one_shot = [r["prompt_id"] for r in read_prompts(resolve_data(cfg.stages[1].data, cfg.tinyworld)).rows]
+    assert not set(slices[0]) & set(slices[1]) and sorted(slices[0] + slices[1]) == sorted(one_shot)
+    assert {len(s) for s in slices} == {8}
+    for d, ids in zip((it1, it2), slices):
+        assert set(pd.read_parquet(os.path.join(d, "sampling", "pairs.parquet"))["prompt_id"]) <= set(ids)
+    assert stage2.stats["sample"]["prompts"] == len(one_shot) == 16
+    assert [it["sampled_from"] for it in stage2.stats["iterations"]] == [stage1.policy, iter1_model]
