@@ -20,7 +20,7 @@ after a change with two labels beside each other:
 
     python benchmarks/workflow_sim.py --label before      # 5-8 minutes on 2 busy cores
     python benchmarks/workflow_sim.py --label after --against before   # the start-up figures side by side
-    python benchmarks/workflow_sim.py --smoke --out /tmp/wf  # tiny sizes, 2-3 minutes (tests/bench)
+    python benchmarks/workflow_sim.py --smoke --out /tmp/wf  # tiny sizes, K = 2, 1-2 minutes (tests/bench)
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--engines", type=int, default=2, help="generation actors")
+    p.add_argument("--k", type=int, choices=(2, 3), default=3, help="objectives (a, b[, c]), one stage each")
     p.add_argument("--train-steps", type=int, default=4)
     p.add_argument(
         "--eval-policies",
@@ -72,7 +73,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--train-batch", type=int, default=8)
     p.add_argument("--gpus", type=int, default=None, help="logical GPUs (default: one per engine and reward model)")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite's run)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes and K = 2 (the test suite's run)")
     p.add_argument("--work", default=None, help="work dir (default: a temporary one, removed)")
     p.add_argument("--note", default="", help="what code ran (e.g. a commit), written into the report")
     p.add_argument("--against", default=None, help="another label in --out: its start-up figures beside this run's")
@@ -82,7 +83,7 @@ def parse_args(argv=None):
     if args.smoke:
         args.prompts, args.eval_prompts, args.eval_n, args.n, args.n_max = 16, 8, 1, 2, 4
         args.max_tokens, args.prompt_tokens, args.batch_size, args.engines, args.train_steps = 16, 8, 8, 1, 1
-        args.train_batch, args.eval_policies = 2, "ends"
+        args.train_batch, args.eval_policies, args.k = 2, "ends", 2
         if args.scale > 1 / 90:
             args.time_scale, args.scale = "1/90", 1 / 90
     return args
@@ -99,14 +100,15 @@ def write_prompts(path: str, count: int, words: int, salt: str) -> str:
 
 
 def make_config(work: str, args):
-    """K = 3 (a, then b, which conflicts with a, then c), one simulated reward model per objective; stage 1 trains on
-    its data as it is, stages 2 and 3 sample with adaptive resampling and RC-select."""
+    """K = 3 (a, then b, which conflicts with a, then c; ``--k 2``: a and b), one simulated reward model per
+    objective; stage 1 trains on its data as it is, the later stages sample with adaptive resampling and RC-select."""
     from rcs_ray.config import load_config
 
-    data = {k: write_prompts(os.path.join(work, f"{k}.jsonl"), args.prompts, args.prompt_tokens, k) for k in "abc"}
+    names = OBJECTIVES[: args.k]
+    data = {k: write_prompts(os.path.join(work, f"{k}.jsonl"), args.prompts, args.prompt_tokens, k) for k in names}
     evals = write_prompts(os.path.join(work, "eval.jsonl"), args.eval_prompts, args.prompt_tokens, "e")
     objectives = []
-    for name in OBJECTIVES:
+    for name in names:
         model = os.path.join(work, "models", f"rm_{name}")
         os.makedirs(model, exist_ok=True)  # the simulated reward model reads nothing from it
         objectives.append(
@@ -123,8 +125,7 @@ objectives:
 {chr(10).join(objectives)}
 stages:
   - {{objective: a, sample: false, data: {{path: {data["a"]}}}}}
-  - {{objective: b, data: {{path: {data["b"]}}}, {rc}}}
-  - {{objective: c, data: {{path: {data["c"]}}}, {rc}}}
+{chr(10).join(f"  - {{objective: {k}, data: {{path: {data[k]}}}, {rc}}}" for k in names[1:])}
 sampling: {{engine: "benchmarks.sim:SimEngine", n: {args.n}, max_tokens: {args.max_tokens},
            batch_size: {args.batch_size}, num_actors: {args.engines}, num_gpus: 1, num_cpus: 1,
            adaptive: {{enabled: true, n_max: {args.n_max}, rounds: 4}}}}
@@ -157,7 +158,7 @@ def start_ray(args, env: dict) -> None:
 
     from rcs_ray.ray_runtime import worker_env
 
-    gpus = args.gpus or args.engines + len(OBJECTIVES)
+    gpus = args.gpus or args.engines + args.k
     os.environ.update(env)  # the driver's own reads (none today) see the same figures
     ray.init(
         address="local",
@@ -244,7 +245,7 @@ def settings(args) -> dict:
     keys = (
         "label time_scale scale engine_load_s rm_load_s engine_tokens_per_s rm_tokens_per_s prompts eval_prompts "
         "eval_n n n_max margin max_tokens prompt_tokens batch_size engines gpus train_steps train_batch eval_policies "
-        "smoke note"
+        "smoke note k"
     ).split()
     return {k: getattr(args, k) for k in keys}
 

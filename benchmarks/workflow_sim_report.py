@@ -194,12 +194,21 @@ def _loads_cell(loads: dict) -> str:
     return ", ".join(f"{p} {v['count']}x ({v['seconds']:.1f} s)" for p, v in sorted(loads.items())) or "-"
 
 
+def _objectives(k: int) -> str:
+    """The run's objectives in words (reports made before ``--k`` existed ran K = 3)."""
+    return f"K = {k} (objectives {', '.join('abc'[:k])}; one simulated reward model each)"
+
+
+def _later(k: int) -> str:
+    return "stages 2 and 3" if k == 3 else "stage 2"
+
+
 def _header(d: dict) -> list[str]:
     s = d["settings"]
     return [
         f"# Workflow simulation: {s['label']}",
         "",
-        f"K = 3 (objectives a, b, c; one simulated reward model each), stage 1 trained on its data, stages 2 and 3 "
+        f"{_objectives(s.get('k', 3))}, stage 1 trained on its data, {_later(s.get('k', 3))} "
         f"sampled with adaptive resampling (n = {s['n']} doubling to {s['n_max']}, rc.margin {s['margin']}), "
         f"{s['prompts']} prompts per stage, {s['engines']} generation engine(s); then eval of the base and "
         f"{'every stage' if s.get('eval_policies', 'all') == 'all' else 'the last stage'}'s policy "

@@ -195,7 +195,7 @@ CASES = {
         ["workflow_sim_smoke.json", "workflow_sim_smoke.md"],
     ),
 }
-TIMEOUTS = {"workflow_sim": 600}  # three real training steps and a pool start-up per round: minutes on 2 cores
+TIMEOUTS = {"workflow_sim": 600}  # two real training steps and a pool start-up per round: minutes on 2 cores
 
 
 def test_every_script_is_covered():
@@ -229,7 +229,7 @@ def test_the_script_runs_and_writes_its_report(script, tiny_world, tmp_path):
             assert data[mode]["step1_loss"][0] == pytest.approx(math.log(2), abs=1e-5)
     if script == "workflow_sim":  # every pool's loads counted, per round and eval pass; the report re-renders
         data = read(tmp_path / "workflow_sim_smoke.json")
-        assert {"generate", "rm:rm_a", "rm:rm_b", "rm:rm_c"} <= set(data["loads_by_pool"])
+        assert {"generate", "rm:rm_a", "rm:rm_b"} == set(data["loads_by_pool"])  # --smoke: K = 2
         rounds = [w for w in data["windows"] if w["kind"] == "round"]
         assert len(rounds) >= 2 and rounds[0]["loads"]["generate"]["count"] >= 1
         assert any(w["kind"] == "eval" for w in data["windows"]) and 0 < data["startup_share"] < 1
