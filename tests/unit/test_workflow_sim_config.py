@@ -21,6 +21,7 @@ def scripts():
         import workflow_sim_report
     finally:
         sys.path.pop(0)
+    import rcs_ray.config  # noqa: F401 - before register(): its OBJECTIVE_KINDS is the package's own kinds
     from benchmarks.sim_rm import KIND, register
     from rcs_ray import registry
 
