@@ -3,10 +3,11 @@ regenerated from the committed findings.json: an edit or a new findings run that
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
+
+from tests.bench_scripts import import_scripts
 
 pytestmark = pytest.mark.unit
 
@@ -16,12 +17,8 @@ FINDINGS = os.path.join(REPO, "benchmarks", "reports", "tinyworld_findings")
 
 @pytest.fixture(scope="module")
 def report():
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    try:
-        import tinyworld_findings_report
-    finally:
-        sys.path.pop(0)
-    return tinyworld_findings_report
+    (module,) = import_scripts("tinyworld_findings_report")
+    return module
 
 
 def load(name):

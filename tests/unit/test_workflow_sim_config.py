@@ -2,25 +2,17 @@
 suite's ``--smoke`` run, tests/bench) give K objectives, one simulated reward model and one stage each, and the report
 says which K ran."""
 
-import os
-import sys
-
 import pytest
 
-pytestmark = pytest.mark.unit
+from tests.bench_scripts import import_scripts
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
 def scripts():
     """(workflow_sim, workflow_sim_report) imported as the script imports its helpers: benchmarks/ on sys.path."""
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    try:
-        import workflow_sim
-        import workflow_sim_report
-    finally:
-        sys.path.pop(0)
+    workflow_sim, workflow_sim_report = import_scripts("workflow_sim", "workflow_sim_report")
     import rcs_ray.config  # noqa: F401 - before register(): its OBJECTIVE_KINDS is the package's own kinds
     from benchmarks.sim_rm import KIND, register
     from rcs_ray import registry
