@@ -2,14 +2,12 @@
 
 - `rcs-ray sample` into a filesystem that is full (a tmpfs the test mounts, where permitted): one line naming the
   file and the bytes, exit 2, the earlier complete outputs byte for byte, and a rerun after freeing space finishes;
-  the same filesystem read-only: one line;
-- a truncated stage manifest and a damaged stats file of a finished `rcs-ray run`: the rerun sets both aside with a
-  warning, redoes what they recorded and finishes;
-- a truncated checkpoint file: `rcs-ray train` stops with one line naming it and the remedy.
-(The same faults injected at the storage layer: tests/unit/test_outputs_and_damage.py.)
+  the same filesystem read-only: one line.
+
+(A truncated manifest, a damaged stats file and a truncated checkpoint of a finished run: tests/ray/test_workflow.py,
+on its run directory. The same faults injected at the storage layer: tests/unit/test_outputs_and_damage.py.)
 """
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,14 +20,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K2 = os.path.join(REPO, "configs", "tiny", "k2.yaml")
-SMALL = [
-    "stages.0.data.limit=64",
-    "stages.0.train.max_steps=2",
-    "stages.1.data.limit=64",
-    "train.max_steps=2",
-    "train.num_workers=1",
-    "sampling.n=4",
-]
 
 
 def cli(*args, timeout=600):
@@ -87,30 +77,3 @@ def test_a_full_and_a_read_only_disk_while_sampling(tiny_world, small_fs, joined
     proc, errors = cli(*args, "stages.1.data.limit=16")
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "read-only file system" in errors[0] and str(out) in errors[0]
-
-
-def test_a_damaged_manifest_stats_file_and_checkpoint(tiny_world, tmp_path, joined):
-    out = tmp_path / "run"
-    run = ["run", K2, f"output_dir={out}", "--no-progress", *SMALL, joined]
-    proc, _ = cli(*run)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    manifest, stats = out / "stage1" / "manifest.json", out / "stage2" / "sampling" / "stats.json"
-    with open(manifest, "r+b") as fh:  # stage 1's record, cut by a full disk
-        fh.truncate(40)
-    stats.write_text('{"stage": 2, "pairs":')  # stage 2's stats, half written by hand
-    first_pairs = (out / "stage2" / "sampling" / "pairs.parquet").read_bytes()
-    proc, _ = cli(*run)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert f"warning: manifest {manifest} cannot be read: set aside" in proc.stdout
-    assert f"warning: sample output {stats} cannot be read: set aside" in proc.stdout
-    assert json.loads(stats.read_text())["prompts"] == 64  # sampled again
-    assert (out / "stage2" / "sampling" / "pairs.parquet").read_bytes() == first_pairs  # the same pairs
-    assert json.loads(manifest.read_text())["steps"]["train"]["status"] == "done"  # recorded again
-
-    ckpts = out / "stage1" / "train" / "checkpoints" / "tiny-k2-stage1"
-    state = sorted(ckpts.glob("checkpoint_*/deepspeed/mp_rank_00_model_states.pt"))[-1]
-    with open(state, "r+b") as fh:
-        fh.truncate(1000)
-    proc, errors = cli("train", K2, f"output_dir={out}", "--no-progress", *SMALL, joined, "--stage", "1")
-    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert errors[0].startswith(f"error: {state} cannot be read (") and f"remove {ckpts} to train" in errors[0]

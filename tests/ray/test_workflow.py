@@ -1,9 +1,11 @@
 """The sequential workflow on the tiny world, one run directory through its whole life: both stages end to end,
 manifests, resuming a crashed stage with a longer schedule, skipping what did not change (logging, placement and eval
-settings change nothing), re-running a changed stage -- here stage 2 changed to iterative RCS
+settings change nothing), a damaged stage-1 manifest and stage-2 stats file set aside with a warning and redone,
+re-running a changed stage -- here stage 2 changed to iterative RCS
 (``stages.1.iterations: 2``): each iteration's files, iteration 2 sampled from iteration 1's policy and trained
 against the stage's starting policy, as many prompts as one-shot RCS, the stage's policy where eval reads it, and a
-rerun that skips every iteration -- and the evaluation of the resulting policies. (One directory for all of it: each
+rerun that skips every iteration -- the evaluation of the resulting policies, and a truncated checkpoint that
+`rcs-ray train` names in one line. (One directory for all of it: each
 run of the workflow starts Ray Train and actor pools afresh, the suite's largest fixed cost.)"""
 
 import json
@@ -39,7 +41,7 @@ def cfg_for(tmp_path, *extra):
     )
 
 
-def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tmp_path, monkeypatch):
+def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tmp_path, monkeypatch, capsys):
     from ray.train import TrainingFailedError
 
     from rcs_ray.train.launch import FAIL_ENV
@@ -77,6 +79,7 @@ def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tm
     )
     assert [s.skipped for s in again.stages] == [["train"], ["sample", "train"]]
     assert [s.policy for s in again.stages] == [s.policy for s in first.stages]
+    damaged_records_are_set_aside_and_redone(cfg, tmp_path, capsys)
 
     # stage 2 changed (now two iterations): stage 1 is kept, stage 2 runs again
     iterative = cfg_for(tmp_path, "stages.1.iterations=2")
@@ -97,6 +100,7 @@ def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tm
         rate = data["metrics"][policy]["rate"]["harmless>=0"]
         assert 0.0 <= rate <= 1.0 and rate * 16 == pytest.approx(round(rate * 16), abs=1e-9)
     assert os.path.getsize(result.plot) > 1000
+    a_truncated_checkpoint_is_one_line(tmp_path, capsys)
 
 
 def check_iterations(cfg, result, tmp_path):
@@ -131,3 +135,41 @@ def check_iterations(cfg, result, tmp_path):
         assert set(pd.read_parquet(os.path.join(d, "sampling", "pairs.parquet"))["prompt_id"]) <= set(ids)
     assert stage2.stats["sample"]["prompts"] == len(one_shot) == 16
     assert [it["sampled_from"] for it in stage2.stats["iterations"]] == [stage1.policy, iter1_model]
+
+
+def damaged_records_are_set_aside_and_redone(cfg, tmp_path, capsys):
+    """A finished run whose stage-1 manifest was cut by a full disk and whose stage-2 stats file is half written: the
+    rerun sets both aside with a warning naming the file, redoes what they recorded (the same pairs) and finishes.
+    (The same faults at the storage layer: tests/unit/test_outputs_and_damage.py.)"""
+    manifest = tmp_path / "stage1" / "manifest.json"
+    sampling = tmp_path / "stage2" / "sampling"
+    with open(manifest, "r+b") as fh:
+        fh.truncate(40)
+    (sampling / "stats.json").write_text('{"stage": 2, "pairs":')
+    first_pairs = (sampling / "pairs.parquet").read_bytes()
+    capsys.readouterr()
+    redone = run_workflow(cfg, progress=False)
+    out = capsys.readouterr().out
+    assert f"warning: manifest {manifest} cannot be read: set aside" in out
+    assert f"warning: sample output {sampling / 'stats.json'} cannot be read: set aside" in out
+    assert [s.skipped for s in redone.stages] == [[], ["train"]]  # the same pairs: stage 2's training stands
+    assert json.loads((sampling / "stats.json").read_text())["prompts"] == 16  # sampled again
+    assert (sampling / "pairs.parquet").read_bytes() == first_pairs
+    assert json.loads(manifest.read_text())["steps"]["train"]["status"] == "done"  # recorded again
+
+
+def a_truncated_checkpoint_is_one_line(tmp_path, capsys):
+    """A truncated Ray Train checkpoint file: `rcs-ray train` stops with one line naming it and the remedy."""
+    from rcs_ray.cli import main
+
+    ckpts = tmp_path / "stage1" / "train" / "checkpoints" / "tiny-k2-stage1"
+    state = sorted(ckpts.glob("checkpoint_*/deepspeed/mp_rank_00_model_states.pt"))[-1]
+    with open(state, "r+b") as fh:
+        fh.truncate(1000)
+    capsys.readouterr()
+    args = [f"output_dir={tmp_path}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}", *SMALL]
+    assert main(["train", os.path.join(REPO, "configs/tiny/k2.yaml"), *args, "--stage", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
+    assert errors[0].startswith(f"error: {state} cannot be read (") and f"remove {ckpts} to train" in errors[0]
