@@ -232,12 +232,18 @@ def _wait(refs: list) -> None:
     import ray
 
     from rcs_ray import interrupts
+    from rcs_ray.errors import RcsInputError
 
     pending = list(refs)
     while pending:
         interrupts.check()
         done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-        ray.get(done)
+        try:
+            ray.get(done)
+        except ray.exceptions.RayTaskError as err:
+            if isinstance(err.cause, RcsInputError):
+                raise err.cause from None  # the user's one line, not the host's traceback around it
+            raise
 
 
 def started() -> Dict[str, int]:

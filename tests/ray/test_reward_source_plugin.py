@@ -2,6 +2,8 @@
 this process validates, plans and runs through ``rcs-ray sample`` on the tiny world, nothing else changed."""
 
 import os
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -74,3 +76,22 @@ def test_the_toy_source_runs_through_rcs_ray_sample(toy, tiny_world, ray_session
     for p in pairs:  # helpful is the toy: the words of each side's response
         assert p["chosen_rewards"][1] == words(p["chosen"]) and p["rejected_rewards"][1] == words(p["rejected"])
         assert p["chosen_rewards"][1] > p["rejected_rewards"][1]  # stage 2 selects pairs for helpful
+
+
+def test_a_source_that_fails_to_load_in_its_host_is_one_line(tiny_world, ray_session, tmp_path):
+    """A model that passes the driver's checks but fails to load in its host stops `rcs-ray sample` with its own
+    error in one line, not the host's traceback around it, and writes nothing."""
+    out = tmp_path / "out"
+    gcs = ray_session.get_runtime_context().gcs_address
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.ray.refusing_source", "sample", os.path.join(REPO, "configs/tiny/k2.yaml")]
+        + [*overrides(tmp_path), "--out", str(out), "--no-progress", f"ray.address={gcs}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert errors == ["error: objectives.1: the toy model of helpful has no weights on this node"], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and not list(out.glob("*.parquet"))
