@@ -152,6 +152,7 @@ def test_a_signal_in_training(tiny_world, tmp_path, moment, sig):
     run = Run("run", K2, f"output_dir={out}", *SMALL, "stages.0.train.max_steps=64")
     if moment == "during training":
         run.wait_for(lambda: "[train] step" in run.text)
+        assert "Failed to query Ray Train Controller actor state" not in run.text  # rcs_ray.worker_setup
     else:
         run.wait_for(lambda: "stage 1: training on" in run.text)
         time.sleep(1.0)

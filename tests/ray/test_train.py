@@ -239,3 +239,16 @@ def test_a_local_ray_starts_no_preemption_watcher_with_each_fit(ray_session):
         return os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
 
     assert ray_session.get(setting.remote()) == "0"
+
+
+def test_a_local_ray_quiets_ray_trains_placement_group_cleaner(ray_session):
+    """A local Ray runs without the dashboard, so Ray Train's placement-group cleaner (an actor with every fit) fails
+    to ask the state API once a second and warns each time: its workers drop those warnings (rcs_ray.worker_setup);
+    the CLI's output during training is checked in tests/ray/test_interrupts.py."""
+    import logging
+
+    @ray_session.remote(num_cpus=0)
+    def level():
+        return logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").level
+
+    assert ray_session.get(level.remote()) == logging.ERROR
