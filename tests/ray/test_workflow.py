@@ -1,12 +1,11 @@
 """The sequential workflow on the tiny world, one run directory through its whole life: both stages end to end,
 manifests, resuming a crashed stage with a longer schedule, skipping what did not change (logging, placement and eval
 settings change nothing), a damaged stage-1 manifest and stage-2 stats file set aside with a warning and redone,
-re-running a changed stage -- here stage 2 changed to iterative RCS
-(``stages.1.iterations: 2``): each iteration's files, iteration 2 sampled from iteration 1's policy and trained
-against the stage's starting policy, as many prompts as one-shot RCS, the stage's policy where eval reads it, and a
-rerun that skips every iteration -- the evaluation of the resulting policies, and a truncated checkpoint that
-`rcs-ray train` names in one line. (One directory for all of it: each
-run of the workflow starts Ray Train and actor pools afresh, the suite's largest fixed cost.)"""
+re-running a changed stage -- here stage 2 changed to iterative RCS (``stages.1.iterations: 2``): each iteration's
+files, iteration 2 sampled from iteration 1's policy and trained against the stage's starting policy, as many prompts
+as one-shot RCS, the stage's policy where eval reads it, and a rerun that skips every iteration -- the evaluation of
+the resulting policies, and a truncated checkpoint that `rcs-ray train` names in one line. (One directory for all of
+it: each run of the workflow starts Ray Train and actor pools afresh, the suite's largest fixed cost.)"""
 
 import json
 import os
@@ -34,11 +33,17 @@ SMALL = [
 ITERATIONS = ["iter1/sample", "iter1/train", "iter2/sample", "iter2/train"]
 
 
+K2 = os.path.join(REPO, "configs/tiny/k2.yaml")
+
+
+def overrides(tmp_path, *extra):
+    """The run's overrides: the same for run_workflow (:func:`cfg_for`) and the CLI."""
+    cache = os.path.join(REPO, ".cache", "tinyworld")
+    return [f"output_dir={tmp_path}", f"tinyworld.cache_dir={cache}", *SMALL, *extra]
+
+
 def cfg_for(tmp_path, *extra):
-    return load_config(
-        os.path.join(REPO, "configs/tiny/k2.yaml"),
-        [f"output_dir={tmp_path}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}", *SMALL, *extra],
-    )
+    return load_config(K2, overrides(tmp_path, *extra))
 
 
 def test_workflow_runs_skips_and_reruns_what_changed(tiny_world, ray_session, tmp_path, monkeypatch, capsys):
@@ -167,8 +172,7 @@ def a_truncated_checkpoint_is_one_line(tmp_path, capsys):
     with open(state, "r+b") as fh:
         fh.truncate(1000)
     capsys.readouterr()
-    args = [f"output_dir={tmp_path}", f"tinyworld.cache_dir={os.path.join(REPO, '.cache', 'tinyworld')}", *SMALL]
-    assert main(["train", os.path.join(REPO, "configs/tiny/k2.yaml"), *args, "--stage", "1", "--no-progress"]) == 2
+    assert main(["train", K2, *overrides(tmp_path), "--stage", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
