@@ -61,8 +61,23 @@ def policy_rewards(job, rows: list[dict], chat: bool, n: int, progress: bool = F
             bar.update(batch.num_rows)
     finally:
         bar.close()
-        hosts.generation_done()  # this policy's engines; the reward models stay for the next policy
+        hosts.policy_done()  # the reward models stay for the next policy, and engines that can load it in place
     return np.array([np.array(by_id[r["prompt_id"]]).T for r in rows])  # (P, n, K)
+
+
+def _every_policy(jobs: dict, rows: list[dict], chat: bool, n: int, progress: bool) -> dict[str, np.ndarray]:
+    """:func:`policy_rewards` of each job's policy, one after another; the last policy's engines go at the end (an
+    enclosing workflow may keep its reward models)."""
+    from rcs_ray.sampling import hosts
+
+    rewards = {}
+    try:
+        for name, job in jobs.items():
+            with interrupts.phase(f"eval ({name})"):
+                rewards[name] = policy_rewards(job, rows, chat, n, progress, desc=f"eval {name}")
+    finally:
+        hosts.generation_done()
+    return rewards
 
 
 def win_rate(a: np.ndarray, b: np.ndarray) -> float:
@@ -145,11 +160,8 @@ def evaluate(
     init_ray(cfg.ray, use_gpu=cfg.sampling.num_gpus > 0)
     data_context()
     start = time.time()
-    rewards = {}
     with hosts.scope(cfg.ray.keep_models):  # the reward models load once for every policy
-        for name, job in jobs.items():
-            with interrupts.phase(f"eval ({name})"):
-                rewards[name] = policy_rewards(job, rows, chat, e.n, progress, desc=f"eval {name}")
+        rewards = _every_policy(jobs, rows, chat, e.n, progress)
     names = cfg.objective_names + ([e.judge.name] if e.judge is not None else [])
     metrics = summarize(rewards, names, reference, dict(e.thresholds))
     local = staged.local

@@ -59,7 +59,12 @@ class Engine(Protocol):
 
 
 class HFEngine:
-    """HF transformers generation with batch-invariant per-sample seeds (CPU or one GPU)."""
+    """HF transformers generation with batch-invariant per-sample seeds (CPU or one GPU).
+
+    ``loads_in_place``: a host that ran one policy's engine builds the next policy's in its own process
+    (:meth:`rcs_ray.sampling.host_actors._ModelHost.reload`), without a new process and its imports."""
+
+    loads_in_place = True
 
     def __init__(self, model: ModelConfig, sampling: SamplingConfig):
         self.sampling = sampling

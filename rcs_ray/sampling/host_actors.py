@@ -7,6 +7,7 @@ process titles say which model a process holds.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import uuid
@@ -14,12 +15,13 @@ from typing import Callable, Optional
 
 
 class _ModelHost:
-    """One loaded stage. A failure to load is kept and raised by :meth:`ready` (the driver waits for it), so the
-    user's error (a missing model, random weights) reaches the CLI as itself, not as a dead actor."""
+    """One loaded stage, of the model named ``key`` (:attr:`rcs_ray.sampling.hosts.HostPool.key`). A failure to load
+    is kept and raised by :meth:`ready` (the driver waits for it), so the user's error (a missing model, random
+    weights) reaches the CLI as itself, not as a dead actor."""
 
-    def __init__(self, factory: Callable, kwargs: dict):
+    def __init__(self, key: str, factory: Callable, kwargs: dict):
         self._token = None
-        self.error: Optional[BaseException] = None
+        self.key, self.error = key, None
         try:
             self.stage = factory(**kwargs)
         except Exception as exc:  # noqa: BLE001 - raised by ready()
@@ -30,6 +32,18 @@ class _ModelHost:
             raise self.error
         return os.getpid()
 
+    def reload(self, key: str, factory: Callable, kwargs: dict) -> int:
+        """Load another model's stage in this process (the next policy of an evaluation): the process, its imports
+        and its place in the cluster are kept. The old stage is dropped first, so the two never sit in memory
+        together; a failure to load is raised here and by :meth:`ready`."""
+        self.stage, self.key, self.error = None, key, None
+        gc.collect()
+        try:
+            self.stage = factory(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - raised below and by ready()
+            self.error = exc
+        return self.ready()
+
     def claim(self, token: str) -> bool:
         """True for the first caller of a pass (``token``) to ask: no two callers of a pass share a host."""
         if self._token == token:
@@ -37,7 +51,12 @@ class _ModelHost:
         self._token = token
         return True
 
-    async def call(self, batch, **kwargs):
+    async def call(self, batch, model: Optional[tuple] = None, **kwargs):
+        """The stage's answer for ``batch``. ``model``: the (key, factory, kwargs) the caller expects; a host that
+        Ray restarted after it had loaded another model in place comes back with its first one (Ray reruns the
+        constructor) and loads the expected one again before it answers."""
+        if model is not None and model[0] != self.key:
+            self.reload(*model)
         return await self.stage.host_call(batch, **kwargs)
 
 
@@ -55,9 +74,18 @@ class HostCall:
 
     A caller claims up to ``per`` hosts of the pass (``token``) that no other caller has claimed, and sends each batch
     to the one of them with the fewest batches in flight. A caller restarted mid-pass finds its hosts claimed and
-    shares ``per`` of them at random."""
+    shares ``per`` of them at random. ``model`` (the pool's key, factory and kwargs) goes with every batch, so a
+    restarted host that came back with an older model loads the pass's one first (:meth:`_ModelHost.call`)."""
 
-    def __init__(self, hosts: list, token: str, kwargs: dict, select: Optional[dict] = None, per: int = 1):
+    def __init__(
+        self,
+        hosts: list,
+        token: str,
+        kwargs: dict,
+        select: Optional[dict] = None,
+        per: int = 1,
+        model: Optional[tuple] = None,
+    ):
         import ray
 
         from rcs_ray.sampling.rc_step import RCFilterStage
@@ -71,7 +99,7 @@ class HostCall:
                 mine.append(i)
         self.hosts = [hosts[i] for i in (mine or order[:per])]
         self.in_flight = [0] * len(self.hosts)
-        self.kwargs = kwargs
+        self.kwargs = dict(kwargs, model=model) if model is not None else kwargs
         self.select = RCFilterStage(**select) if select else None
 
     async def __call__(self, batch):

@@ -10,10 +10,13 @@ keeps order and restarts a dead caller; a dead host is restarted by Ray (``max_r
 in it retried (``max_task_retries=-1``), as Ray Data did for its own actors.
 
 Lifetime (:func:`scope`): hosts live until the outermost scope ends (a workflow, an evaluation, the demo; a pass
-outside any scope opens its own). Generation hosts are released at the end of their sampling pass (the next stage
-samples from another policy). Before training, :func:`make_room` releases every host if the trainer's workers would
-not fit beside them: on a GPU node, reward models kept through training must not hold the trainer's GPUs. With
-``ray.keep_models: false`` every pass starts and releases its own hosts (the behaviour before hosts existed).
+outside any scope opens its own). Generation hosts are released at the end of their sampling pass (training comes
+next, and then a stage that samples from another policy). An evaluation keeps them from one policy to the next when
+the engine can load the next policy in its running host (``loads_in_place``: the HF engine), so each further policy
+costs its weights, not a new process and its imports. Before training, :func:`make_room` releases every host if
+the trainer's workers would not fit beside them: on a GPU node, reward models kept through training must not hold
+the trainer's GPUs. With ``ray.keep_models: false`` every pass starts and releases its own hosts (the behaviour
+before hosts existed). What fits where is :mod:`rcs_ray.sampling.room`.
 
 Samples depend only on their per-sample seeds, so a kept host gives the same outputs as a fresh one (tested).
 """
@@ -27,6 +30,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
+from rcs_ray.sampling.room import need, short
+
 log = logging.getLogger(__name__)
 
 _LOCK = threading.RLock()
@@ -37,6 +42,8 @@ class _Pool:
     kind: str
     handles: list
     groups: list = field(default_factory=list)  # placement groups the hosts run in (tensor parallelism)
+    family: Optional[str] = None  # HostPool.family
+    loading: list = field(default_factory=list)  # the hosts' reload calls, until ready() has waited for them
 
 
 @dataclass
@@ -46,6 +53,7 @@ class _Registry:
     depth: int = 0
     keep: bool = True
     started: Dict[str, int] = field(default_factory=dict)  # hosts started, by kind, since the process began
+    reloaded: Dict[str, int] = field(default_factory=dict)  # hosts that loaded another model in place, by kind
 
 
 _REG = _Registry()
@@ -107,7 +115,11 @@ def keeping() -> bool:
 @dataclass
 class HostPool:
     """The hosts a pass wants for one model: ``count`` actors of ``cls`` loading ``factory(**kwargs)``, placed by
-    ``place()`` (actor options; a placement group under ``"_group"``), each holding ``demand`` (Ray resources)."""
+    ``place()`` (actor options; a placement group under ``"_group"``), each holding ``demand`` (Ray resources).
+
+    ``family``: kept hosts of another model with the same family load this one in place (:meth:`reload
+    <rcs_ray.sampling.host_actors._ModelHost.reload>`: same process, same place) instead of new hosts starting;
+    ``None``: never."""
 
     kind: str
     key: str
@@ -117,6 +129,7 @@ class HostPool:
     count: int
     place: Callable[[], dict]
     demand: Dict[str, float]
+    family: Optional[str] = None
 
 
 def hosts(want: HostPool) -> list:
@@ -130,35 +143,33 @@ def hosts(want: HostPool) -> list:
             return _REG.pools[want.key].handles
         if want.key in _REG.pools:
             _release_pool(want.key)
+        reused = _reload(want)
+        if reused is not None:
+            return reused
         remote = ray.remote(max_restarts=-1, max_task_retries=-1)(want.cls)
-        pool = _REG.pools[want.key] = _Pool(want.kind, [])
+        pool = _REG.pools[want.key] = _Pool(want.kind, [], family=want.family)
         for _ in range(want.count):
             options = want.place()
             group = options.pop("_group", None)
             if group is not None:
                 pool.groups.append(group)
-            pool.handles.append(remote.options(**options).remote(want.factory, want.kwargs))
+            pool.handles.append(remote.options(**options).remote(want.key, want.factory, want.kwargs))
         _REG.started[want.kind] = _REG.started.get(want.kind, 0) + want.count
         log.info("started %d %s host(s)", want.count, want.kind)
         return pool.handles
 
 
-def phases(wanted: List[HostPool]) -> List[int]:
-    """How many consecutive pools of ``wanted`` run together in each phase of a pass: all of them when they fit the
-    cluster side by side (one streaming phase), else as many as fit at a time (each phase's output materialized
-    before the next phase's models start, as Ray Data runs pools that cannot start together)."""
-    import ray
-
-    cap, sizes, group = ray.cluster_resources(), [], []
-    for want in wanted:
-        if group and _short(_need(group + [want]), cap):
-            sizes.append(len(group))
-            group = []
-        group.append(want)
-    sizes.append(len(group))
-    if len(sizes) > 1:
-        log.info("the pass's models do not fit side by side: they run in %d phases of %s pools", len(sizes), sizes)
-    return sizes
+def _reload(want: HostPool) -> Optional[list]:
+    """Kept hosts of ``want``'s family and size, told to load ``want``'s model in place (their pool now under
+    ``want.key``); ``None`` when there are none."""
+    key = _family_pool(want)
+    if key is None:
+        return None
+    pool = _REG.pools[want.key] = _REG.pools.pop(key)
+    pool.loading = [h.reload.remote(want.key, want.factory, want.kwargs) for h in pool.handles]
+    _REG.reloaded[want.kind] = _REG.reloaded.get(want.kind, 0) + want.count
+    log.info("%d kept %s host(s) load the next model in place", want.count, want.kind)
+    return pool.handles
 
 
 def fit(wanted: List[HostPool]) -> None:
@@ -176,27 +187,20 @@ def fit(wanted: List[HostPool]) -> None:
 
     with _LOCK:
         _check_session()
-        short = _short(_need(wanted), ray.cluster_resources())
-        if short:
+        lack = short(need(wanted), ray.cluster_resources())
+        if lack:
             msg = (
-                f"{', '.join(w.kind for w in wanted)}: {sum(w.count for w in wanted)} model host(s) need {short}; "
+                f"{', '.join(w.kind for w in wanted)}: {sum(w.count for w in wanted)} model host(s) need {lack}; "
                 "lower sampling.num_actors, sampling.num_cpus / num_gpus or the objective's num_actors / num_cpus / "
                 "num_gpus"
             )
             if started_ray():
                 raise RcsInputError(msg)
             log.warning("%s; waiting for the cluster to grow", msg)
-        keys = {w.key for w in wanted}
-        if _short(_need([w for w in wanted if not _kept(w)]), ray.available_resources()):
+        keys = {w.key for w in wanted} | {k for w in wanted for k in [_family_pool(w)] if k}
+        if short(need([w for w in wanted if not _kept(w) and not _family_pool(w)]), ray.available_resources()):
             for key in [k for k in _REG.pools if k not in keys]:
                 _release_pool(key)
-
-
-def _short(need: Dict[str, float], have: Dict[str, float]) -> str:
-    """What ``need`` lacks in ``have``, in words ('' when it fits)."""
-    return ", ".join(
-        f"{v:g} {k} (the cluster has {have.get(k, 0.0):g})" for k, v in need.items() if v > have.get(k, 0.0) + 1e-9
-    )
 
 
 def _kept(want: HostPool) -> bool:
@@ -204,21 +208,27 @@ def _kept(want: HostPool) -> bool:
     return pool is not None and len(pool.handles) == want.count
 
 
-def _need(pools: List[HostPool]) -> Dict[str, float]:
-    """The resources ``pools`` ask for together: each pool's per-host demand times its host count."""
-    out: Dict[str, float] = {}
-    for pool in pools:
-        for k, v in pool.demand.items():
-            if v:
-                out[k] = out.get(k, 0.0) + pool.count * float(v)
-    return out
+def _family_pool(want: HostPool) -> Optional[str]:
+    """The key of kept hosts of another model that can load ``want``'s in place (its family, its size)."""
+    if want.family is None or _kept(want):
+        return None
+    return next((k for k, p in _REG.pools.items() if p.family == want.family and len(p.handles) == want.count), None)
 
 
 def ready(*handle_lists: list) -> None:
     """Wait until every host of ``handle_lists`` has loaded its model (they load side by side; Ctrl-C is seen within
     half a second). A host that failed to load raises its error here, and its pool is released."""
+    refs = []
+    with _LOCK:
+        for handles in handle_lists:
+            pool = next((p for p in _REG.pools.values() if p.handles is handles), None)
+            if pool is not None and pool.loading:  # hosts loading another model in place: wait for that
+                refs += pool.loading
+                pool.loading = []
+            else:
+                refs += [h.ready.remote() for h in handles]
     try:
-        _wait([h.ready.remote() for handles in handle_lists for h in handles])
+        _wait(refs)
     except BaseException:
         with _LOCK:
             ids = {id(h) for handles in handle_lists for h in handles}
@@ -251,6 +261,11 @@ def started() -> Dict[str, int]:
     return dict(_REG.started)
 
 
+def reloaded() -> Dict[str, int]:
+    """Hosts that loaded another model in place so far in this process, by kind."""
+    return dict(_REG.reloaded)
+
+
 def release(kind: Optional[str] = None, key: Optional[str] = None) -> None:
     """Release hosts: one pool (``key``), every pool of a kind prefix (``kind``), or all; their actors are killed
     and their placement groups removed, freeing their CPUs and GPUs at once."""
@@ -275,6 +290,18 @@ def _release_pool(key: str) -> None:
     for g in pool.groups:
         with contextlib.suppress(Exception):
             remove_placement_group(g)
+
+
+def policy_done() -> None:
+    """The end of one policy's evaluation: in a keeping scope, engines that can load the next policy in place stay
+    for it (:func:`generation_done` at the evaluation's end releases them) and the others go; outside one, every
+    host of the pass goes."""
+    with _LOCK:
+        if not keeping():
+            release()
+            return
+        for key in [k for k, p in _REG.pools.items() if p.kind == "generate" and p.family is None]:
+            _release_pool(key)
 
 
 def generation_done() -> None:

@@ -32,14 +32,18 @@ def generation_stage(s: SamplingConfig) -> Tuple[type, int]:
     flight measured 0.54 against 0.80 at 16 engines)."""
     from rcs_ray.sampling.stages import AsyncGenerateStage, GenerateStage
 
-    try:
-        cls = registry.resolve(registry.ENGINES.get(s.engine, s.engine), "sampling.engine")
-    except Exception:  # noqa: BLE001 - the host reports a bad engine name in one line
-        cls = None
+    cls = _engine_class(s)
     c = int(s.max_concurrent_batches)
     if c > 1 and callable(getattr(cls, "submit", None)):
         return AsyncGenerateStage, c
     return GenerateStage, BLOCKING_IN_FLIGHT
+
+
+def _engine_class(s: SamplingConfig) -> Optional[type]:
+    try:
+        return registry.resolve(registry.ENGINES.get(s.engine, s.engine), "sampling.engine")
+    except Exception:  # noqa: BLE001 - the host reports a bad engine name in one line
+        return None
 
 
 def callers_for(hosts: int) -> Tuple[int, int]:
@@ -48,7 +52,7 @@ def callers_for(hosts: int) -> Tuple[int, int]:
     return size, -(-hosts // size)
 
 
-def _calls(ds, caller: type, handles: list, kwargs: dict, batch_size: int, in_flight: int, select=None):
+def _calls(ds, caller: type, handles: list, kwargs: dict, batch_size: int, in_flight: int, select=None, model=None):
     """``ds`` mapped through ``caller`` (:class:`~rcs_ray.sampling.host_actors.HostCall`): callers with no CPU of
     their own (the hosts hold the models and their resources), each forwarding to up to :data:`HOSTS_PER_CALLER`
     hosts with ``in_flight`` batches in flight per host."""
@@ -59,7 +63,9 @@ def _calls(ds, caller: type, handles: list, kwargs: dict, batch_size: int, in_fl
     size, per = callers_for(len(handles))
     return ds.map_batches(
         caller,
-        fn_constructor_kwargs=dict(hosts=handles, token=uuid.uuid4().hex, kwargs=kwargs, select=select, per=per),
+        fn_constructor_kwargs=dict(
+            hosts=handles, token=uuid.uuid4().hex, kwargs=kwargs, select=select, per=per, model=model
+        ),
         batch_size=batch_size,
         batch_format="pyarrow",
         zero_copy_batch=True,
@@ -78,7 +84,7 @@ def score_samples(job: SamplingJob, table, n_target: int, include_original: bool
     until every one has loaded)."""
     import ray
 
-    from rcs_ray.sampling import host_actors, hosts
+    from rcs_ray.sampling import host_actors, hosts, room
     from rcs_ray.sampling.rc_step import rc_filter_batch
     from rcs_ray.sampling.scorers import plan_scorers
 
@@ -93,13 +99,14 @@ def score_samples(job: SamplingJob, table, n_target: int, include_original: bool
     ]
     ds = ray.data.from_blocks(_blocks(table, s.batch_size))  # metadata read here: no task needs a CPU the hosts hold
     steps, at = list(zip(wanted, calls)), 0
-    for size in hosts.phases(wanted):  # one phase when all fit side by side, else as many as it takes
+    for size in room.phases(wanted):  # one phase when all fit side by side, else as many as it takes
         part, at = steps[at : at + size], at + size
         hosts.fit([w for w, _ in part])  # kept models not used here give way when these need their room
         handles = [hosts.hosts(w) for w, _ in part]
         hosts.ready(*handles)  # they load side by side
-        for (_, (caller, kwargs, in_flight, last)), h in zip(part, handles):
-            ds = _calls(ds, caller, h, kwargs, s.batch_size, in_flight, select=last)
+        for (w, (caller, kwargs, in_flight, last)), h in zip(part, handles):
+            model = (w.key, w.factory, w.kwargs) if w.family else None  # hosts that may have loaded it in place
+            ds = _calls(ds, caller, h, kwargs, s.batch_size, in_flight, select=last, model=model)
         if at < len(steps):  # the phase's work is done: its room goes to the next models
             ds = ds.materialize()
             for w, _ in part:
@@ -119,6 +126,7 @@ def generation_pool(job: SamplingJob, stage: type):
     s = job.sampling
     per_host = demand(generation_remote_args(s))
     per_host["GPU"] = float(s.num_gpus) * max(1, s.tensor_parallel_size)  # a TP group's GPUs are the host's
+    in_place = getattr(_engine_class(s), "loads_in_place", False)  # the next policy in the same host process
     return hosts.HostPool(
         kind="generate",
         key=repr(("generate", stage.__name__, job.policy, s, hosts.stamp(job.policy.path, job.policy.tokenizer))),
@@ -128,6 +136,7 @@ def generation_pool(job: SamplingJob, stage: type):
         count=s.num_actors,
         place=generation_host_options(s),
         demand=per_host,
+        family=repr(("generate", stage.__name__, s)) if in_place else None,
     )
 
 

@@ -1,6 +1,9 @@
 """Models kept while they are used (rcs_ray/sampling/hosts.py): a stage's engines serve all its adaptive rounds, a
 reward model every policy an evaluation scores, with the same outputs as models loaded for every pass."""
 
+import os
+import time
+
 import pytest
 
 from rcs_ray.errors import RcsInputError
@@ -35,18 +38,80 @@ def test_kept_models_serve_every_round_and_give_the_same_pairs(tiny_world, ray_s
     assert hosts.kept() == []  # released when the command's scope ended
 
 
-def test_an_evaluation_loads_its_reward_models_once_for_every_policy(tiny_world, ray_session, tmp_path):
+def _sharper_copy(policy: str, out: str) -> str:
+    """The policy with its output layer's logits tripled: another model of the same family, sampling otherwise."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(policy)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(3.0)
+    model.save_pretrained(out)
+    for name in os.listdir(policy):
+        if "token" in name or name.endswith((".jinja", ".txt")):
+            shutil.copy(os.path.join(policy, name), out)
+    return out
+
+
+def test_an_evaluation_loads_its_reward_models_once_and_the_next_policy_in_the_same_engine(
+    tiny_world, ray_session, tmp_path
+):
     from rcs_ray.evaluate import evaluate
     from rcs_ray.user_paths import resolve_model_dir
 
     cfg = tiny_cfg(tmp_path, "eval.prompts.limit=8", "eval.n=2")
     policy = resolve_model_dir(cfg.policy.path, "policy.path", cfg.tinyworld)
-    before = hosts.started()
-    result = evaluate(cfg, {"a": policy, "b": policy}, reference="a")
+    other = _sharper_copy(policy, str(tmp_path / "sharper"))
+    before, reloads = hosts.started(), hosts.reloaded()
+    result = evaluate(cfg, {"a": policy, "b": other, "a2": policy}, reference="a", out_dir=str(tmp_path / "kept"))
     after = hosts.started()
     loaded = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
-    assert loaded == {"generate": 2, "score:rule[harmless,helpful]": 1}  # one engine per policy, the rules once
-    assert result.metrics["a"]["mean"] == result.metrics["b"]["mean"]  # same policy and seeds: the same samples
+    assert loaded == {"generate": 1, "score:rule[harmless,helpful]": 1}  # one engine process for the 3 policies
+    assert hosts.reloaded().get("generate", 0) - reloads.get("generate", 0) == 2  # b, then a again, in place
+    assert hosts.kept() == []
+    fresh_cfg = tiny_cfg(tmp_path, "eval.prompts.limit=8", "eval.n=2", "ray.keep_models=false")
+    fresh = evaluate(fresh_cfg, {"b": other}, out_dir=str(tmp_path / "fresh"))  # b in an engine of its own
+    means = {name: result.metrics[name]["mean"] for name in ("a", "b", "a2")}
+    assert means["b"] == fresh.metrics["b"]["mean"]  # the engine that ran a gives b's own samples
+    assert means["a2"] == means["a"] and means["b"] != means["a"]  # back to a's; b samples otherwise
+
+
+class _Named:
+    """A stand-in stage: answers every batch with the name it was loaded with."""
+
+    def __init__(self, name):
+        self.name = name
+
+    async def host_call(self, batch):
+        return self.name
+
+
+def _named(name):
+    return hosts.HostPool(
+        "generate", f"named-{name}", host_actors.GenerateStageHost, _Named, {"name": name}, 1, dict, {}, family="t"
+    )
+
+
+def test_a_host_restarted_after_loading_in_place_loads_the_passs_model_again(ray_session):
+    import ray
+
+    with hosts.scope():
+        first = hosts.hosts(_named("a"))
+        hosts.ready(first)
+        second = hosts.hosts(_named("b"))  # the same host, told to load b
+        hosts.ready(second)
+        assert second == first and hosts.kept() == ["generate"]
+        host, b = second[0], ("named-b", _Named, {"name": "b"})
+        assert ray.get(host.call.remote(None, model=b)) == "b"
+        pid = ray.get(host.ready.remote())
+        ray.kill(host, no_restart=False)  # Ray restarts it with its constructor's arguments: model a
+        deadline = time.time() + 60
+        while ray.get(host.ready.remote()) == pid and time.time() < deadline:
+            time.sleep(0.2)
+        assert ray.get(host.call.remote(None)) == "a"
+        assert ray.get(host.call.remote(None, model=b)) == "b"  # what a pass's caller sends: b loads again
     assert hosts.kept() == []
 
 
