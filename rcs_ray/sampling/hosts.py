@@ -242,7 +242,7 @@ def _wait(refs: list) -> None:
     import ray
 
     from rcs_ray import interrupts
-    from rcs_ray.errors import RcsInputError
+    from rcs_ray.errors import input_error_in
 
     pending = list(refs)
     while pending:
@@ -251,8 +251,9 @@ def _wait(refs: list) -> None:
         try:
             ray.get(done)
         except ray.exceptions.RayTaskError as err:
-            if isinstance(err.cause, RcsInputError):
-                raise err.cause from None  # the user's one line, not the host's traceback around it
+            wrong = input_error_in(err)
+            if wrong is not None:
+                raise wrong from None  # the user's one line, not the host's traceback around it
             raise
 
 

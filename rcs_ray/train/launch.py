@@ -24,7 +24,7 @@ from ray.train import UserCallback
 
 from rcs_ray import interrupts, storage
 from rcs_ray.config import TrainConfig
-from rcs_ray.errors import RcsInputError
+from rcs_ray.errors import RcsInputError, input_error_in
 from rcs_ray.fingerprints import TRAIN_RUN_ONLY, schedule_keys
 from rcs_ray.run_layout import RUN_FILE, TrainFiles
 
@@ -200,25 +200,6 @@ def check_checkpoints(home: str, run_name: str) -> None:
                 )
 
 
-def worker_input_error(exc: BaseException) -> Optional[RcsInputError]:
-    """The :class:`RcsInputError` a training worker raised, when that is what failed the run; None otherwise.
-
-    Ray Train wraps a worker's exception (``TrainingFailedError.worker_failures``: rank -> the error, itself wrapped
-    with its traceback text); this looks through the wrappers and the causes for the input error.
-    """
-    todo, seen = [exc], set()
-    while todo:
-        err = todo.pop()
-        if err is None or id(err) in seen:
-            continue
-        seen.add(id(err))
-        if isinstance(err, RcsInputError):
-            return err
-        todo += list((getattr(err, "worker_failures", None) or {}).values())
-        todo += [getattr(err, name, None) for name in ("_base_exc", "controller_failure", "__cause__")]
-    return None
-
-
 def launch(
     features, t: TrainConfig, spec: LaunchSpec, run_name: str, home: str, marker_dir: str, progress: bool = True
 ):
@@ -264,13 +245,13 @@ def launch(
             full = storage.disk_error_in(exc, TrainFiles(home).checkpoints)  # a checkpoint on a full disk
             if full is not None:
                 raise full from None
-            wrong = worker_input_error(exc)  # a worker's one-line input error: the CLI's exit 2
+            wrong = input_error_in(exc)  # a worker's one-line input error: the CLI's exit 2
             if wrong is not None:
                 raise wrong from None
             raise
         interrupts.check()
     if result.error is not None:
-        raise worker_input_error(result.error) or result.error
+        raise input_error_in(result.error) or result.error
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name} produced no checkpoint")
     return result

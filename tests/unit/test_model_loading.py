@@ -86,15 +86,23 @@ def test_the_trainer_refuses_random_weights_as_an_input_error(tmp_path):
         load_policy(path, TrainConfig(), {})
 
 
-def test_a_worker_input_error_is_found_inside_ray_trains_wrappers():
-    from rcs_ray.train.launch import worker_input_error
+def test_an_input_error_is_found_inside_rays_wrappers_as_itself():
+    from ray.exceptions import RayTaskError
+
+    from rcs_ray.errors import input_error_in
 
     wrong = RcsInputError("policy.path: x loaded with random weights for y")
     wrapped = SimpleNamespace(_base_exc=wrong, __cause__=None)
-    failed = RuntimeError("training failed")
+    failed = RuntimeError("training failed")  # Ray Train: the workers' errors, each wrapped with its traceback
     failed.worker_failures = {0: RuntimeError("other"), 1: wrapped}
-    assert worker_input_error(failed) is wrong
-    assert worker_input_error(RuntimeError("other")) is None
+    assert input_error_in(failed) is wrong
+    assert input_error_in(RuntimeError("other")) is None
+    # an actor's error: Ray's wrapper is itself an RcsInputError (a derived class) whose message is the traceback
+    actor = RayTaskError("Host.ready", "Traceback (most recent call last):\n...\nRcsInputError: m", wrong)
+    dual = actor.as_instanceof_cause()
+    assert isinstance(dual, RcsInputError) and "\n" in str(dual)
+    assert input_error_in(dual) is wrong and input_error_in(actor) is wrong
+    assert input_error_in(RayTaskError("Host.ready", "Traceback", ValueError("v")).as_instanceof_cause()) is None
 
 
 # ----------------------------------------------------------------------------------------------- vllm.LLM arguments
