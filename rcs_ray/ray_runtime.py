@@ -81,7 +81,7 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
             kwargs["num_cpus"] = cfg.num_cpus
         if cfg.object_store_memory_mb is not None:
             kwargs["object_store_memory"] = cfg.object_store_memory_mb << 20
-        kwargs["runtime_env"]["worker_process_setup_hook"] = "rcs_ray.worker_setup.quiet_local_workers"
+        kwargs["runtime_env"]["worker_process_setup_hook"] = "rcs_ray.worker_setup.local_worker_setup"
         ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", **kwargs)
         interrupts.at_exit_now(kill_started_ray)
     interrupts.reinstall()  # ray.init installs its own SIGTERM handler (sys.exit(15) wherever it lands)

@@ -241,14 +241,19 @@ def test_a_local_ray_starts_no_preemption_watcher_with_each_fit(ray_session):
     assert ray_session.get(setting.remote()) == "0"
 
 
-def test_a_local_ray_quiets_ray_trains_placement_group_cleaner(ray_session):
+def test_a_local_rays_workers_quiet_ray_trains_cleaner_and_name_their_own_ray(ray_session):
     """A local Ray runs without the dashboard, so Ray Train's placement-group cleaner (an actor with every fit) fails
     to ask the state API once a second and warns each time: its workers drop those warnings (rcs_ray.worker_setup);
-    the CLI's output during training is checked in tests/ray/test_interrupts.py."""
+    the CLI's output during training is checked in tests/ray/test_interrupts.py. Its workers' RAY_ADDRESS names their
+    own Ray, so the cleaner's state API finds it beside another Ray on the machine (measured: without it, "Found
+    multiple active Ray instances", a traceback)."""
     import logging
+    import os
 
     @ray_session.remote(num_cpus=0)
-    def level():
-        return logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").level
+    def setup():
+        name = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+        return logging.getLogger(name).level, os.environ.get("RAY_ADDRESS")
 
-    assert ray_session.get(level.remote()) == logging.ERROR
+    level, address = ray_session.get(setup.remote())
+    assert level == logging.ERROR and address == ray_session.get_runtime_context().gcs_address
