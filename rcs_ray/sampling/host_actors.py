@@ -21,7 +21,10 @@ class _ModelHost:
 
     def __init__(self, key: str, factory: Callable, kwargs: dict):
         self._token = None
-        self.key, self.error = key, None
+        self._load(key, factory, kwargs)
+
+    def _load(self, key: str, factory: Callable, kwargs: dict) -> None:
+        self.stage, self.key, self.error = None, key, None
         try:
             self.stage = factory(**kwargs)
         except Exception as exc:  # noqa: BLE001 - raised by ready()
@@ -36,12 +39,9 @@ class _ModelHost:
         """Load another model's stage in this process (the next policy of an evaluation): the process, its imports
         and its place in the cluster are kept. The old stage is dropped first, so the two never sit in memory
         together; a failure to load is raised here and by :meth:`ready`."""
-        self.stage, self.key, self.error = None, key, None
+        self.stage = None
         gc.collect()
-        try:
-            self.stage = factory(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - raised below and by ready()
-            self.error = exc
+        self._load(key, factory, kwargs)
         return self.ready()
 
     def claim(self, token: str) -> bool:

@@ -197,8 +197,9 @@ def fit(wanted: List[HostPool]) -> None:
             if started_ray():
                 raise RcsInputError(msg)
             log.warning("%s; waiting for the cluster to grow", msg)
-        keys = {w.key for w in wanted} | {k for w in wanted for k in [_family_pool(w)] if k}
-        if short(need([w for w in wanted if not _kept(w) and not _family_pool(w)]), ray.available_resources()):
+        in_place = {w.key: _family_pool(w) for w in wanted}  # kept hosts that will load these models in place
+        keys = {w.key for w in wanted} | {k for k in in_place.values() if k}
+        if short(need([w for w in wanted if not _kept(w) and not in_place[w.key]]), ray.available_resources()):
             for key in [k for k in _REG.pools if k not in keys]:
                 _release_pool(key)
 
@@ -306,7 +307,7 @@ def policy_done() -> None:
 
 
 def generation_done() -> None:
-    """The end of a sampling pass or of one policy's evaluation: its engines are released (what comes next samples
+    """The end of a sampling pass or of an evaluation: its engines are released (what comes next trains, or samples
     from another policy); outside a keeping scope every host of the pass goes."""
     release(kind="generate" if keeping() else None)
 

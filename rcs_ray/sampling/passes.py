@@ -105,7 +105,7 @@ def score_samples(job: SamplingJob, table, n_target: int, include_original: bool
         handles = [hosts.hosts(w) for w, _ in part]
         hosts.ready(*handles)  # they load side by side
         for (w, (caller, kwargs, in_flight, last)), h in zip(part, handles):
-            model = (w.key, w.factory, w.kwargs) if w.family else None  # hosts that may have loaded it in place
+            model = (w.key, w.factory, w.kwargs) if w.family is not None else None  # hosts may have loaded it in place
             ds = _calls(ds, caller, h, kwargs, s.batch_size, in_flight, select=last, model=model)
         if at < len(steps):  # the phase's work is done: its room goes to the next models
             ds = ds.materialize()
